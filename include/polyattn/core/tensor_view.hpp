@@ -1,0 +1,121 @@
+// polyattn/core/tensor_view.hpp — non-owning strided views over caller memory.
+//
+// TensorView<T, R> is a pointer plus R sizes and R strides (in elements, may be any
+// non-negative value), so element (i0,...,iR-1) lives at data + Σ i_k·stride_k.
+// Activations are always *indexed* as [B, T, H, D]; head-first memory [B, H, T, D] is
+// expressed by strides (see head_first()), never by copying. Recurrent states are
+// [B, H, K, V]. A default-constructed view is "absent" (used for optional arguments).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace polyattn {
+
+using index_t = std::int64_t;
+
+template <class T, std::size_t Rank>
+class TensorView {
+ public:
+  using element_type = T;
+  using value_type = std::remove_cv_t<T>;
+  using shape_type = std::array<index_t, Rank>;
+  static constexpr std::size_t rank = Rank;
+
+  constexpr TensorView() = default;
+  constexpr TensorView(T* data, const shape_type& shape, const shape_type& strides)
+      : data_(data), shape_(shape), strides_(strides) {}
+
+  // Row-major (C order) view of contiguous memory.
+  static constexpr TensorView contiguous(T* data, const shape_type& shape) {
+    shape_type strides{};
+    index_t s = 1;
+    for (std::size_t i = Rank; i-- > 0;) {
+      strides[i] = s;
+      s *= shape[i];
+    }
+    return TensorView(data, shape, strides);
+  }
+
+  // A const view of the same memory.
+  constexpr operator TensorView<const T, Rank>() const  // NOLINT(google-explicit-constructor)
+    requires(!std::is_const_v<T>)
+  {
+    return TensorView<const T, Rank>(data_, shape_, strides_);
+  }
+
+  constexpr T* data() const noexcept { return data_; }
+  constexpr const shape_type& shape() const noexcept { return shape_; }
+  constexpr const shape_type& strides() const noexcept { return strides_; }
+  constexpr index_t size(std::size_t dim) const noexcept { return shape_[dim]; }
+  constexpr index_t stride(std::size_t dim) const noexcept { return strides_[dim]; }
+  // True for a default-constructed (absent optional) view.
+  constexpr bool absent() const noexcept { return data_ == nullptr; }
+
+  constexpr index_t numel() const noexcept {
+    index_t n = 1;
+    for (index_t s : shape_) n *= s;
+    return n;
+  }
+
+  // Offset in elements of an index tuple; no bounds checks (validation happens up front).
+  template <class... I>
+    requires(sizeof...(I) == Rank && (std::is_integral_v<I> && ...))
+  constexpr index_t offset(I... idx) const noexcept {
+    const std::array<index_t, Rank> i{static_cast<index_t>(idx)...};
+    index_t o = 0;
+    for (std::size_t k = 0; k < Rank; ++k) o += i[k] * strides_[k];
+    return o;
+  }
+  template <class... I>
+  constexpr T* ptr(I... idx) const noexcept {
+    return data_ + offset(idx...);
+  }
+  template <class... I>
+  constexpr T& operator()(I... idx) const noexcept {
+    return data_[offset(idx...)];
+  }
+
+  // True when the innermost dimension is unit-stride (SIMD-friendly rows).
+  constexpr bool inner_contiguous() const noexcept { return Rank == 0 || strides_[Rank - 1] == 1; }
+
+ private:
+  T* data_ = nullptr;
+  shape_type shape_{};
+  shape_type strides_{};
+};
+
+template <class T>
+using View4 = TensorView<T, 4>;
+template <class T>
+using View3 = TensorView<T, 3>;
+template <class T>
+using View1 = TensorView<T, 1>;
+
+// [B,T,H,D] view of contiguous token-major memory (the fla / Hugging Face layout).
+template <class T>
+constexpr View4<T> bthd(T* data, index_t B, index_t T_, index_t H, index_t D) {
+  return View4<T>::contiguous(data, {B, T_, H, D});
+}
+
+// [B,T,H,D] view of contiguous head-first memory laid out as [B,H,T,D].
+template <class T>
+constexpr View4<T> head_first(T* data, index_t B, index_t T_, index_t H, index_t D) {
+  return View4<T>(data, {B, T_, H, D}, {H * T_ * D, D, T_ * D, 1});
+}
+
+// [B,H,K,V] view of a contiguous recurrent state.
+template <class T>
+constexpr View4<T> bhkv(T* data, index_t B, index_t H, index_t K, index_t V) {
+  return View4<T>::contiguous(data, {B, H, K, V});
+}
+
+// [B,T,H] view of contiguous per-token, per-head scalars (scalar gates, beta).
+template <class T>
+constexpr View3<T> bth(T* data, index_t B, index_t T_, index_t H) {
+  return View3<T>::contiguous(data, {B, T_, H});
+}
+
+}  // namespace polyattn

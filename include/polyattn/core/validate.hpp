@@ -1,0 +1,91 @@
+// polyattn/core/validate.hpp — argument checks shared by every operator and reference.
+//
+// Each check throws polyattn::Error naming the argument and the shapes seen. Operators run all
+// checks before writing any output, so a failed call leaves outputs untouched.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "polyattn/core/error.hpp"
+#include "polyattn/core/tensor_view.hpp"
+
+namespace polyattn::check {
+
+// Sizes and strides must be non-negative; a non-empty view must have data.
+template <class T, std::size_t R>
+void well_formed(std::string_view name, const TensorView<T, R>& v) {
+  for (std::size_t i = 0; i < R; ++i) {
+    if (v.size(i) < 0)
+      throw Error(name, "negative size in shape " + shape_string(v.shape()));
+    if (v.stride(i) < 0)
+      throw Error(name, "negative stride in strides " + shape_string(v.strides()));
+  }
+  if (v.data() == nullptr && v.numel() > 0) throw Error(name, "data pointer is null");
+}
+
+// A required argument: present, well formed.
+template <class T, std::size_t R>
+void required(std::string_view name, const TensorView<T, R>& v) {
+  if (v.data() == nullptr) throw Error(name, "is required but null");
+  well_formed(name, v);
+}
+
+// Exact shape match; `what` explains where the expectation comes from.
+template <class T, std::size_t R>
+void shape_is(std::string_view name, const TensorView<T, R>& v,
+              const std::array<index_t, R>& expected, std::string_view what = {}) {
+  if (v.shape() != expected) {
+    std::string msg = "expected shape " + shape_string(expected);
+    if (!what.empty()) {
+      msg += " (";
+      msg += what;
+      msg += ")";
+    }
+    msg += ", got " + shape_string(v.shape());
+    throw Error(name, msg);
+  }
+}
+
+inline void positive(std::string_view name, index_t value) {
+  if (value <= 0) throw Error(name, "must be positive, got " + std::to_string(value));
+}
+
+// Grouped value heads: HV must be a positive multiple of H.
+inline void heads_divide(std::string_view name, index_t H, index_t HV) {
+  if (H <= 0 || HV <= 0 || HV % H != 0)
+    throw Error(name, "number of heads " + std::to_string(HV) +
+                          " must be a positive multiple of the query/key heads " +
+                          std::to_string(H));
+}
+
+// cu_seqlens (FlashAttention convention): int64 [N+1], cu[0] == 0, non-decreasing,
+// cu[N] == total_T, and the batch must be 1. Returns N. Empty span = no varlen.
+inline index_t cu_seqlens(std::string_view name, std::span<const std::int64_t> cu, index_t B,
+                          index_t total_T) {
+  if (cu.empty()) return B;
+  if (B != 1)
+    throw Error(name, "requires batch size 1 (sequences packed along T), got B=" +
+                          std::to_string(B));
+  if (cu.size() < 2) throw Error(name, "needs at least 2 entries [0, T], got 1");
+  if (cu.front() != 0) throw Error(name, "must start at 0, got " + std::to_string(cu.front()));
+  for (std::size_t i = 1; i < cu.size(); ++i)
+    if (cu[i] < cu[i - 1])
+      throw Error(name, "must be non-decreasing, but cu_seqlens[" + std::to_string(i) +
+                            "]=" + std::to_string(cu[i]) + " < cu_seqlens[" +
+                            std::to_string(i - 1) + "]=" + std::to_string(cu[i - 1]));
+  if (cu.back() != total_T)
+    throw Error(name, "last entry " + std::to_string(cu.back()) +
+                          " must equal the packed length T=" + std::to_string(total_T));
+  return static_cast<index_t>(cu.size()) - 1;
+}
+
+inline void finite_positive(std::string_view name, double value) {
+  if (!(value > 0.0) || value == 1.0 / 0.0)
+    throw Error(name, "must be a finite positive number, got " + std::to_string(value));
+}
+
+}  // namespace polyattn::check
