@@ -1,0 +1,163 @@
+// polyattn/args/linear.hpp — arguments of the linear-attention family and their validation.
+//
+// One set of tensors describes every member of SPEC.md §2 (linear, retention, GLA, DeltaNet,
+// gated DeltaNet, KDA, ...). Shapes, with N = number of sequences (B, or len(cu_seqlens)-1):
+//   q, k            [B, T, H,  K]   (feature maps already applied by the caller)
+//   v               [B, T, HV, V]   HV = G·H (grouped value heads, G >= 1)
+//   g_gamma         [HV]            constant log-decay per head          (Decay::ConstantPerHead)
+//   g               [B, T, HV]      scalar log-decay per token           (Decay::ScalarPerToken)
+//   gk              [B, T, HV, K]   vector log-decay per token/channel   (Decay::VectorPerToken)
+//   beta            [B, T, HV]      delta-rule step size                 (Update::Delta)
+//   initial_state   [N, HV, K, V]   optional;   final_state [N, HV, K, V] optional output
+//   initial_z       [N, HV, K]      optional running key sum of the Sum normaliser; final_z likewise
+//   o               [B, T, HV, V]   output
+// Exactly the gate tensor that the decay kind needs must be given (a stray one is an error, so
+// a mis-composed call cannot silently ignore its gates).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "polyattn/core/error.hpp"
+#include "polyattn/core/tensor_view.hpp"
+#include "polyattn/core/validate.hpp"
+
+namespace polyattn {
+
+enum class Decay { None, ConstantPerHead, ScalarPerToken, VectorPerToken };
+enum class Update { Additive, Delta };
+enum class Normalizer { None, Sum };
+
+struct LinearOptions {
+  Decay decay = Decay::None;
+  Update update = Update::Additive;
+  Normalizer normalizer = Normalizer::None;
+  std::optional<double> scale;  // default K^-0.5; multiplies q before any product
+  bool qk_l2norm = false;       // x / sqrt(sum(x^2) + 1e-6) on q and k, before the scale
+  double eps = 1e-6;            // Sum normaliser: o / (scale·q·z + eps)
+};
+
+struct LinearInputs {
+  View4<const float> q, k, v;
+  View1<const float> g_gamma;
+  View3<const float> g;
+  View4<const float> gk;
+  View3<const float> beta;
+  View4<const float> initial_state;
+  View3<const float> initial_z;
+  std::span<const std::int64_t> cu_seqlens;
+};
+
+template <class Out>
+struct LinearOutputs {
+  View4<Out> o;
+  View4<Out> final_state;  // optional
+  View3<Out> final_z;      // optional (Sum normaliser only)
+};
+
+// Sizes resolved by validate_linear.
+struct LinearDims {
+  index_t B, T, H, HV, K, V, N;
+  index_t group() const { return HV / H; }
+};
+
+inline constexpr double kL2NormEps = 1e-6;
+
+namespace detail {
+template <class View>
+void present_iff(std::string_view name, const View& view, bool needed, std::string_view why) {
+  if (needed && view.absent()) throw Error(name, std::string("is required ") + std::string(why));
+  if (!needed && !view.absent())
+    throw Error(name, std::string("was given but is not used ") + std::string(why));
+}
+}  // namespace detail
+
+// Checks every argument; throws polyattn::Error before anything is written.
+template <class Out>
+LinearDims validate_linear(const LinearInputs& in, const LinearOptions& opt,
+                           const LinearOutputs<Out>& out) {
+  check::required("q", in.q);
+  check::required("k", in.k);
+  check::required("v", in.v);
+  check::required("o", out.o);
+  const auto& qs = in.q.shape();
+  LinearDims d{qs[0], qs[1], qs[2], in.v.size(2), qs[3], in.v.size(3), 0};
+  check::positive("q (batch)", d.B);
+  check::positive("q (heads)", d.H);
+  check::positive("q (key dim)", d.K);
+  check::shape_is("k", in.k, qs, "same as q [B,T,H,K]");
+  check::heads_divide("v", d.H, d.HV);
+  check::positive("v (value dim)", d.V);
+  check::shape_is("v", in.v, {d.B, d.T, d.HV, d.V}, "[B,T,HV,V] with B,T of q");
+  check::shape_is("o", out.o, {d.B, d.T, d.HV, d.V}, "[B,T,HV,V]");
+  d.N = check::cu_seqlens("cu_seqlens", in.cu_seqlens, d.B, d.T);
+
+  const char* why_decay = "by the chosen decay";
+  detail::present_iff("g_gamma", in.g_gamma, opt.decay == Decay::ConstantPerHead, why_decay);
+  detail::present_iff("g", in.g, opt.decay == Decay::ScalarPerToken, why_decay);
+  detail::present_iff("gk", in.gk, opt.decay == Decay::VectorPerToken, why_decay);
+  if (!in.g_gamma.absent()) {
+    check::well_formed("g_gamma", in.g_gamma);
+    check::shape_is("g_gamma", in.g_gamma, {d.HV}, "[HV]");
+  }
+  if (!in.g.absent()) {
+    check::well_formed("g", in.g);
+    check::shape_is("g", in.g, {d.B, d.T, d.HV}, "[B,T,HV]");
+  }
+  if (!in.gk.absent()) {
+    check::well_formed("gk", in.gk);
+    check::shape_is("gk", in.gk, {d.B, d.T, d.HV, d.K}, "[B,T,HV,K]");
+  }
+  detail::present_iff("beta", in.beta, opt.update == Update::Delta, "by the delta update");
+  if (!in.beta.absent()) {
+    check::well_formed("beta", in.beta);
+    check::shape_is("beta", in.beta, {d.B, d.T, d.HV}, "[B,T,HV]");
+  }
+  if (!in.initial_state.absent()) {
+    check::well_formed("initial_state", in.initial_state);
+    check::shape_is("initial_state", in.initial_state, {d.N, d.HV, d.K, d.V}, "[N,HV,K,V]");
+  }
+  if (!out.final_state.absent()) {
+    check::well_formed("final_state", out.final_state);
+    check::shape_is("final_state", out.final_state, {d.N, d.HV, d.K, d.V}, "[N,HV,K,V]");
+  }
+  const bool sum = opt.normalizer == Normalizer::Sum;
+  if (!sum && !in.initial_z.absent())
+    throw Error("initial_z", "was given but the normaliser is None");
+  if (!sum && !out.final_z.absent())
+    throw Error("final_z", "was given but the normaliser is None");
+  if (!in.initial_z.absent()) {
+    check::well_formed("initial_z", in.initial_z);
+    check::shape_is("initial_z", in.initial_z, {d.N, d.HV, d.K}, "[N,HV,K]");
+  }
+  if (!out.final_z.absent()) {
+    check::well_formed("final_z", out.final_z);
+    check::shape_is("final_z", out.final_z, {d.N, d.HV, d.K}, "[N,HV,K]");
+  }
+  if (opt.scale && !std::isfinite(*opt.scale))
+    throw Error("scale", "must be finite, got " + std::to_string(*opt.scale));
+  if (sum && !(opt.eps >= 0.0 && std::isfinite(opt.eps)))
+    throw Error("eps", "must be finite and >= 0, got " + std::to_string(opt.eps));
+  return d;
+}
+
+inline double resolved_scale(const LinearOptions& opt, index_t K) {
+  return opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(K));
+}
+
+// Constant per-head log-decays of the presets (SPEC.md §1).
+// RetNet: g_h = log(1 - 2^(-5-h)).
+inline double retention_log_decay(index_t h) {
+  return std::log1p(-std::exp2(-5.0 - static_cast<double>(h)));
+}
+// Lightning Attention: g_h = -(8/H)·(1 - layer/layers)·h.
+inline double lightning_log_decay(index_t h, index_t H, index_t layer, index_t layers) {
+  const double frac = layers > 0 ? 1.0 - static_cast<double>(layer) / static_cast<double>(layers)
+                                 : 1.0;
+  return -(8.0 / static_cast<double>(H)) * frac * static_cast<double>(h);
+}
+
+}  // namespace polyattn
