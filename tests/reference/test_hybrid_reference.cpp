@@ -191,6 +191,9 @@ TEST(BasedHybridReference, BadArguments) {
   expect_bad("k", with([&](auto& in, auto&) { in.k = lk_bad.cview(); }), o.data);
   expect_bad("v", with([&](auto& in, auto&) { in.v = lq_short.cview(); }), o.data);
   expect_bad("lin_q", with([&](auto& in, auto&) { in.lin_q = lq_short.cview(); }), o.data);
+  expect_bad("lin_q", with([](auto& in, auto&) {
+    in.lin_q = View4<const float>(nullptr, {1, 4, 2, 3}, {24, 6, 3, 1});
+  }), o.data);
   expect_bad("lin_k", with([&](auto& in, auto&) { in.lin_q = lq.cview(); in.lin_k = lk_bad.cview(); }), o.data);
   expect_bad("lin_k", with([&](auto& in, auto&) { in.lin_q = lq.cview(); }), o.data);  // lin_k defaults to k (D 3)
   expect_bad("cu_seqlens", with([&](auto& in, auto&) { in.cu_seqlens = cu_bad; }), o.data);
@@ -460,6 +463,9 @@ TEST(LigerReference, BadArguments) {
   expect_bad("lin_q", with([&](auto& in, auto&) { in.lin_q = x_short.cview(); }), o.data);
   expect_bad("lin_k", with([&](auto& in, auto&) { in.lin_q = lq.cview(); }), o.data);
   expect_bad("g", with([](auto& in, auto&) { in.g = {}; }), o.data);
+  expect_bad("g", with([](auto& in, auto&) {  // null data with a shape is not "absent"
+    in.g = polyattn::View3<const float>(nullptr, {1, 4, 2}, {8, 2, 1});
+  }), o.data);
   expect_bad("gk", with([&](auto& in, auto&) { in.gk = q.cview(); }), o.data);
   expect_bad("g", with([&](auto& in, auto&) { in.g = g_bad.cview(); }), o.data);
   expect_bad("gk", with([&](auto& in, auto&) { in.g = {}; in.gk = gk_bad.cview(); }), o.data);

@@ -112,13 +112,13 @@ inline HybridDims check_causal_qkv(const View4<const float>& q, const View4<cons
 }
 
 // An optional [B,T,H,·] tensor; returns its last dim (or `fallback` when absent).
-inline index_t check_bth_(std::string_view name, const View4<const float>& x, const HybridDims& d,
-                          index_t fallback, bool required) {
+inline index_t check_bth(std::string_view name, const View4<const float>& x, const HybridDims& d,
+                         index_t fallback, bool required) {
+  check::well_formed(name, x);  // rejects null data with a non-empty shape
   if (x.absent()) {
     if (required) check::required(name, x);
     return fallback;
   }
-  check::well_formed(name, x);
   check::shape_is(name, x, {d.B, d.T, d.H, x.size(3)}, "[B, T, H, ·] from q");
   return x.size(3);
 }
@@ -173,8 +173,8 @@ void based_hybrid(const BasedHybridInputs& in, const BasedHybridOptions& opt, Te
   const detail::HybridDims d = detail::check_causal_qkv(in.q, in.k, in.v);
   const View4<const float> lq = in.lin_q.absent() ? in.q : in.lin_q;
   const View4<const float> lk = in.lin_k.absent() ? in.k : in.lin_k;
-  const index_t K = detail::check_bth_("lin_q", in.lin_q, d, d.D, false);
-  detail::check_bth_("lin_k", in.lin_k, d, d.D, false);
+  const index_t K = detail::check_bth("lin_q", in.lin_q, d, d.D, false);
+  detail::check_bth("lin_k", in.lin_k, d, d.D, false);
   check::shape_is("lin_k", lk, lq.shape(), "same as lin_q (default q)");
   check::cu_seqlens("cu_seqlens", in.cu_seqlens, d.B, d.T);
   detail::check_out(o, {d.B, d.T, d.H, d.V});
@@ -208,8 +208,8 @@ template <class Out>
   requires(std::is_same_v<Out, float> || std::is_same_v<Out, double>)
 void lolcats(const LolcatsInputs& in, const LolcatsOptions& opt, TensorView<Out, 4> o) {
   const detail::HybridDims d = detail::check_causal_qkv(in.q, in.k, in.v);
-  const index_t F = detail::check_bth_("phi_q", in.phi_q, d, 0, true);
-  detail::check_bth_("phi_k", in.phi_k, d, 0, true);
+  const index_t F = detail::check_bth("phi_q", in.phi_q, d, 0, true);
+  detail::check_bth("phi_k", in.phi_k, d, 0, true);
   check::shape_is("phi_k", in.phi_k, in.phi_q.shape(), "same as phi_q");
   check::cu_seqlens("cu_seqlens", in.cu_seqlens, d.B, d.T);
   detail::check_out(o, {d.B, d.T, d.H, d.V});
@@ -266,18 +266,18 @@ void liger(const LigerInputs& in, const LigerOptions& opt, TensorView<Out, 4> o)
   const detail::HybridDims d = detail::check_causal_qkv(in.q, in.k, in.v);
   const View4<const float> lq = in.lin_q.absent() ? in.q : in.lin_q;
   const View4<const float> lk = in.lin_k.absent() ? in.k : in.lin_k;
-  const index_t K = detail::check_bth_("lin_q", in.lin_q, d, d.D, false);
-  detail::check_bth_("lin_k", in.lin_k, d, d.D, false);
+  const index_t K = detail::check_bth("lin_q", in.lin_q, d, d.D, false);
+  detail::check_bth("lin_k", in.lin_k, d, d.D, false);
   check::shape_is("lin_k", lk, lq.shape(), "same as lin_q (default q)");
+  check::well_formed("g", in.g);
+  check::well_formed("gk", in.gk);
   if (in.g.absent() == in.gk.absent())
     throw Error(in.g.absent() ? "g" : "gk",
                 in.g.absent() ? "a gate is required: give g [B,T,H] or gk [B,T,H,K]"
                               : "give only one of g [B,T,H] and gk [B,T,H,K]");
   if (!in.g.absent()) {
-    check::well_formed("g", in.g);
     check::shape_is("g", in.g, {d.B, d.T, d.H}, "[B, T, H] from q");
   } else {
-    check::well_formed("gk", in.gk);
     check::shape_is("gk", in.gk, {d.B, d.T, d.H, K}, "[B, T, H, K] from q and lin_q");
   }
   check::cu_seqlens("cu_seqlens", in.cu_seqlens, d.B, d.T);
