@@ -1,0 +1,487 @@
+// tests/tools/test_polyattn_run.cpp — end-to-end tests of the polyattn-run parity tool: write
+// .npy inputs to a temp dir, run the binary, compare o.npy / ht.npy with the references called
+// directly, and check that every error path exits 2 with one stderr line and writes nothing.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "common/test_util.hpp"
+#include "polyattn/args/linear.hpp"
+#include "polyattn/args/softmax.hpp"
+#include "polyattn/io/npy.hpp"
+#include "polyattn/reference/based.hpp"
+#include "polyattn/reference/linear.hpp"
+#include "polyattn/reference/softmax.hpp"
+#include "tools/tool_test_util.hpp"
+
+#ifndef POLYATTN_RUN_PATH
+#error "POLYATTN_RUN_PATH (path of the polyattn-run binary) must be defined by the build"
+#endif
+
+namespace {
+
+namespace fs = std::filesystem;
+using polyattn::index_t;
+using polyattn::test::rel_rmse;
+using polyattn::test::TempDir;
+
+// The tool writes float32 roundings of the same double computation the test runs.
+constexpr double kBound = 1e-6;
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::size_t line_count(const std::string& s) {
+  std::size_t n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+class Tool : public ::testing::Test {
+ protected:
+  TempDir root{"polyattn-run"};
+  fs::path in = root / "in";
+  fs::path out = root / "out";
+
+  void SetUp() override { fs::create_directories(in); }
+
+  // Runs `polyattn-run <args>` capturing stdout and stderr.
+  Result run_raw(const std::string& args) {
+    const fs::path so = root / "stdout.txt", se = root / "stderr.txt";
+    const std::string cmd = std::string("'") + POLYATTN_RUN_PATH + "' " + args + " >'" +
+                            so.string() + "' 2>'" + se.string() + "'";
+    const int rc = std::system(cmd.c_str());
+    Result r;
+    r.code = (rc != -1 && WIFEXITED(rc)) ? WEXITSTATUS(rc) : -1;
+    r.out = polyattn::test::read_bytes(so);
+    r.err = polyattn::test::read_bytes(se);
+    return r;
+  }
+  // Runs OP on the fixture's in/out dirs with extra flags.
+  Result run(const std::string& op, const std::string& flags = "") {
+    return run_raw(op + " --in '" + in.string() + "' --out '" + out.string() + "' " + flags);
+  }
+  void run_ok(const std::string& op, const std::string& flags = "") {
+    const Result r = run(op, flags);
+    ASSERT_EQ(r.code, 0) << op << " " << flags << ": " << r.err;
+    EXPECT_EQ(r.err, "");
+  }
+  // An error: exit 2, one line on stderr containing `fragment`, no output written.
+  void expect_error(const std::string& op, const std::string& flags, const std::string& fragment) {
+    const Result r = run(op, flags);
+    EXPECT_EQ(r.code, 2) << op << " " << flags << ": " << r.err;
+    EXPECT_EQ(line_count(r.err), 1u) << r.err;
+    EXPECT_EQ(r.err.rfind("polyattn-run: ", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find(fragment), std::string::npos) << "wanted '" << fragment << "' in: " << r.err;
+    EXPECT_FALSE(fs::exists(out / "o.npy")) << r.err;
+    EXPECT_FALSE(fs::exists(out / "ht.npy")) << r.err;
+  }
+
+  // Writes deterministic uniform data in [lo, hi) as in/<name>.npy and returns it.
+  std::vector<float> put(const std::string& name, std::vector<std::int64_t> shape,
+                         std::uint64_t seed, float lo = -1.f, float hi = 1.f) {
+    std::int64_t n = 1;
+    for (auto d : shape) n *= d;
+    auto x = polyattn::test::random_vector(static_cast<std::size_t>(n), seed, lo, hi);
+    polyattn::io::write_npy(in / (name + ".npy"), x.data(), std::span<const std::int64_t>(shape));
+    return x;
+  }
+  // Reads out/<name> and checks its shape.
+  std::vector<float> get(const std::string& name, const std::vector<std::int64_t>& shape) {
+    const auto a = polyattn::io::read_npy(out / name);
+    EXPECT_EQ(a.kind, 'f');
+    EXPECT_EQ(a.shape, shape) << name;
+    return a.f32;
+  }
+};
+
+// ---- linear family ----------------------------------------------------------------------
+
+struct LinearCase {
+  index_t B = 2, T = 5, H = 2, HV = 4, K = 3, V = 2;
+  bool h0 = false;
+  std::vector<std::int64_t> cu;  // varlen when non-empty (B must be 1)
+  float qk_lo = -1.f;           // positive q/k for the Sum normaliser
+};
+
+enum class Gate { None, Scalar, Vector };
+
+class LinearTool : public Tool {
+ protected:
+  // Writes the inputs of `c`, runs `op flags`, and compares with linear_recurrence.
+  void check(const std::string& op, const std::string& flags, const LinearCase& c,
+             polyattn::LinearOptions opt, Gate gate, bool beta,
+             const std::vector<float>& g_gamma = {}) {
+    const index_t N = c.cu.empty() ? c.B : static_cast<index_t>(c.cu.size()) - 1;
+    const auto q = put("q", {c.B, c.T, c.H, c.K}, 1, c.qk_lo);
+    const auto k = put("k", {c.B, c.T, c.H, c.K}, 2, c.qk_lo);
+    const auto v = put("v", {c.B, c.T, c.HV, c.V}, 3);
+    std::vector<float> g, bt, h0;
+    if (gate == Gate::Scalar) g = put("g", {c.B, c.T, c.HV}, 4, -1.f, -0.01f);
+    if (gate == Gate::Vector) g = put("g", {c.B, c.T, c.HV, c.K}, 4, -1.f, -0.01f);
+    if (beta) bt = put("beta", {c.B, c.T, c.HV}, 5, 0.05f, 0.95f);
+    if (c.h0) h0 = put("h0", {N, c.HV, c.K, c.V}, 6);
+    if (!c.cu.empty()) {
+      const std::vector<std::int64_t> shape{static_cast<std::int64_t>(c.cu.size())};
+      polyattn::io::write_npy(in / "cu_seqlens.npy", c.cu.data(), std::span<const std::int64_t>(shape));
+    }
+    ASSERT_NO_FATAL_FAILURE(run_ok(op, flags));
+
+    polyattn::LinearInputs li;
+    li.q = polyattn::bthd(q.data(), c.B, c.T, c.H, c.K);
+    li.k = polyattn::bthd(k.data(), c.B, c.T, c.H, c.K);
+    li.v = polyattn::bthd(v.data(), c.B, c.T, c.HV, c.V);
+    if (gate == Gate::Scalar) li.g = polyattn::bth(g.data(), c.B, c.T, c.HV);
+    if (gate == Gate::Vector) li.gk = polyattn::bthd(g.data(), c.B, c.T, c.HV, c.K);
+    if (!g_gamma.empty())
+      li.g_gamma = polyattn::View1<const float>::contiguous(g_gamma.data(), {c.HV});
+    if (beta) li.beta = polyattn::bth(bt.data(), c.B, c.T, c.HV);
+    if (c.h0) li.initial_state = polyattn::bhkv(h0.data(), N, c.HV, c.K, c.V);
+    li.cu_seqlens = c.cu;
+    polyattn::test::Tensor<double, 4> o({c.B, c.T, c.HV, c.V}), ht({N, c.HV, c.K, c.V});
+    polyattn::LinearOutputs<double> lo{o.view(), ht.view(), {}};
+    polyattn::reference::linear_recurrence<double>(li, opt, lo);
+
+    const auto got_o = get("o.npy", {c.B, c.T, c.HV, c.V});
+    const auto got_ht = get("ht.npy", {N, c.HV, c.K, c.V});
+    EXPECT_LT(rel_rmse(got_o, o.data), kBound) << op << " " << flags << " (o)";
+    EXPECT_LT(rel_rmse(got_ht, ht.data), kBound) << op << " " << flags << " (ht)";
+    // Nothing but the outputs (no leftover temporaries).
+    std::size_t files = 0;
+    for ([[maybe_unused]] const auto& e : fs::directory_iterator(out)) ++files;
+    EXPECT_EQ(files, 2u);
+  }
+};
+
+polyattn::LinearOptions opts(polyattn::Decay d, polyattn::Update u = polyattn::Update::Additive) {
+  polyattn::LinearOptions o;
+  o.decay = d;
+  o.update = u;
+  return o;
+}
+
+std::vector<float> retention_gates(index_t HV) {
+  std::vector<float> g;
+  for (index_t h = 0; h < HV; ++h) g.push_back(static_cast<float>(polyattn::retention_log_decay(h)));
+  return g;
+}
+std::vector<float> lightning_gates(index_t HV, index_t layer, index_t layers) {
+  std::vector<float> g;
+  for (index_t h = 0; h < HV; ++h)
+    g.push_back(static_cast<float>(polyattn::lightning_log_decay(h, HV, layer, layers)));
+  return g;
+}
+
+using polyattn::Decay;
+using polyattn::Update;
+
+TEST_F(LinearTool, LinearAttnWithInitialState) {
+  LinearCase c;
+  c.h0 = true;
+  check("linear_attn", "", c, opts(Decay::None), Gate::None, false);
+}
+
+TEST_F(LinearTool, LinearAttnNormalize) {
+  LinearCase c;
+  c.qk_lo = 0.1f;
+  auto o = opts(Decay::None);
+  o.normalizer = polyattn::Normalizer::Sum;
+  o.eps = 1e-10;
+  check("linear_attn", "--normalize", c, o, Gate::None, false);
+}
+
+TEST_F(LinearTool, RetentionWithScale) {
+  LinearCase c;
+  c.h0 = true;
+  auto o = opts(Decay::ConstantPerHead);
+  o.scale = 0.5;
+  check("retention", "--scale 0.5", c, o, Gate::None, false, retention_gates(c.HV));
+}
+
+TEST_F(LinearTool, LightningDefaultLayer) {
+  LinearCase c;
+  check("lightning_attn", "", c, opts(Decay::ConstantPerHead), Gate::None, false,
+        lightning_gates(c.HV, 0, 1));
+}
+
+TEST_F(LinearTool, LightningLayerOfLayers) {
+  LinearCase c;
+  c.h0 = true;
+  check("lightning_attn", "--layer 1 --layers=4", c, opts(Decay::ConstantPerHead), Gate::None,
+        false, lightning_gates(c.HV, 1, 4));
+}
+
+TEST_F(LinearTool, SimpleGla) {
+  LinearCase c;
+  c.h0 = true;
+  check("simple_gla", "--algo reference --chunk 16 --threads 2", c, opts(Decay::ScalarPerToken),
+        Gate::Scalar, false);
+}
+
+TEST_F(LinearTool, Gla) {
+  LinearCase c;
+  check("gla", "", c, opts(Decay::VectorPerToken), Gate::Vector, false);
+}
+
+TEST_F(LinearTool, DeltaRuleL2NormInitialState) {
+  LinearCase c;
+  c.h0 = true;
+  auto o = opts(Decay::None, Update::Delta);
+  o.qk_l2norm = true;
+  check("delta_rule", "--qk-l2norm", c, o, Gate::None, true);
+}
+
+TEST_F(LinearTool, GatedDeltaRule) {
+  LinearCase c;
+  auto o = opts(Decay::ScalarPerToken, Update::Delta);
+  o.qk_l2norm = true;
+  check("gated_delta_rule", "--qk-l2norm", c, o, Gate::Scalar, true);
+}
+
+TEST_F(LinearTool, GatedDeltaRuleVarlen) {
+  LinearCase c;
+  c.B = 1;
+  c.T = 7;
+  c.cu = {0, 3, 3, 7};
+  c.h0 = true;
+  check("gated_delta_rule", "", c, opts(Decay::ScalarPerToken, Update::Delta), Gate::Scalar, true);
+}
+
+TEST_F(LinearTool, KdaL2NormInitialState) {
+  LinearCase c;
+  c.h0 = true;
+  auto o = opts(Decay::VectorPerToken, Update::Delta);
+  o.qk_l2norm = true;
+  check("kda", "--qk-l2norm", c, o, Gate::Vector, true);
+}
+
+TEST_F(LinearTool, OverwritesPreviousOutputs) {
+  LinearCase c;
+  fs::create_directories(out);
+  polyattn::test::write_bytes(out / "o.npy", "stale");
+  check("linear_attn", "", c, opts(Decay::None), Gate::None, false);
+}
+
+// ---- based and softmax ------------------------------------------------------------------
+
+TEST_F(Tool, Based) {
+  const index_t B = 2, T = 6, H = 2, K = 3, V = 4;
+  const auto q = put("q", {B, T, H, K}, 11), k = put("k", {B, T, H, K}, 12),
+             v = put("v", {B, T, H, V}, 13);
+  ASSERT_NO_FATAL_FAILURE(run_ok("based", "--scale 0.7"));
+  polyattn::reference::BasedInputs bi;
+  bi.q = polyattn::bthd(q.data(), B, T, H, K);
+  bi.k = polyattn::bthd(k.data(), B, T, H, K);
+  bi.v = polyattn::bthd(v.data(), B, T, H, V);
+  polyattn::reference::BasedOptions opt;
+  opt.scale = 0.7;
+  polyattn::test::Tensor<double, 4> o({B, T, H, V});
+  polyattn::reference::based_attention<double>(bi, opt, o.view());
+  EXPECT_LT(rel_rmse(get("o.npy", {B, T, H, V}), o.data), kBound);
+  EXPECT_FALSE(fs::exists(out / "ht.npy"));
+}
+
+struct SoftmaxCase {
+  index_t B = 2, T = 5, S = 7, HQ = 4, HKV = 2, D = 3, Dv = 2;
+};
+
+class SoftmaxTool : public Tool {
+ protected:
+  void check(const std::string& op, const std::string& flags, const SoftmaxCase& c,
+             polyattn::SoftmaxOptions opt, bool gate, bool sink) {
+    const auto q = put("q", {c.B, c.T, c.HQ, c.D}, 21), k = put("k", {c.B, c.S, c.HKV, c.D}, 22),
+               v = put("v", {c.B, c.S, c.HKV, c.Dv}, 23);
+    std::vector<float> g, sk;
+    if (gate) g = put("g", {c.B, c.S, c.HQ}, 24, -1.f, -0.01f);
+    if (sink) sk = put("sink", {c.HQ}, 25);
+    ASSERT_NO_FATAL_FAILURE(run_ok(op, flags));
+    polyattn::SoftmaxInputs si;
+    si.q = polyattn::bthd(q.data(), c.B, c.T, c.HQ, c.D);
+    si.k = polyattn::bthd(k.data(), c.B, c.S, c.HKV, c.D);
+    si.v = polyattn::bthd(v.data(), c.B, c.S, c.HKV, c.Dv);
+    if (gate) si.g = polyattn::bth(g.data(), c.B, c.S, c.HQ);
+    if (sink) si.sink = polyattn::View1<const float>::contiguous(sk.data(), {c.HQ});
+    polyattn::test::Tensor<double, 4> o({c.B, c.T, c.HQ, c.Dv});
+    polyattn::reference::softmax_attention<double>(si, opt, o.view());
+    EXPECT_LT(rel_rmse(get("o.npy", {c.B, c.T, c.HQ, c.Dv}), o.data), kBound) << op << " " << flags;
+    EXPECT_FALSE(fs::exists(out / "ht.npy"));
+  }
+};
+
+TEST_F(SoftmaxTool, CausalGqaDefault) {
+  polyattn::SoftmaxOptions o;
+  o.causal = true;
+  check("softmax", "", SoftmaxCase{}, o, false, false);
+}
+
+TEST_F(SoftmaxTool, NonCausalScale) {
+  polyattn::SoftmaxOptions o;
+  o.causal = false;
+  o.scale = 0.3;
+  check("softmax", "--no-causal --scale 0.3", SoftmaxCase{}, o, false, false);
+}
+
+TEST_F(SoftmaxTool, WindowSinksAndSinkLogits) {
+  SoftmaxCase c;
+  c.T = c.S = 9;
+  polyattn::SoftmaxOptions o;
+  o.causal = true;
+  o.window = 3;
+  o.sink_tokens = 1;
+  check("softmax", "--causal --window 3 --sinks 1", c, o, false, true);
+}
+
+TEST_F(SoftmaxTool, ForgettingAttn) {
+  SoftmaxCase c;
+  c.T = c.S = 6;
+  polyattn::SoftmaxOptions o;
+  o.causal = true;
+  check("forgetting_attn", "", c, o, true, false);
+}
+
+// ---- command line and errors --------------------------------------------------------------
+
+TEST_F(Tool, Help) {
+  const Result r = run_raw("--help");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("usage: polyattn-run OP"), std::string::npos);
+  EXPECT_EQ(r.err, "");
+}
+
+class ToolErrors : public Tool {
+ protected:
+  // A valid linear_attn / simple_gla input set (B2 T5 H2 HV4 K3 V2).
+  void SetUp() override {
+    Tool::SetUp();
+    put("q", {2, 5, 2, 3}, 1);
+    put("k", {2, 5, 2, 3}, 2);
+    put("v", {2, 5, 4, 2}, 3);
+  }
+};
+
+TEST_F(ToolErrors, MissingInput) {
+  fs::remove(in / "q.npy");
+  expect_error("linear_attn", "", "q.npy: missing");
+}
+
+TEST_F(ToolErrors, MissingGate) { expect_error("simple_gla", "", "g.npy: missing (required by simple_gla)"); }
+
+TEST_F(ToolErrors, GateWithWrongShape) {
+  put("g", {2, 5, 2}, 4, -1.f, -0.1f);  // H instead of HV heads
+  expect_error("simple_gla", "", "g.npy: expected shape [2,5,4]");
+}
+
+TEST_F(ToolErrors, GateWithWrongRank) {
+  put("g", {2, 5, 4}, 4, -1.f, -0.1f);
+  expect_error("gla", "", "g.npy: expected a 4-d array [B,T,HV,K]");
+}
+
+TEST_F(ToolErrors, KeyShapeMismatch) {
+  put("k", {2, 5, 2, 4}, 2);
+  expect_error("linear_attn", "", "k.npy: expected shape [2,5,2,3]");
+}
+
+TEST_F(ToolErrors, InitialStateShape) {
+  put("h0", {2, 2, 3, 2}, 6);
+  expect_error("linear_attn", "", "h0.npy: expected shape [2,4,3,2]");
+}
+
+TEST_F(ToolErrors, DoublePrecisionFile) {
+  std::string bytes("\x93NUMPY\x01\x00\x76\x00", 10);
+  bytes += "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 5, 2, 3), }";
+  bytes.resize(128 - 1, ' ');
+  bytes += '\n';
+  bytes += std::string(8 * 60, '\0');
+  polyattn::test::write_bytes(in / "k.npy", bytes);
+  expect_error("linear_attn", "", "unsupported dtype '<f8'");
+}
+
+TEST_F(ToolErrors, TruncatedFile) {
+  const std::string full = polyattn::test::read_bytes(in / "v.npy");
+  polyattn::test::write_bytes(in / "v.npy", full.substr(0, full.size() - 3));
+  expect_error("linear_attn", "", "v.npy: truncated data");
+}
+
+TEST_F(ToolErrors, Int64WhereFloatExpected) {
+  const std::vector<std::int64_t> x(2 * 5 * 4 * 2, 1);
+  polyattn::io::write_npy(in / "v.npy", x.data(), {2, 5, 4, 2});
+  expect_error("linear_attn", "", "v.npy: expected float32");
+}
+
+TEST_F(ToolErrors, BadCuSeqlens) {
+  const std::vector<float> cu{0, 5};
+  polyattn::io::write_npy(in / "cu_seqlens.npy", cu.data(), {2});
+  expect_error("linear_attn", "", "cu_seqlens.npy: expected int64");
+  const std::vector<std::int64_t> cu2{0, 5};
+  polyattn::io::write_npy(in / "cu_seqlens.npy", cu2.data(), {2});
+  expect_error("linear_attn", "", "cu_seqlens.npy: requires batch size 1");
+}
+
+TEST_F(ToolErrors, UnusedInput) {
+  put("beta", {2, 5, 4}, 5, 0.1f, 0.9f);
+  expect_error("linear_attn", "", "beta.npy: not used by linear_attn");
+}
+
+TEST_F(ToolErrors, CommandLine) {
+  expect_error("linear_attn", "--frobnicate", "unknown option '--frobnicate'");
+  expect_error("linear_attn", "--algo chunked",
+               "--algo chunked is not available yet in this build; use --algo reference");
+  expect_error("linear_attn", "--algo recurrent", "--algo recurrent is not available yet");
+  expect_error("linear_attn", "--algo fast", "unknown --algo 'fast'");
+  expect_error("linear_atn", "", "unknown OP 'linear_atn'");
+  expect_error("linear_attn", "--chunk 0", "--chunk must be a positive integer");
+  expect_error("linear_attn", "--threads x", "--threads expects an integer");
+  expect_error("linear_attn", "--scale nan", "--scale expects a finite number");
+  expect_error("linear_attn", "--scale", "--scale needs a value");
+  expect_error("linear_attn", "--window 4", "--window is not used by linear_attn");
+  expect_error("retention", "--normalize", "--normalize is not used by retention");
+  expect_error("linear_attn", "--layer 1", "--layer/--layers is not used by linear_attn");
+  expect_error("lightning_attn", "--layer 3 --layers 2", "--layer 3 must be <= --layers 2");
+  expect_error("softmax", "--causal --no-causal", "mutually exclusive");
+  expect_error("forgetting_attn", "--no-causal", "always causal");
+  expect_error("softmax", "--qk-l2norm", "--qk-l2norm is not used by softmax");
+  expect_error("linear_attn", "--scale 1 --scale 2", "--scale given more than once");
+  const Result r = run_raw("");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(line_count(r.err), 1u);
+  const Result r2 = run_raw("linear_attn --out '" + out.string() + "'");
+  EXPECT_EQ(r2.code, 2);
+  EXPECT_NE(r2.err.find("missing --in"), std::string::npos);
+  EXPECT_FALSE(fs::exists(out));
+}
+
+TEST_F(ToolErrors, SoftmaxShapes) {
+  put("k", {2, 7, 3, 3}, 22);  // 3 kv heads do not divide 2 q heads
+  put("v", {2, 7, 3, 2}, 23);
+  expect_error("softmax", "", "k.npy: number of kv heads 3");
+  put("k", {2, 7, 1, 3}, 22);
+  put("v", {2, 7, 1, 2}, 23);
+  put("sink", {3}, 25);
+  expect_error("softmax", "", "sink.npy: expected shape [2]");
+  fs::remove(in / "sink.npy");
+  expect_error("forgetting_attn", "", "g.npy: missing");
+  expect_error("softmax", "--scale -1", "--scale: must be a finite positive number");
+}
+
+TEST_F(ToolErrors, OutputDirNotWritable) {
+  polyattn::test::write_bytes(root / "file", "x");
+  out = root / "file";
+  expect_error("linear_attn", "", "exists and is not a directory");
+  out = root / "file" / "sub";
+  expect_error("linear_attn", "", "cannot create directory");
+}
+
+TEST_F(ToolErrors, NoOutputDirectoryCreatedOnError) {
+  fs::remove(in / "q.npy");
+  expect_error("linear_attn", "", "missing");
+  EXPECT_FALSE(fs::exists(out));
+}
+
+}  // namespace
