@@ -1,0 +1,253 @@
+// polyattn/core/simd/arch.hpp — SIMD architecture tags, the float batch type of each, and
+// the few batch-level functions kernels need, identical in spelling for every tag.
+//
+// Kernels are templates on an Arch tag. The supported tags, lowest to highest:
+//   scalar = scalar_arch                  (ours; batch of 1 float, plain C++)
+//   sse42  = xsimd::sse4_2                (4 floats)
+//   avx2   = xsimd::fma3<xsimd::avx2>     (8 floats, fused multiply-add)
+//   avx512 = xsimd::avx512bw              (16 floats, fused multiply-add)
+// batch_t<Arch> is xsimd::batch<float, Arch>, or ScalarBatch for scalar_arch.
+//
+// xsimd only defines batch<float, Arch> in a translation unit compiled with that ISA enabled
+// (-mavx512bw ... sets XSIMD_WITH_AVX512BW). The tag structs always exist, so code may name
+// every tag anywhere, but may instantiate a kernel body for Arch only where compiled<Arch>()
+// holds. Bodies for other ISAs are compiled in per-ISA units (see dispatch.hpp and
+// cmake/PolyattnArch.cmake).
+//
+// Batch functions (namespace polyattn::simd; call them qualified, `simd::fma(a, b, c)`, so that
+// argument-dependent lookup cannot pick xsimd's overloads instead):
+//   fma(a, b, c)   a·b + c; fused on avx2/avx512, two roundings on sse42; on scalar whatever
+//                  the compiler makes of a*b+c.
+//   exp(a)         e^a per lane. xsimd: result 0 below ≈ -88.376 (no subnormals), +inf above
+//                  ≈ 88.376, NaN stays NaN. scalar: std::exp.
+//   max(a, b)      per-lane maximum. If a lane holds a NaN the result lane is unspecified
+//                  (it depends on the instruction); use max_nan() when NaN must propagate.
+//   max_nan(a, b)  per-lane maximum that is NaN where either operand is NaN.
+//   reduce_add(a)  Σ lanes (xsimd 8.1 calls it hadd; there is no reduce_add in 8.1).
+//   reduce_max(a)  max over lanes; NaN if any lane is NaN (8.1 has no horizontal max, so the
+//                  lanes go through a small array).
+#pragma once
+
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+// GCC < 13 warns "'__Y' is used uninitialized" inside its own AVX-512 intrinsics
+// (_mm512_undefined_ps, GCC PR105593) wherever xsimd's AVX-512 max/exp get inlined with -O2 -Wall.
+// The warning is attributed to the intrinsic header's lines, so silencing it around the first
+// inclusion of <immintrin.h> (through xsimd) removes it without hiding anything in user code.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <xsimd/xsimd.hpp>
+#pragma GCC diagnostic pop
+#else
+#include <xsimd/xsimd.hpp>
+#endif
+
+namespace polyattn::simd {
+
+// ---- tags ---------------------------------------------------------------------------------
+
+// Tag of the portable fallback: one float per "batch", no intrinsics. Mirrors the static
+// interface of the xsimd tags.
+struct scalar_arch {
+  static constexpr bool supported() noexcept { return true; }
+  static constexpr bool available() noexcept { return true; }
+  static constexpr unsigned version() noexcept { return 0; }
+  static constexpr std::size_t alignment() noexcept { return alignof(float); }
+  static constexpr bool requires_alignment() noexcept { return false; }
+  static constexpr const char* name() noexcept { return "scalar"; }
+};
+
+using avx512 = xsimd::avx512bw;
+using avx2 = xsimd::fma3<xsimd::avx2>;
+using sse42 = xsimd::sse4_2;
+using scalar = scalar_arch;
+
+// The supported instruction sets, ordered: a higher value implies every lower one.
+enum class Isa : int { scalar = 0, sse42 = 1, avx2 = 2, avx512 = 3 };
+
+constexpr const char* isa_name(Isa isa) noexcept {
+  switch (isa) {
+    case Isa::avx512:
+      return "avx512";
+    case Isa::avx2:
+      return "avx2";
+    case Isa::sse42:
+      return "sse42";
+    case Isa::scalar:
+      return "scalar";
+  }
+  return "scalar";
+}
+
+namespace detail {
+template <class A>
+inline constexpr int isa_index = -1;
+template <>
+inline constexpr int isa_index<scalar_arch> = static_cast<int>(Isa::scalar);
+template <>
+inline constexpr int isa_index<xsimd::sse4_2> = static_cast<int>(Isa::sse42);
+template <>
+inline constexpr int isa_index<xsimd::fma3<xsimd::avx2>> = static_cast<int>(Isa::avx2);
+template <>
+inline constexpr int isa_index<xsimd::avx512bw> = static_cast<int>(Isa::avx512);
+}  // namespace detail
+
+// What an Arch tag must provide: an empty, default-constructible tag with xsimd's static
+// interface, and be one of the four supported tags above.
+template <class A>
+concept SimdArch =
+    std::is_empty_v<A> && std::default_initializable<A> &&(detail::isa_index<A> >= 0) && requires {
+  { A::name() } -> std::convertible_to<const char*>;
+  { A::supported() } -> std::convertible_to<bool>;
+  { A::alignment() } -> std::convertible_to<std::size_t>;
+};
+
+// The Isa value of a tag.
+template <SimdArch A>
+inline constexpr Isa isa_of = static_cast<Isa>(detail::isa_index<A>);
+
+// True when the current translation unit can instantiate code for Arch (its ISA is enabled
+// by the compile flags): XSIMD_WITH_AVX512BW, XSIMD_WITH_FMA3_AVX2, XSIMD_WITH_SSE4_2;
+// scalar always.
+template <SimdArch A>
+constexpr bool compiled() noexcept {
+  if constexpr (std::is_same_v<A, scalar_arch>)
+    return true;
+  else
+    return A::supported();
+}
+
+// ---- the scalar batch -----------------------------------------------------------------------
+
+// One float with the subset of xsimd::batch's interface the kernels use.
+struct ScalarBatch {
+  using value_type = float;
+  using arch_type = scalar_arch;
+  static constexpr std::size_t size = 1;
+
+  float value = 0.f;
+
+  constexpr ScalarBatch() noexcept = default;
+  constexpr ScalarBatch(float v) noexcept : value(v) {}  // NOLINT: broadcast, as xsimd::batch(T)
+
+  static constexpr ScalarBatch broadcast(float v) noexcept { return ScalarBatch(v); }
+  static ScalarBatch load_unaligned(const float* p) noexcept { return ScalarBatch(*p); }
+  static ScalarBatch load_aligned(const float* p) noexcept { return ScalarBatch(*p); }
+  void store_unaligned(float* p) const noexcept { *p = value; }
+  void store_aligned(float* p) const noexcept { *p = value; }
+  constexpr float get(std::size_t) const noexcept { return value; }
+
+  friend constexpr ScalarBatch operator+(ScalarBatch a, ScalarBatch b) noexcept {
+    return a.value + b.value;
+  }
+  friend constexpr ScalarBatch operator-(ScalarBatch a, ScalarBatch b) noexcept {
+    return a.value - b.value;
+  }
+  friend constexpr ScalarBatch operator*(ScalarBatch a, ScalarBatch b) noexcept {
+    return a.value * b.value;
+  }
+  friend constexpr ScalarBatch operator/(ScalarBatch a, ScalarBatch b) noexcept {
+    return a.value / b.value;
+  }
+  friend constexpr ScalarBatch operator-(ScalarBatch a) noexcept { return -a.value; }
+  constexpr ScalarBatch& operator+=(ScalarBatch b) noexcept { return value += b.value, *this; }
+  constexpr ScalarBatch& operator-=(ScalarBatch b) noexcept { return value -= b.value, *this; }
+  constexpr ScalarBatch& operator*=(ScalarBatch b) noexcept { return value *= b.value, *this; }
+  constexpr ScalarBatch& operator/=(ScalarBatch b) noexcept { return value /= b.value, *this; }
+};
+
+namespace detail {
+template <class A>
+struct batch_of {
+  using type = xsimd::batch<float, A>;
+};
+template <>
+struct batch_of<scalar_arch> {
+  using type = ScalarBatch;
+};
+}  // namespace detail
+
+// The float batch of Arch. Only usable where compiled<Arch>().
+template <SimdArch A>
+using batch_t = typename detail::batch_of<A>::type;
+
+// ---- batch functions --------------------------------------------------------------------------
+// The xsimd overloads are constrained templates on the batch type (not on Arch), so that a call
+// such as max<Arch>(ptr, n) from ops.hpp never tries to convert its arguments to an xsimd batch
+// of an ISA that the translation unit cannot instantiate.
+
+namespace detail {
+template <class B>
+inline constexpr bool is_xsimd_float_batch = false;
+template <class A>
+inline constexpr bool is_xsimd_float_batch<xsimd::batch<float, A>> = true;
+}  // namespace detail
+
+template <class B>
+concept XsimdFloatBatch = detail::is_xsimd_float_batch<B>;
+
+template <XsimdFloatBatch B>
+inline B fma(const B& a, const B& b, const B& c) noexcept {
+  return xsimd::fma(a, b, c);
+}
+inline ScalarBatch fma(ScalarBatch a, ScalarBatch b, ScalarBatch c) noexcept {
+  return a.value * b.value + c.value;
+}
+
+template <XsimdFloatBatch B>
+inline B exp(const B& a) noexcept {
+  return xsimd::exp(a);
+}
+inline ScalarBatch exp(ScalarBatch a) noexcept {
+  return std::exp(a.value);
+}
+
+template <XsimdFloatBatch B>
+inline B max(const B& a, const B& b) noexcept {
+  return xsimd::max(a, b);
+}
+inline ScalarBatch max(ScalarBatch a, ScalarBatch b) noexcept {
+  return a.value < b.value ? b : a;
+}
+
+template <XsimdFloatBatch B>
+inline B max_nan(const B& a, const B& b) noexcept {
+  // a + b is NaN in the lanes where a or b is NaN, and only those lanes are selected.
+  return xsimd::select(xsimd::isnan(a) | xsimd::isnan(b), a + b, xsimd::max(a, b));
+}
+inline ScalarBatch max_nan(ScalarBatch a, ScalarBatch b) noexcept {
+  if (std::isnan(a.value) || std::isnan(b.value)) return a.value + b.value;
+  return a.value < b.value ? b : a;
+}
+
+template <XsimdFloatBatch B>
+inline float reduce_add(const B& a) noexcept {
+  return xsimd::hadd(a);
+}
+inline float reduce_add(ScalarBatch a) noexcept {
+  return a.value;
+}
+
+template <XsimdFloatBatch B>
+inline float reduce_max(const B& a) noexcept {
+  alignas(B::arch_type::alignment()) float lanes[B::size];
+  a.store_aligned(lanes);
+  float m = lanes[0];
+  for (std::size_t i = 1; i < B::size; ++i) {
+    // Keeps the first NaN: once m is NaN neither comparison is true.
+    if (lanes[i] > m || lanes[i] != lanes[i]) m = lanes[i];
+  }
+  return m;
+}
+inline float reduce_max(ScalarBatch a) noexcept {
+  return a.value;
+}
+
+}  // namespace polyattn::simd
