@@ -1,0 +1,181 @@
+// tests/core/test_dispatch.cpp — runtime ISA dispatch: CPU detection, the POLYATTN_ISA cap,
+// best_arch() and dispatch() with a functor whose per-ISA bodies live in arch units
+// (dispatch_probe_unit.cpp). The env-cap tests re-run this executable in child processes,
+// because the production path caches its decision at the first call.
+#include <gtest/gtest.h>
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "dispatch_probe.hpp"
+
+extern char** environ;
+
+namespace {
+
+namespace simd = polyattn::simd;
+using polyattn::test::Probe;
+using simd::Isa;
+
+static_assert(simd::SimdArch<simd::avx512> && simd::SimdArch<simd::avx2> &&
+              simd::SimdArch<simd::sse42> && simd::SimdArch<simd::scalar_arch>);
+static_assert(!simd::SimdArch<int> && !simd::SimdArch<xsimd::sse2> &&
+              !simd::SimdArch<xsimd::avx512f>);
+static_assert(simd::compiled<simd::scalar_arch>());
+static_assert(simd::isa_of<simd::avx2> == Isa::avx2);
+static_assert(simd::choose_isa(Isa::avx512, 0b1011u) == Isa::avx512);
+static_assert(simd::choose_isa(Isa::avx512, 0b0011u) == Isa::sse42);
+static_assert(simd::choose_isa(Isa::avx2, 0b1001u) == Isa::scalar);
+static_assert(simd::parse_isa("avx2") == Isa::avx2 && !simd::parse_isa("AVX2") &&
+              !simd::parse_isa(""));
+static_assert(simd::capped_isa(Isa::avx2, "avx512") == Isa::avx2);
+static_assert(simd::capped_isa(Isa::avx512, "sse42") == Isa::sse42);
+static_assert(simd::capped_isa(Isa::avx512, "nonsense") == Isa::avx512);
+static_assert(simd::capped_isa(Isa::sse42, nullptr) == Isa::sse42);
+
+// The CPU's level from /proc/cpuinfo, independent of the library's cpuid code.
+std::optional<Isa> isa_from_proc_cpuinfo() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    std::set<std::string> f;
+    for (std::string w; words >> w;) f.insert(w);
+    auto has = [&](std::initializer_list<const char*> names) {
+      for (const char* n : names)
+        if (!f.count(n)) return false;
+      return true;
+    };
+    if (!has({"sse4_2"})) return Isa::scalar;
+    if (!has({"avx2", "fma", "bmi2"})) return Isa::sse42;
+    if (!has({"avx512f", "avx512cd", "avx512dq", "avx512bw", "avx512vl"})) return Isa::avx2;
+    return Isa::avx512;
+  }
+  return std::nullopt;
+}
+
+constexpr unsigned kAllUnits = 0b1111u;
+
+TEST(Dispatch, TheseTestsHaveEveryUnit) {
+  EXPECT_EQ(POLYATTN_ISA_MASK, kAllUnits);
+  // This TU is compiled for generic x86-64: only scalar is local.
+  EXPECT_EQ(POLYATTN_LOCAL_ISA_MASK & 1u, 1u);
+}
+
+TEST(Dispatch, CpuIsaAgreesWithProcCpuinfo) {
+  const auto expected = isa_from_proc_cpuinfo();
+  if (!expected) GTEST_SKIP() << "no /proc/cpuinfo flags";
+  EXPECT_EQ(simd::cpu_isa(), *expected) << "library: " << simd::isa_name(simd::cpu_isa())
+                                        << ", /proc/cpuinfo: " << simd::isa_name(*expected);
+  RecordProperty("cpu_isa", simd::isa_name(simd::cpu_isa()));
+}
+
+TEST(Dispatch, BestArchIsTheCpuBestWhenAllUnitsExist) {
+  if (std::getenv("POLYATTN_ISA") != nullptr) GTEST_SKIP() << "POLYATTN_ISA is set";
+  // With units for every ISA the only limit is the CPU: avx512 on an AVX-512 machine.
+  EXPECT_EQ(simd::best_arch(), simd::cpu_isa());
+  EXPECT_EQ(simd::runtime_isa(), simd::cpu_isa());
+  std::printf("best_arch() = %s\n", simd::isa_name(simd::best_arch()));
+}
+
+TEST(Dispatch, BestArchRespectsTheCompiledSet) {
+  // Without an avx512 unit an AVX-512 CPU falls back to avx2, and so on.
+  EXPECT_EQ(simd::best_arch<0b0111u>(), simd::choose_isa(simd::runtime_isa(), 0b0111u));
+  EXPECT_EQ(simd::best_arch<0b0001u>(), Isa::scalar);
+  EXPECT_LE(static_cast<int>(simd::best_arch<0b0101u>()), static_cast<int>(Isa::avx2));
+  EXPECT_NE(simd::best_arch<0b0101u>(), Isa::sse42);
+}
+
+TEST(Dispatch, CallsTheFunctorWithTheMatchingTag) {
+  std::vector<float> x(37);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i);
+  const polyattn::test::ProbeResult r = simd::dispatch(Probe{x.data(), 37});
+  EXPECT_EQ(r.isa, simd::best_arch());
+  const std::size_t widths[] = {1, 4, 8, 16};
+  EXPECT_EQ(r.width, widths[static_cast<int>(r.isa)]);
+  const char* names[] = {"scalar", "sse4.2", "fma3+avx2", "avx512bw"};
+  EXPECT_STREQ(r.name, names[static_cast<int>(r.isa)]);
+  EXPECT_EQ(r.sum, 666.f);
+}
+
+TEST(Dispatch, DispatchToEachIsaTheCpuHas) {
+  std::vector<float> x(5, 1.f);
+  for (int i = 0; i <= 3; ++i) {
+    const Isa want = static_cast<Isa>(i);
+    const auto r = simd::dispatch_to(want, Probe{x.data(), 5});
+    const Isa expect =
+        static_cast<int>(want) <= static_cast<int>(simd::cpu_isa()) ? want : simd::cpu_isa();
+    EXPECT_EQ(r.isa, expect) << "asked for " << simd::isa_name(want);
+    EXPECT_EQ(r.sum, 5.f);
+  }
+}
+
+TEST(Dispatch, LocalDispatchOnlyUsesThisTusFlags) {
+  std::vector<float> x(9, 2.f);
+  const Isa got = simd::dispatch_local([&](auto arch) {
+    using A = decltype(arch);
+    EXPECT_EQ(simd::sum<A>(x.data(), 9), 18.f);
+    return simd::isa_of<A>;
+  });
+  EXPECT_EQ(got, simd::choose_isa(simd::runtime_isa(), POLYATTN_LOCAL_ISA_MASK));
+}
+
+// Runs in a child process started by EnvCapsTheChoice; skipped otherwise.
+TEST(DispatchEnvChild, SeesTheCap) {
+  const char* expect = std::getenv("POLYATTN_TEST_EXPECT_ISA");
+  if (expect == nullptr) GTEST_SKIP() << "only meaningful as a child of EnvCapsTheChoice";
+  const auto want = simd::parse_isa(expect);
+  ASSERT_TRUE(want.has_value());
+  EXPECT_EQ(simd::runtime_isa(), *want);
+  EXPECT_EQ(simd::best_arch(), *want);
+  std::vector<float> x(3, 1.f);
+  EXPECT_EQ(simd::dispatch(Probe{x.data(), 3}).isa, *want);
+}
+
+int run_child(const std::string& cap, Isa expect) {
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string s = *e;
+    if (s.rfind("POLYATTN_ISA=", 0) == 0 || s.rfind("POLYATTN_TEST_EXPECT_ISA=", 0) == 0 ||
+        s.rfind("GTEST_", 0) == 0)
+      continue;
+    env_strings.push_back(s);
+  }
+  env_strings.push_back("POLYATTN_ISA=" + cap);
+  env_strings.push_back(std::string("POLYATTN_TEST_EXPECT_ISA=") + simd::isa_name(expect));
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::string exe = "/proc/self/exe", filter = "--gtest_filter=DispatchEnvChild.SeesTheCap";
+  std::string brief = "--gtest_brief=1";
+  char* argv[] = {exe.data(), filter.data(), brief.data(), nullptr};
+  pid_t pid = 0;
+  if (posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, envp.data()) != 0) return -1;
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(Dispatch, EnvCapsTheChoice) {
+  if (access("/proc/self/exe", X_OK) != 0) GTEST_SKIP() << "no /proc/self/exe";
+  const Isa cpu = simd::cpu_isa();
+  for (int i = 0; i <= 3; ++i) {
+    const Isa cap = static_cast<Isa>(i);
+    // The cap lowers the choice but never raises it above the CPU.
+    const Isa expect = static_cast<int>(cap) < static_cast<int>(cpu) ? cap : cpu;
+    EXPECT_EQ(run_child(simd::isa_name(cap), expect), 0) << "POLYATTN_ISA=" << simd::isa_name(cap);
+  }
+  // An unknown value is ignored (with a message on stderr).
+  EXPECT_EQ(run_child("avx9000", cpu), 0);
+}
+
+}  // namespace
