@@ -1,0 +1,28 @@
+// polyattn/polyattn.hpp — umbrella header: everything a user of the library needs.
+//
+// Core: strided views (TensorView, bthd, head_first, bhkv), polyattn::Error and argument
+// validation, the SIMD layer with its single runtime ISA dispatcher, executors (Serial,
+// ThreadPool, make_executor). Operator arguments (args/) and the naive double-precision
+// references of every family (reference/). The .npy reader/writer used by polyattn-run.
+#pragma once
+
+#include "polyattn/core/simd/arch.hpp"  // first: silences a GCC 12 false warning in immintrin.h
+#include "polyattn/core/simd/dispatch.hpp"
+#include "polyattn/core/simd/ops.hpp"
+
+#include "polyattn/core/block_mask.hpp"
+#include "polyattn/core/error.hpp"
+#include "polyattn/core/executor.hpp"
+#include "polyattn/core/sequences.hpp"
+#include "polyattn/core/tensor_view.hpp"
+#include "polyattn/core/validate.hpp"
+
+#include "polyattn/args/linear.hpp"
+#include "polyattn/args/softmax.hpp"
+
+#include "polyattn/reference/based.hpp"
+#include "polyattn/reference/hybrid.hpp"
+#include "polyattn/reference/linear.hpp"
+#include "polyattn/reference/softmax.hpp"
+
+#include "polyattn/io/npy.hpp"
