@@ -500,7 +500,7 @@ void run_based(const Args& a) {
   opt.normalize = true;  // fla's parallel_based default; --normalize is accepted and redundant
   // based_attention validates before writing; this earlier call only keeps the output from
   // being sized from unchecked shapes.
-  const auto d = polyattn::reference::detail::validate_based(bi, opt);
+  const auto d = polyattn::reference::validate_based(bi, opt);
   Output o("o.npy", {d.B, d.T, d.H, d.V});
   polyattn::reference::based_attention<float>(bi, opt, o.view4());
   write_outputs(a.out, {&o});

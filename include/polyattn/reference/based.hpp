@@ -37,8 +37,7 @@ struct BasedOptions {
   bool normalize = true;        // fla use_norm
 };
 
-namespace detail {
-
+// Sizes of a validated Based call; validate_based is public so tools can check before allocating.
 struct BasedDims {
   index_t B = 0, T = 0, H = 0, K = 0, V = 0;
   double scale = 1.0;
@@ -68,12 +67,10 @@ inline BasedDims validate_based(const BasedInputs& in, const BasedOptions& opt) 
   return d;
 }
 
-}  // namespace detail
-
 template <class Out>
   requires(std::is_same_v<Out, float> || std::is_same_v<Out, double>)
 void based_attention(const BasedInputs& in, const BasedOptions& opt, TensorView<Out, 4> o) {
-  const detail::BasedDims d = detail::validate_based(in, opt);
+  const BasedDims d = validate_based(in, opt);
   check::required("o", o);
   check::shape_is("o", o, {d.B, d.T, d.H, d.V}, "[B, T, H, V] from q and v");
 
