@@ -1,0 +1,225 @@
+// polyattn/linear/operator.hpp — LinearAttention<Map, Decay, Update, Normalizer>: the operator
+// of the whole linear family (SPEC.md §2), composed from policies at compile time.
+//
+//   forward<Algo>(inputs, outputs, options, executor)   prefill over [B,T,...] or packed varlen
+//   step(inputs, state, o, options, executor)            decode: T new tokens (usually 1) per
+//                                                         sequence, state [B,HV,K,V] in place
+// The feature map is applied to q and k first (into scratch, skipped for Identity); the state's
+// key dimension is the mapped one. Work is split into (sequence, value head) tasks handed to the
+// executor; each task is computed the same way whatever the thread count, so results are
+// bit-identical for any executor. Arguments are validated before any output is written.
+#pragma once
+
+#include <algorithm>
+#include <optional>
+#include <vector>
+
+#include "polyattn/args/linear.hpp"
+#include "polyattn/core/executor.hpp"
+#include "polyattn/core/sequences.hpp"
+#include "polyattn/core/simd/dispatch.hpp"
+#include "polyattn/linear/head.hpp"
+#include "polyattn/linear/recurrent.hpp"
+#include "polyattn/policies/algorithm.hpp"
+#include "polyattn/policies/decay.hpp"
+#include "polyattn/policies/feature_map.hpp"
+#include "polyattn/policies/normalizer.hpp"
+#include "polyattn/policies/update.hpp"
+
+namespace polyattn {
+
+struct LinearRunOptions {
+  std::optional<double> scale;  // default K^-0.5 (K after the feature map)
+};
+
+namespace detail {
+
+// Rows with unit inner stride: the view itself, or a packed copy in `storage`.
+inline View4<const float> unit_rows(const View4<const float>& x, std::vector<float>& storage) {
+  if (x.absent() || x.stride(3) == 1 || x.size(3) <= 1) return x;
+  storage.resize(static_cast<std::size_t>(x.numel()));
+  const auto& s = x.shape();
+  float* dst = storage.data();
+  for (index_t b = 0; b < s[0]; ++b)
+    for (index_t t = 0; t < s[1]; ++t)
+      for (index_t h = 0; h < s[2]; ++h)
+        for (index_t d = 0; d < s[3]; ++d) *dst++ = x(b, t, h, d);
+  return View4<const float>::contiguous(storage.data(), s);
+}
+
+}  // namespace detail
+
+template <FeatureMap Map, DecayPolicy DecayP, UpdatePolicy UpdateP, NormalizerPolicy NormP>
+class LinearAttention {
+ public:
+  LinearAttention() = default;
+  LinearAttention(Map map, DecayP decay, UpdateP update, NormP norm)
+      : map_(std::move(map)), decay_(std::move(decay)), update_(update), norm_(norm) {}
+
+  const Map& feature_map() const { return map_; }
+  const DecayP& decay() const { return decay_; }
+
+  // The policies lowered to the option set shared with the reference oracle.
+  LinearOptions options(const LinearRunOptions& run = {}) const {
+    LinearOptions o;
+    o.decay = DecayP::kind;
+    o.update = UpdateP::kind;
+    o.normalizer = NormP::kind;
+    o.scale = run.scale;
+    o.qk_l2norm = update_.qk_l2norm;
+    o.eps = norm_.eps;
+    return o;
+  }
+
+  template <LinearAlgorithm Algo = Recurrent, Executor E = Serial>
+  void forward(const LinearInputs& in, const LinearOutputs<float>& out,
+               const LinearRunOptions& run = {}, const E& exec = E{}) const {
+    run_impl<Algo>(in, out, run, exec);
+  }
+
+  // Decode: the new tokens of B sequences (q, k [B,T,H,K], v [B,T,HV,V], gates, beta; T is
+  // usually 1), `state` [B,HV,K,V] read and updated in place, o [B,T,HV,V].
+  // in.initial_state and in.cu_seqlens must be empty (the state argument is the state).
+  template <Executor E = Serial>
+  void step(const LinearInputs& in, View4<float> state, View4<float> o,
+            const LinearRunOptions& run = {}, const E& exec = E{}) const {
+    if (!in.initial_state.absent())
+      throw Error("initial_state", "must be empty in step(): the state argument is read and updated in place");
+    if (!in.cu_seqlens.empty()) throw Error("cu_seqlens", "is not supported by step()");
+    check::required("state", state);
+    LinearInputs with_state = in;
+    with_state.initial_state = state;
+    run_impl<Recurrent>(with_state, LinearOutputs<float>{.o = o, .final_state = state}, run, exec);
+  }
+
+ private:
+  template <class Algo, class E>
+  void run_impl(const LinearInputs& in_raw, const LinearOutputs<float>& out,
+                const LinearRunOptions& run, const E& exec) const {
+    check::required("q", in_raw.q);
+    check::required("k", in_raw.k);
+    check::shape_is("k", in_raw.k, in_raw.q.shape(), "same as q [B,T,H,K]");
+    LinearInputs in = in_raw;
+    if constexpr (std::is_same_v<DecayP, ConstantDecay>) {
+      if (!decay_.g_gamma.empty()) {
+        if (!in.g_gamma.absent())
+          throw Error("g_gamma", "given both in the inputs and by the ConstantDecay policy");
+        in.g_gamma = View1<const float>::contiguous(decay_.g_gamma.data(),
+                                                    {static_cast<index_t>(decay_.g_gamma.size())});
+      }
+    }
+    // Feature map (scratch copies; the caller's q, k are never written).
+    std::vector<float> qmap, kmap;
+    if constexpr (!Map::is_identity) {
+      const auto& s = in.q.shape();
+      const index_t F = map_.out_dim(s[3]);
+      qmap.resize(static_cast<std::size_t>(s[0] * s[1] * s[2] * F));
+      kmap.resize(qmap.size());
+      const auto qv = View4<float>::contiguous(qmap.data(), {s[0], s[1], s[2], F});
+      const auto kv = View4<float>::contiguous(kmap.data(), {s[0], s[1], s[2], F});
+      apply_rows(map_, in.q, qv);
+      apply_rows(map_, in.k, kv);
+      in.q = qv;
+      in.k = kv;
+    }
+    const LinearOptions opt = options(run);
+    const LinearDims d = validate_linear(in, opt, out);
+
+    // Inner-contiguous rows for the kernels (packed copies only for exotic strides).
+    std::vector<float> qs, ks, vs, gks;
+    in.q = detail::unit_rows(in.q, qs);
+    in.k = detail::unit_rows(in.k, ks);
+    in.v = detail::unit_rows(in.v, vs);
+    in.gk = detail::unit_rows(in.gk, gks);
+    std::vector<float> o_scratch;
+    View4<float> o = out.o;
+    if (o.stride(3) != 1 && o.size(3) > 1) {
+      o_scratch.resize(static_cast<std::size_t>(o.numel()));
+      o = View4<float>::contiguous(o_scratch.data(), o.shape());
+    }
+
+    const std::vector<Segment> segs = segments(d.B, d.T, in.cu_seqlens);
+    const index_t tasks = d.N * d.HV;
+    const double scale = resolved_scale(opt, d.K);
+    exec.parallel_for(tasks, [&](index_t task) {
+      const index_t n = task / d.HV, hv = task % d.HV, h = hv / d.group();
+      const Segment& sg = segs[static_cast<std::size_t>(n)];
+      std::vector<float> S(static_cast<std::size_t>(d.K * d.V), 0.f), z;
+      if (!in.initial_state.absent())
+        for (index_t i = 0; i < d.K; ++i)
+          for (index_t j = 0; j < d.V; ++j) S[i * d.V + j] = in.initial_state(n, hv, i, j);
+      if (opt.normalizer == Normalizer::Sum) {
+        z.assign(static_cast<std::size_t>(d.K), 0.f);
+        if (!in.initial_z.absent())
+          for (index_t i = 0; i < d.K; ++i) z[i] = in.initial_z(n, hv, i);
+      }
+      if (sg.length > 0) {
+        linear::HeadProblem p;
+        p.T = sg.length;
+        p.K = d.K;
+        p.V = d.V;
+        const index_t b = sg.batch, t0 = sg.begin;
+        p.q = in.q.ptr(b, t0, h, 0);
+        p.q_st = in.q.stride(1);
+        p.k = in.k.ptr(b, t0, h, 0);
+        p.k_st = in.k.stride(1);
+        p.v = in.v.ptr(b, t0, hv, 0);
+        p.v_st = in.v.stride(1);
+        p.decay = opt.decay;
+        if (!in.g_gamma.absent()) p.g_gamma = in.g_gamma(hv);
+        if (!in.g.absent()) {
+          p.g = in.g.ptr(b, t0, hv);
+          p.g_st = in.g.stride(1);
+        }
+        if (!in.gk.absent()) {
+          p.gk = in.gk.ptr(b, t0, hv, 0);
+          p.gk_st = in.gk.stride(1);
+        }
+        p.update = opt.update;
+        if (!in.beta.absent()) {
+          p.beta = in.beta.ptr(b, t0, hv);
+          p.beta_st = in.beta.stride(1);
+        }
+        p.qk_l2norm = opt.qk_l2norm;
+        p.normalizer = opt.normalizer;
+        p.eps = static_cast<float>(opt.eps);
+        p.scale = static_cast<float>(scale);
+        p.o = o.ptr(b, t0, hv, 0);
+        p.o_st = o.stride(1);
+        p.state = S.data();
+        p.z = z.empty() ? nullptr : z.data();
+        linear::Workspace ws;
+        run_head<Algo>(p, ws);
+      }
+      if (!out.final_state.absent())
+        for (index_t i = 0; i < d.K; ++i)
+          for (index_t j = 0; j < d.V; ++j) out.final_state(n, hv, i, j) = S[i * d.V + j];
+      if (!out.final_z.absent())
+        for (index_t i = 0; i < d.K; ++i) out.final_z(n, hv, i) = z[i];
+    });
+    if (!o_scratch.empty()) {
+      const auto& s = o.shape();
+      for (index_t b = 0; b < s[0]; ++b)
+        for (index_t t = 0; t < s[1]; ++t)
+          for (index_t h = 0; h < s[2]; ++h)
+            for (index_t j = 0; j < s[3]; ++j) out.o(b, t, h, j) = o(b, t, h, j);
+    }
+  }
+
+  template <class Algo>
+  static void run_head(const linear::HeadProblem& p, linear::Workspace& ws) {
+    if constexpr (std::is_same_v<Algo, Recurrent>) {
+      simd::dispatch(linear::RecurrentKernel{&p, &ws});
+    } else {
+      static_assert(std::is_same_v<Algo, Recurrent>,
+                    "only the Recurrent algorithm is available in this build");
+    }
+  }
+
+  Map map_{};
+  DecayP decay_{};
+  UpdateP update_{};
+  NormP norm_{};
+};
+
+}  // namespace polyattn

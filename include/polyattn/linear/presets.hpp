@@ -1,0 +1,48 @@
+// polyattn/linear/presets.hpp — the fla-named members of the linear family as policy
+// compositions (SPEC.md §2 table). Feature map Identity unless stated.
+//   linear_attn       NoDecay        AdditiveUpdate  NoNormalizer (SumNormalizer{1e-10}: fla normalize)
+//   retention         ConstantDecay::retention(HV)
+//   lightning_attn    ConstantDecay::lightning(HV, layer, layers)
+//   simple_gla        ScalarDecay    (also Mamba2 SSD: q = C, k = B, v = x·dt, g = dt·A, scale 1)
+//   gla               VectorDecay    (also HGRN2)
+//   delta_rule        NoDecay        DeltaUpdate
+//   gated_delta_rule  ScalarDecay    DeltaUpdate   (Qwen3-Next)
+//   kda               VectorDecay    DeltaUpdate   (Kimi Delta Attention)
+#pragma once
+
+#include "polyattn/linear/operator.hpp"
+
+namespace polyattn::presets {
+
+using linear_attn = LinearAttention<Identity, NoDecay, AdditiveUpdate, NoNormalizer>;
+using linear_attn_normalized = LinearAttention<Identity, NoDecay, AdditiveUpdate, SumNormalizer>;
+using retention = LinearAttention<Identity, ConstantDecay, AdditiveUpdate, NoNormalizer>;
+using lightning_attn = retention;
+using simple_gla = LinearAttention<Identity, ScalarDecay, AdditiveUpdate, NoNormalizer>;
+using gla = LinearAttention<Identity, VectorDecay, AdditiveUpdate, NoNormalizer>;
+using delta_rule = LinearAttention<Identity, NoDecay, DeltaUpdate, NoNormalizer>;
+using gated_delta_rule = LinearAttention<Identity, ScalarDecay, DeltaUpdate, NoNormalizer>;
+using kda = LinearAttention<Identity, VectorDecay, DeltaUpdate, NoNormalizer>;
+
+// fla's normalize=True: o / (scale·q·cumsum(k) + 1e-10).
+inline linear_attn_normalized make_linear_attn_normalized() {
+  return {Identity{}, NoDecay{}, AdditiveUpdate{}, SumNormalizer{1e-10}};
+}
+inline retention make_retention(index_t value_heads) {
+  return {Identity{}, ConstantDecay::retention(value_heads), AdditiveUpdate{}, NoNormalizer{}};
+}
+inline lightning_attn make_lightning_attn(index_t value_heads, index_t layer, index_t layers) {
+  return {Identity{}, ConstantDecay::lightning(value_heads, layer, layers), AdditiveUpdate{},
+          NoNormalizer{}};
+}
+inline delta_rule make_delta_rule(bool qk_l2norm = true) {
+  return {Identity{}, NoDecay{}, DeltaUpdate{qk_l2norm}, NoNormalizer{}};
+}
+inline gated_delta_rule make_gated_delta_rule(bool qk_l2norm = true) {
+  return {Identity{}, ScalarDecay{}, DeltaUpdate{qk_l2norm}, NoNormalizer{}};
+}
+inline kda make_kda(bool qk_l2norm = true) {
+  return {Identity{}, VectorDecay{}, DeltaUpdate{qk_l2norm}, NoNormalizer{}};
+}
+
+}  // namespace polyattn::presets

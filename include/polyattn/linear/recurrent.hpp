@@ -1,0 +1,196 @@
+// polyattn/linear/recurrent.hpp — the Recurrent algorithm (and the decode step) for one head.
+//
+// Per token the state S [K][V] is touched in ONE fused read-modify-write pass:
+//   S_t = D_t S_{t−1} + k_t u_tᵀ
+// with the two products the NEXT token needs accumulated while each new row is written:
+//   p_{t+1} = S_tᵀ (a_{t+1} ∘ k_{t+1})       (delta rule: S_tᵀ k after decay)
+//   r_{t+1} = S_tᵀ (a_{t+1} ∘ scale·q_{t+1})
+// so that  u_{t+1} = β(v − p) (or v),  o_{t+1} = r_{t+1} + (k_{t+1}·scale·q_{t+1}) u_{t+1},
+// because S_{t+1}ᵀ q = (D S_t)ᵀ q + (k·q) u. a is the decay (1, exp(g_gamma), exp(g_t) or
+// exp(gk_t)). The pass runs over column blocks of NB SIMD vectors so u, p and r stay in
+// registers; columns past the last full vector are done by the same code in scalar form.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+
+#include "polyattn/core/simd/arch.hpp"
+#include "polyattn/core/simd/dispatch.hpp"
+#include "polyattn/core/simd/ops.hpp"
+#include "polyattn/linear/head.hpp"
+
+namespace polyattn::linear {
+
+namespace detail {
+
+// Per-token vectors derived from q_t, k_t and the gate (all length K).
+struct TokenPrep {
+  float* k;   // (normalised) key
+  float* qs;  // scale·(normalised) query
+  float* a;   // decay per key channel
+  float* kt;  // a ∘ k
+  float* qt;  // a ∘ qs
+};
+
+template <simd::SimdArch A>
+void prepare_token(const HeadProblem& p, index_t t, const TokenPrep& w) {
+  const index_t K = p.K;
+  const float* q = p.q + t * p.q_st;
+  const float* k = p.k + t * p.k_st;
+  float qn = p.scale, kn = 1.f;
+  if (p.qk_l2norm) {
+    qn = p.scale / std::sqrt(simd::dot<A>(q, q, K) + static_cast<float>(kL2NormEps));
+    kn = 1.f / std::sqrt(simd::dot<A>(k, k, K) + static_cast<float>(kL2NormEps));
+  }
+  switch (p.decay) {
+    case Decay::None: std::fill(w.a, w.a + K, 1.f); break;
+    case Decay::ConstantPerHead: std::fill(w.a, w.a + K, std::exp(p.g_gamma)); break;
+    case Decay::ScalarPerToken: std::fill(w.a, w.a + K, std::exp(p.g[t * p.g_st])); break;
+    case Decay::VectorPerToken: simd::exp<A>(p.gk + t * p.gk_st, w.a, K); break;
+  }
+  for (index_t i = 0; i < K; ++i) {
+    w.k[i] = k[i] * kn;
+    w.qs[i] = q[i] * qn;
+    w.kt[i] = w.a[i] * w.k[i];
+    w.qt[i] = w.a[i] * w.qs[i];
+  }
+}
+
+// One pass over column block [j0, j0 + NB·W) of S, all K rows.
+//   Update: S_i ← a_i S_i + k_i u         Next: p += kt_i S_i, r += qt_i S_i (after the update)
+template <simd::SimdArch A, int NB, bool Update, bool Next, bool NeedP>
+void column_block(float* S, index_t K, index_t V, index_t j0, const float* a, const float* k,
+                  const float* u, const float* kt, const float* qt, float* pout, float* rout) {
+  using B = simd::batch_t<A>;
+  constexpr index_t W = static_cast<index_t>(B::size);
+  B ub[NB], pb[NB], rb[NB];
+  for (int n = 0; n < NB; ++n) {
+    if constexpr (Update) ub[n] = B::load_unaligned(u + j0 + n * W);
+    pb[n] = B(0.f);
+    rb[n] = B(0.f);
+  }
+  for (index_t i = 0; i < K; ++i) {
+    float* row = S + i * V + j0;
+    const B ai(a[i]), ki(k[i]), kti(kt[i]), qti(qt[i]);
+    for (int n = 0; n < NB; ++n) {
+      B s = B::load_unaligned(row + n * W);
+      if constexpr (Update) {
+        s = simd::fma(ki, ub[n], s * ai);
+        s.store_unaligned(row + n * W);
+      }
+      if constexpr (Next) {
+        if constexpr (NeedP) pb[n] = simd::fma(kti, s, pb[n]);
+        rb[n] = simd::fma(qti, s, rb[n]);
+      }
+    }
+  }
+  if constexpr (Next) {
+    for (int n = 0; n < NB; ++n) {
+      if constexpr (NeedP) pb[n].store_unaligned(pout + j0 + n * W);
+      rb[n].store_unaligned(rout + j0 + n * W);
+    }
+  }
+}
+
+// Scalar form of column_block for the columns [j0, V) past the last full vector.
+template <bool Update, bool Next, bool NeedP>
+void column_tail(float* S, index_t K, index_t V, index_t j0, const float* a, const float* k,
+                 const float* u, const float* kt, const float* qt, float* pout, float* rout) {
+  for (index_t j = j0; j < V; ++j) {
+    float pj = 0.f, rj = 0.f;
+    for (index_t i = 0; i < K; ++i) {
+      float s = S[i * V + j];
+      if constexpr (Update) {
+        s = std::fma(k[i], u[j], s * a[i]);
+        S[i * V + j] = s;
+      }
+      if constexpr (Next) {
+        if constexpr (NeedP) pj = std::fma(kt[i], s, pj);
+        rj = std::fma(qt[i], s, rj);
+      }
+    }
+    if constexpr (Next) {
+      if constexpr (NeedP) pout[j] = pj;
+      rout[j] = rj;
+    }
+  }
+}
+
+template <simd::SimdArch A, bool Update, bool Next, bool NeedP>
+void state_pass(float* S, index_t K, index_t V, const float* a, const float* k, const float* u,
+                const float* kt, const float* qt, float* pout, float* rout) {
+  using B = simd::batch_t<A>;
+  constexpr index_t W = static_cast<index_t>(B::size);
+  constexpr int NB = sizeof(B) >= 64 ? 4 : (W == 1 ? 4 : 2);
+  const index_t Vfull = V - V % W;
+  index_t j0 = 0;
+  for (; j0 + NB * W <= Vfull; j0 += NB * W)
+    column_block<A, NB, Update, Next, NeedP>(S, K, V, j0, a, k, u, kt, qt, pout, rout);
+  for (; j0 + W <= Vfull; j0 += W)
+    column_block<A, 1, Update, Next, NeedP>(S, K, V, j0, a, k, u, kt, qt, pout, rout);
+  column_tail<Update, Next, NeedP>(S, K, V, j0, a, k, u, kt, qt, pout, rout);
+}
+
+template <simd::SimdArch A, bool NeedP>
+void recurrent_run(const HeadProblem& p, Workspace& ws) {
+  const index_t K = p.K, V = p.V;
+  float* buf = ws.floats(static_cast<std::size_t>(10 * K + 3 * V));
+  TokenPrep cur{buf, buf + K, buf + 2 * K, buf + 3 * K, buf + 4 * K};
+  TokenPrep nxt{buf + 5 * K, buf + 6 * K, buf + 7 * K, buf + 8 * K, buf + 9 * K};
+  float* u = buf + 10 * K;
+  float* pv = u + V;
+  float* rv = pv + V;
+  float* S = p.state;
+
+  prepare_token<A>(p, 0, cur);
+  state_pass<A, false, true, NeedP>(S, K, V, cur.a, cur.k, u, cur.kt, cur.qt, pv, rv);
+  for (index_t t = 0; t < p.T; ++t) {
+    const float* v = p.v + t * p.v_st;
+    if constexpr (NeedP) {
+      const float beta = p.beta[t * p.beta_st];
+      for (index_t j = 0; j < V; ++j) u[j] = beta * (v[j] - pv[j]);
+    } else {
+      std::copy(v, v + V, u);
+    }
+    if (p.normalizer == Normalizer::Sum)
+      for (index_t i = 0; i < K; ++i) p.z[i] += cur.k[i];
+    const float kq = simd::dot<A>(cur.k, cur.qs, K);
+    float inv = 1.f;
+    if (p.normalizer == Normalizer::Sum) inv = 1.f / (simd::dot<A>(cur.qs, p.z, K) + p.eps);
+    float* o = p.o + t * p.o_st;
+    for (index_t j = 0; j < V; ++j) o[j] = std::fma(kq, u[j], rv[j]) * inv;
+
+    if (t + 1 < p.T) {
+      prepare_token<A>(p, t + 1, nxt);
+      state_pass<A, true, true, NeedP>(S, K, V, cur.a, cur.k, u, nxt.kt, nxt.qt, pv, rv);
+      std::swap(cur, nxt);
+    } else {
+      state_pass<A, true, false, false>(S, K, V, cur.a, cur.k, u, nullptr, nullptr, nullptr,
+                                        nullptr);
+    }
+  }
+}
+
+}  // namespace detail
+
+// Recurrent algorithm over p.T tokens (T >= 1); p.state / p.z are updated in place.
+struct RecurrentKernel {
+  const HeadProblem* problem;
+  Workspace* workspace;
+  template <simd::SimdArch A>
+  void operator()(A) const;
+};
+
+template <simd::SimdArch A>
+void RecurrentKernel::operator()(A) const {
+  if (problem->T <= 0) return;
+  if (problem->update == Update::Delta)
+    detail::recurrent_run<A, true>(*problem, *workspace);
+  else
+    detail::recurrent_run<A, false>(*problem, *workspace);
+}
+
+}  // namespace polyattn::linear
+
+#define POLYATTN_LINEAR_RECURRENT_SIG(A) void ::polyattn::linear::RecurrentKernel::operator()<A>(A) const
+POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_LINEAR_RECURRENT_SIG);

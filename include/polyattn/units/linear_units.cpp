@@ -1,0 +1,7 @@
+// polyattn/units/linear_units.cpp — per-ISA instantiations of the linear-family kernels.
+// Not compiled on its own: pass it to polyattn_add_arch_units() (CMake variable
+// POLYATTN_LINEAR_UNITS) so a binary built for generic x86-64 still runs the AVX2 / AVX-512
+// kernels on CPUs that have them. Each generated unit instantiates for its own ISA.
+#include "polyattn/linear/recurrent.hpp"
+
+POLYATTN_ARCH_UNIT_INSTANTIATE(POLYATTN_LINEAR_RECURRENT_SIG);
