@@ -18,6 +18,7 @@
 #include "polyattn/core/executor.hpp"
 #include "polyattn/core/sequences.hpp"
 #include "polyattn/core/simd/dispatch.hpp"
+#include "polyattn/linear/chunked.hpp"
 #include "polyattn/linear/head.hpp"
 #include "polyattn/linear/recurrent.hpp"
 #include "polyattn/policies/algorithm.hpp"
@@ -124,6 +125,13 @@ class LinearAttention {
     }
     const LinearOptions opt = options(run);
     const LinearDims d = validate_linear(in, opt, out);
+    if constexpr (std::is_same_v<Algo, Parallel>) {
+      for (const Segment& sg : segments(d.B, d.T, in.cu_seqlens))
+        if (sg.length > linear::kParallelMaxT)
+          throw Error("q", "Parallel materialises T×T per head; sequence length " +
+                               std::to_string(sg.length) + " exceeds " +
+                               std::to_string(linear::kParallelMaxT) + " (use Chunked<C>)");
+    }
 
     // Inner-contiguous rows for the kernels (packed copies only for exotic strides).
     std::vector<float> qs, ks, vs, gks;
@@ -210,9 +218,10 @@ class LinearAttention {
   static void run_head(const linear::HeadProblem& p, linear::Workspace& ws) {
     if constexpr (std::is_same_v<Algo, Recurrent>) {
       simd::dispatch(linear::RecurrentKernel{&p, &ws});
+    } else if constexpr (std::is_same_v<Algo, Parallel>) {
+      simd::dispatch(linear::ChunkedKernel{&p, &ws, p.T});
     } else {
-      static_assert(std::is_same_v<Algo, Recurrent>,
-                    "only the Recurrent algorithm is available in this build");
+      simd::dispatch(linear::ChunkedKernel{&p, &ws, Algo::chunk});
     }
   }
 

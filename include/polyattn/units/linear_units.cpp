@@ -5,3 +5,7 @@
 #include "polyattn/linear/recurrent.hpp"
 
 POLYATTN_ARCH_UNIT_INSTANTIATE(POLYATTN_LINEAR_RECURRENT_SIG);
+
+#include "polyattn/linear/chunked.hpp"
+
+POLYATTN_ARCH_UNIT_INSTANTIATE(POLYATTN_LINEAR_CHUNKED_SIG);

@@ -1,0 +1,96 @@
+// polyattn/core/simd/gemm.hpp — small register-blocked matrix product over xsimd batches:
+//   C[M×N] (= or +=) alpha · A[M×Kd] · B[Kd×N]      all row-major, leading dimensions lda/ldb/ldc
+// The micro-kernel keeps an MR×(NB·W) block of C in registers, broadcasts A[i,k] and streams
+// rows of B (the "broadcast" form, good for the chunk-sized operands of the attention kernels:
+// M, Kd ≤ a few hundred, B resident in L1/L2). Columns past the last full vector use a scalar
+// loop with the same arithmetic. Templated on the Arch tag, so every ISA unit gets its own
+// symbols (Eigen's GEMM entry points are not Arch-specific, so per-ISA units would share one
+// copy at link time — that is why kernels compiled per ISA use this instead).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "polyattn/core/simd/arch.hpp"
+
+namespace polyattn::simd {
+
+namespace detail {
+
+template <SimdArch A, int MR, int NB, bool Acc>
+inline void gemm_block(std::int64_t Kd, float alpha, const float* a, std::int64_t lda,
+                       const float* b, std::int64_t ldb, float* c, std::int64_t ldc) {
+  using Bt = batch_t<A>;
+  constexpr std::int64_t W = static_cast<std::int64_t>(Bt::size);
+  Bt acc[MR][NB];
+  for (int r = 0; r < MR; ++r)
+    for (int n = 0; n < NB; ++n) acc[r][n] = Bt(0.f);
+  for (std::int64_t k = 0; k < Kd; ++k) {
+    Bt bv[NB];
+    for (int n = 0; n < NB; ++n) bv[n] = Bt::load_unaligned(b + k * ldb + n * W);
+    for (int r = 0; r < MR; ++r) {
+      const Bt av(a[r * lda + k]);
+      for (int n = 0; n < NB; ++n) acc[r][n] = simd::fma(av, bv[n], acc[r][n]);
+    }
+  }
+  const Bt al(alpha);
+  for (int r = 0; r < MR; ++r)
+    for (int n = 0; n < NB; ++n) {
+      float* cp = c + r * ldc + n * W;
+      if constexpr (Acc)
+        simd::fma(al, acc[r][n], Bt::load_unaligned(cp)).store_unaligned(cp);
+      else
+        (al * acc[r][n]).store_unaligned(cp);
+    }
+}
+
+template <SimdArch A, int NB, bool Acc>
+inline void gemm_rows(std::int64_t M, std::int64_t Kd, float alpha, const float* a,
+                      std::int64_t lda, const float* b, std::int64_t ldb, float* c,
+                      std::int64_t ldc) {
+  constexpr int MR = 4;
+  std::int64_t i = 0;
+  for (; i + MR <= M; i += MR)
+    gemm_block<A, MR, NB, Acc>(Kd, alpha, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+  for (; i < M; ++i) gemm_block<A, 1, NB, Acc>(Kd, alpha, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+}
+
+}  // namespace detail
+
+template <SimdArch A>
+void gemm(std::int64_t M, std::int64_t N, std::int64_t Kd, float alpha, const float* a,
+          std::int64_t lda, const float* b, std::int64_t ldb, bool accumulate, float* c,
+          std::int64_t ldc) {
+  using Bt = batch_t<A>;
+  constexpr std::int64_t W = static_cast<std::int64_t>(Bt::size);
+  constexpr int NB = sizeof(Bt) >= 64 ? 2 : (W == 1 ? 4 : 3);
+  const std::int64_t Nfull = N - N % W;
+  std::int64_t j = 0;
+  for (; j + NB * W <= Nfull; j += NB * W) {
+    if (accumulate)
+      detail::gemm_rows<A, NB, true>(M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
+    else
+      detail::gemm_rows<A, NB, false>(M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
+  }
+  for (; j + W <= Nfull; j += W) {
+    if (accumulate)
+      detail::gemm_rows<A, 1, true>(M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
+    else
+      detail::gemm_rows<A, 1, false>(M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
+  }
+  for (; j < N; ++j)
+    for (std::int64_t i = 0; i < M; ++i) {
+      float s = 0.f;
+      for (std::int64_t k = 0; k < Kd; ++k) s = std::fma(a[i * lda + k], b[k * ldb + j], s);
+      c[i * ldc + j] = accumulate ? std::fma(alpha, s, c[i * ldc + j]) : alpha * s;
+    }
+}
+
+// out[n×m] = in[m×n]ᵀ (row-major, leading dimensions ldi / ldo).
+inline void transpose(std::int64_t m, std::int64_t n, const float* in, std::int64_t ldi,
+                      float* out, std::int64_t ldo) {
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) out[j * ldo + i] = in[i * ldi + j];
+}
+
+}  // namespace polyattn::simd

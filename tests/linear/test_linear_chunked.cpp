@@ -1,0 +1,119 @@
+// tests/linear/test_linear_chunked.cpp — Chunked<C> and Parallel for every preset against the
+// naive reference (SPEC.md §5 bound) over awkward shapes and extreme gates, and the algorithms
+// against each other (recurrent == chunked == parallel); state carried across split prefill.
+#include <gtest/gtest.h>
+
+#include "linear/linear_harness.hpp"
+
+namespace {
+
+using namespace polyattn;
+using polyattn::test::expect_matches_reference;
+using polyattn::test::LinearData;
+using polyattn::test::LinearShape;
+using polyattn::test::rel_rmse;
+
+template <class Algo, class Make>
+void sweep(const Make& make, const char* name) {
+  const LinearShape shapes[] = {
+      {.B = 1, .T = 1, .H = 1, .HV = 1, .K = 16, .V = 16},
+      {.B = 2, .T = 63, .H = 2, .HV = 4, .K = 60, .V = 17},
+      {.B = 1, .T = 65, .H = 1, .HV = 2, .K = 100, .V = 64},
+      {.B = 1, .T = 64, .H = 1, .HV = 2, .K = 128, .V = 128},
+      {.B = 1, .T = 333, .H = 1, .HV = 1, .K = 16, .V = 100},
+  };
+  std::uint64_t seed = 100;
+  for (const auto& s : shapes)
+    for (bool h0 : {false, true}) {
+      const auto op = make(s.HV);
+      LinearData data(s, seed++, 1.0, op.options().normalizer == Normalizer::Sum);
+      expect_matches_reference<Algo>(op, data, h0, std::string(name) + " " + s.str() + (h0 ? " h0" : ""));
+    }
+}
+
+template <class Algo>
+void all_presets() {
+  sweep<Algo>([](index_t) { return presets::linear_attn{}; }, "linear_attn");
+  sweep<Algo>([](index_t) { return presets::make_linear_attn_normalized(); }, "linear_attn_norm");
+  sweep<Algo>([](index_t hv) { return presets::make_retention(hv); }, "retention");
+  sweep<Algo>([](index_t hv) { return presets::make_lightning_attn(hv, 0, 2); }, "lightning");
+  sweep<Algo>([](index_t) { return presets::simple_gla{}; }, "simple_gla");
+  sweep<Algo>([](index_t) { return presets::gla{}; }, "gla");
+  sweep<Algo>([](index_t) { return presets::make_delta_rule(); }, "delta_rule");
+  sweep<Algo>([](index_t) { return presets::make_gated_delta_rule(); }, "gated_delta_rule");
+  sweep<Algo>([](index_t) { return presets::make_kda(); }, "kda");
+}
+
+TEST(LinearChunked, Chunk16AllPresets) { all_presets<Chunked<16>>(); }
+TEST(LinearChunked, Chunk32AllPresets) { all_presets<Chunked<32>>(); }
+TEST(LinearChunked, Chunk64AllPresets) { all_presets<Chunked<64>>(); }
+TEST(LinearChunked, Chunk128AllPresets) { all_presets<Chunked<128>>(); }
+TEST(LinearParallel, AllPresets) { all_presets<Parallel>(); }
+
+// Log-gates divided by 0.01 … 10: the chunked forms never build e^{+large}.
+TEST(LinearChunked, ExtremeGates) {
+  for (double div : {0.01, 0.1, 1.0, 10.0}) {
+    LinearData data({.B = 1, .T = 130, .H = 1, .HV = 2, .K = 32, .V = 20}, 77, div);
+    const std::string tag = " gate/" + std::to_string(div);
+    expect_matches_reference<Chunked<64>>(presets::make_gated_delta_rule(), data, true, "gdn" + tag);
+    expect_matches_reference<Chunked<64>>(presets::make_kda(), data, true, "kda" + tag);
+    expect_matches_reference<Chunked<32>>(presets::gla{}, data, true, "gla" + tag);
+    expect_matches_reference<Chunked<16>>(presets::simple_gla{}, data, true, "sgla" + tag);
+  }
+}
+
+// recurrent == chunked == parallel on the same inputs (fp32 vs fp32, same bound).
+TEST(LinearChunked, AlgorithmsAgree) {
+  LinearData data({.B = 2, .T = 200, .H = 2, .HV = 4, .K = 64, .V = 48}, 55);
+  const auto op = presets::make_kda();
+  const auto rec = expect_matches_reference<Recurrent>(op, data, true, "recurrent");
+  const auto chk = expect_matches_reference<Chunked<64>>(op, data, true, "chunked");
+  const auto par = expect_matches_reference<Parallel>(op, data, true, "parallel");
+  EXPECT_LT(rel_rmse(chk.o, rec.o), polyattn::test::kRelRmseBound);
+  EXPECT_LT(rel_rmse(par.o, rec.o), polyattn::test::kRelRmseBound);
+  EXPECT_LT(rel_rmse(chk.ht, rec.ht), polyattn::test::kRelRmseBound);
+}
+
+// Prefill split at arbitrary points with the state carried == one call.
+TEST(LinearChunked, SplitPrefillEqualsOneCall) {
+  const LinearShape s{.B = 1, .T = 150, .H = 1, .HV = 2, .K = 32, .V = 32};
+  LinearData data(s, 9);
+  const auto op = presets::make_gated_delta_rule();
+  const LinearOptions opt = op.options();
+  std::vector<float> o(s.T * s.HV * s.V), ht(s.HV * s.K * s.V);
+  op.forward<Chunked<64>>(data.inputs(opt, true), {.o = bthd(o.data(), 1, s.T, s.HV, s.V),
+                                                   .final_state = bhkv(ht.data(), 1, s.HV, s.K, s.V)});
+  std::vector<float> state = data.h0, o2(o.size());
+  const index_t cuts[] = {0, 1, 37, 64, 129, 150};
+  for (int c = 0; c + 1 < 6; ++c) {
+    const index_t t0 = cuts[c], L = cuts[c + 1] - cuts[c];
+    LinearInputs in{.q = bthd(data.q.data() + t0 * s.H * s.K, 1, L, s.H, s.K),
+                    .k = bthd(data.k.data() + t0 * s.H * s.K, 1, L, s.H, s.K),
+                    .v = bthd(data.v.data() + t0 * s.HV * s.V, 1, L, s.HV, s.V),
+                    .g = bth(data.g.data() + t0 * s.HV, 1, L, s.HV),
+                    .beta = bth(data.beta.data() + t0 * s.HV, 1, L, s.HV)};
+    std::vector<float> next(state.size());
+    in.initial_state = bhkv(state.data(), 1, s.HV, s.K, s.V);
+    op.forward<Chunked<64>>(in, {.o = bthd(o2.data() + t0 * s.HV * s.V, 1, L, s.HV, s.V),
+                                 .final_state = bhkv(next.data(), 1, s.HV, s.K, s.V)});
+    state = next;
+  }
+  EXPECT_LT(rel_rmse(o2, o), 1e-6);
+  EXPECT_LT(rel_rmse(state, ht), 1e-6);
+}
+
+TEST(LinearParallel, RejectsVeryLongSequences) {
+  const index_t T = linear::kParallelMaxT + 1;
+  std::vector<float> q(T), k(T), v(T), o(T, 5.f);
+  try {
+    presets::linear_attn{}.forward<Parallel>(
+        {.q = bthd(q.data(), 1, T, 1, 1), .k = bthd(k.data(), 1, T, 1, 1), .v = bthd(v.data(), 1, T, 1, 1)},
+        {.o = bthd(o.data(), 1, T, 1, 1)});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.argument(), "q");
+  }
+  EXPECT_EQ(o[0], 5.f);
+}
+
+}  // namespace
