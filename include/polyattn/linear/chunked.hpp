@@ -31,6 +31,19 @@ inline constexpr index_t kParallelMaxT = 8192;
 
 namespace detail {
 
+inline constexpr index_t kStrip = 16;  // row strip of the causal products and the solve
+
+// Lower block-triangular X[L×L] = A[L×Kd] · B[Kd×L] in row strips: strip [r0, r1) only needs
+// columns s < r1 (entries above the diagonal inside a strip are computed and later ignored).
+template <simd::SimdArch A>
+void causal_gemm(index_t L, index_t Kd, const float* a, index_t lda, const float* b, index_t ldb,
+                 float* x, index_t ldx) {
+  for (index_t r0 = 0; r0 < L; r0 += kStrip) {
+    const index_t r1 = std::min(L, r0 + kStrip);
+    simd::gemm<A>(r1 - r0, r1, Kd, 1.f, a + r0 * lda, lda, b, ldb, false, x + r0 * ldx, ldx);
+  }
+}
+
 struct ChunkBuffers {
   float *Q, *Kc, *Kt, *QK, *KK, *R, *U, *O, *b, *eb, *tmp;
 };
@@ -99,23 +112,27 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
         for (index_t t = 0; t < L; ++t)
           for (index_t i = 0; i < K; ++i) w.Kt[i * C + t] = w.Kc[t * K + i] / w.eb[t * K + i];
         for (index_t t = 0; t < L * K; ++t) w.tmp[t] = w.Q[t] * w.eb[t];
-        simd::gemm<A>(L, L, K, 1.f, w.tmp, K, w.Kt, C, false, w.QK, C);
+        causal_gemm<A>(L, K, w.tmp, K, w.Kt, C, w.QK, C);
         if (delta) {
           for (index_t t = 0; t < L * K; ++t) w.tmp[t] = w.Kc[t] * w.eb[t];
-          simd::gemm<A>(L, L, K, 1.f, w.tmp, K, w.Kt, C, false, w.KK, C);
+          causal_gemm<A>(L, K, w.tmp, K, w.Kt, C, w.KK, C);
         }
         simd::transpose(L, K, w.Kc, K, w.Kt, C);  // restore plain Kᵀ
       } else {
-        simd::gemm<A>(L, L, K, 1.f, w.Q, K, w.Kt, C, false, w.QK, C);
-        if (delta) simd::gemm<A>(L, L, K, 1.f, w.Kc, K, w.Kt, C, false, w.KK, C);
-        // Γ for scalar-type decay (exact, L²/2 exps).
-        if (p.decay != Decay::None)
-          for (index_t t = 0; t < L; ++t)
+        causal_gemm<A>(L, K, w.Q, K, w.Kt, C, w.QK, C);
+        if (delta) causal_gemm<A>(L, K, w.Kc, K, w.Kt, C, w.KK, C);
+        // Γ for scalar-type decay (exact: one vectorised exp per row).
+        if (p.decay != Decay::None) {
+          float* e = extra;
+          for (index_t t = 0; t < L; ++t) {
+            for (index_t s = 0; s <= t; ++s) e[s] = w.b[t] - w.b[s];
+            simd::exp<A>(e, e, t + 1);
             for (index_t s = 0; s <= t; ++s) {
-              const float gm = std::exp(w.b[t] - w.b[s]);
-              w.QK[t * C + s] *= gm;
-              if (delta) w.KK[t * C + s] *= gm;
+              w.QK[t * C + s] *= e[s];
+              if (delta) w.KK[t * C + s] *= e[s];
             }
+          }
+        }
       }
     } else {
       // Extreme vector gates: exact pairwise e^{b_t − b_s} ≤ 1.
@@ -145,9 +162,17 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
         for (index_t j = 0; j < V; ++j) r[j] = beta * v[j];
         for (index_t i = 0; i < K; ++i)
           r[V + i] = beta * w.Kc[t * K + i] * (vec ? w.eb[t * K + i] : w.eb[t]);
-        // Forward substitution: row t −= β_t·KK[t,s]·row s for s < t.
-        for (index_t s = 0; s < t; ++s)
-          simd::axpy<A>(-beta * w.KK[t * C + s], w.R + s * RW, r, RW);
+        for (index_t s = 0; s < t; ++s) w.KK[t * C + s] *= beta;  // A[t,s] = β_t·KK[t,s]
+      }
+      // Forward substitution (I + A) X = R in strips: the rows of a strip first subtract the
+      // contribution of all earlier strips as one matrix product, then solve inside the strip.
+      for (index_t r0 = 0; r0 < L; r0 += kStrip) {
+        const index_t r1 = std::min(L, r0 + kStrip);
+        if (r0 > 0)
+          simd::gemm<A>(r1 - r0, RW, r0, -1.f, w.KK + r0 * C, C, w.R, RW, true, w.R + r0 * RW, RW);
+        for (index_t t = r0; t < r1; ++t)
+          for (index_t s = r0; s < t; ++s)
+            simd::axpy<A>(-w.KK[t * C + s], w.R + s * RW, w.R + t * RW, RW);
       }
       // U = Uc − W S0
       for (index_t t = 0; t < L; ++t) std::copy(w.R + t * RW, w.R + t * RW + V, w.U + t * V);
@@ -166,7 +191,10 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
     simd::gemm<A>(L, V, K, 1.f, w.tmp, K, S, V, false, w.O, V);
     for (index_t t = 0; t < L; ++t)
       for (index_t s = t + 1; s < L; ++s) w.QK[t * C + s] = 0.f;
-    simd::gemm<A>(L, V, L, 1.f, w.QK, C, U, V, true, w.O, V);
+    for (index_t r0 = 0; r0 < L; r0 += kStrip) {  // only keys s < r1 can be visible
+      const index_t r1 = std::min(L, r0 + kStrip);
+      simd::gemm<A>(r1 - r0, V, r1, 1.f, w.QK + r0 * C, C, U, V, true, w.O + r0 * V, V);
+    }
     for (index_t t = 0; t < L; ++t) {
       float inv = 1.f;
       if (p.normalizer == Normalizer::Sum) {
@@ -183,11 +211,13 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
         const float a = vec ? w.eb[(L - 1) * K + i] : w.eb[L - 1];
         simd::scale<A>(a, S + i * V, V);
       }
+      // e^{b_L − b_s} (≤ 1) for every token (and channel), one vectorised pass.
+      float* e = w.tmp;
+      for (index_t s = 0; s < L; ++s)
+        for (index_t i = 0; i < bK; ++i) e[s * bK + i] = w.b[(L - 1) * bK + i] - w.b[s * bK + i];
+      simd::exp<A>(e, e, L * bK);
       for (index_t i = 0; i < K; ++i)
-        for (index_t s = 0; s < L; ++s) {
-          const float d = vec ? w.b[(L - 1) * K + i] - w.b[s * K + i] : w.b[L - 1] - w.b[s];
-          w.Kt[i * C + s] *= std::exp(d);
-        }
+        for (index_t s = 0; s < L; ++s) w.Kt[i * C + s] *= e[s * bK + (vec ? i : 0)];
     }
     simd::gemm<A>(K, V, L, 1.f, w.Kt, C, U, V, true, S, V);
   }
