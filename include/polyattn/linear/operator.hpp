@@ -54,8 +54,15 @@ template <FeatureMap Map, DecayPolicy DecayP, UpdatePolicy UpdateP, NormalizerPo
 class LinearAttention {
  public:
   LinearAttention() = default;
-  LinearAttention(Map map, DecayP decay, UpdateP update, NormP norm)
-      : map_(std::move(map)), decay_(std::move(decay)), update_(update), norm_(norm) {}
+  // default_scale replaces K^-0.5 when the run options give no scale (Based: 1, since its
+  // feature map already carries the 1/sqrt(d) of fla).
+  LinearAttention(Map map, DecayP decay, UpdateP update, NormP norm,
+                  std::optional<double> default_scale = std::nullopt)
+      : map_(std::move(map)),
+        decay_(std::move(decay)),
+        update_(update),
+        norm_(norm),
+        default_scale_(default_scale) {}
 
   const Map& feature_map() const { return map_; }
   const DecayP& decay() const { return decay_; }
@@ -66,7 +73,7 @@ class LinearAttention {
     o.decay = DecayP::kind;
     o.update = UpdateP::kind;
     o.normalizer = NormP::kind;
-    o.scale = run.scale;
+    o.scale = run.scale ? run.scale : default_scale_;
     o.qk_l2norm = update_.qk_l2norm;
     o.eps = norm_.eps;
     return o;
@@ -229,6 +236,7 @@ class LinearAttention {
   DecayP decay_{};
   UpdateP update_{};
   NormP norm_{};
+  std::optional<double> default_scale_;
 };
 
 }  // namespace polyattn

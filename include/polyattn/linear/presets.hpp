@@ -8,6 +8,10 @@
 //   delta_rule        NoDecay        DeltaUpdate
 //   gated_delta_rule  ScalarDecay    DeltaUpdate   (Qwen3-Next)
 //   kda               VectorDecay    DeltaUpdate   (Kimi Delta Attention)
+//   based             Taylor2Fla map, NoDecay, AdditiveUpdate, SumNormalizer{1e-6}, scale 1:
+//                     φ(q)·φ(k) = 1 + s/√d + s²/(2d), s = q·k — fla's Based (parallel_based with
+//                     its default scale d^-0.5 gives the same scores)
+//   hedgehog<D>       Hedgehog map (caller weights), any decay D, AdditiveUpdate, SumNormalizer
 #pragma once
 
 #include "polyattn/linear/operator.hpp"
@@ -23,6 +27,18 @@ using gla = LinearAttention<Identity, VectorDecay, AdditiveUpdate, NoNormalizer>
 using delta_rule = LinearAttention<Identity, NoDecay, DeltaUpdate, NoNormalizer>;
 using gated_delta_rule = LinearAttention<Identity, ScalarDecay, DeltaUpdate, NoNormalizer>;
 using kda = LinearAttention<Identity, VectorDecay, DeltaUpdate, NoNormalizer>;
+
+using based = LinearAttention<Taylor2Fla, NoDecay, AdditiveUpdate, SumNormalizer>;
+template <DecayPolicy D = NoDecay>
+using hedgehog = LinearAttention<Hedgehog, D, AdditiveUpdate, SumNormalizer>;
+
+inline based make_based(double eps = 1e-6) {
+  return {Taylor2Fla{}, NoDecay{}, AdditiveUpdate{}, SumNormalizer{eps}, 1.0};
+}
+template <DecayPolicy D = NoDecay>
+hedgehog<D> make_hedgehog(Hedgehog map, D decay = {}, double eps = 1e-6) {
+  return {std::move(map), std::move(decay), AdditiveUpdate{}, SumNormalizer{eps}};
+}
 
 // fla's normalize=True: o / (scale·q·cumsum(k) + 1e-10).
 inline linear_attn_normalized make_linear_attn_normalized() {
