@@ -3,6 +3,8 @@
 // against each other (recurrent == chunked == parallel); state carried across split prefill.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "linear/linear_harness.hpp"
 
 namespace {
@@ -114,6 +116,33 @@ TEST(LinearParallel, RejectsVeryLongSequences) {
     EXPECT_EQ(e.argument(), "q");
   }
   EXPECT_EQ(o[0], 5.f);
+}
+
+}  // namespace
+
+namespace {
+
+// Fewer (sequence, head) tasks than threads: additive presets split each head over chunks.
+// The result must equal the serial run bit for bit, and the reference within the bound.
+template <class Op>
+void chunk_parallel_case(const Op& op, const char* name) {
+  const LinearShape s{.B = 1, .T = 1000, .H = 1, .HV = 1, .K = 32, .V = 40};
+  LinearData data(s, 17);
+  const auto serial = expect_matches_reference<Chunked<32>>(op, data, true, name);
+  for (int threads : {2, 3, 8}) {
+    const auto par = expect_matches_reference<Chunked<32>>(op, data, true, name, ThreadPool(threads));
+    EXPECT_EQ(0, std::memcmp(serial.o.data(), par.o.data(), serial.o.size() * sizeof(float)))
+        << name << " " << threads << " threads";
+    EXPECT_EQ(0, std::memcmp(serial.ht.data(), par.ht.data(), serial.ht.size() * sizeof(float)))
+        << name << " " << threads << " threads";
+  }
+}
+
+TEST(LinearChunked, ChunkParallelIsBitIdenticalToSerial) {
+  chunk_parallel_case(presets::linear_attn{}, "linear_attn");
+  chunk_parallel_case(presets::simple_gla{}, "simple_gla");
+  chunk_parallel_case(presets::gla{}, "gla");
+  chunk_parallel_case(presets::make_retention(1), "retention");
 }
 
 }  // namespace

@@ -54,7 +54,7 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
   const bool delta = p.update == Update::Delta;
   const bool vec = p.decay == Decay::VectorPerToken;
   const index_t bK = vec ? K : 1;  // decay values per token
-  const index_t RW = V + K;       // width of the delta right-hand side [β v | β e^b k]
+  const index_t RW = V + K;        // width of the delta right-hand side [β v | β e^b k]
   const std::size_t need = static_cast<std::size_t>(3 * C * K + K * C + 2 * C * C + C * RW +
                                                     2 * C * V + 2 * C * bK + C * K + K);
   float* base = ws.floats(need);
@@ -91,10 +91,17 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
       for (index_t i = 0; i < bK; ++i) {
         float g = 0.f;
         switch (p.decay) {
-          case Decay::None: break;
-          case Decay::ConstantPerHead: g = p.g_gamma; break;
-          case Decay::ScalarPerToken: g = p.g[(c0 + t) * p.g_st]; break;
-          case Decay::VectorPerToken: g = p.gk[(c0 + t) * p.gk_st + i]; break;
+          case Decay::None:
+            break;
+          case Decay::ConstantPerHead:
+            g = p.g_gamma;
+            break;
+          case Decay::ScalarPerToken:
+            g = p.g[(c0 + t) * p.g_st];
+            break;
+          case Decay::VectorPerToken:
+            g = p.gk[(c0 + t) * p.gk_st + i];
+            break;
         }
         w.b[t * bK + i] = (t == 0 ? 0.f : w.b[(t - 1) * bK + i]) + g;
       }
@@ -103,6 +110,7 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
     simd::transpose(L, K, w.Kc, K, w.Kt, C);
 
     // ---- gated Gram matrices QK[t,s] (s ≤ t) and KK[t,s] (s < t) -----------------------------
+    const bool want_out = p.o != nullptr;
     bool factor = true;
     if (vec)
       for (index_t i = 0; i < K && factor; ++i) factor = w.b[(L - 1) * K + i] > -kFactorRange;
@@ -112,14 +120,14 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
         for (index_t t = 0; t < L; ++t)
           for (index_t i = 0; i < K; ++i) w.Kt[i * C + t] = w.Kc[t * K + i] / w.eb[t * K + i];
         for (index_t t = 0; t < L * K; ++t) w.tmp[t] = w.Q[t] * w.eb[t];
-        causal_gemm<A>(L, K, w.tmp, K, w.Kt, C, w.QK, C);
+        if (want_out) causal_gemm<A>(L, K, w.tmp, K, w.Kt, C, w.QK, C);
         if (delta) {
           for (index_t t = 0; t < L * K; ++t) w.tmp[t] = w.Kc[t] * w.eb[t];
           causal_gemm<A>(L, K, w.tmp, K, w.Kt, C, w.KK, C);
         }
         simd::transpose(L, K, w.Kc, K, w.Kt, C);  // restore plain Kᵀ
       } else {
-        causal_gemm<A>(L, K, w.Q, K, w.Kt, C, w.QK, C);
+        if (want_out) causal_gemm<A>(L, K, w.Q, K, w.Kt, C, w.QK, C);
         if (delta) causal_gemm<A>(L, K, w.Kc, K, w.Kt, C, w.KK, C);
         // Γ for scalar-type decay (exact: one vectorised exp per row).
         if (p.decay != Decay::None) {
@@ -185,32 +193,36 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
     }
 
     // ---- outputs -------------------------------------------------------------------------------
-    for (index_t t = 0; t < L; ++t)
-      for (index_t i = 0; i < K; ++i)
-        w.tmp[t * K + i] = w.Q[t * K + i] * (vec ? w.eb[t * K + i] : w.eb[t]);
-    simd::gemm<A>(L, V, K, 1.f, w.tmp, K, S, V, false, w.O, V);
-    for (index_t t = 0; t < L; ++t)
-      for (index_t s = t + 1; s < L; ++s) w.QK[t * C + s] = 0.f;
-    for (index_t r0 = 0; r0 < L; r0 += kStrip) {  // only keys s < r1 can be visible
-      const index_t r1 = std::min(L, r0 + kStrip);
-      simd::gemm<A>(r1 - r0, V, r1, 1.f, w.QK + r0 * C, C, U, V, true, w.O + r0 * V, V);
-    }
-    for (index_t t = 0; t < L; ++t) {
-      float inv = 1.f;
-      if (p.normalizer == Normalizer::Sum) {
-        for (index_t i = 0; i < K; ++i) p.z[i] += w.Kc[t * K + i];
-        inv = 1.f / (simd::dot<A>(w.Q + t * K, p.z, K) + p.eps);
+    if (want_out) {
+      for (index_t t = 0; t < L; ++t)
+        for (index_t i = 0; i < K; ++i)
+          w.tmp[t * K + i] = w.Q[t * K + i] * (vec ? w.eb[t * K + i] : w.eb[t]);
+      simd::gemm<A>(L, V, K, 1.f, w.tmp, K, S, V, false, w.O, V);
+      for (index_t t = 0; t < L; ++t)
+        for (index_t s = t + 1; s < L; ++s) w.QK[t * C + s] = 0.f;
+      for (index_t r0 = 0; r0 < L; r0 += kStrip) {  // only keys s < r1 can be visible
+        const index_t r1 = std::min(L, r0 + kStrip);
+        simd::gemm<A>(r1 - r0, V, r1, 1.f, w.QK + r0 * C, C, U, V, true, w.O + r0 * V, V);
       }
-      float* o = p.o + (c0 + t) * p.o_st;
-      for (index_t j = 0; j < V; ++j) o[j] = w.O[t * V + j] * inv;
+      for (index_t t = 0; t < L; ++t) {
+        float inv = 1.f;
+        if (p.normalizer == Normalizer::Sum) {
+          for (index_t i = 0; i < K; ++i) p.z[i] += w.Kc[t * K + i];
+          inv = 1.f / (simd::dot<A>(w.Q + t * K, p.z, K) + p.eps);
+        }
+        float* o = p.o + (c0 + t) * p.o_st;
+        for (index_t j = 0; j < V; ++j) o[j] = w.O[t * V + j] * inv;
+      }
     }
 
-    // ---- state: S = e^{b_L} ∘ S0 + (e^{b_L − b} ∘ K)ᵀ U ------------------------------------------
+    // ---- state: S = e^{b_L} ∘ S0 + (e^{b_L − b} ∘ K)ᵀ U -----------------------------------
+    if (!p.delta_out && !p.update_state) continue;
     if (p.decay != Decay::None) {
-      for (index_t i = 0; i < K; ++i) {
-        const float a = vec ? w.eb[(L - 1) * K + i] : w.eb[L - 1];
-        simd::scale<A>(a, S + i * V, V);
-      }
+      if (!p.delta_out)
+        for (index_t i = 0; i < K; ++i) {
+          const float a = vec ? w.eb[(L - 1) * K + i] : w.eb[L - 1];
+          simd::scale<A>(a, S + i * V, V);
+        }
       // e^{b_L − b_s} (≤ 1) for every token (and channel), one vectorised pass.
       float* e = w.tmp;
       for (index_t s = 0; s < L; ++s)
@@ -219,7 +231,13 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
       for (index_t i = 0; i < K; ++i)
         for (index_t s = 0; s < L; ++s) w.Kt[i * C + s] *= e[s * bK + (vec ? i : 0)];
     }
-    simd::gemm<A>(K, V, L, 1.f, w.Kt, C, U, V, true, S, V);
+    if (p.delta_out) {
+      simd::gemm<A>(K, V, L, 1.f, w.Kt, C, U, V, false, p.delta_out, V);
+      for (index_t i = 0; i < K; ++i)
+        p.decay_out[i] = p.decay == Decay::None ? 1.f : (vec ? w.eb[(L - 1) * K + i] : w.eb[L - 1]);
+    } else {
+      simd::gemm<A>(K, V, L, 1.f, w.Kt, C, U, V, true, S, V);
+    }
   }
 }
 
@@ -242,5 +260,6 @@ void ChunkedKernel::operator()(A) const {
 
 }  // namespace polyattn::linear
 
-#define POLYATTN_LINEAR_CHUNKED_SIG(A) void ::polyattn::linear::ChunkedKernel::operator()<A>(A) const
+#define POLYATTN_LINEAR_CHUNKED_SIG(A) \
+  void ::polyattn::linear::ChunkedKernel::operator()<A>(A) const
 POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_LINEAR_CHUNKED_SIG);

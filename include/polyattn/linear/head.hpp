@@ -30,7 +30,7 @@ struct HeadProblem {
   index_t v_st = 0;
 
   Decay decay = Decay::None;
-  float g_gamma = 0.f;  // ConstantPerHead: log-decay of this head
+  float g_gamma = 0.f;       // ConstantPerHead: log-decay of this head
   const float* g = nullptr;  // ScalarPerToken: g[t·g_st]
   index_t g_st = 0;
   const float* gk = nullptr;  // VectorPerToken: K floats at gk + t·gk_st
@@ -49,6 +49,13 @@ struct HeadProblem {
   index_t o_st = 0;
   float* state = nullptr;  // [K][V] contiguous, in/out
   float* z = nullptr;      // [K], in/out, Sum normaliser only
+
+  // Chunk-parallel pieces (Chunked, additive update, one chunk per call; see operator.hpp):
+  // with delta_out set, the kernel writes the chunk's own state contribution (e^{b_L−b}∘K)ᵀV
+  // [K][V] and its decay e^{b_L} [K] to decay_out, and touches neither o nor state.
+  float* delta_out = nullptr;
+  float* decay_out = nullptr;
+  bool update_state = true;  // false: outputs only, the state is left as it was
 };
 
 // Per-thread scratch memory reused across heads (kernels grow it as needed).

@@ -92,7 +92,8 @@ class LinearAttention {
   void step(const LinearInputs& in, View4<float> state, View4<float> o,
             const LinearRunOptions& run = {}, const E& exec = E{}) const {
     if (!in.initial_state.absent())
-      throw Error("initial_state", "must be empty in step(): the state argument is read and updated in place");
+      throw Error("initial_state",
+                  "must be empty in step(): the state argument is read and updated in place");
     if (!in.cu_seqlens.empty()) throw Error("cu_seqlens", "is not supported by step()");
     check::required("state", state);
     LinearInputs with_state = in;
@@ -156,10 +157,46 @@ class LinearAttention {
     const std::vector<Segment> segs = segments(d.B, d.T, in.cu_seqlens);
     const index_t tasks = d.N * d.HV;
     const double scale = resolved_scale(opt, d.K);
-    exec.parallel_for(tasks, [&](index_t task) {
-      const index_t n = task / d.HV, hv = task % d.HV, h = hv / d.group();
+
+    // The problem of tokens [off, off + L) of sequence n, value head hv.
+    auto problem = [&](index_t n, index_t hv, index_t off, index_t L) {
       const Segment& sg = segs[static_cast<std::size_t>(n)];
-      std::vector<float> S(static_cast<std::size_t>(d.K * d.V), 0.f), z;
+      const index_t b = sg.batch, t0 = sg.begin + off, h = hv / d.group();
+      linear::HeadProblem p;
+      p.T = L;
+      p.K = d.K;
+      p.V = d.V;
+      p.q = in.q.ptr(b, t0, h, 0);
+      p.q_st = in.q.stride(1);
+      p.k = in.k.ptr(b, t0, h, 0);
+      p.k_st = in.k.stride(1);
+      p.v = in.v.ptr(b, t0, hv, 0);
+      p.v_st = in.v.stride(1);
+      p.decay = opt.decay;
+      if (!in.g_gamma.absent()) p.g_gamma = in.g_gamma(hv);
+      if (!in.g.absent()) {
+        p.g = in.g.ptr(b, t0, hv);
+        p.g_st = in.g.stride(1);
+      }
+      if (!in.gk.absent()) {
+        p.gk = in.gk.ptr(b, t0, hv, 0);
+        p.gk_st = in.gk.stride(1);
+      }
+      p.update = opt.update;
+      if (!in.beta.absent()) {
+        p.beta = in.beta.ptr(b, t0, hv);
+        p.beta_st = in.beta.stride(1);
+      }
+      p.qk_l2norm = opt.qk_l2norm;
+      p.normalizer = opt.normalizer;
+      p.eps = static_cast<float>(opt.eps);
+      p.scale = static_cast<float>(scale);
+      p.o = o.ptr(b, t0, hv, 0);
+      p.o_st = o.stride(1);
+      return p;
+    };
+    auto load_state = [&](index_t n, index_t hv, std::vector<float>& S, std::vector<float>& z) {
+      S.assign(static_cast<std::size_t>(d.K * d.V), 0.f);
       if (!in.initial_state.absent())
         for (index_t i = 0; i < d.K; ++i)
           for (index_t j = 0; j < d.V; ++j) S[i * d.V + j] = in.initial_state(n, hv, i, j);
@@ -168,50 +205,43 @@ class LinearAttention {
         if (!in.initial_z.absent())
           for (index_t i = 0; i < d.K; ++i) z[i] = in.initial_z(n, hv, i);
       }
-      if (sg.length > 0) {
-        linear::HeadProblem p;
-        p.T = sg.length;
-        p.K = d.K;
-        p.V = d.V;
-        const index_t b = sg.batch, t0 = sg.begin;
-        p.q = in.q.ptr(b, t0, h, 0);
-        p.q_st = in.q.stride(1);
-        p.k = in.k.ptr(b, t0, h, 0);
-        p.k_st = in.k.stride(1);
-        p.v = in.v.ptr(b, t0, hv, 0);
-        p.v_st = in.v.stride(1);
-        p.decay = opt.decay;
-        if (!in.g_gamma.absent()) p.g_gamma = in.g_gamma(hv);
-        if (!in.g.absent()) {
-          p.g = in.g.ptr(b, t0, hv);
-          p.g_st = in.g.stride(1);
-        }
-        if (!in.gk.absent()) {
-          p.gk = in.gk.ptr(b, t0, hv, 0);
-          p.gk_st = in.gk.stride(1);
-        }
-        p.update = opt.update;
-        if (!in.beta.absent()) {
-          p.beta = in.beta.ptr(b, t0, hv);
-          p.beta_st = in.beta.stride(1);
-        }
-        p.qk_l2norm = opt.qk_l2norm;
-        p.normalizer = opt.normalizer;
-        p.eps = static_cast<float>(opt.eps);
-        p.scale = static_cast<float>(scale);
-        p.o = o.ptr(b, t0, hv, 0);
-        p.o_st = o.stride(1);
-        p.state = S.data();
-        p.z = z.empty() ? nullptr : z.data();
-        linear::Workspace ws;
-        run_head<Algo>(p, ws);
-      }
+    };
+    auto store_state = [&](index_t n, index_t hv, const std::vector<float>& S,
+                           const std::vector<float>& z) {
       if (!out.final_state.absent())
         for (index_t i = 0; i < d.K; ++i)
           for (index_t j = 0; j < d.V; ++j) out.final_state(n, hv, i, j) = S[i * d.V + j];
       if (!out.final_z.absent())
         for (index_t i = 0; i < d.K; ++i) out.final_z(n, hv, i) = z[i];
+    };
+
+    if constexpr (requires { Algo::chunk; }) {
+      if (chunk_parallel_applies(opt, tasks, exec.concurrency())) {
+        run_chunk_parallel<Algo::chunk>(segs, tasks, d, problem, load_state, store_state, exec);
+        finish_output(out, o, o_scratch);
+        return;
+      }
+    }
+
+    exec.parallel_for(tasks, [&](index_t task) {
+      const index_t n = task / d.HV, hv = task % d.HV;
+      const Segment& sg = segs[static_cast<std::size_t>(n)];
+      std::vector<float> S, z;
+      load_state(n, hv, S, z);
+      if (sg.length > 0) {
+        linear::HeadProblem p = problem(n, hv, 0, sg.length);
+        p.state = S.data();
+        p.z = z.empty() ? nullptr : z.data();
+        linear::Workspace ws;
+        run_head<Algo>(p, ws);
+      }
+      store_state(n, hv, S, z);
     });
+    finish_output(out, o, o_scratch);
+  }
+
+  static void finish_output(const LinearOutputs<float>& out, const View4<float>& o,
+                            const std::vector<float>& o_scratch) {
     if (!o_scratch.empty()) {
       const auto& s = o.shape();
       for (index_t b = 0; b < s[0]; ++b)
@@ -219,6 +249,83 @@ class LinearAttention {
           for (index_t h = 0; h < s[2]; ++h)
             for (index_t j = 0; j < s[3]; ++j) out.o(b, t, h, j) = o(b, t, h, j);
     }
+  }
+
+  // Chunk-level parallelism when there are fewer (sequence, head) tasks than threads, for the
+  // additive update without normaliser (the chunk-to-chunk state map is then S ← a∘S + ΔS):
+  //   1. every chunk's own contribution ΔS_c and decay a_c, in parallel;
+  //   2. a short sequential pass per head: S_{c+1} = a_c ∘ S_c + ΔS_c (K·V per chunk);
+  //   3. every chunk's outputs from its starting state, in parallel.
+  // Each step does exactly the float operations of the serial chunked kernel in the same order,
+  // so the bits do not depend on the thread count. Chunks go in windows to bound the memory.
+  // (The delta rule's chunk map is affine with a K×K matrix; propagating it would cost about
+  // as much as the chunk itself, so delta presets parallelise over (sequence, head) only.)
+  static bool chunk_parallel_applies(const LinearOptions& opt, index_t tasks, int threads) {
+    return opt.update == Update::Additive && opt.normalizer == Normalizer::None && tasks < threads;
+  }
+
+  template <int C, class Problem, class Load, class Store, class E>
+  static void run_chunk_parallel(const std::vector<Segment>& segs, index_t tasks,
+                                 const LinearDims& d, const Problem& problem, const Load& load,
+                                 const Store& store, const E& exec) {
+    const auto KV = static_cast<std::size_t>(d.K * d.V);
+    std::vector<std::vector<float>> S(static_cast<std::size_t>(tasks)), z(S.size());
+    index_t max_chunks = 0;
+    for (index_t task = 0; task < tasks; ++task) {
+      load(task / d.HV, task % d.HV, S[task], z[task]);
+      const index_t len = segs[static_cast<std::size_t>(task / d.HV)].length;
+      max_chunks = std::max(max_chunks, (len + C - 1) / C);
+    }
+    const index_t window = std::max<index_t>(
+        2, 2 * static_cast<index_t>(exec.concurrency()) / std::max<index_t>(tasks, 1));
+    const auto items = static_cast<std::size_t>(tasks * window);
+    std::vector<float> dS(items * KV), dec(items * static_cast<std::size_t>(d.K)), S0(items * KV);
+    for (index_t w0 = 0; w0 < max_chunks; w0 += window) {
+      auto chunk_of = [&](index_t item, index_t& task, index_t& off, index_t& L) {
+        task = item / window;
+        off = (w0 + item % window) * C;
+        const index_t len = segs[static_cast<std::size_t>(task / d.HV)].length;
+        L = std::min<index_t>(C, len - off);
+        return L > 0;
+      };
+      exec.parallel_for(static_cast<index_t>(items), [&](index_t item) {  // 1: ΔS_c, a_c
+        index_t task, off, L;
+        if (!chunk_of(item, task, off, L)) return;
+        linear::HeadProblem p = problem(task / d.HV, task % d.HV, off, L);
+        p.o = nullptr;
+        p.delta_out = dS.data() + item * KV;
+        p.decay_out = dec.data() + item * d.K;
+        linear::Workspace ws;
+        run_head<Chunked<C>>(p, ws);
+      });
+      exec.parallel_for(tasks, [&](index_t task) {  // 2: sequential state pass per head
+        float* s = S[task].data();
+        for (index_t j = 0; j < window; ++j) {
+          index_t t, off, L;
+          const index_t item = task * window + j;
+          if (!chunk_of(item, t, off, L)) break;
+          std::copy(s, s + KV, S0.begin() + item * KV);
+          const float* ds = dS.data() + item * KV;
+          const float* a = dec.data() + item * d.K;
+          for (index_t i = 0; i < d.K; ++i)
+            for (index_t c = 0; c < d.V; ++c) {
+              float x = s[i * d.V + c];
+              if constexpr (DecayP::kind != Decay::None) x *= a[i];
+              s[i * d.V + c] = x + ds[i * d.V + c];
+            }
+        }
+      });
+      exec.parallel_for(static_cast<index_t>(items), [&](index_t item) {  // 3: outputs
+        index_t task, off, L;
+        if (!chunk_of(item, task, off, L)) return;
+        linear::HeadProblem p = problem(task / d.HV, task % d.HV, off, L);
+        p.state = S0.data() + item * KV;
+        p.update_state = false;
+        linear::Workspace ws;
+        run_head<Chunked<C>>(p, ws);
+      });
+    }
+    for (index_t task = 0; task < tasks; ++task) store(task / d.HV, task % d.HV, S[task], z[task]);
   }
 
   template <class Algo>

@@ -1,10 +1,9 @@
 // polyattn/linear/presets.hpp — the fla-named members of the linear family as policy
 // compositions (SPEC.md §2 table). Feature map Identity unless stated.
-//   linear_attn       NoDecay        AdditiveUpdate  NoNormalizer (SumNormalizer{1e-10}: fla normalize)
-//   retention         ConstantDecay::retention(HV)
-//   lightning_attn    ConstantDecay::lightning(HV, layer, layers)
-//   simple_gla        ScalarDecay    (also Mamba2 SSD: q = C, k = B, v = x·dt, g = dt·A, scale 1)
-//   gla               VectorDecay    (also HGRN2)
+//   linear_attn       NoDecay        AdditiveUpdate  NoNormalizer (SumNormalizer{1e-10}: fla
+//   normalize) retention         ConstantDecay::retention(HV) lightning_attn
+//   ConstantDecay::lightning(HV, layer, layers) simple_gla        ScalarDecay    (also Mamba2 SSD:
+//   q = C, k = B, v = x·dt, g = dt·A, scale 1) gla               VectorDecay    (also HGRN2)
 //   delta_rule        NoDecay        DeltaUpdate
 //   gated_delta_rule  ScalarDecay    DeltaUpdate   (Qwen3-Next)
 //   kda               VectorDecay    DeltaUpdate   (Kimi Delta Attention)

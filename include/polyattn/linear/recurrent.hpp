@@ -43,10 +43,18 @@ void prepare_token(const HeadProblem& p, index_t t, const TokenPrep& w) {
     kn = 1.f / std::sqrt(simd::dot<A>(k, k, K) + static_cast<float>(kL2NormEps));
   }
   switch (p.decay) {
-    case Decay::None: std::fill(w.a, w.a + K, 1.f); break;
-    case Decay::ConstantPerHead: std::fill(w.a, w.a + K, std::exp(p.g_gamma)); break;
-    case Decay::ScalarPerToken: std::fill(w.a, w.a + K, std::exp(p.g[t * p.g_st])); break;
-    case Decay::VectorPerToken: simd::exp<A>(p.gk + t * p.gk_st, w.a, K); break;
+    case Decay::None:
+      std::fill(w.a, w.a + K, 1.f);
+      break;
+    case Decay::ConstantPerHead:
+      std::fill(w.a, w.a + K, std::exp(p.g_gamma));
+      break;
+    case Decay::ScalarPerToken:
+      std::fill(w.a, w.a + K, std::exp(p.g[t * p.g_st]));
+      break;
+    case Decay::VectorPerToken:
+      simd::exp<A>(p.gk + t * p.gk_st, w.a, K);
+      break;
   }
   for (index_t i = 0; i < K; ++i) {
     w.k[i] = k[i] * kn;
@@ -192,5 +200,6 @@ void RecurrentKernel::operator()(A) const {
 
 }  // namespace polyattn::linear
 
-#define POLYATTN_LINEAR_RECURRENT_SIG(A) void ::polyattn::linear::RecurrentKernel::operator()<A>(A) const
+#define POLYATTN_LINEAR_RECURRENT_SIG(A) \
+  void ::polyattn::linear::RecurrentKernel::operator()<A>(A) const
 POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_LINEAR_RECURRENT_SIG);
