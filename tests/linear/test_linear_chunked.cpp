@@ -19,6 +19,8 @@ template <class Algo, class Make>
 void sweep(const Make& make, const char* name) {
   const LinearShape shapes[] = {
       {.B = 1, .T = 1, .H = 1, .HV = 1, .K = 16, .V = 16},
+      {.B = 1, .T = 40, .H = 1, .HV = 1, .K = 1, .V = 1},
+      {.B = 1, .T = 33, .H = 1, .HV = 3, .K = 3, .V = 5},
       {.B = 2, .T = 63, .H = 2, .HV = 4, .K = 60, .V = 17},
       {.B = 1, .T = 65, .H = 1, .HV = 2, .K = 100, .V = 64},
       {.B = 1, .T = 64, .H = 1, .HV = 2, .K = 128, .V = 128},
@@ -143,6 +145,64 @@ TEST(LinearChunked, ChunkParallelIsBitIdenticalToSerial) {
   chunk_parallel_case(presets::simple_gla{}, "simple_gla");
   chunk_parallel_case(presets::gla{}, "gla");
   chunk_parallel_case(presets::make_retention(1), "retention");
+}
+
+}  // namespace
+
+namespace {
+
+// One million tokens: chunk-relative log-gates keep every exponent ≤ 0, so nothing overflows
+// and chunked agrees with recurrent (and the double reference) at the end of the sequence.
+TEST(LinearChunked, MillionTokensStayFinite) {
+  const LinearShape s{.B = 1, .T = 1000000, .H = 1, .HV = 1, .K = 4, .V = 4};
+  LinearData data(s, 23);
+  const auto gdn = presets::make_gated_delta_rule();
+  const auto r = expect_matches_reference<Chunked<64>>(gdn, data, false, "gdn 1e6");
+  const auto k = expect_matches_reference<Chunked<64>>(presets::make_kda(), data, false, "kda 1e6");
+  for (float x : r.ht) ASSERT_TRUE(std::isfinite(x));
+  for (float x : k.ht) ASSERT_TRUE(std::isfinite(x));
+}
+
+TEST(LinearChunked, NaNPropagatesWithoutCrashing) {
+  LinearData data({.B = 1, .T = 100, .H = 1, .HV = 1, .K = 16, .V = 16}, 9);
+  data.v[70 * 16 + 3] = NAN;
+  for (int algo = 0; algo < 2; ++algo) {
+    std::vector<float> o(100 * 16);
+    const auto op = presets::make_gated_delta_rule();
+    const LinearInputs in = data.inputs(op.options(), false);
+    if (algo == 0)
+      op.forward<Chunked<32>>(in, {.o = bthd(o.data(), 1, 100, 1, 16)});
+    else
+      op.forward<Parallel>(in, {.o = bthd(o.data(), 1, 100, 1, 16)});
+    // Tokens before 64 (earlier chunks / rows) are clean; token 70 onwards carries the NaN.
+    EXPECT_FALSE(std::isnan(o[10 * 16])) << algo;
+    EXPECT_TRUE(std::isnan(o[70 * 16 + 3])) << algo;
+    EXPECT_TRUE(std::isnan(o[99 * 16 + 3])) << algo;
+  }
+}
+
+TEST(LinearChunked, VarlenEqualsSeparateCalls) {
+  const index_t H = 1, HV = 2, K = 16, V = 8, T = 150;
+  const std::vector<std::int64_t> cu{0, 70, 70, 150};
+  LinearData data({.B = 1, .T = T, .H = H, .HV = HV, .K = K, .V = V}, 31);
+  const auto op = presets::make_kda();
+  LinearInputs in = data.inputs(op.options(), false);
+  in.cu_seqlens = cu;
+  std::vector<float> o(T * HV * V), ht(3 * HV * K * V);
+  op.forward<Chunked<32>>(in, {.o = bthd(o.data(), 1, T, HV, V), .final_state = bhkv(ht.data(), 3, HV, K, V)});
+  for (std::size_t n = 0; n + 1 < cu.size(); ++n) {
+    const index_t t0 = cu[n], L = cu[n + 1] - cu[n];
+    if (L == 0) continue;
+    LinearInputs one{.q = bthd(data.q.data() + t0 * H * K, 1, L, H, K),
+                     .k = bthd(data.k.data() + t0 * H * K, 1, L, H, K),
+                     .v = bthd(data.v.data() + t0 * HV * V, 1, L, HV, V),
+                     .gk = bthd(data.gk.data() + t0 * HV * K, 1, L, HV, K),
+                     .beta = bth(data.beta.data() + t0 * HV, 1, L, HV)};
+    std::vector<float> os(L * HV * V), hs(HV * K * V);
+    op.forward<Chunked<32>>(one, {.o = bthd(os.data(), 1, L, HV, V), .final_state = bhkv(hs.data(), 1, HV, K, V)});
+    EXPECT_EQ(0, std::memcmp(os.data(), o.data() + t0 * HV * V, os.size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(hs.data(), ht.data() + n * HV * K * V, hs.size() * sizeof(float)));
+  }
 }
 
 }  // namespace
