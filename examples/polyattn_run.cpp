@@ -2,10 +2,14 @@
 //
 // Runs one attention preset on float32 .npy inputs from a directory and writes float32 .npy
 // outputs, so a port can be checked against PyTorch (flash-linear-attention / transformers).
-// This build runs the naive double-precision references (polyattn/reference/*.hpp); the fast
-// algorithms are not wired yet. Every failure is one line on stderr, exit status 2, and no
-// output file is written (outputs are computed in memory, written under temporary names and
-// renamed into place at the end).
+// The linear family runs the fp32 operators of polyattn/linear (presets.hpp) with the chosen
+// algorithm (--algo chunked|recurrent|parallel, --chunk, --threads); --algo reference runs the
+// naive double-precision oracle (polyattn/reference/*.hpp) instead. based, softmax and
+// forgetting_attn have no fast operator yet and always run the reference. Chunked<C> and
+// Parallel are compiled in only when polyattn/linear/chunked.hpp exists in this tree.
+// Every failure is one line on stderr, exit status 2, and no output file is written (outputs
+// are computed in memory, written under temporary names and renamed into place at the end).
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -31,7 +35,15 @@
 #include "polyattn/args/linear.hpp"
 #include "polyattn/args/softmax.hpp"
 #include "polyattn/core/error.hpp"
+#include "polyattn/core/executor.hpp"
 #include "polyattn/io/npy.hpp"
+#include "polyattn/linear/presets.hpp"
+#if __has_include("polyattn/linear/chunked.hpp")
+#include "polyattn/linear/chunked.hpp"
+#define POLYATTN_RUN_HAVE_CHUNKED 1
+#else
+#define POLYATTN_RUN_HAVE_CHUNKED 0
+#endif
 #include "polyattn/reference/based.hpp"
 #include "polyattn/reference/linear.hpp"
 #include "polyattn/reference/softmax.hpp"
@@ -42,8 +54,13 @@ namespace fs = std::filesystem;
 using polyattn::index_t;
 using polyattn::io::NpyArray;
 
-constexpr std::string_view kUsage =
-    R"(usage: polyattn-run OP --in DIR --out DIR [options]
+// The linear family runs Chunked<64> by default when this build has it, else Recurrent.
+constexpr bool kHaveChunked = POLYATTN_RUN_HAVE_CHUNKED != 0;
+constexpr long long kDefaultChunk = 64;
+constexpr long long kMaxThreads = 1024;
+
+std::string usage() {
+  std::string u = R"(usage: polyattn-run OP --in DIR --out DIR [options]
 
 Runs one attention preset on float32 .npy inputs and writes float32 .npy outputs
 (conventions of flash-linear-attention / transformers, see SPEC.md).
@@ -74,13 +91,34 @@ options:
   --causal | --no-causal  softmax masking (default causal)
   --window W              softmax sliding window of W keys (W >= 1)
   --sinks N               softmax: the first N keys are always visible
-  --algo A                reference (default); recurrent|chunked|parallel not available yet
-  --chunk C               chunk size of the chunked algorithm (positive)
-  --threads N             worker threads of the fast algorithms (positive)
+  --algo A                algorithm of the linear family (fp32 operators):
+                            chunked    chunks of C tokens + state passing)";
+  u += kHaveChunked ? " (default)" : " (not in this build)";
+  u += R"(
+                            recurrent  token by token)";
+  u += kHaveChunked ? "" : " (default)";
+  u += R"(
+                            parallel   the masked T x T form)";
+#if POLYATTN_RUN_HAVE_CHUNKED
+  u += ", sequences of <= " + std::to_string(polyattn::linear::kParallelMaxT) + " tokens";
+#else
+  u += " (not in this build)";
+#endif
+  u += R"(
+                            reference  the naive double-precision oracle, rounded to fp32
+                          based and forgetting_attn have no fast operator yet: they always run
+                          the reference (--algo is ignored); softmax runs only the reference
+                          (--algo recurrent|chunked|parallel is an error for it)
+  --chunk C               chunk size of --algo chunked: 16, 32, 64 (default) or 128
+                          (checked always, used only by --algo chunked)
+  --threads N             threads of the fast operators, 1 to 1024 (default 1); the results are
+                          bit-identical for any N (ignored by the reference)
   -h, --help              print this help and exit
 
 Errors: one line on stderr, exit status 2, no output written.
 )";
+  return u;
+}
 
 // A user-facing failure: printed as "polyattn-run: <what>", exit status 2.
 struct RunError : std::runtime_error {
@@ -117,6 +155,8 @@ const std::map<std::string, Op, std::less<>>& op_table() {
 bool is_linear(Op op) { return op != Op::Based && op != Op::Softmax && op != Op::ForgettingAttn; }
 bool is_softmax(Op op) { return op == Op::Softmax || op == Op::ForgettingAttn; }
 
+enum class Algo { Reference, Recurrent, Chunked, Parallel };
+
 // ---- command line ---------------------------------------------------------------------------
 
 struct Args {
@@ -127,15 +167,22 @@ struct Args {
   bool qk_l2norm = false;
   bool normalize = false;
   std::optional<bool> causal;
-  std::optional<index_t> window, sinks, chunk, threads, layer, layers;
-  std::string algo = "reference";
+  std::optional<index_t> window, sinks, layer, layers;
+  index_t chunk = kDefaultChunk;
+  index_t threads = 1;
+  std::optional<Algo> algo_given;  // --algo as given
+  Algo algo = Algo::Reference;     // what runs (resolved for the OP by parse_args)
 };
 
-index_t parse_int(std::string_view flag, std::string_view s, index_t min) {
+index_t parse_int(std::string_view flag, std::string_view s, index_t min,
+                  index_t max = std::numeric_limits<index_t>::max()) {
   index_t v = 0;
   const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (s.empty() || ec != std::errc{} || p != s.data() + s.size())
     throw RunError(std::string(flag) + " expects an integer, got '" + std::string(s) + "'");
+  if (v > max)
+    throw RunError(std::string(flag) + " must be <= " + std::to_string(max) + ", got " +
+                   std::to_string(v));
   if (v < min)
     throw RunError(std::string(flag) + " must be " +
                    (min == 1 ? std::string("a positive integer")
@@ -155,7 +202,7 @@ double parse_double(std::string_view flag, const std::string& s) {
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  bool have_op = false, have_in = false, have_out = false, have_algo = false;
+  bool have_op = false, have_in = false, have_out = false;
   std::set<std::string> seen;
   const std::set<std::string, std::less<>> with_value{"--in",     "--out",   "--scale", "--algo",
                                                       "--chunk",  "--window", "--sinks",
@@ -209,12 +256,23 @@ Args parse_args(int argc, char** argv) {
     } else if (arg == "--scale") {
       a.scale = parse_double(arg, value);
     } else if (arg == "--algo") {
-      a.algo = value;
-      have_algo = true;
+      if (value == "reference")
+        a.algo_given = Algo::Reference;
+      else if (value == "recurrent")
+        a.algo_given = Algo::Recurrent;
+      else if (value == "chunked")
+        a.algo_given = Algo::Chunked;
+      else if (value == "parallel")
+        a.algo_given = Algo::Parallel;
+      else
+        throw RunError("unknown --algo '" + value +
+                       "' (expected chunked, recurrent, parallel or reference)");
     } else if (arg == "--chunk") {
-      a.chunk = parse_int(arg, value, 1);
+      a.chunk = parse_int(arg, value, std::numeric_limits<index_t>::min());
+      if (a.chunk != 16 && a.chunk != 32 && a.chunk != 64 && a.chunk != 128)
+        throw RunError("--chunk must be 16, 32, 64 or 128, got " + std::to_string(a.chunk));
     } else if (arg == "--threads") {
-      a.threads = parse_int(arg, value, 1);
+      a.threads = parse_int(arg, value, 1, kMaxThreads);
     } else if (arg == "--window") {
       a.window = parse_int(arg, value, 1);
     } else if (arg == "--sinks") {
@@ -234,13 +292,17 @@ Args parse_args(int argc, char** argv) {
   }
 
   if (!have_op) throw RunError("missing OP (see --help)");
-  if (have_algo) {
-    if (a.algo == "recurrent" || a.algo == "chunked" || a.algo == "parallel")
-      throw RunError("--algo " + a.algo +
-                     " is not available yet in this build; use --algo reference");
-    if (a.algo != "reference")
-      throw RunError("unknown --algo '" + a.algo +
-                     "' (expected reference, recurrent, chunked or parallel)");
+  // The algorithm that runs: the linear family runs the fp32 operators (default chunked when
+  // this build has it, else recurrent); the others have no fast operator yet.
+  if (is_linear(a.op)) {
+    a.algo = a.algo_given.value_or(kHaveChunked ? Algo::Chunked : Algo::Recurrent);
+    if (!kHaveChunked && (a.algo == Algo::Chunked || a.algo == Algo::Parallel))
+      throw RunError(std::string("--algo ") + (a.algo == Algo::Chunked ? "chunked" : "parallel") +
+                     " is not available yet in this build; use --algo recurrent or reference");
+  } else {
+    if (a.op == Op::Softmax && a.algo_given.has_value() && *a.algo_given != Algo::Reference)
+      throw RunError("softmax has no fast operator yet; use --algo reference");
+    a.algo = Algo::Reference;
   }
   if (!have_in) throw RunError("missing --in DIR");
   if (!have_out) throw RunError("missing --out DIR");
@@ -419,6 +481,106 @@ void write_outputs(const fs::path& dir, std::vector<Output*> outputs) {
 
 // ---- the operators --------------------------------------------------------------------------
 
+// --threads N: polyattn::ThreadPool(N), or Serial for N == 1 (one type, so every operator and
+// algorithm is instantiated once rather than once per executor).
+class ToolExecutor {
+ public:
+  explicit ToolExecutor(index_t threads) {
+    if (threads > 1) pool_.emplace(static_cast<int>(threads));
+  }
+  template <class F>
+  void parallel_for(std::int64_t n, F&& fn) const {
+    if (pool_)
+      pool_->parallel_for(n, std::forward<F>(fn));
+    else
+      polyattn::Serial{}.parallel_for(n, std::forward<F>(fn));
+  }
+  int concurrency() const noexcept { return pool_ ? pool_->concurrency() : 1; }
+
+ private:
+  std::optional<polyattn::ThreadPool> pool_;
+};
+static_assert(polyattn::Executor<ToolExecutor>);
+
+// One fast linear operator, run with the algorithm of the command line.
+template <class LinearOp>
+void forward_fast(const LinearOp& op, const Args& a, const polyattn::LinearInputs& li,
+                  const polyattn::LinearOutputs<float>& out) {
+  const polyattn::LinearRunOptions run{.scale = a.scale};
+  const ToolExecutor exec(a.threads);
+  switch (a.algo) {
+    case Algo::Recurrent:
+      op.template forward<polyattn::Recurrent>(li, out, run, exec);
+      return;
+#if POLYATTN_RUN_HAVE_CHUNKED
+    case Algo::Chunked:
+      switch (a.chunk) {
+        case 16: op.template forward<polyattn::Chunked<16>>(li, out, run, exec); return;
+        case 32: op.template forward<polyattn::Chunked<32>>(li, out, run, exec); return;
+        case 64: op.template forward<polyattn::Chunked<64>>(li, out, run, exec); return;
+        case 128: op.template forward<polyattn::Chunked<128>>(li, out, run, exec); return;
+        default: break;
+      }
+      break;
+    case Algo::Parallel:
+      op.template forward<polyattn::Parallel>(li, out, run, exec);
+      return;
+#endif
+    default: break;
+  }
+  throw RunError("internal error: no fast operator for this --algo/--chunk");  // unreachable
+}
+
+// The preset of each linear OP (SPEC.md §2; include/polyattn/linear/presets.hpp). --qk-l2norm
+// also applies to the additive presets: their AdditiveUpdate carries the same flag.
+void run_linear_fast(const Args& a, const polyattn::LinearInputs& li, index_t HV,
+                     const polyattn::LinearOutputs<float>& out) {
+  namespace pr = polyattn::presets;
+  using polyattn::AdditiveUpdate;
+  using polyattn::ConstantDecay;
+  using polyattn::Identity;
+  using polyattn::NoDecay;
+  using polyattn::NoNormalizer;
+  const bool l2 = a.qk_l2norm;
+  switch (a.op) {
+    case Op::LinearAttn:
+      if (a.normalize)  // make_linear_attn_normalized(): SumNormalizer{1e-10}, fla's normalize
+        forward_fast(pr::linear_attn_normalized{Identity{}, NoDecay{}, AdditiveUpdate{l2},
+                                                polyattn::SumNormalizer{1e-10}},
+                     a, li, out);
+      else
+        forward_fast(pr::linear_attn{Identity{}, NoDecay{}, AdditiveUpdate{l2}, NoNormalizer{}},
+                     a, li, out);
+      return;
+    case Op::Retention:
+      forward_fast(pr::retention{Identity{}, ConstantDecay::retention(HV), AdditiveUpdate{l2},
+                                 NoNormalizer{}},
+                   a, li, out);
+      return;
+    case Op::Lightning:
+      forward_fast(pr::lightning_attn{Identity{},
+                                      ConstantDecay::lightning(HV, a.layer.value_or(0),
+                                                               a.layers.value_or(1)),
+                                      AdditiveUpdate{l2}, NoNormalizer{}},
+                   a, li, out);
+      return;
+    case Op::SimpleGla:
+      forward_fast(pr::simple_gla{Identity{}, polyattn::ScalarDecay{}, AdditiveUpdate{l2},
+                                  NoNormalizer{}},
+                   a, li, out);
+      return;
+    case Op::Gla:
+      forward_fast(pr::gla{Identity{}, polyattn::VectorDecay{}, AdditiveUpdate{l2}, NoNormalizer{}},
+                   a, li, out);
+      return;
+    case Op::DeltaRule: forward_fast(pr::make_delta_rule(l2), a, li, out); return;
+    case Op::GatedDeltaRule: forward_fast(pr::make_gated_delta_rule(l2), a, li, out); return;
+    case Op::Kda: forward_fast(pr::make_kda(l2), a, li, out); return;
+    default: break;
+  }
+  throw RunError("internal error: " + a.op_name + " has no fast operator");  // unreachable
+}
+
 void run_linear(const Args& a) {
   const Op op = a.op;
   const bool scalar_g = op == Op::SimpleGla || op == Op::GatedDeltaRule;
@@ -484,7 +646,26 @@ void run_linear(const Args& a) {
   polyattn::LinearOutputs<float> out;
   out.o = o.view4();
   out.final_state = ht.view4();
-  polyattn::reference::linear_recurrence<float>(li, opt, out);
+#if POLYATTN_RUN_HAVE_CHUNKED
+  if (a.algo == Algo::Parallel) {  // the operator would say so too, naming q
+    index_t longest = d.T;
+    if (!li.cu_seqlens.empty()) {
+      longest = 0;
+      for (std::size_t i = 1; i < li.cu_seqlens.size(); ++i)
+        longest = std::max<index_t>(longest, li.cu_seqlens[i] - li.cu_seqlens[i - 1]);
+    }
+    if (longest > polyattn::linear::kParallelMaxT)
+      throw RunError("--algo parallel materialises T x T per head; sequence length " +
+                     std::to_string(longest) + " exceeds " +
+                     std::to_string(polyattn::linear::kParallelMaxT) + "; use --algo chunked");
+  }
+#endif
+  if (a.algo == Algo::Reference) {
+    polyattn::reference::linear_recurrence<float>(li, opt, out);
+  } else {
+    li.g_gamma = {};  // retention / lightning_attn: the preset's ConstantDecay carries the gates
+    run_linear_fast(a, li, HV, out);
+  }
   write_outputs(a.out, {&o, &ht});
 }
 
@@ -564,7 +745,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string_view s = argv[i];
     if (s == "-h" || s == "--help") {
-      std::cout << kUsage;
+      std::cout << usage();
       return 0;
     }
   }

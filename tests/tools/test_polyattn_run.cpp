@@ -1,9 +1,13 @@
 // tests/tools/test_polyattn_run.cpp — end-to-end tests of the polyattn-run parity tool: write
 // .npy inputs to a temp dir, run the binary, compare o.npy / ht.npy with the references called
 // directly, and check that every error path exits 2 with one stderr line and writes nothing.
+// The linear family runs the fp32 operators (--algo recurrent, and chunked / parallel when
+// polyattn/linear/chunked.hpp is in the tree, which is what the tool itself checks); --algo
+// reference runs the double-precision oracle.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -19,6 +23,13 @@
 #include "polyattn/reference/softmax.hpp"
 #include "tools/tool_test_util.hpp"
 
+// Same test as in examples/polyattn_run.cpp: Chunked<C> and Parallel are built in with it.
+#if __has_include("polyattn/linear/chunked.hpp")
+#define POLYATTN_TEST_HAVE_CHUNKED 1
+#else
+#define POLYATTN_TEST_HAVE_CHUNKED 0
+#endif
+
 #ifndef POLYATTN_RUN_PATH
 #error "POLYATTN_RUN_PATH (path of the polyattn-run binary) must be defined by the build"
 #endif
@@ -30,8 +41,22 @@ using polyattn::index_t;
 using polyattn::test::rel_rmse;
 using polyattn::test::TempDir;
 
-// The tool writes float32 roundings of the same double computation the test runs.
+// --algo reference (and based / softmax): float32 roundings of the same double computation the
+// test runs.
 constexpr double kBound = 1e-6;
+// The fp32 operators of the linear family: the SPEC.md §5 bound.
+constexpr double kFastBound = polyattn::test::kRelRmseBound;
+
+// The fast algorithms of this build, as polyattn-run flags.
+std::vector<std::string> fast_algos() {
+  std::vector<std::string> a{"--algo recurrent"};
+#if POLYATTN_TEST_HAVE_CHUNKED
+  a.push_back("--algo chunked --chunk 16");
+  a.push_back("--algo chunked --chunk 64");
+  a.push_back("--algo parallel");
+#endif
+  return a;
+}
 
 struct Result {
   int code = -1;
@@ -52,11 +77,14 @@ class Tool : public ::testing::Test {
 
   void SetUp() override { fs::create_directories(in); }
 
+  // Environment assignments (e.g. "POLYATTN_ISA=scalar") for the next runs.
+  std::string env;
+
   // Runs `polyattn-run <args>` capturing stdout and stderr.
   Result run_raw(const std::string& args) {
     const fs::path so = root / "stdout.txt", se = root / "stderr.txt";
-    const std::string cmd = std::string("'") + POLYATTN_RUN_PATH + "' " + args + " >'" +
-                            so.string() + "' 2>'" + se.string() + "'";
+    const std::string cmd = env + (env.empty() ? "" : " ") + "'" + POLYATTN_RUN_PATH + "' " + args +
+                            " >'" + so.string() + "' 2>'" + se.string() + "'";
     const int rc = std::system(cmd.c_str());
     Result r;
     r.code = (rc != -1 && WIFEXITED(rc)) ? WEXITSTATUS(rc) : -1;
@@ -79,7 +107,8 @@ class Tool : public ::testing::Test {
     EXPECT_EQ(r.code, 2) << op << " " << flags << ": " << r.err;
     EXPECT_EQ(line_count(r.err), 1u) << r.err;
     EXPECT_EQ(r.err.rfind("polyattn-run: ", 0), 0u) << r.err;
-    EXPECT_NE(r.err.find(fragment), std::string::npos) << "wanted '" << fragment << "' in: " << r.err;
+    EXPECT_NE(r.err.find(fragment), std::string::npos)
+        << "wanted '" << fragment << "' in: " << r.err;
     EXPECT_FALSE(fs::exists(out / "o.npy")) << r.err;
     EXPECT_FALSE(fs::exists(out / "ht.npy")) << r.err;
   }
@@ -108,18 +137,36 @@ struct LinearCase {
   index_t B = 2, T = 5, H = 2, HV = 4, K = 3, V = 2;
   bool h0 = false;
   std::vector<std::int64_t> cu;  // varlen when non-empty (B must be 1)
-  float qk_lo = -1.f;           // positive q/k for the Sum normaliser
+  float qk_lo = -1.f;            // positive q/k for the Sum normaliser
 };
+
+// A shape that exercises the fast algorithms: several chunks of 16 and a partial second chunk
+// of 64, GVA (2 value heads per q/k head), K and V that are not multiples of the SIMD widths,
+// four (sequence, value head) tasks for the threads. Small, as the tests run unoptimised too.
+LinearCase fast_case() {
+  LinearCase c;
+  c.B = 2;
+  c.T = 70;
+  c.H = 1;
+  c.HV = 2;
+  c.K = 6;
+  c.V = 18;
+  c.h0 = true;
+  return c;
+}
 
 enum class Gate { None, Scalar, Vector };
 
 class LinearTool : public Tool {
  protected:
   // Writes the inputs of `c`, runs `op flags`, and compares with linear_recurrence.
+  // `bound`: kFastBound for the fp32 operators (the default algorithm), kBound for reference.
   void check(const std::string& op, const std::string& flags, const LinearCase& c,
              polyattn::LinearOptions opt, Gate gate, bool beta,
-             const std::vector<float>& g_gamma = {}) {
+             const std::vector<float>& g_gamma = {}, double bound = kFastBound) {
     const index_t N = c.cu.empty() ? c.B : static_cast<index_t>(c.cu.size()) - 1;
+    fs::remove_all(in);  // no inputs left over from an earlier check (unused inputs are errors)
+    fs::create_directories(in);
     const auto q = put("q", {c.B, c.T, c.H, c.K}, 1, c.qk_lo);
     const auto k = put("k", {c.B, c.T, c.H, c.K}, 2, c.qk_lo);
     const auto v = put("v", {c.B, c.T, c.HV, c.V}, 3);
@@ -130,7 +177,8 @@ class LinearTool : public Tool {
     if (c.h0) h0 = put("h0", {N, c.HV, c.K, c.V}, 6);
     if (!c.cu.empty()) {
       const std::vector<std::int64_t> shape{static_cast<std::int64_t>(c.cu.size())};
-      polyattn::io::write_npy(in / "cu_seqlens.npy", c.cu.data(), std::span<const std::int64_t>(shape));
+      polyattn::io::write_npy(in / "cu_seqlens.npy", c.cu.data(),
+                              std::span<const std::int64_t>(shape));
     }
     ASSERT_NO_FATAL_FAILURE(run_ok(op, flags));
 
@@ -151,8 +199,8 @@ class LinearTool : public Tool {
 
     const auto got_o = get("o.npy", {c.B, c.T, c.HV, c.V});
     const auto got_ht = get("ht.npy", {N, c.HV, c.K, c.V});
-    EXPECT_LT(rel_rmse(got_o, o.data), kBound) << op << " " << flags << " (o)";
-    EXPECT_LT(rel_rmse(got_ht, ht.data), kBound) << op << " " << flags << " (ht)";
+    EXPECT_LT(rel_rmse(got_o, o.data), bound) << op << " " << flags << " (o)";
+    EXPECT_LT(rel_rmse(got_ht, ht.data), bound) << op << " " << flags << " (ht)";
     // Nothing but the outputs (no leftover temporaries).
     std::size_t files = 0;
     for ([[maybe_unused]] const auto& e : fs::directory_iterator(out)) ++files;
@@ -169,7 +217,8 @@ polyattn::LinearOptions opts(polyattn::Decay d, polyattn::Update u = polyattn::U
 
 std::vector<float> retention_gates(index_t HV) {
   std::vector<float> g;
-  for (index_t h = 0; h < HV; ++h) g.push_back(static_cast<float>(polyattn::retention_log_decay(h)));
+  for (index_t h = 0; h < HV; ++h)
+    g.push_back(static_cast<float>(polyattn::retention_log_decay(h)));
   return g;
 }
 std::vector<float> lightning_gates(index_t HV, index_t layer, index_t layers) {
@@ -194,7 +243,7 @@ TEST_F(LinearTool, LinearAttnNormalize) {
   auto o = opts(Decay::None);
   o.normalizer = polyattn::Normalizer::Sum;
   o.eps = 1e-10;
-  check("linear_attn", "--normalize", c, o, Gate::None, false);
+  check("linear_attn", "--normalize --algo reference", c, o, Gate::None, false, {}, kBound);
 }
 
 TEST_F(LinearTool, RetentionWithScale) {
@@ -214,20 +263,26 @@ TEST_F(LinearTool, LightningDefaultLayer) {
 TEST_F(LinearTool, LightningLayerOfLayers) {
   LinearCase c;
   c.h0 = true;
-  check("lightning_attn", "--layer 1 --layers=4", c, opts(Decay::ConstantPerHead), Gate::None,
-        false, lightning_gates(c.HV, 1, 4));
+  check("lightning_attn", "--layer 1 --layers=4 --algo=reference", c, opts(Decay::ConstantPerHead),
+        Gate::None, false, lightning_gates(c.HV, 1, 4), kBound);
 }
 
 TEST_F(LinearTool, SimpleGla) {
   LinearCase c;
   c.h0 = true;
+  check("simple_gla", "", c, opts(Decay::ScalarPerToken), Gate::Scalar, false);
+}
+
+TEST_F(LinearTool, SimpleGlaReferenceIgnoresChunkAndThreads) {
+  LinearCase c;
+  c.h0 = true;
   check("simple_gla", "--algo reference --chunk 16 --threads 2", c, opts(Decay::ScalarPerToken),
-        Gate::Scalar, false);
+        Gate::Scalar, false, {}, kBound);
 }
 
 TEST_F(LinearTool, Gla) {
   LinearCase c;
-  check("gla", "", c, opts(Decay::VectorPerToken), Gate::Vector, false);
+  check("gla", "--algo reference", c, opts(Decay::VectorPerToken), Gate::Vector, false, {}, kBound);
 }
 
 TEST_F(LinearTool, DeltaRuleL2NormInitialState) {
@@ -251,7 +306,8 @@ TEST_F(LinearTool, GatedDeltaRuleVarlen) {
   c.T = 7;
   c.cu = {0, 3, 3, 7};
   c.h0 = true;
-  check("gated_delta_rule", "", c, opts(Decay::ScalarPerToken, Update::Delta), Gate::Scalar, true);
+  check("gated_delta_rule", "--algo reference", c, opts(Decay::ScalarPerToken, Update::Delta),
+        Gate::Scalar, true, {}, kBound);
 }
 
 TEST_F(LinearTool, KdaL2NormInitialState) {
@@ -259,7 +315,7 @@ TEST_F(LinearTool, KdaL2NormInitialState) {
   c.h0 = true;
   auto o = opts(Decay::VectorPerToken, Update::Delta);
   o.qk_l2norm = true;
-  check("kda", "--qk-l2norm", c, o, Gate::Vector, true);
+  check("kda", "--qk-l2norm --algo reference", c, o, Gate::Vector, true, {}, kBound);
 }
 
 TEST_F(LinearTool, OverwritesPreviousOutputs) {
@@ -269,13 +325,204 @@ TEST_F(LinearTool, OverwritesPreviousOutputs) {
   check("linear_attn", "", c, opts(Decay::None), Gate::None, false);
 }
 
+// ---- the fast operators: every linear OP, every algorithm --------------------------------
+
+// One linear OP as the tool runs it: its flags and the reference options it must match.
+struct LinearSpec {
+  std::string op, flags;
+  polyattn::LinearOptions opt;
+  Gate gate = Gate::None;
+  bool beta = false;
+  enum class Gamma { None, Retention, Lightning_1_4 } gamma = Gamma::None;
+  bool positive_qk = false;
+};
+
+std::string spec_name(const LinearSpec& s) {
+  return s.op + (s.flags.empty() ? "" : " " + s.flags);
+}
+
+polyattn::LinearOptions l2(polyattn::LinearOptions o) {
+  o.qk_l2norm = true;
+  return o;
+}
+
+// The 8 linear OPs, plus linear_attn --normalize (another operator type): run with every
+// algorithm.
+std::vector<LinearSpec> linear_ops() {
+  using G = LinearSpec::Gamma;
+  auto normalized = opts(Decay::None);
+  normalized.normalizer = polyattn::Normalizer::Sum;
+  normalized.eps = 1e-10;
+  return {
+      {"linear_attn", "", opts(Decay::None)},
+      {"linear_attn", "--normalize", normalized, Gate::None, false, G::None, true},
+      {"retention", "", opts(Decay::ConstantPerHead), Gate::None, false, G::Retention},
+      {"lightning_attn", "--layer 1 --layers 4", opts(Decay::ConstantPerHead), Gate::None, false,
+       G::Lightning_1_4},
+      {"simple_gla", "", opts(Decay::ScalarPerToken), Gate::Scalar},
+      {"gla", "", opts(Decay::VectorPerToken), Gate::Vector},
+      {"delta_rule", "--qk-l2norm", l2(opts(Decay::None, Update::Delta)), Gate::None, true},
+      {"gated_delta_rule", "--qk-l2norm", l2(opts(Decay::ScalarPerToken, Update::Delta)),
+       Gate::Scalar, true},
+      {"kda", "--qk-l2norm", l2(opts(Decay::VectorPerToken, Update::Delta)), Gate::Vector, true},
+  };
+}
+
+// Flag variants: --qk-l2norm on additive OPs (AdditiveUpdate{true}), no --qk-l2norm on a delta
+// OP, --scale.
+std::vector<LinearSpec> linear_variants() {
+  auto scaled = opts(Decay::ConstantPerHead);
+  scaled.scale = 0.5;
+  return {
+      {"linear_attn", "--qk-l2norm", l2(opts(Decay::None))},
+      {"gla", "--qk-l2norm", l2(opts(Decay::VectorPerToken)), Gate::Vector},
+      {"retention", "--scale 0.5", scaled, Gate::None, false, LinearSpec::Gamma::Retention},
+      {"gated_delta_rule", "", opts(Decay::ScalarPerToken, Update::Delta), Gate::Scalar, true},
+  };
+}
+
+class FastTool : public LinearTool {
+ protected:
+  void check_spec(const LinearSpec& s, const std::string& algo, LinearCase c,
+                  double bound = kFastBound) {
+    if (s.positive_qk) c.qk_lo = 0.1f;
+    std::vector<float> gamma;
+    if (s.gamma == LinearSpec::Gamma::Retention) gamma = retention_gates(c.HV);
+    if (s.gamma == LinearSpec::Gamma::Lightning_1_4) gamma = lightning_gates(c.HV, 1, 4);
+    check(s.op, s.flags + " " + algo, c, s.opt, s.gate, s.beta, gamma, bound);
+  }
+  // The bytes of out/o.npy + out/ht.npy.
+  std::string output_bytes() {
+    return polyattn::test::read_bytes(out / "o.npy") + polyattn::test::read_bytes(out / "ht.npy");
+  }
+  // Runs `op flags` on the inputs in place and returns output_bytes().
+  std::string output_bytes(const std::string& op, const std::string& flags) {
+    const Result r = run(op, flags);
+    EXPECT_EQ(r.code, 0) << op << " " << flags << ": " << r.err;
+    return output_bytes();
+  }
+};
+
+TEST_F(FastTool, EveryOpEveryAlgorithmMatchesTheReference) {
+  for (const LinearSpec& s : linear_ops())
+    for (const std::string& algo : fast_algos()) {
+      SCOPED_TRACE(spec_name(s) + " " + algo);
+      ASSERT_NO_FATAL_FAILURE(check_spec(s, algo, fast_case()));
+    }
+  const auto algos = fast_algos();
+  const auto variants = linear_variants();
+  for (std::size_t i = 0; i < variants.size(); ++i) {  // one algorithm each, in turn
+    const std::string& algo = algos[i % algos.size()];
+    SCOPED_TRACE(spec_name(variants[i]) + " " + algo);
+    ASSERT_NO_FATAL_FAILURE(check_spec(variants[i], algo, fast_case()));
+  }
+}
+
+TEST_F(FastTool, DefaultAlgorithmIsFast) {
+  // No --algo: chunked (--chunk 64) when this build has it, else recurrent.
+  const std::string default_algo =
+      POLYATTN_TEST_HAVE_CHUNKED ? "--algo chunked --chunk 64" : "--algo recurrent";
+  const auto ops = linear_ops();
+  for (std::size_t i : {1u, 5u, 8u}) {  // linear_attn --normalize, gla, kda
+    const LinearSpec& s = ops[i];
+    SCOPED_TRACE(spec_name(s));
+    ASSERT_NO_FATAL_FAILURE(check_spec(s, "", fast_case()));
+    const std::string implicit = output_bytes();
+    EXPECT_EQ(implicit, output_bytes(s.op, s.flags + " " + default_algo));
+    if (i == 8) {
+      EXPECT_NE(implicit, output_bytes(s.op, s.flags + " --algo reference"))
+          << "the default ran the reference";
+    }
+  }
+}
+
+TEST_F(FastTool, VarlenWithEmptySequence) {
+  LinearCase c = fast_case();
+  c.B = 1;
+  c.T = 75;
+  c.cu = {0, 17, 17, 75};
+  const auto algos = fast_algos();
+  for (const LinearSpec& s : linear_ops()) {
+    if (s.op != "gla" && s.op != "gated_delta_rule" && s.op != "kda") continue;
+    for (std::size_t i = 0; i < algos.size(); ++i) {
+      // gla: recurrent and chunked 16; gated_delta_rule: chunked 64 and parallel; kda: all.
+      if (s.op == "gla" && i >= 2) continue;
+      if (s.op == "gated_delta_rule" && i < 2) continue;
+      SCOPED_TRACE(spec_name(s) + " " + algos[i]);
+      ASSERT_NO_FATAL_FAILURE(check_spec(s, algos[i], c));
+    }
+  }
+}
+
+TEST_F(FastTool, EveryIsaOfTheBinary) {
+  // The tool carries the per-ISA kernel units; POLYATTN_ISA caps the dispatcher (the best ISA
+  // of the CPU runs in every other test).
+  const auto algos = fast_algos();
+  for (const std::string isa : {"scalar", "sse42"}) {
+    env = "POLYATTN_ISA=" + isa;
+    for (std::size_t i = 0; i < algos.size(); ++i) {
+      if (isa == "sse42" && i >= 2) continue;  // recurrent and chunked 16
+      const std::string& algo = algos[i];
+      SCOPED_TRACE(env + " " + algo);
+      ASSERT_NO_FATAL_FAILURE(check_spec(linear_ops().back(), algo, fast_case()));  // kda
+    }
+  }
+}
+
+TEST_F(FastTool, AnyThreadCountGivesTheSameBytes) {
+  std::vector<std::string> algos = fast_algos();
+#if POLYATTN_TEST_HAVE_CHUNKED
+  algos.push_back("--algo chunked --chunk 32");
+  algos.push_back("--algo chunked --chunk 128");
+#endif
+  // Every OP and every algorithm at least once (OP i with algorithm i mod #algorithms).
+  const auto ops = linear_ops();
+  for (std::size_t i = 0; i < std::max(ops.size(), algos.size()); ++i) {
+    const LinearSpec& s = ops[i % ops.size()];
+    const std::string& algo = algos[i % algos.size()];
+    SCOPED_TRACE(spec_name(s) + " " + algo);
+    ASSERT_NO_FATAL_FAILURE(check_spec(s, algo + " --threads 2", fast_case()));
+    const std::string two = output_bytes();
+    ASSERT_FALSE(two.empty());
+    EXPECT_EQ(two, output_bytes(s.op, s.flags + " " + algo + " --threads 1"));
+    if (i == 0) {
+      EXPECT_EQ(two, output_bytes(s.op, s.flags + " " + algo + " --threads 3"));
+    }
+  }
+}
+
+TEST_F(FastTool, FewerTasksThanThreads) {
+  // One (sequence, value head) task: the operators may split the chunks of the additive OPs over
+  // the threads instead; still the same bytes as one thread.
+  LinearCase c = fast_case();
+  c.B = 1;
+  c.H = 1;
+  c.HV = 1;
+  c.T = 100;
+  const auto ops = linear_ops();
+  for (std::size_t i : {0u, 2u, 5u}) {  // linear_attn, retention, gla
+    const LinearSpec& s = ops[i];
+    const std::string algo = !POLYATTN_TEST_HAVE_CHUNKED ? "--algo recurrent"
+                             : i == 2                    ? "--algo chunked --chunk 64"
+                                                         : "--algo chunked --chunk 16";
+    SCOPED_TRACE(spec_name(s) + " " + algo);
+    ASSERT_NO_FATAL_FAILURE(check_spec(s, algo + " --threads 2", c));
+    const std::string two = output_bytes();
+    EXPECT_EQ(two, output_bytes(s.op, s.flags + " " + algo + " --threads 1"));
+    if (i == 0) {
+      EXPECT_EQ(two, output_bytes(s.op, s.flags + " " + algo + " --threads 3"));
+    }
+  }
+}
+
 // ---- based and softmax ------------------------------------------------------------------
 
 TEST_F(Tool, Based) {
   const index_t B = 2, T = 6, H = 2, K = 3, V = 4;
   const auto q = put("q", {B, T, H, K}, 11), k = put("k", {B, T, H, K}, 12),
              v = put("v", {B, T, H, V}, 13);
-  ASSERT_NO_FATAL_FAILURE(run_ok("based", "--scale 0.7"));
+  // No fast operator yet: every --algo runs the reference.
+  ASSERT_NO_FATAL_FAILURE(run_ok("based", "--scale 0.7 --algo recurrent"));
   polyattn::reference::BasedInputs bi;
   bi.q = polyattn::bthd(q.data(), B, T, H, K);
   bi.k = polyattn::bthd(k.data(), B, T, H, K);
@@ -319,6 +566,7 @@ TEST_F(SoftmaxTool, CausalGqaDefault) {
   polyattn::SoftmaxOptions o;
   o.causal = true;
   check("softmax", "", SoftmaxCase{}, o, false, false);
+  check("softmax", "--algo reference", SoftmaxCase{}, o, false, false);
 }
 
 TEST_F(SoftmaxTool, NonCausalScale) {
@@ -344,6 +592,7 @@ TEST_F(SoftmaxTool, ForgettingAttn) {
   polyattn::SoftmaxOptions o;
   o.causal = true;
   check("forgetting_attn", "", c, o, true, false);
+  check("forgetting_attn", "--algo chunked --threads 2", c, o, true, false);
 }
 
 // ---- command line and errors --------------------------------------------------------------
@@ -352,6 +601,11 @@ TEST_F(Tool, Help) {
   const Result r = run_raw("--help");
   EXPECT_EQ(r.code, 0);
   EXPECT_NE(r.out.find("usage: polyattn-run OP"), std::string::npos);
+  EXPECT_NE(r.out.find(POLYATTN_TEST_HAVE_CHUNKED
+                           ? "chunked    chunks of C tokens + state passing (default)"
+                           : "recurrent  token by token (default)"),
+            std::string::npos)
+      << r.out;
   EXPECT_EQ(r.err, "");
 }
 
@@ -371,7 +625,9 @@ TEST_F(ToolErrors, MissingInput) {
   expect_error("linear_attn", "", "q.npy: missing");
 }
 
-TEST_F(ToolErrors, MissingGate) { expect_error("simple_gla", "", "g.npy: missing (required by simple_gla)"); }
+TEST_F(ToolErrors, MissingGate) {
+  expect_error("simple_gla", "", "g.npy: missing (required by simple_gla)");
+}
 
 TEST_F(ToolErrors, GateWithWrongShape) {
   put("g", {2, 5, 2}, 4, -1.f, -0.1f);  // H instead of HV heads
@@ -431,13 +687,18 @@ TEST_F(ToolErrors, UnusedInput) {
 
 TEST_F(ToolErrors, CommandLine) {
   expect_error("linear_attn", "--frobnicate", "unknown option '--frobnicate'");
+#if !POLYATTN_TEST_HAVE_CHUNKED
   expect_error("linear_attn", "--algo chunked",
-               "--algo chunked is not available yet in this build; use --algo reference");
-  expect_error("linear_attn", "--algo recurrent", "--algo recurrent is not available yet");
+               "--algo chunked is not available yet in this build; use --algo recurrent or "
+               "reference");
+  expect_error("kda", "--algo parallel", "--algo parallel is not available yet");
+#endif
   expect_error("linear_attn", "--algo fast", "unknown --algo 'fast'");
+  expect_error("linear_attn", "--algo", "--algo needs a value");
   expect_error("linear_atn", "", "unknown OP 'linear_atn'");
-  expect_error("linear_attn", "--chunk 0", "--chunk must be a positive integer");
   expect_error("linear_attn", "--threads x", "--threads expects an integer");
+  expect_error("linear_attn", "--threads 0", "--threads must be a positive integer");
+  expect_error("linear_attn", "--threads 1025", "--threads must be <= 1024, got 1025");
   expect_error("linear_attn", "--scale nan", "--scale expects a finite number");
   expect_error("linear_attn", "--scale", "--scale needs a value");
   expect_error("linear_attn", "--window 4", "--window is not used by linear_attn");
@@ -456,6 +717,57 @@ TEST_F(ToolErrors, CommandLine) {
   EXPECT_NE(r2.err.find("missing --in"), std::string::npos);
   EXPECT_FALSE(fs::exists(out));
 }
+
+TEST_F(ToolErrors, BadChunk) {
+  // Checked whatever the algorithm (so a typo never goes unnoticed), for every OP.
+  for (const char* algo : {"", "--algo recurrent ", "--algo reference "})
+    expect_error("linear_attn", std::string(algo) + "--chunk 48",
+                 "--chunk must be 16, 32, 64 or 128, got 48");
+  expect_error("linear_attn", "--chunk 0", "--chunk must be 16, 32, 64 or 128, got 0");
+  expect_error("linear_attn", "--chunk=-16", "--chunk must be 16, 32, 64 or 128, got -16");
+  expect_error("linear_attn", "--chunk 1e3", "--chunk expects an integer, got '1e3'");
+#if POLYATTN_TEST_HAVE_CHUNKED
+  expect_error("linear_attn", "--algo chunked --chunk 8", "--chunk must be 16, 32, 64 or 128");
+#endif
+  expect_error("softmax", "--chunk 100", "--chunk must be 16, 32, 64 or 128, got 100");
+  EXPECT_FALSE(fs::exists(out));
+}
+
+TEST_F(ToolErrors, SoftmaxHasNoFastOperator) {
+  put("k", {2, 7, 1, 3}, 22);
+  put("v", {2, 7, 1, 2}, 23);
+  for (const char* algo : {"recurrent", "chunked", "parallel"})
+    expect_error("softmax", std::string("--algo ") + algo,
+                 "softmax has no fast operator yet; use --algo reference");
+  EXPECT_FALSE(fs::exists(out));
+}
+
+TEST_F(ToolErrors, FastOperatorErrorsNameTheFile) {
+  // The shapes are checked before the operator runs, whatever the algorithm.
+  const std::string last = fast_algos().back();
+  put("h0", {2, 2, 3, 2}, 6);
+  expect_error("linear_attn", "--algo recurrent", "h0.npy: expected shape [2,4,3,2]");
+  expect_error("linear_attn", last, "h0.npy: expected shape [2,4,3,2]");
+  fs::remove(in / "h0.npy");
+  put("beta", {2, 5, 4}, 5, 0.1f, 0.9f);
+  put("k", {2, 5, 2, 4}, 2);
+  expect_error("delta_rule", "--threads 2", "k.npy: expected shape [2,5,2,3]");
+  expect_error("delta_rule", last + " --threads 2", "k.npy: expected shape [2,5,2,3]");
+}
+
+#if POLYATTN_TEST_HAVE_CHUNKED
+TEST_F(ToolErrors, ParallelSequenceTooLong) {
+  put("q", {1, 8194, 1, 2}, 1);
+  put("k", {1, 8194, 1, 2}, 2);
+  put("v", {1, 8194, 1, 2}, 3);
+  expect_error("linear_attn", "--algo parallel",
+               "--algo parallel materialises T x T per head; sequence length 8194 exceeds 8192; "
+               "use --algo chunked");
+  const std::vector<std::int64_t> cu{0, 1, 8194};  // packed: the longest sequence counts
+  polyattn::io::write_npy(in / "cu_seqlens.npy", cu.data(), {3});
+  expect_error("linear_attn", "--algo parallel --threads 2", "sequence length 8193 exceeds");
+}
+#endif
 
 TEST_F(ToolErrors, SoftmaxShapes) {
   put("k", {2, 7, 3, 3}, 22);  // 3 kv heads do not divide 2 q heads
