@@ -223,19 +223,44 @@ class LinearAttention {
       }
     }
 
+    // When final_state holds each head's [K][V] block contiguously, the kernel works in it
+    // directly (decode: initial_state is the same memory, so nothing is copied at all).
+    const bool in_place = !out.final_state.absent() && out.final_state.stride(3) == 1 &&
+                          out.final_state.stride(2) == d.V;
     exec.parallel_for(tasks, [&](index_t task) {
       const index_t n = task / d.HV, hv = task % d.HV;
       const Segment& sg = segs[static_cast<std::size_t>(n)];
       std::vector<float> S, z;
-      load_state(n, hv, S, z);
+      float* state = nullptr;
+      if (in_place) {
+        state = out.final_state.ptr(n, hv, 0, 0);
+        if (in.initial_state.absent()) {
+          std::fill(state, state + d.K * d.V, 0.f);
+        } else if (in.initial_state.ptr(n, hv, 0, 0) != state) {
+          for (index_t i = 0; i < d.K; ++i)
+            for (index_t j = 0; j < d.V; ++j) state[i * d.V + j] = in.initial_state(n, hv, i, j);
+        }
+        if (opt.normalizer == Normalizer::Sum) {
+          z.assign(static_cast<std::size_t>(d.K), 0.f);
+          if (!in.initial_z.absent())
+            for (index_t i = 0; i < d.K; ++i) z[i] = in.initial_z(n, hv, i);
+        }
+      } else {
+        load_state(n, hv, S, z);
+        state = S.data();
+      }
       if (sg.length > 0) {
         linear::HeadProblem p = problem(n, hv, 0, sg.length);
-        p.state = S.data();
+        p.state = state;
         p.z = z.empty() ? nullptr : z.data();
         linear::Workspace ws;
         run_head<Algo>(p, ws);
       }
-      store_state(n, hv, S, z);
+      if (!in_place) {
+        store_state(n, hv, S, z);
+      } else if (!out.final_z.absent()) {
+        for (index_t i = 0; i < d.K; ++i) out.final_z(n, hv, i) = z[i];
+      }
     });
     finish_output(out, o, o_scratch);
   }

@@ -66,22 +66,27 @@ void prepare_token(const HeadProblem& p, index_t t, const TokenPrep& w) {
 
 // One pass over column block [j0, j0 + NB·W) of S, all K rows.
 //   Update: S_i ← a_i S_i + k_i u         Next: p += kt_i S_i, r += qt_i S_i (after the update)
-template <simd::SimdArch A, int NB, bool Update, bool Next, bool NeedP>
+template <simd::SimdArch A, int NB, bool Update, bool Next, bool NeedP, bool CurR>
 void column_block(float* S, index_t K, index_t V, index_t j0, const float* a, const float* k,
-                  const float* u, const float* kt, const float* qt, float* pout, float* rout) {
+                  const float* u, const float* kt, const float* qt, float* pout, float* rout,
+                  const float* qcur, float* rcur) {
   using B = simd::batch_t<A>;
   constexpr index_t W = static_cast<index_t>(B::size);
-  B ub[NB], pb[NB], rb[NB];
+  B ub[NB], pb[NB], rb[NB], cb[NB];
   for (int n = 0; n < NB; ++n) {
     if constexpr (Update) ub[n] = B::load_unaligned(u + j0 + n * W);
     pb[n] = B(0.f);
     rb[n] = B(0.f);
+    cb[n] = B(0.f);
   }
   for (index_t i = 0; i < K; ++i) {
     float* row = S + i * V + j0;
-    const B ai(a[i]), ki(k[i]), kti(kt[i]), qti(qt[i]);
+    // Only the operands a pass uses are read (the unused pointers may be null).
+    const B ai(Update ? a[i] : 0.f), ki(Update ? k[i] : 0.f);
+    const B kti(Next && NeedP ? kt[i] : 0.f), qti(Next ? qt[i] : 0.f);
     for (int n = 0; n < NB; ++n) {
       B s = B::load_unaligned(row + n * W);
+      if constexpr (CurR) cb[n] = simd::fma(B(qcur[i]), s, cb[n]);
       if constexpr (Update) {
         s = simd::fma(ki, ub[n], s * ai);
         s.store_unaligned(row + n * W);
@@ -98,16 +103,20 @@ void column_block(float* S, index_t K, index_t V, index_t j0, const float* a, co
       rb[n].store_unaligned(rout + j0 + n * W);
     }
   }
+  if constexpr (CurR)
+    for (int n = 0; n < NB; ++n) cb[n].store_unaligned(rcur + j0 + n * W);
 }
 
 // Scalar form of column_block for the columns [j0, V) past the last full vector.
-template <bool Update, bool Next, bool NeedP>
+template <bool Update, bool Next, bool NeedP, bool CurR>
 void column_tail(float* S, index_t K, index_t V, index_t j0, const float* a, const float* k,
-                 const float* u, const float* kt, const float* qt, float* pout, float* rout) {
+                 const float* u, const float* kt, const float* qt, float* pout, float* rout,
+                 const float* qcur, float* rcur) {
   for (index_t j = j0; j < V; ++j) {
-    float pj = 0.f, rj = 0.f;
+    float pj = 0.f, rj = 0.f, cj = 0.f;
     for (index_t i = 0; i < K; ++i) {
       float s = S[i * V + j];
+      if constexpr (CurR) cj = std::fma(qcur[i], s, cj);
       if constexpr (Update) {
         s = std::fma(k[i], u[j], s * a[i]);
         S[i * V + j] = s;
@@ -121,45 +130,43 @@ void column_tail(float* S, index_t K, index_t V, index_t j0, const float* a, con
       if constexpr (NeedP) pout[j] = pj;
       rout[j] = rj;
     }
+    if constexpr (CurR) rcur[j] = cj;
   }
 }
 
-template <simd::SimdArch A, bool Update, bool Next, bool NeedP>
+// CurR additionally accumulates rcur = S_oldᵀ qcur from each row before it is updated (the
+// additive update needs no Sᵀk, so its first token reads and writes the state in one pass).
+template <simd::SimdArch A, bool Update, bool Next, bool NeedP, bool CurR = false>
 void state_pass(float* S, index_t K, index_t V, const float* a, const float* k, const float* u,
-                const float* kt, const float* qt, float* pout, float* rout) {
+                const float* kt, const float* qt, float* pout, float* rout,
+                const float* qcur = nullptr, float* rcur = nullptr) {
   using B = simd::batch_t<A>;
   constexpr index_t W = static_cast<index_t>(B::size);
   constexpr int NB = sizeof(B) >= 64 ? 4 : (W == 1 ? 4 : 2);
   const index_t Vfull = V - V % W;
   index_t j0 = 0;
   for (; j0 + NB * W <= Vfull; j0 += NB * W)
-    column_block<A, NB, Update, Next, NeedP>(S, K, V, j0, a, k, u, kt, qt, pout, rout);
+    column_block<A, NB, Update, Next, NeedP, CurR>(S, K, V, j0, a, k, u, kt, qt, pout, rout, qcur,
+                                                   rcur);
   for (; j0 + W <= Vfull; j0 += W)
-    column_block<A, 1, Update, Next, NeedP>(S, K, V, j0, a, k, u, kt, qt, pout, rout);
-  column_tail<Update, Next, NeedP>(S, K, V, j0, a, k, u, kt, qt, pout, rout);
+    column_block<A, 1, Update, Next, NeedP, CurR>(S, K, V, j0, a, k, u, kt, qt, pout, rout, qcur,
+                                                  rcur);
+  column_tail<Update, Next, NeedP, CurR>(S, K, V, j0, a, k, u, kt, qt, pout, rout, qcur, rcur);
 }
 
 template <simd::SimdArch A, bool NeedP>
 void recurrent_run(const HeadProblem& p, Workspace& ws) {
   const index_t K = p.K, V = p.V;
-  float* buf = ws.floats(static_cast<std::size_t>(10 * K + 3 * V));
+  float* buf = ws.floats(static_cast<std::size_t>(10 * K + 4 * V));
   TokenPrep cur{buf, buf + K, buf + 2 * K, buf + 3 * K, buf + 4 * K};
   TokenPrep nxt{buf + 5 * K, buf + 6 * K, buf + 7 * K, buf + 8 * K, buf + 9 * K};
   float* u = buf + 10 * K;
   float* pv = u + V;
   float* rv = pv + V;
+  float* rv2 = rv + V;
   float* S = p.state;
 
-  prepare_token<A>(p, 0, cur);
-  state_pass<A, false, true, NeedP>(S, K, V, cur.a, cur.k, u, cur.kt, cur.qt, pv, rv);
-  for (index_t t = 0; t < p.T; ++t) {
-    const float* v = p.v + t * p.v_st;
-    if constexpr (NeedP) {
-      const float beta = p.beta[t * p.beta_st];
-      for (index_t j = 0; j < V; ++j) u[j] = beta * (v[j] - pv[j]);
-    } else {
-      std::copy(v, v + V, u);
-    }
+  auto emit = [&](index_t t) {  // o_t = r_t + (k_t·scale·q_t) u_t  [/ normaliser]
     if (p.normalizer == Normalizer::Sum)
       for (index_t i = 0; i < K; ++i) p.z[i] += cur.k[i];
     const float kq = simd::dot<A>(cur.k, cur.qs, K);
@@ -167,7 +174,37 @@ void recurrent_run(const HeadProblem& p, Workspace& ws) {
     if (p.normalizer == Normalizer::Sum) inv = 1.f / (simd::dot<A>(cur.qs, p.z, K) + p.eps);
     float* o = p.o + t * p.o_st;
     for (index_t j = 0; j < V; ++j) o[j] = std::fma(kq, u[j], rv[j]) * inv;
+  };
 
+  prepare_token<A>(p, 0, cur);
+  if constexpr (NeedP) {
+    state_pass<A, false, true, NeedP>(S, K, V, cur.a, cur.k, u, cur.kt, cur.qt, pv, rv);
+  } else {
+    // Additive: token 0's r = S_oldᵀ(a∘q) is gathered in the same pass that updates S.
+    const float* v = p.v;
+    std::copy(v, v + V, u);
+    if (p.T > 1) {
+      prepare_token<A>(p, 1, nxt);
+      state_pass<A, true, true, false, true>(S, K, V, cur.a, cur.k, u, nxt.kt, nxt.qt, pv, rv2,
+                                             cur.qt, rv);
+    } else {
+      state_pass<A, true, false, false, true>(S, K, V, cur.a, cur.k, u, nullptr, nullptr, nullptr,
+                                              nullptr, cur.qt, rv);
+    }
+    emit(0);
+    if (p.T == 1) return;
+    std::swap(cur, nxt);
+    std::swap(rv, rv2);
+  }
+  for (index_t t = NeedP ? 0 : 1; t < p.T; ++t) {
+    const float* v = p.v + t * p.v_st;
+    if constexpr (NeedP) {
+      const float beta = p.beta[t * p.beta_st];
+      for (index_t j = 0; j < V; ++j) u[j] = beta * (v[j] - pv[j]);
+    } else {
+      std::copy(v, v + V, u);
+    }
+    emit(t);
     if (t + 1 < p.T) {
       prepare_token<A>(p, t + 1, nxt);
       state_pass<A, true, true, NeedP>(S, K, V, cur.a, cur.k, u, nxt.kt, nxt.qt, pv, rv);

@@ -48,11 +48,13 @@ template <SimdArch A, int NB, bool Acc>
 inline void gemm_rows(std::int64_t M, std::int64_t Kd, float alpha, const float* a,
                       std::int64_t lda, const float* b, std::int64_t ldb, float* c,
                       std::int64_t ldc) {
-  constexpr int MR = 4;
+  // Enough independent accumulators (MR·NB ≥ 8) to cover the FMA latency on two pipes.
+  constexpr int MR = NB >= 2 ? 4 : 8;
   std::int64_t i = 0;
   for (; i + MR <= M; i += MR)
     gemm_block<A, MR, NB, Acc>(Kd, alpha, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
-  for (; i < M; ++i) gemm_block<A, 1, NB, Acc>(Kd, alpha, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+  for (; i < M; ++i)
+    gemm_block<A, 1, NB, Acc>(Kd, alpha, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
 }
 
 }  // namespace detail
@@ -72,6 +74,14 @@ void gemm(std::int64_t M, std::int64_t N, std::int64_t Kd, float alpha, const fl
     else
       detail::gemm_rows<A, NB, false>(M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
   }
+  if constexpr (NB > 2) {
+    for (; j + 2 * W <= Nfull; j += 2 * W) {
+      if (accumulate)
+        detail::gemm_rows<A, 2, true>(M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
+      else
+        detail::gemm_rows<A, 2, false>(M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
+    }
+  }
   for (; j + W <= Nfull; j += W) {
     if (accumulate)
       detail::gemm_rows<A, 1, true>(M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
@@ -87,8 +97,8 @@ void gemm(std::int64_t M, std::int64_t N, std::int64_t Kd, float alpha, const fl
 }
 
 // out[n×m] = in[m×n]ᵀ (row-major, leading dimensions ldi / ldo).
-inline void transpose(std::int64_t m, std::int64_t n, const float* in, std::int64_t ldi,
-                      float* out, std::int64_t ldo) {
+inline void transpose(std::int64_t m, std::int64_t n, const float* in, std::int64_t ldi, float* out,
+                      std::int64_t ldo) {
   for (std::int64_t i = 0; i < m; ++i)
     for (std::int64_t j = 0; j < n; ++j) out[j * ldo + i] = in[i * ldi + j];
 }
