@@ -292,6 +292,21 @@ inline void set_throughput_counters(benchmark::State& state, double seconds, dou
   state.counters["peak_frac"] = flops / seconds * 1e-9 / (measured_peak_gflops() * threads);
 }
 
+// Google Benchmark start-up shared by the bench binaries: the --polyattn_* flags, then the
+// project defaults (3 repetitions, aggregates only, min time 0.05 s) placed before the user's
+// own flags so those override them. Returns false on a bad flag (exit status 2).
+inline bool initialize(int argc, char** argv) {
+  std::vector<char*> args(argv, argv + argc);
+  if (!parse_polyattn_flags(args)) return false;
+  static std::string reps = "--benchmark_repetitions=3";
+  static std::string agg = "--benchmark_report_aggregates_only=true";
+  static std::string mintime = "--benchmark_min_time=0.05";
+  args.insert(args.begin() + 1, {reps.data(), agg.data(), mintime.data()});
+  int n = static_cast<int>(args.size());
+  benchmark::Initialize(&n, args.data());
+  return !benchmark::ReportUnrecognizedArguments(n, args.data());
+}
+
 }  // namespace polyattn::bench
 
 #endif  // POLYATTN_BENCH_KERNELS_ONLY

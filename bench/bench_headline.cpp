@@ -1,23 +1,24 @@
-// bench/bench_headline.cpp — the README's headline benchmark (polyattn-headline).
+// bench/bench_headline.cpp — the README's headline comparison (polyattn-headline).
 //
-// Until the fast operators land (issues 3 and 4) this measures the naive double-precision
-// references, which are the correctness baseline every fast kernel is compared against:
-// linear-family presets and causal softmax at growing T, reported as head-tokens per second.
-// Repetitions with medians by default; extra Google Benchmark flags are passed through.
+// Every linear-family preset with its fast operators, Recurrent vs Chunked<64>, at growing T
+// (B1 H4 K=V=128, fp32, one thread): ns per head-token (flat in T is the goal), head-tokens/s
+// and the fraction of the measured peak FMA rate (printed at start-up). The softmax and sparse
+// operators join this table when they land (issues 4–6); the full per-family suites are the
+// polyattn-bench-* binaries. Defaults: 3 repetitions, medians; Google Benchmark flags pass through.
 #include <benchmark/benchmark.h>
 
 #include <string>
 #include <vector>
 
-#include "polyattn/reference/linear.hpp"
-#include "polyattn/reference/softmax.hpp"
+#include "bench_common.hpp"
+#include "polyattn/linear/presets.hpp"
 
 namespace {
 
-using polyattn::index_t;
+using namespace polyattn;
 
 struct Inputs {
-  index_t B = 1, T, H = 4, K = 64, V = 64;
+  index_t B = 1, T, H = 4, K = 128, V = 128;
   std::vector<float> q, k, v, g, gk, beta;
   explicit Inputs(index_t t) : T(t) {
     auto fill = [](std::size_t n, float lo, float hi, unsigned seed) {
@@ -39,80 +40,65 @@ struct Inputs {
   }
 };
 
-void run_linear(benchmark::State& state, polyattn::LinearOptions opt) {
-  Inputs in(state.range(0));
-  std::vector<float> o(static_cast<std::size_t>(in.B * in.T * in.H * in.V));
-  polyattn::LinearInputs args{.q = polyattn::bthd(in.q.data(), in.B, in.T, in.H, in.K),
-                              .k = polyattn::bthd(in.k.data(), in.B, in.T, in.H, in.K),
-                              .v = polyattn::bthd(in.v.data(), in.B, in.T, in.H, in.V)};
-  if (opt.decay == polyattn::Decay::ScalarPerToken)
-    args.g = polyattn::bth(in.g.data(), in.B, in.T, in.H);
-  if (opt.decay == polyattn::Decay::VectorPerToken)
-    args.gk = polyattn::bthd(in.gk.data(), in.B, in.T, in.H, in.K);
-  if (opt.update == polyattn::Update::Delta)
-    args.beta = polyattn::bth(in.beta.data(), in.B, in.T, in.H);
-  const auto out = polyattn::bthd(o.data(), in.B, in.T, in.H, in.V);
-  for (auto _ : state) {
-    polyattn::reference::linear_recurrence<float>(args, opt, {.o = out});
-    benchmark::DoNotOptimize(o.data());
-  }
-  state.counters["head_tokens/s"] = benchmark::Counter(
-      static_cast<double>(in.B * in.T * in.H), benchmark::Counter::kIsIterationInvariantRate);
+// FLOPs per head-token (see bench_linear.cpp for the model): recurrent 4KV / 6KV (delta),
+// chunked C(K+V) + 4KV / C(3K+2V) + 6KV, + KV (recurrent) or KV/C (chunked) with a decay.
+double flops_per_token(const LinearOptions& o, bool chunked, double C, double K, double V) {
+  const bool delta = o.update == Update::Delta, decays = o.decay != Decay::None;
+  if (!chunked) return (delta ? 6 : 4) * K * V + (decays ? K * V : 0);
+  return (delta ? C * (3 * K + 2 * V) + 6 * K * V : C * (K + V) + 4 * K * V) +
+         (decays ? K * V / C : 0);
 }
 
-void run_softmax(benchmark::State& state) {
+template <class Algo, class Op>
+void run(benchmark::State& state, Op op) {
   Inputs in(state.range(0));
+  const LinearOptions opt = op.options();
   std::vector<float> o(static_cast<std::size_t>(in.B * in.T * in.H * in.V));
-  polyattn::SoftmaxInputs args{.q = polyattn::bthd(in.q.data(), in.B, in.T, in.H, in.K),
-                               .k = polyattn::bthd(in.k.data(), in.B, in.T, in.H, in.K),
-                               .v = polyattn::bthd(in.v.data(), in.B, in.T, in.H, in.V)};
-  polyattn::SoftmaxOptions opt{.causal = true};
-  const auto out = polyattn::bthd(o.data(), in.B, in.T, in.H, in.V);
+  LinearInputs args{.q = bthd(in.q.data(), in.B, in.T, in.H, in.K),
+                    .k = bthd(in.k.data(), in.B, in.T, in.H, in.K),
+                    .v = bthd(in.v.data(), in.B, in.T, in.H, in.V)};
+  if (opt.decay == Decay::ScalarPerToken) args.g = bth(in.g.data(), in.B, in.T, in.H);
+  if (opt.decay == Decay::VectorPerToken) args.gk = bthd(in.gk.data(), in.B, in.T, in.H, in.K);
+  if (opt.update == Update::Delta) args.beta = bth(in.beta.data(), in.B, in.T, in.H);
+  const auto out = bthd(o.data(), in.B, in.T, in.H, in.V);
+  const bench::LoopTimer timer(1);
   for (auto _ : state) {
-    polyattn::reference::softmax_attention<float>(args, opt, out);
+    op.template forward<Algo>(args, {.o = out});
     benchmark::DoNotOptimize(o.data());
   }
-  state.counters["head_tokens/s"] = benchmark::Counter(
-      static_cast<double>(in.B * in.T * in.H), benchmark::Counter::kIsIterationInvariantRate);
+  const double head_tokens = static_cast<double>(in.B * in.T * in.H);
+  const bool chunked = !std::is_same_v<Algo, Recurrent>;
+  const double fl =
+      flops_per_token(opt, chunked, 64, static_cast<double>(in.K), static_cast<double>(in.V));
+  bench::set_throughput_counters(state, timer.per_iteration(state), head_tokens, head_tokens * fl,
+                                 1);
 }
 
-void register_all() {
-  using polyattn::Decay;
-  using polyattn::Update;
-  const struct {
-    const char* name;
-    polyattn::LinearOptions opt;
-  } presets[] = {
-      {"linear_attn", {}},
-      {"simple_gla", {.decay = Decay::ScalarPerToken}},
-      {"gla", {.decay = Decay::VectorPerToken}},
-      {"delta_rule", {.update = Update::Delta, .qk_l2norm = true}},
-      {"gated_delta_rule", {.decay = Decay::ScalarPerToken, .update = Update::Delta, .qk_l2norm = true}},
-      {"kda", {.decay = Decay::VectorPerToken, .update = Update::Delta, .qk_l2norm = true}},
-  };
-  for (const auto& p : presets)
-    benchmark::RegisterBenchmark((std::string("reference/") + p.name).c_str(), run_linear, p.opt)
-        ->RangeMultiplier(4)
-        ->Range(128, 2048)
-        ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("reference/softmax_causal", run_softmax)
-      ->RangeMultiplier(4)
-      ->Range(128, 2048)
-      ->Unit(benchmark::kMillisecond);
+template <class Op>
+void add(const std::string& name, const Op& op) {
+  for (const char* algo : {"recurrent", "chunked64"}) {
+    auto* b = std::string(algo) == "recurrent"
+                  ? benchmark::RegisterBenchmark(("headline/" + name + "/recurrent").c_str(),
+                                                 run<Recurrent, Op>, op)
+                  : benchmark::RegisterBenchmark(("headline/" + name + "/chunked64").c_str(),
+                                                 run<Chunked<64>, Op>, op);
+    b->RangeMultiplier(4)->Range(512, 8192)->Unit(benchmark::kMicrosecond)->UseRealTime();
+  }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Defaults: 3 repetitions, report medians; command-line flags override.
-  std::vector<char*> args(argv, argv + argc);
-  std::string reps = "--benchmark_repetitions=3", agg = "--benchmark_report_aggregates_only=true";
-  std::string mintime = "--benchmark_min_time=0.05";
-  args.insert(args.begin() + 1, {reps.data(), agg.data(), mintime.data()});
-  int n = static_cast<int>(args.size());
-  benchmark::Initialize(&n, args.data());
-  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 2;
-  register_all();
+  if (!bench::initialize(argc, argv)) return 2;
+  bench::print_machine_figures();
+  const index_t H = 4;
+  add("linear_attn", presets::linear_attn{});
+  add("retention", presets::make_retention(H));
+  add("simple_gla", presets::simple_gla{});
+  add("gla", presets::gla{});
+  add("delta_rule", presets::make_delta_rule());
+  add("gated_delta_rule", presets::make_gated_delta_rule());
+  add("kda", presets::make_kda());
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

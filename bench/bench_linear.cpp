@@ -356,15 +356,7 @@ void print_figures() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Defaults: 3 repetitions, report medians; command-line flags override.
-  std::vector<char*> args(argv, argv + argc);
-  if (!pb::parse_polyattn_flags(args)) return 2;
-  std::string reps = "--benchmark_repetitions=3", agg = "--benchmark_report_aggregates_only=true";
-  std::string mintime = "--benchmark_min_time=0.05";
-  args.insert(args.begin() + 1, {reps.data(), agg.data(), mintime.data()});
-  int n = static_cast<int>(args.size());
-  benchmark::Initialize(&n, args.data());
-  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 2;
+  if (!pb::initialize(argc, argv)) return 2;
   print_figures();
   register_all();
   benchmark::RunSpecifiedBenchmarks();
