@@ -20,7 +20,8 @@
 #       dispatch.hpp).
 include_guard(GLOBAL)
 
-set(POLYATTN_ARCH_ISAS scalar sse42 avx2 avx512)
+# A cache entry so the functions also work when called from a parent project (add_subdirectory).
+set(POLYATTN_ARCH_ISAS scalar sse42 avx2 avx512 CACHE INTERNAL "ISAs polyattn_add_arch_units knows")
 
 # True on x86 with a GCC-style driver.
 function(_polyattn_arch_x86_gnu out)

@@ -2,8 +2,9 @@
 //
 // Core: strided views (TensorView, bthd, head_first, bhkv), polyattn::Error and argument
 // validation, the SIMD layer with its single runtime ISA dispatcher, executors (Serial,
-// ThreadPool, make_executor). Operator arguments (args/) and the naive double-precision
-// references of every family (reference/). The .npy reader/writer used by polyattn-run.
+// ThreadPool, make_executor). Operator arguments (args/), policies (policies/), the linear
+// family's operator and presets (linear/), the naive double-precision references of every
+// family (reference/), and the .npy reader/writer used by polyattn-run.
 #pragma once
 
 #include "polyattn/core/simd/arch.hpp"  // first: silences a GCC 12 false warning in immintrin.h
@@ -19,6 +20,15 @@
 
 #include "polyattn/args/linear.hpp"
 #include "polyattn/args/softmax.hpp"
+
+#include "polyattn/policies/algorithm.hpp"
+#include "polyattn/policies/decay.hpp"
+#include "polyattn/policies/feature_map.hpp"
+#include "polyattn/policies/normalizer.hpp"
+#include "polyattn/policies/update.hpp"
+
+#include "polyattn/linear/operator.hpp"
+#include "polyattn/linear/presets.hpp"
 
 #include "polyattn/reference/based.hpp"
 #include "polyattn/reference/hybrid.hpp"

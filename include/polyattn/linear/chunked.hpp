@@ -27,9 +27,20 @@
 namespace polyattn::linear {
 
 inline constexpr float kFactorRange = 60.f;  // |b| below which e^{−b} is formed directly
+// Decay factors below e^kFlushLog (≈ 1e-30) are set to exactly 0: they cannot change an fp32
+// result built from O(1) terms, and keeping them would push the products into subnormal
+// numbers, which run many times slower on x86 (seen with Lightning's steep per-head decays).
+inline constexpr float kFlushLog = -69.f;
 inline constexpr index_t kParallelMaxT = 8192;
 
 namespace detail {
+
+// out = exp(x) with arguments below kFlushLog giving exactly 0 (x and out may alias).
+template <simd::SimdArch A>
+void decay_exp(const float* x, float* out, index_t n) {
+  for (index_t i = 0; i < n; ++i) out[i] = x[i] < kFlushLog ? -1000.f : x[i];
+  simd::exp<A>(out, out, n);
+}
 
 inline constexpr index_t kStrip = 16;  // row strip of the causal products and the solve
 
@@ -106,7 +117,7 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
         w.b[t * bK + i] = (t == 0 ? 0.f : w.b[(t - 1) * bK + i]) + g;
       }
     }
-    simd::exp<A>(w.b, w.eb, L * bK);
+    decay_exp<A>(w.b, w.eb, L * bK);
     simd::transpose(L, K, w.Kc, K, w.Kt, C);
 
     // ---- gated Gram matrices QK[t,s] (s ≤ t) and KK[t,s] (s < t) -----------------------------
@@ -134,7 +145,7 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
           float* e = extra;
           for (index_t t = 0; t < L; ++t) {
             for (index_t s = 0; s <= t; ++s) e[s] = w.b[t] - w.b[s];
-            simd::exp<A>(e, e, t + 1);
+            decay_exp<A>(e, e, t + 1);
             for (index_t s = 0; s <= t; ++s) {
               w.QK[t * C + s] *= e[s];
               if (delta) w.KK[t * C + s] *= e[s];
@@ -148,7 +159,7 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
       for (index_t t = 0; t < L; ++t)
         for (index_t s = 0; s <= t; ++s) {
           for (index_t i = 0; i < K; ++i) e[i] = w.b[t * K + i] - w.b[s * K + i];
-          simd::exp<A>(e, e, K);
+          decay_exp<A>(e, e, K);
           float qk = 0.f, kk = 0.f;
           for (index_t i = 0; i < K; ++i) {
             const float ks = w.Kc[s * K + i] * e[i];
@@ -227,7 +238,7 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
       float* e = w.tmp;
       for (index_t s = 0; s < L; ++s)
         for (index_t i = 0; i < bK; ++i) e[s * bK + i] = w.b[(L - 1) * bK + i] - w.b[s * bK + i];
-      simd::exp<A>(e, e, L * bK);
+      decay_exp<A>(e, e, L * bK);
       for (index_t i = 0; i < K; ++i)
         for (index_t s = 0; s < L; ++s) w.Kt[i * C + s] *= e[s * bK + (vec ? i : 0)];
     }

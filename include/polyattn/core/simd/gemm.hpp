@@ -44,17 +44,32 @@ inline void gemm_block(std::int64_t Kd, float alpha, const float* a, std::int64_
     }
 }
 
-template <SimdArch A, int NB, bool Acc>
+// Rows of C in blocks of MR (then pairs, then singles) for one NB-vector column panel.
+template <SimdArch A, int NB, int MR, bool Acc>
 inline void gemm_rows(std::int64_t M, std::int64_t Kd, float alpha, const float* a,
                       std::int64_t lda, const float* b, std::int64_t ldb, float* c,
                       std::int64_t ldc) {
-  // Enough independent accumulators (MR·NB ≥ 8) to cover the FMA latency on two pipes.
-  constexpr int MR = NB >= 2 ? 4 : 8;
   std::int64_t i = 0;
   for (; i + MR <= M; i += MR)
     gemm_block<A, MR, NB, Acc>(Kd, alpha, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+  for (; i + 2 <= M; i += 2)
+    gemm_block<A, 2, NB, Acc>(Kd, alpha, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
   for (; i < M; ++i)
     gemm_block<A, 1, NB, Acc>(Kd, alpha, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+}
+
+// One column panel of NB vectors; MR rows per block so that MR·NB accumulators plus NB
+// B-vectors and a broadcast fit the register file and MR·NB ≥ 8 hides the FMA latency, while
+// each k step needs NB + MR loads for MR·NB FMAs (FMA-bound, not load-bound).
+template <SimdArch A, int NB>
+inline void gemm_panel(bool acc, std::int64_t M, std::int64_t Kd, float alpha, const float* a,
+                       std::int64_t lda, const float* b, std::int64_t ldb, float* c,
+                       std::int64_t ldc) {
+  constexpr int MR = NB >= 4 ? 6 : (NB == 2 ? 6 : 8);
+  if (acc)
+    gemm_rows<A, NB, MR, true>(M, Kd, alpha, a, lda, b, ldb, c, ldc);
+  else
+    gemm_rows<A, NB, MR, false>(M, Kd, alpha, a, lda, b, ldb, c, ldc);
 }
 
 }  // namespace detail
@@ -65,29 +80,17 @@ void gemm(std::int64_t M, std::int64_t N, std::int64_t Kd, float alpha, const fl
           std::int64_t ldc) {
   using Bt = batch_t<A>;
   constexpr std::int64_t W = static_cast<std::int64_t>(Bt::size);
-  constexpr int NB = sizeof(Bt) >= 64 ? 2 : (W == 1 ? 4 : 3);
+  // 32 vector registers (AVX-512): 4-vector panels; 16 (AVX2, SSE): 2-vector panels.
+  constexpr int NB = sizeof(Bt) >= 64 ? 4 : (W == 1 ? 4 : 2);
   const std::int64_t Nfull = N - N % W;
   std::int64_t j = 0;
-  for (; j + NB * W <= Nfull; j += NB * W) {
-    if (accumulate)
-      detail::gemm_rows<A, NB, true>(M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
-    else
-      detail::gemm_rows<A, NB, false>(M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
-  }
-  if constexpr (NB > 2) {
-    for (; j + 2 * W <= Nfull; j += 2 * W) {
-      if (accumulate)
-        detail::gemm_rows<A, 2, true>(M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
-      else
-        detail::gemm_rows<A, 2, false>(M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
-    }
-  }
-  for (; j + W <= Nfull; j += W) {
-    if (accumulate)
-      detail::gemm_rows<A, 1, true>(M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
-    else
-      detail::gemm_rows<A, 1, false>(M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
-  }
+  for (; j + NB * W <= Nfull; j += NB * W)
+    detail::gemm_panel<A, NB>(accumulate, M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
+  if constexpr (NB > 2)
+    for (; j + 2 * W <= Nfull; j += 2 * W)
+      detail::gemm_panel<A, 2>(accumulate, M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
+  for (; j + W <= Nfull; j += W)
+    detail::gemm_panel<A, 1>(accumulate, M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
   for (; j < N; ++j)
     for (std::int64_t i = 0; i < M; ++i) {
       float s = 0.f;
