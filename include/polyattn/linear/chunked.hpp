@@ -127,16 +127,17 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
       for (index_t i = 0; i < K && factor; ++i) factor = w.b[(L - 1) * K + i] > -kFactorRange;
     if (!vec || factor) {
       if (vec) {
-        // Kt' = (k ∘ e^{−b})ᵀ, Q' = q ∘ e^{b}: then QK = Q' Kt' and KK = (k ∘ e^{b}) Kt'.
-        for (index_t t = 0; t < L; ++t)
-          for (index_t i = 0; i < K; ++i) w.Kt[i * C + t] = w.Kc[t * K + i] / w.eb[t * K + i];
+        // Ktg = (k ∘ e^{−b})ᵀ (formed contiguously, then transposed into its own buffer), and
+        // Q' = q ∘ e^{b}: QK = Q' Ktg and KK = (k ∘ e^{b}) Ktg.
+        float* Ktg = extra;  // K×C
+        for (index_t t = 0; t < L * K; ++t) w.tmp[t] = w.Kc[t] / w.eb[t];
+        simd::transpose(L, K, w.tmp, K, Ktg, C);
         for (index_t t = 0; t < L * K; ++t) w.tmp[t] = w.Q[t] * w.eb[t];
-        if (want_out) causal_gemm<A>(L, K, w.tmp, K, w.Kt, C, w.QK, C);
+        if (want_out) causal_gemm<A>(L, K, w.tmp, K, Ktg, C, w.QK, C);
         if (delta) {
           for (index_t t = 0; t < L * K; ++t) w.tmp[t] = w.Kc[t] * w.eb[t];
-          causal_gemm<A>(L, K, w.tmp, K, w.Kt, C, w.KK, C);
+          causal_gemm<A>(L, K, w.tmp, K, Ktg, C, w.KK, C);
         }
-        simd::transpose(L, K, w.Kc, K, w.Kt, C);  // restore plain Kᵀ
       } else {
         if (want_out) causal_gemm<A>(L, K, w.Q, K, w.Kt, C, w.QK, C);
         if (delta) causal_gemm<A>(L, K, w.Kc, K, w.Kt, C, w.KK, C);
