@@ -21,7 +21,8 @@ void based_matches_reference() {
              v = random_vector(B * T * H * V, 3);
   std::vector<float> o(B * T * H * V);
   const auto op = presets::make_based();
-  op.forward<Algo>({.q = bthd(q.data(), B, T, H, K), .k = bthd(k.data(), B, T, H, K),
+  op.forward<Algo>({.q = bthd(q.data(), B, T, H, K),
+                    .k = bthd(k.data(), B, T, H, K),
                     .v = bthd(v.data(), B, T, H, V)},
                    {.o = bthd(o.data(), B, T, H, V)});
   std::vector<double> ref(o.size());
@@ -32,9 +33,15 @@ void based_matches_reference() {
   EXPECT_LT(rel_rmse(o, ref), kRelRmseBound);
 }
 
-TEST(LinearFeatureMaps, BasedRecurrentMatchesReference) { based_matches_reference<Recurrent>(); }
-TEST(LinearFeatureMaps, BasedChunkedMatchesReference) { based_matches_reference<Chunked<32>>(); }
-TEST(LinearFeatureMaps, BasedParallelMatchesReference) { based_matches_reference<Parallel>(); }
+TEST(LinearFeatureMaps, BasedRecurrentMatchesReference) {
+  based_matches_reference<Recurrent>();
+}
+TEST(LinearFeatureMaps, BasedChunkedMatchesReference) {
+  based_matches_reference<Chunked<32>>();
+}
+TEST(LinearFeatureMaps, BasedParallelMatchesReference) {
+  based_matches_reference<Parallel>();
+}
 
 template <class Algo>
 void hedgehog_matches_reference() {
@@ -64,8 +71,12 @@ void hedgehog_matches_reference() {
   EXPECT_LT(rel_rmse(o, ref), kRelRmseBound);
 }
 
-TEST(LinearFeatureMaps, HedgehogRecurrentMatchesReference) { hedgehog_matches_reference<Recurrent>(); }
-TEST(LinearFeatureMaps, HedgehogChunkedMatchesReference) { hedgehog_matches_reference<Chunked<16>>(); }
+TEST(LinearFeatureMaps, HedgehogRecurrentMatchesReference) {
+  hedgehog_matches_reference<Recurrent>();
+}
+TEST(LinearFeatureMaps, HedgehogChunkedMatchesReference) {
+  hedgehog_matches_reference<Chunked<16>>();
+}
 
 // Prefill then token-by-token decode with the state (and z) carried == one long prefill.
 TEST(LinearFeatureMaps, BasedDecodeContinuesPrefill) {
@@ -75,10 +86,12 @@ TEST(LinearFeatureMaps, BasedDecodeContinuesPrefill) {
              v = random_vector(T * H * V, 7);
   const auto op = presets::make_based();
   std::vector<float> o(T * H * V), o2(o.size()), state(H * F * V), z(H * F);
-  op.forward<Chunked<16>>({.q = bthd(q.data(), 1, T, H, K), .k = bthd(k.data(), 1, T, H, K),
+  op.forward<Chunked<16>>({.q = bthd(q.data(), 1, T, H, K),
+                           .k = bthd(k.data(), 1, T, H, K),
                            .v = bthd(v.data(), 1, T, H, V)},
                           {.o = bthd(o.data(), 1, T, H, V)});
-  op.forward<Chunked<16>>({.q = bthd(q.data(), 1, T1, H, K), .k = bthd(k.data(), 1, T1, H, K),
+  op.forward<Chunked<16>>({.q = bthd(q.data(), 1, T1, H, K),
+                           .k = bthd(k.data(), 1, T1, H, K),
                            .v = bthd(v.data(), 1, T1, H, V)},
                           {.o = bthd(o2.data(), 1, T1, H, V),
                            .final_state = bhkv(state.data(), 1, H, F, V),

@@ -6,7 +6,7 @@
 
 #include <cstring>
 
-#include "linear/linear_harness.hpp"
+#include "linear/preset_sweep.hpp"
 
 namespace {
 
@@ -15,40 +15,10 @@ using polyattn::test::expect_matches_reference;
 using polyattn::test::LinearData;
 using polyattn::test::LinearShape;
 
-// `make(HV)` builds the operator for a shape (retention's gates depend on the head count).
-template <class Make>
-void sweep_shapes(const Make& make, const char* name) {
-  const LinearShape shapes[] = {
-      {.B = 1, .T = 1, .H = 1, .HV = 1, .K = 16, .V = 16},
-      {.B = 2, .T = 63, .H = 2, .HV = 4, .K = 60, .V = 17},
-      {.B = 1, .T = 65, .H = 1, .HV = 2, .K = 100, .V = 64},
-      {.B = 1, .T = 64, .H = 2, .HV = 2, .K = 128, .V = 128},
-      {.B = 1, .T = 333, .H = 1, .HV = 1, .K = 16, .V = 100},
-  };
-  std::uint64_t seed = 1;
-  for (const auto& s : shapes)
-    for (bool h0 : {false, true}) {
-      const auto op = make(s.HV);
-      LinearData data(s, seed++, 1.0, op.options().normalizer == Normalizer::Sum);
-      expect_matches_reference<Recurrent>(op, data, h0,
-                                          std::string(name) + " " + s.str() + (h0 ? " h0" : ""));
-    }
+// Every preset against the reference over the §5 shapes (shared with the chunked suites).
+TEST(LinearRecurrent, AllPresets) {
+  polyattn::test::all_presets<Recurrent>();
 }
-
-TEST(LinearRecurrent, LinearAttn) { sweep_shapes([](index_t) { return presets::linear_attn{}; }, "linear_attn"); }
-TEST(LinearRecurrent, LinearAttnNormalized) {
-  sweep_shapes([](index_t) { return presets::make_linear_attn_normalized(); },
-               "linear_attn_normalized");
-}
-TEST(LinearRecurrent, Retention) {
-  sweep_shapes([](index_t hv) { return presets::make_lightning_attn(hv, 1, 4); }, "lightning"); sweep_shapes([](index_t hv) { return presets::make_retention(hv); }, "retention"); }
-TEST(LinearRecurrent, SimpleGla) { sweep_shapes([](index_t) { return presets::simple_gla{}; }, "simple_gla"); }
-TEST(LinearRecurrent, Gla) { sweep_shapes([](index_t) { return presets::gla{}; }, "gla"); }
-TEST(LinearRecurrent, DeltaRule) { sweep_shapes([](index_t) { return presets::make_delta_rule(); }, "delta_rule"); }
-TEST(LinearRecurrent, GatedDeltaRule) {
-  sweep_shapes([](index_t) { return presets::make_gated_delta_rule(); }, "gated_delta_rule");
-}
-TEST(LinearRecurrent, Kda) { sweep_shapes([](index_t) { return presets::make_kda(); }, "kda"); }
 
 // Retention's policy needs exactly HV values: a different count is an error naming g_gamma.
 TEST(LinearRecurrent, RetentionWrongHeadCount) {
@@ -82,8 +52,8 @@ TEST(LinearRecurrent, StepTimesTEqualsForward) {
   const LinearOptions opt = op.options();
   std::vector<float> o(static_cast<std::size_t>(s.B * s.T * s.HV * s.V));
   std::vector<float> ht(static_cast<std::size_t>(s.B * s.HV * s.K * s.V));
-  op.forward(data.inputs(opt, true),
-             {.o = bthd(o.data(), s.B, s.T, s.HV, s.V), .final_state = bhkv(ht.data(), s.B, s.HV, s.K, s.V)});
+  op.forward(data.inputs(opt, true), {.o = bthd(o.data(), s.B, s.T, s.HV, s.V),
+                                      .final_state = bhkv(ht.data(), s.B, s.HV, s.K, s.V)});
 
   std::vector<float> state = data.h0, o_step(o.size());
   for (index_t t = 0; t < s.T; ++t) {
@@ -128,7 +98,8 @@ TEST(LinearRecurrent, VarlenEqualsSeparateCalls) {
                        .beta = bth(data.beta.data() + t0 * HV, 1, L, HV),
                        .initial_state = bhkv(h0.data() + n * HV * K * V, 1, HV, K, V)};
       std::vector<float> os(L * HV * V);
-      op.forward(one, {.o = bthd(os.data(), 1, L, HV, V), .final_state = bhkv(hs.data(), 1, HV, K, V)});
+      op.forward(one,
+                 {.o = bthd(os.data(), 1, L, HV, V), .final_state = bhkv(hs.data(), 1, HV, K, V)});
       EXPECT_EQ(0, std::memcmp(os.data(), o.data() + t0 * HV * V, os.size() * sizeof(float)));
     } else {
       std::copy(h0.begin() + n * HV * K * V, h0.begin() + (n + 1) * HV * K * V, hs.begin());
