@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 #include "polyattn/core/tensor_view.hpp"
@@ -54,5 +55,21 @@ struct Tensor {
     return TensorView<const T, R>::contiguous(data.data(), shape);
   }
 };
+
+// A [d0,d1,d2,d3] tensor holding exactly `values` (row-major).
+inline Tensor<float, 4> t4(std::array<index_t, 4> shape, std::vector<float> values) {
+  Tensor<float, 4> t(shape);
+  if (t.data.size() != values.size()) throw std::invalid_argument("t4: value count != shape");
+  t.data = std::move(values);
+  return t;
+}
+
+// A [d0,d1,d2,d3] tensor of deterministic uniform values in [lo, hi).
+inline Tensor<float, 4> random4(std::array<index_t, 4> shape, std::uint64_t seed, float lo = -1.f,
+                                float hi = 1.f) {
+  Tensor<float, 4> t(shape);
+  t.data = random_vector(t.data.size(), seed, lo, hi);
+  return t;
+}
 
 }  // namespace polyattn::test

@@ -14,6 +14,9 @@
 
 namespace {
 
+using polyattn::test::random4;
+using polyattn::test::t4;
+
 using polyattn::Error;
 using polyattn::index_t;
 using polyattn::TensorView;
@@ -23,19 +26,6 @@ using polyattn::reference::BasedOptions;
 using polyattn::test::Tensor;
 
 constexpr double kTol = 1e-12;
-
-Tensor<float, 4> t4(std::array<index_t, 4> shape, std::vector<float> values) {
-  Tensor<float, 4> t(shape);
-  EXPECT_EQ(t.data.size(), values.size());
-  t.data = std::move(values);
-  return t;
-}
-
-Tensor<float, 4> random4(std::array<index_t, 4> shape, std::uint64_t seed) {
-  Tensor<float, 4> t(shape);
-  t.data = polyattn::test::random_vector(t.data.size(), seed);
-  return t;
-}
 
 std::vector<double> run(const BasedInputs& in, const BasedOptions& opt = {}) {
   Tensor<double, 4> o({in.q.size(0), in.q.size(1), in.q.size(2), in.v.size(3)});

@@ -14,6 +14,9 @@
 
 namespace {
 
+using polyattn::test::random4;
+using polyattn::test::t4;
+
 using polyattn::Error;
 using polyattn::index_t;
 using polyattn::TensorView;
@@ -23,20 +26,6 @@ namespace ref = polyattn::reference;
 
 constexpr double kTol = 1e-12;
 const double e = std::exp(1.0);
-
-Tensor<float, 4> t4(std::array<index_t, 4> shape, std::vector<float> values) {
-  Tensor<float, 4> t(shape);
-  EXPECT_EQ(t.data.size(), values.size());
-  t.data = std::move(values);
-  return t;
-}
-
-Tensor<float, 4> random4(std::array<index_t, 4> shape, std::uint64_t seed, float lo = -1.f,
-                         float hi = 1.f) {
-  Tensor<float, 4> t(shape);
-  t.data = polyattn::test::random_vector(t.data.size(), seed, lo, hi);
-  return t;
-}
 
 void expect_all_near(const std::vector<double>& got, const std::vector<double>& want,
                      double tol = kTol) {

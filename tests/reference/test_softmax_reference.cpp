@@ -15,6 +15,9 @@
 
 namespace {
 
+using polyattn::test::random4;
+using polyattn::test::t4;
+
 using polyattn::BlockMask;
 using polyattn::Error;
 using polyattn::index_t;
@@ -25,20 +28,6 @@ using polyattn::test::Tensor;
 using polyattn::reference::softmax_attention;
 
 constexpr double kTol = 1e-12;
-
-Tensor<float, 4> t4(std::array<index_t, 4> shape, std::vector<float> values) {
-  Tensor<float, 4> t(shape);
-  EXPECT_EQ(t.data.size(), values.size());
-  t.data = std::move(values);
-  return t;
-}
-
-Tensor<float, 4> random4(std::array<index_t, 4> shape, std::uint64_t seed, float lo = -1.f,
-                         float hi = 1.f) {
-  Tensor<float, 4> t(shape);
-  t.data = polyattn::test::random_vector(t.data.size(), seed, lo, hi);
-  return t;
-}
 
 // Runs the reference with a double output of shape [B, T, HQ, Dv].
 std::vector<double> run(const SoftmaxInputs& in, const SoftmaxOptions& opt) {

@@ -163,6 +163,21 @@ inline std::vector<double> swa(const View4<const float>& q, const View4<const fl
   return buf;
 }
 
+// The linear branch's q/k (lin_q/lin_k, defaulting to q/k), validated; K is their feature dim.
+struct LinearQK {
+  View4<const float> q, k;
+  index_t K;
+};
+inline LinearQK linear_qk(const View4<const float>& q, const View4<const float>& k,
+                          const View4<const float>& lin_q, const View4<const float>& lin_k,
+                          const HybridDims& d) {
+  LinearQK r{lin_q.absent() ? q : lin_q, lin_k.absent() ? k : lin_k, 0};
+  r.K = check_bth("lin_q", lin_q, d, d.D, false);
+  check_bth("lin_k", lin_k, d, d.D, false);
+  check::shape_is("lin_k", r.k, r.q.shape(), "same as lin_q (default q)");
+  return r;
+}
+
 }  // namespace detail
 
 // ---- based_hybrid ---------------------------------------------------------------------------
@@ -171,11 +186,7 @@ template <class Out>
   requires(std::is_same_v<Out, float> || std::is_same_v<Out, double>)
 void based_hybrid(const BasedHybridInputs& in, const BasedHybridOptions& opt, TensorView<Out, 4> o) {
   const detail::HybridDims d = detail::check_causal_qkv(in.q, in.k, in.v);
-  const View4<const float> lq = in.lin_q.absent() ? in.q : in.lin_q;
-  const View4<const float> lk = in.lin_k.absent() ? in.k : in.lin_k;
-  const index_t K = detail::check_bth("lin_q", in.lin_q, d, d.D, false);
-  detail::check_bth("lin_k", in.lin_k, d, d.D, false);
-  check::shape_is("lin_k", lk, lq.shape(), "same as lin_q (default q)");
+  const auto [lq, lk, K] = detail::linear_qk(in.q, in.k, in.lin_q, in.lin_k, d);
   check::cu_seqlens("cu_seqlens", in.cu_seqlens, d.B, d.T);
   detail::check_out(o, {d.B, d.T, d.H, d.V});
   detail::check_window(opt.window);
@@ -264,11 +275,7 @@ template <class Out>
   requires(std::is_same_v<Out, float> || std::is_same_v<Out, double>)
 void liger(const LigerInputs& in, const LigerOptions& opt, TensorView<Out, 4> o) {
   const detail::HybridDims d = detail::check_causal_qkv(in.q, in.k, in.v);
-  const View4<const float> lq = in.lin_q.absent() ? in.q : in.lin_q;
-  const View4<const float> lk = in.lin_k.absent() ? in.k : in.lin_k;
-  const index_t K = detail::check_bth("lin_q", in.lin_q, d, d.D, false);
-  detail::check_bth("lin_k", in.lin_k, d, d.D, false);
-  check::shape_is("lin_k", lk, lq.shape(), "same as lin_q (default q)");
+  const auto [lq, lk, K] = detail::linear_qk(in.q, in.k, in.lin_q, in.lin_k, d);
   check::well_formed("g", in.g);
   check::well_formed("gk", in.gk);
   if (in.g.absent() == in.gk.absent())
