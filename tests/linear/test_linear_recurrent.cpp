@@ -198,4 +198,28 @@ TEST(LinearRecurrent, BadArgumentsLeaveOutputsUntouched) {
   expect_error(in, "gk");
 }
 
+// step() names its own arguments: a state of the wrong shape, or an initial_state given as well.
+TEST(LinearRecurrent, StepBadArguments) {
+  LinearData data({.B = 2, .T = 1, .H = 1, .HV = 2, .K = 8, .V = 4}, 13);
+  const auto op = presets::make_gated_delta_rule();
+  const LinearInputs in = data.inputs(op.options(), false);
+  std::vector<float> state(2 * 2 * 8 * 4, 1.f), o(2 * 2 * 4, 9.f);
+  auto expect_error = [&](const LinearInputs& args, View4<float> st, const char* arg) {
+    try {
+      op.step(args, st, bthd(o.data(), 2, 1, 2, 4));
+      ADD_FAILURE() << "no error for " << arg;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.argument(), arg) << e.what();
+    }
+    for (float x : o) ASSERT_EQ(x, 9.f);
+    for (float x : state) ASSERT_EQ(x, 1.f);
+  };
+  expect_error(in, bhkv(state.data(), 2, 2, 4, 8), "state");  // K and V swapped
+  expect_error(in, bhkv(state.data(), 1, 2, 8, 4), "state");  // wrong batch
+  LinearInputs with_h0 = in;
+  with_h0.initial_state = bhkv(state.data(), 2, 2, 8, 4);
+  expect_error(with_h0, bhkv(state.data(), 2, 2, 8, 4), "initial_state");
+  expect_error(in, View4<float>(), "state");
+}
+
 }  // namespace

@@ -96,6 +96,11 @@ class LinearAttention {
                   "must be empty in step(): the state argument is read and updated in place");
     if (!in.cu_seqlens.empty()) throw Error("cu_seqlens", "is not supported by step()");
     check::required("state", state);
+    check::required("q", in.q);
+    check::required("v", in.v);
+    const index_t F = Map::is_identity ? in.q.size(3) : map_.out_dim(in.q.size(3));
+    check::shape_is("state", state, {in.q.size(0), in.v.size(2), F, in.v.size(3)},
+                    "[B,HV,K,V] with K the (mapped) key dim");
     LinearInputs with_state = in;
     with_state.initial_state = state;
     run_impl<Recurrent>(with_state, LinearOutputs<float>{.o = o, .final_state = state}, run, exec);
