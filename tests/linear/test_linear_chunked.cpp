@@ -172,4 +172,30 @@ TEST(LinearChunked, VarlenEqualsSeparateCalls) {
   }
 }
 
+// Chunk-level parallelism over packed sequences of different lengths (one of them empty).
+TEST(LinearChunked, ChunkParallelVarlenMatchesSerial) {
+  const index_t H = 1, HV = 1, K = 16, V = 8, T = 450;
+  const std::vector<std::int64_t> cu{0, 100, 100, 450};
+  LinearData data({.B = 1, .T = T, .H = H, .HV = HV, .K = K, .V = V}, 41);
+  std::vector<float> h0 = polyattn::test::random_vector(3 * HV * K * V, 42);
+  const presets::gla op;
+  LinearInputs in = data.inputs(op.options(), false);
+  in.cu_seqlens = cu;
+  in.initial_state = bhkv(h0.data(), 3, HV, K, V);
+  auto run = [&](const auto& exec) {
+    std::vector<float> o(T * HV * V), ht(3 * HV * K * V);
+    op.forward<Chunked<32>>(
+        in, {.o = bthd(o.data(), 1, T, HV, V), .final_state = bhkv(ht.data(), 3, HV, K, V)}, {},
+        exec);
+    o.insert(o.end(), ht.begin(), ht.end());
+    return o;
+  };
+  const auto serial = run(Serial{});
+  const auto par = run(ThreadPool(8));
+  EXPECT_EQ(0, std::memcmp(serial.data(), par.data(), serial.size() * sizeof(float)));
+  // The empty sequence passes its initial state through.
+  EXPECT_EQ(0, std::memcmp(par.data() + T * HV * V + HV * K * V, h0.data() + HV * K * V,
+                           HV * K * V * sizeof(float)));
+}
+
 }  // namespace
