@@ -200,25 +200,36 @@ class LinearAttention {
       p.o_st = o.stride(1);
       return p;
     };
-    auto load_state = [&](index_t n, index_t hv, std::vector<float>& S, std::vector<float>& z) {
-      S.assign(static_cast<std::size_t>(d.K * d.V), 0.f);
-      if (!in.initial_state.absent())
+    // S: the head's [K][V] working state (contiguous). When S already is the caller's memory
+    // (final_state worked in place, initial_state aliasing it) the copies are skipped.
+    auto load_into = [&](index_t n, index_t hv, float* S) {
+      if (in.initial_state.absent()) {
+        std::fill(S, S + d.K * d.V, 0.f);
+      } else if (in.initial_state.ptr(n, hv, 0, 0) != S) {
         for (index_t i = 0; i < d.K; ++i)
           for (index_t j = 0; j < d.V; ++j) S[i * d.V + j] = in.initial_state(n, hv, i, j);
-      if (opt.normalizer == Normalizer::Sum) {
-        z.assign(static_cast<std::size_t>(d.K), 0.f);
-        if (!in.initial_z.absent())
-          for (index_t i = 0; i < d.K; ++i) z[i] = in.initial_z(n, hv, i);
       }
     };
-    auto store_state = [&](index_t n, index_t hv, const std::vector<float>& S,
-                           const std::vector<float>& z) {
-      if (!out.final_state.absent())
+    auto load_z = [&](index_t n, index_t hv, std::vector<float>& z) {
+      if (opt.normalizer != Normalizer::Sum) return;
+      z.assign(static_cast<std::size_t>(d.K), 0.f);
+      if (!in.initial_z.absent())
+        for (index_t i = 0; i < d.K; ++i) z[i] = in.initial_z(n, hv, i);
+    };
+    auto store_from = [&](index_t n, index_t hv, const float* S, const std::vector<float>& z) {
+      if (!out.final_state.absent() && out.final_state.ptr(n, hv, 0, 0) != S)
         for (index_t i = 0; i < d.K; ++i)
           for (index_t j = 0; j < d.V; ++j) out.final_state(n, hv, i, j) = S[i * d.V + j];
       if (!out.final_z.absent())
         for (index_t i = 0; i < d.K; ++i) out.final_z(n, hv, i) = z[i];
     };
+    auto load_state = [&](index_t n, index_t hv, std::vector<float>& S, std::vector<float>& z) {
+      S.resize(static_cast<std::size_t>(d.K * d.V));
+      load_into(n, hv, S.data());
+      load_z(n, hv, z);
+    };
+    auto store_state = [&](index_t n, index_t hv, const std::vector<float>& S,
+                           const std::vector<float>& z) { store_from(n, hv, S.data(), z); };
 
     if constexpr (requires { Algo::chunk; }) {
       if (chunk_parallel_applies(opt, tasks, exec.concurrency())) {
@@ -239,21 +250,12 @@ class LinearAttention {
       float* state = nullptr;
       if (in_place) {
         state = out.final_state.ptr(n, hv, 0, 0);
-        if (in.initial_state.absent()) {
-          std::fill(state, state + d.K * d.V, 0.f);
-        } else if (in.initial_state.ptr(n, hv, 0, 0) != state) {
-          for (index_t i = 0; i < d.K; ++i)
-            for (index_t j = 0; j < d.V; ++j) state[i * d.V + j] = in.initial_state(n, hv, i, j);
-        }
-        if (opt.normalizer == Normalizer::Sum) {
-          z.assign(static_cast<std::size_t>(d.K), 0.f);
-          if (!in.initial_z.absent())
-            for (index_t i = 0; i < d.K; ++i) z[i] = in.initial_z(n, hv, i);
-        }
       } else {
-        load_state(n, hv, S, z);
+        S.resize(static_cast<std::size_t>(d.K * d.V));
         state = S.data();
       }
+      load_into(n, hv, state);
+      load_z(n, hv, z);
       if (sg.length > 0) {
         linear::HeadProblem p = problem(n, hv, 0, sg.length);
         p.state = state;
@@ -261,11 +263,7 @@ class LinearAttention {
         linear::Workspace ws;
         run_head<Algo>(p, ws);
       }
-      if (!in_place) {
-        store_state(n, hv, S, z);
-      } else if (!out.final_z.absent()) {
-        for (index_t i = 0; i < d.K; ++i) out.final_z(n, hv, i) = z[i];
-      }
+      store_from(n, hv, state, z);
     });
     finish_output(out, o, o_scratch);
   }
