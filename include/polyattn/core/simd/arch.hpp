@@ -20,6 +20,7 @@
 //                  the compiler makes of a*b+c.
 //   exp(a)         e^a per lane. xsimd: result 0 below ≈ -88.376 (no subnormals), +inf above
 //                  ≈ 88.376, NaN stays NaN. scalar: std::exp.
+//   tanh(a)        tanh per lane (softcap). xsimd: ±1 for large |a|; scalar: std::tanh.
 //   max(a, b)      per-lane maximum. If a lane holds a NaN the result lane is unspecified
 //                  (it depends on the instruction); use max_nan() when NaN must propagate.
 //   max_nan(a, b)  per-lane maximum that is NaN where either operand is NaN.
@@ -47,6 +48,16 @@
 #pragma GCC diagnostic pop
 #else
 #include <xsimd/xsimd.hpp>
+#endif
+
+// Full unrolling of the short fixed-count loops of register-blocked micro-kernels, so their
+// accumulators live in registers at -O2 too (GCC only unrolls them by itself at -O3).
+#if defined(__clang__)
+#define POLYATTN_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define POLYATTN_UNROLL _Pragma("GCC unroll 32")
+#else
+#define POLYATTN_UNROLL
 #endif
 
 namespace polyattn::simd {
@@ -207,6 +218,14 @@ inline B exp(const B& a) noexcept {
 }
 inline ScalarBatch exp(ScalarBatch a) noexcept {
   return std::exp(a.value);
+}
+
+template <XsimdFloatBatch B>
+inline B tanh(const B& a) noexcept {
+  return xsimd::tanh(a);
+}
+inline ScalarBatch tanh(ScalarBatch a) noexcept {
+  return std::tanh(a.value);
 }
 
 template <XsimdFloatBatch B>

@@ -23,19 +23,19 @@ inline void gemm_block(std::int64_t Kd, float alpha, const float* a, std::int64_
   using Bt = batch_t<A>;
   constexpr std::int64_t W = static_cast<std::int64_t>(Bt::size);
   Bt acc[MR][NB];
-  for (int r = 0; r < MR; ++r)
-    for (int n = 0; n < NB; ++n) acc[r][n] = Bt(0.f);
+  POLYATTN_UNROLL for (int r = 0; r < MR; ++r)
+    POLYATTN_UNROLL for (int n = 0; n < NB; ++n) acc[r][n] = Bt(0.f);
   for (std::int64_t k = 0; k < Kd; ++k) {
     Bt bv[NB];
-    for (int n = 0; n < NB; ++n) bv[n] = Bt::load_unaligned(b + k * ldb + n * W);
-    for (int r = 0; r < MR; ++r) {
+    POLYATTN_UNROLL for (int n = 0; n < NB; ++n) bv[n] = Bt::load_unaligned(b + k * ldb + n * W);
+    POLYATTN_UNROLL for (int r = 0; r < MR; ++r) {
       const Bt av(a[r * lda + k]);
-      for (int n = 0; n < NB; ++n) acc[r][n] = simd::fma(av, bv[n], acc[r][n]);
+      POLYATTN_UNROLL for (int n = 0; n < NB; ++n) acc[r][n] = simd::fma(av, bv[n], acc[r][n]);
     }
   }
   const Bt al(alpha);
-  for (int r = 0; r < MR; ++r)
-    for (int n = 0; n < NB; ++n) {
+  POLYATTN_UNROLL for (int r = 0; r < MR; ++r)
+    POLYATTN_UNROLL for (int n = 0; n < NB; ++n) {
       float* cp = c + r * ldc + n * W;
       if constexpr (Acc)
         simd::fma(al, acc[r][n], Bt::load_unaligned(cp)).store_unaligned(cp);

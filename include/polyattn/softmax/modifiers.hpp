@@ -1,0 +1,91 @@
+// polyattn/softmax/modifiers.hpp — score modifiers of softmax attention, applied to one row
+// of scale·q·kᵀ inside a tile, in the order of the reference (SPEC §3):
+//   Softcap{c}            s ← c·tanh(s/c)
+//   Alibi{slope}          s ← s − slope·|p − j|
+//   ForgettingBias        s ← s + G_p − G_j, G = cumsum of the log forget gate over key positions;
+//                         passed as gq = G_p − G_ref and gk_j = G_j − G_ref (floats relative to a
+//                         reference position of the tile, formed from double cumsums) so that
+//                         a long prefix never costs float precision.
+// The per-head sink logit is not a score modifier: it only enters the final denominator
+// (flash.hpp). Each modifier is a policy with `apply<A>(row, RowContext)`.
+#pragma once
+
+#include <concepts>
+
+#include "polyattn/core/simd/arch.hpp"
+#include "polyattn/core/tensor_view.hpp"
+
+namespace polyattn::softmax {
+
+// What a modifier may look at for one score row s[0, n) of keys [j0, j0 + n).
+struct RowContext {
+  index_t p;         // key position of the query
+  index_t j0;        // first key of the row segment
+  index_t n;         // number of keys (a multiple of the batch width; padding keys included)
+  float gq;          // forgetting bias: G_p − G_ref
+  const float* gk;   // forgetting bias: G_j − G_ref for the n keys
+};
+
+struct Softcap {
+  float cap;  // > 0
+  template <simd::SimdArch A>
+  void apply(float* s, const RowContext& c) const noexcept {
+    using B = simd::batch_t<A>;
+    const B cv(cap), inv(1.f / cap);
+    for (index_t j = 0; j < c.n; j += static_cast<index_t>(B::size))
+      (cv * simd::tanh(B::load_unaligned(s + j) * inv)).store_unaligned(s + j);
+  }
+};
+
+struct Alibi {
+  float slope;
+  template <simd::SimdArch A>
+  void apply(float* s, const RowContext& c) const noexcept {
+    using B = simd::batch_t<A>;
+    constexpr index_t W = static_cast<index_t>(B::size);
+    alignas(64) float lane[W];
+    for (index_t l = 0; l < W; ++l) lane[l] = static_cast<float>(l);
+    const B iota = B::load_unaligned(lane), sl(slope);
+    for (index_t j = 0; j < c.n; j += W) {
+      const B d = B(static_cast<float>(c.p - c.j0 - j)) - iota;  // p − key, exact below 2^24
+      const B dist = simd::max(d, B(0.f) - d);
+      (B::load_unaligned(s + j) - sl * dist).store_unaligned(s + j);
+    }
+  }
+};
+
+struct ForgettingBias {
+  template <simd::SimdArch A>
+  void apply(float* s, const RowContext& c) const noexcept {
+    using B = simd::batch_t<A>;
+    const B gq(c.gq);
+    for (index_t j = 0; j < c.n; j += static_cast<index_t>(B::size))
+      (B::load_unaligned(s + j) + (gq - B::load_unaligned(c.gk + j))).store_unaligned(s + j);
+  }
+};
+
+template <class M>
+concept ScoreModifier = requires(const M& m, float* s, const RowContext& c) {
+  m.template apply<simd::scalar_arch>(s, c);
+};
+
+static_assert(ScoreModifier<Softcap> && ScoreModifier<Alibi> && ScoreModifier<ForgettingBias>);
+
+// The modifiers of one (call, query head), applied in the reference's order.
+struct ModifierSet {
+  float softcap = 0.f;  // 0 = off
+  bool alibi = false;
+  float alibi_slope = 0.f;
+  bool forget = false;
+
+  bool any() const noexcept { return softcap > 0.f || alibi || forget; }
+
+  template <simd::SimdArch A>
+  void apply(float* s, const RowContext& c) const noexcept {
+    if (softcap > 0.f) Softcap{softcap}.apply<A>(s, c);
+    if (alibi) Alibi{alibi_slope}.apply<A>(s, c);
+    if (forget) ForgettingBias{}.apply<A>(s, c);
+  }
+};
+
+}  // namespace polyattn::softmax
