@@ -5,3 +5,7 @@
 #include "polyattn/softmax/flash.hpp"
 
 POLYATTN_ARCH_UNIT_INSTANTIATE(POLYATTN_SOFTMAX_FLASH_SIG);
+
+#include "polyattn/softmax/decode.hpp"
+
+POLYATTN_ARCH_UNIT_INSTANTIATE(POLYATTN_SOFTMAX_DECODE_SIG);

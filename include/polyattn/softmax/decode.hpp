@@ -1,0 +1,284 @@
+// polyattn/softmax/decode.hpp — softmax attention of one new query per sequence against a
+// KVCache (decode), split over the cache length.
+//
+// The query of sequence b sits at the position of its last cached key, p = len_b − 1, so the
+// result equals the last row of a causal prefill over the same tokens (SPEC §3): keys j ≤ p,
+// window p − w < j, sink tokens, softcap, ALiBi, forgetting bias G_p − G_j (cache with
+// gate_heads == HQ) and the per-head sink logit in the denominator.
+// Work items are (sequence, kv head, split of kSplitKeys keys): each computes, for the
+// HQ/HKV query heads of its kv head, the split's running max m, sum l and unnormalised output
+// O = Σ e^{s_j − m} v_j; a merge per (sequence, query head) then forms
+//   M = max_s m_s,  o = Σ_s e^{m_s − M} O_s / (Σ_s e^{m_s − M} l_s [+ e^{sink − M}])
+// in split order. Splits do not depend on the thread count, so results are bitwise identical
+// for every executor. Splits the mask excludes are skipped without touching their memory.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "polyattn/args/softmax.hpp"
+#include "polyattn/core/executor.hpp"
+#include "polyattn/core/simd/arch.hpp"
+#include "polyattn/core/simd/dispatch.hpp"
+#include "polyattn/core/simd/gemm.hpp"
+#include "polyattn/core/tensor_view.hpp"
+#include "polyattn/core/validate.hpp"
+#include "polyattn/softmax/kv_cache.hpp"
+#include "polyattn/softmax/mask.hpp"
+#include "polyattn/softmax/modifiers.hpp"
+
+namespace polyattn::softmax {
+
+inline constexpr index_t kSplitKeys = 1024;  // keys per decode work item
+
+struct DecodeInputs {
+  View4<const float> q;             // [B, 1, HQ, D]
+  View1<const float> alibi_slopes;  // optional [HQ]
+  View1<const float> sink;          // optional per-head sink logit [HQ]
+};
+
+struct DecodeProblem {
+  const DecodeInputs* in = nullptr;
+  const KVCache* cache = nullptr;
+  const SoftmaxOptions* opt = nullptr;
+  index_t HQ = 0, group = 1, splits = 0;  // splits per sequence (of the longest one)
+  float scale = 1.f;
+  // Per (b, h, split): m, l and O [Dvp].
+  std::vector<float> m, l, O;
+};
+
+struct DecodeSplitKernel {
+  DecodeProblem* problem;  // writes its own (b, h, split) slots of m, l, O
+  index_t b, hk, split;
+  template <simd::SimdArch A>
+  void operator()(A) const;
+};
+
+namespace detail {
+
+// Whether key j may be seen by the decode query at p (causality holds by construction).
+inline bool decode_visible(const SoftmaxOptions& opt, index_t p, index_t j) noexcept {
+  if (j < opt.sink_tokens) return true;
+  return opt.window == 0 || j > p - opt.window;
+}
+
+}  // namespace detail
+
+template <simd::SimdArch A>
+void DecodeSplitKernel::operator()(A) const {
+  using Bt = simd::batch_t<A>;
+  constexpr index_t W = static_cast<index_t>(Bt::size);
+  DecodeProblem& P = *problem;
+  const KVCache& C = *P.cache;
+  const SoftmaxOptions& opt = *P.opt;
+  const index_t len = C.length(b), p = len - 1, G = P.group;
+  const index_t Dp = C.key_stride(), Dvp = C.value_stride(), D = C.head_dim();
+  const float ninf = -std::numeric_limits<float>::infinity();
+  const std::size_t slot0 = static_cast<std::size_t>((b * P.HQ + hk * G) * P.splits + split);
+  const index_t j0 = split * kSplitKeys, j1 = std::min(len, j0 + kSplitKeys);
+  float* m_out = P.m.data();
+  float* l_out = P.l.data();
+  float* O_out = P.O.data();
+  for (index_t g = 0; g < G; ++g) {
+    const std::size_t slot = slot0 + static_cast<std::size_t>(g * P.splits);
+    m_out[slot] = ninf;
+    l_out[slot] = 0.f;
+    std::fill(O_out + slot * static_cast<std::size_t>(Dvp),
+              O_out + (slot + 1) * static_cast<std::size_t>(Dvp), 0.f);
+  }
+  if (j0 >= j1) return;
+  // Visible keys of this split: [lo, j1) plus sink keys below lo.
+  const index_t win_lo = opt.window > 0 ? std::max<index_t>(0, p - opt.window + 1) : 0;
+  const index_t lo = std::max(j0, win_lo);
+  const index_t sink_hi = std::min(j1, std::min(opt.sink_tokens, lo));
+  if (lo >= j1 && sink_hi <= j0) return;  // nothing visible here
+
+  const index_t n = j1 - j0, npad = (n + W - 1) / W * W;
+  std::vector<float> buf(static_cast<std::size_t>(G * Dp + G * npad + npad));
+  float* q = buf.data();
+  float* s = q + G * Dp;
+  float* gk = s + G * npad;
+  for (index_t g = 0; g < G; ++g) {
+    const index_t h = hk * G + g;
+    for (index_t e = 0; e < Dp; ++e)
+      q[g * Dp + e] = e < D ? P.in->q(b, 0, h, e) * P.scale : 0.f;
+  }
+
+  // Scores s[g][j − j0] for every key of the split (invisible ones −inf afterwards).
+  for (index_t j = j0; j < j1;) {
+    const KVCache::Run r = C.run(b, hk, j);
+    const index_t cnt = std::min(r.count, j1 - j);
+    for (index_t t = 0; t < cnt; ++t) {
+      const float* krow = r.k + t * Dp;
+      for (index_t g = 0; g < G; ++g) {
+        const float* qg = q + g * Dp;
+        Bt a0(0.f), a1(0.f);
+        index_t e = 0;
+        for (; e + 2 * W <= Dp; e += 2 * W) {
+          a0 = simd::fma(Bt::load_unaligned(qg + e), Bt::load_unaligned(krow + e), a0);
+          a1 = simd::fma(Bt::load_unaligned(qg + e + W), Bt::load_unaligned(krow + e + W), a1);
+        }
+        for (; e < Dp; e += W)
+          a0 = simd::fma(Bt::load_unaligned(qg + e), Bt::load_unaligned(krow + e), a0);
+        s[g * npad + (j + t - j0)] = simd::reduce_add(a0 + a1);
+      }
+    }
+    j += cnt;
+  }
+
+  ModifierSet mods;
+  mods.softcap = static_cast<float>(opt.softcap);
+  mods.forget = C.gate_heads() > 0;
+  const bool alibi = !P.in->alibi_slopes.absent();
+  for (index_t g = 0; g < G; ++g) {
+    const index_t h = hk * G + g;
+    float* srow = s + g * npad;
+    for (index_t c = n; c < npad; ++c) srow[c] = ninf;
+    double g_ref = 0.0;
+    if (mods.forget) {
+      g_ref = C.gate_cumsum(b, h, p);
+      for (index_t c = 0; c < n; ++c)
+        gk[c] = static_cast<float>(C.gate_cumsum(b, h, j0 + c) - g_ref);
+      for (index_t c = n; c < npad; ++c) gk[c] = 0.f;
+    }
+    mods.alibi = alibi;
+    if (alibi) mods.alibi_slope = P.in->alibi_slopes(h);
+    if (mods.any()) mods.apply<A>(srow, RowContext{p, j0, npad, 0.f, gk});
+    for (index_t c = 0; c < n; ++c)
+      if (!detail::decode_visible(opt, p, j0 + c)) srow[c] = ninf;
+    for (index_t c = n; c < npad; ++c) srow[c] = ninf;
+
+    Bt mx(ninf);
+    for (index_t c = 0; c < npad; c += W) mx = simd::max_nan(mx, Bt::load_unaligned(srow + c));
+    const float mval = simd::reduce_max(mx);
+    const std::size_t slot = slot0 + static_cast<std::size_t>(g * P.splits);
+    m_out[slot] = mval;
+    if (mval == ninf) {
+      std::fill(srow, srow + npad, 0.f);
+      continue;
+    }
+    const Bt mb(mval);
+    Bt sum(0.f);
+    for (index_t c = 0; c < npad; c += W) {
+      const Bt e = simd::exp(Bt::load_unaligned(srow + c) - mb);
+      e.store_unaligned(srow + c);
+      sum += e;
+    }
+    l_out[slot] = simd::reduce_add(sum);
+  }
+
+  // O_g += Σ_j p_gj v_j, page run by page run, all G heads in one product: their rows are npad
+  // apart in s and P.splits·Dvp apart in O.
+  for (index_t j = j0; j < j1;) {
+    const KVCache::Run r = C.run(b, hk, j);
+    const index_t cnt = std::min(r.count, j1 - j);
+    simd::gemm<A>(G, Dvp, cnt, 1.f, s + (j - j0), npad, r.v, Dvp, true,
+                  O_out + slot0 * static_cast<std::size_t>(Dvp), P.splits * Dvp);
+    j += cnt;
+  }
+}
+
+// Decode: o [B, 1, HQ, Dv] for one query per sequence (q [B, 1, HQ, D]) against `cache`, under
+// opt's window, sink_tokens, softcap and scale (causal is implied; block masks are not
+// supported in decode). The cache's kv heads must divide HQ; a forgetting-gate cache needs
+// gate_heads == HQ. Every sequence must hold at least one token. Validates before writing o.
+template <Executor E = Serial>
+void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOptions& opt,
+                  View4<float> o, const E& exec = E{}) {
+  check::required("q", in.q);
+  const index_t B = cache.batch(), HKV = cache.kv_heads(), D = cache.head_dim();
+  const index_t Dv = cache.value_dim(), HQ = in.q.size(2);
+  check::shape_is("q", in.q, {B, 1, HQ, D}, "[B, 1, HQ, head_dim] of the cache");
+  if (HQ <= 0 || HQ % HKV != 0)
+    throw Error("q", "query heads " + std::to_string(HQ) + " must be a positive multiple of the "
+                     "cache's kv heads " + std::to_string(HKV));
+  check::required("o", o);
+  check::shape_is("o", o, {B, 1, HQ, Dv}, "[B, 1, HQ, value_dim] of the cache");
+  check::well_formed("alibi_slopes", in.alibi_slopes);
+  if (!in.alibi_slopes.absent()) check::shape_is("alibi_slopes", in.alibi_slopes, {HQ}, "[HQ]");
+  check::well_formed("sink", in.sink);
+  if (!in.sink.absent()) check::shape_is("sink", in.sink, {HQ}, "[HQ]");
+  if (cache.gate_heads() > 0 && cache.gate_heads() != HQ)
+    throw Error("cache", "keeps gates for " + std::to_string(cache.gate_heads()) +
+                             " heads; the query has " + std::to_string(HQ));
+  if (opt.block_mask != nullptr)
+    throw Error("block_mask", "is not supported by decode (use flash_attention)");
+  if (opt.window < 0) throw Error("window", "must be >= 0, got " + std::to_string(opt.window));
+  if (opt.sink_tokens < 0)
+    throw Error("sink_tokens", "must be >= 0, got " + std::to_string(opt.sink_tokens));
+  if (!(opt.softcap >= 0.0) || std::isinf(opt.softcap))
+    throw Error("softcap", "must be finite and >= 0 (0 = off), got " + std::to_string(opt.softcap));
+  double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  if (opt.scale) {
+    check::finite_positive("scale", *opt.scale);
+    scale = *opt.scale;
+  }
+  index_t longest = 0;
+  for (index_t b = 0; b < B; ++b) {
+    if (cache.length(b) == 0)
+      throw Error("cache", "sequence " + std::to_string(b) + " is empty: append its key first");
+    longest = std::max(longest, cache.length(b));
+  }
+
+  DecodeProblem P;
+  P.in = &in;
+  P.cache = &cache;
+  P.opt = &opt;
+  P.HQ = HQ;
+  P.group = HQ / HKV;
+  P.splits = (longest + kSplitKeys - 1) / kSplitKeys;
+  P.scale = static_cast<float>(scale);
+  const std::size_t slots = static_cast<std::size_t>(B * HQ * P.splits);
+  const index_t Dvp = cache.value_stride();
+  P.m.resize(slots);
+  P.l.resize(slots);
+  P.O.resize(slots * static_cast<std::size_t>(Dvp));
+  exec.parallel_for(B * HKV * P.splits, [&](index_t i) {
+    const index_t split = i % P.splits, bh = i / P.splits;
+    simd::dispatch(DecodeSplitKernel{&P, bh / HKV, bh % HKV, split});
+  });
+
+  const float ninf = -std::numeric_limits<float>::infinity();
+  std::vector<float> acc(static_cast<std::size_t>(Dv));
+  for (index_t b = 0; b < B; ++b)
+    for (index_t h = 0; h < HQ; ++h) {
+      const std::size_t base = static_cast<std::size_t>((b * HQ + h) * P.splits);
+      float M = ninf;
+      bool nan = false;
+      for (index_t sp = 0; sp < P.splits; ++sp) {
+        const float ms = P.m[base + static_cast<std::size_t>(sp)];
+        nan = nan || std::isnan(ms);
+        M = std::max(M, ms);
+      }
+      std::fill(acc.begin(), acc.end(), 0.f);
+      if (nan) {
+        std::fill(acc.begin(), acc.end(), std::numeric_limits<float>::quiet_NaN());
+      } else if (M != ninf) {
+        float den = 0.f;
+        if (!in.sink.absent()) {
+          const float sk = in.sink(h);
+          const float Mf = std::max(M, sk);
+          den = std::exp(sk - Mf);
+          M = Mf;
+        }
+        for (index_t sp = 0; sp < P.splits; ++sp) {
+          const std::size_t slot = base + static_cast<std::size_t>(sp);
+          if (P.m[slot] == ninf) continue;
+          const float c = std::exp(P.m[slot] - M);
+          den += c * P.l[slot];
+          const float* Os = P.O.data() + slot * static_cast<std::size_t>(Dvp);
+          for (index_t e = 0; e < Dv; ++e) acc[static_cast<std::size_t>(e)] += c * Os[e];
+        }
+        for (auto& x : acc) x /= den;
+      }
+      for (index_t e = 0; e < Dv; ++e) o(b, 0, h, e) = acc[static_cast<std::size_t>(e)];
+    }
+}
+
+}  // namespace polyattn::softmax
+
+#define POLYATTN_SOFTMAX_DECODE_SIG(A) \
+  void ::polyattn::softmax::DecodeSplitKernel::operator()<A>(A) const
+POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_SOFTMAX_DECODE_SIG);

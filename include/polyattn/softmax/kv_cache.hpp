@@ -1,0 +1,181 @@
+// polyattn/softmax/kv_cache.hpp — the key/value cache that softmax decode attends to.
+//
+// KVCache holds, for each of `batch` sequences, the keys [len, HKV, D] and values [len, HKV, Dv]
+// appended so far (and, for forgetting attention, the running cumsum G of the log forget gate of
+// each of `gate_heads` query heads, kept in double). Storage is a list of pages of `page_size`
+// tokens per sequence, laid out [HKV][page_size][row] so that one kv head's keys are contiguous
+// within a page; rows are padded with zeros to a multiple of 16 floats (SIMD-friendly).
+//   contiguous (page_size = 0): one page of `capacity` tokens per sequence, allocated up front;
+//   paged (page_size > 0):      pages allocated as sequences grow, up to `capacity` tokens per
+//                               sequence (0 = no limit); a per-sequence block table maps them.
+// append() validates everything (shapes, capacity) before changing anything.
+#pragma once
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "polyattn/core/error.hpp"
+#include "polyattn/core/tensor_view.hpp"
+#include "polyattn/core/validate.hpp"
+
+namespace polyattn::softmax {
+
+struct KVCacheOptions {
+  index_t capacity = 0;    // max tokens per sequence (required when page_size == 0)
+  index_t page_size = 0;   // 0 = one contiguous page per sequence
+  index_t gate_heads = 0;  // > 0: store G = cumsum(g) for that many query heads
+};
+
+class KVCache {
+ public:
+  static constexpr index_t kRowPad = 16;
+
+  KVCache(index_t batch, index_t kv_heads, index_t head_dim, index_t value_dim,
+          KVCacheOptions opt)
+      : B_(batch), HKV_(kv_heads), D_(head_dim), Dv_(value_dim), opt_(opt) {
+    check::positive("batch", batch);
+    check::positive("kv_heads", kv_heads);
+    check::positive("head_dim", head_dim);
+    check::positive("value_dim", value_dim);
+    if (opt.page_size < 0) throw Error("page_size", "must be >= 0, got " + std::to_string(opt.page_size));
+    if (opt.capacity < 0) throw Error("capacity", "must be >= 0, got " + std::to_string(opt.capacity));
+    if (opt.gate_heads < 0)
+      throw Error("gate_heads", "must be >= 0, got " + std::to_string(opt.gate_heads));
+    if (opt.page_size == 0 && opt.capacity == 0)
+      throw Error("capacity", "a contiguous cache (page_size 0) needs a positive capacity");
+    Dp_ = (D_ + kRowPad - 1) / kRowPad * kRowPad;
+    Dvp_ = (Dv_ + kRowPad - 1) / kRowPad * kRowPad;
+    page_ = opt.page_size > 0 ? opt.page_size : opt.capacity;
+    len_.assign(static_cast<std::size_t>(B_), 0);
+    table_.resize(static_cast<std::size_t>(B_));
+    if (opt.page_size == 0)
+      for (index_t b = 0; b < B_; ++b) add_page(b);
+  }
+
+  index_t batch() const noexcept { return B_; }
+  index_t kv_heads() const noexcept { return HKV_; }
+  index_t head_dim() const noexcept { return D_; }
+  index_t value_dim() const noexcept { return Dv_; }
+  index_t gate_heads() const noexcept { return opt_.gate_heads; }
+  index_t capacity() const noexcept { return opt_.capacity; }
+  index_t page_size() const noexcept { return page_; }
+  index_t length(index_t b) const { return len_.at(static_cast<std::size_t>(b)); }
+  index_t key_stride() const noexcept { return Dp_; }    // floats between key rows of a page
+  index_t value_stride() const noexcept { return Dvp_; }
+
+  // Appends n tokens to every sequence: k [B, n, HKV, D], v [B, n, HKV, Dv], and, when the
+  // cache keeps gates, g [B, n, gate_heads] (log space).
+  void append(View4<const float> k, View4<const float> v, View3<const float> g = {}) {
+    check_append(k, v, g, B_);
+    for (index_t b = 0; b < B_; ++b) write(b, b, k, v, g);
+  }
+
+  // Appends n tokens to sequence b only: k [1, n, HKV, D], v [1, n, HKV, Dv], g [1, n, gate_heads].
+  void append_to(index_t b, View4<const float> k, View4<const float> v,
+                 View3<const float> g = {}) {
+    if (b < 0 || b >= B_)
+      throw Error("b", "sequence " + std::to_string(b) + " out of range [0, " + std::to_string(B_) + ")");
+    check_append(k, v, g, 1, b);
+    write(b, 0, k, v, g);
+  }
+
+  // Forgets every token (pages stay allocated).
+  void clear() noexcept { std::fill(len_.begin(), len_.end(), 0); }
+
+  // Rows of kv head hk from token j of sequence b to the end of its page (count rows). The
+  // returned pointers address row j; rows follow at key_stride() / value_stride().
+  struct Run {
+    const float* k;
+    const float* v;
+    const double* G;  // [count][gate_heads] or null
+    index_t count;
+  };
+  Run run(index_t b, index_t hk, index_t j) const noexcept {
+    const Page& pg = *pages_[static_cast<std::size_t>(
+        table_[static_cast<std::size_t>(b)][static_cast<std::size_t>(j / page_)])];
+    const index_t o = j % page_;
+    return {pg.k.get() + (hk * page_ + o) * Dp_, pg.v.get() + (hk * page_ + o) * Dvp_,
+            pg.G ? pg.G.get() + o * opt_.gate_heads : nullptr, page_ - o};
+  }
+  // G of sequence b, gate head h, at token j (requires gate_heads > h).
+  double gate_cumsum(index_t b, index_t h, index_t j) const noexcept {
+    return run(b, 0, j).G[h];
+  }
+
+ private:
+  struct Page {
+    std::unique_ptr<float[]> k, v;
+    std::unique_ptr<double[]> G;
+  };
+
+  void add_page(index_t b) {
+    auto pg = std::make_unique<Page>();
+    pg->k = std::make_unique<float[]>(static_cast<std::size_t>(HKV_ * page_ * Dp_));  // zeroed
+    pg->v = std::make_unique<float[]>(static_cast<std::size_t>(HKV_ * page_ * Dvp_));
+    if (opt_.gate_heads > 0)
+      pg->G = std::make_unique<double[]>(static_cast<std::size_t>(page_ * opt_.gate_heads));
+    table_[static_cast<std::size_t>(b)].push_back(static_cast<index_t>(pages_.size()));
+    pages_.push_back(std::move(pg));
+  }
+
+  void check_append(const View4<const float>& k, const View4<const float>& v,
+                    const View3<const float>& g, index_t rows, index_t only = -1) const {
+    check::required("k", k);
+    const index_t n = k.size(1);
+    check::shape_is("k", k, {rows, n, HKV_, D_}, "[B, n, kv_heads, head_dim] of the cache");
+    check::required("v", v);
+    check::shape_is("v", v, {rows, n, HKV_, Dv_}, "[B, n, kv_heads, value_dim] of the cache and n of k");
+    if (opt_.gate_heads > 0) {
+      check::required("g", g);
+      check::shape_is("g", g, {rows, n, opt_.gate_heads}, "[B, n, gate_heads] of the cache");
+    } else if (!g.absent()) {
+      throw Error("g", "this cache keeps no gates (gate_heads = 0), got shape " + shape_string(g.shape()));
+    }
+    if (opt_.capacity > 0)
+      for (index_t b = 0; b < B_; ++b) {
+        if (only >= 0 && b != only) continue;
+        if (len_[static_cast<std::size_t>(b)] + n > opt_.capacity)
+          throw Error("k", "appending " + std::to_string(n) + " tokens to sequence " +
+                               std::to_string(b) + " of length " +
+                               std::to_string(len_[static_cast<std::size_t>(b)]) +
+                               " exceeds the cache capacity " + std::to_string(opt_.capacity));
+      }
+  }
+
+  void write(index_t b, index_t row, const View4<const float>& k, const View4<const float>& v,
+             const View3<const float>& g) {
+    const index_t n = k.size(1);
+    index_t& len = len_[static_cast<std::size_t>(b)];
+    for (index_t t = 0; t < n; ++t, ++len) {
+      if (len / page_ >= static_cast<index_t>(table_[static_cast<std::size_t>(b)].size()))
+        add_page(b);
+      Page& pg = *pages_[static_cast<std::size_t>(
+          table_[static_cast<std::size_t>(b)][static_cast<std::size_t>(len / page_)])];
+      const index_t o = len % page_;
+      for (index_t hk = 0; hk < HKV_; ++hk) {
+        float* kr = pg.k.get() + (hk * page_ + o) * Dp_;
+        float* vr = pg.v.get() + (hk * page_ + o) * Dvp_;
+        for (index_t e = 0; e < D_; ++e) kr[e] = k(row, t, hk, e);
+        for (index_t e = D_; e < Dp_; ++e) kr[e] = 0.f;
+        for (index_t e = 0; e < Dv_; ++e) vr[e] = v(row, t, hk, e);
+        for (index_t e = Dv_; e < Dvp_; ++e) vr[e] = 0.f;
+      }
+      for (index_t h = 0; h < opt_.gate_heads; ++h) {
+        const double prev = len > 0 ? gate_cumsum(b, h, len - 1) : 0.0;
+        pg.G[static_cast<std::size_t>(o * opt_.gate_heads + h)] =
+            prev + static_cast<double>(g(row, t, h));
+      }
+    }
+  }
+
+  index_t B_, HKV_, D_, Dv_;
+  KVCacheOptions opt_;
+  index_t Dp_ = 0, Dvp_ = 0, page_ = 0;
+  std::vector<index_t> len_;
+  std::vector<std::vector<index_t>> table_;
+  std::vector<std::unique_ptr<Page>> pages_;
+};
+
+}  // namespace polyattn::softmax
