@@ -3,16 +3,19 @@
 //   o_i = Σ_j p_ij v_j,  p_ij = e^{s_ij − m_i} / (Σ_{j visible} e^{s_ij − m_i} [+ e^{sink − m_i}])
 // computed per (sequence, query head, tile of kTileQ query rows) with an online max / sum over
 // tiles of kTileK keys, never forming a T×S matrix:
-//   S  = scale · Q_tile K_tileᵀ                       (register-blocked GEMM, simd/gemm.hpp)
-//   S ← modifiers (softcap, ALiBi, forgetting bias); masked entries of partial tiles → −inf
-//   m' = max(m, rowmax S);  P = e^{S − m'};  l ← l·e^{m − m'} + rowsum P;  O ← e^{m − m'}·O + P V
-// and at the end o = O / l (with the sink logit in the denominator when given). Tiles the mask
-// excludes entirely are skipped; fully visible tiles skip the per-element mask.
-// Before the tiles run, K of each (sequence, kv head) is packed once as Kᵀ tiles [D][kTileK]
-// and V as rows padded to a multiple of 16 floats, so both products stream unit-stride panels
-// (and any strides of the inputs are handled there). Forgetting-gate cumsums are formed in
-// double. Work items are (sequence, query head, query tile), each computed by one thread in a
-// fixed order: results are bitwise identical for every executor.
+//   Sᵀ = scale · K_tile Q_tileᵀ                       (register-blocked GEMM, simd/gemm.hpp)
+//   Sᵀ ← modifiers (softcap, ALiBi, forgetting bias); masked entries of partial tiles → −inf
+//   m' = max(m, colmax Sᵀ);  P = e^{S − m'};  l ← l·e^{m − m'} + Σ P;  O ← e^{m − m'}·O + P V
+// and at the end o = O / l (with the sink logit in the denominator when given). The scores are
+// held transposed — one row per key, the tile's queries along the SIMD lanes — so the running
+// max / sum, the exponentials and the causal mask are all vertical vector operations (no
+// horizontal reductions), and P V reads P through strides. Tiles the mask excludes entirely
+// are skipped; fully visible tiles skip the per-element mask.
+// Before the tiles run, K of each (sequence, kv head) is packed once as unit-stride rows and V
+// as rows padded to a multiple of 16 floats (any input strides are handled there; the q tile
+// is transposed into a local buffer). Forgetting-gate cumsums are formed in double. Work items
+// are (sequence, query head, query tile), each computed by one thread in a fixed order:
+// results are bitwise identical for every executor.
 #pragma once
 
 #include <algorithm>
@@ -32,9 +35,14 @@
 
 namespace polyattn::softmax {
 
-inline constexpr index_t kTileQ = 64;  // query rows per work item
-inline constexpr index_t kTileK = 64;  // keys per inner tile (a multiple of every batch width)
+#ifndef POLYATTN_FLASH_TQ
+#define POLYATTN_FLASH_TQ 64
+#define POLYATTN_FLASH_TK 64
+#endif
+inline constexpr index_t kTileQ = POLYATTN_FLASH_TQ;  // query rows per work item
+inline constexpr index_t kTileK = POLYATTN_FLASH_TK;  // keys per inner tile (a multiple of every batch width)
 inline constexpr index_t kPadV = 16;   // packed V / O rows are padded to a multiple of this
+static_assert(kTileQ % 16 == 0 && kTileK % 16 == 0, "tiles must hold whole batches of every ISA");
 
 constexpr index_t round_up(index_t x, index_t m) noexcept {
   return (x + m - 1) / m * m;
@@ -53,8 +61,8 @@ struct FlashProblem {
   View4<float> o;
   std::vector<SeqRange> seqs;
   index_t Dvp = 0;                  // Dv rounded up to kPadV
-  std::vector<float> kt, vp;        // packed Kᵀ tiles / padded V rows, per (sequence, kv head)
-  std::vector<std::size_t> kt_off;  // [seq · HKV + hk]
+  std::vector<float> kp, vp;        // packed K rows [nk][D] / padded V rows [nk][Dvp]
+  std::vector<std::size_t> kp_off;  // per (sequence, kv head): [seq · HKV + hk]
   std::vector<std::size_t> vp_off;
   std::vector<double> G;            // forgetting gate cumsum per (sequence, q head, key)
   std::vector<std::size_t> g_off;   // [seq · HQ + h]
@@ -74,26 +82,16 @@ struct FlashTileKernel {
 
 namespace detail {
 
-// Packs K of (sequence s, kv head hk) as Kᵀ tiles and V as padded rows; forms the gate
+// Packs K of (sequence s, kv head hk) as unit-stride rows and V as padded rows; forms the gate
 // cumsums of the q heads of that kv head.
 inline void pack_sequence(FlashProblem& P, index_t s, index_t hk) {
   const SeqRange& sq = P.seqs[static_cast<std::size_t>(s)];
   const SoftmaxInputs& in = *P.in;
   const index_t D = P.d.D, Dv = P.d.Dv, Dvp = P.Dvp;
-  float* kt = P.kt.data() + P.kt_off[static_cast<std::size_t>(s * P.d.HKV + hk)];
+  float* kp = P.kp.data() + P.kp_off[static_cast<std::size_t>(s * P.d.HKV + hk)];
   float* vp = P.vp.data() + P.vp_off[static_cast<std::size_t>(s * P.d.HKV + hk)];
-  const index_t tiles = (sq.nk + kTileK - 1) / kTileK;
-  for (index_t t = 0; t < tiles; ++t) {
-    float* tile = kt + t * D * kTileK;
-    for (index_t c = 0; c < kTileK; ++c) {
-      const index_t j = t * kTileK + c;
-      if (j < sq.nk) {
-        for (index_t e = 0; e < D; ++e) tile[e * kTileK + c] = in.k(sq.b, sq.k0 + j, hk, e);
-      } else {
-        for (index_t e = 0; e < D; ++e) tile[e * kTileK + c] = 0.f;
-      }
-    }
-  }
+  for (index_t j = 0; j < sq.nk; ++j)
+    for (index_t e = 0; e < D; ++e) kp[j * D + e] = in.k(sq.b, sq.k0 + j, hk, e);
   for (index_t j = 0; j < sq.nk; ++j) {
     float* row = vp + j * Dvp;
     for (index_t e = 0; e < Dv; ++e) row[e] = in.v(sq.b, sq.k0 + j, hk, e);
@@ -117,18 +115,21 @@ template <simd::SimdArch A>
 void FlashTileKernel::operator()(A) const {
   using B = simd::batch_t<A>;
   constexpr index_t W = static_cast<index_t>(B::size);
+  constexpr index_t TQ = kTileQ, TK = kTileK;
   const FlashProblem& P = *problem;
   const SoftmaxInputs& in = *P.in;
   const SoftmaxOptions& opt = *P.opt;
   const SeqRange& sq = P.seqs[static_cast<std::size_t>(task.seq)];
   const index_t h = task.head, hk = h / P.d.group;
   const index_t D = P.d.D, Dv = P.d.Dv, Dvp = P.Dvp;
-  const index_t r0 = task.tile * kTileQ, r1 = std::min(r0 + kTileQ, sq.nq), M = r1 - r0;
+  const index_t r0 = task.tile * TQ, r1 = std::min(r0 + TQ, sq.nq), M = r1 - r0;
   const index_t offset = sq.nk - sq.nq;  // key position of query row r is r + offset
+  const index_t p0 = r0 + offset;        // ... of the tile's first row
   const float ninf = -std::numeric_limits<float>::infinity();
 
   const MaskSet mask = MaskSet::from(opt, sq.b, h, sq.q0, sq.k0);
   const bool masked = mask.masks_anything();
+  const bool causal_only = opt.causal && opt.window == 0 && opt.block_mask == nullptr;
   ModifierSet mods;
   mods.softcap = static_cast<float>(opt.softcap);
   mods.alibi = !in.alibi_slopes.absent();
@@ -136,85 +137,98 @@ void FlashTileKernel::operator()(A) const {
   mods.forget = !in.g.absent();
   const bool has_sink = !in.sink.absent();
   const float sink = has_sink ? in.sink(h) : 0.f;
-  const float scale = static_cast<float>(P.d.scale);
 
-  // Scratch: Q tile, scores, O accumulator, row statistics, gate offsets.
-  std::vector<float> buf(static_cast<std::size_t>(M * D + kTileQ * kTileK + kTileQ * Dvp +
-                                                  3 * kTileQ + kTileK));
-  float* Qb = buf.data();
-  float* Sb = Qb + M * D;
-  float* Ob = Sb + kTileQ * kTileK;
-  float* m = Ob + kTileQ * Dvp;
-  float* l = m + kTileQ;
-  float* gq = l + kTileQ;
-  float* gk = gq + kTileQ;
-  for (index_t r = 0; r < M; ++r)
-    for (index_t e = 0; e < D; ++e) Qb[r * D + e] = in.q(sq.b, sq.q0 + r0 + r, h, e);
-  std::fill(Ob, Ob + M * Dvp, 0.f);
-  std::fill(m, m + M, ninf);
-  std::fill(l, l + M, 0.f);
+  // Scratch (lanes past M are padding queries with zero q: finite scores, never written out).
+  std::vector<float> buf(static_cast<std::size_t>(D * TQ + TK * TQ + TQ * Dvp + 4 * TQ));
+  float* Qt = buf.data();    // [D][TQ]   q of the tile, transposed
+  float* St = Qt + D * TQ;   // [TK][TQ]  scores, then probabilities, transposed
+  float* Ob = St + TK * TQ;  // [TQ][Dvp] unnormalised output
+  float* m = Ob + TQ * Dvp;  // running max per query
+  float* l = m + TQ;         // running sum
+  float* al = l + TQ;        // this tile's rescale factor e^{m_old − m_new}
+  float* gq = al + TQ;       // forgetting bias: G_p − G_ref
+  for (index_t e = 0; e < D; ++e) {
+    for (index_t r = 0; r < M; ++r) Qt[e * TQ + r] = in.q(sq.b, sq.q0 + r0 + r, h, e);
+    for (index_t r = M; r < TQ; ++r) Qt[e * TQ + r] = 0.f;
+  }
+  std::fill(Ob, Ob + TQ * Dvp, 0.f);
+  std::fill(m, m + TQ, ninf);
+  std::fill(l, l + TQ, 0.f);
 
   const double* G = nullptr;
   double g_ref = 0.0;
   const auto G_at = [&](index_t pos) { return pos >= 0 ? G[pos] : 0.0; };
   if (mods.forget) {
     G = P.G.data() + P.g_off[static_cast<std::size_t>(task.seq * P.d.HQ + h)];
-    g_ref = G_at(std::min(r0 + offset, sq.nk - 1));
-    for (index_t r = 0; r < M; ++r) gq[r] = static_cast<float>(G_at(r0 + r + offset) - g_ref);
+    g_ref = G_at(std::min(p0, sq.nk - 1));
+    for (index_t r = 0; r < TQ; ++r)
+      gq[r] = r < M ? static_cast<float>(G_at(p0 + r) - g_ref) : 0.f;
   }
 
-  const float* kt = P.kt.data() + P.kt_off[static_cast<std::size_t>(task.seq * P.d.HKV + hk)];
+  const float* kp = P.kp.data() + P.kp_off[static_cast<std::size_t>(task.seq * P.d.HKV + hk)];
   const float* vp = P.vp.data() + P.vp_off[static_cast<std::size_t>(task.seq * P.d.HKV + hk)];
   const RowRange rows{r0, r1, offset};
-  const index_t tiles = (sq.nk + kTileK - 1) / kTileK;
+  const index_t tiles = (sq.nk + TK - 1) / TK;
 
   for (index_t t = 0; t < tiles; ++t) {
-    const index_t j0 = t * kTileK, n = std::min(kTileK, sq.nk - j0);
+    const index_t j0 = t * TK, n = std::min(TK, sq.nk - j0);
     const TileClass cls = masked ? mask.classify(rows, {j0, j0 + n}) : TileClass::Full;
     if (cls == TileClass::Skip) continue;
 
-    simd::gemm<A>(M, kTileK, D, scale, Qb, D, kt + t * D * kTileK, kTileK, false, Sb, kTileK);
+    // Sᵀ = scale · K_tile Q_tileᵀ: one row per key, the tile's queries along the lanes.
+    simd::gemm<A>(n, TQ, D, static_cast<float>(P.d.scale), kp + j0 * D, D, Qt, TQ, false, St, TQ);
 
-    if (mods.forget) {
-      for (index_t c = 0; c < n; ++c) gk[c] = static_cast<float>(G[j0 + c] - g_ref);
-      std::fill(gk + n, gk + kTileK, 0.f);
-    }
-    for (index_t r = 0; r < M; ++r) {
-      float* srow = Sb + r * kTileK;
-      const index_t p = r0 + r + offset;
-      if (mods.any()) mods.apply<A>(srow, RowContext{p, j0, kTileK, gq[r], gk});
+    B mx[TQ / W];
+    POLYATTN_UNROLL for (index_t v = 0; v < TQ / W; ++v) mx[v] = B(ninf);
+    for (index_t c = 0; c < n; ++c) {
+      float* srow = St + c * TQ;
+      const index_t j = j0 + c;
+      if (mods.any()) {
+        const float gk = mods.forget ? static_cast<float>(G[j] - g_ref) : 0.f;
+        mods.apply_keys<A>(srow, KeyContext{j, p0, TQ, gk, gq});
+      }
       if (cls == TileClass::Partial) {
-        for (index_t c = 0; c < n; ++c)
-          if (!mask.visible(r0 + r, p, j0 + c)) srow[c] = ninf;
+        if (causal_only) {  // queries r with p0 + r < j do not see key j
+          std::fill(srow, srow + std::clamp<index_t>(j - p0, 0, TQ), ninf);
+        } else {
+          for (index_t r = 0; r < M; ++r)
+            if (!mask.visible(r0 + r, p0 + r, j)) srow[r] = ninf;
+        }
       }
-      std::fill(srow + n, srow + kTileK, ninf);
-
-      // Online softmax for this row.
-      B mx(ninf);
-      for (index_t c = 0; c < kTileK; c += W) mx = simd::max_nan(mx, B::load_unaligned(srow + c));
-      const float tile_max = simd::reduce_max(mx);
-      const float m_new = std::isnan(tile_max) ? tile_max : std::max(m[r], tile_max);
-      if (m_new == ninf) {  // nothing visible yet in this row
-        std::fill(srow, srow + kTileK, 0.f);
-        continue;
-      }
-      const B mb(m_new);
-      B sum(0.f);
-      for (index_t c = 0; c < kTileK; c += W) {
-        const B e = simd::exp(B::load_unaligned(srow + c) - mb);
-        e.store_unaligned(srow + c);
-        sum += e;
-      }
-      const float alpha = m[r] == ninf ? 0.f : std::exp(m[r] - m_new);
-      l[r] = l[r] * alpha + simd::reduce_add(sum);
-      if (alpha != 1.f) {
-        const B ab(alpha);
-        float* orow = Ob + r * Dvp;
-        for (index_t e = 0; e < Dvp; e += W) (B::load_unaligned(orow + e) * ab).store_unaligned(orow + e);
-      }
-      m[r] = m_new;
+      POLYATTN_UNROLL for (index_t v = 0; v < TQ / W; ++v)
+        mx[v] = simd::max_nan(mx[v], B::load_unaligned(srow + v * W));
     }
-    simd::gemm<A>(M, Dvp, n, 1.f, Sb, kTileK, vp + j0 * Dvp, Dvp, true, Ob, Dvp);
+
+    // Online softmax, vertically: every lane is one query.
+    B mu[TQ / W], sum[TQ / W];
+    POLYATTN_UNROLL for (index_t v = 0; v < TQ / W; ++v) {
+      const B m_old = B::load_unaligned(m + v * W);
+      const B m_new = simd::max_nan(m_old, mx[v]);
+      // Lanes that have seen nothing yet keep m = −inf; they use 0 so that e^{−inf − 0} = 0.
+      mu[v] = simd::neg_inf_to_zero(m_new);
+      (simd::exp(m_old - mu[v])).store_unaligned(al + v * W);
+      m_new.store_unaligned(m + v * W);
+      sum[v] = B(0.f);
+    }
+    for (index_t c = 0; c < n; ++c) {
+      float* srow = St + c * TQ;
+      POLYATTN_UNROLL for (index_t v = 0; v < TQ / W; ++v) {
+        const B e = simd::exp(B::load_unaligned(srow + v * W) - mu[v]);
+        e.store_unaligned(srow + v * W);
+        sum[v] += e;
+      }
+    }
+    POLYATTN_UNROLL for (index_t v = 0; v < TQ / W; ++v)
+      simd::fma(B::load_unaligned(l + v * W), B::load_unaligned(al + v * W), sum[v])
+          .store_unaligned(l + v * W);
+    for (index_t r = 0; r < M; ++r) {
+      if (al[r] == 1.f) continue;
+      const B ab(al[r]);
+      float* orow = Ob + r * Dvp;
+      for (index_t e = 0; e < Dvp; e += W) (B::load_unaligned(orow + e) * ab).store_unaligned(orow + e);
+    }
+    // O += P V with P = (Sᵀ)ᵀ read through strides.
+    simd::gemm_strided<A>(M, Dvp, n, 1.f, St, 1, TQ, vp + j0 * Dvp, Dvp, true, Ob, Dvp);
   }
 
   // o = O / l, with the sink logit in the denominator; rows that saw no key output zeros.
@@ -259,13 +273,13 @@ void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, View4<f
   }
   P.Dvp = round_up(d.Dv, kPadV);
   const index_t nseq = static_cast<index_t>(P.seqs.size());
-  std::size_t kt_size = 0, vp_size = 0, g_size = 0;
+  std::size_t kp_size = 0, vp_size = 0, g_size = 0;
   for (index_t s = 0; s < nseq; ++s) {
     const index_t nk = P.seqs[static_cast<std::size_t>(s)].nk;
     for (index_t hk = 0; hk < d.HKV; ++hk) {
-      P.kt_off.push_back(kt_size);
+      P.kp_off.push_back(kp_size);
       P.vp_off.push_back(vp_size);
-      kt_size += static_cast<std::size_t>(round_up(nk, kTileK) * d.D);
+      kp_size += static_cast<std::size_t>(nk * d.D);
       vp_size += static_cast<std::size_t>(nk * P.Dvp);
     }
     for (index_t h = 0; h < d.HQ; ++h) {
@@ -273,7 +287,7 @@ void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, View4<f
       if (!in.g.absent()) g_size += static_cast<std::size_t>(nk);
     }
   }
-  P.kt.resize(kt_size);
+  P.kp.resize(kp_size);
   P.vp.resize(vp_size);
   P.G.resize(g_size);
   exec.parallel_for(nseq * d.HKV,

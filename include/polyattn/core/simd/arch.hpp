@@ -20,6 +20,7 @@
 //                  the compiler makes of a*b+c.
 //   exp(a)         e^a per lane. xsimd: result 0 below ≈ -88.376 (no subnormals), +inf above
 //                  ≈ 88.376, NaN stays NaN. scalar: std::exp.
+//   neg_inf_to_zero(a)  0 in the lanes that hold −inf, a elsewhere (online-softmax guards).
 //   tanh(a)        tanh per lane (softcap). xsimd: ±1 for large |a|; scalar: std::tanh.
 //   max(a, b)      per-lane maximum. If a lane holds a NaN the result lane is unspecified
 //                  (it depends on the instruction); use max_nan() when NaN must propagate.
@@ -218,6 +219,14 @@ inline B exp(const B& a) noexcept {
 }
 inline ScalarBatch exp(ScalarBatch a) noexcept {
   return std::exp(a.value);
+}
+
+template <XsimdFloatBatch B>
+inline B neg_inf_to_zero(const B& a) noexcept {
+  return xsimd::select(a == B(-std::numeric_limits<float>::infinity()), B(0.f), a);
+}
+inline ScalarBatch neg_inf_to_zero(ScalarBatch a) noexcept {
+  return a.value == -std::numeric_limits<float>::infinity() ? 0.f : a.value;
 }
 
 template <XsimdFloatBatch B>

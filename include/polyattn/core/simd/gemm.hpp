@@ -1,5 +1,6 @@
 // polyattn/core/simd/gemm.hpp — small register-blocked matrix product over xsimd batches:
-//   C[M×N] (= or +=) alpha · A[M×Kd] · B[Kd×N]      all row-major, leading dimensions lda/ldb/ldc
+//   C[M×N] (= or +=) alpha · A[M×Kd] · B[Kd×N]      row-major, leading dimensions lda/ldb/ldc
+// (gemm_strided takes A with any row / column strides, e.g. A given as its transpose)
 // The micro-kernel keeps an MR×(NB·W) block of C in registers, broadcasts A[i,k] and streams
 // rows of B (the "broadcast" form, good for the chunk-sized operands of the attention kernels:
 // M, Kd ≤ a few hundred, B resident in L1/L2). Columns past the last full vector use a scalar
@@ -18,8 +19,9 @@ namespace polyattn::simd {
 namespace detail {
 
 template <SimdArch A, int MR, int NB, bool Acc>
-inline void gemm_block(std::int64_t Kd, float alpha, const float* a, std::int64_t lda,
-                       const float* b, std::int64_t ldb, float* c, std::int64_t ldc) {
+inline void gemm_block(std::int64_t Kd, float alpha, const float* a, std::int64_t ars,
+                       std::int64_t acs, const float* b, std::int64_t ldb, float* c,
+                       std::int64_t ldc) {
   using Bt = batch_t<A>;
   constexpr std::int64_t W = static_cast<std::int64_t>(Bt::size);
   Bt acc[MR][NB];
@@ -29,7 +31,7 @@ inline void gemm_block(std::int64_t Kd, float alpha, const float* a, std::int64_
     Bt bv[NB];
     POLYATTN_UNROLL for (int n = 0; n < NB; ++n) bv[n] = Bt::load_unaligned(b + k * ldb + n * W);
     POLYATTN_UNROLL for (int r = 0; r < MR; ++r) {
-      const Bt av(a[r * lda + k]);
+      const Bt av(a[r * ars + k * acs]);
       POLYATTN_UNROLL for (int n = 0; n < NB; ++n) acc[r][n] = simd::fma(av, bv[n], acc[r][n]);
     }
   }
@@ -44,18 +46,21 @@ inline void gemm_block(std::int64_t Kd, float alpha, const float* a, std::int64_
     }
 }
 
-// Rows of C in blocks of MR (then pairs, then singles) for one NB-vector column panel.
+// Rows of C in blocks of MR (then fours, pairs, singles) for one NB-vector column panel.
 template <SimdArch A, int NB, int MR, bool Acc>
 inline void gemm_rows(std::int64_t M, std::int64_t Kd, float alpha, const float* a,
-                      std::int64_t lda, const float* b, std::int64_t ldb, float* c,
-                      std::int64_t ldc) {
+                      std::int64_t ars, std::int64_t acs, const float* b, std::int64_t ldb,
+                      float* c, std::int64_t ldc) {
   std::int64_t i = 0;
   for (; i + MR <= M; i += MR)
-    gemm_block<A, MR, NB, Acc>(Kd, alpha, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+    gemm_block<A, MR, NB, Acc>(Kd, alpha, a + i * ars, ars, acs, b, ldb, c + i * ldc, ldc);
+  if constexpr (MR > 4)
+    for (; i + 4 <= M; i += 4)
+      gemm_block<A, 4, NB, Acc>(Kd, alpha, a + i * ars, ars, acs, b, ldb, c + i * ldc, ldc);
   for (; i + 2 <= M; i += 2)
-    gemm_block<A, 2, NB, Acc>(Kd, alpha, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+    gemm_block<A, 2, NB, Acc>(Kd, alpha, a + i * ars, ars, acs, b, ldb, c + i * ldc, ldc);
   for (; i < M; ++i)
-    gemm_block<A, 1, NB, Acc>(Kd, alpha, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+    gemm_block<A, 1, NB, Acc>(Kd, alpha, a + i * ars, ars, acs, b, ldb, c + i * ldc, ldc);
 }
 
 // One column panel of NB vectors; MR rows per block so that MR·NB accumulators plus NB
@@ -63,21 +68,23 @@ inline void gemm_rows(std::int64_t M, std::int64_t Kd, float alpha, const float*
 // each k step needs NB + MR loads for MR·NB FMAs (FMA-bound, not load-bound).
 template <SimdArch A, int NB>
 inline void gemm_panel(bool acc, std::int64_t M, std::int64_t Kd, float alpha, const float* a,
-                       std::int64_t lda, const float* b, std::int64_t ldb, float* c,
-                       std::int64_t ldc) {
+                       std::int64_t ars, std::int64_t acs, const float* b, std::int64_t ldb,
+                       float* c, std::int64_t ldc) {
   constexpr int MR = NB >= 4 ? 6 : (NB == 2 ? 6 : 8);
   if (acc)
-    gemm_rows<A, NB, MR, true>(M, Kd, alpha, a, lda, b, ldb, c, ldc);
+    gemm_rows<A, NB, MR, true>(M, Kd, alpha, a, ars, acs, b, ldb, c, ldc);
   else
-    gemm_rows<A, NB, MR, false>(M, Kd, alpha, a, lda, b, ldb, c, ldc);
+    gemm_rows<A, NB, MR, false>(M, Kd, alpha, a, ars, acs, b, ldb, c, ldc);
 }
 
 }  // namespace detail
 
+// C (= or +=) alpha · A · B with A[i,k] at a[i·ars + k·acs] (row-major A: ars = lda, acs = 1;
+// A given as its transpose: ars = 1, acs = its leading dimension).
 template <SimdArch A>
-void gemm(std::int64_t M, std::int64_t N, std::int64_t Kd, float alpha, const float* a,
-          std::int64_t lda, const float* b, std::int64_t ldb, bool accumulate, float* c,
-          std::int64_t ldc) {
+void gemm_strided(std::int64_t M, std::int64_t N, std::int64_t Kd, float alpha, const float* a,
+                  std::int64_t ars, std::int64_t acs, const float* b, std::int64_t ldb,
+                  bool accumulate, float* c, std::int64_t ldc) {
   using Bt = batch_t<A>;
   constexpr std::int64_t W = static_cast<std::int64_t>(Bt::size);
   // 32 vector registers (AVX-512): 4-vector panels; 16 (AVX2, SSE): 2-vector panels.
@@ -85,18 +92,26 @@ void gemm(std::int64_t M, std::int64_t N, std::int64_t Kd, float alpha, const fl
   const std::int64_t Nfull = N - N % W;
   std::int64_t j = 0;
   for (; j + NB * W <= Nfull; j += NB * W)
-    detail::gemm_panel<A, NB>(accumulate, M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
+    detail::gemm_panel<A, NB>(accumulate, M, Kd, alpha, a, ars, acs, b + j, ldb, c + j, ldc);
   if constexpr (NB > 2)
     for (; j + 2 * W <= Nfull; j += 2 * W)
-      detail::gemm_panel<A, 2>(accumulate, M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
+      detail::gemm_panel<A, 2>(accumulate, M, Kd, alpha, a, ars, acs, b + j, ldb, c + j, ldc);
   for (; j + W <= Nfull; j += W)
-    detail::gemm_panel<A, 1>(accumulate, M, Kd, alpha, a, lda, b + j, ldb, c + j, ldc);
+    detail::gemm_panel<A, 1>(accumulate, M, Kd, alpha, a, ars, acs, b + j, ldb, c + j, ldc);
   for (; j < N; ++j)
     for (std::int64_t i = 0; i < M; ++i) {
       float s = 0.f;
-      for (std::int64_t k = 0; k < Kd; ++k) s = std::fma(a[i * lda + k], b[k * ldb + j], s);
+      for (std::int64_t k = 0; k < Kd; ++k) s = std::fma(a[i * ars + k * acs], b[k * ldb + j], s);
       c[i * ldc + j] = accumulate ? std::fma(alpha, s, c[i * ldc + j]) : alpha * s;
     }
+}
+
+// Row-major A with leading dimension lda.
+template <SimdArch A>
+void gemm(std::int64_t M, std::int64_t N, std::int64_t Kd, float alpha, const float* a,
+          std::int64_t lda, const float* b, std::int64_t ldb, bool accumulate, float* c,
+          std::int64_t ldc) {
+  gemm_strided<A>(M, N, Kd, alpha, a, lda, 1, b, ldb, accumulate, c, ldc);
 }
 
 // out[n×m] = in[m×n]ᵀ (row-major, leading dimensions ldi / ldo).
