@@ -96,10 +96,11 @@ void DecodeSplitKernel::operator()(A) const {
   if (lo >= j1 && sink_hi <= j0) return;  // nothing visible here
 
   const index_t n = j1 - j0, npad = (n + W - 1) / W * W;
-  std::vector<float> buf(static_cast<std::size_t>(G * Dp + G * npad + npad));
+  std::vector<float> buf(static_cast<std::size_t>(G * Dp + G * npad + npad + 4 * G));
   float* q = buf.data();
   float* s = q + G * Dp;
   float* gk = s + G * npad;
+  float* pw = gk + npad;  // weights of the keys in flight, [G][4]
   for (index_t g = 0; g < G; ++g) {
     const index_t h = hk * G + g;
     for (index_t e = 0; e < Dp; ++e)
@@ -169,13 +170,35 @@ void DecodeSplitKernel::operator()(A) const {
     l_out[slot] = simd::reduce_add(sum);
   }
 
-  // O_g += Σ_j p_gj v_j, page run by page run, all G heads in one product: their rows are npad
-  // apart in s and P.splits·Dvp apart in O.
+  // O_g += Σ_j p_gj v_j, keys in order (four at a time) so that V streams through memory once,
+  // sequentially (a GEMM's column panels would walk the rows of V once per panel); each V vector
+  // feeds all G heads and each O vector is loaded and stored once per four keys.
+  constexpr index_t KB = 4;
   for (index_t j = j0; j < j1;) {
     const KVCache::Run r = C.run(b, hk, j);
     const index_t cnt = std::min(r.count, j1 - j);
-    simd::gemm<A>(G, Dvp, cnt, 1.f, s + (j - j0), npad, r.v, Dvp, true,
-                  O_out + slot0 * static_cast<std::size_t>(Dvp), P.splits * Dvp);
+    for (index_t t = 0; t < cnt; t += KB) {
+      const index_t kb = std::min(KB, cnt - t);
+      const float* vrow[KB];
+      for (index_t u = 0; u < KB; ++u) vrow[u] = r.v + (t + std::min(u, kb - 1)) * Dvp;
+      for (index_t g = 0; g < G; ++g) {
+        float* pg = s + g * npad + (j + t - j0);
+        // Padding lanes of a short group reuse the last row with weight 0.
+        for (index_t u = kb; u < KB; ++u) pw[g * KB + u] = 0.f;
+        for (index_t u = 0; u < kb; ++u) pw[g * KB + u] = pg[u];
+      }
+      for (index_t e = 0; e < Dvp; e += W) {
+        Bt ve[KB];
+        POLYATTN_UNROLL for (index_t u = 0; u < KB; ++u) ve[u] = Bt::load_unaligned(vrow[u] + e);
+        for (index_t g = 0; g < G; ++g) {
+          float* Og = O_out + (slot0 + static_cast<std::size_t>(g * P.splits)) *
+                                  static_cast<std::size_t>(Dvp) + e;
+          Bt acc = Bt::load_unaligned(Og);
+          POLYATTN_UNROLL for (index_t u = 0; u < KB; ++u) acc = simd::fma(Bt(pw[g * KB + u]), ve[u], acc);
+          acc.store_unaligned(Og);
+        }
+      }
+    }
     j += cnt;
   }
 }
