@@ -4,8 +4,9 @@
 // outputs, so a port can be checked against PyTorch (flash-linear-attention / transformers).
 // The linear family runs the fp32 operators of polyattn/linear (presets.hpp) with the chosen
 // algorithm (--algo chunked|recurrent|parallel, --chunk, --threads); --algo reference runs the
-// naive double-precision oracle (polyattn/reference/*.hpp) instead. based, softmax and
-// forgetting_attn have no fast operator yet and always run the reference. Chunked<C> and
+// naive double-precision oracle (polyattn/reference/*.hpp) instead. softmax and forgetting_attn
+// run the tiled flash kernel (polyattn/softmax/flash.hpp; --threads) or, with --algo reference,
+// the oracle. based has no fast operator yet and always runs the reference. Chunked<C> and
 // Parallel are compiled in only when polyattn/linear/chunked.hpp exists in this tree.
 // Every failure is one line on stderr, exit status 2, and no output file is written (outputs
 // are computed in memory, written under temporary names and renamed into place at the end).
@@ -47,6 +48,7 @@
 #include "polyattn/reference/based.hpp"
 #include "polyattn/reference/linear.hpp"
 #include "polyattn/reference/softmax.hpp"
+#include "polyattn/softmax/flash.hpp"
 
 namespace {
 
@@ -106,9 +108,9 @@ options:
 #endif
   u += R"(
                             reference  the naive double-precision oracle, rounded to fp32
-                          based and forgetting_attn have no fast operator yet: they always run
-                          the reference (--algo is ignored); softmax runs only the reference
-                          (--algo recurrent|chunked|parallel is an error for it)
+                          softmax and forgetting_attn run the tiled flash kernel, or the
+                          oracle with --algo reference (other values are an error for them);
+                          based has no fast operator yet and always runs the reference
   --chunk C               chunk size of --algo chunked: 16, 32, 64 (default) or 128
                           (checked always, used only by --algo chunked)
   --threads N             threads of the fast operators, 1 to 1024 (default 1); the results are
@@ -155,7 +157,7 @@ const std::map<std::string, Op, std::less<>>& op_table() {
 bool is_linear(Op op) { return op != Op::Based && op != Op::Softmax && op != Op::ForgettingAttn; }
 bool is_softmax(Op op) { return op == Op::Softmax || op == Op::ForgettingAttn; }
 
-enum class Algo { Reference, Recurrent, Chunked, Parallel };
+enum class Algo { Reference, Recurrent, Chunked, Parallel, Flash };
 
 // ---- command line ---------------------------------------------------------------------------
 
@@ -299,10 +301,13 @@ Args parse_args(int argc, char** argv) {
     if (!kHaveChunked && (a.algo == Algo::Chunked || a.algo == Algo::Parallel))
       throw RunError(std::string("--algo ") + (a.algo == Algo::Chunked ? "chunked" : "parallel") +
                      " is not available yet in this build; use --algo recurrent or reference");
+  } else if (is_softmax(a.op)) {
+    if (a.algo_given.has_value() && *a.algo_given != Algo::Reference)
+      throw RunError(a.op_name + " runs the tiled flash kernel; --algo recurrent, chunked and "
+                     "parallel belong to the linear family (--algo reference runs the oracle)");
+    a.algo = a.algo_given.value_or(Algo::Flash);
   } else {
-    if (a.op == Op::Softmax && a.algo_given.has_value() && *a.algo_given != Algo::Reference)
-      throw RunError("softmax has no fast operator yet; use --algo reference");
-    a.algo = Algo::Reference;
+    a.algo = Algo::Reference;  // based: no fast operator yet
   }
   if (!have_in) throw RunError("missing --in DIR");
   if (!have_out) throw RunError("missing --out DIR");
@@ -706,7 +711,10 @@ void run_softmax(const Args& a) {
   opt.sink_tokens = a.sinks.value_or(0);
   const polyattn::SoftmaxDims d = polyattn::validate(si, opt);
   Output o("o.npy", {d.B, d.T, d.HQ, d.Dv});
-  polyattn::reference::softmax_attention<float>(si, opt, o.view4());
+  if (a.algo == Algo::Flash)
+    polyattn::softmax::flash_attention(si, opt, o.view4(), ToolExecutor(a.threads));
+  else
+    polyattn::reference::softmax_attention<float>(si, opt, o.view4());
   write_outputs(a.out, {&o});
 }
 
