@@ -119,10 +119,21 @@ void DecodeSplitKernel::operator()(A) const {
       q[g * Dp + e] = e < D ? P.in->q(b, 0, h, e) * P.scale : 0.f;
   }
 
-  // Scores s[g][j − j0] for every key of the split (invisible ones −inf afterwards).
-  for (index_t j = j0; j < j1;) {
-    const KVCache::Run r = C.run(b, hk, j);
-    const index_t cnt = std::min(r.count, j1 - j);
+  // Only the visible key ranges of the split are read: sink keys [j0, sink_hi) and the window
+  // [max(j0, lo), j1) (keys outside them may have been dropped from a paged cache).
+  const index_t ranges[2][2] = {{j0, sink_hi}, {std::max(j0, lo), j1}};
+  const auto for_visible = [&](auto&& f) {
+    for (const auto& rg : ranges)
+      for (index_t j = rg[0]; j < rg[1];) {
+        const KVCache::Run r = C.run(b, hk, j);
+        const index_t cnt = std::min(r.count, rg[1] - j);
+        f(r, j, cnt);
+        j += cnt;
+      }
+  };
+
+  // Scores s[g][j − j0] for the visible keys (the others are 0 here, −inf after the modifiers).
+  for_visible([&](const KVCache::Run& r, index_t j, index_t cnt) {
     for (index_t t = 0; t < cnt; ++t) {
       const float* krow = r.k + t * Dp;
       if (t + detail::kPrefetchRows < cnt) detail::prefetch_row(krow + detail::kPrefetchRows * Dp, Dp);
@@ -139,8 +150,7 @@ void DecodeSplitKernel::operator()(A) const {
         s[g * npad + (j + t - j0)] = simd::reduce_add(a0 + a1);
       }
     }
-    j += cnt;
-  }
+  });
 
   ModifierSet mods;
   mods.softcap = static_cast<float>(opt.softcap);
@@ -187,9 +197,7 @@ void DecodeSplitKernel::operator()(A) const {
   // sequentially (a GEMM's column panels would walk the rows of V once per panel); each V vector
   // feeds all G heads and each O vector is loaded and stored once per four keys.
   constexpr index_t KB = 4;
-  for (index_t j = j0; j < j1;) {
-    const KVCache::Run r = C.run(b, hk, j);
-    const index_t cnt = std::min(r.count, j1 - j);
+  for_visible([&](const KVCache::Run& r, index_t j, index_t cnt) {
     for (index_t t = 0; t < cnt; t += KB) {
       const index_t kb = std::min(KB, cnt - t);
       const float* vrow[KB];
@@ -214,8 +222,7 @@ void DecodeSplitKernel::operator()(A) const {
         }
       }
     }
-    j += cnt;
-  }
+  });
 }
 
 // Decode: o [B, 1, HQ, Dv] for one query per sequence (q [B, 1, HQ, D]) against `cache`, under
@@ -255,9 +262,20 @@ void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOpt
   }
   index_t longest = 0;
   for (index_t b = 0; b < B; ++b) {
-    if (cache.length(b) == 0)
+    const index_t len = cache.length(b);
+    if (len == 0)
       throw Error("cache", "sequence " + std::to_string(b) + " is empty: append its key first");
-    longest = std::max(longest, cache.length(b));
+    longest = std::max(longest, len);
+    // Keys the query still sees must be held: sink tokens and the window (everything without).
+    const index_t need_from = opt.sink_tokens > 0 || opt.window == 0
+                                  ? index_t{0}
+                                  : std::max<index_t>(0, len - opt.window);
+    if (cache.first_kept(b) > need_from)
+      throw Error("cache", "sequence " + std::to_string(b) + " dropped keys below position " +
+                               std::to_string(cache.first_kept(b)) +
+                               " that this query still attends to (window " +
+                               std::to_string(opt.window) + ", sink_tokens " +
+                               std::to_string(opt.sink_tokens) + ")");
   }
 
   DecodeProblem P;

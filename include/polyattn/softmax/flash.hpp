@@ -30,6 +30,7 @@
 #include "polyattn/core/simd/dispatch.hpp"
 #include "polyattn/core/simd/gemm.hpp"
 #include "polyattn/core/tensor_view.hpp"
+#include "polyattn/core/validate.hpp"
 #include "polyattn/softmax/mask.hpp"
 #include "polyattn/softmax/modifiers.hpp"
 
@@ -59,6 +60,7 @@ struct FlashProblem {
   const SoftmaxInputs* in = nullptr;
   const SoftmaxOptions* opt = nullptr;
   View4<float> o;
+  View3<float> lse;  // optional [B, T, HQ]
   std::vector<SeqRange> seqs;
   index_t Dvp = 0;                  // Dv rounded up to kPadV
   std::vector<float> kp, vp;        // packed K rows [nk][D] / padded V rows [nk][Dvp]
@@ -234,18 +236,22 @@ void FlashTileKernel::operator()(A) const {
   // o = O / l, with the sink logit in the denominator; rows that saw no key output zeros.
   for (index_t r = 0; r < M; ++r) {
     const float* orow = Ob + r * Dvp;
-    float mul = 0.f;
+    float mul = 0.f, lse = ninf;
     if (m[r] != ninf) {
       if (has_sink) {
         const float mf = std::max(m[r], sink);
         const float c = std::exp(m[r] - mf);
-        mul = c / (l[r] * c + std::exp(sink - mf));
+        const float den = l[r] * c + std::exp(sink - mf);
+        mul = c / den;
+        lse = mf + std::log(den);
       } else {
         mul = 1.f / l[r];
+        lse = m[r] + std::log(l[r]);
       }
-      if (std::isnan(m[r])) mul = m[r];
+      if (std::isnan(m[r])) mul = lse = m[r];
     }
     for (index_t e = 0; e < Dv; ++e) P.o(sq.b, sq.q0 + r0 + r, h, e) = orow[e] * mul;
+    if (!P.lse.absent()) P.lse(sq.b, sq.q0 + r0 + r, h) = lse;
   }
 }
 
@@ -253,14 +259,22 @@ void FlashTileKernel::operator()(A) const {
 // of SoftmaxInputs (forgetting gate g, ALiBi slopes, sink logits, cu_seqlens) under the masks
 // and modifiers of SoftmaxOptions. Validates everything before writing o; throws
 // polyattn::Error naming the bad argument. Any strides; work runs on `exec`.
+// The overload with `lse` also writes lse [B, T, HQ] = log(Σ_{j visible} e^{s_ij} [+ e^{sink}])
+// (−inf for a query that sees no key), so that outputs over disjoint key sets can be merged
+// exactly (hybrids, split computations).
 template <Executor E = Serial>
 void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, View4<float> o,
-                     const E& exec = E{}) {
+                     View3<float> lse, const E& exec = E{}) {
   FlashProblem P;
   P.d = validate(in, opt, o);
+  if (!lse.absent()) {
+    check::well_formed("lse", lse);
+    check::shape_is("lse", lse, {P.d.B, P.d.T, P.d.HQ}, "[B, T, HQ] from q");
+  }
   P.in = &in;
   P.opt = &opt;
   P.o = o;
+  P.lse = lse;
   const SoftmaxDims& d = P.d;
   if (d.B == 0 || d.T == 0 || d.HQ == 0 || d.Dv == 0) return;
   if (d.varlen) {
@@ -311,6 +325,12 @@ void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, View4<f
   exec.parallel_for(static_cast<index_t>(tasks.size()), [&](index_t i) {
     simd::dispatch(FlashTileKernel{&P, tasks[static_cast<std::size_t>(i)]});
   });
+}
+
+template <Executor E = Serial>
+void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, View4<float> o,
+                     const E& exec = E{}) {
+  flash_attention(in, opt, o, View3<float>{}, exec);
 }
 
 }  // namespace polyattn::softmax

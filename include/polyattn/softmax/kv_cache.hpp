@@ -8,6 +8,9 @@
 //   contiguous (page_size = 0): one page of `capacity` tokens per sequence, allocated up front;
 //   paged (page_size > 0):      pages allocated as sequences grow, up to `capacity` tokens per
 //                               sequence (0 = no limit); a per-sequence block table maps them.
+//                               drop_before(b, j) returns the pages that only hold tokens < j to
+//                               a free list (positions stay absolute), so a sliding-window
+//                               decoder (hybrid models) keeps O(window + page) memory.
 // append() validates everything (shapes, capacity) before changing anything.
 #pragma once
 
@@ -49,6 +52,7 @@ class KVCache {
     Dvp_ = (Dv_ + kRowPad - 1) / kRowPad * kRowPad;
     page_ = opt.page_size > 0 ? opt.page_size : opt.capacity;
     len_.assign(static_cast<std::size_t>(B_), 0);
+    first_kept_.assign(static_cast<std::size_t>(B_), 0);
     table_.resize(static_cast<std::size_t>(B_));
     if (opt.page_size == 0)
       for (index_t b = 0; b < B_; ++b) add_page(b);
@@ -82,7 +86,39 @@ class KVCache {
   }
 
   // Forgets every token (pages stay allocated).
-  void clear() noexcept { std::fill(len_.begin(), len_.end(), 0); }
+  void clear() noexcept {
+    for (index_t b = 0; b < B_; ++b) {
+      auto& tab = table_[static_cast<std::size_t>(b)];
+      for (index_t& id : tab)
+        if (id < 0) id = take_page();
+    }
+    std::fill(len_.begin(), len_.end(), 0);
+    std::fill(first_kept_.begin(), first_kept_.end(), 0);
+  }
+
+  // Paged caches: releases every page of sequence b whose tokens all lie below position j
+  // (j ≤ length(b)); later decodes must not need those keys (flash_decode checks). A
+  // contiguous cache keeps its memory and only records the position.
+  void drop_before(index_t b, index_t j) {
+    if (b < 0 || b >= B_)
+      throw Error("b", "sequence " + std::to_string(b) + " out of range [0, " + std::to_string(B_) + ")");
+    if (j < 0 || j > len_[static_cast<std::size_t>(b)])
+      throw Error("j", "must be in [0, length " + std::to_string(len_[static_cast<std::size_t>(b)]) +
+                           "], got " + std::to_string(j));
+    index_t& first = first_kept_[static_cast<std::size_t>(b)];
+    first = std::max(first, j);
+    if (opt_.page_size == 0) return;
+    auto& tab = table_[static_cast<std::size_t>(b)];
+    for (index_t pi = 0; (pi + 1) * page_ <= first && pi < static_cast<index_t>(tab.size()); ++pi)
+      if (tab[static_cast<std::size_t>(pi)] >= 0) {
+        free_.push_back(tab[static_cast<std::size_t>(pi)]);
+        tab[static_cast<std::size_t>(pi)] = -1;
+      }
+  }
+  // First position of sequence b whose key is still held (0 unless drop_before was called).
+  index_t first_kept(index_t b) const { return first_kept_.at(static_cast<std::size_t>(b)); }
+  // Pages currently allocated (in use or free), for memory accounting.
+  index_t pages_allocated() const noexcept { return static_cast<index_t>(pages_.size()); }
 
   // Rows of kv head hk from token j of sequence b to the end of its page (count rows). The
   // returned pointers address row j; rows follow at key_stride() / value_stride().
@@ -110,15 +146,22 @@ class KVCache {
     std::unique_ptr<double[]> G;
   };
 
-  void add_page(index_t b) {
+  // A free page, or a new one (zero-filled, so row padding stays zero).
+  index_t take_page() {
+    if (!free_.empty()) {
+      const index_t id = free_.back();
+      free_.pop_back();
+      return id;
+    }
     auto pg = std::make_unique<Page>();
     pg->k = std::make_unique<float[]>(static_cast<std::size_t>(HKV_ * page_ * Dp_));  // zeroed
     pg->v = std::make_unique<float[]>(static_cast<std::size_t>(HKV_ * page_ * Dvp_));
     if (opt_.gate_heads > 0)
       pg->G = std::make_unique<double[]>(static_cast<std::size_t>(page_ * opt_.gate_heads));
-    table_[static_cast<std::size_t>(b)].push_back(static_cast<index_t>(pages_.size()));
     pages_.push_back(std::move(pg));
+    return static_cast<index_t>(pages_.size()) - 1;
   }
+  void add_page(index_t b) { table_[static_cast<std::size_t>(b)].push_back(take_page()); }
 
   void check_append(const View4<const float>& k, const View4<const float>& v,
                     const View3<const float>& g, index_t rows, index_t only = -1) const {
@@ -173,8 +216,9 @@ class KVCache {
   index_t B_, HKV_, D_, Dv_;
   KVCacheOptions opt_;
   index_t Dp_ = 0, Dvp_ = 0, page_ = 0;
-  std::vector<index_t> len_;
-  std::vector<std::vector<index_t>> table_;
+  std::vector<index_t> len_, first_kept_;
+  std::vector<std::vector<index_t>> table_;  // page ids per sequence; −1 = dropped
+  std::vector<index_t> free_;
   std::vector<std::unique_ptr<Page>> pages_;
 };
 
