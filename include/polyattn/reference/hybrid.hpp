@@ -13,7 +13,8 @@
 //
 // SWA_w is causal sliding-window softmax attention (reference::softmax_attention with causal and
 // window w). Based is reference::based_attention. lin_q / lin_k are the linear branch's queries
-// and keys (default: q and k). Every argument is validated before any output is written.
+// and keys (default: q and k). Every argument is validated (polyattn/args/hybrid.hpp, shared with
+// the fast operators of polyattn/hybrid/) before any output is written.
 #pragma once
 
 #include <algorithm>
@@ -28,6 +29,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "polyattn/args/hybrid.hpp"
 #include "polyattn/args/linear.hpp"
 #include "polyattn/args/softmax.hpp"
 #include "polyattn/core/error.hpp"
@@ -40,110 +42,20 @@
 
 namespace polyattn::reference {
 
-// ---- argument structs ---------------------------------------------------------------------
+// ---- argument structs (polyattn/args/hybrid.hpp) -------------------------------------------
 
-struct BasedHybridInputs {
-  View4<const float> q, k;                   // softmax branch [B, T, H, D]
-  View4<const float> v;                      // shared values [B, T, H, V]
-  View4<const float> lin_q, lin_k;           // optional Based branch [B, T, H, K]; default q, k
-  std::span<const std::int64_t> cu_seqlens;  // optional varlen [N+1], B == 1
-};
-struct BasedHybridOptions {
-  index_t window = 0;                   // required, > 0
-  std::optional<double> based_scale;    // default K^-0.5
-  std::optional<double> softmax_scale;  // default D^-0.5
-  double eps = 1e-6;                    // Based denominator eps
-};
-
-struct LolcatsInputs {
-  View4<const float> q, k;                   // softmax (window) branch [B, T, H, D]
-  View4<const float> v;                      // [B, T, H, V]
-  View4<const float> phi_q, phi_k;           // feature-mapped q, k [B, T, H, F] (required)
-  std::span<const std::int64_t> cu_seqlens;  // optional varlen [N+1], B == 1
-};
-struct LolcatsOptions {
-  index_t window = 0;           // required, > 0
-  std::optional<double> scale;  // softmax scale, default D^-0.5
-  double window_factor = 1.0;   // γ > 0
-};
-
-struct LigerInputs {
-  View4<const float> q, k;                   // softmax branch [B, T, H, D]
-  View4<const float> v;                      // shared values [B, T, H, V]
-  View4<const float> lin_q, lin_k;           // optional GLA branch [B, T, H, K]; default q, k
-  View3<const float> g;                      // scalar log-gate [B, T, H]      } exactly
-  View4<const float> gk;                     // vector log-gate [B, T, H, K]   } one of these
-  std::span<const std::int64_t> cu_seqlens;  // optional varlen [N+1], B == 1
-};
-struct LigerOptions {
-  index_t window = 0;                   // required, > 0
-  double alpha = 0.5;                   // weight of the GLA output
-  double beta = 0.5;                    // weight of the sliding-window output
-  std::optional<double> gla_scale;      // default K^-0.5
-  std::optional<double> softmax_scale;  // default D^-0.5
-};
-
-struct AgentInputs {
-  View4<const float> q;       // [B, T, H, D]
-  View4<const float> k;       // [B, S, H, D]
-  View4<const float> v;       // [B, S, H, V]
-  View4<const float> agents;  // [B, n, H, D]
-};
-struct AgentOptions {
-  std::optional<double> scale;  // both softmaxes, default D^-0.5
-};
+using polyattn::AgentInputs;
+using polyattn::AgentOptions;
+using polyattn::BasedHybridInputs;
+using polyattn::BasedHybridOptions;
+using polyattn::LigerInputs;
+using polyattn::LigerOptions;
+using polyattn::LolcatsInputs;
+using polyattn::LolcatsOptions;
 
 namespace detail {
 
-struct HybridDims {
-  index_t B = 0, T = 0, H = 0, D = 0, V = 0;
-};
-
-// q, k [B,T,H,D] and v [B,T,H,V] of a causal hybrid.
-inline HybridDims check_causal_qkv(const View4<const float>& q, const View4<const float>& k,
-                                   const View4<const float>& v) {
-  check::required("q", q);
-  check::required("k", k);
-  check::required("v", v);
-  HybridDims d{q.size(0), q.size(1), q.size(2), q.size(3), v.size(3)};
-  check::shape_is("k", k, q.shape(), "same as q");
-  check::shape_is("v", v, {d.B, d.T, d.H, d.V}, "[B, T, H, V] from q");
-  return d;
-}
-
-// An optional [B,T,H,·] tensor; returns its last dim (or `fallback` when absent).
-inline index_t check_bth(std::string_view name, const View4<const float>& x, const HybridDims& d,
-                         index_t fallback, bool required) {
-  check::well_formed(name, x);  // rejects null data with a non-empty shape
-  if (x.absent()) {
-    if (required) check::required(name, x);
-    return fallback;
-  }
-  check::shape_is(name, x, {d.B, d.T, d.H, x.size(3)}, "[B, T, H, ·] from q");
-  return x.size(3);
-}
-
-inline void check_window(index_t w) {
-  if (w <= 0) throw Error("window", "must be positive, got " + std::to_string(w));
-}
-
-inline double resolve_scale(std::string_view name, const std::optional<double>& s, index_t dim) {
-  if (s) {
-    check::finite_positive(name, *s);
-    return *s;
-  }
-  return dim > 0 ? 1.0 / std::sqrt(static_cast<double>(dim)) : 1.0;
-}
-
-inline void check_finite(std::string_view name, double x) {
-  if (!std::isfinite(x)) throw Error(name, "must be finite, got " + std::to_string(x));
-}
-
-template <class Out>
-void check_out(const TensorView<Out, 4>& o, const std::array<index_t, 4>& want) {
-  check::required("o", o);
-  check::shape_is("o", o, want, "[B, T, H, V] from q and v");
-}
+using HybridDims = polyattn::HybridDims;
 
 // Causal sliding-window softmax of q, k, v into a double [B,T,H,V] buffer (already validated).
 inline std::vector<double> swa(const View4<const float>& q, const View4<const float>& k,
@@ -163,21 +75,6 @@ inline std::vector<double> swa(const View4<const float>& q, const View4<const fl
   return buf;
 }
 
-// The linear branch's q/k (lin_q/lin_k, defaulting to q/k), validated; K is their feature dim.
-struct LinearQK {
-  View4<const float> q, k;
-  index_t K;
-};
-inline LinearQK linear_qk(const View4<const float>& q, const View4<const float>& k,
-                          const View4<const float>& lin_q, const View4<const float>& lin_k,
-                          const HybridDims& d) {
-  LinearQK r{lin_q.absent() ? q : lin_q, lin_k.absent() ? k : lin_k, 0};
-  r.K = check_bth("lin_q", lin_q, d, d.D, false);
-  check_bth("lin_k", lin_k, d, d.D, false);
-  check::shape_is("lin_k", r.k, r.q.shape(), "same as lin_q (default q)");
-  return r;
-}
-
 }  // namespace detail
 
 // ---- based_hybrid ---------------------------------------------------------------------------
@@ -185,15 +82,9 @@ inline LinearQK linear_qk(const View4<const float>& q, const View4<const float>&
 template <class Out>
   requires(std::is_same_v<Out, float> || std::is_same_v<Out, double>)
 void based_hybrid(const BasedHybridInputs& in, const BasedHybridOptions& opt, TensorView<Out, 4> o) {
-  const detail::HybridDims d = detail::check_causal_qkv(in.q, in.k, in.v);
-  const auto [lq, lk, K] = detail::linear_qk(in.q, in.k, in.lin_q, in.lin_k, d);
-  check::cu_seqlens("cu_seqlens", in.cu_seqlens, d.B, d.T);
-  detail::check_out(o, {d.B, d.T, d.H, d.V});
-  detail::check_window(opt.window);
-  const double bscale = detail::resolve_scale("based_scale", opt.based_scale, K);
-  const double sscale = detail::resolve_scale("softmax_scale", opt.softmax_scale, d.D);
-  if (!(opt.eps >= 0.0) || std::isinf(opt.eps))
-    throw Error("eps", "must be finite and >= 0, got " + std::to_string(opt.eps));
+  const BasedHybridDims d = validate_based_hybrid(in, opt, o);
+  const View4<const float> lq = d.lin_q, lk = d.lin_k;
+  const double bscale = d.based_scale, sscale = d.softmax_scale;
 
   // Based (Taylor linear) branch, normalised.
   std::vector<double> lin(static_cast<std::size_t>(d.B * d.T * d.H * d.V));
@@ -218,16 +109,9 @@ void based_hybrid(const BasedHybridInputs& in, const BasedHybridOptions& opt, Te
 template <class Out>
   requires(std::is_same_v<Out, float> || std::is_same_v<Out, double>)
 void lolcats(const LolcatsInputs& in, const LolcatsOptions& opt, TensorView<Out, 4> o) {
-  const detail::HybridDims d = detail::check_causal_qkv(in.q, in.k, in.v);
-  const index_t F = detail::check_bth("phi_q", in.phi_q, d, 0, true);
-  detail::check_bth("phi_k", in.phi_k, d, 0, true);
-  check::shape_is("phi_k", in.phi_k, in.phi_q.shape(), "same as phi_q");
-  check::cu_seqlens("cu_seqlens", in.cu_seqlens, d.B, d.T);
-  detail::check_out(o, {d.B, d.T, d.H, d.V});
-  detail::check_window(opt.window);
-  const double scale = detail::resolve_scale("scale", opt.scale, d.D);
-  check::finite_positive("window_factor", opt.window_factor);
-  const double gamma = opt.window_factor;
+  const LolcatsDims d = validate_lolcats(in, opt, o);
+  const index_t F = d.F;
+  const double scale = d.scale, gamma = d.gamma;
 
   const double ninf = -std::numeric_limits<double>::infinity();
   std::vector<double> num(static_cast<std::size_t>(d.V));
@@ -274,26 +158,10 @@ void lolcats(const LolcatsInputs& in, const LolcatsOptions& opt, TensorView<Out,
 template <class Out>
   requires(std::is_same_v<Out, float> || std::is_same_v<Out, double>)
 void liger(const LigerInputs& in, const LigerOptions& opt, TensorView<Out, 4> o) {
-  const detail::HybridDims d = detail::check_causal_qkv(in.q, in.k, in.v);
-  const auto [lq, lk, K] = detail::linear_qk(in.q, in.k, in.lin_q, in.lin_k, d);
-  check::well_formed("g", in.g);
-  check::well_formed("gk", in.gk);
-  if (in.g.absent() == in.gk.absent())
-    throw Error(in.g.absent() ? "g" : "gk",
-                in.g.absent() ? "a gate is required: give g [B,T,H] or gk [B,T,H,K]"
-                              : "give only one of g [B,T,H] and gk [B,T,H,K]");
-  if (!in.g.absent()) {
-    check::shape_is("g", in.g, {d.B, d.T, d.H}, "[B, T, H] from q");
-  } else {
-    check::shape_is("gk", in.gk, {d.B, d.T, d.H, K}, "[B, T, H, K] from q and lin_q");
-  }
-  check::cu_seqlens("cu_seqlens", in.cu_seqlens, d.B, d.T);
-  detail::check_out(o, {d.B, d.T, d.H, d.V});
-  detail::check_window(opt.window);
-  detail::check_finite("alpha", opt.alpha);
-  detail::check_finite("beta", opt.beta);
-  const double gscale = detail::resolve_scale("gla_scale", opt.gla_scale, K);
-  const double sscale = detail::resolve_scale("softmax_scale", opt.softmax_scale, d.D);
+  const LigerDims d = validate_liger(in, opt, o);
+  const View4<const float> lq = d.lin_q, lk = d.lin_k;
+  const index_t K = d.K;
+  const double gscale = d.gla_scale, sscale = d.softmax_scale;
 
   const std::size_t n = static_cast<std::size_t>(d.B * d.T * d.H * d.V);
   // Gated linear branch (un-normalised): the linear-family recurrence with a scalar or vector
@@ -333,18 +201,9 @@ void liger(const LigerInputs& in, const LigerOptions& opt, TensorView<Out, 4> o)
 template <class Out>
   requires(std::is_same_v<Out, float> || std::is_same_v<Out, double>)
 void agent_attention(const AgentInputs& in, const AgentOptions& opt, TensorView<Out, 4> o) {
-  check::required("q", in.q);
-  check::required("k", in.k);
-  check::required("v", in.v);
-  check::required("agents", in.agents);
-  const index_t B = in.q.size(0), T = in.q.size(1), H = in.q.size(2), D = in.q.size(3);
-  const index_t S = in.k.size(1), V = in.v.size(3), n = in.agents.size(1);
-  check::shape_is("k", in.k, {B, S, H, D}, "batch, heads and head dim of q");
-  check::shape_is("v", in.v, {B, S, H, V}, "[B, S, H, V] from k");
-  check::shape_is("agents", in.agents, {B, n, H, D}, "[B, n, H, D] from q");
-  check::required("o", o);
-  check::shape_is("o", o, {B, T, H, V}, "[B, T, H, V] from q and v");
-  const double scale = detail::resolve_scale("scale", opt.scale, D);
+  const AgentDims ad = validate_agent(in, opt, o);
+  const index_t B = ad.B, T = ad.T, H = ad.H, D = ad.D, S = ad.S, V = ad.V, n = ad.n;
+  const double scale = ad.scale;
 
   // softmax over a row of logits (zeros for an empty row).
   auto softmax = [](std::vector<double>& x) {
