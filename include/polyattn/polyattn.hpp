@@ -3,8 +3,11 @@
 // Core: strided views (TensorView, bthd, head_first, bhkv), polyattn::Error and argument
 // validation, the SIMD layer with its single runtime ISA dispatcher, executors (Serial,
 // ThreadPool, make_executor). Operator arguments (args/), policies (policies/), the linear
-// family's operator and presets (linear/), the naive double-precision references of every
-// family (reference/), and the .npy reader/writer used by polyattn-run.
+// family's operator, algorithms and presets (linear/), softmax attention — tiled prefill, KV
+// cache and decode, mask and score-modifier policies (softmax/) — the naive double-precision
+// references of every family (reference/), and the .npy reader/writer used by polyattn-run.
+// Kernels are compiled for the ISA of your flags, or per ISA with polyattn_add_arch_units(...
+// SOURCES ${POLYATTN_KERNEL_UNITS}) for runtime dispatch.
 #pragma once
 
 #include "polyattn/core/simd/arch.hpp"  // first: silences a GCC 12 false warning in immintrin.h
@@ -27,8 +30,16 @@
 #include "polyattn/policies/normalizer.hpp"
 #include "polyattn/policies/update.hpp"
 
+#include "polyattn/linear/chunked.hpp"
 #include "polyattn/linear/operator.hpp"
 #include "polyattn/linear/presets.hpp"
+#include "polyattn/linear/recurrent.hpp"
+
+#include "polyattn/softmax/decode.hpp"
+#include "polyattn/softmax/flash.hpp"
+#include "polyattn/softmax/kv_cache.hpp"
+#include "polyattn/softmax/mask.hpp"
+#include "polyattn/softmax/modifiers.hpp"
 
 #include "polyattn/reference/based.hpp"
 #include "polyattn/reference/hybrid.hpp"
