@@ -29,6 +29,7 @@
 #include "polyattn/core/simd/arch.hpp"
 #include "polyattn/core/simd/dispatch.hpp"
 #include "polyattn/core/simd/gemm.hpp"
+#include "polyattn/core/simd/ops.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/core/validate.hpp"
 #include "polyattn/softmax/mask.hpp"
@@ -109,6 +110,19 @@ inline void pack_sequence(FlashProblem& P, index_t s, index_t hk) {
       }
     }
   }
+}
+
+// True when x[0, n) holds no NaN or ±Inf (x·0 is NaN exactly for those).
+template <simd::SimdArch A>
+bool all_finite(const float* x, index_t n) noexcept {
+  using B = simd::batch_t<A>;
+  constexpr index_t W = static_cast<index_t>(B::size);
+  B acc(0.f);
+  index_t i = 0;
+  for (; i + W <= n; i += W) acc += B::load_unaligned(x + i) * B(0.f);
+  float tail = 0.f;
+  for (; i < n; ++i) tail += x[i] * 0.f;
+  return simd::reduce_add(acc) + tail == 0.f;
 }
 
 }  // namespace detail
@@ -229,13 +243,28 @@ void FlashTileKernel::operator()(A) const {
       float* orow = Ob + r * Dvp;
       for (index_t e = 0; e < Dvp; e += W) (B::load_unaligned(orow + e) * ab).store_unaligned(orow + e);
     }
-    // O += P V with P = (Sᵀ)ᵀ read through strides.
-    simd::gemm_strided<A>(M, Dvp, n, 1.f, St, 1, TQ, vp + j0 * Dvp, Dvp, true, Ob, Dvp);
+    // O += P V with P = (Sᵀ)ᵀ read through strides. In a partial tile a masked key has weight 0,
+    // and 0 · NaN = NaN: when the tile's V holds a non-finite value, rows add only the keys
+    // they see (as the reference does), so a NaN or Inf never leaks past the mask.
+    const float* vt = vp + j0 * Dvp;
+    if (cls == TileClass::Partial && !detail::all_finite<A>(vt, n * Dvp)) {
+      for (index_t r = 0; r < M; ++r)
+        for (index_t c = 0; c < n; ++c)
+          if (mask.visible(r0 + r, p0 + r, j0 + c))
+            simd::axpy<A>(St[c * TQ + r], vt + c * Dvp, Ob + r * Dvp, Dvp);
+    } else {
+      simd::gemm_strided<A>(M, Dvp, n, 1.f, St, 1, TQ, vt, Dvp, true, Ob, Dvp);
+    }
   }
 
   // o = O / l, with the sink logit in the denominator; rows that saw no key output zeros.
   for (index_t r = 0; r < M; ++r) {
     const float* orow = Ob + r * Dvp;
+    if (m[r] == ninf) {  // exact zeros, whatever O picked up from non-finite values
+      for (index_t e = 0; e < Dv; ++e) P.o(sq.b, sq.q0 + r0 + r, h, e) = 0.f;
+      if (!P.lse.absent()) P.lse(sq.b, sq.q0 + r0 + r, h) = ninf;
+      continue;
+    }
     float mul = 0.f, lse = ninf;
     if (m[r] != ninf) {
       if (has_sink) {
