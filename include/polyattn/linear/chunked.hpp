@@ -35,11 +35,16 @@ inline constexpr index_t kParallelMaxT = 8192;
 
 namespace detail {
 
+// exp(x) with arguments below kFlushLog giving exactly 0, on one batch.
+template <simd::SimdArch A>
+simd::batch_t<A> decay_exp1(simd::batch_t<A> x) noexcept {
+  return simd::exp(simd::below_to(x, kFlushLog, -1000.f));
+}
+
 // out = exp(x) with arguments below kFlushLog giving exactly 0 (x and out may alias).
 template <simd::SimdArch A>
 void decay_exp(const float* x, float* out, index_t n) {
-  for (index_t i = 0; i < n; ++i) out[i] = x[i] < kFlushLog ? -1000.f : x[i];
-  simd::exp<A>(out, out, n);
+  simd::transform<A>(n, out, [](simd::batch_t<A> v) { return decay_exp1<A>(v); }, x);
 }
 
 inline constexpr index_t kStrip = 16;  // row strip of the causal products and the solve
@@ -61,6 +66,8 @@ struct ChunkBuffers {
 
 template <simd::SimdArch A>
 void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
+  using B = simd::batch_t<A>;
+  const auto mul = [](B x, B y) { return x * y; };
   const index_t K = p.K, V = p.V;
   const bool delta = p.update == Update::Delta;
   const bool vec = p.decay == Decay::VectorPerToken;
@@ -95,30 +102,23 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
         qn = p.scale / std::sqrt(simd::dot<A>(q, q, K) + static_cast<float>(kL2NormEps));
         kn = 1.f / std::sqrt(simd::dot<A>(k, k, K) + static_cast<float>(kL2NormEps));
       }
-      for (index_t i = 0; i < K; ++i) {
-        w.Q[t * K + i] = q[i] * qn;
-        w.Kc[t * K + i] = k[i] * kn;
+      simd::transform<A>(K, w.Q + t * K, [qb = B(qn)](B x) { return x * qb; }, q);
+      simd::transform<A>(K, w.Kc + t * K, [kb = B(kn)](B x) { return x * kb; }, k);
+      if (vec) {  // b_t = b_{t−1} + gk_t, per key channel
+        const float* g = p.gk + (c0 + t) * p.gk_st;
+        if (t == 0)
+          std::copy(g, g + K, w.b);
+        else
+          simd::transform<A>(K, w.b + t * K, [](B x, B y) { return x + y; }, w.b + (t - 1) * K, g);
+        continue;
       }
-      for (index_t i = 0; i < bK; ++i) {
-        float g = 0.f;
-        switch (p.decay) {
-          case Decay::None:
-            break;
-          case Decay::ConstantPerHead:
-            g = p.g_gamma;
-            break;
-          case Decay::ScalarPerToken:
-            g = p.g[(c0 + t) * p.g_st];
-            break;
-          case Decay::VectorPerToken:
-            g = p.gk[(c0 + t) * p.gk_st + i];
-            break;
-        }
-        w.b[t * bK + i] = (t == 0 ? 0.f : w.b[(t - 1) * bK + i]) + g;
-      }
+      float g = 0.f;  // one log-decay per token
+      if (p.decay == Decay::ConstantPerHead) g = p.g_gamma;
+      if (p.decay == Decay::ScalarPerToken) g = p.g[(c0 + t) * p.g_st];
+      w.b[t] = (t == 0 ? 0.f : w.b[t - 1]) + g;
     }
     decay_exp<A>(w.b, w.eb, L * bK);
-    simd::transpose(L, K, w.Kc, K, w.Kt, C);
+    if (!vec) simd::transpose(L, K, w.Kc, K, w.Kt, C);  // Kᵀ: right operand of QKᵀ and KKᵀ
 
     // ---- gated Gram matrices QK[t,s] (s ≤ t) and KK[t,s] (s < t) -----------------------------
     const bool want_out = p.o != nullptr;
@@ -130,12 +130,13 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
         // Ktg = (k ∘ e^{−b})ᵀ (formed contiguously, then transposed into its own buffer), and
         // Q' = q ∘ e^{b}: QK = Q' Ktg and KK = (k ∘ e^{b}) Ktg.
         float* Ktg = extra;  // K×C
-        for (index_t t = 0; t < L * K; ++t) w.tmp[t] = w.Kc[t] / w.eb[t];
+        simd::transform<A>(
+            L * K, w.tmp, [](B k, B b) { return k * simd::exp(B(0.f) - b); }, w.Kc, w.b);
         simd::transpose(L, K, w.tmp, K, Ktg, C);
-        for (index_t t = 0; t < L * K; ++t) w.tmp[t] = w.Q[t] * w.eb[t];
+        simd::transform<A>(L * K, w.tmp, mul, w.Q, w.eb);
         if (want_out) causal_gemm<A>(L, K, w.tmp, K, Ktg, C, w.QK, C);
         if (delta) {
-          for (index_t t = 0; t < L * K; ++t) w.tmp[t] = w.Kc[t] * w.eb[t];
+          simd::transform<A>(L * K, w.tmp, mul, w.Kc, w.eb);
           causal_gemm<A>(L, K, w.tmp, K, Ktg, C, w.KK, C);
         }
       } else {
@@ -145,12 +146,10 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
         if (p.decay != Decay::None) {
           float* e = extra;
           for (index_t t = 0; t < L; ++t) {
-            for (index_t s = 0; s <= t; ++s) e[s] = w.b[t] - w.b[s];
-            decay_exp<A>(e, e, t + 1);
-            for (index_t s = 0; s <= t; ++s) {
-              w.QK[t * C + s] *= e[s];
-              if (delta) w.KK[t * C + s] *= e[s];
-            }
+            simd::transform<A>(
+                t + 1, e, [bt = B(w.b[t])](B bs) { return decay_exp1<A>(bt - bs); }, w.b);
+            if (want_out) simd::transform<A>(t + 1, w.QK + t * C, mul, w.QK + t * C, e);
+            if (delta) simd::transform<A>(t + 1, w.KK + t * C, mul, w.KK + t * C, e);
           }
         }
       }
@@ -179,10 +178,14 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
         const float beta = p.beta[(c0 + t) * p.beta_st];
         const float* v = p.v + (c0 + t) * p.v_st;
         float* r = w.R + t * RW;
-        for (index_t j = 0; j < V; ++j) r[j] = beta * v[j];
-        for (index_t i = 0; i < K; ++i)
-          r[V + i] = beta * w.Kc[t * K + i] * (vec ? w.eb[t * K + i] : w.eb[t]);
-        for (index_t s = 0; s < t; ++s) w.KK[t * C + s] *= beta;  // A[t,s] = β_t·KK[t,s]
+        const B bb(beta);
+        simd::transform<A>(V, r, [bb](B x) { return x * bb; }, v);
+        if (vec)
+          simd::transform<A>(
+              K, r + V, [bb](B k, B e) { return k * e * bb; }, w.Kc + t * K, w.eb + t * K);
+        else
+          simd::transform<A>(K, r + V, [f = B(beta * w.eb[t])](B k) { return k * f; }, w.Kc + t * K);
+        simd::scale<A>(beta, w.KK + t * C, t);  // A[t,s] = β_t·KK[t,s]
       }
       // Forward substitution (I + A) X = R in strips: the rows of a strip first subtract the
       // contribution of all earlier strips as one matrix product, then solve inside the strip.
@@ -206,9 +209,11 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
 
     // ---- outputs -------------------------------------------------------------------------------
     if (want_out) {
-      for (index_t t = 0; t < L; ++t)
-        for (index_t i = 0; i < K; ++i)
-          w.tmp[t * K + i] = w.Q[t * K + i] * (vec ? w.eb[t * K + i] : w.eb[t]);
+      if (vec)
+        simd::transform<A>(L * K, w.tmp, mul, w.Q, w.eb);
+      else
+        for (index_t t = 0; t < L; ++t)
+          simd::transform<A>(K, w.tmp + t * K, [e = B(w.eb[t])](B q) { return q * e; }, w.Q + t * K);
       simd::gemm<A>(L, V, K, 1.f, w.tmp, K, S, V, false, w.O, V);
       for (index_t t = 0; t < L; ++t)
         for (index_t s = t + 1; s < L; ++s) w.QK[t * C + s] = 0.f;
@@ -219,36 +224,47 @@ void chunked_run(const HeadProblem& p, index_t C, Workspace& ws) {
       for (index_t t = 0; t < L; ++t) {
         float inv = 1.f;
         if (p.normalizer == Normalizer::Sum) {
-          for (index_t i = 0; i < K; ++i) p.z[i] += w.Kc[t * K + i];
+          simd::transform<A>(K, p.z, [](B z, B k) { return z + k; }, p.z, w.Kc + t * K);
           inv = 1.f / (simd::dot<A>(w.Q + t * K, p.z, K) + p.eps);
         }
-        float* o = p.o + (c0 + t) * p.o_st;
-        for (index_t j = 0; j < V; ++j) o[j] = w.O[t * V + j] * inv;
+        simd::transform<A>(V, p.o + (c0 + t) * p.o_st, [ib = B(inv)](B x) { return x * ib; },
+                           w.O + t * V);
       }
     }
 
     // ---- state: S = e^{b_L} ∘ S0 + (e^{b_L − b} ∘ K)ᵀ U -----------------------------------
     if (!p.delta_out && !p.update_state) continue;
+    const float* Ke = w.Kc;  // rows k_s, weighted by e^{b_L − b_s} (≤ 1) when the preset decays
     if (p.decay != Decay::None) {
       if (!p.delta_out)
         for (index_t i = 0; i < K; ++i) {
           const float a = vec ? w.eb[(L - 1) * K + i] : w.eb[L - 1];
           simd::scale<A>(a, S + i * V, V);
         }
-      // e^{b_L − b_s} (≤ 1) for every token (and channel), one vectorised pass.
       float* e = w.tmp;
-      for (index_t s = 0; s < L; ++s)
-        for (index_t i = 0; i < bK; ++i) e[s * bK + i] = w.b[(L - 1) * bK + i] - w.b[s * bK + i];
-      decay_exp<A>(e, e, L * bK);
-      for (index_t i = 0; i < K; ++i)
-        for (index_t s = 0; s < L; ++s) w.Kt[i * C + s] *= e[s * bK + (vec ? i : 0)];
+      const float* bL = w.b + (L - 1) * bK;
+      for (index_t s = 0; s < L; ++s) {
+        if (vec)
+          simd::transform<A>(
+              K, e + s * K, [](B k, B bl, B bs) { return k * decay_exp1<A>(bl - bs); },
+              w.Kc + s * K, bL, w.b + s * K);
+        else
+          simd::transform<A>(K, e + s * K,
+                             [f = B(std::exp(bL[0] - w.b[s] < kFlushLog ? -1000.f
+                                                                         : bL[0] - w.b[s]))](B k) {
+                               return k * f;
+                             },
+                             w.Kc + s * K);
+      }
+      Ke = e;
     }
+    // Kᵀ U with K read through strides (A[i][s] = Ke[s·K + i]): no transposed copy.
     if (p.delta_out) {
-      simd::gemm<A>(K, V, L, 1.f, w.Kt, C, U, V, false, p.delta_out, V);
+      simd::gemm_strided<A>(K, V, L, 1.f, Ke, 1, K, U, V, false, p.delta_out, V);
       for (index_t i = 0; i < K; ++i)
         p.decay_out[i] = p.decay == Decay::None ? 1.f : (vec ? w.eb[(L - 1) * K + i] : w.eb[L - 1]);
     } else {
-      simd::gemm<A>(K, V, L, 1.f, w.Kt, C, U, V, true, S, V);
+      simd::gemm_strided<A>(K, V, L, 1.f, Ke, 1, K, U, V, true, S, V);
     }
   }
 }

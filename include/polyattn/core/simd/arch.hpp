@@ -21,6 +21,7 @@
 //   exp(a)         e^a per lane. xsimd: result 0 below ≈ -88.376 (no subnormals), +inf above
 //                  ≈ 88.376, NaN stays NaN. scalar: std::exp.
 //   neg_inf_to_zero(a)  0 in the lanes that hold −inf, a elsewhere (online-softmax guards).
+//   below_to(a, t, v)   v in the lanes where a < t, a elsewhere (NaN lanes keep NaN).
 //   tanh(a)        tanh per lane (softcap). xsimd: ±1 for large |a|; scalar: std::tanh.
 //   max(a, b)      per-lane maximum. If a lane holds a NaN the result lane is unspecified
 //                  (it depends on the instruction); use max_nan() when NaN must propagate.
@@ -227,6 +228,14 @@ inline B neg_inf_to_zero(const B& a) noexcept {
 }
 inline ScalarBatch neg_inf_to_zero(ScalarBatch a) noexcept {
   return a.value == -std::numeric_limits<float>::infinity() ? 0.f : a.value;
+}
+
+template <XsimdFloatBatch B>
+inline B below_to(const B& a, float t, float v) noexcept {
+  return xsimd::select(a < B(t), B(v), a);
+}
+inline ScalarBatch below_to(ScalarBatch a, float t, float v) noexcept {
+  return a.value < t ? v : a.value;
 }
 
 template <XsimdFloatBatch B>

@@ -7,6 +7,7 @@
 //   scale(alpha, x, n)  x[i] *= alpha
 //   exp(x, out, n)      out[i] = e^x[i]             (out may be x itself; no partial overlap)
 //   exp_inplace(x, n)   x[i] = e^x[i]
+//   transform(n, out, f, x0, x1, ...)  out[i] = f(x0[i], x1[i], ...) with f on whole batches
 // Any n >= 0 works (n <= 0 is an empty array). The last n mod width elements go through a
 // width-sized stack buffer, so nothing outside [0, n) is ever read or written and a tail
 // element gets exactly the same arithmetic as a full-vector element. dot and sum keep four
@@ -228,6 +229,25 @@ void exp(const float* x, float* out, std::int64_t n) noexcept {
 template <SimdArch A>
 void exp_inplace(float* x, std::int64_t n) noexcept {
   simd::exp<A>(x, x, n);
+}
+
+// out[i] = f(x0[i], x1[i], ...) for i in [0, n), f taking and returning batch_t<A> (elementwise
+// glue of the kernels: gated copies, decays, scalings). out may be one of the inputs; the last
+// partial batch runs on zero-padded copies, so f must not trap on zeros (none do).
+template <SimdArch A, class F, class... In>
+void transform(std::int64_t n, float* out, F&& f, const In*... in) noexcept {
+  detail::require_compiled<A>();
+  using B = batch_t<A>;
+  constexpr std::int64_t W = detail::width<A>;
+  std::int64_t i = 0;
+  for (; i + W <= n; i += W) f(B::load_unaligned(in + i)...).store_unaligned(out + i);
+  if constexpr (W > 1) {
+    if (i < n) {
+      detail::Tail<A> t(out + i, n - i, 0.f);
+      t.store(f(detail::Tail<A>(in + i, n - i, 0.f).load()...));
+      t.copy_to(out + i, n - i);
+    }
+  }
 }
 
 // ---- span conveniences (sizes must match; a mismatch throws polyattn::Error) ----------------
