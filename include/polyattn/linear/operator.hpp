@@ -79,15 +79,24 @@ class LinearAttention {
     return o;
   }
 
+  /// Prefill: o (and optionally final_state / final_z) for every token of every sequence.
+  /// @tparam Algo  Recurrent, Chunked<16|32|64|128> or Parallel (same numbers up to fp32 rounding)
+  /// @param in     q, k [B,T,H,K], v [B,T,HV,V], the gates and beta the policies need,
+  ///               optional initial_state [N,HV,K,V] and cu_seqlens (varlen, B == 1)
+  /// @param out    o [B,T,HV,V]; optional final_state [N,HV,K,V]
+  /// @param run    scale (default K^-0.5 of the mapped key dimension, or the preset's)
+  /// @param exec   executor (Serial, ThreadPool, make_executor(...)); bits do not depend on it
+  /// @throws polyattn::Error naming the bad argument; outputs are then untouched
   template <LinearAlgorithm Algo = Recurrent, Executor E = Serial>
   void forward(const LinearInputs& in, const LinearOutputs<float>& out,
                const LinearRunOptions& run = {}, const E& exec = E{}) const {
     run_impl<Algo>(in, out, run, exec);
   }
 
-  // Decode: the new tokens of B sequences (q, k [B,T,H,K], v [B,T,HV,V], gates, beta; T is
-  // usually 1), `state` [B,HV,K,V] read and updated in place, o [B,T,HV,V].
-  // in.initial_state and in.cu_seqlens must be empty (the state argument is the state).
+  /// Decode: the new tokens of B sequences (q, k [B,T,H,K], v [B,T,HV,V], gates, beta; T is
+  /// usually 1), `state` [B,HV,K,V] read and updated in place, o [B,T,HV,V].
+  /// in.initial_state and in.cu_seqlens must be empty (the state argument is the state).
+  /// @throws polyattn::Error naming the bad argument; state and o are then untouched
   template <Executor E = Serial>
   void step(const LinearInputs& in, View4<float> state, View4<float> o,
             const LinearRunOptions& run = {}, const E& exec = E{}) const {

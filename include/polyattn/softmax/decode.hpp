@@ -225,10 +225,13 @@ void DecodeSplitKernel::operator()(A) const {
   });
 }
 
-// Decode: o [B, 1, HQ, Dv] for one query per sequence (q [B, 1, HQ, D]) against `cache`, under
-// opt's window, sink_tokens, softcap and scale (causal is implied; block masks are not
-// supported in decode). The cache's kv heads must divide HQ; a forgetting-gate cache needs
-// gate_heads == HQ. Every sequence must hold at least one token. Validates before writing o.
+/// Decode: o [B, 1, HQ, Dv] for one query per sequence (q [B, 1, HQ, D]) against `cache`, under
+/// opt's window, sink_tokens, softcap and scale (causal is implied; block masks are not
+/// supported in decode). The cache's kv heads must divide HQ; a forgetting-gate cache needs
+/// gate_heads == HQ. Every sequence must hold at least one token, and the keys the query sees.
+/// The query sits at the position of the last cached key: the result equals the last row of a
+/// causal prefill over the same tokens.
+/// @throws polyattn::Error naming the bad argument, before anything is written
 template <Executor E = Serial>
 void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOptions& opt,
                   View4<float> o, const E& exec = E{}) {

@@ -284,13 +284,16 @@ void FlashTileKernel::operator()(A) const {
   }
 }
 
-// Softmax attention prefill (SPEC §3): o [B, T, HQ, Dv] from q, k, v and the optional inputs
-// of SoftmaxInputs (forgetting gate g, ALiBi slopes, sink logits, cu_seqlens) under the masks
-// and modifiers of SoftmaxOptions. Validates everything before writing o; throws
-// polyattn::Error naming the bad argument. Any strides; work runs on `exec`.
-// The overload with `lse` also writes lse [B, T, HQ] = log(Σ_{j visible} e^{s_ij} [+ e^{sink}])
-// (−inf for a query that sees no key), so that outputs over disjoint key sets can be merged
-// exactly (hybrids, split computations).
+/// Softmax attention prefill (SPEC §3): o [B, T, HQ, Dv] from q, k, v and the optional inputs
+/// of SoftmaxInputs (forgetting gate g, ALiBi slopes, sink logits, cu_seqlens) under the masks
+/// and modifiers of SoftmaxOptions. Any strides; work runs on `exec` (bits do not depend on it).
+/// The overload with `lse` also writes lse [B, T, HQ] = log(Σ_{j visible} e^{s_ij} [+ e^{sink}])
+/// (−inf for a query that sees no key), so that outputs over disjoint key sets can be merged
+/// exactly (hybrids, split computations).
+/// @param in   q [B,T,HQ,D], k [B,S,HKV,D], v [B,S,HKV,Dv] and the optional tensors
+/// @param opt  scale, causal, window, sink_tokens, softcap, block_mask
+/// @param o    output [B,T,HQ,Dv]; a query that sees no key gets zeros
+/// @throws polyattn::Error naming the bad argument, before anything is written
 template <Executor E = Serial>
 void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, View4<float> o,
                      View3<float> lse, const E& exec = E{}) {

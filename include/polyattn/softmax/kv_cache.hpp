@@ -31,6 +31,7 @@ struct KVCacheOptions {
   index_t gate_heads = 0;  // > 0: store G = cumsum(g) for that many query heads
 };
 
+/// Keys and values of B sequences for decode (contiguous or paged; see the header comment).
 class KVCache {
  public:
   static constexpr index_t kRowPad = 16;
@@ -69,8 +70,9 @@ class KVCache {
   index_t key_stride() const noexcept { return Dp_; }    // floats between key rows of a page
   index_t value_stride() const noexcept { return Dvp_; }
 
-  // Appends n tokens to every sequence: k [B, n, HKV, D], v [B, n, HKV, Dv], and, when the
-  // cache keeps gates, g [B, n, gate_heads] (log space).
+  /// Appends n tokens to every sequence: k [B, n, HKV, D], v [B, n, HKV, Dv], and, when the
+  /// cache keeps gates, g [B, n, gate_heads] (log space).
+  /// @throws polyattn::Error (shape, capacity) before anything changes
   void append(View4<const float> k, View4<const float> v, View3<const float> g = {}) {
     check_append(k, v, g, B_);
     for (index_t b = 0; b < B_; ++b) write(b, b, k, v, g);
