@@ -85,6 +85,31 @@ void StreamScaleKernel::operator()(A) const {
   for (; i < n; ++i) x[i] *= s;
 }
 
+// Σ x[i] for i in [0, n) with four accumulators: every element read once, nothing written.
+struct StreamReadKernel {
+  const float* x;
+  std::int64_t n;
+  template <simd::SimdArch A>
+  float operator()(A) const;
+};
+
+template <simd::SimdArch A>
+float StreamReadKernel::operator()(A) const {
+  using B = simd::batch_t<A>;
+  constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+  B a0(0.f), a1(0.f), a2(0.f), a3(0.f);
+  std::int64_t i = 0;
+  for (; i + 4 * W <= n; i += 4 * W) {
+    a0 += B::load_unaligned(x + i);
+    a1 += B::load_unaligned(x + i + W);
+    a2 += B::load_unaligned(x + i + 2 * W);
+    a3 += B::load_unaligned(x + i + 3 * W);
+  }
+  float s = simd::reduce_add((a0 + a1) + (a2 + a3));
+  for (; i < n; ++i) s += x[i];
+  return s;
+}
+
 }  // namespace polyattn::bench
 
 #define POLYATTN_BENCH_PEAK_FMA_SIG(A) \
@@ -92,6 +117,8 @@ void StreamScaleKernel::operator()(A) const {
 #define POLYATTN_BENCH_STREAM_SIG(A) void polyattn::bench::StreamScaleKernel::operator()<A>(A) const
 POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_BENCH_PEAK_FMA_SIG);
 POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_BENCH_STREAM_SIG);
+#define POLYATTN_BENCH_READ_SIG(A) float polyattn::bench::StreamReadKernel::operator()<A>(A) const
+POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_BENCH_READ_SIG);
 
 #ifndef POLYATTN_BENCH_KERNELS_ONLY
 
@@ -189,6 +216,41 @@ inline double measured_stream_gbs(std::size_t bytes, int threads = 1) {
   }
   benchmark::DoNotOptimize(buf.data());
   const double gbs = 2.0 * static_cast<double>(n) * sizeof(float) / best_s * 1e-9;
+  cache.emplace(key, gbs);
+  return gbs;
+}
+
+// Read-only bandwidth (GB/s, bytes read / time) of summing a `bytes` buffer, split into
+// `threads` contiguous parts as measured_stream_gbs does; best of 31 runs after 2 warm-ups.
+// The baseline for kernels that only read their operand once (softmax decode over a KV cache).
+inline double measured_read_gbs(std::size_t bytes, int threads = 1) {
+  static std::map<std::pair<std::size_t, int>, double> cache;
+  const auto key = std::make_pair(bytes, threads);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  const auto n = static_cast<std::int64_t>(bytes / sizeof(float));
+  std::vector<float> buf(static_cast<std::size_t>(n), 1.f);
+  const std::int64_t parts = std::max(1, threads);
+  std::vector<float> sums(static_cast<std::size_t>(parts));
+  auto pass = [&] {
+    auto part = [&](std::int64_t p) {
+      const std::int64_t b = n * p / parts, e = n * (p + 1) / parts;
+      sums[static_cast<std::size_t>(p)] = simd::dispatch(StreamReadKernel{buf.data() + b, e - b});
+    };
+    if (parts > 1)
+      shared_pool().parallel_for(parts, part);
+    else
+      part(0);
+  };
+  pass();
+  pass();
+  double best_s = 1e300;
+  for (int run = 0; run < 31; ++run) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pass();
+    best_s = std::min(best_s, seconds_since(t0));
+    benchmark::DoNotOptimize(sums.data());
+  }
+  const double gbs = static_cast<double>(n) * sizeof(float) / best_s * 1e-9;
   cache.emplace(key, gbs);
   return gbs;
 }
