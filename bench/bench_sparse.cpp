@@ -1,0 +1,334 @@
+// bench/bench_sparse.cpp — polyattn-bench-sparse: block-sparse attention at the SPEC.md §7
+// `sparse` shape (causal, B1 H8 D128, T 32768, 90% of the causal blocks skipped), against the
+// dense causal flash kernel of the same binary.
+//
+//   sparse/dense-causal/B:1/H:8/T:<T>/D:128/threads:N        softmax::flash_attention, causal
+//   sparse/topk/keep:0.10/B:1/H:8/T:<T>/D:128/threads:N      sparse_attention(TopKSelector)
+//   sparse/window-sinks/keep:0.10/B:1/H:8/T:<T>/D:128/threads:N  sparse_attention(WindowSinkSelector)
+//   sparse-select/<selector>/B:1/H:8/T:<T>/D:128/threads:N   the selector alone (select())
+// T = 32768 (the SPEC shape) and 4096 (a quick check), 1 and all threads, 64-token blocks.
+// "keep:0.10": the selector's parameter is chosen so that 10% of the causal blocks
+// (nQB·(nQB+1)/2) stay: top-k keeps the diagonal block plus the k best earlier ones by mean-pooled
+// q·k; window-sinks keeps block 0 plus the w blocks ending at the diagonal. The sparse cases time
+// the whole sparse_attention call (selection, K/V packing, kernel); the selector-only cases time
+// select() into a reused mask. Inputs are uniform in [-1, 1] (the block scores then carry little
+// signal, which does not change the cost: top-k keeps exactly k blocks per row).
+//
+// Counters (plain values from the time per iteration; bench_common.hpp): tokens/s (T per second),
+// head_tokens/s and ns_per_head_token (T·H query head-tokens), GFLOP/s and peak_frac from the
+// useful FLOPs: 4·D per visible (query, key) pair and head, the pairs counted from the mask
+// actually used (dense: T(T+1)/2 per head); the sparse cases add
+//   kept_frac         selected blocks / causal blocks, from the mask
+//   selector_ms       time of one select() alone (best of 3, outside the timed loop)
+//   selector_frac     selector_ms / time of the whole sparse_attention call
+//   speedup_vs_dense  dense time / sparse time, when the dense case of the same T and threads ran
+//                     earlier in this process (it is registered first; a filter that leaves it
+//                     out leaves this counter out)
+//
+// Defaults differ from the other bench binaries: 1 repetition (the dense T 32768 case takes
+// minutes on one thread; pass --benchmark_repetitions=3 for medians), min time 0.05 s. A quick
+// check: --benchmark_filter=T:4096. Google Benchmark flags pass through; POLYATTN_ISA caps the
+// kernels' ISA; --polyattn_time=cpu bases single-thread counters on the thread's CPU time.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bench_common.hpp"
+#include "polyattn/softmax/flash.hpp"
+#include "polyattn/sparse/sparse.hpp"
+
+namespace {
+
+using polyattn::index_t;
+namespace pb = polyattn::bench;
+namespace ps = polyattn::sparse;
+
+constexpr index_t kH = 8, kD = 128, kBlock = 64;
+constexpr double kKeep = 0.10;
+
+// ---- inputs -----------------------------------------------------------------------------------
+
+void fill(std::vector<float>& x, std::size_t n, unsigned seed) {
+  x.resize(n);
+  unsigned s = seed;
+  for (auto& e : x) {
+    s = s * 1664525u + 1013904223u;
+    e = -1.f + 2.f * static_cast<float>(s >> 8) / static_cast<float>(1u << 24);
+  }
+}
+
+struct Data {
+  index_t T = 0;
+  std::vector<float> q, k, v, o;
+};
+
+// One problem alive at a time (T 32768 holds 512 MiB of q, k, v, o).
+Data& data(index_t T) {
+  static Data d;
+  if (d.T != T) {
+    const auto n = static_cast<std::size_t>(T * kH * kD);
+    fill(d.q, n, 1);
+    fill(d.k, n, 2);
+    fill(d.v, n, 3);
+    d.o.assign(n, 0.f);
+    d.T = T;
+  }
+  return d;
+}
+
+polyattn::SoftmaxInputs inputs(const Data& d) {
+  return {.q = polyattn::bthd<const float>(d.q.data(), 1, d.T, kH, kD),
+          .k = polyattn::bthd<const float>(d.k.data(), 1, d.T, kH, kD),
+          .v = polyattn::bthd<const float>(d.v.data(), 1, d.T, kH, kD)};
+}
+
+const polyattn::SoftmaxOptions kCausal{.causal = true};
+
+// ---- selector parameters for a kept fraction ----------------------------------------------------
+
+// Causal blocks kept by a pattern that keeps min(qb + 1, per_row(qb)) blocks in row qb.
+template <class F>
+double kept_fraction(index_t nqb, F per_row) {
+  double kept = 0, all = 0;
+  for (index_t qb = 0; qb < nqb; ++qb) {
+    kept += static_cast<double>(std::min(qb + 1, per_row(qb)));
+    all += static_cast<double>(qb + 1);
+  }
+  return kept / all;
+}
+
+// The parameter p ≥ 0 whose pattern keeps the fraction closest to kKeep.
+template <class F>
+index_t parameter_for_keep(index_t nqb, F per_row_of) {
+  index_t best = 0;
+  double err = 2.0;
+  for (index_t p = 0; p <= nqb; ++p) {
+    const double e = std::abs(kept_fraction(nqb, per_row_of(p)) - kKeep);
+    if (e < err) err = e, best = p;
+  }
+  return best;
+}
+
+ps::TopKSelector topk_for(index_t T) {
+  const index_t nqb = T / kBlock;
+  const index_t k = parameter_for_keep(nqb, [](index_t k) { return [k](index_t) { return 1 + k; }; });
+  return {.block = kBlock, .top_k = k};
+}
+
+ps::WindowSinkSelector window_for(index_t T) {
+  const index_t nqb = T / kBlock;
+  const index_t w = parameter_for_keep(nqb, [](index_t w) {
+    return [w](index_t qb) { return w + (qb >= w ? 1 : 0); };  // [qb − w + 1, qb] ∪ {0}
+  });
+  return {.block = kBlock, .keep = {.diagonal = true, .sink_blocks = 1, .local_blocks = w}};
+}
+
+// ---- counting -----------------------------------------------------------------------------------
+
+// Visible causal (query, key) pairs of one head under the mask (T = S, aligned).
+double visible_pairs(const polyattn::BlockMask& m, index_t h, index_t T) {
+  double pairs = 0;
+  for (index_t qb = 0; qb < m.q_blocks(); ++qb)
+    for (index_t kb = 0; kb <= qb && kb < m.k_blocks(); ++kb) {
+      if (!m.visible(0, h, qb, kb)) continue;
+      const index_t i0 = qb * kBlock, i1 = std::min(T, i0 + kBlock);
+      const index_t j0 = kb * kBlock, j1 = std::min(T, j0 + kBlock);
+      for (index_t i = i0; i < i1; ++i) pairs += static_cast<double>(std::max<index_t>(0, std::min(i + 1, j1) - j0));
+    }
+  return pairs;
+}
+
+double causal_blocks(index_t nqb) { return static_cast<double>(nqb) * static_cast<double>(nqb + 1) / 2; }
+
+std::map<std::pair<index_t, int>, double>& dense_seconds() {
+  static std::map<std::pair<index_t, int>, double> m;
+  return m;
+}
+
+template <class F>
+void with_executor(int threads, F&& f) {
+  if (threads > 1)
+    f(pb::shared_pool());
+  else
+    f(polyattn::Serial{});
+}
+
+void set_counters(benchmark::State& st, double seconds, index_t T, double pairs, int threads) {
+  pb::set_throughput_counters(st, seconds, static_cast<double>(T * kH), 4.0 * kD * pairs, threads);
+  if (seconds > 0) st.counters["tokens/s"] = static_cast<double>(T) / seconds;
+}
+
+// ---- cases --------------------------------------------------------------------------------------
+
+void bm_dense(benchmark::State& st, index_t T, int threads) {
+  Data& d = data(T);
+  const auto in = inputs(d);
+  const auto o = polyattn::bthd(d.o.data(), 1, T, kH, kD);
+  double seconds = 0;
+  with_executor(threads, [&](const auto& exec) {
+    const pb::LoopTimer timer(threads);
+    for (auto _ : st) {
+      try {
+        polyattn::softmax::flash_attention(in, kCausal, o, exec);
+      } catch (const std::exception& e) {
+        st.SkipWithError(e.what());
+        break;
+      }
+      benchmark::ClobberMemory();
+    }
+    seconds = timer.per_iteration(st);
+  });
+  if (seconds > 0) dense_seconds()[{T, threads}] = seconds;
+  set_counters(st, seconds, T, kH * static_cast<double>(T) * static_cast<double>(T + 1) / 2, threads);
+}
+
+template <class Sel>
+void bm_sparse(benchmark::State& st, Sel sel, index_t T, int threads) {
+  Data& d = data(T);
+  const auto in = inputs(d);
+  const auto o = polyattn::bthd(d.o.data(), 1, T, kH, kD);
+  polyattn::BlockMask mask;
+  double seconds = 0, select_s = 1e300;
+  with_executor(threads, [&](const auto& exec) {
+    try {
+      for (int r = 0; r < 3; ++r) {  // the selector alone, also sizing the mask
+        const auto t0 = std::chrono::steady_clock::now();
+        sel.select(in, kCausal, mask, exec);
+        select_s = std::min(select_s, pb::seconds_since(t0));
+      }
+    } catch (const std::exception& e) {
+      st.SkipWithError(e.what());
+      return;
+    }
+    const pb::LoopTimer timer(threads);
+    for (auto _ : st) {
+      try {
+        ps::sparse_attention(sel, in, kCausal, o, mask, exec);
+      } catch (const std::exception& e) {
+        st.SkipWithError(e.what());
+        break;
+      }
+      benchmark::ClobberMemory();
+    }
+    seconds = timer.per_iteration(st);
+  });
+  if (seconds <= 0) return;
+  double pairs = 0, kept = 0;
+  for (index_t h = 0; h < kH; ++h) pairs += visible_pairs(mask, h, T);
+  for (const auto b : mask.bytes()) kept += b;
+  set_counters(st, seconds, T, pairs, threads);
+  st.counters["kept_frac"] = kept / (kH * causal_blocks(mask.q_blocks()));
+  st.counters["selector_ms"] = select_s * 1e3;
+  st.counters["selector_frac"] = select_s / seconds;
+  if (const auto it = dense_seconds().find({T, threads}); it != dense_seconds().end())
+    st.counters["speedup_vs_dense"] = it->second / seconds;
+}
+
+template <class Sel>
+void bm_select(benchmark::State& st, Sel sel, index_t T, int threads) {
+  Data& d = data(T);
+  const auto in = inputs(d);
+  polyattn::BlockMask mask;
+  double seconds = 0;
+  with_executor(threads, [&](const auto& exec) {
+    const pb::LoopTimer timer(threads);
+    for (auto _ : st) {
+      try {
+        sel.select(in, kCausal, mask, exec);
+      } catch (const std::exception& e) {
+        st.SkipWithError(e.what());
+        break;
+      }
+      benchmark::DoNotOptimize(mask.bytes().data());
+    }
+    seconds = timer.per_iteration(st);
+  });
+  if (seconds <= 0) return;
+  double kept = 0;
+  for (const auto b : mask.bytes()) kept += b;
+  // No attention FLOPs here: tokens/s and ns_per_head_token only.
+  st.counters["tokens/s"] = static_cast<double>(T) / seconds;
+  st.counters["ns_per_head_token"] = seconds * 1e9 / static_cast<double>(T * kH);
+  st.counters["kept_frac"] = kept / (kH * causal_blocks(mask.q_blocks()));
+}
+
+// ---- registration -------------------------------------------------------------------------------
+
+std::string shape(index_t T, int threads) {
+  return "B:1/H:" + std::to_string(kH) + "/T:" + std::to_string(T) + "/D:" + std::to_string(kD) +
+         "/threads:" + std::to_string(threads);
+}
+
+template <class F>
+void add(const std::string& name, F&& f) {
+  benchmark::RegisterBenchmark(name.c_str(), std::forward<F>(f))
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+}
+
+void register_all() {
+  std::vector<int> thread_counts{1};
+  if (pb::all_threads() > 1) thread_counts.push_back(pb::all_threads());
+  for (const index_t T : {index_t{32768}, index_t{4096}}) {
+    for (const int threads : thread_counts) {
+      const std::string s = shape(T, threads);
+      const auto topk = topk_for(T);
+      const auto window = window_for(T);
+      add("sparse/dense-causal/" + s, [T, threads](benchmark::State& st) { bm_dense(st, T, threads); });
+      add("sparse/topk/keep:0.10/" + s,
+          [=](benchmark::State& st) { bm_sparse(st, topk, T, threads); });
+      add("sparse/window-sinks/keep:0.10/" + s,
+          [=](benchmark::State& st) { bm_sparse(st, window, T, threads); });
+      add("sparse-select/topk/" + s, [=](benchmark::State& st) { bm_select(st, topk, T, threads); });
+      add("sparse-select/window-sinks/" + s,
+          [=](benchmark::State& st) { bm_select(st, window, T, threads); });
+      add("sparse-select/mass:0.9/" + s, [=](benchmark::State& st) {
+        bm_select(st, ps::MassSelector{.block = kBlock, .gamma = 0.9}, T, threads);
+      });
+      add("sparse-select/linear-topk/" + s, [=](benchmark::State& st) {
+        bm_select(st, ps::LinearTopKSelector{.block = kBlock, .top_k = topk.top_k}, T, threads);
+      });
+      add("sparse-select/power/" + s, [=](benchmark::State& st) {
+        bm_select(st, ps::PowerSelector{.block = kBlock}, T, threads);
+      });
+    }
+  }
+}
+
+void print_figures() {
+  pb::print_machine_figures();
+  const char* isa = polyattn::simd::isa_name(polyattn::simd::best_arch());
+  for (const index_t T : {index_t{32768}, index_t{4096}})
+    std::fprintf(stderr, "polyattn bench: T %lld: top_k %lld, window-sinks local_blocks %lld (keep %.2f of causal blocks)\n",
+                 static_cast<long long>(T), static_cast<long long>(topk_for(T).top_k),
+                 static_cast<long long>(window_for(T).keep.local_blocks), kKeep);
+  benchmark::AddCustomContext("kernel_isa", isa);
+  benchmark::AddCustomContext("counter_time",
+                              pb::time_base() == pb::TimeBase::cpu
+                                  ? "thread CPU time (1 thread), real time (threads > 1)"
+                                  : "real time");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // This binary's defaults go before the user's flags (which override them) and after the
+  // project defaults that initialize() inserts.
+  static std::string reps = "--benchmark_repetitions=1";
+  std::vector<char*> args(argv, argv + argc);
+  args.insert(args.begin() + 1, reps.data());
+  if (!pb::initialize(static_cast<int>(args.size()), args.data())) return 2;
+  print_figures();
+  register_all();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
