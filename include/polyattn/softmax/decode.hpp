@@ -70,6 +70,27 @@ inline void prefetch_row(const float* p, index_t floats) noexcept {
 #endif
 }
 
+// out[g·ld + u] = q_g · k_u for GB query rows and KB key rows (all Dp long, Dp a multiple of
+// the batch width), GB·KB accumulators in registers.
+template <simd::SimdArch A, int GB, int KB>
+void dot_block(const float* q, const float* k, index_t Dp, float* out, index_t ld) noexcept {
+  using Bt = simd::batch_t<A>;
+  constexpr index_t W = static_cast<index_t>(Bt::size);
+  Bt acc[GB][KB];
+  POLYATTN_UNROLL for (int g = 0; g < GB; ++g)
+    POLYATTN_UNROLL for (int u = 0; u < KB; ++u) acc[g][u] = Bt(0.f);
+  for (index_t e = 0; e < Dp; e += W) {
+    Bt kv[KB];
+    POLYATTN_UNROLL for (int u = 0; u < KB; ++u) kv[u] = Bt::load_unaligned(k + u * Dp + e);
+    POLYATTN_UNROLL for (int g = 0; g < GB; ++g) {
+      const Bt qv = Bt::load_unaligned(q + g * Dp + e);
+      POLYATTN_UNROLL for (int u = 0; u < KB; ++u) acc[g][u] = simd::fma(qv, kv[u], acc[g][u]);
+    }
+  }
+  POLYATTN_UNROLL for (int g = 0; g < GB; ++g)
+    POLYATTN_UNROLL for (int u = 0; u < KB; ++u) out[g * ld + u] = simd::reduce_add(acc[g][u]);
+}
+
 // Whether key j may be seen by the decode query at p (causality holds by construction).
 inline bool decode_visible(const SoftmaxOptions& opt, index_t p, index_t j) noexcept {
   if (j < opt.sink_tokens) return true;
@@ -132,22 +153,30 @@ void DecodeSplitKernel::operator()(A) const {
       }
   };
 
-  // Scores s[g][j − j0] for the visible keys (the others are 0 here, −inf after the modifiers).
+  // Scores s[g][j − j0] for the visible keys (the others are 0 here, −inf after the modifiers),
+  // in register blocks of up to 4 heads × 4 keys (2 keys on 16-register ISAs): each loaded
+  // q and k vector feeds several dot products.
+  constexpr index_t KQ = sizeof(Bt) >= 64 ? 4 : 2;
   for_visible([&](const KVCache::Run& r, index_t j, index_t cnt) {
-    for (index_t t = 0; t < cnt; ++t) {
-      const float* krow = r.k + t * Dp;
-      if (t + detail::kPrefetchRows < cnt) detail::prefetch_row(krow + detail::kPrefetchRows * Dp, Dp);
-      for (index_t g = 0; g < G; ++g) {
+    for (index_t t = 0; t < cnt; t += KQ) {
+      const index_t kq = std::min(KQ, cnt - t);
+      if (t + detail::kPrefetchRows + KQ <= cnt)
+        detail::prefetch_row(r.k + (t + detail::kPrefetchRows) * Dp, KQ * Dp);
+      float* out = s + (j + t - j0);
+      for (index_t g = 0; g < G;) {
+        const index_t gb = G - g >= 4 ? 4 : (G - g >= 2 ? 2 : 1);
         const float* qg = q + g * Dp;
-        Bt a0(0.f), a1(0.f);
-        index_t e = 0;
-        for (; e + 2 * W <= Dp; e += 2 * W) {
-          a0 = simd::fma(Bt::load_unaligned(qg + e), Bt::load_unaligned(krow + e), a0);
-          a1 = simd::fma(Bt::load_unaligned(qg + e + W), Bt::load_unaligned(krow + e + W), a1);
+        const float* kr = r.k + t * Dp;
+        if (kq == KQ) {
+          if (gb == 4) detail::dot_block<A, 4, KQ>(qg, kr, Dp, out + g * npad, npad);
+          else if (gb == 2) detail::dot_block<A, 2, KQ>(qg, kr, Dp, out + g * npad, npad);
+          else detail::dot_block<A, 1, KQ>(qg, kr, Dp, out + g * npad, npad);
+        } else {
+          for (index_t u = 0; u < kq; ++u)
+            for (index_t gg = 0; gg < gb; ++gg)
+              detail::dot_block<A, 1, 1>(qg + gg * Dp, kr + u * Dp, Dp, out + (g + gg) * npad + u, npad);
         }
-        for (; e < Dp; e += W)
-          a0 = simd::fma(Bt::load_unaligned(qg + e), Bt::load_unaligned(krow + e), a0);
-        s[g * npad + (j + t - j0)] = simd::reduce_add(a0 + a1);
+        g += gb;
       }
     }
   });
@@ -163,9 +192,10 @@ void DecodeSplitKernel::operator()(A) const {
     double g_ref = 0.0;
     if (mods.forget) {
       g_ref = C.gate_cumsum(b, h, p);
-      for (index_t c = 0; c < n; ++c)
-        gk[c] = static_cast<float>(C.gate_cumsum(b, h, j0 + c) - g_ref);
-      for (index_t c = n; c < npad; ++c) gk[c] = 0.f;
+      std::fill(gk, gk + npad, 0.f);  // keys outside the visible ranges may be dropped
+      for (const auto& rg : ranges)
+        for (index_t jj = rg[0]; jj < rg[1]; ++jj)
+          gk[jj - j0] = static_cast<float>(C.gate_cumsum(b, h, jj) - g_ref);
     }
     mods.alibi = alibi;
     if (alibi) mods.alibi_slope = P.in->alibi_slopes(h);

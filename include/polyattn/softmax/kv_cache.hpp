@@ -54,6 +54,7 @@ class KVCache {
     page_ = opt.page_size > 0 ? opt.page_size : opt.capacity;
     len_.assign(static_cast<std::size_t>(B_), 0);
     first_kept_.assign(static_cast<std::size_t>(B_), 0);
+    last_G_.assign(static_cast<std::size_t>(B_ * opt.gate_heads), 0.0);
     table_.resize(static_cast<std::size_t>(B_));
     if (opt.page_size == 0)
       for (index_t b = 0; b < B_; ++b) add_page(b);
@@ -208,9 +209,10 @@ class KVCache {
         for (index_t e = Dv_; e < Dvp_; ++e) vr[e] = 0.f;
       }
       for (index_t h = 0; h < opt_.gate_heads; ++h) {
-        const double prev = len > 0 ? gate_cumsum(b, h, len - 1) : 0.0;
-        pg.G[static_cast<std::size_t>(o * opt_.gate_heads + h)] =
-            prev + static_cast<double>(g(row, t, h));
+        double& run = last_G_[static_cast<std::size_t>(b * opt_.gate_heads + h)];
+        const double prev = len > 0 ? run : 0.0;  // the last token's page may be dropped
+        run = prev + static_cast<double>(g(row, t, h));
+        pg.G[static_cast<std::size_t>(o * opt_.gate_heads + h)] = run;
       }
     }
   }
@@ -219,6 +221,7 @@ class KVCache {
   KVCacheOptions opt_;
   index_t Dp_ = 0, Dvp_ = 0, page_ = 0;
   std::vector<index_t> len_, first_kept_;
+  std::vector<double> last_G_;  // running gate cumsum per (sequence, gate head)
   std::vector<std::vector<index_t>> table_;  // page ids per sequence; −1 = dropped
   std::vector<index_t> free_;
   std::vector<std::unique_ptr<Page>> pages_;
