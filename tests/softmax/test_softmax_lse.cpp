@@ -244,9 +244,7 @@ TEST(SoftmaxLse, BadLseLeavesOutputsUntouched) {
 
 // An lse view with a shape but no data is a caller error, as for the optional inputs (g, sink,
 // alibi_slopes reject null data with a non-empty shape).
-// DISABLED: the kernel treats it as "no lse" (absent() only looks at the pointer) and silently
-// writes nothing to it.
-TEST(SoftmaxLse, DISABLED_NullLseWithShapeIsAnError) {
+TEST(SoftmaxLse, NullLseWithShapeIsAnError) {
   SoftmaxData data({.B = 2, .T = 10, .S = 12, .HQ = 4, .HKV = 2, .D = 8, .Dv = 6}, {}, 41);
   std::vector<float> o(2 * 10 * 4 * 6, test::kSentinel);
   try {

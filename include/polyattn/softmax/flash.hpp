@@ -145,7 +145,9 @@ void FlashTileKernel::operator()(A) const {
 
   const MaskSet mask = MaskSet::from(opt, sq.b, h, sq.q0, sq.k0);
   const bool masked = mask.masks_anything();
-  const bool causal_only = opt.causal && opt.window == 0 && opt.block_mask == nullptr;
+  // Causal is the only mask left inside a partial tile when there is no window and no block
+  // mask, or the tile's block-mask blocks are all set (sink keys are then visible anyway).
+  const bool causal_no_window = opt.causal && opt.window == 0;
   ModifierSet mods;
   mods.softcap = static_cast<float>(opt.softcap);
   mods.alibi = !in.alibi_slopes.absent();
@@ -163,9 +165,15 @@ void FlashTileKernel::operator()(A) const {
   float* l = m + TQ;         // running sum
   float* al = l + TQ;        // this tile's rescale factor e^{m_old − m_new}
   float* gq = al + TQ;       // forgetting bias: G_p − G_ref
-  for (index_t e = 0; e < D; ++e) {
-    for (index_t r = 0; r < M; ++r) Qt[e * TQ + r] = in.q(sq.b, sq.q0 + r0 + r, h, e);
-    for (index_t r = M; r < TQ; ++r) Qt[e * TQ + r] = 0.f;
+  if (M < TQ) std::fill(Qt, Qt + D * TQ, 0.f);
+  for (index_t r = 0; r < M; ++r) {  // rows read in order (q rows are HQ·D floats apart)
+    const index_t t = sq.q0 + r0 + r;
+    if (in.q.stride(3) == 1) {
+      const float* qr = &in.q(sq.b, t, h, 0);
+      for (index_t e = 0; e < D; ++e) Qt[e * TQ + r] = qr[e];
+    } else {
+      for (index_t e = 0; e < D; ++e) Qt[e * TQ + r] = in.q(sq.b, t, h, e);
+    }
   }
   std::fill(Ob, Ob + TQ * Dvp, 0.f);
   std::fill(m, m + TQ, ninf);
@@ -190,6 +198,9 @@ void FlashTileKernel::operator()(A) const {
     const index_t j0 = t * TK, n = std::min(TK, sq.nk - j0);
     const TileClass cls = masked ? mask.classify(rows, {j0, j0 + n}) : TileClass::Full;
     if (cls == TileClass::Skip) continue;
+    const bool causal_only =
+        causal_no_window && (opt.block_mask == nullptr ||
+                             mask.block.classify(rows, {j0, j0 + n}) == TileClass::Full);
 
     // Sᵀ = scale · K_tile Q_tileᵀ: one row per key, the tile's queries along the lanes.
     simd::gemm<A>(n, TQ, D, static_cast<float>(P.d.scale), kp + j0 * D, D, Qt, TQ, false, St, TQ);
@@ -299,10 +310,8 @@ void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, View4<f
                      View3<float> lse, const E& exec = E{}) {
   FlashProblem P;
   P.d = validate(in, opt, o);
-  if (!lse.absent()) {
-    check::well_formed("lse", lse);
-    check::shape_is("lse", lse, {P.d.B, P.d.T, P.d.HQ}, "[B, T, HQ] from q");
-  }
+  check::well_formed("lse", lse);  // rejects null data with a non-empty shape
+  if (!lse.absent()) check::shape_is("lse", lse, {P.d.B, P.d.T, P.d.HQ}, "[B, T, HQ] from q");
   P.in = &in;
   P.opt = &opt;
   P.o = o;
