@@ -107,7 +107,7 @@ struct AgentDims {
   double scale = 1.0;
 };
 
-namespace detail::hybrid {
+namespace detail::hybrid_args {
 
 // q, k [B,T,H,D] and v [B,T,H,V] of a causal hybrid.
 inline HybridDims check_causal_qkv(const View4<const float>& q, const View4<const float>& k,
@@ -170,14 +170,14 @@ inline LinearQK linear_qk(const View4<const float>& q, const View4<const float>&
   return r;
 }
 
-}  // namespace detail::hybrid
+}  // namespace detail::hybrid_args
 
 // ---- validation -----------------------------------------------------------------------------
 
 template <class Out>
 BasedHybridDims validate_based_hybrid(const BasedHybridInputs& in, const BasedHybridOptions& opt,
                                       const TensorView<Out, 4>& o) {
-  namespace h = detail::hybrid;
+  namespace h = detail::hybrid_args;
   BasedHybridDims r;
   static_cast<HybridDims&>(r) = h::check_causal_qkv(in.q, in.k, in.v);
   const auto qk = h::linear_qk(in.q, in.k, in.lin_q, in.lin_k, r);
@@ -197,7 +197,7 @@ BasedHybridDims validate_based_hybrid(const BasedHybridInputs& in, const BasedHy
 template <class Out>
 LolcatsDims validate_lolcats(const LolcatsInputs& in, const LolcatsOptions& opt,
                              const TensorView<Out, 4>& o) {
-  namespace h = detail::hybrid;
+  namespace h = detail::hybrid_args;
   LolcatsDims r;
   static_cast<HybridDims&>(r) = h::check_causal_qkv(in.q, in.k, in.v);
   r.F = h::check_bth("phi_q", in.phi_q, r, 0, true);
@@ -215,7 +215,7 @@ LolcatsDims validate_lolcats(const LolcatsInputs& in, const LolcatsOptions& opt,
 template <class Out>
 LigerDims validate_liger(const LigerInputs& in, const LigerOptions& opt,
                          const TensorView<Out, 4>& o) {
-  namespace h = detail::hybrid;
+  namespace h = detail::hybrid_args;
   LigerDims r;
   static_cast<HybridDims&>(r) = h::check_causal_qkv(in.q, in.k, in.v);
   const auto qk = h::linear_qk(in.q, in.k, in.lin_q, in.lin_k, r);
@@ -264,7 +264,7 @@ AgentDims validate_agent(const AgentInputs& in, const AgentOptions& opt,
   check::shape_is("agents", in.agents, {r.B, r.n, r.H, r.D}, "[B, n, H, D] from q");
   check::required("o", o);
   check::shape_is("o", o, {r.B, r.T, r.H, r.V}, "[B, T, H, V] from q and v");
-  r.scale = detail::hybrid::resolve_scale("scale", opt.scale, r.D);
+  r.scale = detail::hybrid_args::resolve_scale("scale", opt.scale, r.D);
   return r;
 }
 

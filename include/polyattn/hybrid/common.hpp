@@ -1,0 +1,158 @@
+// polyattn/hybrid/common.hpp — pieces shared by the hybrid combiners (SPEC §4):
+//   HybridCombiner          the concept a combiner tag (BasedHybrid, Lolcats, Liger, AgentAttention)
+//                           satisfies; hybrid_attention<C>() in hybrid.hpp dispatches on it
+//   DecoderShape            sizes of a stateful decoder (B sequences decoded in lock step)
+//   detail::...     the causal sliding-window softmax branch (flash_attention), the window
+//                           KV cache fill with drop_before (O(window + page) memory), row-parallel
+//                           element-wise combination, and the checks every decoder's step runs.
+// Every combiner needs the per-ISA kernel units of both families linked (POLYATTN_KERNEL_UNITS).
+#pragma once
+
+#include <algorithm>
+#include <concepts>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "polyattn/args/hybrid.hpp"
+#include "polyattn/args/linear.hpp"
+#include "polyattn/args/softmax.hpp"
+#include "polyattn/core/error.hpp"
+#include "polyattn/core/executor.hpp"
+#include "polyattn/core/tensor_view.hpp"
+#include "polyattn/core/validate.hpp"
+#include "polyattn/policies/algorithm.hpp"
+#include "polyattn/softmax/flash.hpp"
+#include "polyattn/softmax/kv_cache.hpp"
+
+namespace polyattn::hybrid {
+
+// A hybrid combiner tag: its argument structs, its decoder class, and a static forward() that
+// runs the fast prefill operator on any executor.
+template <class C>
+concept HybridCombiner =
+    requires {
+      typename C::Inputs;
+      typename C::Options;
+      typename C::Decoder;
+    } &&
+    requires(const typename C::Inputs& in, const typename C::Options& opt, View4<float> o) {
+      C::template forward<Chunked<64>>(in, opt, o, Serial{});
+    };
+
+// Sizes of a decoder: `batch` sequences advanced together, one token each per step().
+struct DecoderShape {
+  index_t batch = 0, heads = 0;
+  index_t head_dim = 0;    // D of q, k (softmax branch; agents)
+  index_t value_dim = 0;   // V
+  index_t lin_dim = 0;     // K of lin_q / lin_k (Based, Liger) or F of phi_q / phi_k (LoLCATs);
+                           // 0 = head_dim
+  index_t page_size = 64;  // KV-cache page, tokens (window caches)
+  index_t linear_dim() const noexcept { return lin_dim > 0 ? lin_dim : head_dim; }
+};
+
+namespace detail {
+
+using polyattn::detail::hybrid_args::check_finite;
+using polyattn::detail::hybrid_args::check_window;
+using polyattn::detail::hybrid_args::resolve_scale;
+
+inline constexpr index_t kRowsPerTask = 64;  // rows of an element-wise combination task
+
+// A [B,T,H,X] view of contiguous storage (resized, contents unspecified).
+inline View4<float> scratch4(std::vector<float>& buf, index_t B, index_t T, index_t H, index_t X) {
+  buf.resize(static_cast<std::size_t>(B * T * H * X));
+  return View4<float>::contiguous(buf.data(), {B, T, H, X});
+}
+
+// Causal sliding-window softmax branch SWA_w(q, k, v) into o (and lse when given).
+template <Executor E>
+void swa(const View4<const float>& q, const View4<const float>& k, const View4<const float>& v,
+         std::span<const std::int64_t> cu, index_t window, double scale, View4<float> o,
+         View3<float> lse, const E& exec) {
+  SoftmaxInputs in;
+  in.q = q;
+  in.k = k;
+  in.v = v;
+  in.cu_seqlens = cu;
+  SoftmaxOptions opt;
+  opt.scale = scale;
+  opt.causal = true;
+  opt.window = window;
+  softmax::flash_attention(in, opt, o, lse, exec);
+}
+
+// fn(b, t) for every row of a [B, T, ...] tensor, in tasks of kRowsPerTask rows. Rows are
+// independent, so the result does not depend on the executor.
+template <class E, class F>
+void for_rows(index_t B, index_t T, const E& exec, F&& fn) {
+  const index_t per_b = (T + kRowsPerTask - 1) / kRowsPerTask;
+  exec.parallel_for(B * per_b, [&](index_t task) {
+    const index_t b = task / per_b, t0 = (task % per_b) * kRowsPerTask;
+    const index_t t1 = std::min(T, t0 + kRowsPerTask);
+    for (index_t t = t0; t < t1; ++t) fn(b, t);
+  });
+}
+
+// Rows [t0, t1) of a [B, T, H, X] view.
+inline View4<const float> rows(const View4<const float>& x, index_t t0, index_t t1) {
+  return View4<const float>(x.ptr(0, t0, 0, 0), {x.size(0), t1 - t0, x.size(2), x.size(3)},
+                            x.strides());
+}
+
+// Releases the pages of every sequence that only hold tokens before length − keep.
+inline void drop_behind(softmax::KVCache& cache, index_t keep) {
+  for (index_t b = 0; b < cache.batch(); ++b)
+    cache.drop_before(b, std::max<index_t>(0, cache.length(b) - keep));
+}
+
+// Appends k, v [B, T, H, ·] to a cache, one page at a time, releasing after each piece every
+// page whose tokens all lie before length − keep, so a long prefill never holds more than about
+// keep + 2 pages per sequence. (Rows dropped at once are still copied: KVCache cannot start a
+// sequence at a later position.)
+inline void fill_cache(softmax::KVCache& cache, const View4<const float>& k,
+                       const View4<const float>& v, index_t keep) {
+  const index_t T = k.size(1), step = std::max<index_t>(1, cache.page_size());
+  for (index_t t0 = 0; t0 < T; t0 += step) {
+    const index_t t1 = std::min(T, t0 + step);
+    cache.append(rows(k, t0, t1), rows(v, t0, t1));
+    drop_behind(cache, keep);
+  }
+}
+
+// Checks of a decoder's step() beyond the combiner's own validation (which already tied k, v
+// and the optional inputs to q): one new token for each of the decoder's sequences, no varlen.
+inline void check_step(const View4<const float>& q, const View4<const float>& v,
+                       std::span<const std::int64_t> cu, const DecoderShape& s) {
+  if (!cu.empty())
+    throw Error("cu_seqlens", "is not supported by a decoder (it advances B sequences together)");
+  check::shape_is("q", q, {s.batch, 1, s.heads, s.head_dim},
+                  "[B, 1, H, D] of the decoder: one new token per sequence");
+  check::shape_is("v", v, {s.batch, 1, s.heads, s.value_dim}, "[B, 1, H, V] of the decoder");
+}
+
+// Checks of a decoder's prefill(): a fresh decoder, B sequences of T tokens, no varlen.
+inline void check_prefill(const View4<const float>& q, const View4<const float>& v,
+                          std::span<const std::int64_t> cu, const DecoderShape& s,
+                          index_t position) {
+  if (position != 0)
+    throw Error("decoder", "prefill() needs a fresh decoder, this one holds " +
+                               std::to_string(position) + " tokens per sequence (call reset())");
+  if (!cu.empty())
+    throw Error("cu_seqlens", "is not supported by a decoder (it advances B sequences together)");
+  check::shape_is("q", q, {s.batch, q.size(1), s.heads, s.head_dim}, "[B, T, H, D] of the decoder");
+  check::shape_is("v", v, {s.batch, q.size(1), s.heads, s.value_dim}, "[B, T, H, V] of the decoder");
+}
+
+// Validates a decoder's sizes at construction.
+inline void check_shape(const DecoderShape& s) {
+  check::positive("batch", s.batch);
+  check::positive("heads", s.heads);
+  check::positive("head_dim", s.head_dim);
+  check::positive("value_dim", s.value_dim);
+  if (s.lin_dim < 0) throw Error("lin_dim", "must be >= 0 (0 = head_dim), got " + std::to_string(s.lin_dim));
+  check::positive("page_size", s.page_size);
+}
+
+}  // namespace detail
+}  // namespace polyattn::hybrid

@@ -1,0 +1,26 @@
+// polyattn/hybrid/hybrid.hpp — the hybrid combiners of SPEC §4, prefill and decode:
+//
+//   combiner tag     prefill operator               decoder               header
+//   BasedHybrid      hybrid::based_hybrid<Algo>     BasedHybridDecoder    based.hpp
+//   Lolcats          hybrid::lolcats<Algo>          LolcatsDecoder        lolcats.hpp
+//   Liger            hybrid::liger<Algo>            LigerDecoder          liger.hpp
+//   AgentAttention   hybrid::agent_attention        AgentDecoder          agent.hpp
+//
+// hybrid_attention<C, Algo>(in, opt, o, exec) runs combiner C (a HybridCombiner) with the
+// linear branch tiled by Algo (Chunked<64> by default; ignored by agent attention). Argument
+// structs and validation: polyattn/args/hybrid.hpp (the same as the naive references in
+// polyattn/reference/hybrid.hpp). Link the kernel units of both families (POLYATTN_KERNEL_UNITS).
+#pragma once
+
+#include "polyattn/hybrid/based.hpp"
+#include "polyattn/hybrid/common.hpp"
+
+namespace polyattn::hybrid {
+
+template <HybridCombiner C, LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
+void hybrid_attention(const typename C::Inputs& in, const typename C::Options& opt,
+                      View4<float> o, const E& exec = E{}) {
+  C::template forward<Algo>(in, opt, o, exec);
+}
+
+}  // namespace polyattn::hybrid
