@@ -1,0 +1,331 @@
+// polyattn/hybrid/lolcats.hpp — LoLCATs hybrid (Zhang et al. 2024): sliding-window softmax over
+// the last w keys and linear attention over the keys outside the window, under ONE shared
+// denominator. Per (sequence, head), position p, W_p = [p − w + 1, p] (clipped), O_p = [0, p − w]:
+//
+//   s_pj = scale·q_p·k_j,  m_p = max_{j∈W_p} s_pj,  a_pj = φq_p·φk_j
+//   o_p = (γ Σ_{W_p} e^{s_pj − m_p} v_j + Σ_{O_p} a_pj v_j) / (γ Σ_{W_p} e^{s_pj − m_p} + Σ_{O_p} a_pj)
+//
+// (reference::lolcats; as in LoLCATs' code the window weights are taken relative to the window's
+// max score m_p, which fixes how the two parts mix; φq, φk come feature-mapped from the caller.)
+//
+// Prefill (lolcats<Algo>(in, opt, o, exec)), from three library kernels:
+//   1. flash_attention (causal, window w) gives o_w = Σ_W e^{s} v / Σ_W e^{s} and
+//      lse = log Σ_W e^{s}. Then Σ_W e^{s − m} = e^{lse − m}, so the window's share is
+//      Z_p = γ e^{lse_p − m_p} and its numerator Z_p · o_w.
+//   2. m_p, the row max over the window, by a blocked Q·Kᵀ pass (Eigen GEMM; flash_attention does
+//      not report its running max — see window_row_max below).
+//   3. The lagged linear numerator / denominator N_p = Σ_{j≤p−w} a_pj v_j, Dn_p = Σ_{j≤p−w} a_pj
+//      in one linear-attention call (linear_attn: no decay, additive, no normaliser, scale 1,
+//      tiling Algo) on q = φq and keys / values delayed by w tokens, with a ones column appended
+//      to v: k'_t = φk_{t−w}, v'_t = [v_{t−w}, 1] (zeros for t < w), so o'_p = [N_p, Dn_p].
+//   o_p = (Z_p o_w + N_p) / (Z_p + Dn_p), formed in double.
+// Range: lse_p − m_p ∈ [0, log |W_p|] exactly, so Z_p never overflows or underflows, whatever the
+// scores (unlike the un-shifted form (γ o_w + e^{−lse} N)/(γ + e^{−lse} Dn), whose e^{−lse}
+// overflows for very negative scores and which does not carry the m_p of this definition). The
+// window always holds key p, so lse is finite for finite inputs; a row whose lse is −inf (no
+// visible key; not produced by finite inputs) takes Z = 0, i.e. o = N / Dn. Non-finite inputs
+// propagate (NaN / ±Inf); N and Dn are fp32 sums, as in any linear attention. Rows with an empty
+// outside part (p < w, or w ≥ T) get N = Dn = 0 exactly, hence o = o_w.
+//
+// Decode (LolcatsDecoder): one paged KV cache whose key rows hold [k | φk] side by side; each
+// step attends to the window directly (scores, m, Σ e^{s−m}, Σ e^{s−m} v — the reference's form;
+// flash_decode reports no lse / max) and folds the token leaving the window (p − w) into the
+// lagged state [B, H, F, V+1] with LinearAttention::step. Pages behind p − w are released.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "polyattn/args/hybrid.hpp"
+#include "polyattn/core/sequences.hpp"
+#include "polyattn/hybrid/common.hpp"
+#include "polyattn/linear/presets.hpp"
+
+namespace polyattn::hybrid {
+
+namespace detail {
+
+// m[(b·T + t)·H + h] = scale · max_{j∈W_p} q_p·k_j for every row of a validated call, in tasks of
+// (sequence, head, kMaxTileQ queries), key tiles of kMaxTileK. Each task's arithmetic is fixed,
+// so the result does not depend on the executor. The max is exact over the float dot products
+// (only their rounding differs from the flash kernel's).
+inline constexpr index_t kMaxTileQ = 64, kMaxTileK = 256;
+
+template <class E>
+void window_row_max(const View4<const float>& q, const View4<const float>& k,
+                    std::span<const std::int64_t> cu, const HybridDims& d, index_t window,
+                    double scale, std::vector<float>& m, const E& exec) {
+  using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const std::vector<Segment> segs = segments(d.B, d.T, cu);
+  struct Task {
+    index_t seg, h, p0;
+  };
+  std::vector<Task> tasks;
+  for (index_t s = 0; s < static_cast<index_t>(segs.size()); ++s)
+    for (index_t p0 = 0; p0 < segs[static_cast<std::size_t>(s)].length; p0 += kMaxTileQ)
+      for (index_t h = 0; h < d.H; ++h) tasks.push_back({s, h, p0});
+  m.assign(static_cast<std::size_t>(d.B * d.T * d.H), 0.f);
+  const float ninf = -std::numeric_limits<float>::infinity();
+  exec.parallel_for(static_cast<index_t>(tasks.size()), [&](index_t i) {
+    const Task& tk = tasks[static_cast<std::size_t>(i)];
+    const Segment& sg = segs[static_cast<std::size_t>(tk.seg)];
+    const index_t nq = std::min(kMaxTileQ, sg.length - tk.p0);
+    const index_t j_lo = std::max<index_t>(0, tk.p0 - window + 1), j_hi = tk.p0 + nq;
+    RowMat Q(nq, d.D), K, S;
+    for (index_t r = 0; r < nq; ++r)
+      for (index_t c = 0; c < d.D; ++c) Q(r, c) = q(sg.batch, sg.begin + tk.p0 + r, tk.h, c);
+    std::vector<float> mx(static_cast<std::size_t>(nq), ninf);
+    for (index_t j0 = j_lo; j0 < j_hi; j0 += kMaxTileK) {
+      const index_t nk = std::min(kMaxTileK, j_hi - j0);
+      K.resize(nk, d.D);
+      for (index_t r = 0; r < nk; ++r)
+        for (index_t c = 0; c < d.D; ++c) K(r, c) = k(sg.batch, sg.begin + j0 + r, tk.h, c);
+      S.resize(nq, nk);
+      S.noalias() = Q * K.transpose();
+      for (index_t r = 0; r < nq; ++r) {
+        const index_t p = tk.p0 + r;
+        const index_t lo = std::max(j0, p - window + 1), hi = std::min(j0 + nk, p + 1);
+        float& x = mx[static_cast<std::size_t>(r)];
+        for (index_t j = lo; j < hi; ++j) x = std::max(x, S(r, j - j0));
+      }
+    }
+    // scale > 0, so scaling the max equals the max of the scaled scores (rounding is monotone).
+    for (index_t r = 0; r < nq; ++r)
+      m[static_cast<std::size_t>(((sg.batch * d.T) + sg.begin + tk.p0 + r) * d.H + tk.h)] =
+          static_cast<float>(scale) * mx[static_cast<std::size_t>(r)];
+  });
+}
+
+// k' [B,T,H,F] and v' [B,T,H,V+1]: φk and [v, 1] delayed by `lag` tokens within each sequence
+// (zero rows before), one task per (sequence, head).
+template <class E>
+void lagged_kv(const LolcatsInputs& in, const LolcatsDims& d, index_t lag, View4<float> kl,
+               View4<float> vl, const E& exec) {
+  const std::vector<Segment> segs = segments(d.B, d.T, in.cu_seqlens);
+  exec.parallel_for(static_cast<index_t>(segs.size()) * d.H, [&](index_t task) {
+    const Segment& sg = segs[static_cast<std::size_t>(task / d.H)];
+    const index_t h = task % d.H;
+    for (index_t p = 0; p < sg.length; ++p) {
+      const index_t t = sg.begin + p, src = t - lag;
+      const bool on = p >= lag;
+      for (index_t c = 0; c < d.F; ++c) kl(sg.batch, t, h, c) = on ? in.phi_k(sg.batch, src, h, c) : 0.f;
+      for (index_t e = 0; e < d.V; ++e) vl(sg.batch, t, h, e) = on ? in.v(sg.batch, src, h, e) : 0.f;
+      vl(sg.batch, t, h, d.V) = on ? 1.f : 0.f;
+    }
+  });
+}
+
+// The window's share Z = γ e^{lse − m} of a row (0 when the row sees no key: lse = −inf).
+inline double window_share(double gamma, float lse, float m) {
+  return lse == -std::numeric_limits<float>::infinity()
+             ? 0.0
+             : gamma * std::exp(static_cast<double>(lse) - static_cast<double>(m));
+}
+
+// Prefill of a validated call; final_state (optional) receives the lagged state [N, H, F, V+1].
+template <class Algo, class E>
+void lolcats_prefill(const LolcatsInputs& in, const LolcatsOptions& opt, const LolcatsDims& d,
+                     View4<float> o, View4<float> final_state, const E& exec) {
+  if (o.numel() == 0) return;
+  const index_t w = opt.window;
+  std::vector<float> wbuf, lse_buf, m;
+  const View4<float> ow = scratch4(wbuf, d.B, d.T, d.H, d.V);
+  lse_buf.resize(static_cast<std::size_t>(d.B * d.T * d.H));
+  const View3<float> lse = View3<float>::contiguous(lse_buf.data(), {d.B, d.T, d.H});
+  swa(in.q, in.k, in.v, in.cu_seqlens, w, d.scale, ow, lse, exec);
+  window_row_max(in.q, in.k, in.cu_seqlens, d, w, d.scale, m, exec);
+
+  std::vector<float> kbuf, vbuf, lbuf;
+  View4<float> lin;  // [B, T, H, V+1] = [N, Dn]; absent when F == 0 (no outside part)
+  if (d.F > 0) {
+    const View4<float> kl = scratch4(kbuf, d.B, d.T, d.H, d.F);
+    const View4<float> vl = scratch4(vbuf, d.B, d.T, d.H, d.V + 1);
+    lagged_kv(in, d, w, kl, vl, exec);
+    lin = scratch4(lbuf, d.B, d.T, d.H, d.V + 1);
+    LinearInputs li;
+    li.q = in.phi_q;
+    li.k = kl;
+    li.v = vl;
+    li.cu_seqlens = in.cu_seqlens;
+    presets::linear_attn{}.forward<Algo>(li, LinearOutputs<float>{lin, final_state, {}},
+                                         LinearRunOptions{1.0}, exec);
+  }
+  // o = (Z o_w + N) / (Z + Dn), in double.
+  for_rows(d.B, d.T, exec, [&](index_t b, index_t t) {
+    for (index_t h = 0; h < d.H; ++h) {
+      const double Z = window_share(d.gamma, lse(b, t, h),
+                                    m[static_cast<std::size_t>((b * d.T + t) * d.H + h)]);
+      const double Dn = lin.absent() ? 0.0 : static_cast<double>(lin(b, t, h, d.V));
+      const double inv = 1.0 / (Z + Dn);
+      for (index_t e = 0; e < d.V; ++e) {
+        const double N = lin.absent() ? 0.0 : static_cast<double>(lin(b, t, h, e));
+        o(b, t, h, e) = static_cast<float>((Z * static_cast<double>(ow(b, t, h, e)) + N) * inv);
+      }
+    }
+  });
+}
+
+}  // namespace detail
+
+// LoLCATs prefill (see the header comment). Validates everything before writing o.
+template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
+void lolcats(const LolcatsInputs& in, const LolcatsOptions& opt, View4<float> o,
+             const E& exec = E{}) {
+  const LolcatsDims d = validate_lolcats(in, opt, o);
+  detail::lolcats_prefill<Algo>(in, opt, d, o, {}, exec);
+}
+
+// Decoder of B sequences (lin_dim = F, the feature dim of phi_q / phi_k): prefill(in, o)
+// over [B, T, ...] (optional), then step(in, o) with one token per sequence. step() follows the
+// reference's formula directly (see the header comment); it equals the next row of a prefill up
+// to float rounding. Memory: O(window + page_size) cached rows of D + F key and V value floats
+// per sequence and head, plus the lagged state [B, H, F, V+1]. An Error leaves it unchanged.
+class LolcatsDecoder {
+ public:
+  LolcatsDecoder(const DecoderShape& shape, const LolcatsOptions& opt)
+      : s_(checked(shape, opt)),
+        opt_(opt),
+        F_(s_.linear_dim()),
+        scale_(detail::resolve_scale("scale", opt.scale, s_.head_dim)),
+        cache_(s_.batch, s_.heads, s_.head_dim + F_, s_.value_dim,
+               softmax::KVCacheOptions{.capacity = 0, .page_size = s_.page_size}),
+        state_(static_cast<std::size_t>(s_.batch * s_.heads * F_ * (s_.value_dim + 1)), 0.f) {}
+
+  const DecoderShape& shape() const noexcept { return s_; }
+  index_t position() const noexcept { return pos_; }
+  const softmax::KVCache& cache() const noexcept { return cache_; }
+  // Σ_{j ≤ position − 1 − w} φk_j [v_j, 1]ᵀ, [B, H, F, V+1].
+  View4<const float> state() const {
+    return View4<const float>::contiguous(state_.data(), {s_.batch, s_.heads, F_, s_.value_dim + 1});
+  }
+
+  void reset() {
+    cache_.clear();
+    std::fill(state_.begin(), state_.end(), 0.f);
+    pos_ = 0;
+  }
+
+  template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
+  void prefill(const LolcatsInputs& in, View4<float> o, const E& exec = E{}) {
+    const LolcatsDims d = validate_lolcats(in, opt_, o);
+    detail::check_prefill(in.q, in.v, in.cu_seqlens, s_, pos_);
+    check::shape_is("phi_q", in.phi_q, {s_.batch, d.T, s_.heads, F_}, "[B, T, H, F] of the decoder");
+    if (d.T == 0) return;
+    detail::lolcats_prefill<Algo>(in, opt_, d, o, state_view(), exec);
+    std::vector<float> kc;
+    const View4<float> kcat = detail::scratch4(kc, s_.batch, d.T, s_.heads, s_.head_dim + F_);
+    concat_keys(in, kcat, d.T);
+    detail::fill_cache(cache_, kcat, in.v, opt_.window);
+    pos_ = d.T;
+  }
+
+  // One token per sequence: q, k [B,1,H,D], v [B,1,H,V], phi_q, phi_k [B,1,H,F]; o [B,1,H,V].
+  template <Executor E = Serial>
+  void step(const LolcatsInputs& in, View4<float> o, const E& exec = E{}) {
+    const LolcatsDims d = validate_lolcats(in, opt_, o);
+    detail::check_step(in.q, in.v, in.cu_seqlens, s_);
+    check::shape_is("phi_q", in.phi_q, {s_.batch, 1, s_.heads, F_}, "[B, 1, H, F] of the decoder");
+    const index_t B = s_.batch, H = s_.heads, D = s_.head_dim, V = s_.value_dim, w = opt_.window;
+    const index_t p = pos_;  // position of the new token
+
+    const View4<float> kcat = detail::scratch4(kcat_buf_, B, 1, H, D + F_);
+    concat_keys(in, kcat, 1);
+    cache_.append(kcat, in.v);
+
+    // Lagged linear part: fold token p − w (leaving the window now) into the state, then
+    // [N, Dn] = stateᵀ φq_p.
+    const View4<float> kin = detail::scratch4(kin_buf_, B, 1, H, F_);
+    const View4<float> vin = detail::scratch4(vin_buf_, B, 1, H, V + 1);
+    for (index_t b = 0; b < B; ++b)
+      for (index_t h = 0; h < H; ++h) {
+        const bool on = p - w >= 0;
+        const softmax::KVCache::Run r = on ? cache_.run(b, h, p - w) : softmax::KVCache::Run{};
+        for (index_t c = 0; c < F_; ++c) kin(b, 0, h, c) = on ? r.k[D + c] : 0.f;
+        for (index_t e = 0; e < V; ++e) vin(b, 0, h, e) = on ? r.v[e] : 0.f;
+        vin(b, 0, h, V) = on ? 1.f : 0.f;
+      }
+    const View4<float> lin = detail::scratch4(lin_buf_, B, 1, H, V + 1);
+    if (F_ > 0) {
+      LinearInputs li;
+      li.q = in.phi_q;
+      li.k = kin;
+      li.v = vin;
+      presets::linear_attn{}.step(li, state_view(), lin, LinearRunOptions{1.0}, exec);
+    } else {
+      std::fill(lin_buf_.begin(), lin_buf_.end(), 0.f);
+    }
+
+    // Window part straight from the cache, then the shared denominator.
+    const index_t j0 = std::max<index_t>(0, p - w + 1), n = p + 1 - j0;
+    exec.parallel_for(B * H, [&](index_t bh) {
+      const index_t b = bh / H, h = bh % H;
+      std::vector<double> s(static_cast<std::size_t>(n)), O(static_cast<std::size_t>(V), 0.0);
+      double m = -std::numeric_limits<double>::infinity();
+      for (index_t j = j0; j <= p; ++j) {
+        const float* kr = cache_.run(b, h, j).k;
+        double dot = 0.0;
+        for (index_t c = 0; c < D; ++c) dot += static_cast<double>(in.q(b, 0, h, c)) * kr[c];
+        s[static_cast<std::size_t>(j - j0)] = scale_ * dot;
+        m = std::max(m, scale_ * dot);
+      }
+      double Z = 0.0;
+      for (index_t j = j0; j <= p; ++j) {
+        const double a = std::exp(s[static_cast<std::size_t>(j - j0)] - m);
+        Z += a;
+        const float* vr = cache_.run(b, h, j).v;
+        for (index_t e = 0; e < V; ++e) O[static_cast<std::size_t>(e)] += a * vr[e];
+      }
+      const double g = d.gamma, Dn = lin(b, 0, h, V);
+      for (index_t e = 0; e < V; ++e)
+        o(b, 0, h, e) = static_cast<float>((g * O[static_cast<std::size_t>(e)] + lin(b, 0, h, e)) /
+                                           (g * Z + Dn));
+    });
+    detail::drop_behind(cache_, w);  // the next step reads tokens ≥ p + 1 − w
+    ++pos_;
+  }
+
+ private:
+  static DecoderShape checked(const DecoderShape& s, const LolcatsOptions& opt) {
+    detail::check_shape(s);
+    detail::check_window(opt.window);
+    check::finite_positive("window_factor", opt.window_factor);
+    return s;
+  }
+  // kcat [B, T, H, D + F] = [k | φk].
+  void concat_keys(const LolcatsInputs& in, const View4<float>& kcat, index_t T) const {
+    for (index_t b = 0; b < s_.batch; ++b)
+      for (index_t t = 0; t < T; ++t)
+        for (index_t h = 0; h < s_.heads; ++h) {
+          for (index_t c = 0; c < s_.head_dim; ++c) kcat(b, t, h, c) = in.k(b, t, h, c);
+          for (index_t c = 0; c < F_; ++c) kcat(b, t, h, s_.head_dim + c) = in.phi_k(b, t, h, c);
+        }
+  }
+  View4<float> state_view() {
+    return View4<float>::contiguous(state_.data(), {s_.batch, s_.heads, F_, s_.value_dim + 1});
+  }
+
+  DecoderShape s_;
+  LolcatsOptions opt_;
+  index_t F_;
+  double scale_;
+  softmax::KVCache cache_;
+  std::vector<float> state_, kcat_buf_, kin_buf_, vin_buf_, lin_buf_;
+  index_t pos_ = 0;
+};
+
+// Combiner tag for hybrid_attention<Lolcats>().
+struct Lolcats {
+  using Inputs = LolcatsInputs;
+  using Options = LolcatsOptions;
+  using Decoder = LolcatsDecoder;
+  template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
+  static void forward(const Inputs& in, const Options& opt, View4<float> o, const E& exec = E{}) {
+    lolcats<Algo>(in, opt, o, exec);
+  }
+};
+static_assert(HybridCombiner<Lolcats>);
+
+}  // namespace polyattn::hybrid
