@@ -14,6 +14,7 @@
 
 #include "polyattn/hybrid/based.hpp"
 #include "polyattn/hybrid/common.hpp"
+#include "polyattn/hybrid/liger.hpp"
 #include "polyattn/hybrid/lolcats.hpp"
 
 namespace polyattn::hybrid {
