@@ -12,6 +12,7 @@
 // polyattn/reference/hybrid.hpp). Link the kernel units of both families (POLYATTN_KERNEL_UNITS).
 #pragma once
 
+#include "polyattn/hybrid/agent.hpp"
 #include "polyattn/hybrid/based.hpp"
 #include "polyattn/hybrid/common.hpp"
 #include "polyattn/hybrid/liger.hpp"
