@@ -5,8 +5,9 @@
 // ThreadPool, make_executor). Operator arguments (args/), policies (policies/), the linear
 // family's operator, algorithms and presets (linear/), softmax attention — tiled prefill, KV
 // cache and decode, mask and score-modifier policies (softmax/) — sparse selectors and
-// sparse_attention (sparse/) — the naive double-precision
-// references of every family (reference/), and the .npy reader/writer used by polyattn-run.
+// sparse_attention (sparse/) — hybrid combiners and their decoders (hybrid/) — the naive
+// double-precision references of every family (reference/), and the .npy reader/writer used by
+// polyattn-run.
 // Kernels are compiled for the ISA of your flags, or per ISA with polyattn_add_arch_units(...
 // SOURCES ${POLYATTN_KERNEL_UNITS}) for runtime dispatch.
 #pragma once
@@ -43,6 +44,8 @@
 #include "polyattn/softmax/modifiers.hpp"
 
 #include "polyattn/sparse/sparse.hpp"
+
+#include "polyattn/hybrid/hybrid.hpp"
 
 #include "polyattn/reference/based.hpp"
 #include "polyattn/reference/hybrid.hpp"
