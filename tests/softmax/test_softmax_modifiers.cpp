@@ -95,8 +95,8 @@ TEST(SoftmaxModifiers, ExtremeGates) {
         c.gate_div = div;
         c.alibi = i % 2 == 0;
         c.sink = i % 3 == 0;
-        const SoftmaxShape s{.B = 2, .T = len.T, .S = len.S, .HQ = heads.HQ,
-                             .HKV = heads.HKV, .D = dims.D, .Dv = dims.Dv};
+        const SoftmaxShape s{.B = 1 + static_cast<index_t>(i % 2), .T = len.T, .S = len.S,
+                             .HQ = heads.HQ, .HKV = heads.HKV, .D = dims.D, .Dv = dims.Dv};
         SoftmaxData data(s, c, seed++);
         expect_matches_reference(data);
       }
@@ -118,14 +118,14 @@ TEST(SoftmaxModifiers, GateWithoutCausalMask) {
 
 TEST(SoftmaxModifiers, ExtremeGates1000) {
   for (const double div : {0.01, 10.0}) {
-    SoftmaxData data({.T = 1000, .S = 1000, .HQ = 2, .HKV = 1, .D = 32, .Dv = 48},
+    SoftmaxData data({.T = 1000, .S = 1000, .HQ = 1, .HKV = 1, .D = 32, .Dv = 48},
                      {.causal = true, .gate = true, .gate_div = div}, 400);
     expect_matches_reference(data);
   }
 }
 
 TEST(SoftmaxModifiers, Alibi1000) {
-  SoftmaxData data({.T = 1000, .S = 1000, .HQ = 4, .HKV = 1, .D = 32, .Dv = 16},
+  SoftmaxData data({.T = 1000, .S = 1000, .HQ = 2, .HKV = 1, .D = 32, .Dv = 16},
                    {.causal = true, .alibi = true}, 401);
   expect_matches_reference(data);
 }
