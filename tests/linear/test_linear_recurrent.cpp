@@ -75,6 +75,48 @@ TEST(LinearRecurrent, StepTimesTEqualsForward) {
   EXPECT_EQ(state, ht);
 }
 
+// Normalised operators carry the running key sum z across decode steps too: step(in, state,
+// z, o) × T == one forward (o, final_state, final_z), bit for bit; the three-argument step()
+// refuses them (it would silently restart z). Based maps K = 4 to 15 features.
+template <class Op>
+void expect_normalised_steps_match(const Op& op, index_t K, index_t F) {
+  const LinearShape s{.B = 2, .T = 7, .H = 2, .HV = 2, .K = K, .V = 5};
+  LinearData data(s, 77, 1.0, true);
+  std::vector<float> o(static_cast<std::size_t>(s.B * s.T * s.HV * s.V));
+  std::vector<float> ht(static_cast<std::size_t>(s.B * s.HV * F * s.V), 0.f), zt(s.B * s.HV * F);
+  std::vector<float> h0(ht.size(), 0.f), z0(zt.size(), 0.f);
+  LinearInputs in = data.inputs(op.options(), false);
+  op.forward(in, {.o = bthd(o.data(), s.B, s.T, s.HV, s.V),
+                  .final_state = bhkv(ht.data(), s.B, s.HV, F, s.V),
+                  .final_z = View3<float>::contiguous(zt.data(), {s.B, s.HV, F})});
+  std::vector<float> state = h0, z = z0, o_step(o.size());
+  for (index_t t = 0; t < s.T; ++t) {
+    auto at = [&](const std::vector<float>& x, index_t Hx, index_t D) {
+      return View4<const float>(x.data() + t * Hx * D, {s.B, 1, Hx, D},
+                                {s.T * Hx * D, Hx * D, D, 1});
+    };
+    const LinearInputs one{.q = at(data.q, s.H, K), .k = at(data.k, s.H, K),
+                           .v = at(data.v, s.HV, s.V)};
+    View4<float> ot(o_step.data() + t * s.HV * s.V, {s.B, 1, s.HV, s.V},
+                    {s.T * s.HV * s.V, s.HV * s.V, s.V, 1});
+    op.step(one, bhkv(state.data(), s.B, s.HV, F, s.V),
+            View3<float>::contiguous(z.data(), {s.B, s.HV, F}), ot);
+    if (t == 0) {
+      std::vector<float> before = state;
+      EXPECT_THROW(op.step(one, bhkv(state.data(), s.B, s.HV, F, s.V), ot), Error);
+      EXPECT_EQ(state, before);
+    }
+  }
+  EXPECT_EQ(o_step, o);
+  EXPECT_EQ(state, ht);
+  EXPECT_EQ(z, zt);
+}
+
+TEST(LinearRecurrent, NormalisedStepCarriesZ) {
+  expect_normalised_steps_match(presets::make_linear_attn_normalized(), 6, 6);
+  expect_normalised_steps_match(presets::make_based(), 4, 15);
+}
+
 // Packed varlen == separate calls, bit for bit (the same per-head computation).
 TEST(LinearRecurrent, VarlenEqualsSeparateCalls) {
   const index_t H = 2, HV = 2, K = 24, V = 8, T = 20;

@@ -100,6 +100,29 @@ class LinearAttention {
   template <Executor E = Serial>
   void step(const LinearInputs& in, View4<float> state, View4<float> o,
             const LinearRunOptions& run = {}, const E& exec = E{}) const {
+    if constexpr (NormP::kind == Normalizer::Sum)
+      throw Error("z", "this operator normalises by the running key sum: pass that state too, "
+                       "step(inputs, state, z [B,HV,K], o)");
+    step_impl(in, state, View3<float>{}, o, run, exec);
+  }
+
+  /// Decode for operators with the Sum normaliser (based, hedgehog, normalised linear_attn):
+  /// z [B,HV,K], the running sum of the (mapped) keys, is read and updated in place with state.
+  template <Executor E = Serial>
+  void step(const LinearInputs& in, View4<float> state, View3<float> z, View4<float> o,
+            const LinearRunOptions& run = {}, const E& exec = E{}) const {
+    if constexpr (NormP::kind != Normalizer::Sum)
+      throw Error("z", "was given but this operator has no normaliser state");
+    check::required("z", z);
+    step_impl(in, state, z, o, run, exec);
+  }
+
+ private:
+  template <class E>
+  void step_impl(const LinearInputs& in, View4<float> state, View3<float> z, View4<float> o,
+                 const LinearRunOptions& run, const E& exec) const {
+    if (!in.initial_z.absent())
+      throw Error("initial_z", "must be empty in step(): the z argument is read and updated in place");
     if (!in.initial_state.absent())
       throw Error("initial_state",
                   "must be empty in step(): the state argument is read and updated in place");
@@ -110,12 +133,16 @@ class LinearAttention {
     const index_t F = Map::is_identity ? in.q.size(3) : map_.out_dim(in.q.size(3));
     check::shape_is("state", state, {in.q.size(0), in.v.size(2), F, in.v.size(3)},
                     "[B,HV,K,V] with K the (mapped) key dim");
+    if (!z.absent())
+      check::shape_is("z", z, {in.q.size(0), in.v.size(2), F}, "[B,HV,K] with K the (mapped) key dim");
     LinearInputs with_state = in;
     with_state.initial_state = state;
-    run_impl<Recurrent>(with_state, LinearOutputs<float>{.o = o, .final_state = state}, run, exec);
+    with_state.initial_z = z;
+    run_impl<Recurrent>(with_state,
+                        LinearOutputs<float>{.o = o, .final_state = state, .final_z = z}, run,
+                        exec);
   }
 
- private:
   template <class Algo, class E>
   void run_impl(const LinearInputs& in_raw, const LinearOutputs<float>& out,
                 const LinearRunOptions& run, const E& exec) const {
