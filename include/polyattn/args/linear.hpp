@@ -58,7 +58,7 @@ struct LinearOutputs {
   View3<Out> final_z;      // optional (Sum normaliser only)
 };
 
-// Sizes resolved by validate_linear.
+/// Sizes resolved by validate_linear.
 struct LinearDims {
   index_t B, T, H, HV, K, V, N;
   index_t group() const { return HV / H; }
@@ -75,7 +75,7 @@ void present_iff(std::string_view name, const View& view, bool needed, std::stri
 }
 }  // namespace detail
 
-// Checks every argument; throws polyattn::Error before anything is written.
+/// Checks every argument; throws polyattn::Error before anything is written.
 template <class Out>
 LinearDims validate_linear(const LinearInputs& in, const LinearOptions& opt,
                            const LinearOutputs<Out>& out) {

@@ -24,7 +24,7 @@
 
 namespace polyattn {
 
-// Tensors of one softmax-attention call. Optional views are left default-constructed (absent).
+/// Tensors of one softmax-attention call. Optional views are left default-constructed (absent).
 struct SoftmaxInputs {
   TensorView<const float, 4> q;              // [B, T, HQ, D]
   TensorView<const float, 4> k;              // [B, S, HKV, D]
@@ -44,7 +44,7 @@ struct SoftmaxOptions {
   const BlockMask* block_mask = nullptr;  // optional block-sparse mask [B, HQ, nQB, nKB]
 };
 
-// Sizes of a validated call.
+/// Sizes of a validated call.
 struct SoftmaxDims {
   index_t B = 0, T = 0, S = 0;  // batch, queries, keys (packed lengths when varlen)
   index_t HQ = 0, HKV = 0;      // query heads, key/value heads
@@ -55,7 +55,7 @@ struct SoftmaxDims {
   double scale = 1.0;           // resolved scale
 };
 
-// Checks every argument except the output; throws polyattn::Error naming the argument.
+/// Checks every argument except the output; throws polyattn::Error naming the argument.
 inline SoftmaxDims validate(const SoftmaxInputs& in, const SoftmaxOptions& opt) {
   check::required("q", in.q);
   check::required("k", in.k);
@@ -133,14 +133,14 @@ inline SoftmaxDims validate(const SoftmaxInputs& in, const SoftmaxOptions& opt) 
   return d;
 }
 
-// Checks the output view o [B, T, HQ, Dv] against validated sizes.
+/// Checks the output view o [B, T, HQ, Dv] against validated sizes.
 template <class Out>
 void validate_output(const SoftmaxDims& d, const TensorView<Out, 4>& o) {
   check::required("o", o);
   check::shape_is("o", o, {d.B, d.T, d.HQ, d.Dv}, "[B, T, HQ, Dv] from q and v");
 }
 
-// Everything, output included. Call before writing any output element.
+/// Everything, output included. Call before writing any output element.
 template <class Out>
 SoftmaxDims validate(const SoftmaxInputs& in, const SoftmaxOptions& opt,
                      const TensorView<Out, 4>& o) {

@@ -85,8 +85,8 @@ void run_serial(std::int64_t n, F& fn) {
 }
 }  // namespace detail
 
-// See the header comment. parallel_for and concurrency are const: an executor is a handle that
-// kernels take by const reference.
+/// See the header comment. parallel_for and concurrency are const: an executor is a handle that
+/// kernels take by const reference.
 template <class E>
 concept Executor = requires(const E& e, std::int64_t n, detail::IndexFnArchetype fn) {
   e.parallel_for(n, fn);
@@ -105,9 +105,9 @@ struct Serial {
 
 // ---- ThreadPool -------------------------------------------------------------------------------
 
-// `threads` = total parallelism including the calling thread (threads - 1 workers are started).
-// Not copyable or movable. Several threads may call parallel_for on the same pool; their jobs
-// run one after another.
+/// `threads` = total parallelism including the calling thread (threads - 1 workers are started).
+/// Not copyable or movable. Several threads may call parallel_for on the same pool; their jobs
+/// run one after another.
 class ThreadPool {
  public:
   explicit ThreadPool(int threads) : threads_(threads) {
@@ -223,9 +223,9 @@ class ThreadPool {
 template <class P>
 concept PoolCallable = std::invocable<P&, std::int64_t, std::function<void(std::int64_t)>>;
 
-// Adapts an engine's pool. `pool(n, fn)` must call fn(i) for every i in [0, n) and return only
-// when all calls have finished. The adapter makes exceptions reach the caller even if the pool
-// would swallow them, runs nested calls serially, and checks that every index ran.
+/// Adapts an engine's pool. `pool(n, fn)` must call fn(i) for every i in [0, n) and return only
+/// when all calls have finished. The adapter makes exceptions reach the caller even if the pool
+/// would swallow them, runs nested calls serially, and checks that every index ran.
 template <PoolCallable P>
 class CallableExecutor {
  public:
@@ -269,7 +269,7 @@ class CallableExecutor {
   int concurrency_;
 };
 
-// make_executor(pool, concurrency): a CallableExecutor over a copy of `pool`.
+/// make_executor(pool, concurrency): a CallableExecutor over a copy of `pool`.
 template <class P>
 requires PoolCallable<std::decay_t<P>> CallableExecutor<std::decay_t<P>> make_executor(
     P&& pool, int concurrency) {

@@ -94,25 +94,25 @@ using View3 = TensorView<T, 3>;
 template <class T>
 using View1 = TensorView<T, 1>;
 
-// [B,T,H,D] view of contiguous token-major memory (the fla / Hugging Face layout).
+/// [B,T,H,D] view of contiguous token-major memory (the fla / Hugging Face layout).
 template <class T>
 constexpr View4<T> bthd(T* data, index_t B, index_t T_, index_t H, index_t D) {
   return View4<T>::contiguous(data, {B, T_, H, D});
 }
 
-// [B,T,H,D] view of contiguous head-first memory laid out as [B,H,T,D].
+/// [B,T,H,D] view of contiguous head-first memory laid out as [B,H,T,D].
 template <class T>
 constexpr View4<T> head_first(T* data, index_t B, index_t T_, index_t H, index_t D) {
   return View4<T>(data, {B, T_, H, D}, {H * T_ * D, D, T_ * D, 1});
 }
 
-// [B,H,K,V] view of a contiguous recurrent state.
+/// [B,H,K,V] view of a contiguous recurrent state.
 template <class T>
 constexpr View4<T> bhkv(T* data, index_t B, index_t H, index_t K, index_t V) {
   return View4<T>::contiguous(data, {B, H, K, V});
 }
 
-// [B,T,H] view of contiguous per-token, per-head scalars (scalar gates, beta).
+/// [B,T,H] view of contiguous per-token, per-head scalars (scalar gates, beta).
 template <class T>
 constexpr View3<T> bth(T* data, index_t B, index_t T_, index_t H) {
   return View3<T>::contiguous(data, {B, T_, H});

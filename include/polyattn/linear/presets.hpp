@@ -39,7 +39,7 @@ hedgehog<D> make_hedgehog(Hedgehog map, D decay = {}, double eps = 1e-6) {
   return {std::move(map), std::move(decay), AdditiveUpdate{}, SumNormalizer{eps}};
 }
 
-// fla's normalize=True: o / (scale·q·cumsum(k) + 1e-10).
+/// fla's normalize=True: o / (scale·q·cumsum(k) + 1e-10).
 inline linear_attn_normalized make_linear_attn_normalized() {
   return {Identity{}, NoDecay{}, AdditiveUpdate{}, SumNormalizer{1e-10}};
 }
