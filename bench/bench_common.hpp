@@ -38,6 +38,7 @@ struct FmaResult {
 // staying in registers: 12 of the 16 vector registers for SSE/AVX2, 24 of 32 for AVX-512.
 // acc converges to c/(1 − m) = 1, so no value ever becomes subnormal or infinite.
 struct PeakFmaKernel {
+  using result_type = FmaResult;
   std::int64_t iters;
   template <simd::SimdArch A>
   FmaResult operator()(A) const;
@@ -46,7 +47,7 @@ struct PeakFmaKernel {
 template <simd::SimdArch A>
 FmaResult PeakFmaKernel::operator()(A) const {
   using B = simd::batch_t<A>;
-  constexpr int N = sizeof(B) >= 64 ? 24 : 12;
+  constexpr int N = simd::ArchTraits<A>::vector_registers >= 32 ? 24 : 12;
   B acc[N];
   for (int i = 0; i < N; ++i) acc[i] = B(1.f + 1e-3f * static_cast<float>(i));
   const B m(0.999f), c(0.001f);
@@ -87,6 +88,7 @@ void StreamScaleKernel::operator()(A) const {
 
 // Σ x[i] for i in [0, n) with four accumulators: every element read once, nothing written.
 struct StreamReadKernel {
+  using result_type = float;
   const float* x;
   std::int64_t n;
   template <simd::SimdArch A>
@@ -112,13 +114,11 @@ float StreamReadKernel::operator()(A) const {
 
 }  // namespace polyattn::bench
 
-#define POLYATTN_BENCH_PEAK_FMA_SIG(A) \
-  ::polyattn::bench::FmaResult polyattn::bench::PeakFmaKernel::operator()<A>(A) const
-#define POLYATTN_BENCH_STREAM_SIG(A) void polyattn::bench::StreamScaleKernel::operator()<A>(A) const
-POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_BENCH_PEAK_FMA_SIG);
-POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_BENCH_STREAM_SIG);
-#define POLYATTN_BENCH_READ_SIG(A) float polyattn::bench::StreamReadKernel::operator()<A>(A) const
-POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_BENCH_READ_SIG);
+// The measuring loops, instantiated per ISA in bench_common_units.cpp.
+#define POLYATTN_BENCH_KERNELS(X)                                            \
+  X(::polyattn::bench::PeakFmaKernel) X(::polyattn::bench::StreamScaleKernel) \
+  X(::polyattn::bench::StreamReadKernel)
+POLYATTN_BENCH_KERNELS(POLYATTN_KERNEL_EXTERN)
 
 #ifndef POLYATTN_BENCH_KERNELS_ONLY
 
@@ -168,7 +168,7 @@ inline double measured_peak_gflops() {
     std::int64_t iters = 1 << 16;
     for (;;) {  // calibrate (also warms the core up to its working clock)
       const auto t0 = std::chrono::steady_clock::now();
-      sink = sink + simd::dispatch(PeakFmaKernel{iters}).sink;
+      sink = sink + simd::run_kernel(PeakFmaKernel{iters}).sink;
       if (seconds_since(t0) > 0.02 || iters > (std::int64_t{1} << 40)) break;
       iters *= 2;
     }
@@ -176,7 +176,7 @@ inline double measured_peak_gflops() {
     double best = 0.0;
     for (int run = 0; run < 7; ++run) {
       const auto t0 = std::chrono::steady_clock::now();
-      const FmaResult r = simd::dispatch(PeakFmaKernel{iters});
+      const FmaResult r = simd::run_kernel(PeakFmaKernel{iters});
       const double s = seconds_since(t0);
       sink = sink + r.sink;
       best = std::max(best, r.flops / s * 1e-9);
@@ -199,7 +199,7 @@ inline double measured_stream_gbs(std::size_t bytes, int threads = 1) {
   auto pass = [&](float s) {
     auto part = [&](std::int64_t p) {
       const std::int64_t b = n * p / parts, e = n * (p + 1) / parts;
-      simd::dispatch(StreamScaleKernel{buf.data() + b, e - b, s});
+      simd::run_kernel(StreamScaleKernel{buf.data() + b, e - b, s});
     };
     if (parts > 1)
       shared_pool().parallel_for(parts, part);
@@ -234,7 +234,7 @@ inline double measured_read_gbs(std::size_t bytes, int threads = 1) {
   auto pass = [&] {
     auto part = [&](std::int64_t p) {
       const std::int64_t b = n * p / parts, e = n * (p + 1) / parts;
-      sums[static_cast<std::size_t>(p)] = simd::dispatch(StreamReadKernel{buf.data() + b, e - b});
+      sums[static_cast<std::size_t>(p)] = simd::run_kernel(StreamReadKernel{buf.data() + b, e - b});
     };
     if (parts > 1)
       shared_pool().parallel_for(parts, part);

@@ -15,9 +15,11 @@
 #       <target> (PUBLIC for libraries, PRIVATE for executables) so dispatch() knows the unit
 #       exists. The listed sources must NOT also be ordinary sources of the target. ISAs whose
 #       flags are unavailable on this toolchain (non-x86, MSVC) are skipped with a message,
-#       except scalar, which needs none. The units are appended from the lowest ISA to the
-#       highest; call this after all other sources have been added (see the link-order note in
-#       dispatch.hpp).
+#       except scalar, which needs none. In builds without optimisation (Debug, or no build
+#       type) the units are still compiled with -O2, so that the std:: and xsimd helpers they
+#       use are inlined instead of being emitted as weak symbols shared with other ISAs (see
+#       "Mixing ISA flags" in dispatch.hpp). The ISAs compiled are appended to the target's
+#       POLYATTN_UNIT_ISAS property, lowest first.
 include_guard(GLOBAL)
 
 # A cache entry so the functions also work when called from a parent project (add_subdirectory).
@@ -102,6 +104,10 @@ function(polyattn_add_arch_units target)
                      "skipping the ${isa} units of ${target}")
       continue()
     endif()
+    if(CMAKE_CXX_COMPILER_ID MATCHES "^(GNU|Clang|AppleClang|IntelLLVM)$"
+       AND NOT CMAKE_CXX_SIMULATE_ID STREQUAL "MSVC")
+      list(APPEND flags "$<$<OR:$<CONFIG:Debug>,$<CONFIG:>>:-O2>")
+    endif()
     string(TOUPPER "${isa}" ISA)
     foreach(src IN LISTS arg_SOURCES)
       get_filename_component(abs "${src}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
@@ -123,5 +129,6 @@ function(polyattn_add_arch_units target)
       endif()
     endforeach()
     target_compile_definitions(${target} ${scope} POLYATTN_UNIT_${ISA}=1)
+    set_property(TARGET ${target} APPEND PROPERTY POLYATTN_UNIT_ISAS ${isa})
   endforeach()
 endfunction()

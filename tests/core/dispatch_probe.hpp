@@ -19,6 +19,7 @@ struct ProbeResult {
 };
 
 struct Probe {
+  using result_type = ProbeResult;
   const float* x = nullptr;
   std::int64_t n = 0;
   template <simd::SimdArch A>
@@ -32,6 +33,5 @@ ProbeResult Probe::operator()(A) const {
 
 }  // namespace polyattn::test
 
-#define POLYATTN_TEST_PROBE_SIG(A) \
-  ::polyattn::test::ProbeResult polyattn::test::Probe::operator()<A>(A) const
-POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_TEST_PROBE_SIG);
+#define POLYATTN_TEST_PROBE_KERNELS(X) X(::polyattn::test::Probe)
+POLYATTN_TEST_PROBE_KERNELS(POLYATTN_KERNEL_EXTERN)

@@ -76,5 +76,17 @@ void SimdOps<A>::batch_ops(const float* a, const float* b, const float* c, float
 
 }  // namespace polyattn::test
 
-#define POLYATTN_TEST_SIMD_OPS_SIG(A) struct ::polyattn::test::SimdOps<A>
-POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_TEST_SIMD_OPS_SIG);
+// SimdOps is a class of static functions rather than a kernel functor, so its explicit
+// instantiation declarations are spelled out here, one per unit the target has.
+#if defined(POLYATTN_UNIT_AVX512)
+extern template struct polyattn::test::SimdOps<polyattn::simd::avx512>;
+#endif
+#if defined(POLYATTN_UNIT_AVX2)
+extern template struct polyattn::test::SimdOps<polyattn::simd::avx2>;
+#endif
+#if defined(POLYATTN_UNIT_SSE42)
+extern template struct polyattn::test::SimdOps<polyattn::simd::sse42>;
+#endif
+#if defined(POLYATTN_UNIT_SCALAR)
+extern template struct polyattn::test::SimdOps<polyattn::simd::scalar_arch>;
+#endif

@@ -2,4 +2,4 @@
 // (never as an ordinary source); instantiates SimdOps for the unit's ISA.
 #include "simd_ops_under_test.hpp"
 
-POLYATTN_ARCH_UNIT_INSTANTIATE(POLYATTN_TEST_SIMD_OPS_SIG);
+template struct polyattn::test::SimdOps<POLYATTN_UNIT_ARCH>;

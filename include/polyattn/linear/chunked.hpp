@@ -288,6 +288,5 @@ void ChunkedKernel::operator()(A) const {
 
 }  // namespace polyattn::linear
 
-#define POLYATTN_LINEAR_CHUNKED_SIG(A) \
-  void ::polyattn::linear::ChunkedKernel::operator()<A>(A) const
-POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_LINEAR_CHUNKED_SIG);
+#define POLYATTN_LINEAR_CHUNKED_KERNELS(X) X(::polyattn::linear::ChunkedKernel)
+POLYATTN_LINEAR_CHUNKED_KERNELS(POLYATTN_KERNEL_EXTERN)

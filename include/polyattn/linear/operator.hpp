@@ -395,11 +395,11 @@ class LinearAttention {
   template <class Algo>
   static void run_head(const linear::HeadProblem& p, linear::Workspace& ws) {
     if constexpr (std::is_same_v<Algo, Recurrent>) {
-      simd::dispatch(linear::RecurrentKernel{&p, &ws});
+      simd::run_kernel(linear::RecurrentKernel{&p, &ws});
     } else if constexpr (std::is_same_v<Algo, Parallel>) {
-      simd::dispatch(linear::ChunkedKernel{&p, &ws, p.T});
+      simd::run_kernel(linear::ChunkedKernel{&p, &ws, p.T});
     } else {
-      simd::dispatch(linear::ChunkedKernel{&p, &ws, Algo::chunk});
+      simd::run_kernel(linear::ChunkedKernel{&p, &ws, Algo::chunk});
     }
   }
 

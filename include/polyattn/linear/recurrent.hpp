@@ -237,6 +237,5 @@ void RecurrentKernel::operator()(A) const {
 
 }  // namespace polyattn::linear
 
-#define POLYATTN_LINEAR_RECURRENT_SIG(A) \
-  void ::polyattn::linear::RecurrentKernel::operator()<A>(A) const
-POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_LINEAR_RECURRENT_SIG);
+#define POLYATTN_LINEAR_RECURRENT_KERNELS(X) X(::polyattn::linear::RecurrentKernel)
+POLYATTN_LINEAR_RECURRENT_KERNELS(POLYATTN_KERNEL_EXTERN)

@@ -326,7 +326,7 @@ void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOpt
   P.O.resize(slots * static_cast<std::size_t>(Dvp));
   exec.parallel_for(B * HKV * P.splits, [&](index_t i) {
     const index_t split = i % P.splits, bh = i / P.splits;
-    simd::dispatch(DecodeSplitKernel{&P, bh / HKV, bh % HKV, split});
+    simd::run_kernel(DecodeSplitKernel{&P, bh / HKV, bh % HKV, split});
   });
 
   const float ninf = -std::numeric_limits<float>::infinity();
@@ -368,6 +368,5 @@ void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOpt
 
 }  // namespace polyattn::softmax
 
-#define POLYATTN_SOFTMAX_DECODE_SIG(A) \
-  void ::polyattn::softmax::DecodeSplitKernel::operator()<A>(A) const
-POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_SOFTMAX_DECODE_SIG);
+#define POLYATTN_SOFTMAX_DECODE_KERNELS(X) X(::polyattn::softmax::DecodeSplitKernel)
+POLYATTN_SOFTMAX_DECODE_KERNELS(POLYATTN_KERNEL_EXTERN)

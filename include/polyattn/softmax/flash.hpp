@@ -364,7 +364,7 @@ void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, View4<f
       return a.tile * kTileQ + sa.nk - sa.nq > b.tile * kTileQ + sb.nk - sb.nq;
     });
   exec.parallel_for(static_cast<index_t>(tasks.size()), [&](index_t i) {
-    simd::dispatch(FlashTileKernel{&P, tasks[static_cast<std::size_t>(i)]});
+    simd::run_kernel(FlashTileKernel{&P, tasks[static_cast<std::size_t>(i)]});
   });
 }
 
@@ -376,6 +376,5 @@ void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, View4<f
 
 }  // namespace polyattn::softmax
 
-#define POLYATTN_SOFTMAX_FLASH_SIG(A) \
-  void ::polyattn::softmax::FlashTileKernel::operator()<A>(A) const
-POLYATTN_ARCH_UNITS_EXTERN(POLYATTN_SOFTMAX_FLASH_SIG);
+#define POLYATTN_SOFTMAX_FLASH_KERNELS(X) X(::polyattn::softmax::FlashTileKernel)
+POLYATTN_SOFTMAX_FLASH_KERNELS(POLYATTN_KERNEL_EXTERN)

@@ -1,5 +1,5 @@
-// polyattn/core/simd/arch.hpp — SIMD architecture tags, the float batch type of each, and
-// the few batch-level functions kernels need, identical in spelling for every tag.
+// polyattn/core/simd/arch.hpp — SIMD architecture tags, their tunables, the float batch type of
+// each, and the few batch-level functions kernels need, identical in spelling for every tag.
 //
 // Kernels are templates on an Arch tag. The supported tags, lowest to highest:
 //   scalar = scalar_arch                  (ours; batch of 1 float, plain C++)
@@ -7,12 +7,26 @@
 //   avx2   = xsimd::fma3<xsimd::avx2>     (8 floats, fused multiply-add)
 //   avx512 = xsimd::avx512bw              (16 floats, fused multiply-add)
 // batch_t<Arch> is xsimd::batch<float, Arch>, or ScalarBatch for scalar_arch.
+// ArchTraits<Arch> holds the tunables derived from the register file (width, vector registers,
+// GEMM panel and row blocking; see below); kMaxBatchFloats is the widest batch of any tag, the
+// padding unit of buffers that every ISA reads whole batches from.
 //
 // xsimd only defines batch<float, Arch> in a translation unit compiled with that ISA enabled
 // (-mavx512bw ... sets XSIMD_WITH_AVX512BW). The tag structs always exist, so code may name
 // every tag anywhere, but may instantiate a kernel body for Arch only where compiled<Arch>()
 // holds. Bodies for other ISAs are compiled in per-ISA units (see dispatch.hpp and
 // cmake/PolyattnArch.cmake).
+//
+// Per-ISA namespace. Code with a function body that kernels run lives in the inline namespace
+// POLYATTN_ISA_NS (`namespace polyattn::simd::inline POLYATTN_ISA_NS { ... }`), whose name says
+// how the translation unit was compiled: unit_avx512 / unit_avx2 / unit_sse42 / unit_scalar
+// inside a per-ISA unit, tu_avx512 / tu_avx2 / tu_sse42 / tu_base elsewhere (from the TU's own
+// flags). Inline functions compiled with AVX-512 flags therefore never share a symbol with the
+// same function compiled for another ISA, and a mixed-ISA binary does not depend on which copy
+// the linker keeps. Types stay outside it (a type must be the same in the caller and the unit),
+// and so do functions whose symbol already names the Arch (templates on the tag or its batch).
+// Nested helper namespaces inside it are called `impl` (a `detail` there would make the outer
+// `detail` ambiguous).
 //
 // Batch functions (namespace polyattn::simd; call them qualified, `simd::fma(a, b, c)`, so that
 // argument-dependent lookup cannot pick xsimd's overloads instead):
@@ -60,6 +74,25 @@
 #define POLYATTN_UNROLL _Pragma("GCC unroll 32")
 #else
 #define POLYATTN_UNROLL
+#endif
+
+// The per-ISA inline namespace of this translation unit (see the header comment).
+#if defined(POLYATTN_UNIT_ISA_AVX512)
+#define POLYATTN_ISA_NS unit_avx512
+#elif defined(POLYATTN_UNIT_ISA_AVX2)
+#define POLYATTN_ISA_NS unit_avx2
+#elif defined(POLYATTN_UNIT_ISA_SSE42)
+#define POLYATTN_ISA_NS unit_sse42
+#elif defined(POLYATTN_UNIT_ISA_SCALAR)
+#define POLYATTN_ISA_NS unit_scalar
+#elif XSIMD_WITH_AVX512BW
+#define POLYATTN_ISA_NS tu_avx512
+#elif XSIMD_WITH_FMA3_AVX2
+#define POLYATTN_ISA_NS tu_avx2
+#elif XSIMD_WITH_SSE4_2
+#define POLYATTN_ISA_NS tu_sse42
+#else
+#define POLYATTN_ISA_NS tu_base
 #endif
 
 namespace polyattn::simd {
@@ -136,6 +169,53 @@ constexpr bool compiled() noexcept {
   else
     return A::supported();
 }
+
+// Tunables of an Arch tag, derived from its register file (as Eigen's gebp_traits derive GEMM
+// blocking from register counts). Usable for any tag, compiled or not.
+//   width            floats per batch
+//   vector_registers architectural vector registers (scalar: a notional 16)
+//   panel_vectors    batches per column panel of the register-blocked products (GEMM, the
+//                    recurrent state pass, decode key blocks): 4 with 32 registers, else 2;
+//                    scalar uses 4 one-float "batches" (unrolled scalar code)
+//   micro_rows(nb)   rows per GEMM micro-block for a panel of nb batches: MR·nb accumulators,
+//                    nb B-vectors and one broadcast fit the registers, capped at 6 (8 for one-
+//                    batch panels) so that MR·nb ≥ 8 hides the FMA latency without spilling
+template <SimdArch A>
+struct ArchTraits {
+  static constexpr int width = 1;
+  static constexpr int vector_registers = 16;
+};
+template <>
+struct ArchTraits<xsimd::sse4_2> {
+  static constexpr int width = 4;
+  static constexpr int vector_registers = 16;
+};
+template <>
+struct ArchTraits<xsimd::fma3<xsimd::avx2>> {
+  static constexpr int width = 8;
+  static constexpr int vector_registers = 16;
+};
+template <>
+struct ArchTraits<xsimd::avx512bw> {
+  static constexpr int width = 16;
+  static constexpr int vector_registers = 32;
+};
+
+template <SimdArch A>
+inline constexpr int panel_vectors =
+    (ArchTraits<A>::vector_registers >= 32 || ArchTraits<A>::width == 1) ? 4 : 2;
+
+template <SimdArch A>
+constexpr int micro_rows(int nb) noexcept {
+  const int fit = (ArchTraits<A>::vector_registers - nb - 1) / nb;
+  const int cap = nb == 1 ? 8 : 6;
+  return fit < cap ? fit : cap;
+}
+
+// The widest batch of any supported tag, in floats, and its alignment in bytes: buffers padded
+// to this can be read in whole batches by every ISA.
+inline constexpr int kMaxBatchFloats = ArchTraits<xsimd::avx512bw>::width;
+inline constexpr std::size_t kMaxBatchBytes = kMaxBatchFloats * sizeof(float);
 
 // ---- the scalar batch -----------------------------------------------------------------------
 

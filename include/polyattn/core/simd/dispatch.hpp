@@ -20,26 +20,38 @@
 //     unit POLYATTN_UNIT_ARCH names the unit's tag.
 // So a binary built for generic x86-64 still runs AVX-512 code on a CPU that has it.
 //
-// The pattern for a kernel whose SIMD body lives in units. The body is a NON-inline template
-// (defined out of class); an explicit instantiation declaration (`extern template`) per unit
-// stops every other TU from instantiating it, and each unit instantiates it for its own ISA:
+// Kernels. A kernel is a type K with a member template `template <SimdArch A> R
+// operator()(A) const;` declared in the class and defined out of class (R is `typename
+// K::result_type` when K declares one, else void). One list per family names its kernels,
+//   #define MY_KERNELS(X) X(MyKernel<Foo>) X(MyKernel<Bar>) X(::ns::Other)
+// and that one list expands to both sides (fully qualified names; commas are fine):
+//   MY_KERNELS(POLYATTN_KERNEL_EXTERN)        after the definitions, in the header: for every
+//                                             ISA the target has a unit of, `extern template`
+//                                             (no other TU instantiates the body), and
+//                                             kernel_units<K> = true
+//   MY_KERNELS(POLYATTN_KERNEL_INSTANTIATE)   in the unit source passed to
+//                                             polyattn_add_arch_units: the unit's instantiation
+// run_kernel(k) then calls the best ISA among the units and the TU's own flags; a kernel no
+// list declares (a user's policy without a unit of its own) runs the best ISA of the calling
+// TU's flags, instantiated right there. Example:
 //
 //   // my_kernel.hpp
 //   struct RowSum {
+//     using result_type = float;
 //     const float* x; std::int64_t n;
 //     template <polyattn::simd::SimdArch A> float operator()(A) const;   // declared
 //   };
 //   template <polyattn::simd::SimdArch A>
 //   float RowSum::operator()(A) const { return polyattn::simd::sum<A>(x, n); }
-//   #define MY_ROWSUM_SIG(A) float RowSum::operator()<A>(A) const
-//   POLYATTN_ARCH_UNITS_EXTERN(MY_ROWSUM_SIG);  // extern template ... for each unit ISA
+//   #define MY_KERNELS(X) X(::RowSum)
+//   MY_KERNELS(POLYATTN_KERNEL_EXTERN)
 //   inline float row_sum(const float* x, std::int64_t n) {
-//     return polyattn::simd::dispatch(RowSum{x, n});
+//     return polyattn::simd::run_kernel(RowSum{x, n});
 //   }
 //
 //   // my_kernel_units.cpp — NOT listed as a normal source of the target
 //   #include "my_kernel.hpp"
-//   POLYATTN_ARCH_UNIT_INSTANTIATE(MY_ROWSUM_SIG);  // template ... (POLYATTN_UNIT_ARCH)
+//   MY_KERNELS(POLYATTN_KERNEL_INSTANTIATE)
 //
 //   # CMakeLists.txt
 //   polyattn_add_arch_units(my_app ISAS avx512 avx2 sse42 scalar SOURCES my_kernel_units.cpp)
@@ -47,21 +59,18 @@
 // Without units (no POLYATTN_UNIT_* definitions) the same header still works: the TU instantiates
 // the body for scalar and whatever its own flags enable.
 //
-// For a lambda whose SIMD code is instantiated right here (not in a unit), use
-// dispatch_local(f): it only considers the ISAs this TU's flags enable.
-//
-// Link-order note (mixing ISA flags in one program): inline functions and templates that are
-// not specific to an Arch (std::, gtest, ...) may be emitted by several TUs with different ISA
-// flags, and the linker keeps the first copy. polyattn_add_arch_units appends the units after
-// the target's other sources, from the lowest ISA to the highest, so the copy kept never needs
-// more than its least capable user. Add the units after all other sources of the target, and do
-// not run static initialisers (e.g. test registration) inside units.
+// Mixing ISA flags in one program: code with a body lives in the per-ISA inline namespace or is
+// a template on the Arch tag (arch.hpp), so no inline function compiled for one ISA can stand in
+// for another's at link time, whatever the link order; ctest checks the units' weak symbols
+// (tests/core/check_unit_symbols.cmake). Units are compiled at -O2 or above, so that the std:: and
+// xsimd helpers they use are inlined rather than emitted as shared weak symbols.
 #pragma once
 
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 #include "polyattn/core/simd/arch.hpp"
@@ -105,47 +114,76 @@
 #define POLYATTN_UNIT_ARCH ::polyattn::simd::scalar_arch
 #endif
 
+// Explicit instantiation (declaration) of one kernel for one tag.
+#define POLYATTN_DETAIL_KERNEL_FOR(PREFIX, TAG, ...) \
+  PREFIX template auto __VA_ARGS__::operator()<TAG>(TAG) const \
+      -> ::polyattn::simd::kernel_result_t<__VA_ARGS__>;
+
 #if defined(POLYATTN_UNIT_AVX512)
-#define POLYATTN_DETAIL_EXTERN_AVX512(SIG) extern template SIG(::polyattn::simd::avx512);
+#define POLYATTN_DETAIL_EXTERN_AVX512(...) \
+  POLYATTN_DETAIL_KERNEL_FOR(extern, ::polyattn::simd::avx512, __VA_ARGS__)
 #else
-#define POLYATTN_DETAIL_EXTERN_AVX512(SIG)
+#define POLYATTN_DETAIL_EXTERN_AVX512(...)
 #endif
 #if defined(POLYATTN_UNIT_AVX2)
-#define POLYATTN_DETAIL_EXTERN_AVX2(SIG) extern template SIG(::polyattn::simd::avx2);
+#define POLYATTN_DETAIL_EXTERN_AVX2(...) \
+  POLYATTN_DETAIL_KERNEL_FOR(extern, ::polyattn::simd::avx2, __VA_ARGS__)
 #else
-#define POLYATTN_DETAIL_EXTERN_AVX2(SIG)
+#define POLYATTN_DETAIL_EXTERN_AVX2(...)
 #endif
 #if defined(POLYATTN_UNIT_SSE42)
-#define POLYATTN_DETAIL_EXTERN_SSE42(SIG) extern template SIG(::polyattn::simd::sse42);
+#define POLYATTN_DETAIL_EXTERN_SSE42(...) \
+  POLYATTN_DETAIL_KERNEL_FOR(extern, ::polyattn::simd::sse42, __VA_ARGS__)
 #else
-#define POLYATTN_DETAIL_EXTERN_SSE42(SIG)
+#define POLYATTN_DETAIL_EXTERN_SSE42(...)
 #endif
 #if defined(POLYATTN_UNIT_SCALAR)
-#define POLYATTN_DETAIL_EXTERN_SCALAR(SIG) extern template SIG(::polyattn::simd::scalar_arch);
+#define POLYATTN_DETAIL_EXTERN_SCALAR(...) \
+  POLYATTN_DETAIL_KERNEL_FOR(extern, ::polyattn::simd::scalar_arch, __VA_ARGS__)
 #else
-#define POLYATTN_DETAIL_EXTERN_SCALAR(SIG)
+#define POLYATTN_DETAIL_EXTERN_SCALAR(...)
 #endif
 
-// SIG is a function-like macro: SIG(Arch) spells the declaration of one instantiation without
-// the leading `template`, e.g. `#define SIG(A) float RowSum::operator()<A>(A) const` or
-// `#define SIG(A) struct MyOps<A>`. Place this right after the template's definition, at global
-// scope (SIG must use qualified names).
-#define POLYATTN_ARCH_UNITS_EXTERN(SIG)                              \
-  POLYATTN_DETAIL_EXTERN_AVX512(SIG)                                 \
-  POLYATTN_DETAIL_EXTERN_AVX2(SIG) POLYATTN_DETAIL_EXTERN_SSE42(SIG) \
-      POLYATTN_DETAIL_EXTERN_SCALAR(SIG) static_assert(true, "")
+// One entry of a kernel list, in a header: extern declarations for the target's units and
+// kernel_units<K> = true. At global scope, after K's operator() is defined.
+#define POLYATTN_KERNEL_EXTERN(...)                                                   \
+  template <>                                                                         \
+  struct polyattn::simd::kernel_units<__VA_ARGS__> : ::std::true_type {};             \
+  POLYATTN_DETAIL_EXTERN_AVX512(__VA_ARGS__) POLYATTN_DETAIL_EXTERN_AVX2(__VA_ARGS__) \
+      POLYATTN_DETAIL_EXTERN_SSE42(__VA_ARGS__) POLYATTN_DETAIL_EXTERN_SCALAR(__VA_ARGS__)
 
-// In a unit source: the explicit instantiation for the unit's ISA.
+// One entry of a kernel list, in a unit source: the instantiation for the unit's ISA.
 #if defined(POLYATTN_UNIT_ARCH)
-#define POLYATTN_ARCH_UNIT_INSTANTIATE(SIG) template SIG(POLYATTN_UNIT_ARCH)
+#define POLYATTN_KERNEL_INSTANTIATE(...) \
+  POLYATTN_DETAIL_KERNEL_FOR(, POLYATTN_UNIT_ARCH, __VA_ARGS__)
 #else
-#define POLYATTN_ARCH_UNIT_INSTANTIATE(SIG)                                             \
-  static_assert(false,                                                                  \
-                "POLYATTN_ARCH_UNIT_INSTANTIATE is only meaningful in a source passed " \
-                "to polyattn_add_arch_units")
+#define POLYATTN_KERNEL_INSTANTIATE(...)                                             \
+  static_assert(false,                                                             \
+                "POLYATTN_KERNEL_INSTANTIATE is only meaningful in a source passed " \
+                "to polyattn_add_arch_units");
 #endif
 
 namespace polyattn::simd {
+
+// Whether a kernel list declared K (POLYATTN_KERNEL_EXTERN), i.e. whether the target's units
+// hold its bodies.
+template <class K>
+struct kernel_units : std::false_type {};
+
+namespace detail {
+template <class K, class = void>
+struct kernel_result {
+  using type = void;
+};
+template <class K>
+struct kernel_result<K, std::void_t<typename K::result_type>> {
+  using type = typename K::result_type;
+};
+}  // namespace detail
+
+// What K::operator() returns: K::result_type, or void.
+template <class K>
+using kernel_result_t = typename detail::kernel_result<K>::type;
 
 constexpr unsigned isa_bit(Isa isa) noexcept {
   return 1u << static_cast<unsigned>(isa);
@@ -271,6 +309,13 @@ decltype(auto) dispatch(F&& f) {
 template <class F>
 decltype(auto) dispatch_local(F&& f) {
   return dispatch_to<POLYATTN_LOCAL_ISA_MASK>(runtime_isa(), std::forward<F>(f));
+}
+
+// Runs kernel k for the best ISA available to it: the units' and this TU's own when a kernel
+// list declared K, this TU's own otherwise (see the header comment).
+template <class K, unsigned Units = POLYATTN_ISA_MASK, unsigned Local = POLYATTN_LOCAL_ISA_MASK>
+kernel_result_t<K> run_kernel(const K& k) {
+  return dispatch<kernel_units<K>::value ? Units : Local>(k);
 }
 
 }  // namespace polyattn::simd

@@ -63,14 +63,14 @@ inline void gemm_rows(std::int64_t M, std::int64_t Kd, float alpha, const float*
     gemm_block<A, 1, NB, Acc>(Kd, alpha, a + i * ars, ars, acs, b, ldb, c + i * ldc, ldc);
 }
 
-// One column panel of NB vectors; MR rows per block so that MR·NB accumulators plus NB
-// B-vectors and a broadcast fit the register file and MR·NB ≥ 8 hides the FMA latency, while
-// each k step needs NB + MR loads for MR·NB FMAs (FMA-bound, not load-bound).
+// One column panel of NB vectors; MR = micro_rows<A>(NB) rows per block (arch.hpp: MR·NB
+// accumulators plus NB B-vectors and a broadcast fit the register file and MR·NB ≥ 8 hides the
+// FMA latency), while each k step needs NB + MR loads for MR·NB FMAs (FMA-bound, not load-bound).
 template <SimdArch A, int NB>
 inline void gemm_panel(bool acc, std::int64_t M, std::int64_t Kd, float alpha, const float* a,
                        std::int64_t ars, std::int64_t acs, const float* b, std::int64_t ldb,
                        float* c, std::int64_t ldc) {
-  constexpr int MR = NB >= 4 ? 6 : (NB == 2 ? 6 : 8);
+  constexpr int MR = micro_rows<A>(NB);
   if (acc)
     gemm_rows<A, NB, MR, true>(M, Kd, alpha, a, ars, acs, b, ldb, c, ldc);
   else
@@ -87,8 +87,7 @@ void gemm_strided(std::int64_t M, std::int64_t N, std::int64_t Kd, float alpha, 
                   bool accumulate, float* c, std::int64_t ldc) {
   using Bt = batch_t<A>;
   constexpr std::int64_t W = static_cast<std::int64_t>(Bt::size);
-  // 32 vector registers (AVX-512): 4-vector panels; 16 (AVX2, SSE): 2-vector panels.
-  constexpr int NB = sizeof(Bt) >= 64 ? 4 : (W == 1 ? 4 : 2);
+  constexpr int NB = panel_vectors<A>;  // 4 with 32 vector registers, 2 with 16 (arch.hpp)
   const std::int64_t Nfull = N - N % W;
   std::int64_t j = 0;
   for (; j + NB * W <= Nfull; j += NB * W)
@@ -114,6 +113,10 @@ void gemm(std::int64_t M, std::int64_t N, std::int64_t Kd, float alpha, const fl
   gemm_strided<A>(M, N, Kd, alpha, a, lda, 1, b, ldb, accumulate, c, ldc);
 }
 
+}  // namespace polyattn::simd
+
+namespace polyattn::simd::inline POLYATTN_ISA_NS {
+
 // out[n×m] = in[m×n]ᵀ (row-major, leading dimensions ldi / ldo).
 inline void transpose(std::int64_t m, std::int64_t n, const float* in, std::int64_t ldi, float* out,
                       std::int64_t ldo) {
@@ -121,4 +124,4 @@ inline void transpose(std::int64_t m, std::int64_t n, const float* in, std::int6
     for (std::int64_t j = 0; j < n; ++j) out[j * ldo + i] = in[i * ldi + j];
 }
 
-}  // namespace polyattn::simd
+}  // namespace polyattn::simd::inline POLYATTN_ISA_NS

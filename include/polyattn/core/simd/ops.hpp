@@ -44,13 +44,12 @@ constexpr void require_compiled() {
 template <SimdArch A>
 inline constexpr std::int64_t width = static_cast<std::int64_t>(batch_t<A>::size);
 
-inline constexpr std::size_t kTailAlign = 64;
 
 // A width-sized, aligned copy of the last r (< width) elements, padded with `fill`.
 template <SimdArch A>
 struct Tail {
   static constexpr std::size_t W = batch_t<A>::size;
-  alignas(kTailAlign) float v[W];
+  alignas(kMaxBatchBytes) float v[W];
   Tail(const float* src, std::int64_t r, float fill) noexcept {
     for (std::size_t i = 0; i < W; ++i) v[i] = fill;
     std::memcpy(v, src, static_cast<std::size_t>(r) * sizeof(float));
