@@ -11,8 +11,11 @@
 //   initial_state   [N, HV, K, V]   optional;   final_state [N, HV, K, V] optional output
 //   initial_z       [N, HV, K]      optional running key sum of the Sum normaliser; final_z likewise
 //   o               [B, T, HV, V]   output
-// Exactly the gate tensor that the decay kind needs must be given (a stray one is an error, so
-// a mis-composed call cannot silently ignore its gates).
+// Exactly the gate tensors the decay reads must be given (a stray one is an error, so a
+// mis-composed call cannot silently ignore its gates).
+// Operators take policies (policies/*.hpp), which validate their own gate tensors with the
+// check:: helpers below. LinearOptions describes the built-in policies as values: what the
+// reference oracle, polyattn-run and the test harness take.
 #pragma once
 
 #include <cmath>
@@ -20,6 +23,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/tensor_view.hpp"
@@ -75,10 +79,13 @@ void present_iff(std::string_view name, const View& view, bool needed, std::stri
 }
 }  // namespace detail
 
-/// Checks every argument; throws polyattn::Error before anything is written.
+/// Checks the tensors every member of the family has — q, k, v, o, initial / final state and z,
+/// cu_seqlens — and returns the sizes. `normalised`: whether the operator keeps the running key
+/// sum z (initial_z / final_z are errors otherwise). Gate and beta tensors are the policies'
+/// business (check::gate_inputs, check::beta_input).
 template <class Out>
-LinearDims validate_linear(const LinearInputs& in, const LinearOptions& opt,
-                           const LinearOutputs<Out>& out) {
+LinearDims validate_linear_tensors(const LinearInputs& in, const LinearOutputs<Out>& out,
+                                   bool normalised) {
   check::required("q", in.q);
   check::required("k", in.k);
   check::required("v", in.v);
@@ -94,11 +101,45 @@ LinearDims validate_linear(const LinearInputs& in, const LinearOptions& opt,
   check::shape_is("v", in.v, {d.B, d.T, d.HV, d.V}, "[B,T,HV,V] with B,T of q");
   check::shape_is("o", out.o, {d.B, d.T, d.HV, d.V}, "[B,T,HV,V]");
   d.N = check::cu_seqlens("cu_seqlens", in.cu_seqlens, d.B, d.T);
+  if (!in.initial_state.absent()) {
+    check::well_formed("initial_state", in.initial_state);
+    check::shape_is("initial_state", in.initial_state, {d.N, d.HV, d.K, d.V}, "[N,HV,K,V]");
+  }
+  if (!out.final_state.absent()) {
+    check::well_formed("final_state", out.final_state);
+    check::shape_is("final_state", out.final_state, {d.N, d.HV, d.K, d.V}, "[N,HV,K,V]");
+  }
+  if (!normalised && !in.initial_z.absent())
+    throw Error("initial_z", "was given but the normaliser is None");
+  if (!normalised && !out.final_z.absent())
+    throw Error("final_z", "was given but the normaliser is None");
+  if (!in.initial_z.absent()) {
+    check::well_formed("initial_z", in.initial_z);
+    check::shape_is("initial_z", in.initial_z, {d.N, d.HV, d.K}, "[N,HV,K]");
+  }
+  if (!out.final_z.absent()) {
+    check::well_formed("final_z", out.final_z);
+    check::shape_is("final_z", out.final_z, {d.N, d.HV, d.K}, "[N,HV,K]");
+  }
+  return d;
+}
 
-  const char* why_decay = "by the chosen decay";
-  detail::present_iff("g_gamma", in.g_gamma, opt.decay == Decay::ConstantPerHead, why_decay);
-  detail::present_iff("g", in.g, opt.decay == Decay::ScalarPerToken, why_decay);
-  detail::present_iff("gk", in.gk, opt.decay == Decay::VectorPerToken, why_decay);
+/// Which of the built-in gate tensors a decay reads.
+struct GateInputs {
+  bool g_gamma = false;  // [HV]
+  bool g = false;        // [B,T,HV]
+  bool gk = false;       // [B,T,HV,K]
+};
+
+namespace check {
+
+/// Exactly the gate tensors in `use` are given, with their shapes (a stray gate is an error, so
+/// a mis-composed call cannot silently ignore its gates).
+inline void gate_inputs(const LinearInputs& in, const LinearDims& d, GateInputs use,
+                        std::string_view why = "by the chosen decay") {
+  detail::present_iff("g_gamma", in.g_gamma, use.g_gamma, why);
+  detail::present_iff("g", in.g, use.g, why);
+  detail::present_iff("gk", in.gk, use.gk, why);
   if (!in.g_gamma.absent()) {
     check::well_formed("g_gamma", in.g_gamma);
     check::shape_is("g_gamma", in.g_gamma, {d.HV}, "[HV]");
@@ -111,36 +152,40 @@ LinearDims validate_linear(const LinearInputs& in, const LinearOptions& opt,
     check::well_formed("gk", in.gk);
     check::shape_is("gk", in.gk, {d.B, d.T, d.HV, d.K}, "[B,T,HV,K]");
   }
-  detail::present_iff("beta", in.beta, opt.update == Update::Delta, "by the delta update");
+}
+
+/// beta [B,T,HV] is given exactly when the update needs it.
+inline void beta_input(const LinearInputs& in, const LinearDims& d, bool needed) {
+  detail::present_iff("beta", in.beta, needed, "by the delta update");
   if (!in.beta.absent()) {
     check::well_formed("beta", in.beta);
     check::shape_is("beta", in.beta, {d.B, d.T, d.HV}, "[B,T,HV]");
   }
-  if (!in.initial_state.absent()) {
-    check::well_formed("initial_state", in.initial_state);
-    check::shape_is("initial_state", in.initial_state, {d.N, d.HV, d.K, d.V}, "[N,HV,K,V]");
-  }
-  if (!out.final_state.absent()) {
-    check::well_formed("final_state", out.final_state);
-    check::shape_is("final_state", out.final_state, {d.N, d.HV, d.K, d.V}, "[N,HV,K,V]");
-  }
+}
+
+/// The scale (when given) is finite; the normaliser's eps is finite and >= 0.
+inline void scale_and_eps(std::optional<double> scale, bool normalised, double eps) {
+  if (scale && !std::isfinite(*scale))
+    throw Error("scale", "must be finite, got " + std::to_string(*scale));
+  if (normalised && !(eps >= 0.0 && std::isfinite(eps)))
+    throw Error("eps", "must be finite and >= 0, got " + std::to_string(eps));
+}
+
+}  // namespace check
+
+/// Checks every argument of a call described by LinearOptions (the reference oracle's view of
+/// the built-in policies); throws polyattn::Error before anything is written.
+template <class Out>
+LinearDims validate_linear(const LinearInputs& in, const LinearOptions& opt,
+                           const LinearOutputs<Out>& out) {
   const bool sum = opt.normalizer == Normalizer::Sum;
-  if (!sum && !in.initial_z.absent())
-    throw Error("initial_z", "was given but the normaliser is None");
-  if (!sum && !out.final_z.absent())
-    throw Error("final_z", "was given but the normaliser is None");
-  if (!in.initial_z.absent()) {
-    check::well_formed("initial_z", in.initial_z);
-    check::shape_is("initial_z", in.initial_z, {d.N, d.HV, d.K}, "[N,HV,K]");
-  }
-  if (!out.final_z.absent()) {
-    check::well_formed("final_z", out.final_z);
-    check::shape_is("final_z", out.final_z, {d.N, d.HV, d.K}, "[N,HV,K]");
-  }
-  if (opt.scale && !std::isfinite(*opt.scale))
-    throw Error("scale", "must be finite, got " + std::to_string(*opt.scale));
-  if (sum && !(opt.eps >= 0.0 && std::isfinite(opt.eps)))
-    throw Error("eps", "must be finite and >= 0, got " + std::to_string(opt.eps));
+  const LinearDims d = validate_linear_tensors(in, out, sum);
+  check::gate_inputs(in, d,
+                     {.g_gamma = opt.decay == Decay::ConstantPerHead,
+                      .g = opt.decay == Decay::ScalarPerToken,
+                      .gk = opt.decay == Decay::VectorPerToken});
+  check::beta_input(in, d, opt.update == Update::Delta);
+  check::scale_and_eps(opt.scale, sum, opt.eps);
   return d;
 }
 

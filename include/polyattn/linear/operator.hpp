@@ -5,27 +5,30 @@
 //   step(inputs, state, o, options, executor)            decode: T new tokens (usually 1) per
 //                                                         sequence, state [B,HV,K,V] in place
 // The feature map is applied to q and k first (into scratch, skipped for Identity); the state's
-// key dimension is the mapped one. Work is split into (sequence, value head) tasks handed to the
-// executor; each task is computed the same way whatever the thread count, so results are
-// bit-identical for any executor. Arguments are validated before any output is written.
+// key dimension is the mapped one. The decay, update and normaliser policies validate their own
+// tensors and are bound to each (sequence, value head) for the kernels (linear/head.hpp); the
+// kernels of the policy set come from the per-ISA units when linear/kernels.hpp lists it, and
+// are compiled in the caller's TU otherwise. Work is scheduled by linear/scheduler.hpp; results
+// are bit-identical for any executor. Arguments are validated before any output is written.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "polyattn/args/linear.hpp"
 #include "polyattn/core/executor.hpp"
 #include "polyattn/core/sequences.hpp"
 #include "polyattn/core/simd/dispatch.hpp"
-#include "polyattn/linear/chunked.hpp"
 #include "polyattn/linear/head.hpp"
-#include "polyattn/linear/recurrent.hpp"
+#include "polyattn/linear/kernels.hpp"
+#include "polyattn/linear/policies.hpp"
+#include "polyattn/linear/scheduler.hpp"
 #include "polyattn/policies/algorithm.hpp"
-#include "polyattn/policies/decay.hpp"
 #include "polyattn/policies/feature_map.hpp"
-#include "polyattn/policies/normalizer.hpp"
-#include "polyattn/policies/update.hpp"
 
 namespace polyattn {
 
@@ -64,11 +67,18 @@ class LinearAttention {
         norm_(norm),
         default_scale_(default_scale) {}
 
+  using policies = linear::LinearPolicies<DecayP, UpdateP, NormP>;
+
   const Map& feature_map() const { return map_; }
   const DecayP& decay() const { return decay_; }
+  const UpdateP& update() const { return update_; }
+  const NormP& normalizer() const { return norm_; }
 
-  // The policies lowered to the option set shared with the reference oracle.
-  LinearOptions options(const LinearRunOptions& run = {}) const {
+  /// The built-in policies described as values, for the reference oracle and polyattn-run
+  /// (only for policies that carry a `kind`; a user's own policy has its own reference).
+  LinearOptions options(const LinearRunOptions& run = {}) const
+    requires requires { DecayP::kind; UpdateP::kind; NormP::kind; }
+  {
     LinearOptions o;
     o.decay = DecayP::kind;
     o.update = UpdateP::kind;
@@ -100,7 +110,7 @@ class LinearAttention {
   template <Executor E = Serial>
   void step(const LinearInputs& in, View4<float> state, View4<float> o,
             const LinearRunOptions& run = {}, const E& exec = E{}) const {
-    if constexpr (NormP::kind == Normalizer::Sum)
+    if constexpr (NormP::running_sum)
       throw Error("z", "this operator normalises by the running key sum: pass that state too, "
                        "step(inputs, state, z [B,HV,K], o)");
     step_impl(in, state, View3<float>{}, o, run, exec);
@@ -111,7 +121,7 @@ class LinearAttention {
   template <Executor E = Serial>
   void step(const LinearInputs& in, View4<float> state, View3<float> z, View4<float> o,
             const LinearRunOptions& run = {}, const E& exec = E{}) const {
-    if constexpr (NormP::kind != Normalizer::Sum)
+    if constexpr (!NormP::running_sum)
       throw Error("z", "was given but this operator has no normaliser state");
     check::required("z", z);
     step_impl(in, state, z, o, run, exec);
@@ -150,14 +160,6 @@ class LinearAttention {
     check::required("k", in_raw.k);
     check::shape_is("k", in_raw.k, in_raw.q.shape(), "same as q [B,T,H,K]");
     LinearInputs in = in_raw;
-    if constexpr (std::is_same_v<DecayP, ConstantDecay>) {
-      if (!decay_.g_gamma.empty()) {
-        if (!in.g_gamma.absent())
-          throw Error("g_gamma", "given both in the inputs and by the ConstantDecay policy");
-        in.g_gamma = View1<const float>::contiguous(decay_.g_gamma.data(),
-                                                    {static_cast<index_t>(decay_.g_gamma.size())});
-      }
-    }
     // Feature map (scratch copies; the caller's q, k are never written).
     std::vector<float> qmap, kmap;
     if constexpr (!Map::is_identity) {
@@ -172,8 +174,11 @@ class LinearAttention {
       in.q = qv;
       in.k = kv;
     }
-    const LinearOptions opt = options(run);
-    const LinearDims d = validate_linear(in, opt, out);
+    const std::optional<double> scale_opt = run.scale ? run.scale : default_scale_;
+    const LinearDims d = validate_linear_tensors(in, out, NormP::running_sum);
+    decay_.check(in, d);
+    update_.check(in, d);
+    check::scale_and_eps(scale_opt, NormP::running_sum, norm_.eps);
     if constexpr (std::is_same_v<Algo, Parallel>) {
       for (const Segment& sg : segments(d.B, d.T, in.cu_seqlens))
         if (sg.length > linear::kParallelMaxT)
@@ -197,13 +202,14 @@ class LinearAttention {
 
     const std::vector<Segment> segs = segments(d.B, d.T, in.cu_seqlens);
     const index_t tasks = d.N * d.HV;
-    const double scale = resolved_scale(opt, d.K);
+    const auto scale = static_cast<float>(scale_opt ? *scale_opt
+                                                    : 1.0 / std::sqrt(static_cast<double>(d.K)));
 
-    // The problem of tokens [off, off + L) of sequence n, value head hv.
+    // The problem of tokens [off, off + L) of sequence n, value head hv (no state yet).
     auto problem = [&](index_t n, index_t hv, index_t off, index_t L) {
       const Segment& sg = segs[static_cast<std::size_t>(n)];
       const index_t b = sg.batch, t0 = sg.begin + off, h = hv / d.group();
-      linear::HeadProblem p;
+      linear::HeadProblem<policies> p;
       p.T = L;
       p.K = d.K;
       p.V = d.V;
@@ -213,94 +219,24 @@ class LinearAttention {
       p.k_st = in.k.stride(1);
       p.v = in.v.ptr(b, t0, hv, 0);
       p.v_st = in.v.stride(1);
-      p.decay = opt.decay;
-      if (!in.g_gamma.absent()) p.g_gamma = in.g_gamma(hv);
-      if (!in.g.absent()) {
-        p.g = in.g.ptr(b, t0, hv);
-        p.g_st = in.g.stride(1);
-      }
-      if (!in.gk.absent()) {
-        p.gk = in.gk.ptr(b, t0, hv, 0);
-        p.gk_st = in.gk.stride(1);
-      }
-      p.update = opt.update;
-      if (!in.beta.absent()) {
-        p.beta = in.beta.ptr(b, t0, hv);
-        p.beta_st = in.beta.stride(1);
-      }
-      p.qk_l2norm = opt.qk_l2norm;
-      p.normalizer = opt.normalizer;
-      p.eps = static_cast<float>(opt.eps);
-      p.scale = static_cast<float>(scale);
+      p.gate = decay_.bind(in, b, t0, hv);
+      p.update = update_.bind(in, b, t0, hv);
+      p.qk_l2norm = update_.qk_l2norm;
+      p.eps = static_cast<float>(norm_.eps);
+      p.scale = scale;
       p.o = o.ptr(b, t0, hv, 0);
       p.o_st = o.stride(1);
       return p;
     };
-    // S: the head's [K][V] working state (contiguous). When S already is the caller's memory
-    // (final_state worked in place, initial_state aliasing it) the copies are skipped.
-    auto load_into = [&](index_t n, index_t hv, float* S) {
-      if (in.initial_state.absent()) {
-        std::fill(S, S + d.K * d.V, 0.f);
-      } else if (in.initial_state.ptr(n, hv, 0, 0) != S) {
-        for (index_t i = 0; i < d.K; ++i)
-          for (index_t j = 0; j < d.V; ++j) S[i * d.V + j] = in.initial_state(n, hv, i, j);
-      }
-    };
-    auto load_z = [&](index_t n, index_t hv, std::vector<float>& z) {
-      if (opt.normalizer != Normalizer::Sum) return;
-      z.assign(static_cast<std::size_t>(d.K), 0.f);
-      if (!in.initial_z.absent())
-        for (index_t i = 0; i < d.K; ++i) z[i] = in.initial_z(n, hv, i);
-    };
-    auto store_from = [&](index_t n, index_t hv, const float* S, const std::vector<float>& z) {
-      if (!out.final_state.absent() && out.final_state.ptr(n, hv, 0, 0) != S)
-        for (index_t i = 0; i < d.K; ++i)
-          for (index_t j = 0; j < d.V; ++j) out.final_state(n, hv, i, j) = S[i * d.V + j];
-      if (!out.final_z.absent())
-        for (index_t i = 0; i < d.K; ++i) out.final_z(n, hv, i) = z[i];
-    };
-    auto load_state = [&](index_t n, index_t hv, std::vector<float>& S, std::vector<float>& z) {
-      S.resize(static_cast<std::size_t>(d.K * d.V));
-      load_into(n, hv, S.data());
-      load_z(n, hv, z);
-    };
-    auto store_state = [&](index_t n, index_t hv, const std::vector<float>& S,
-                           const std::vector<float>& z) { store_from(n, hv, S.data(), z); };
-
+    const linear::HeadStates states{in, out, d, NormP::running_sum};
     if constexpr (requires { Algo::chunk; }) {
-      if (chunk_parallel_applies(opt, tasks, exec.concurrency())) {
-        run_chunk_parallel<Algo::chunk>(segs, tasks, d, problem, load_state, store_state, exec);
+      if (linear::chunk_parallel_applies<policies>(tasks, exec.concurrency())) {
+        linear::run_chunk_parallel<Algo::chunk>(segs, d, states, problem, exec);
         finish_output(out, o, o_scratch);
         return;
       }
     }
-
-    // When final_state holds each head's [K][V] block contiguously, the kernel works in it
-    // directly (decode: initial_state is the same memory, so nothing is copied at all).
-    const bool in_place = !out.final_state.absent() && out.final_state.stride(3) == 1 &&
-                          out.final_state.stride(2) == d.V;
-    exec.parallel_for(tasks, [&](index_t task) {
-      const index_t n = task / d.HV, hv = task % d.HV;
-      const Segment& sg = segs[static_cast<std::size_t>(n)];
-      std::vector<float> S, z;
-      float* state = nullptr;
-      if (in_place) {
-        state = out.final_state.ptr(n, hv, 0, 0);
-      } else {
-        S.resize(static_cast<std::size_t>(d.K * d.V));
-        state = S.data();
-      }
-      load_into(n, hv, state);
-      load_z(n, hv, z);
-      if (sg.length > 0) {
-        linear::HeadProblem p = problem(n, hv, 0, sg.length);
-        p.state = state;
-        p.z = z.empty() ? nullptr : z.data();
-        linear::Workspace ws;
-        run_head<Algo>(p, ws);
-      }
-      store_from(n, hv, state, z);
-    });
+    linear::run_heads<Algo>(segs, d, states, problem, exec);
     finish_output(out, o, o_scratch);
   }
 
@@ -312,94 +248,6 @@ class LinearAttention {
         for (index_t t = 0; t < s[1]; ++t)
           for (index_t h = 0; h < s[2]; ++h)
             for (index_t j = 0; j < s[3]; ++j) out.o(b, t, h, j) = o(b, t, h, j);
-    }
-  }
-
-  // Chunk-level parallelism when there are fewer (sequence, head) tasks than threads, for the
-  // additive update without normaliser (the chunk-to-chunk state map is then S ← a∘S + ΔS):
-  //   1. every chunk's own contribution ΔS_c and decay a_c, in parallel;
-  //   2. a short sequential pass per head: S_{c+1} = a_c ∘ S_c + ΔS_c (K·V per chunk);
-  //   3. every chunk's outputs from its starting state, in parallel.
-  // Each step does exactly the float operations of the serial chunked kernel in the same order,
-  // so the bits do not depend on the thread count. Chunks go in windows to bound the memory.
-  // (The delta rule's chunk map is affine with a K×K matrix; propagating it would cost about
-  // as much as the chunk itself, so delta presets parallelise over (sequence, head) only.)
-  static bool chunk_parallel_applies(const LinearOptions& opt, index_t tasks, int threads) {
-    return opt.update == Update::Additive && opt.normalizer == Normalizer::None && tasks < threads;
-  }
-
-  template <int C, class Problem, class Load, class Store, class E>
-  static void run_chunk_parallel(const std::vector<Segment>& segs, index_t tasks,
-                                 const LinearDims& d, const Problem& problem, const Load& load,
-                                 const Store& store, const E& exec) {
-    const auto KV = static_cast<std::size_t>(d.K * d.V);
-    std::vector<std::vector<float>> S(static_cast<std::size_t>(tasks)), z(S.size());
-    index_t max_chunks = 0;
-    for (index_t task = 0; task < tasks; ++task) {
-      load(task / d.HV, task % d.HV, S[task], z[task]);
-      const index_t len = segs[static_cast<std::size_t>(task / d.HV)].length;
-      max_chunks = std::max(max_chunks, (len + C - 1) / C);
-    }
-    const index_t window = std::max<index_t>(
-        2, 2 * static_cast<index_t>(exec.concurrency()) / std::max<index_t>(tasks, 1));
-    const auto items = static_cast<std::size_t>(tasks * window);
-    std::vector<float> dS(items * KV), dec(items * static_cast<std::size_t>(d.K)), S0(items * KV);
-    for (index_t w0 = 0; w0 < max_chunks; w0 += window) {
-      auto chunk_of = [&](index_t item, index_t& task, index_t& off, index_t& L) {
-        task = item / window;
-        off = (w0 + item % window) * C;
-        const index_t len = segs[static_cast<std::size_t>(task / d.HV)].length;
-        L = std::min<index_t>(C, len - off);
-        return L > 0;
-      };
-      exec.parallel_for(static_cast<index_t>(items), [&](index_t item) {  // 1: ΔS_c, a_c
-        index_t task, off, L;
-        if (!chunk_of(item, task, off, L)) return;
-        linear::HeadProblem p = problem(task / d.HV, task % d.HV, off, L);
-        p.o = nullptr;
-        p.delta_out = dS.data() + item * KV;
-        p.decay_out = dec.data() + item * d.K;
-        linear::Workspace ws;
-        run_head<Chunked<C>>(p, ws);
-      });
-      exec.parallel_for(tasks, [&](index_t task) {  // 2: sequential state pass per head
-        float* s = S[task].data();
-        for (index_t j = 0; j < window; ++j) {
-          index_t t, off, L;
-          const index_t item = task * window + j;
-          if (!chunk_of(item, t, off, L)) break;
-          std::copy(s, s + KV, S0.begin() + item * KV);
-          const float* ds = dS.data() + item * KV;
-          const float* a = dec.data() + item * d.K;
-          for (index_t i = 0; i < d.K; ++i)
-            for (index_t c = 0; c < d.V; ++c) {
-              float x = s[i * d.V + c];
-              if constexpr (DecayP::kind != Decay::None) x *= a[i];
-              s[i * d.V + c] = x + ds[i * d.V + c];
-            }
-        }
-      });
-      exec.parallel_for(static_cast<index_t>(items), [&](index_t item) {  // 3: outputs
-        index_t task, off, L;
-        if (!chunk_of(item, task, off, L)) return;
-        linear::HeadProblem p = problem(task / d.HV, task % d.HV, off, L);
-        p.state = S0.data() + item * KV;
-        p.update_state = false;
-        linear::Workspace ws;
-        run_head<Chunked<C>>(p, ws);
-      });
-    }
-    for (index_t task = 0; task < tasks; ++task) store(task / d.HV, task % d.HV, S[task], z[task]);
-  }
-
-  template <class Algo>
-  static void run_head(const linear::HeadProblem& p, linear::Workspace& ws) {
-    if constexpr (std::is_same_v<Algo, Recurrent>) {
-      simd::run_kernel(linear::RecurrentKernel{&p, &ws});
-    } else if constexpr (std::is_same_v<Algo, Parallel>) {
-      simd::run_kernel(linear::ChunkedKernel{&p, &ws, p.T});
-    } else {
-      simd::run_kernel(linear::ChunkedKernel{&p, &ws, Algo::chunk});
     }
   }
 

@@ -6,13 +6,17 @@
 //   p_{t+1} = S_tᵀ (a_{t+1} ∘ k_{t+1})       (delta rule: S_tᵀ k after decay)
 //   r_{t+1} = S_tᵀ (a_{t+1} ∘ scale·q_{t+1})
 // so that  u_{t+1} = β(v − p) (or v),  o_{t+1} = r_{t+1} + (k_{t+1}·scale·q_{t+1}) u_{t+1},
-// because S_{t+1}ᵀ q = (D S_t)ᵀ q + (k·q) u. a is the decay (1, exp(g_gamma), exp(g_t) or
-// exp(gk_t)). The pass runs over column blocks of NB SIMD vectors so u, p and r stay in
-// registers; columns past the last full vector are done by the same code in scalar form.
+// because S_{t+1}ᵀ q = (D S_t)ᵀ q + (k·q) u. a = exp(γ_t) is the decay, from the decay policy's
+// bound gate (one value, or one per key channel), β_t from the update policy's; the policies'
+// compile-time properties pick the specialisation (policies/*.hpp). The pass runs over column
+// blocks of panel_vectors<A> SIMD vectors so u, p and r stay in registers; columns past the
+// last full vector are done by the same code in scalar form. Every helper is a template on the
+// Arch tag (no ISA-independent symbol in the per-ISA units).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 
 #include "polyattn/core/simd/arch.hpp"
 #include "polyattn/core/simd/dispatch.hpp"
@@ -32,8 +36,8 @@ struct TokenPrep {
   float* qt;  // a ∘ qs
 };
 
-template <simd::SimdArch A>
-void prepare_token(const HeadProblem& p, index_t t, const TokenPrep& w) {
+template <simd::SimdArch A, class P>
+void prepare_token(const HeadProblem<P>& p, index_t t, const TokenPrep& w) {
   const index_t K = p.K;
   const float* q = p.q + t * p.q_st;
   const float* k = p.k + t * p.k_st;
@@ -42,19 +46,13 @@ void prepare_token(const HeadProblem& p, index_t t, const TokenPrep& w) {
     qn = p.scale / std::sqrt(simd::dot<A>(q, q, K) + static_cast<float>(kL2NormEps));
     kn = 1.f / std::sqrt(simd::dot<A>(k, k, K) + static_cast<float>(kL2NormEps));
   }
-  switch (p.decay) {
-    case Decay::None:
-      std::fill(w.a, w.a + K, 1.f);
-      break;
-    case Decay::ConstantPerHead:
-      std::fill(w.a, w.a + K, std::exp(p.g_gamma));
-      break;
-    case Decay::ScalarPerToken:
-      std::fill(w.a, w.a + K, std::exp(p.g[t * p.g_st]));
-      break;
-    case Decay::VectorPerToken:
-      simd::exp<A>(p.gk + t * p.gk_st, w.a, K);
-      break;
+  if constexpr (P::shape == GateShape::None) {
+    std::fill(w.a, w.a + K, 1.f);
+  } else if constexpr (P::shape == GateShape::Scalar) {
+    std::fill(w.a, w.a + K, std::exp(static_cast<float>(p.gate.log_decay(t))));
+  } else {
+    gate_log_decay_row<A>(p.gate, t, w.a, K);
+    simd::exp<A>(w.a, w.a, K);
   }
   for (index_t i = 0; i < K; ++i) {
     w.k[i] = k[i] * kn;
@@ -108,7 +106,7 @@ void column_block(float* S, index_t K, index_t V, index_t j0, const float* a, co
 }
 
 // Scalar form of column_block for the columns [j0, V) past the last full vector.
-template <bool Update, bool Next, bool NeedP, bool CurR>
+template <simd::SimdArch A, bool Update, bool Next, bool NeedP, bool CurR>
 void column_tail(float* S, index_t K, index_t V, index_t j0, const float* a, const float* k,
                  const float* u, const float* kt, const float* qt, float* pout, float* rout,
                  const float* qcur, float* rcur) {
@@ -142,7 +140,7 @@ void state_pass(float* S, index_t K, index_t V, const float* a, const float* k, 
                 const float* qcur = nullptr, float* rcur = nullptr) {
   using B = simd::batch_t<A>;
   constexpr index_t W = static_cast<index_t>(B::size);
-  constexpr int NB = sizeof(B) >= 64 ? 4 : (W == 1 ? 4 : 2);
+  constexpr int NB = simd::panel_vectors<A>;
   const index_t Vfull = V - V % W;
   index_t j0 = 0;
   for (; j0 + NB * W <= Vfull; j0 += NB * W)
@@ -151,13 +149,14 @@ void state_pass(float* S, index_t K, index_t V, const float* a, const float* k, 
   for (; j0 + W <= Vfull; j0 += W)
     column_block<A, 1, Update, Next, NeedP, CurR>(S, K, V, j0, a, k, u, kt, qt, pout, rout, qcur,
                                                   rcur);
-  column_tail<Update, Next, NeedP, CurR>(S, K, V, j0, a, k, u, kt, qt, pout, rout, qcur, rcur);
+  column_tail<A, Update, Next, NeedP, CurR>(S, K, V, j0, a, k, u, kt, qt, pout, rout, qcur, rcur);
 }
 
-template <simd::SimdArch A, bool NeedP>
-void recurrent_run(const HeadProblem& p, Workspace& ws) {
+template <simd::SimdArch A, class P>
+void recurrent_run(const HeadProblem<P>& p, const Workspace& ws) {
+  constexpr bool NeedP = P::delta;
   const index_t K = p.K, V = p.V;
-  float* buf = ws.floats(static_cast<std::size_t>(10 * K + 4 * V));
+  float* buf = ws.data;
   TokenPrep cur{buf, buf + K, buf + 2 * K, buf + 3 * K, buf + 4 * K};
   TokenPrep nxt{buf + 5 * K, buf + 6 * K, buf + 7 * K, buf + 8 * K, buf + 9 * K};
   float* u = buf + 10 * K;
@@ -167,11 +166,11 @@ void recurrent_run(const HeadProblem& p, Workspace& ws) {
   float* S = p.state;
 
   auto emit = [&](index_t t) {  // o_t = r_t + (k_t·scale·q_t) u_t  [/ normaliser]
-    if (p.normalizer == Normalizer::Sum)
+    if constexpr (P::running_sum)
       for (index_t i = 0; i < K; ++i) p.z[i] += cur.k[i];
     const float kq = simd::dot<A>(cur.k, cur.qs, K);
     float inv = 1.f;
-    if (p.normalizer == Normalizer::Sum) inv = 1.f / (simd::dot<A>(cur.qs, p.z, K) + p.eps);
+    if constexpr (P::running_sum) inv = 1.f / (simd::dot<A>(cur.qs, p.z, K) + p.eps);
     float* o = p.o + t * p.o_st;
     for (index_t j = 0; j < V; ++j) o[j] = std::fma(kq, u[j], rv[j]) * inv;
   };
@@ -199,7 +198,7 @@ void recurrent_run(const HeadProblem& p, Workspace& ws) {
   for (index_t t = NeedP ? 0 : 1; t < p.T; ++t) {
     const float* v = p.v + t * p.v_st;
     if constexpr (NeedP) {
-      const float beta = p.beta[t * p.beta_st];
+      const float beta = static_cast<float>(p.update.beta(t));
       for (index_t j = 0; j < V; ++j) u[j] = beta * (v[j] - pv[j]);
     } else {
       std::copy(v, v + V, u);
@@ -218,24 +217,24 @@ void recurrent_run(const HeadProblem& p, Workspace& ws) {
 
 }  // namespace detail
 
-// Recurrent algorithm over p.T tokens (T >= 1); p.state / p.z are updated in place.
+// Recurrent algorithm over problem->T tokens (T >= 1); problem->state / z are updated in place.
+template <class P>
 struct RecurrentKernel {
-  const HeadProblem* problem;
-  Workspace* workspace;
+  const HeadProblem<P>* problem;
+  Workspace workspace;  // at least workspace_floats(K, V)
+
+  static constexpr std::size_t workspace_floats(index_t K, index_t V) {
+    return static_cast<std::size_t>(10 * K + 4 * V);
+  }
   template <simd::SimdArch A>
   void operator()(A) const;
 };
 
+template <class P>
 template <simd::SimdArch A>
-void RecurrentKernel::operator()(A) const {
+void RecurrentKernel<P>::operator()(A) const {
   if (problem->T <= 0) return;
-  if (problem->update == Update::Delta)
-    detail::recurrent_run<A, true>(*problem, *workspace);
-  else
-    detail::recurrent_run<A, false>(*problem, *workspace);
+  detail::recurrent_run<A>(*problem, workspace);
 }
 
 }  // namespace polyattn::linear
-
-#define POLYATTN_LINEAR_RECURRENT_KERNELS(X) X(::polyattn::linear::RecurrentKernel)
-POLYATTN_LINEAR_RECURRENT_KERNELS(POLYATTN_KERNEL_EXTERN)

@@ -1,37 +1,119 @@
-// polyattn/policies/decay.hpp — decay (gate) policies of the linear family, in log space.
+// polyattn/policies/decay.hpp — decay (gate) policies of the linear family, in log space:
 //
-//   NoDecay        S ← S
-//   ConstantDecay  S ← exp(g_gamma[h])·S        one log-decay per value head (RetNet, Lightning)
-//   ScalarDecay    S ← exp(g_t)·S               g[B,T,HV]   (simple GLA, Mamba2 SSD, Gated DeltaNet)
-//   VectorDecay    S ← diag(exp(gk_t))·S        gk[B,T,HV,K] (GLA, HGRN2, KDA; rows = key channels)
-// ConstantDecay can carry its own per-head values (ConstantDecay::retention(H),
-// ConstantDecay::lightning(H, layer, layers)) or take g_gamma from the inputs.
+//   S_t = D_t S_{t−1} + k_t u_tᵀ,   D_t = diag(exp(γ_t)),   γ_t ≤ 0 the per-token log decay
+//
+//   NoDecay        γ_t = 0                                     (linear attention, DeltaNet)
+//   ConstantDecay  γ_t = g_gamma[h]  one value per value head  (RetNet, Lightning)
+//   ScalarDecay    γ_t = g[b,t,h]    one value per token       (simple GLA, Mamba2 SSD, GDN)
+//   VectorDecay    γ_t,i = gk[b,t,h,i]  per key channel        (GLA, HGRN2, KDA; rows of S)
+//
+// A decay policy is one type (concept DecayPolicy). Its compile-time `shape` (GateShape::None,
+// Scalar or KeyChannel) selects the specialised kernel stages (scalar gates: one exp per pair of
+// tokens; key-channel gates: the factorised Gram form), as fla's shared chunk stages take
+// compile-time gate flags. Its hooks:
+//   check(in, dims)          validate the tensors it reads (check::gate_inputs), naming them
+//   bind(in, b, t0, h)       the gate of one (sequence, value head) from token t0 on: a small
+//                            value type the kernels call, token index t relative to t0:
+//                              Scalar:      float log_decay(t)
+//                              KeyChannel:  float log_decay(t, i)   (key channel i)
+//                                           optional: template <SimdArch A>
+//                                           void log_decay_row(t, float* out, K) — the K values
+//                                           at once (default: the per-channel hook in a loop)
+// Built-in policies also carry `kind` (the Decay value the reference oracle understands);
+// a user's decay needs none. ConstantDecay can carry its own per-head values
+// (ConstantDecay::retention(H), ConstantDecay::lightning(H, layer, layers)) or take g_gamma
+// from the inputs.
 #pragma once
 
 #include <concepts>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "polyattn/args/linear.hpp"
+#include "polyattn/core/simd/arch.hpp"
 
 namespace polyattn {
 
+/// How a decay varies within a token: not at all, one value, or one value per key channel.
+enum class GateShape { None, Scalar, KeyChannel };
+
+/// A gate bound to one (sequence, value head), as the kernels see it.
+template <class G, GateShape S>
+concept BoundGate = std::is_trivially_copyable_v<G> &&
+                    (S == GateShape::None ||
+                     (S == GateShape::Scalar &&
+                      requires(const G& g, index_t t) {
+                        { g.log_decay(t) } -> std::convertible_to<float>;
+                      }) ||
+                     (S == GateShape::KeyChannel && requires(const G& g, index_t t, index_t i) {
+                       { g.log_decay(t, i) } -> std::convertible_to<float>;
+                     }));
+
 template <class P>
-concept DecayPolicy = requires {
-  { P::kind } -> std::convertible_to<Decay>;
-};
+concept DecayPolicy =
+    requires { typename std::integral_constant<GateShape, P::shape>; } &&
+    requires(const P& p, const LinearInputs& in, const LinearDims& d, index_t b, index_t t0,
+             index_t h) {
+      p.check(in, d);
+      { p.bind(in, b, t0, h) } -> BoundGate<P::shape>;
+    };
+
+/// The bound gate type of a decay policy.
+template <DecayPolicy P>
+using bound_gate_t =
+    decltype(std::declval<const P&>().bind(std::declval<const LinearInputs&>(), index_t{},
+                                           index_t{}, index_t{}));
+
+/// The K log decays of token t of a key-channel gate: its SIMD row hook when it has one.
+template <simd::SimdArch A, class G>
+void gate_log_decay_row(const G& gate, index_t t, float* out, index_t K) {
+  if constexpr (requires { gate.template log_decay_row<A>(t, out, K); }) {
+    gate.template log_decay_row<A>(t, out, K);
+  } else {
+    for (index_t i = 0; i < K; ++i) out[i] = gate.log_decay(t, i);
+  }
+}
 
 struct NoDecay {
+  static constexpr GateShape shape = GateShape::None;
   static constexpr Decay kind = Decay::None;
+  struct Gate {};
+  void check(const LinearInputs& in, const LinearDims& d) const { check::gate_inputs(in, d, {}); }
+  Gate bind(const LinearInputs&, index_t, index_t, index_t) const { return {}; }
 };
 
 struct ConstantDecay {
+  static constexpr GateShape shape = GateShape::Scalar;
   static constexpr Decay kind = Decay::ConstantPerHead;
   std::vector<float> g_gamma;  // empty: use LinearInputs::g_gamma
+
+  struct Gate {
+    float gamma;
+    float log_decay(index_t) const noexcept { return gamma; }
+  };
+  void check(const LinearInputs& in, const LinearDims& d) const {
+    if (g_gamma.empty()) {
+      check::gate_inputs(in, d, {.g_gamma = true});
+      return;
+    }
+    if (!in.g_gamma.absent())
+      throw Error("g_gamma", "given both in the inputs and by the ConstantDecay policy");
+    check::gate_inputs(in, d, {});
+    if (static_cast<index_t>(g_gamma.size()) != d.HV)
+      throw Error("g_gamma", "expected shape [" + std::to_string(d.HV) +
+                                 "] ([HV], from the policy's values), got [" +
+                                 std::to_string(g_gamma.size()) + "]");
+  }
+  Gate bind(const LinearInputs& in, index_t, index_t, index_t h) const {
+    return {g_gamma.empty() ? in.g_gamma(h) : g_gamma[static_cast<std::size_t>(h)]};
+  }
 
   // RetNet: g_h = log(1 − 2^(−5−h)).
   static ConstantDecay retention(index_t heads) {
     ConstantDecay d;
-    for (index_t h = 0; h < heads; ++h) d.g_gamma.push_back(static_cast<float>(retention_log_decay(h)));
+    for (index_t h = 0; h < heads; ++h)
+      d.g_gamma.push_back(static_cast<float>(retention_log_decay(h)));
     return d;
   }
   // Lightning Attention: g_h = −(8/H)(1 − layer/layers)·h.
@@ -44,11 +126,47 @@ struct ConstantDecay {
 };
 
 struct ScalarDecay {
+  static constexpr GateShape shape = GateShape::Scalar;
   static constexpr Decay kind = Decay::ScalarPerToken;
+  struct Gate {
+    const float* g;  // g[t·st]
+    index_t st;
+    float log_decay(index_t t) const noexcept { return g[t * st]; }
+  };
+  void check(const LinearInputs& in, const LinearDims& d) const {
+    check::gate_inputs(in, d, {.g = true});
+  }
+  Gate bind(const LinearInputs& in, index_t b, index_t t0, index_t h) const {
+    return {in.g.ptr(b, t0, h), in.g.stride(1)};
+  }
 };
 
 struct VectorDecay {
+  static constexpr GateShape shape = GateShape::KeyChannel;
   static constexpr Decay kind = Decay::VectorPerToken;
+  struct Gate {
+    const float* gk;  // gk[t·st + i·cst]
+    index_t st, cst;
+    float log_decay(index_t t, index_t i) const noexcept { return gk[t * st + i * cst]; }
+    template <simd::SimdArch A>
+    void log_decay_row(index_t t, float* out, index_t K) const noexcept {
+      const float* row = gk + t * st;
+      if (cst == 1) {
+        for (index_t i = 0; i < K; ++i) out[i] = row[i];
+      } else {
+        for (index_t i = 0; i < K; ++i) out[i] = row[i * cst];
+      }
+    }
+  };
+  void check(const LinearInputs& in, const LinearDims& d) const {
+    check::gate_inputs(in, d, {.gk = true});
+  }
+  Gate bind(const LinearInputs& in, index_t b, index_t t0, index_t h) const {
+    return {in.gk.ptr(b, t0, h, 0), in.gk.stride(1), in.gk.stride(3)};
+  }
 };
+
+static_assert(DecayPolicy<NoDecay> && DecayPolicy<ConstantDecay> && DecayPolicy<ScalarDecay> &&
+              DecayPolicy<VectorDecay>);
 
 }  // namespace polyattn

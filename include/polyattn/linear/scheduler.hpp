@@ -1,0 +1,184 @@
+// polyattn/linear/scheduler.hpp — how a linear-family call's work is split and run.
+//
+// run_heads<Algo>: one task per (sequence, value head), each running the whole sequence through
+// Algo's kernel (Recurrent, Chunked<C>, Parallel) on the caller's executor. A task's arithmetic
+// does not depend on which thread runs it, so results are bit-identical for any executor.
+//
+// run_chunk_parallel<C>: for fewer (sequence, head) tasks than threads, with the additive update
+// and no normaliser (the chunk-to-chunk state map is then S ← a∘S + ΔS):
+//   1. every chunk's own contribution ΔS_c and decay a_c, in parallel;
+//   2. a short sequential pass per head: S_{c+1} = a_c ∘ S_c + ΔS_c (K·V per chunk);
+//   3. every chunk's outputs from its starting state, in parallel.
+// Each step does exactly the float operations of the serial chunked kernel in the same order, so
+// the bits do not depend on the thread count either. Chunks go in windows to bound the memory.
+// (The delta rule's chunk map is affine with a K×K matrix; propagating it would cost about as
+// much as the chunk itself, so delta policies parallelise over (sequence, head) only.)
+//
+// Kernels never allocate; their workspaces are sized and owned here, in the caller's TU.
+#pragma once
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "polyattn/args/linear.hpp"
+#include "polyattn/core/executor.hpp"
+#include "polyattn/core/sequences.hpp"
+#include "polyattn/core/simd/dispatch.hpp"
+#include "polyattn/linear/chunked.hpp"
+#include "polyattn/linear/head.hpp"
+#include "polyattn/linear/recurrent.hpp"
+#include "polyattn/policies/algorithm.hpp"
+
+namespace polyattn::linear {
+
+/// Runs one head problem with algorithm Algo; `scratch` is grown to the kernel's workspace.
+template <class Algo, class P>
+void run_head(const HeadProblem<P>& p, std::vector<float>& scratch) {
+  if constexpr (std::is_same_v<Algo, Recurrent>) {
+    scratch.resize(RecurrentKernel<P>::workspace_floats(p.K, p.V));
+    simd::run_kernel(RecurrentKernel<P>{&p, {scratch.data(), scratch.size()}});
+  } else {
+    index_t chunk = p.T;  // Parallel: one chunk
+    if constexpr (requires { Algo::chunk; }) chunk = std::min<index_t>(Algo::chunk, p.T);
+    if (p.T <= 0) return;
+    scratch.resize(ChunkedKernel<P>::workspace_floats(chunk, p.K, p.V));
+    simd::run_kernel(ChunkedKernel<P>{&p, {scratch.data(), scratch.size()}, chunk});
+  }
+}
+
+/// Initial and final states of a validated call: [N,HV,K,V] and, for running-sum normalisers,
+/// z [N,HV,K]. A head's working state is a contiguous [K][V] block.
+struct HeadStates {
+  const LinearInputs& in;
+  const LinearOutputs<float>& out;
+  const LinearDims& d;
+  bool running_sum;
+
+  // When final_state holds each head's [K][V] block contiguously, kernels work in it directly
+  // (decode: initial_state is the same memory, so nothing is copied at all).
+  bool in_place() const {
+    return !out.final_state.absent() && out.final_state.stride(3) == 1 &&
+           out.final_state.stride(2) == d.V;
+  }
+  float* final_block(index_t n, index_t hv) const { return out.final_state.ptr(n, hv, 0, 0); }
+
+  void load(index_t n, index_t hv, float* S, std::vector<float>& z) const {
+    if (in.initial_state.absent()) {
+      std::fill(S, S + d.K * d.V, 0.f);
+    } else if (in.initial_state.ptr(n, hv, 0, 0) != S) {
+      for (index_t i = 0; i < d.K; ++i)
+        for (index_t j = 0; j < d.V; ++j) S[i * d.V + j] = in.initial_state(n, hv, i, j);
+    }
+    if (!running_sum) return;
+    z.assign(static_cast<std::size_t>(d.K), 0.f);
+    if (!in.initial_z.absent())
+      for (index_t i = 0; i < d.K; ++i) z[static_cast<std::size_t>(i)] = in.initial_z(n, hv, i);
+  }
+  void store(index_t n, index_t hv, const float* S, const std::vector<float>& z) const {
+    if (!out.final_state.absent() && out.final_state.ptr(n, hv, 0, 0) != S)
+      for (index_t i = 0; i < d.K; ++i)
+        for (index_t j = 0; j < d.V; ++j) out.final_state(n, hv, i, j) = S[i * d.V + j];
+    if (!out.final_z.absent())
+      for (index_t i = 0; i < d.K; ++i) out.final_z(n, hv, i) = z[static_cast<std::size_t>(i)];
+  }
+};
+
+/// One task per (sequence, value head). problem(n, hv, off, L) gives the HeadProblem of tokens
+/// [off, off + L) of sequence n, value head hv, without state.
+template <class Algo, class Problem, class E>
+void run_heads(const std::vector<Segment>& segs, const LinearDims& d, const HeadStates& states,
+               const Problem& problem, const E& exec) {
+  const bool in_place = states.in_place();
+  exec.parallel_for(d.N * d.HV, [&](index_t task) {
+    const index_t n = task / d.HV, hv = task % d.HV;
+    const Segment& sg = segs[static_cast<std::size_t>(n)];
+    std::vector<float> S, z, scratch;
+    float* state = nullptr;
+    if (in_place) {
+      state = states.final_block(n, hv);
+    } else {
+      S.resize(static_cast<std::size_t>(d.K * d.V));
+      state = S.data();
+    }
+    states.load(n, hv, state, z);
+    if (sg.length > 0) {
+      auto p = problem(n, hv, index_t{0}, sg.length);
+      p.state = state;
+      p.z = z.empty() ? nullptr : z.data();
+      run_head<Algo>(p, scratch);
+    }
+    states.store(n, hv, state, z);
+  });
+}
+
+/// Whether run_chunk_parallel applies: additive update, no normaliser, fewer tasks than threads.
+template <class P>
+bool chunk_parallel_applies(index_t tasks, int threads) {
+  return !P::delta && !P::running_sum && tasks < threads;
+}
+
+template <int C, class Problem, class E>
+void run_chunk_parallel(const std::vector<Segment>& segs, const LinearDims& d,
+                        const HeadStates& states, const Problem& problem, const E& exec) {
+  using Prob = std::invoke_result_t<const Problem&, index_t, index_t, index_t, index_t>;
+  const index_t tasks = d.N * d.HV;
+  const auto KV = static_cast<std::size_t>(d.K * d.V);
+  std::vector<std::vector<float>> S(static_cast<std::size_t>(tasks)), z(S.size());
+  index_t max_chunks = 0;
+  for (index_t task = 0; task < tasks; ++task) {
+    S[task].resize(KV);
+    states.load(task / d.HV, task % d.HV, S[task].data(), z[task]);
+    const index_t len = segs[static_cast<std::size_t>(task / d.HV)].length;
+    max_chunks = std::max(max_chunks, (len + C - 1) / C);
+  }
+  const index_t window = std::max<index_t>(
+      2, 2 * static_cast<index_t>(exec.concurrency()) / std::max<index_t>(tasks, 1));
+  const auto items = static_cast<std::size_t>(tasks * window);
+  std::vector<float> dS(items * KV), dec(items * static_cast<std::size_t>(d.K)), S0(items * KV);
+  for (index_t w0 = 0; w0 < max_chunks; w0 += window) {
+    auto chunk_of = [&](index_t item, index_t& task, index_t& off, index_t& L) {
+      task = item / window;
+      off = (w0 + item % window) * C;
+      const index_t len = segs[static_cast<std::size_t>(task / d.HV)].length;
+      L = std::min<index_t>(C, len - off);
+      return L > 0;
+    };
+    exec.parallel_for(static_cast<index_t>(items), [&](index_t item) {  // 1: ΔS_c, a_c
+      index_t task, off, L;
+      if (!chunk_of(item, task, off, L)) return;
+      Prob p = problem(task / d.HV, task % d.HV, off, L);
+      p.o = nullptr;
+      p.delta_out = dS.data() + item * KV;
+      p.decay_out = dec.data() + item * d.K;
+      std::vector<float> scratch;
+      run_head<Chunked<C>>(p, scratch);
+    });
+    exec.parallel_for(tasks, [&](index_t task) {  // 2: sequential state pass per head
+      float* s = S[task].data();
+      for (index_t j = 0; j < window; ++j) {
+        index_t t, off, L;
+        const index_t item = task * window + j;
+        if (!chunk_of(item, t, off, L)) break;
+        std::copy(s, s + KV, S0.begin() + item * KV);
+        const float* ds = dS.data() + item * KV;
+        const float* a = dec.data() + item * d.K;
+        for (index_t i = 0; i < d.K; ++i)
+          for (index_t c = 0; c < d.V; ++c) s[i * d.V + c] = s[i * d.V + c] * a[i] + ds[i * d.V + c];
+      }
+    });
+    exec.parallel_for(static_cast<index_t>(items), [&](index_t item) {  // 3: outputs
+      index_t task, off, L;
+      if (!chunk_of(item, task, off, L)) return;
+      Prob p = problem(task / d.HV, task % d.HV, off, L);
+      p.state = S0.data() + item * KV;
+      p.update_state = false;
+      std::vector<float> scratch;
+      run_head<Chunked<C>>(p, scratch);
+    });
+  }
+  for (index_t task = 0; task < tasks; ++task)
+    states.store(task / d.HV, task % d.HV, S[task].data(), z[task]);
+}
+
+}  // namespace polyattn::linear

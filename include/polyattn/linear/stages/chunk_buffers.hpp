@@ -1,0 +1,59 @@
+// polyattn/linear/stages/chunk_buffers.hpp — the working set of one chunk of C tokens in the
+// chunked algorithm, carved out of the caller's Workspace. Row-major, leading dimension in
+// brackets:
+//   Q   [C×K] (K)   scale·q (L2-normalised when asked)       Kc  [C×K] (K)  keys (normalised)
+//   tmp [C×K] (K)   gated copies                             Kt  [K×C] (C)  Kᵀ (scalar gates)
+//   QK  [C×C] (C)   gated Gram q·k, s ≤ t                    KK  [C×C] (C)  gated Gram k·k, s < t
+//   R   [C×(V+K)]   delta right-hand side [β v | β e^b k], solved in place into [Uc | W]
+//   U   [C×V] (V)   values (additive) or the solved update   O   [C×V] (V)  outputs
+//   beta[C]         β of the chunk's tokens
+//   b   [C×bK]      cumulative log gates (bK = K for key-channel gates, 1 otherwise)
+//   eb  [C×bK]      e^{b}
+//   extra [C×K + K] scratch of the Gram and state stages
+#pragma once
+
+#include <cstddef>
+
+#include "polyattn/core/tensor_view.hpp"
+#include "polyattn/linear/head.hpp"
+
+namespace polyattn::linear::stages {
+
+struct ChunkBuffers {
+  index_t C = 0, K = 0, V = 0, bK = 1;
+  float *Q, *Kc, *tmp, *Kt, *QK, *KK, *R, *U, *O, *beta, *b, *eb, *extra;
+
+  // Floats of the working set for chunks of up to C tokens.
+  static constexpr std::size_t floats(index_t C, index_t K, index_t V, bool key_channel) {
+    const index_t bK = key_channel ? K : 1;
+    return static_cast<std::size_t>(3 * C * K + K * C + 2 * C * C + C * (V + K) + 2 * C * V + C +
+                                    2 * C * bK + C * K + K);
+  }
+
+  // Lays the buffers out in ws (at least floats(C, K, V, key_channel) long).
+  static ChunkBuffers carve(const Workspace& ws, index_t C, index_t K, index_t V,
+                            bool key_channel) noexcept {
+    ChunkBuffers w;
+    w.C = C;
+    w.K = K;
+    w.V = V;
+    w.bK = key_channel ? K : 1;
+    w.Q = ws.data;
+    w.Kc = w.Q + C * K;
+    w.tmp = w.Kc + C * K;
+    w.Kt = w.tmp + C * K;
+    w.QK = w.Kt + K * C;
+    w.KK = w.QK + C * C;
+    w.R = w.KK + C * C;
+    w.U = w.R + C * (V + K);
+    w.O = w.U + C * V;
+    w.beta = w.O + C * V;
+    w.b = w.beta + C;
+    w.eb = w.b + C * w.bK;
+    w.extra = w.eb + C * w.bK;
+    return w;
+  }
+  index_t rw() const noexcept { return V + K; }  // row width of R
+};
+
+}  // namespace polyattn::linear::stages

@@ -1,0 +1,32 @@
+// polyattn/linear/stages/chunk_inputs.hpp — chunk stage 0: the queries and keys of a chunk.
+//
+//   Q[t] = scale·q_t / ‖q_t‖,  Kc[t] = k_t / ‖k_t‖   with ‖x‖ = sqrt(Σx² + 1e-6) when qk_l2norm,
+//   else Q[t] = scale·q_t, Kc[t] = k_t                                        (t < L, rows of K)
+// The scale is folded into Q once, so no later product multiplies by it.
+#pragma once
+
+#include <cmath>
+
+#include "polyattn/args/linear.hpp"
+#include "polyattn/core/simd/ops.hpp"
+
+namespace polyattn::linear::stages {
+
+template <simd::SimdArch A>
+void load_queries_keys(index_t L, index_t K, const float* q, index_t q_st, const float* k,
+                       index_t k_st, float scale, bool l2norm, float* Q, float* Kc) {
+  using B = simd::batch_t<A>;
+  for (index_t t = 0; t < L; ++t) {
+    const float* qt = q + t * q_st;
+    const float* kt = k + t * k_st;
+    float qn = scale, kn = 1.f;
+    if (l2norm) {
+      qn = scale / std::sqrt(simd::dot<A>(qt, qt, K) + static_cast<float>(kL2NormEps));
+      kn = 1.f / std::sqrt(simd::dot<A>(kt, kt, K) + static_cast<float>(kL2NormEps));
+    }
+    simd::transform<A>(K, Q + t * K, [qb = B(qn)](B x) { return x * qb; }, qt);
+    simd::transform<A>(K, Kc + t * K, [kb = B(kn)](B x) { return x * kb; }, kt);
+  }
+}
+
+}  // namespace polyattn::linear::stages
