@@ -47,7 +47,8 @@ struct PeakFmaKernel {
 template <simd::SimdArch A>
 FmaResult PeakFmaKernel::operator()(A) const {
   using B = simd::batch_t<A>;
-  constexpr int N = simd::ArchTraits<A>::vector_registers >= 32 ? 24 : 12;
+  constexpr int N =
+      simd::ArchTraits<A>::vector_registers >= 32 && simd::ArchTraits<A>::width > 1 ? 24 : 12;
   B acc[N];
   for (int i = 0; i < N; ++i) acc[i] = B(1.f + 1e-3f * static_cast<float>(i));
   const B m(0.999f), c(0.001f);

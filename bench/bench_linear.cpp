@@ -53,12 +53,7 @@
 #include "bench_common.hpp"
 #include "polyattn/linear/presets.hpp"
 
-#if __has_include("polyattn/linear/chunked.hpp")
 #include "polyattn/linear/chunked.hpp"
-#define POLYATTN_BENCH_HAVE_CHUNKED 1
-#else
-#define POLYATTN_BENCH_HAVE_CHUNKED 0
-#endif
 
 namespace {
 
@@ -285,20 +280,14 @@ void register_all() {
   // prefill-linear: T 4096, every preset.
   for_each_preset([&](const std::string& name, const auto& op) {
     add_prefill<Recurrent>("prefill-linear", name, op, 4096, 1);
-#if POLYATTN_BENCH_HAVE_CHUNKED
     add_prefill<polyattn::Chunked<64>>("prefill-linear", name, op, 4096, 1);
-#endif
     if (name != "gated_delta_rule") return;
-#if POLYATTN_BENCH_HAVE_CHUNKED
     add_prefill<polyattn::Chunked<16>>("prefill-linear", name, op, 4096, 1);
     add_prefill<polyattn::Chunked<32>>("prefill-linear", name, op, 4096, 1);
     add_prefill<polyattn::Chunked<128>>("prefill-linear", name, op, 4096, 1);
-#endif
     if (all > 1) {
       add_prefill<Recurrent>("prefill-linear", name, op, 4096, all);
-#if POLYATTN_BENCH_HAVE_CHUNKED
       add_prefill<polyattn::Chunked<64>>("prefill-linear", name, op, 4096, all);
-#endif
     }
   });
 
@@ -306,20 +295,16 @@ void register_all() {
   const index_t long_T[] = {512, 2048, 8192, 32768, 65536};
   auto add_long = [&](const std::string& name, const auto& op) {
     for (const index_t T : long_T) add_prefill<Recurrent>("prefill-long", name, op, T, 1);
-#if POLYATTN_BENCH_HAVE_CHUNKED
     for (const index_t T : long_T)
       add_prefill<polyattn::Chunked<64>>("prefill-long", name, op, T, 1);
-#endif
   };
   add_long("gated_delta_rule", polyattn::presets::make_gated_delta_rule());
   add_long("gla", polyattn::presets::gla{});
 
-#if POLYATTN_BENCH_HAVE_CHUNKED
   // prefill-short: the masked T×T form where it is meant to be used.
   add_prefill<polyattn::Parallel>("prefill-short", "gated_delta_rule",
                                   polyattn::presets::make_gated_delta_rule(), 512, 1);
   add_prefill<polyattn::Parallel>("prefill-short", "gla", polyattn::presets::gla{}, 512, 1);
-#endif
 
   // decode-linear: B8 H16, one token per sequence, state in place.
   for_each_preset([&](const std::string& name, const auto& op) {
@@ -337,10 +322,9 @@ void print_figures() {
   std::fprintf(
       stderr,
       "polyattn bench: stream (scale in place, read+write) over the decode state, %.1f MiB: "
-      "%.1f GB/s 1 thread, %.1f GB/s %d threads; kernels: %s; chunked/parallel: %s\n",
+      "%.1f GB/s 1 thread, %.1f GB/s %d threads; kernels: %s\n",
       static_cast<double>(state_bytes) / (1 << 20), bw1, bwn, all,
-      polyattn::simd::isa_name(polyattn::simd::best_arch()),
-      POLYATTN_BENCH_HAVE_CHUNKED ? "yes" : "not in this build");
+      polyattn::simd::isa_name(polyattn::simd::best_arch()));
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.1f", bw1);
   benchmark::AddCustomContext("stream_gbs_decode_state_1thread", buf);

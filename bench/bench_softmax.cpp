@@ -61,12 +61,7 @@
 #include "bench_common.hpp"
 #include "polyattn/softmax/flash.hpp"
 
-#if __has_include("polyattn/softmax/decode.hpp")
 #include "polyattn/softmax/decode.hpp"
-#define POLYATTN_BENCH_HAVE_DECODE 1
-#else
-#define POLYATTN_BENCH_HAVE_DECODE 0
-#endif
 
 namespace {
 
@@ -187,7 +182,6 @@ std::size_t cache_bytes(index_t S) {
   return static_cast<std::size_t>(kDecodeB * S * kDecodeHeads.kv * (kD + kDv)) * sizeof(float);
 }
 
-#if POLYATTN_BENCH_HAVE_DECODE
 // polyattn/softmax/kv_cache.hpp and decode.hpp.
 namespace dec = polyattn::softmax;
 
@@ -251,7 +245,6 @@ void bm_decode(benchmark::State& st, index_t S, int threads) {
   st.counters["read_GB/s"] = bw;
   st.counters["vs_stream"] = seconds / (bytes / (bw * 1e9));
 }
-#endif  // POLYATTN_BENCH_HAVE_DECODE
 
 // ---- registration ---------------------------------------------------------------------------
 
@@ -270,7 +263,6 @@ void add_prefill(const char* group, const char* variant, PrefillCase c, int thre
       ->Unit(benchmark::kMillisecond);
 }
 
-#if POLYATTN_BENCH_HAVE_DECODE
 void add_decode(index_t S, int threads) {
   const std::string name = "decode-softmax/B:" + std::to_string(kDecodeB) + "/" +
                            heads_name(kDecodeHeads) + "/D:" + std::to_string(kD) +
@@ -280,7 +272,6 @@ void add_decode(index_t S, int threads) {
       ->UseRealTime()
       ->Unit(benchmark::kMicrosecond);
 }
-#endif
 
 constexpr Heads kMha{16, 16}, kGqa{32, 8};
 constexpr index_t kDecodeCaches[] = {8192, 32768};
@@ -302,21 +293,17 @@ void register_all() {
   for (const index_t T : {512, 1024, 2048, 4096, 8192})
     add_prefill("prefill-softmax-long", "causal", {kMha, T, true, 0}, 1);
 
-#if POLYATTN_BENCH_HAVE_DECODE
   // decode-softmax: one query against a filled cache.
   for (const index_t S : kDecodeCaches) {
     add_decode(S, 1);
     if (all > 1) add_decode(S, all);
   }
-#endif
 }
 
 void print_figures() {
   pb::print_machine_figures();
   const char* isa = polyattn::simd::isa_name(polyattn::simd::best_arch());
-  std::fprintf(stderr, "polyattn bench: kernels: %s; decode: %s\n", isa,
-               POLYATTN_BENCH_HAVE_DECODE ? "yes" : "not in this build");
-#if POLYATTN_BENCH_HAVE_DECODE
+  std::fprintf(stderr, "polyattn bench: kernels: %s\n", isa);
   const int all = pb::all_threads();
   for (const index_t S : kDecodeCaches) {
     const std::size_t bytes = cache_bytes(S);
@@ -332,9 +319,7 @@ void print_figures() {
     std::snprintf(buf, sizeof buf, "%.1f", bwn);
     benchmark::AddCustomContext("read_gbs_cache" + std::to_string(S) + "_all_threads", buf);
   }
-#endif
   benchmark::AddCustomContext("kernel_isa", isa);
-  benchmark::AddCustomContext("decode", POLYATTN_BENCH_HAVE_DECODE ? "yes" : "not in this build");
   benchmark::AddCustomContext("counter_time",
                               pb::time_base() == pb::TimeBase::cpu
                                   ? "thread CPU time (1 thread), real time (threads > 1)"

@@ -22,7 +22,7 @@
 #include <span>
 #include <vector>
 
-#include <polyattn/polyattn.hpp>
+#include <polyattn/testing.hpp>  // the library and its naive references
 
 namespace pa = polyattn;
 using pa::index_t;

@@ -20,7 +20,7 @@
 #include <random>
 #include <vector>
 
-#include <polyattn/polyattn.hpp>
+#include <polyattn/testing.hpp>  // the library and its naive references
 
 namespace pa = polyattn;
 using pa::index_t;

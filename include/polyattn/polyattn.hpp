@@ -5,9 +5,9 @@
 // ThreadPool, make_executor). Operator arguments (args/), policies (policies/), the linear
 // family's operator, algorithms and presets (linear/), softmax attention — tiled prefill, KV
 // cache and decode, mask and score-modifier policies (softmax/) — sparse selectors and
-// sparse_attention (sparse/) — hybrid combiners and their decoders (hybrid/) — the naive
-// double-precision references of every family (reference/), and the .npy reader/writer used by
-// polyattn-run.
+// sparse_attention (sparse/) — hybrid combiners and their decoders (hybrid/).
+// The naive double-precision references and the .npy reader/writer are not part of it: tests
+// and tools include polyattn/testing.hpp.
 // Kernels are compiled for the ISA of your flags, or per ISA with polyattn_add_arch_units(...
 // SOURCES ${POLYATTN_KERNEL_UNITS}) for runtime dispatch.
 #pragma once
@@ -32,10 +32,8 @@
 #include "polyattn/policies/normalizer.hpp"
 #include "polyattn/policies/update.hpp"
 
-#include "polyattn/linear/chunked.hpp"
 #include "polyattn/linear/operator.hpp"
 #include "polyattn/linear/presets.hpp"
-#include "polyattn/linear/recurrent.hpp"
 
 #include "polyattn/softmax/decode.hpp"
 #include "polyattn/softmax/flash.hpp"
@@ -46,10 +44,3 @@
 #include "polyattn/sparse/sparse.hpp"
 
 #include "polyattn/hybrid/hybrid.hpp"
-
-#include "polyattn/reference/based.hpp"
-#include "polyattn/reference/hybrid.hpp"
-#include "polyattn/reference/linear.hpp"
-#include "polyattn/reference/softmax.hpp"
-
-#include "polyattn/io/npy.hpp"

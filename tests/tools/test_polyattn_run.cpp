@@ -23,13 +23,6 @@
 #include "polyattn/reference/softmax.hpp"
 #include "tools/tool_test_util.hpp"
 
-// Same test as in examples/polyattn_run.cpp: Chunked<C> and Parallel are built in with it.
-#if __has_include("polyattn/linear/chunked.hpp")
-#define POLYATTN_TEST_HAVE_CHUNKED 1
-#else
-#define POLYATTN_TEST_HAVE_CHUNKED 0
-#endif
-
 #ifndef POLYATTN_RUN_PATH
 #error "POLYATTN_RUN_PATH (path of the polyattn-run binary) must be defined by the build"
 #endif
@@ -50,11 +43,9 @@ constexpr double kFastBound = polyattn::test::kRelRmseBound;
 // The fast algorithms of this build, as polyattn-run flags.
 std::vector<std::string> fast_algos() {
   std::vector<std::string> a{"--algo recurrent"};
-#if POLYATTN_TEST_HAVE_CHUNKED
   a.push_back("--algo chunked --chunk 16");
   a.push_back("--algo chunked --chunk 64");
   a.push_back("--algo parallel");
-#endif
   return a;
 }
 
@@ -419,9 +410,8 @@ TEST_F(FastTool, EveryOpEveryAlgorithmMatchesTheReference) {
 }
 
 TEST_F(FastTool, DefaultAlgorithmIsFast) {
-  // No --algo: chunked (--chunk 64) when this build has it, else recurrent.
-  const std::string default_algo =
-      POLYATTN_TEST_HAVE_CHUNKED ? "--algo chunked --chunk 64" : "--algo recurrent";
+  // No --algo: chunked (--chunk 64).
+  const std::string default_algo = "--algo chunked --chunk 64";
   const auto ops = linear_ops();
   for (std::size_t i : {1u, 5u, 8u}) {  // linear_attn --normalize, gla, kda
     const LinearSpec& s = ops[i];
@@ -471,10 +461,8 @@ TEST_F(FastTool, EveryIsaOfTheBinary) {
 
 TEST_F(FastTool, AnyThreadCountGivesTheSameBytes) {
   std::vector<std::string> algos = fast_algos();
-#if POLYATTN_TEST_HAVE_CHUNKED
   algos.push_back("--algo chunked --chunk 32");
   algos.push_back("--algo chunked --chunk 128");
-#endif
   // Every OP and every algorithm at least once (OP i with algorithm i mod #algorithms).
   const auto ops = linear_ops();
   for (std::size_t i = 0; i < std::max(ops.size(), algos.size()); ++i) {
@@ -502,9 +490,7 @@ TEST_F(FastTool, FewerTasksThanThreads) {
   const auto ops = linear_ops();
   for (std::size_t i : {0u, 2u, 5u}) {  // linear_attn, retention, gla
     const LinearSpec& s = ops[i];
-    const std::string algo = !POLYATTN_TEST_HAVE_CHUNKED ? "--algo recurrent"
-                             : i == 2                    ? "--algo chunked --chunk 64"
-                                                         : "--algo chunked --chunk 16";
+    const std::string algo = i == 2 ? "--algo chunked --chunk 64" : "--algo chunked --chunk 16";
     SCOPED_TRACE(spec_name(s) + " " + algo);
     ASSERT_NO_FATAL_FAILURE(check_spec(s, algo + " --threads 2", c));
     const std::string two = output_bytes();
@@ -616,9 +602,7 @@ TEST_F(Tool, Help) {
   const Result r = run_raw("--help");
   EXPECT_EQ(r.code, 0);
   EXPECT_NE(r.out.find("usage: polyattn-run OP"), std::string::npos);
-  EXPECT_NE(r.out.find(POLYATTN_TEST_HAVE_CHUNKED
-                           ? "chunked    chunks of C tokens + state passing (default)"
-                           : "recurrent  token by token (default)"),
+  EXPECT_NE(r.out.find("chunked    chunks of C tokens + state passing (default)"),
             std::string::npos)
       << r.out;
   EXPECT_EQ(r.err, "");
@@ -702,12 +686,6 @@ TEST_F(ToolErrors, UnusedInput) {
 
 TEST_F(ToolErrors, CommandLine) {
   expect_error("linear_attn", "--frobnicate", "unknown option '--frobnicate'");
-#if !POLYATTN_TEST_HAVE_CHUNKED
-  expect_error("linear_attn", "--algo chunked",
-               "--algo chunked is not available yet in this build; use --algo recurrent or "
-               "reference");
-  expect_error("kda", "--algo parallel", "--algo parallel is not available yet");
-#endif
   expect_error("linear_attn", "--algo fast", "unknown --algo 'fast'");
   expect_error("linear_attn", "--algo", "--algo needs a value");
   expect_error("linear_atn", "", "unknown OP 'linear_atn'");
@@ -741,9 +719,7 @@ TEST_F(ToolErrors, BadChunk) {
   expect_error("linear_attn", "--chunk 0", "--chunk must be 16, 32, 64 or 128, got 0");
   expect_error("linear_attn", "--chunk=-16", "--chunk must be 16, 32, 64 or 128, got -16");
   expect_error("linear_attn", "--chunk 1e3", "--chunk expects an integer, got '1e3'");
-#if POLYATTN_TEST_HAVE_CHUNKED
   expect_error("linear_attn", "--algo chunked --chunk 8", "--chunk must be 16, 32, 64 or 128");
-#endif
   expect_error("softmax", "--chunk 100", "--chunk must be 16, 32, 64 or 128, got 100");
   EXPECT_FALSE(fs::exists(out));
 }
@@ -772,7 +748,6 @@ TEST_F(ToolErrors, FastOperatorErrorsNameTheFile) {
   expect_error("delta_rule", last + " --threads 2", "k.npy: expected shape [2,5,2,3]");
 }
 
-#if POLYATTN_TEST_HAVE_CHUNKED
 TEST_F(ToolErrors, ParallelSequenceTooLong) {
   put("q", {1, 8194, 1, 2}, 1);
   put("k", {1, 8194, 1, 2}, 2);
@@ -784,7 +759,6 @@ TEST_F(ToolErrors, ParallelSequenceTooLong) {
   polyattn::io::write_npy(in / "cu_seqlens.npy", cu.data(), {3});
   expect_error("linear_attn", "--algo parallel --threads 2", "sequence length 8193 exceeds");
 }
-#endif
 
 TEST_F(ToolErrors, SoftmaxShapes) {
   put("k", {2, 7, 3, 3}, 22);  // 3 kv heads do not divide 2 q heads

@@ -32,6 +32,7 @@
 
 #include "polyattn/args/linear.hpp"
 #include "polyattn/core/simd/arch.hpp"
+#include "polyattn/core/simd/ops.hpp"
 
 namespace polyattn {
 
@@ -152,7 +153,7 @@ struct VectorDecay {
     void log_decay_row(index_t t, float* out, index_t K) const noexcept {
       const float* row = gk + t * st;
       if (cst == 1) {
-        for (index_t i = 0; i < K; ++i) out[i] = row[i];
+        simd::transform<A>(K, out, [](simd::batch_t<A> x) { return x; }, row);
       } else {
         for (index_t i = 0; i < K; ++i) out[i] = row[i * cst];
       }

@@ -1,7 +1,8 @@
-// Consumer smoke test: include the umbrella header, run a 2-token linear attention through the
+// Consumer smoke test: include the umbrella header (and testing.hpp for the oracle), run a 2-token linear attention through the
 // reference and through the fast operator (dispatched to the best ISA unit), and check the
 // hand-computed answer (see test_linear_reference.cpp).
 #include <polyattn/polyattn.hpp>
+#include <polyattn/testing.hpp>
 
 #include <cstdio>
 #include <vector>

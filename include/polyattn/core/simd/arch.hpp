@@ -173,17 +173,17 @@ constexpr bool compiled() noexcept {
 // Tunables of an Arch tag, derived from its register file (as Eigen's gebp_traits derive GEMM
 // blocking from register counts). Usable for any tag, compiled or not.
 //   width            floats per batch
-//   vector_registers architectural vector registers (scalar: a notional 16)
+//   vector_registers architectural vector registers (scalar: a notional 32 — one-float
+//                    "batches" are unrolled scalar code, blocked like the widest ISA)
 //   panel_vectors    batches per column panel of the register-blocked products (GEMM, the
-//                    recurrent state pass, decode key blocks): 4 with 32 registers, else 2;
-//                    scalar uses 4 one-float "batches" (unrolled scalar code)
+//                    recurrent state pass, decode key blocks): 4 with 32 registers, else 2
 //   micro_rows(nb)   rows per GEMM micro-block for a panel of nb batches: MR·nb accumulators,
 //                    nb B-vectors and one broadcast fit the registers, capped at 6 (8 for one-
 //                    batch panels) so that MR·nb ≥ 8 hides the FMA latency without spilling
 template <SimdArch A>
 struct ArchTraits {
   static constexpr int width = 1;
-  static constexpr int vector_registers = 16;
+  static constexpr int vector_registers = 32;
 };
 template <>
 struct ArchTraits<xsimd::sse4_2> {
@@ -202,8 +202,7 @@ struct ArchTraits<xsimd::avx512bw> {
 };
 
 template <SimdArch A>
-inline constexpr int panel_vectors =
-    (ArchTraits<A>::vector_registers >= 32 || ArchTraits<A>::width == 1) ? 4 : 2;
+inline constexpr int panel_vectors = ArchTraits<A>::vector_registers >= 32 ? 4 : 2;
 
 template <SimdArch A>
 constexpr int micro_rows(int nb) noexcept {

@@ -1,4 +1,4 @@
-// examples/polyattn_run.cpp — the parity tool `polyattn-run` (SPEC.md §6).
+// tools/polyattn_run.cpp — the parity tool `polyattn-run` (SPEC.md §6).
 //
 // Runs one attention preset on float32 .npy inputs from a directory and writes float32 .npy
 // outputs, so a port can be checked against PyTorch (flash-linear-attention / transformers).
@@ -6,8 +6,8 @@
 // algorithm (--algo chunked|recurrent|parallel, --chunk, --threads); --algo reference runs the
 // naive double-precision oracle (polyattn/reference/*.hpp) instead. softmax and forgetting_attn
 // run the tiled flash kernel (polyattn/softmax/flash.hpp; --threads) or, with --algo reference,
-// the oracle. based has no fast operator yet and always runs the reference. Chunked<C> and
-// Parallel are compiled in only when polyattn/linear/chunked.hpp exists in this tree.
+// the oracle. based always runs the reference (the fast preset presets::make_based is not wired
+// into the tool).
 // Every failure is one line on stderr, exit status 2, and no output file is written (outputs
 // are computed in memory, written under temporary names and renamed into place at the end).
 #include <algorithm>
@@ -39,12 +39,7 @@
 #include "polyattn/core/executor.hpp"
 #include "polyattn/io/npy.hpp"
 #include "polyattn/linear/presets.hpp"
-#if __has_include("polyattn/linear/chunked.hpp")
 #include "polyattn/linear/chunked.hpp"
-#define POLYATTN_RUN_HAVE_CHUNKED 1
-#else
-#define POLYATTN_RUN_HAVE_CHUNKED 0
-#endif
 #include "polyattn/reference/based.hpp"
 #include "polyattn/reference/linear.hpp"
 #include "polyattn/reference/softmax.hpp"
@@ -56,8 +51,7 @@ namespace fs = std::filesystem;
 using polyattn::index_t;
 using polyattn::io::NpyArray;
 
-// The linear family runs Chunked<64> by default when this build has it, else Recurrent.
-constexpr bool kHaveChunked = POLYATTN_RUN_HAVE_CHUNKED != 0;
+// The linear family runs Chunked<64> by default.
 constexpr long long kDefaultChunk = 64;
 constexpr long long kMaxThreads = 1024;
 
@@ -94,23 +88,15 @@ options:
   --window W              softmax sliding window of W keys (W >= 1)
   --sinks N               softmax: the first N keys are always visible
   --algo A                algorithm of the linear family (fp32 operators):
-                            chunked    chunks of C tokens + state passing)";
-  u += kHaveChunked ? " (default)" : " (not in this build)";
-  u += R"(
-                            recurrent  token by token)";
-  u += kHaveChunked ? "" : " (default)";
-  u += R"(
+                            chunked    chunks of C tokens + state passing (default)
+                            recurrent  token by token
                             parallel   the masked T x T form)";
-#if POLYATTN_RUN_HAVE_CHUNKED
   u += ", sequences of <= " + std::to_string(polyattn::linear::kParallelMaxT) + " tokens";
-#else
-  u += " (not in this build)";
-#endif
   u += R"(
                             reference  the naive double-precision oracle, rounded to fp32
                           softmax and forgetting_attn run the tiled flash kernel, or the
                           oracle with --algo reference (other values are an error for them);
-                          based has no fast operator yet and always runs the reference
+                          based always runs the reference
   --chunk C               chunk size of --algo chunked: 16, 32, 64 (default) or 128
                           (checked always, used only by --algo chunked)
   --threads N             threads of the fast operators, 1 to 1024 (default 1); the results are
@@ -294,13 +280,9 @@ Args parse_args(int argc, char** argv) {
   }
 
   if (!have_op) throw RunError("missing OP (see --help)");
-  // The algorithm that runs: the linear family runs the fp32 operators (default chunked when
-  // this build has it, else recurrent); the others have no fast operator yet.
+  // The algorithm that runs: the linear family runs the fp32 operators (default chunked).
   if (is_linear(a.op)) {
-    a.algo = a.algo_given.value_or(kHaveChunked ? Algo::Chunked : Algo::Recurrent);
-    if (!kHaveChunked && (a.algo == Algo::Chunked || a.algo == Algo::Parallel))
-      throw RunError(std::string("--algo ") + (a.algo == Algo::Chunked ? "chunked" : "parallel") +
-                     " is not available yet in this build; use --algo recurrent or reference");
+    a.algo = a.algo_given.value_or(Algo::Chunked);
   } else if (is_softmax(a.op)) {
     if (a.algo_given.has_value() && *a.algo_given != Algo::Reference)
       throw RunError(a.op_name + " runs the tiled flash kernel; --algo recurrent, chunked and "
@@ -517,7 +499,6 @@ void forward_fast(const LinearOp& op, const Args& a, const polyattn::LinearInput
     case Algo::Recurrent:
       op.template forward<polyattn::Recurrent>(li, out, run, exec);
       return;
-#if POLYATTN_RUN_HAVE_CHUNKED
     case Algo::Chunked:
       switch (a.chunk) {
         case 16: op.template forward<polyattn::Chunked<16>>(li, out, run, exec); return;
@@ -530,7 +511,6 @@ void forward_fast(const LinearOp& op, const Args& a, const polyattn::LinearInput
     case Algo::Parallel:
       op.template forward<polyattn::Parallel>(li, out, run, exec);
       return;
-#endif
     default: break;
   }
   throw RunError("internal error: no fast operator for this --algo/--chunk");  // unreachable
@@ -651,7 +631,6 @@ void run_linear(const Args& a) {
   polyattn::LinearOutputs<float> out;
   out.o = o.view4();
   out.final_state = ht.view4();
-#if POLYATTN_RUN_HAVE_CHUNKED
   if (a.algo == Algo::Parallel) {  // the operator would say so too, naming q
     index_t longest = d.T;
     if (!li.cu_seqlens.empty()) {
@@ -664,7 +643,6 @@ void run_linear(const Args& a) {
                      std::to_string(longest) + " exceeds " +
                      std::to_string(polyattn::linear::kParallelMaxT) + "; use --algo chunked");
   }
-#endif
   if (a.algo == Algo::Reference) {
     polyattn::reference::linear_recurrence<float>(li, opt, out);
   } else {
