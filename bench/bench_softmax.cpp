@@ -1,4 +1,4 @@
-// bench/bench_softmax.cpp — polyattn-bench-softmax: the softmax family at the SPEC.md §7 shapes.
+// bench/bench_softmax.cpp — polyattn-bench-softmax: the softmax family at the docs/conventions.md §12 shapes.
 //
 //   prefill-softmax/causal/B:1/H:16/T:4096/D:128/threads:N          HQ = HKV = 16, 1 and all threads
 //   prefill-softmax/causal-gqa/B:1/HQ:32/HKV:8/T:4096/D:128/threads:N   GQA, 1 and all threads

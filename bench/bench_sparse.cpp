@@ -1,4 +1,4 @@
-// bench/bench_sparse.cpp — polyattn-bench-sparse: block-sparse attention at the SPEC.md §7
+// bench/bench_sparse.cpp — polyattn-bench-sparse: block-sparse attention at the docs/conventions.md §12
 // `sparse` shape (causal, B1 H8 D128, T 32768, 90% of the causal blocks skipped), against the
 // dense causal flash kernel of the same binary.
 //
@@ -6,7 +6,7 @@
 //   sparse/topk/keep:0.10/B:1/H:8/T:<T>/D:128/threads:N      sparse_attention(TopKSelector)
 //   sparse/window-sinks/keep:0.10/B:1/H:8/T:<T>/D:128/threads:N  sparse_attention(WindowSinkSelector)
 //   sparse-select/<selector>/B:1/H:8/T:<T>/D:128/threads:N   the selector alone (select())
-// T = 32768 (the SPEC shape) and 4096 (a quick check), 1 and all threads, 64-token blocks.
+// T = 32768 (the docs/conventions.md §12 shape) and 4096 (a quick check), 1 and all threads, 64-token blocks.
 // "keep:0.10": the selector's parameter is chosen so that 10% of the causal blocks
 // (nQB·(nQB+1)/2) stay: top-k keeps the diagonal block plus the k best earlier ones by mean-pooled
 // q·k; window-sinks keeps block 0 plus the w blocks ending at the diagonal. The sparse cases time

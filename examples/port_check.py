@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """examples/port_check.py — checking a C++ port against the PyTorch model with polyattn-run.
 
-The workflow (SPEC.md §6): dump one attention layer's inputs from the PyTorch model as float32
+The workflow (docs/conventions.md §11): dump one attention layer's inputs from the PyTorch model as float32
 .npy files in the fla / transformers layout ([B, T, H, D], gates in log space), run the same
 layer through polyattn-run, and compare polyattn's outputs with the model's.
 
@@ -13,7 +13,7 @@ ht for the recurrent op). The model side is flash-linear-attention / PyTorch whe
 installed (fla.ops.gated_delta_rule.chunk_gated_delta_rule and
 torch.nn.functional.scaled_dot_product_attention); otherwise a direct NumPy transcription of the
 same formulas stands in for it — replace `model_*` with your own layer's forward to check a port.
-Exit status 0 when every comparison is below the SPEC.md §5 bound (1e-5).
+Exit status 0 when every comparison is below the docs/conventions.md §9 bound (1e-5).
 """
 import argparse
 import os

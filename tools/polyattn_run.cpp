@@ -1,4 +1,4 @@
-// tools/polyattn_run.cpp — the parity tool `polyattn-run` (SPEC.md §6).
+// tools/polyattn_run.cpp — the parity tool `polyattn-run` (docs/conventions.md §11).
 //
 // Runs one attention preset on float32 .npy inputs from a directory and writes float32 .npy
 // outputs, so a port can be checked against PyTorch (flash-linear-attention / transformers).
@@ -59,7 +59,7 @@ std::string usage() {
   std::string u = R"(usage: polyattn-run OP --in DIR --out DIR [options]
 
 Runs one attention preset on float32 .npy inputs and writes float32 .npy outputs
-(conventions of flash-linear-attention / transformers, see SPEC.md).
+(conventions of flash-linear-attention / transformers, see docs/conventions.md).
 
 OP (inputs read from --in DIR; [x] = optional; cu_seqlens.npy (int64 [N+1], B == 1) optional):
   linear_attn        q k v [h0]                         --normalize: o / (scale*q*cumsum(k) + 1e-10)
@@ -516,7 +516,7 @@ void forward_fast(const LinearOp& op, const Args& a, const polyattn::LinearInput
   throw RunError("internal error: no fast operator for this --algo/--chunk");  // unreachable
 }
 
-// The preset of each linear OP (SPEC.md §2; include/polyattn/linear/presets.hpp). --qk-l2norm
+// The preset of each linear OP (docs/conventions.md §4; include/polyattn/linear/presets.hpp). --qk-l2norm
 // also applies to the additive presets: their AdditiveUpdate carries the same flag.
 void run_linear_fast(const Args& a, const polyattn::LinearInputs& li, index_t HV,
                      const polyattn::LinearOutputs<float>& out) {

@@ -1,5 +1,5 @@
 // tests/common/test_util.hpp — helpers shared by the test suites: deterministic random data,
-// the relative-RMSE metric of SPEC.md §5 and small tensor containers.
+// the relative-RMSE metric of docs/conventions.md §9 and small tensor containers.
 #pragma once
 
 #include <cmath>
@@ -12,7 +12,7 @@
 
 namespace polyattn::test {
 
-// SPEC.md §5 bound for fp32 results against the double-precision reference.
+// docs/conventions.md §9 bound for fp32 results against the double-precision reference.
 inline constexpr double kRelRmseBound = 1e-5;
 
 // sqrt(mean((x-y)^2)) / sqrt(mean(y^2)); y is the reference. Returns 0 when both are all zero.

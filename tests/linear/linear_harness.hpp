@@ -1,6 +1,6 @@
 // tests/linear/linear_harness.hpp — shared fixtures for the linear-family operator tests:
 // random problems in every gate/update mode, the reference oracle run on the same inputs and
-// the SPEC.md §5 comparison of outputs and final states.
+// the docs/conventions.md §9 comparison of outputs and final states.
 #pragma once
 
 #include <gtest/gtest.h>

@@ -1,5 +1,5 @@
 // tests/linear/test_linear_recurrent.cpp — the Recurrent algorithm and the decode step of every
-// linear preset against the naive reference (SPEC.md §5 bound) over awkward shapes and extreme
+// linear preset against the naive reference (docs/conventions.md §9 bound) over awkward shapes and extreme
 // gates; step × T == forward; varlen == separate calls; thread counts give identical bits;
 // NaN propagation; bad arguments leave outputs untouched.
 #include <gtest/gtest.h>

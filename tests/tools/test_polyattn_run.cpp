@@ -37,7 +37,7 @@ using polyattn::test::TempDir;
 // --algo reference (and based / softmax): float32 roundings of the same double computation the
 // test runs.
 constexpr double kBound = 1e-6;
-// The fp32 operators of the linear family: the SPEC.md §5 bound.
+// The fp32 operators of the linear family: the docs/conventions.md §9 bound.
 constexpr double kFastBound = polyattn::test::kRelRmseBound;
 
 // The fast algorithms of this build, as polyattn-run flags.
@@ -527,7 +527,7 @@ struct SoftmaxCase {
 
 class SoftmaxTool : public Tool {
  protected:
-  // The default (flash kernel, fp32) must meet the SPEC §5 bound; --algo reference is the
+  // The default (flash kernel, fp32) must meet the docs/conventions.md §9 bound; --algo reference is the
   // double oracle rounded to fp32.
   void check(const std::string& op, const std::string& flags, const SoftmaxCase& c,
              polyattn::SoftmaxOptions opt, bool gate, bool sink) {

@@ -1,4 +1,4 @@
-// polyattn/args/hybrid.hpp — arguments of the hybrid combiners (SPEC §4) and their validation,
+// polyattn/args/hybrid.hpp — arguments of the hybrid combiners (docs/conventions.md §7) and their validation,
 // shared by the naive references (polyattn/reference/hybrid.hpp) and the fast operators and
 // decoders (polyattn/hybrid/). Per (sequence, head), position p, causal sliding window
 // W_p = [p − w + 1, p] (clipped at 0), outside O_p = [0, p − w]:

@@ -1,6 +1,6 @@
 // polyattn/args/linear.hpp — arguments of the linear-attention family and their validation.
 //
-// One set of tensors describes every member of SPEC.md §2 (linear, retention, GLA, DeltaNet,
+// One set of tensors describes every member of docs/conventions.md §4 (linear, retention, GLA, DeltaNet,
 // gated DeltaNet, KDA, ...). Shapes, with N = number of sequences (B, or len(cu_seqlens)-1):
 //   q, k            [B, T, H,  K]   (feature maps already applied by the caller)
 //   v               [B, T, HV, V]   HV = G·H (grouped value heads, G >= 1)
@@ -193,7 +193,7 @@ inline double resolved_scale(const LinearOptions& opt, index_t K) {
   return opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(K));
 }
 
-// Constant per-head log-decays of the presets (SPEC.md §1).
+// Constant per-head log-decays of the presets (docs/conventions.md §2).
 // RetNet: g_h = log(1 - 2^(-5-h)).
 inline double retention_log_decay(index_t h) {
   return std::log1p(-std::exp2(-5.0 - static_cast<double>(h)));

@@ -4,7 +4,7 @@
 // [qb·block_q, (qb+1)·block_q) of batch row b, query head h, may see key rows
 // [kb·block_k, (kb+1)·block_k). Row indices are positions along the T (queries) and S (keys)
 // axes of the tensors passed to the kernel, i.e. packed positions when cu_seqlens is used
-// (then B == 1). nQB = ceil(T / block_q), nKB = ceil(S / block_k). Selectors (SPEC §4) produce
+// (then B == 1). nQB = ceil(T / block_q), nKB = ceil(S / block_k). Selectors (docs/conventions.md §6) produce
 // a BlockMask; the softmax kernels and the reference consume it. A key is visible only if
 // every active mask (causal, window, block mask) allows it; sink tokens stay visible.
 #pragma once

@@ -1,4 +1,4 @@
-// polyattn/hybrid/hybrid.hpp — the hybrid combiners of SPEC §4, prefill and decode:
+// polyattn/hybrid/hybrid.hpp — the hybrid combiners of docs/conventions.md §7, prefill and decode:
 //
 //   combiner tag     prefill operator               decoder               header
 //   BasedHybrid      hybrid::based_hybrid<Algo>     BasedHybridDecoder    based.hpp

@@ -1,7 +1,7 @@
 // polyattn/io/npy.hpp — a small reader/writer for NumPy .npy files (our own code, no deps).
 //
 // Holds: NpyArray (shape + float32 or int64 data), read_npy / parse_npy, write_npy, npy_header
-// and the exception type NpyError. Used by the parity tool polyattn-run (SPEC.md §6) and tests.
+// and the exception type NpyError. Used by the parity tool polyattn-run (docs/conventions.md §11) and tests.
 //
 // Format (https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html):
 //   "\x93NUMPY" major minor  header_len  header  data

@@ -1,5 +1,5 @@
 // polyattn/linear/operator.hpp — LinearAttention<Map, Decay, Update, Normalizer>: the operator
-// of the whole linear family (SPEC.md §2), composed from policies at compile time.
+// of the whole linear family (docs/conventions.md §4), composed from policies at compile time.
 //
 //   forward<Algo>(inputs, outputs, options, executor)   prefill over [B,T,...] or packed varlen
 //   step(inputs, state, o, options, executor)            decode: T new tokens (usually 1) per

@@ -1,5 +1,5 @@
 // polyattn/linear/presets.hpp — the fla-named members of the linear family as policy
-// compositions (SPEC.md §2 table). Feature map Identity unless stated.
+// compositions (docs/conventions.md §4 table). Feature map Identity unless stated.
 //   linear_attn       NoDecay        AdditiveUpdate  NoNormalizer (SumNormalizer{1e-10}: fla
 //   normalize) retention         ConstantDecay::retention(HV) lightning_attn
 //   ConstantDecay::lightning(HV, layer, layers) simple_gla        ScalarDecay    (also Mamba2 SSD:

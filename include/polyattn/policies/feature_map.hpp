@@ -1,5 +1,5 @@
 // polyattn/policies/feature_map.hpp — feature maps φ applied to q and k before the linear
-// recurrence (SPEC.md §2). A map may change the key dimension: d in, out_dim(d) out.
+// recurrence (docs/conventions.md §4). A map may change the key dimension: d in, out_dim(d) out.
 //
 // Formulas (x ∈ R^d; relu(t) = max(t, 0), propagating NaN; output layouts are exact):
 //   Identity      φ(x) = x                                              out_dim = d
@@ -21,7 +21,7 @@
 //   Hedgehog      caller weights W [d_half, d] row-major and bias b [d_half] (held by reference,
 //                 not owned), gain γ (default 1):
 //                   z = γ·(W x + b),  φ(x) = softmax([z, −z])  (one softmax over all 2·d_half)
-//                 out_dim = 2·d_half (first half from +z, second from −z). SPEC.md §2 states
+//                 out_dim = 2·d_half (first half from +z, second from −z). docs/conventions.md §4 states
 //                 γ = 1; fla's HedgehogFeatureMap uses γ = 2 (y = 2·layer(x)) with a square
 //                 nn.Linear(d, d) layer — use Hedgehog::fla(W, b) for fla's numbers.
 //                 (LoLCATs' "softmax_dim" instead takes two separate softmaxes of z and −z and
@@ -200,7 +200,7 @@ struct SquaredRelu {
 
 // ---- Taylor (Based) ---------------------------------------------------------------------------
 
-// Exact second-order Taylor map: φ(q)·φ(k) = 1 + q·k + (q·k)²/2 (SPEC.md §2).
+// Exact second-order Taylor map: φ(q)·φ(k) = 1 + q·k + (q·k)²/2 (docs/conventions.md §4).
 struct Taylor2 {
   static constexpr bool is_identity = false;
   static constexpr const char* name() noexcept { return "taylor2"; }

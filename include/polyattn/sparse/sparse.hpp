@@ -1,4 +1,4 @@
-// polyattn/sparse/sparse.hpp — every block selector and sparse_attention (SPEC §4):
+// polyattn/sparse/sparse.hpp — every block selector and sparse_attention (docs/conventions.md §6):
 //   selector.hpp         concept BlockSelector, KeepOptions (diagonal / sink / local blocks),
 //                        the shared geometry and mask filling
 //   window.hpp           WindowSinkSelector     sliding window + sinks (StreamingLLM)
