@@ -1,5 +1,5 @@
 // sparse_attention (selector + block-sparse flash kernel) against the double reference run with
-// the same block mask (SPEC §5: rel RMSE < 1e-5), keep-everything masks against dense flash
+// the same block mask (docs/conventions.md §9: rel RMSE < 1e-5), keep-everything masks against dense flash
 // (bitwise), executor invariance, and the caller-provided mask buffer in a decode loop.
 #include <gtest/gtest.h>
 
