@@ -2,7 +2,7 @@
 // shared denominator): prefill against the double reference over awkward lengths and windows
 // (1, small, ≥ T), window factors, large scores (the window weights hinge on the row max),
 // varlen, both tiling algorithms; identical bits for any thread count; decoder rows equal the
-// reference with bounded cache memory.
+// reference with bounded cache memory, also with large scores.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -56,8 +56,9 @@ TEST(Lolcats, LargeScores) {
   for (float qk : {4.f, 7.f}) {
     HybridData data(s, 17, qk);  // |s| up to qk²·D·D^-½ = qk²·4
     for (index_t w : {1, 8, 100})
-      expect_matches_reference<Lolcats>(data.lolcats(), lolcats_opts(w, 0.5), data.out_shape(),
-                                        "qk " + std::to_string(qk) + " window " + std::to_string(w));
+      expect_matches_reference<Lolcats>(
+          data.lolcats(), lolcats_opts(w, 0.5), data.out_shape(),
+          "qk " + std::to_string(qk) + " window " + std::to_string(w));
   }
 }
 
@@ -76,7 +77,8 @@ TEST(Lolcats, WindowCoveringEverythingIsSoftmax) {
 }
 
 TEST(Lolcats, VarlenMatchesReference) {
-  for (const auto& lens : {std::vector<index_t>{1, 64, 65, 3}, std::vector<index_t>{0, 130, 0, 33}}) {
+  for (const auto& lens :
+       {std::vector<index_t>{1, 64, 65, 3}, std::vector<index_t>{0, 130, 0, 33}}) {
     const HybridShape s = HybridShape::varlen(lens);
     HybridData data(s, 41);
     for (index_t w : {1, 20, 200})
@@ -95,8 +97,10 @@ TEST(Lolcats, NonFiniteInputPropagates) {
   const auto o = run_fast<Lolcats>(data.lolcats(), lolcats_opts(8), data.out_shape());
   for (index_t t = 0; t < s.T; ++t) {
     const float x = o[static_cast<std::size_t>(t * s.V)];
-    if (t < 10) EXPECT_TRUE(std::isfinite(x)) << t;
-    else EXPECT_TRUE(std::isnan(x)) << t;  // in the window, then in the linear part
+    if (t < 10)
+      EXPECT_TRUE(std::isfinite(x)) << t;
+    else
+      EXPECT_TRUE(std::isnan(x)) << t;  // in the window, then in the linear part
   }
 }
 
@@ -108,7 +112,8 @@ TEST(Lolcats, ThreadCountsGiveIdenticalBits) {
     for (index_t w : {1, 40, 400}) {
       const auto serial = run_fast<Lolcats>(d->lolcats(), lolcats_opts(w), d->out_shape());
       const std::string what = d->s.str() + " window " + std::to_string(w);
-      expect_same_bits(serial, run_fast<Lolcats>(d->lolcats(), lolcats_opts(w), d->out_shape(), two),
+      expect_same_bits(serial,
+                       run_fast<Lolcats>(d->lolcats(), lolcats_opts(w), d->out_shape(), two),
                        what + " 2 threads");
       expect_same_bits(serial,
                        run_fast<Lolcats>(d->lolcats(), lolcats_opts(w), d->out_shape(), three),
@@ -140,6 +145,24 @@ TEST(Lolcats, DecoderReproducesPrefillRows) {
       expect_same_bits(got, decode_all<Lolcats>(dec2, data.lolcats(), data.out_shape(), P, two),
                        what + " 2 threads");
     }
+}
+
+// The decoder's window softmax is one online pass (the running max rescales the sums as it
+// grows): scores of several tens, in any order, still give the reference's rows.
+TEST(Lolcats, DecoderWithLargeScores) {
+  HybridShape s;
+  s.T = 90;
+  for (float qk : {4.f, 7.f}) {
+    HybridData data(s, 23, qk);
+    for (index_t w : {1, 8, 100}) {
+      const std::string what = "qk " + std::to_string(qk) + " window " + std::to_string(w);
+      hybrid::LolcatsDecoder dec(hybrid::DecoderShape{s.B, s.H, s.D, s.V, s.K, 16},
+                                 lolcats_opts(w, 0.5));
+      const auto got = decode_all<Lolcats>(dec, data.lolcats(), data.out_shape(), 30);
+      const auto want = run_ref<Lolcats>(data.lolcats(), lolcats_opts(w, 0.5), data.out_shape());
+      EXPECT_LT(rel_rmse(got, want), kRelRmseBound) << what;
+    }
+  }
 }
 
 }  // namespace

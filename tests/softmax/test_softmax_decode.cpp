@@ -38,8 +38,8 @@ struct DecodeCase {
   double gate_div = 1.0;
   bool sink = false;
   std::string str() const {
-    return "window" + std::to_string(window) + " sinks" + std::to_string(sink_tokens) +
-           " softcap" + std::to_string(softcap) + (alibi ? " alibi" : "") +
+    return "window" + std::to_string(window) + " sinks" + std::to_string(sink_tokens) + " softcap" +
+           std::to_string(softcap) + (alibi ? " alibi" : "") +
            (gate ? " gate/" + std::to_string(gate_div) : "") + (sink ? " sink-logit" : "");
   }
   SoftmaxOptions options() const {
@@ -58,12 +58,17 @@ struct DecodeData {
   std::vector<index_t> lens;
   DecodeCase c;
   std::vector<std::vector<float>> k, v, g;  // per sequence: [1, L, HKV, D] etc.
-  std::vector<float> q, slopes, sink;      // q [B, 1, HQ, D]
+  std::vector<float> q, slopes, sink;       // q [B, 1, HQ, D]
 
   DecodeData(std::vector<index_t> lengths, index_t hq, index_t hkv, index_t d, index_t dv,
              const DecodeCase& cs, std::uint64_t seed)
-      : B(static_cast<index_t>(lengths.size())), HQ(hq), HKV(hkv), D(d), Dv(dv),
-        lens(std::move(lengths)), c(cs) {
+      : B(static_cast<index_t>(lengths.size())),
+        HQ(hq),
+        HKV(hkv),
+        D(d),
+        Dv(dv),
+        lens(std::move(lengths)),
+        c(cs) {
     const auto n = [](auto... x) { return static_cast<std::size_t>((x * ...)); };
     for (index_t b = 0; b < B; ++b) {
       const index_t L = lens[static_cast<std::size_t>(b)];
@@ -101,10 +106,10 @@ struct DecodeData {
   std::unique_ptr<KVCache> cache(index_t page_size, index_t chunk = 0) const {
     index_t longest = 1;
     for (index_t L : lens) longest = std::max(longest, L);
-    auto kv = std::make_unique<KVCache>(
-        B, HKV, D, Dv,
-        KVCacheOptions{.capacity = page_size > 0 ? 0 : longest, .page_size = page_size,
-                       .gate_heads = c.gate ? HQ : 0});
+    auto kv = std::make_unique<KVCache>(B, HKV, D, Dv,
+                                        KVCacheOptions{.capacity = page_size > 0 ? 0 : longest,
+                                                       .page_size = page_size,
+                                                       .gate_heads = c.gate ? HQ : 0});
     for (index_t b = 0; b < B; ++b) {
       const index_t L = lens[static_cast<std::size_t>(b)];
       const index_t step = chunk > 0 ? chunk : std::max<index_t>(L, 1);
@@ -169,8 +174,13 @@ const DecodeCase kCases[] = {
     {.alibi = true},
     {.sink = true},
     {.gate = true},
-    {.window = 300, .sink_tokens = 2, .softcap = 2.0, .alibi = true, .gate = true,
-     .gate_div = 0.1, .sink = true},
+    {.window = 300,
+     .sink_tokens = 2,
+     .softcap = 2.0,
+     .alibi = true,
+     .gate = true,
+     .gate_div = 0.1,
+     .sink = true},
 };
 
 // Every case × head layout at the awkward lengths; 1000 and 5000 keys span one and five KV
@@ -219,8 +229,8 @@ TEST(SoftmaxDecode, WindowsAndSinkTokensAcrossSplits) {
       for (index_t e = 0; e < one.Dv; ++e) {
         const index_t L = one.lens[static_cast<std::size_t>(b)];
         EXPECT_EQ(o[static_cast<std::size_t>((b * one.HQ + h) * one.Dv + e)],
-                  one.v[static_cast<std::size_t>(b)][static_cast<std::size_t>(
-                      ((L - 1) * one.HKV + h / 2) * one.Dv + e)]);
+                  one.v[static_cast<std::size_t>(b)]
+                       [static_cast<std::size_t>(((L - 1) * one.HKV + h / 2) * one.Dv + e)]);
       }
 }
 
@@ -234,8 +244,10 @@ TEST(SoftmaxDecode, NaNInQueryStaysInItsHead) {
     for (index_t h = 0; h < 4; ++h)
       for (index_t e = 0; e < 16; ++e) {
         const float x = o[static_cast<std::size_t>((b * 4 + h) * 16 + e)];
-        if (b == 0 && h == 2) EXPECT_TRUE(std::isnan(x));
-        else EXPECT_TRUE(std::isfinite(x)) << "b" << b << " h" << h;
+        if (b == 0 && h == 2)
+          EXPECT_TRUE(std::isnan(x));
+        else
+          EXPECT_TRUE(std::isfinite(x)) << "b" << b << " h" << h;
       }
 }
 
@@ -256,22 +268,27 @@ TEST(SoftmaxDecode, NaNInValueOutsideWindowIsIgnored) {
 
 // Appends one token per sequence at a time (cache.append with B rows) and decodes after each:
 // the outputs are the rows of the reference's causal prefill over all T tokens.
-void expect_steps_match_prefill(const DecodeCase& c, index_t T, index_t HQ, index_t HKV,
-                                index_t D, index_t Dv, index_t page_size, std::uint64_t seed) {
+void expect_steps_match_prefill(const DecodeCase& c, index_t T, index_t HQ, index_t HKV, index_t D,
+                                index_t Dv, index_t page_size, std::uint64_t seed) {
   const index_t B = 2;
   test::SoftmaxData pre({.B = B, .T = T, .S = T, .HQ = HQ, .HKV = HKV, .D = D, .Dv = Dv},
-                        {.causal = true, .window = c.window, .sink_tokens = c.sink_tokens,
-                         .softcap = c.softcap, .alibi = c.alibi, .gate = true,
-                         .gate_div = c.gate_div, .sink = c.sink},
+                        {.causal = true,
+                         .window = c.window,
+                         .sink_tokens = c.sink_tokens,
+                         .softcap = c.softcap,
+                         .alibi = c.alibi,
+                         .gate = true,
+                         .gate_div = c.gate_div,
+                         .sink = c.sink},
                         seed);
   SoftmaxInputs full = pre.inputs();
   if (!c.gate) full.g = {};
   std::vector<double> want(pre.out_size());
   reference::softmax_attention(full, c.options(), bthd(want.data(), B, T, HQ, Dv));
 
-  KVCache kv(B, HKV, D, Dv,
-             {.capacity = page_size > 0 ? 0 : T, .page_size = page_size,
-              .gate_heads = c.gate ? HQ : 0});
+  KVCache kv(
+      B, HKV, D, Dv,
+      {.capacity = page_size > 0 ? 0 : T, .page_size = page_size, .gate_heads = c.gate ? HQ : 0});
   std::vector<float> got(pre.out_size(), test::kSentinel);
   for (index_t t = 0; t < T; ++t) {
     const auto at = [&](const std::vector<float>& x, index_t H, index_t F) {
@@ -284,25 +301,101 @@ void expect_steps_match_prefill(const DecodeCase& c, index_t T, index_t HQ, inde
     ASSERT_EQ(kv.length(0), t + 1);
     ASSERT_EQ(kv.length(1), t + 1);
     DecodeInputs in{.q = at(pre.q, HQ, D), .alibi_slopes = full.alibi_slopes, .sink = full.sink};
-    softmax::flash_decode(in, kv, c.options(),
-                          View4<float>(got.data() + t * HQ * Dv, {B, 1, HQ, Dv},
-                                       {T * HQ * Dv, HQ * Dv, Dv, 1}));
+    softmax::flash_decode(
+        in, kv, c.options(),
+        View4<float>(got.data() + t * HQ * Dv, {B, 1, HQ, Dv}, {T * HQ * Dv, HQ * Dv, Dv, 1}));
   }
   EXPECT_LT(rel_rmse(got, want), kRelRmseBound) << c.str() << " page " << page_size;
+}
+
+// The lse output of decode equals flash_attention's lse of the last row of a causal prefill
+// over the same tokens (the same definition: log Σ_visible e^s [+ e^sink]), across KV splits,
+// windows that hide whole splits, sink logits and gates; with lse, o keeps its bits; a query
+// that is NaN gives NaN; a bad lse view is an error before anything is written.
+TEST(SoftmaxDecode, LseEqualsPrefillLseOfLastRow) {
+  const DecodeCase cases[] = {
+      {},
+      {.window = 48, .sink_tokens = 4, .sink = true},
+      {.window = 2000, .softcap = 2.0, .alibi = true, .gate = true, .gate_div = 0.1},
+      {.window = 1, .sink = true},
+  };
+  std::uint64_t seed = 300;
+  for (const DecodeCase& c : cases)
+    for (const auto& lens : {std::vector<index_t>{1, 70}, std::vector<index_t>{3000, 1025}}) {
+      DecodeData data(lens, 4, 2, 32, 24, c, seed++);
+      const auto kv = data.cache(64);
+      std::vector<float> o(static_cast<std::size_t>(data.B * data.HQ * data.Dv), test::kSentinel);
+      std::vector<float> lse(static_cast<std::size_t>(data.B * data.HQ), test::kSentinel);
+      softmax::flash_decode(data.inputs(), *kv, c.options(),
+                            bthd(o.data(), data.B, 1, data.HQ, data.Dv),
+                            bth(lse.data(), data.B, 1, data.HQ));
+      expect_same_bits(o, data.decode(*kv), data.str() + " o with lse");
+      for (index_t b = 0; b < data.B; ++b) {
+        const index_t L = data.lens[static_cast<std::size_t>(b)];
+        // Prefill over the L tokens with the decode query as the last of L queries (the others
+        // are copies of it; only the last row is compared).
+        std::vector<float> qs(static_cast<std::size_t>(L * data.HQ * data.D));
+        for (index_t t = 0; t < L; ++t)
+          std::copy_n(data.q.data() + b * data.HQ * data.D, data.HQ * data.D,
+                      qs.data() + t * data.HQ * data.D);
+        SoftmaxInputs in;
+        in.q = bthd(qs.data(), 1, L, data.HQ, data.D);
+        in.k = data.k_of(b, 0, L);
+        in.v = data.v_of(b, 0, L);
+        in.g = data.g_of(b, 0, L);
+        const DecodeInputs di = data.inputs();
+        in.alibi_slopes = di.alibi_slopes;
+        in.sink = di.sink;
+        std::vector<float> po(static_cast<std::size_t>(L * data.HQ * data.Dv));
+        std::vector<float> plse(static_cast<std::size_t>(L * data.HQ));
+        softmax::flash_attention(in, c.options(), bthd(po.data(), 1, L, data.HQ, data.Dv),
+                                 bth(plse.data(), 1, L, data.HQ));
+        for (index_t h = 0; h < data.HQ; ++h) {
+          const float want = plse[static_cast<std::size_t>((L - 1) * data.HQ + h)];
+          const float got = lse[static_cast<std::size_t>(b * data.HQ + h)];
+          ASSERT_TRUE(std::isfinite(got)) << data.str();
+          EXPECT_NEAR(got, want, 1e-5 * std::max(1.f, std::abs(want)))
+              << data.str() << " b" << b << " h" << h;
+        }
+      }
+    }
+
+  DecodeData nan_q({200, 5}, 2, 1, 16, 16, {.sink = true}, 310);
+  nan_q.q[3] = NAN;  // sequence 0, head 0
+  const auto kv = nan_q.cache(0);
+  std::vector<float> o(static_cast<std::size_t>(2 * 2 * 16));
+  std::vector<float> lse(4, test::kSentinel);
+  softmax::flash_decode(nan_q.inputs(), *kv, nan_q.c.options(), bthd(o.data(), 2, 1, 2, 16),
+                        bth(lse.data(), 2, 1, 2));
+  EXPECT_TRUE(std::isnan(lse[0]));
+  for (std::size_t i = 1; i < 4; ++i) EXPECT_TRUE(std::isfinite(lse[i])) << i;
+
+  std::fill(o.begin(), o.end(), test::kSentinel);
+  std::fill(lse.begin(), lse.end(), test::kSentinel);
+  try {
+    softmax::flash_decode(nan_q.inputs(), *kv, nan_q.c.options(), bthd(o.data(), 2, 1, 2, 16),
+                          bth(lse.data(), 2, 2, 1));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.argument(), "lse") << e.what();
+  }
+  for (float x : o) ASSERT_EQ(x, test::kSentinel);
+  for (float x : lse) ASSERT_EQ(x, test::kSentinel);
 }
 
 TEST(SoftmaxDecode, TokenByTokenMatchesPrefillRows) {
   std::uint64_t seed = 80;
   for (const DecodeCase& c : kCases)
-    for (const index_t page : {0, 16}) expect_steps_match_prefill(c, 130, 4, 2, 32, 24, page, seed++);
+    for (const index_t page : {0, 16})
+      expect_steps_match_prefill(c, 130, 4, 2, 32, 24, page, seed++);
   expect_steps_match_prefill({.gate = true, .gate_div = 0.01}, 130, 3, 1, 72, 40, 64, seed++);
 }
 
 // Token by token past the first KV split (1024 keys), MQA.
 TEST(SoftmaxDecode, TokenByTokenAcrossSplits) {
-  expect_steps_match_prefill({.window = 700, .sink_tokens = 2, .alibi = true, .gate = true,
-                              .sink = true},
-                             1100, 1, 1, 16, 8, 64, 90);
+  expect_steps_match_prefill(
+      {.window = 700, .sink_tokens = 2, .alibi = true, .gate = true, .sink = true}, 1100, 1, 1, 16,
+      8, 64, 90);
 }
 
 // ---- paged caches, threads ------------------------------------------------------------------
@@ -317,9 +410,9 @@ TEST(SoftmaxDecode, PagedEqualsContiguous) {
     for (const index_t page : {16, 64, 7})
       for (const index_t chunk : {0, 1, 37}) {
         if (chunk == 1 && page != 16) continue;  // token-at-a-time once
-        expect_same_bits(data.decode(*data.cache(page, chunk)), contiguous,
-                         data.str() + " page " + std::to_string(page) + " chunk " +
-                             std::to_string(chunk));
+        expect_same_bits(
+            data.decode(*data.cache(page, chunk)), contiguous,
+            data.str() + " page " + std::to_string(page) + " chunk " + std::to_string(chunk));
       }
   }
 }
@@ -382,8 +475,10 @@ TEST(SoftmaxDecode, BadAppendChangesNothing) {
     expect_error([&] { kv.append(k2(1), v2(1), bth(data.g[0].data(), 2, 1, 2)); }, "g");
     expect_error([&] { kv.append(k2(9), v2(9), g2(9)); }, "k");  // 4 + 9 > capacity 12
     expect_error(
-        [&] { kv.append_to(2, bthd(data.k[0].data(), 1, 1, 2, 8), bthd(data.v[0].data(), 1, 1, 2, 6),
-                           bth(data.g[0].data(), 1, 1, 4)); },
+        [&] {
+          kv.append_to(2, bthd(data.k[0].data(), 1, 1, 2, 8), bthd(data.v[0].data(), 1, 1, 2, 6),
+                       bth(data.g[0].data(), 1, 1, 4));
+        },
         "b");
     expect_error([&] { kv.append_to(0, k2(1), v2(1), g2(1)); }, "k");  // batch 2 rows for one
     EXPECT_EQ(kv.length(0), 4);
@@ -392,9 +487,12 @@ TEST(SoftmaxDecode, BadAppendChangesNothing) {
   }
   KVCache plain(1, 1, 4, 4, {.capacity = 4});
   const std::vector<float> x(16, 1.f);
-  expect_error([&] { plain.append(bthd(x.data(), 1, 1, 1, 4), bthd(x.data(), 1, 1, 1, 4),
-                                  bth(x.data(), 1, 1, 1)); },
-               "g");  // gates for a cache without them
+  expect_error(
+      [&] {
+        plain.append(bthd(x.data(), 1, 1, 1, 4), bthd(x.data(), 1, 1, 1, 4),
+                     bth(x.data(), 1, 1, 1));
+      },
+      "g");  // gates for a cache without them
   EXPECT_EQ(plain.length(0), 0);
 }
 
@@ -412,8 +510,10 @@ TEST(SoftmaxDecode, BadDecodeArgumentsLeaveOutputUntouched) {
       const View4<float> ov = out ? out() : bthd(o.data(), 2, 1, 4, 6);
       expect_error(
           [&] {
-            if (pool) softmax::flash_decode(in, cache, op, ov, ThreadPool(2));
-            else softmax::flash_decode(in, cache, op, ov);
+            if (pool)
+              softmax::flash_decode(in, cache, op, ov, ThreadPool(2));
+            else
+              softmax::flash_decode(in, cache, op, ov);
           },
           arg);
       for (float x : o) ASSERT_EQ(x, test::kSentinel) << "output written for bad " << arg;
@@ -541,7 +641,9 @@ void append_after_dropping_everything(bool gate) {
   expect_same_bits(data.decode(drop), data.decode(keep), "gate " + std::to_string(gate));
 }
 
-TEST(SoftmaxDecode, AppendAfterDroppingEverything) { append_after_dropping_everything(false); }
+TEST(SoftmaxDecode, AppendAfterDroppingEverything) {
+  append_after_dropping_everything(false);
+}
 
 // (Caught a crash: append continued the gate cumsum from a token whose page was dropped.)
 TEST(SoftmaxDecode, AppendAfterDroppingEverythingWithGates) {
@@ -559,9 +661,9 @@ TEST(SoftmaxDecode, DroppedKeysStillNeededAreAnError) {
       DecodeCase c{.window = window, .sink_tokens = sinks};
       softmax::flash_decode(data.inputs(), *kv, c.options(), bthd(o.data(), 2, 1, 2, 8));
     };
-    expect_error([&] { call(0, 0); }, "cache");    // no window: every key is needed
-    expect_error([&] { call(61, 0); }, "cache");   // keys 39.. needed
-    expect_error([&] { call(50, 2); }, "cache");   // sink tokens were dropped
+    expect_error([&] { call(0, 0); }, "cache");   // no window: every key is needed
+    expect_error([&] { call(61, 0); }, "cache");  // keys 39.. needed
+    expect_error([&] { call(50, 2); }, "cache");  // sink tokens were dropped
     for (float x : o) ASSERT_EQ(x, test::kSentinel);
     call(60, 0);  // keys 40.. : fine
     for (float x : o) ASSERT_TRUE(std::isfinite(x));

@@ -3,18 +3,18 @@
 // denominator. Per (sequence, head), position p, W_p = [p − w + 1, p] (clipped), O_p = [0, p − w]:
 //
 //   s_pj = scale·q_p·k_j,  m_p = max_{j∈W_p} s_pj,  a_pj = φq_p·φk_j
-//   o_p = (γ Σ_{W_p} e^{s_pj − m_p} v_j + Σ_{O_p} a_pj v_j) / (γ Σ_{W_p} e^{s_pj − m_p} + Σ_{O_p} a_pj)
+//   o_p = (γ Σ_{W_p} e^{s_pj − m_p} v_j + Σ_{O_p} a_pj v_j) / (γ Σ_{W_p} e^{s_pj − m_p} + Σ_{O_p}
+//   a_pj)
 //
 // (reference::lolcats; as in LoLCATs' code the window weights are taken relative to the window's
 // max score m_p, which fixes how the two parts mix; φq, φk come feature-mapped from the caller.)
 //
-// Prefill (lolcats<Algo>(in, opt, o, exec)), from three library kernels:
-//   1. flash_attention (causal, window w) gives o_w = Σ_W e^{s} v / Σ_W e^{s} and
-//      lse = log Σ_W e^{s}. Then Σ_W e^{s − m} = e^{lse − m}, so the window's share is
-//      Z_p = γ e^{lse_p − m_p} and its numerator Z_p · o_w.
-//   2. m_p, the row max over the window, by a blocked Q·Kᵀ pass (Eigen GEMM; flash_attention does
-//      not report its running max — see window_row_max below).
-//   3. The lagged linear numerator / denominator N_p = Σ_{j≤p−w} a_pj v_j, Dn_p = Σ_{j≤p−w} a_pj
+// Prefill (lolcats<Algo>(in, opt, o, exec)), from two library kernels:
+//   1. flash_attention (causal, window w) gives o_w = Σ_W e^{s} v / Σ_W e^{s},
+//      lse = log Σ_W e^{s} and m_p, the row max of the window's scores (its row_max output: the
+//      running max the kernel ended with, so no separate pass). Then Σ_W e^{s − m} = e^{lse − m},
+//      so the window's share is Z_p = γ e^{lse_p − m_p} and its numerator Z_p · o_w.
+//   2. The lagged linear numerator / denominator N_p = Σ_{j≤p−w} a_pj v_j, Dn_p = Σ_{j≤p−w} a_pj
 //      in one linear-attention call (linear_attn: no decay, additive, no normaliser, scale 1,
 //      tiling Algo) on q = φq and keys / values delayed by w tokens, with a ones column appended
 //      to v: k'_t = φk_{t−w}, v'_t = [v_{t−w}, 1] (zeros for t < w), so o'_p = [N_p, Dn_p].
@@ -28,12 +28,12 @@
 // outside part (p < w, or w ≥ T) get N = Dn = 0 exactly, hence o = o_w.
 //
 // Decode (LolcatsDecoder): one paged KV cache whose key rows hold [k | φk] side by side; each
-// step attends to the window directly (scores, m, Σ e^{s−m}, Σ e^{s−m} v — the reference's form;
-// flash_decode reports no lse / max) and folds the token leaving the window (p − w) into the
-// lagged state [B, H, F, V+1] with LinearAttention::step. Pages behind p − w are released.
+// step attends to the window directly in double — one pass of the online softmax
+// (softmax/online_softmax.hpp) over the window's keys gives m, Σ e^{s−m} and Σ e^{s−m} v, the
+// reference's form — and folds the token leaving the window (p − w) into the lagged state
+// [B, H, F, V+1] with LinearAttention::step. Pages behind p − w are released.
 #pragma once
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -43,61 +43,12 @@
 #include "polyattn/core/sequences.hpp"
 #include "polyattn/hybrid/common.hpp"
 #include "polyattn/linear/presets.hpp"
+#include "polyattn/softmax/flash.hpp"
+#include "polyattn/softmax/online_softmax.hpp"
 
 namespace polyattn::hybrid {
 
 namespace detail {
-
-// m[(b·T + t)·H + h] = scale · max_{j∈W_p} q_p·k_j for every row of a validated call, in tasks of
-// (sequence, head, kMaxTileQ queries), key tiles of kMaxTileK. Each task's arithmetic is fixed,
-// so the result does not depend on the executor. The max is exact over the float dot products
-// (only their rounding differs from the flash kernel's).
-inline constexpr index_t kMaxTileQ = 64, kMaxTileK = 256;
-
-template <class E>
-void window_row_max(const View4<const float>& q, const View4<const float>& k,
-                    std::span<const std::int64_t> cu, const HybridDims& d, index_t window,
-                    double scale, std::vector<float>& m, const E& exec) {
-  using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const std::vector<Segment> segs = segments(d.B, d.T, cu);
-  struct Task {
-    index_t seg, h, p0;
-  };
-  std::vector<Task> tasks;
-  for (index_t s = 0; s < static_cast<index_t>(segs.size()); ++s)
-    for (index_t p0 = 0; p0 < segs[static_cast<std::size_t>(s)].length; p0 += kMaxTileQ)
-      for (index_t h = 0; h < d.H; ++h) tasks.push_back({s, h, p0});
-  m.assign(static_cast<std::size_t>(d.B * d.T * d.H), 0.f);
-  const float ninf = -std::numeric_limits<float>::infinity();
-  exec.parallel_for(static_cast<index_t>(tasks.size()), [&](index_t i) {
-    const Task& tk = tasks[static_cast<std::size_t>(i)];
-    const Segment& sg = segs[static_cast<std::size_t>(tk.seg)];
-    const index_t nq = std::min(kMaxTileQ, sg.length - tk.p0);
-    const index_t j_lo = std::max<index_t>(0, tk.p0 - window + 1), j_hi = tk.p0 + nq;
-    RowMat Q(nq, d.D), K, S;
-    for (index_t r = 0; r < nq; ++r)
-      for (index_t c = 0; c < d.D; ++c) Q(r, c) = q(sg.batch, sg.begin + tk.p0 + r, tk.h, c);
-    std::vector<float> mx(static_cast<std::size_t>(nq), ninf);
-    for (index_t j0 = j_lo; j0 < j_hi; j0 += kMaxTileK) {
-      const index_t nk = std::min(kMaxTileK, j_hi - j0);
-      K.resize(nk, d.D);
-      for (index_t r = 0; r < nk; ++r)
-        for (index_t c = 0; c < d.D; ++c) K(r, c) = k(sg.batch, sg.begin + j0 + r, tk.h, c);
-      S.resize(nq, nk);
-      S.noalias() = Q * K.transpose();
-      for (index_t r = 0; r < nq; ++r) {
-        const index_t p = tk.p0 + r;
-        const index_t lo = std::max(j0, p - window + 1), hi = std::min(j0 + nk, p + 1);
-        float& x = mx[static_cast<std::size_t>(r)];
-        for (index_t j = lo; j < hi; ++j) x = std::max(x, S(r, j - j0));
-      }
-    }
-    // scale > 0, so scaling the max equals the max of the scaled scores (rounding is monotone).
-    for (index_t r = 0; r < nq; ++r)
-      m[static_cast<std::size_t>(((sg.batch * d.T) + sg.begin + tk.p0 + r) * d.H + tk.h)] =
-          static_cast<float>(scale) * mx[static_cast<std::size_t>(r)];
-  });
-}
 
 // k' [B,T,H,F] and v' [B,T,H,V+1]: φk and [v, 1] delayed by `lag` tokens within each sequence
 // (zero rows before), one task per (sequence, head).
@@ -111,8 +62,10 @@ void lagged_kv(const LolcatsInputs& in, const LolcatsDims& d, index_t lag, View4
     for (index_t p = 0; p < sg.length; ++p) {
       const index_t t = sg.begin + p, src = t - lag;
       const bool on = p >= lag;
-      for (index_t c = 0; c < d.F; ++c) kl(sg.batch, t, h, c) = on ? in.phi_k(sg.batch, src, h, c) : 0.f;
-      for (index_t e = 0; e < d.V; ++e) vl(sg.batch, t, h, e) = on ? in.v(sg.batch, src, h, e) : 0.f;
+      for (index_t c = 0; c < d.F; ++c)
+        kl(sg.batch, t, h, c) = on ? in.phi_k(sg.batch, src, h, c) : 0.f;
+      for (index_t e = 0; e < d.V; ++e)
+        vl(sg.batch, t, h, e) = on ? in.v(sg.batch, src, h, e) : 0.f;
       vl(sg.batch, t, h, d.V) = on ? 1.f : 0.f;
     }
   });
@@ -131,12 +84,24 @@ void lolcats_prefill(const LolcatsInputs& in, const LolcatsOptions& opt, const L
                      View4<float> o, View4<float> final_state, const E& exec) {
   if (o.numel() == 0) return;
   const index_t w = opt.window;
-  std::vector<float> wbuf, lse_buf, m;
+  std::vector<float> wbuf, lse_buf, m_buf;
   const View4<float> ow = scratch4(wbuf, d.B, d.T, d.H, d.V);
   lse_buf.resize(static_cast<std::size_t>(d.B * d.T * d.H));
+  m_buf.resize(static_cast<std::size_t>(d.B * d.T * d.H));
   const View3<float> lse = View3<float>::contiguous(lse_buf.data(), {d.B, d.T, d.H});
-  swa(in.q, in.k, in.v, in.cu_seqlens, w, d.scale, ow, lse, exec);
-  window_row_max(in.q, in.k, in.cu_seqlens, d, w, d.scale, m, exec);
+  const View3<float> m = View3<float>::contiguous(m_buf.data(), {d.B, d.T, d.H});
+  {  // the causal sliding-window softmax branch, with its lse and row max
+    SoftmaxInputs si;
+    si.q = in.q;
+    si.k = in.k;
+    si.v = in.v;
+    si.cu_seqlens = in.cu_seqlens;
+    SoftmaxOptions so;
+    so.scale = d.scale;
+    so.causal = true;
+    so.window = w;
+    softmax::flash_attention(si, so, softmax::FlashOutputs{ow, lse, m}, exec);
+  }
 
   std::vector<float> kbuf, vbuf, lbuf;
   View4<float> lin;  // [B, T, H, V+1] = [N, Dn]; absent when F == 0 (no outside part)
@@ -156,8 +121,7 @@ void lolcats_prefill(const LolcatsInputs& in, const LolcatsOptions& opt, const L
   // o = (Z o_w + N) / (Z + Dn), in double.
   for_rows(d.B, d.T, exec, [&](index_t b, index_t t) {
     for (index_t h = 0; h < d.H; ++h) {
-      const double Z = window_share(d.gamma, lse(b, t, h),
-                                    m[static_cast<std::size_t>((b * d.T + t) * d.H + h)]);
+      const double Z = window_share(d.gamma, lse(b, t, h), m(b, t, h));
       const double Dn = lin.absent() ? 0.0 : static_cast<double>(lin(b, t, h, d.V));
       const double inv = 1.0 / (Z + Dn);
       for (index_t e = 0; e < d.V; ++e) {
@@ -199,7 +163,8 @@ class LolcatsDecoder {
   const softmax::KVCache& cache() const noexcept { return cache_; }
   // Σ_{j ≤ position − 1 − w} φk_j [v_j, 1]ᵀ, [B, H, F, V+1].
   View4<const float> state() const {
-    return View4<const float>::contiguous(state_.data(), {s_.batch, s_.heads, F_, s_.value_dim + 1});
+    return View4<const float>::contiguous(state_.data(),
+                                          {s_.batch, s_.heads, F_, s_.value_dim + 1});
   }
 
   void reset() {
@@ -212,7 +177,8 @@ class LolcatsDecoder {
   void prefill(const LolcatsInputs& in, View4<float> o, const E& exec = E{}) {
     const LolcatsDims d = validate_lolcats(in, opt_, o);
     detail::check_prefill(in.q, in.v, in.cu_seqlens, s_, pos_);
-    check::shape_is("phi_q", in.phi_q, {s_.batch, d.T, s_.heads, F_}, "[B, T, H, F] of the decoder");
+    check::shape_is("phi_q", in.phi_q, {s_.batch, d.T, s_.heads, F_},
+                    "[B, T, H, F] of the decoder");
     if (d.T == 0) return;
     detail::lolcats_prefill<Algo>(in, opt_, d, o, state_view(), exec);
     std::vector<float> kc;
@@ -258,27 +224,26 @@ class LolcatsDecoder {
       std::fill(lin_buf_.begin(), lin_buf_.end(), 0.f);
     }
 
-    // Window part straight from the cache, then the shared denominator.
-    const index_t j0 = std::max<index_t>(0, p - w + 1), n = p + 1 - j0;
+    // Window part straight from the cache (one online-softmax pass in double), then the shared
+    // denominator.
+    const index_t j0 = std::max<index_t>(0, p - w + 1);
     exec.parallel_for(B * H, [&](index_t bh) {
       const index_t b = bh / H, h = bh % H;
-      std::vector<double> s(static_cast<std::size_t>(n)), O(static_cast<std::size_t>(V), 0.0);
-      double m = -std::numeric_limits<double>::infinity();
+      std::vector<double> O(static_cast<std::size_t>(V), 0.0);
+      softmax::RowStats<double> st = softmax::online::empty<double>();  // m and Z = Σ e^{s − m}
       for (index_t j = j0; j <= p; ++j) {
-        const float* kr = cache_.run(b, h, j).k;
+        const softmax::KVCache::Run r = cache_.run(b, h, j);
         double dot = 0.0;
-        for (index_t c = 0; c < D; ++c) dot += static_cast<double>(in.q(b, 0, h, c)) * kr[c];
-        s[static_cast<std::size_t>(j - j0)] = scale_ * dot;
-        m = std::max(m, scale_ * dot);
+        for (index_t c = 0; c < D; ++c) dot += static_cast<double>(in.q(b, 0, h, c)) * r.k[c];
+        const double s = scale_ * dot;
+        const softmax::RowAdvance<double> adv = softmax::online::advance(st.m, s);
+        const double a = std::exp(s - adv.shift);
+        st = {adv.m, softmax::online::accumulate(st.l, adv.alpha, a)};
+        if (adv.alpha != 1.0)
+          for (auto& x : O) x *= adv.alpha;
+        for (index_t e = 0; e < V; ++e) O[static_cast<std::size_t>(e)] += a * r.v[e];
       }
-      double Z = 0.0;
-      for (index_t j = j0; j <= p; ++j) {
-        const double a = std::exp(s[static_cast<std::size_t>(j - j0)] - m);
-        Z += a;
-        const float* vr = cache_.run(b, h, j).v;
-        for (index_t e = 0; e < V; ++e) O[static_cast<std::size_t>(e)] += a * vr[e];
-      }
-      const double g = d.gamma, Dn = lin(b, 0, h, V);
+      const double g = d.gamma, Z = st.l, Dn = lin(b, 0, h, V);
       for (index_t e = 0; e < V; ++e)
         o(b, 0, h, e) = static_cast<float>((g * O[static_cast<std::size_t>(e)] + lin(b, 0, h, e)) /
                                            (g * Z + Dn));

@@ -9,8 +9,11 @@
 // HQ/HKV query heads of its kv head, the split's running max m, sum l and unnormalised output
 // O = Σ e^{s_j − m} v_j; a merge per (sequence, query head) then forms
 //   M = max_s m_s,  o = Σ_s e^{m_s − M} O_s / (Σ_s e^{m_s − M} l_s [+ e^{sink − M}])
-// in split order. Splits do not depend on the thread count, so results are bitwise identical
-// for every executor. Splits the mask excludes are skipped without touching their memory.
+// in split order (online_softmax.hpp: the k-way merge, the sink logit being one more partial
+// (sink, 1) with a zero output), and optionally the row's log-sum-exp
+//   lse = M + log(Σ_s e^{m_s − M} l_s [+ e^{sink − M}])
+// Splits do not depend on the thread count, so results are bitwise identical for every
+// executor. Splits the mask excludes are skipped without touching their memory.
 #pragma once
 
 #include <algorithm>
@@ -28,6 +31,7 @@
 #include "polyattn/softmax/kv_cache.hpp"
 #include "polyattn/softmax/mask.hpp"
 #include "polyattn/softmax/modifiers.hpp"
+#include "polyattn/softmax/online_softmax.hpp"
 
 namespace polyattn::softmax {
 
@@ -61,14 +65,7 @@ namespace detail {
 // Decode streams the cache once; the hardware prefetchers alone left a single thread at a
 // third of its streaming bandwidth, so rows kPrefetchRows ahead are requested explicitly.
 inline constexpr index_t kPrefetchRows = 8;
-inline void prefetch_row(const float* p, index_t floats) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-  for (index_t i = 0; i < floats; i += 16) __builtin_prefetch(p + i);
-#else
-  (void)p;
-  (void)floats;
-#endif
-}
+inline constexpr index_t kLineFloats = 16;  // floats per 64-byte cache line
 
 // out[g·ld + u] = q_g · k_u for GB query rows and KB key rows (all Dp long, Dp a multiple of
 // the batch width), GB·KB accumulators in registers.
@@ -77,18 +74,37 @@ void dot_block(const float* q, const float* k, index_t Dp, float* out, index_t l
   using Bt = simd::batch_t<A>;
   constexpr index_t W = static_cast<index_t>(Bt::size);
   Bt acc[GB][KB];
-  POLYATTN_UNROLL for (int g = 0; g < GB; ++g)
+  POLYATTN_UNROLL for (int g = 0; g < GB; ++g) {
     POLYATTN_UNROLL for (int u = 0; u < KB; ++u) acc[g][u] = Bt(0.f);
+  }
   for (index_t e = 0; e < Dp; e += W) {
     Bt kv[KB];
     POLYATTN_UNROLL for (int u = 0; u < KB; ++u) kv[u] = Bt::load_unaligned(k + u * Dp + e);
     POLYATTN_UNROLL for (int g = 0; g < GB; ++g) {
       const Bt qv = Bt::load_unaligned(q + g * Dp + e);
-      POLYATTN_UNROLL for (int u = 0; u < KB; ++u) acc[g][u] = simd::fma(qv, kv[u], acc[g][u]);
+      POLYATTN_UNROLL for (int u = 0; u < KB; ++u) {
+        acc[g][u] = simd::fma(qv, kv[u], acc[g][u]);
+      }
     }
   }
-  POLYATTN_UNROLL for (int g = 0; g < GB; ++g)
+  POLYATTN_UNROLL for (int g = 0; g < GB; ++g) {
     POLYATTN_UNROLL for (int u = 0; u < KB; ++u) out[g * ld + u] = simd::reduce_add(acc[g][u]);
+  }
+}
+
+}  // namespace detail
+
+// Helpers of the kernel without an Arch parameter: per-ISA namespace (core/simd/arch.hpp).
+inline namespace POLYATTN_ISA_NS {
+namespace impl {
+
+inline void prefetch_row(const float* p, index_t floats) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  for (index_t i = 0; i < floats; i += detail::kLineFloats) __builtin_prefetch(p + i);
+#else
+  (void)p;
+  (void)floats;
+#endif
 }
 
 // Whether key j may be seen by the decode query at p (causality holds by construction).
@@ -97,7 +113,8 @@ inline bool decode_visible(const SoftmaxOptions& opt, index_t p, index_t j) noex
   return opt.window == 0 || j > p - opt.window;
 }
 
-}  // namespace detail
+}  // namespace impl
+}  // namespace POLYATTN_ISA_NS
 
 template <simd::SimdArch A>
 void DecodeSplitKernel::operator()(A) const {
@@ -136,8 +153,7 @@ void DecodeSplitKernel::operator()(A) const {
   float* pw = gk + npad;  // weights of the keys in flight, [G][4]
   for (index_t g = 0; g < G; ++g) {
     const index_t h = hk * G + g;
-    for (index_t e = 0; e < Dp; ++e)
-      q[g * Dp + e] = e < D ? P.in->q(b, 0, h, e) * P.scale : 0.f;
+    for (index_t e = 0; e < Dp; ++e) q[g * Dp + e] = e < D ? P.in->q(b, 0, h, e) * P.scale : 0.f;
   }
 
   // Only the visible key ranges of the split are read: sink keys [j0, sink_hi) and the window
@@ -156,25 +172,29 @@ void DecodeSplitKernel::operator()(A) const {
   // Scores s[g][j − j0] for the visible keys (the others are 0 here, −inf after the modifiers),
   // in register blocks of up to 4 heads × 4 keys (2 keys on 16-register ISAs): each loaded
   // q and k vector feeds several dot products.
-  constexpr index_t KQ = sizeof(Bt) >= 64 ? 4 : 2;
+  constexpr index_t KQ = simd::ArchTraits<A>::vector_registers >= 32 ? 4 : 2;
   for_visible([&](const KVCache::Run& r, index_t j, index_t cnt) {
     for (index_t t = 0; t < cnt; t += KQ) {
       const index_t kq = std::min(KQ, cnt - t);
       if (t + detail::kPrefetchRows + KQ <= cnt)
-        detail::prefetch_row(r.k + (t + detail::kPrefetchRows) * Dp, KQ * Dp);
+        impl::prefetch_row(r.k + (t + detail::kPrefetchRows) * Dp, KQ * Dp);
       float* out = s + (j + t - j0);
       for (index_t g = 0; g < G;) {
         const index_t gb = G - g >= 4 ? 4 : (G - g >= 2 ? 2 : 1);
         const float* qg = q + g * Dp;
         const float* kr = r.k + t * Dp;
         if (kq == KQ) {
-          if (gb == 4) detail::dot_block<A, 4, KQ>(qg, kr, Dp, out + g * npad, npad);
-          else if (gb == 2) detail::dot_block<A, 2, KQ>(qg, kr, Dp, out + g * npad, npad);
-          else detail::dot_block<A, 1, KQ>(qg, kr, Dp, out + g * npad, npad);
+          if (gb == 4)
+            detail::dot_block<A, 4, KQ>(qg, kr, Dp, out + g * npad, npad);
+          else if (gb == 2)
+            detail::dot_block<A, 2, KQ>(qg, kr, Dp, out + g * npad, npad);
+          else
+            detail::dot_block<A, 1, KQ>(qg, kr, Dp, out + g * npad, npad);
         } else {
           for (index_t u = 0; u < kq; ++u)
             for (index_t gg = 0; gg < gb; ++gg)
-              detail::dot_block<A, 1, 1>(qg + gg * Dp, kr + u * Dp, Dp, out + (g + gg) * npad + u, npad);
+              detail::dot_block<A, 1, 1>(qg + gg * Dp, kr + u * Dp, Dp, out + (g + gg) * npad + u,
+                                         npad);
         }
         g += gb;
       }
@@ -199,9 +219,9 @@ void DecodeSplitKernel::operator()(A) const {
     }
     mods.alibi = alibi;
     if (alibi) mods.alibi_slope = P.in->alibi_slopes(h);
-    if (mods.any()) mods.apply<A>(srow, RowContext{p, j0, npad, 0.f, gk});
+    if (mods.any<A>()) mods.apply<A>(srow, RowContext{p, j0, npad, 0.f, gk});
     for (index_t c = 0; c < n; ++c)
-      if (!detail::decode_visible(opt, p, j0 + c)) srow[c] = ninf;
+      if (!impl::decode_visible(opt, p, j0 + c)) srow[c] = ninf;
     for (index_t c = n; c < npad; ++c) srow[c] = ninf;
 
     Bt mx(ninf);
@@ -233,7 +253,7 @@ void DecodeSplitKernel::operator()(A) const {
       const float* vrow[KB];
       for (index_t u = 0; u < KB; ++u) vrow[u] = r.v + (t + std::min(u, kb - 1)) * Dvp;
       if (t + detail::kPrefetchRows + KB <= cnt)
-        detail::prefetch_row(r.v + (t + detail::kPrefetchRows) * Dvp, KB * Dvp);
+        impl::prefetch_row(r.v + (t + detail::kPrefetchRows) * Dvp, KB * Dvp);
       for (index_t g = 0; g < G; ++g) {
         float* pg = s + g * npad + (j + t - j0);
         // Padding lanes of a short group reuse the last row with weight 0.
@@ -242,12 +262,17 @@ void DecodeSplitKernel::operator()(A) const {
       }
       for (index_t e = 0; e < Dvp; e += W) {
         Bt ve[KB];
-        POLYATTN_UNROLL for (index_t u = 0; u < KB; ++u) ve[u] = Bt::load_unaligned(vrow[u] + e);
+        POLYATTN_UNROLL for (index_t u = 0; u < KB; ++u) {
+          ve[u] = Bt::load_unaligned(vrow[u] + e);
+        }
         for (index_t g = 0; g < G; ++g) {
-          float* Og = O_out + (slot0 + static_cast<std::size_t>(g * P.splits)) *
-                                  static_cast<std::size_t>(Dvp) + e;
+          float* Og =
+              O_out +
+              (slot0 + static_cast<std::size_t>(g * P.splits)) * static_cast<std::size_t>(Dvp) + e;
           Bt acc = Bt::load_unaligned(Og);
-          POLYATTN_UNROLL for (index_t u = 0; u < KB; ++u) acc = simd::fma(Bt(pw[g * KB + u]), ve[u], acc);
+          POLYATTN_UNROLL for (index_t u = 0; u < KB; ++u) {
+            acc = simd::fma(Bt(pw[g * KB + u]), ve[u], acc);
+          }
           acc.store_unaligned(Og);
         }
       }
@@ -261,19 +286,25 @@ void DecodeSplitKernel::operator()(A) const {
 /// gate_heads == HQ. Every sequence must hold at least one token, and the keys the query sees.
 /// The query sits at the position of the last cached key: the result equals the last row of a
 /// causal prefill over the same tokens.
+/// The overload with `lse` also writes lse [B, 1, HQ] = log(Σ_{j visible} e^{s_j} [+ e^{sink}])
+/// — flash_attention's lse of that last row (−inf for a query that sees no key, NaN where the
+/// output is NaN).
 /// @throws polyattn::Error naming the bad argument, before anything is written
 template <Executor E = Serial>
 void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOptions& opt,
-                  View4<float> o, const E& exec = E{}) {
+                  View4<float> o, View3<float> lse, const E& exec = E{}) {
   check::required("q", in.q);
   const index_t B = cache.batch(), HKV = cache.kv_heads(), D = cache.head_dim();
   const index_t Dv = cache.value_dim(), HQ = in.q.size(2);
   check::shape_is("q", in.q, {B, 1, HQ, D}, "[B, 1, HQ, head_dim] of the cache");
   if (HQ <= 0 || HQ % HKV != 0)
-    throw Error("q", "query heads " + std::to_string(HQ) + " must be a positive multiple of the "
-                     "cache's kv heads " + std::to_string(HKV));
+    throw Error("q", "query heads " + std::to_string(HQ) +
+                         " must be a positive multiple of the cache's kv heads " +
+                         std::to_string(HKV));
   check::required("o", o);
   check::shape_is("o", o, {B, 1, HQ, Dv}, "[B, 1, HQ, value_dim] of the cache");
+  check::well_formed("lse", lse);  // rejects null data with a non-empty shape
+  if (!lse.absent()) check::shape_is("lse", lse, {B, 1, HQ}, "[B, 1, HQ] from q");
   check::well_formed("alibi_slopes", in.alibi_slopes);
   if (!in.alibi_slopes.absent()) check::shape_is("alibi_slopes", in.alibi_slopes, {HQ}, "[HQ]");
   check::well_formed("sink", in.sink);
@@ -329,41 +360,48 @@ void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOpt
     simd::run_kernel(DecodeSplitKernel{&P, bh / HKV, bh % HKV, split});
   });
 
+  // Merge of the splits' partials (m_s, l_s, O_s), the sink logit as one more partial (sink, 1)
+  // with a zero output, in split order.
   const float ninf = -std::numeric_limits<float>::infinity();
   std::vector<float> acc(static_cast<std::size_t>(Dv));
   for (index_t b = 0; b < B; ++b)
     for (index_t h = 0; h < HQ; ++h) {
       const std::size_t base = static_cast<std::size_t>((b * HQ + h) * P.splits);
       float M = ninf;
-      bool nan = false;
-      for (index_t sp = 0; sp < P.splits; ++sp) {
-        const float ms = P.m[base + static_cast<std::size_t>(sp)];
-        nan = nan || std::isnan(ms);
-        M = std::max(M, ms);
-      }
+      for (index_t sp = 0; sp < P.splits; ++sp)
+        M = online::merge_max(M, P.m[base + static_cast<std::size_t>(sp)]);
       std::fill(acc.begin(), acc.end(), 0.f);
-      if (nan) {
-        std::fill(acc.begin(), acc.end(), std::numeric_limits<float>::quiet_NaN());
+      float row_lse = M;  // NaN, or −inf when the query sees nothing
+      if (std::isnan(M)) {
+        std::fill(acc.begin(), acc.end(), M);
       } else if (M != ninf) {
         float den = 0.f;
         if (!in.sink.absent()) {
           const float sk = in.sink(h);
-          const float Mf = std::max(M, sk);
-          den = std::exp(sk - Mf);
-          M = Mf;
+          M = online::merge_max(M, sk);
+          den = online::merge_weight(sk, M);  // · l = 1
         }
         for (index_t sp = 0; sp < P.splits; ++sp) {
           const std::size_t slot = base + static_cast<std::size_t>(sp);
-          if (P.m[slot] == ninf) continue;
-          const float c = std::exp(P.m[slot] - M);
+          if (P.m[slot] == ninf) continue;  // an empty split (its O may hold 0 · NaN)
+          const float c = online::merge_weight(P.m[slot], M);
           den += c * P.l[slot];
           const float* Os = P.O.data() + slot * static_cast<std::size_t>(Dvp);
           for (index_t e = 0; e < Dv; ++e) acc[static_cast<std::size_t>(e)] += c * Os[e];
         }
         for (auto& x : acc) x /= den;
+        row_lse = M + std::log(den);
       }
       for (index_t e = 0; e < Dv; ++e) o(b, 0, h, e) = acc[static_cast<std::size_t>(e)];
+      if (!lse.absent()) lse(b, 0, h) = row_lse;
     }
+}
+
+/// Decode without the lse output (see above).
+template <Executor E = Serial>
+void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOptions& opt,
+                  View4<float> o, const E& exec = E{}) {
+  flash_decode(in, cache, opt, o, View3<float>{}, exec);
 }
 
 }  // namespace polyattn::softmax

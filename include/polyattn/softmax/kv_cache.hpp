@@ -4,7 +4,8 @@
 // appended so far (and, for forgetting attention, the running cumsum G of the log forget gate of
 // each of `gate_heads` query heads, kept in double). Storage is a list of pages of `page_size`
 // tokens per sequence, laid out [HKV][page_size][row] so that one kv head's keys are contiguous
-// within a page; rows are padded with zeros to a multiple of 16 floats (SIMD-friendly).
+// within a page; rows are padded with zeros to a multiple of simd::kMaxBatchFloats (16) floats,
+// so that every ISA reads them in whole batches.
 //   contiguous (page_size = 0): one page of `capacity` tokens per sequence, allocated up front;
 //   paged (page_size > 0):      pages allocated as sequences grow, up to `capacity` tokens per
 //                               sequence (0 = no limit); a per-sequence block table maps them.
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "polyattn/core/error.hpp"
+#include "polyattn/core/simd/arch.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/core/validate.hpp"
 
@@ -34,17 +36,18 @@ struct KVCacheOptions {
 /// Keys and values of B sequences for decode (contiguous or paged; see the header comment).
 class KVCache {
  public:
-  static constexpr index_t kRowPad = 16;
+  static constexpr index_t kRowPad = simd::kMaxBatchFloats;
 
-  KVCache(index_t batch, index_t kv_heads, index_t head_dim, index_t value_dim,
-          KVCacheOptions opt)
+  KVCache(index_t batch, index_t kv_heads, index_t head_dim, index_t value_dim, KVCacheOptions opt)
       : B_(batch), HKV_(kv_heads), D_(head_dim), Dv_(value_dim), opt_(opt) {
     check::positive("batch", batch);
     check::positive("kv_heads", kv_heads);
     check::positive("head_dim", head_dim);
     check::positive("value_dim", value_dim);
-    if (opt.page_size < 0) throw Error("page_size", "must be >= 0, got " + std::to_string(opt.page_size));
-    if (opt.capacity < 0) throw Error("capacity", "must be >= 0, got " + std::to_string(opt.capacity));
+    if (opt.page_size < 0)
+      throw Error("page_size", "must be >= 0, got " + std::to_string(opt.page_size));
+    if (opt.capacity < 0)
+      throw Error("capacity", "must be >= 0, got " + std::to_string(opt.capacity));
     if (opt.gate_heads < 0)
       throw Error("gate_heads", "must be >= 0, got " + std::to_string(opt.gate_heads));
     if (opt.page_size == 0 && opt.capacity == 0)
@@ -68,7 +71,7 @@ class KVCache {
   index_t capacity() const noexcept { return opt_.capacity; }
   index_t page_size() const noexcept { return page_; }
   index_t length(index_t b) const { return len_.at(static_cast<std::size_t>(b)); }
-  index_t key_stride() const noexcept { return Dp_; }    // floats between key rows of a page
+  index_t key_stride() const noexcept { return Dp_; }  // floats between key rows of a page
   index_t value_stride() const noexcept { return Dvp_; }
 
   /// Appends n tokens to every sequence: k [B, n, HKV, D], v [B, n, HKV, Dv], and, when the
@@ -80,10 +83,10 @@ class KVCache {
   }
 
   // Appends n tokens to sequence b only: k [1, n, HKV, D], v [1, n, HKV, Dv], g [1, n, gate_heads].
-  void append_to(index_t b, View4<const float> k, View4<const float> v,
-                 View3<const float> g = {}) {
+  void append_to(index_t b, View4<const float> k, View4<const float> v, View3<const float> g = {}) {
     if (b < 0 || b >= B_)
-      throw Error("b", "sequence " + std::to_string(b) + " out of range [0, " + std::to_string(B_) + ")");
+      throw Error(
+          "b", "sequence " + std::to_string(b) + " out of range [0, " + std::to_string(B_) + ")");
     check_append(k, v, g, 1, b);
     write(b, 0, k, v, g);
   }
@@ -104,10 +107,12 @@ class KVCache {
   // contiguous cache keeps its memory and only records the position.
   void drop_before(index_t b, index_t j) {
     if (b < 0 || b >= B_)
-      throw Error("b", "sequence " + std::to_string(b) + " out of range [0, " + std::to_string(B_) + ")");
+      throw Error(
+          "b", "sequence " + std::to_string(b) + " out of range [0, " + std::to_string(B_) + ")");
     if (j < 0 || j > len_[static_cast<std::size_t>(b)])
-      throw Error("j", "must be in [0, length " + std::to_string(len_[static_cast<std::size_t>(b)]) +
-                           "], got " + std::to_string(j));
+      throw Error("j", "must be in [0, length " +
+                           std::to_string(len_[static_cast<std::size_t>(b)]) + "], got " +
+                           std::to_string(j));
     index_t& first = first_kept_[static_cast<std::size_t>(b)];
     first = std::max(first, j);
     if (opt_.page_size == 0) return;
@@ -139,9 +144,7 @@ class KVCache {
             pg.G ? pg.G.get() + o * opt_.gate_heads : nullptr, page_ - o};
   }
   // G of sequence b, gate head h, at token j (requires gate_heads > h).
-  double gate_cumsum(index_t b, index_t h, index_t j) const noexcept {
-    return run(b, 0, j).G[h];
-  }
+  double gate_cumsum(index_t b, index_t h, index_t j) const noexcept { return run(b, 0, j).G[h]; }
 
  private:
   struct Page {
@@ -172,12 +175,14 @@ class KVCache {
     const index_t n = k.size(1);
     check::shape_is("k", k, {rows, n, HKV_, D_}, "[B, n, kv_heads, head_dim] of the cache");
     check::required("v", v);
-    check::shape_is("v", v, {rows, n, HKV_, Dv_}, "[B, n, kv_heads, value_dim] of the cache and n of k");
+    check::shape_is("v", v, {rows, n, HKV_, Dv_},
+                    "[B, n, kv_heads, value_dim] of the cache and n of k");
     if (opt_.gate_heads > 0) {
       check::required("g", g);
       check::shape_is("g", g, {rows, n, opt_.gate_heads}, "[B, n, gate_heads] of the cache");
     } else if (!g.absent()) {
-      throw Error("g", "this cache keeps no gates (gate_heads = 0), got shape " + shape_string(g.shape()));
+      throw Error(
+          "g", "this cache keeps no gates (gate_heads = 0), got shape " + shape_string(g.shape()));
     }
     if (opt_.capacity > 0)
       for (index_t b = 0; b < B_; ++b) {
@@ -221,7 +226,7 @@ class KVCache {
   KVCacheOptions opt_;
   index_t Dp_ = 0, Dvp_ = 0, page_ = 0;
   std::vector<index_t> len_, first_kept_;
-  std::vector<double> last_G_;  // running gate cumsum per (sequence, gate head)
+  std::vector<double> last_G_;               // running gate cumsum per (sequence, gate head)
   std::vector<std::vector<index_t>> table_;  // page ids per sequence; −1 = dropped
   std::vector<index_t> free_;
   std::vector<std::unique_ptr<Page>> pages_;

@@ -22,11 +22,11 @@ namespace polyattn::softmax {
 
 // What a modifier may look at for one score row s[0, n) of keys [j0, j0 + n).
 struct RowContext {
-  index_t p;         // key position of the query
-  index_t j0;        // first key of the row segment
-  index_t n;         // number of keys (a multiple of the batch width; padding keys included)
-  float gq;          // forgetting bias: G_p − G_ref
-  const float* gk;   // forgetting bias: G_j − G_ref for the n keys
+  index_t p;        // key position of the query
+  index_t j0;       // first key of the row segment
+  index_t n;        // number of keys (a multiple of the batch width; padding keys included)
+  float gq;         // forgetting bias: G_p − G_ref
+  const float* gk;  // forgetting bias: G_j − G_ref for the n keys
 };
 
 // What a modifier may look at for one key's scores s[0, n) of queries at positions p0 + r.
@@ -42,7 +42,7 @@ namespace detail {
 template <simd::SimdArch A>
 simd::batch_t<A> lane_iota() noexcept {
   using B = simd::batch_t<A>;
-  alignas(64) float lane[B::size];
+  alignas(simd::kMaxBatchBytes) float lane[B::size];
   for (std::size_t l = 0; l < B::size; ++l) lane[l] = static_cast<float>(l);
   return B::load_unaligned(lane);
 }
@@ -125,7 +125,10 @@ struct ModifierSet {
   float alibi_slope = 0.f;
   bool forget = false;
 
-  bool any() const noexcept { return softcap > 0.f || alibi || forget; }
+  template <simd::SimdArch A = simd::scalar_arch>  // per-ISA symbol (mask.hpp)
+  bool any() const noexcept {
+    return softcap > 0.f || alibi || forget;
+  }
 
   template <simd::SimdArch A>
   void apply(float* s, const RowContext& c) const noexcept {
