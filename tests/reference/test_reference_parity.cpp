@@ -146,8 +146,10 @@ TEST(ReferenceParity, Linear) {
   for (int c = 0; c < kCases; ++c) {
     Rng r(1000 + c);
     const bool varlen = r.coin(0.3);
-    const index_t B = varlen ? 1 : r.i(1, 2), T = r.i(1, 40), H = r.i(1, 2), HV = H * r.i(1, 2),
-                  K = r.i(1, 9), V = r.i(1, 7);
+    const bool big = c % 25 == 0;  // now and then the sizes of the kernel tests
+    const index_t B = varlen ? 1 : r.i(1, 2), T = big ? r.i(100, 400) : r.i(1, 40), H = r.i(1, 2),
+                  HV = H * r.i(1, 2), K = big ? r.i(60, 128) : r.i(1, 9),
+                  V = big ? r.i(60, 128) : r.i(1, 7);
     polyattn::LinearOptions opt;
     opt.decay = static_cast<Decay>(r.i(0, 3));
     opt.update = r.coin() ? Update::Delta : Update::Additive;
@@ -229,8 +231,11 @@ TEST(ReferenceParity, Softmax) {
   for (int c = 0; c < kCases; ++c) {
     Rng r(2000 + c);
     const bool varlen = r.coin(0.25);
-    const index_t B = varlen ? 1 : r.i(1, 2), T = r.i(1, 40), S = varlen ? T : r.i(1, 50),
-                  HKV = r.i(1, 2), HQ = HKV * r.i(1, 2), D = r.i(1, 9), Dv = r.i(1, 7);
+    const bool big = c % 25 == 0;
+    const index_t B = varlen ? 1 : r.i(1, 2), T = big ? r.i(100, 400) : r.i(1, 40),
+                  S = varlen ? T : (big ? r.i(100, 500) : r.i(1, 50)), HKV = r.i(1, 2),
+                  HQ = HKV * r.i(1, 2), D = big ? r.i(60, 128) : r.i(1, 9),
+                  Dv = big ? r.i(60, 128) : r.i(1, 7);
     polyattn::SoftmaxOptions opt;
     opt.causal = r.coin();
     if (r.coin(0.4)) opt.window = r.i(1, 12);
@@ -279,8 +284,9 @@ TEST(ReferenceParity, Based) {
   for (int c = 0; c < kCases; ++c) {
     Rng r(3000 + c);
     const bool varlen = r.coin(0.3);
-    const index_t B = varlen ? 1 : r.i(1, 2), T = r.i(1, 40), H = r.i(1, 3), K = r.i(1, 9),
-                  V = r.i(1, 7);
+    const bool big = c % 25 == 0;
+    const index_t B = varlen ? 1 : r.i(1, 2), T = big ? r.i(100, 400) : r.i(1, 40), H = r.i(1, 3),
+                  K = big ? r.i(16, 64) : r.i(1, 9), V = big ? r.i(16, 64) : r.i(1, 7);
     auto q = r.vec(static_cast<std::size_t>(B * T * H * K));
     auto k = r.vec(static_cast<std::size_t>(B * T * H * K));
     auto v = r.vec(static_cast<std::size_t>(B * T * H * V));
