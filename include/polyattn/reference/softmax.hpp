@@ -51,17 +51,23 @@ void softmax_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, Tenso
     for (index_t b = 0; b < d.B; ++b) seqs.push_back({b, 0, d.T, 0, d.S});
   }
 
-  std::vector<Eigen::Index> J;  // visible keys of the current query
+  // Buffers sized once per call: a (sequence, head)'s queries Q [nq × D], keys K [nk × D] and
+  // values V [nk × Dv] are their leading rows; the current query's visible keys J have their
+  // scores and softmax weights in the first |J| entries of `score` and `weight`.
+  RowMat Qbuf(d.T, d.D), Kbuf(d.S, d.D), Vbuf(d.S, d.Dv);
+  std::vector<Eigen::Index> J;
+  Arr score(d.S), weight(d.S);
+  Vec oi(d.Dv);
+  const Arr pos = Arr::LinSpaced(d.S, 0.0, static_cast<double>(d.S - 1));  // key position j
+  Arr G(d.S);  // G_j = Σ_{r ≤ j} g_r over the current sequence's keys (first nk entries)
   for (const detail::SoftmaxSeq& sq : seqs) {
     for (index_t h = 0; h < d.HQ; ++h) {
       const index_t hk = h / d.group;
-      const RowMat Q = detail::rows(in.q, sq.b, sq.q0, sq.nq, h).cast<double>();
-      const RowMat K = detail::rows(in.k, sq.b, sq.k0, sq.nk, hk).cast<double>();
-      const RowMat V = detail::rows(in.v, sq.b, sq.k0, sq.nk, hk).cast<double>();
+      auto Q = Qbuf.topRows(sq.nq), K = Kbuf.topRows(sq.nk), V = Vbuf.topRows(sq.nk);
+      Q = detail::rows(in.q, sq.b, sq.q0, sq.nq, h).cast<double>();
+      K = detail::rows(in.k, sq.b, sq.k0, sq.nk, hk).cast<double>();
+      V = detail::rows(in.v, sq.b, sq.k0, sq.nk, hk).cast<double>();
 
-      const Arr pos = Arr::LinSpaced(sq.nk, 0.0, static_cast<double>(sq.nk - 1));  // j
-      // G_j = Σ_{r ≤ j} g_r over this sequence's keys.
-      Arr G = Arr::Zero(sq.nk);
       if (!in.g.absent()) {
         double run = 0.0;
         for (index_t j = 0; j < sq.nk; ++j) G(j) = run += in.g(sq.b, sq.k0 + j, h);
@@ -81,29 +87,31 @@ void softmax_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, Tenso
           const bool sink_ok = j < opt.sink_tokens;
           if (causal_ok && (sink_ok || (window_ok && block_ok))) J.push_back(j);
         }
-        if (J.empty()) {
-          detail::store(o, sq.b, sq.q0 + i, h, Vec::Zero(d.Dv));
-          continue;
+        oi.setZero();  // a query that sees no key outputs zeros
+        if (!J.empty()) {
+          const auto n = static_cast<Eigen::Index>(J.size());
+          // The score row over the visible keys: s_r = scale · q_i·k_j, j = J[r].
+          auto s = score.head(n);
+          for (Eigen::Index r = 0; r < n; ++r) s(r) = d.scale * K.row(J[r]).dot(Q.row(i));
+          if (opt.softcap > 0.0) s = opt.softcap * (s / opt.softcap).tanh();
+          if (!in.alibi_slopes.absent())
+            s -= static_cast<double>(in.alibi_slopes(h)) * (static_cast<double>(p) - pos(J)).abs();
+          if (!in.g.absent()) s += (p >= 0 ? G(p) : 0.0) - G(J);
+
+          // Stable softmax, the sink logit in the denominator only.
+          const bool has_sink = !in.sink.absent();
+          const double sink = has_sink ? static_cast<double>(in.sink(h)) : 0.0;
+          double m = s.maxCoeff();
+          if (has_sink) m = std::max(m, sink);
+          auto w = weight.head(n);
+          w = detail::std_exp(s - m);
+          const double den = w.sum() + (has_sink ? std::exp(sink - m) : 0.0);
+
+          // V_Jᵀ w = Σ_r w_r v_{J[r]}, visible value rows only: a NaN in a masked one cannot leak.
+          for (Eigen::Index r = 0; r < n; ++r) oi += w(r) * V.row(J[r]).transpose();
+          oi /= den;
         }
-
-        // The score row over the visible keys: s_r = scale · q_i·k_j, j = J[r].
-        Arr s(static_cast<Eigen::Index>(J.size()));
-        for (std::size_t r = 0; r < J.size(); ++r) s(r) = d.scale * K.row(J[r]).dot(Q.row(i));
-        if (opt.softcap > 0.0) s = opt.softcap * (s / opt.softcap).tanh();
-        if (!in.alibi_slopes.absent())
-          s -= static_cast<double>(in.alibi_slopes(h)) * (static_cast<double>(p) - pos(J)).abs();
-        if (!in.g.absent()) s += (p >= 0 ? G(p) : 0.0) - G(J);
-
-        const bool has_sink = !in.sink.absent();
-        const double sink = has_sink ? static_cast<double>(in.sink(h)) : 0.0;
-        double m = s.maxCoeff();
-        if (has_sink) m = std::max(m, sink);
-        const Arr w = detail::std_exp(s - m);
-        const double den = w.sum() + (has_sink ? std::exp(sink - m) : 0.0);
-        // V_Jᵀ w = Σ_r w_r v_{J[r]}: visible value rows only (a NaN in a masked row must not leak).
-        Vec acc = Vec::Zero(d.Dv);
-        for (std::size_t r = 0; r < J.size(); ++r) acc += w(r) * V.row(J[r]).transpose();
-        detail::store(o, sq.b, sq.q0 + i, h, acc / den);
+        detail::store(o, sq.b, sq.q0 + i, h, oi);
       }
     }
   }
