@@ -1,26 +1,26 @@
 // polyattn/reference/based.hpp — naive double-precision Based attention (fla parallel_based).
 //
-// Per (sequence, head), causal, with x_ts = (scale · q_t)·k_s (scale default K^-0.5) and the
-// 2nd-order Taylor score f(x) = 1 + x + x²/2:
-//   o_t = Σ_{s≤t} f(x_ts) v_s / (Σ_{s≤t} f(x_ts) + eps)      (eps = 1e-6; normalize = true)
-//   o_t = Σ_{s≤t} f(x_ts) v_s                                (normalize = false)
+// Per (sequence, head), causal, row t of the sequence's Q, K [L × K] and V [L × V]:
+//   x = K_{0..t} (scale · q_t)                 (scale default K^-0.5; x_s = (scale·q_t)·k_s)
+//   f = 1 + x + x²/2                            (2nd-order Taylor score, element-wise)
+//   o_t = V_{0..t}ᵀ f / (Σ f + eps)              (eps = 1e-6; normalize = true)
+//   o_t = V_{0..t}ᵀ f                            (normalize = false)
 // Shapes: q, k [B,T,H,K], v [B,T,H,V], o [B,T,H,V]; cu_seqlens packs sequences along T (B == 1).
-// Straightforward materialised code, doubles throughout.
+// Eigen in double, one query row at a time over its prefix of keys: no tiling, no chunking.
 #pragma once
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
-#include <vector>
 
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/sequences.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/core/validate.hpp"
+#include "polyattn/reference/eigen_io.hpp"
 
 namespace polyattn::reference {
 
@@ -70,33 +70,24 @@ inline BasedDims validate_based(const BasedInputs& in, const BasedOptions& opt) 
 template <class Out>
   requires(std::is_same_v<Out, float> || std::is_same_v<Out, double>)
 void based_attention(const BasedInputs& in, const BasedOptions& opt, TensorView<Out, 4> o) {
+  using detail::Arr;
+  using detail::RowMat;
+  using detail::Vec;
   const BasedDims d = validate_based(in, opt);
   check::required("o", o);
   check::shape_is("o", o, {d.B, d.T, d.H, d.V}, "[B, T, H, V] from q and v");
 
-  std::vector<double> num(static_cast<std::size_t>(d.V));
   for (const Segment& sg : segments(d.B, d.T, in.cu_seqlens)) {
     for (index_t h = 0; h < d.H; ++h) {
+      const RowMat Q = detail::rows(in.q, sg.batch, sg.begin, sg.length, h).cast<double>();
+      const RowMat K = detail::rows(in.k, sg.batch, sg.begin, sg.length, h).cast<double>();
+      const RowMat V = detail::rows(in.v, sg.batch, sg.begin, sg.length, h).cast<double>();
       for (index_t t = 0; t < sg.length; ++t) {
-        const index_t tt = sg.begin + t;
-        std::fill(num.begin(), num.end(), 0.0);
-        double den = 0.0;
-        for (index_t s = 0; s <= t; ++s) {
-          const index_t ss = sg.begin + s;
-          double x = 0.0;
-          for (index_t c = 0; c < d.K; ++c)
-            x += d.scale * static_cast<double>(in.q(sg.batch, tt, h, c)) *
-                 static_cast<double>(in.k(sg.batch, ss, h, c));
-          const double f = 1.0 + x + 0.5 * x * x;
-          den += f;
-          for (index_t e = 0; e < d.V; ++e)
-            num[static_cast<std::size_t>(e)] += f * static_cast<double>(in.v(sg.batch, ss, h, e));
-        }
-        for (index_t e = 0; e < d.V; ++e) {
-          const double r = opt.normalize ? num[static_cast<std::size_t>(e)] / (den + opt.eps)
-                                         : num[static_cast<std::size_t>(e)];
-          o(sg.batch, tt, h, e) = static_cast<Out>(r);
-        }
+        const Arr x = (K.topRows(t + 1) * (d.scale * Q.row(t).transpose())).array();
+        const Arr f = 1.0 + x + 0.5 * x.square();
+        Vec r = V.topRows(t + 1).transpose() * f.matrix();
+        if (opt.normalize) r /= f.sum() + opt.eps;
+        detail::store(o, sg.batch, sg.begin + t, h, r);
       }
     }
   }

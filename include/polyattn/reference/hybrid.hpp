@@ -14,7 +14,8 @@
 // SWA_w is causal sliding-window softmax attention (reference::softmax_attention with causal and
 // window w). Based is reference::based_attention. lin_q / lin_k are the linear branch's queries
 // and keys (default: q and k). Every argument is validated (polyattn/args/hybrid.hpp, shared with
-// the fast operators of polyattn/hybrid/) before any output is written.
+// the fast operators of polyattn/hybrid/) before any output is written. Eigen in double, one
+// query row (lolcats) or one head (agent) at a time: no tiling, no chunking.
 #pragma once
 
 #include <algorithm>
@@ -81,7 +82,8 @@ inline std::vector<double> swa(const View4<const float>& q, const View4<const fl
 
 template <class Out>
   requires(std::is_same_v<Out, float> || std::is_same_v<Out, double>)
-void based_hybrid(const BasedHybridInputs& in, const BasedHybridOptions& opt, TensorView<Out, 4> o) {
+void based_hybrid(const BasedHybridInputs& in, const BasedHybridOptions& opt,
+                  TensorView<Out, 4> o) {
   const BasedHybridDims d = validate_based_hybrid(in, opt, o);
   const View4<const float> lq = d.lin_q, lk = d.lin_k;
   const double bscale = d.based_scale, sscale = d.softmax_scale;
@@ -101,7 +103,8 @@ void based_hybrid(const BasedHybridInputs& in, const BasedHybridOptions& opt, Te
   for (index_t b = 0; b < d.B; ++b)
     for (index_t t = 0; t < d.T; ++t)
       for (index_t h = 0; h < d.H; ++h)
-        for (index_t e = 0; e < d.V; ++e, ++idx) o(b, t, h, e) = static_cast<Out>(lin[idx] + win[idx]);
+        for (index_t e = 0; e < d.V; ++e, ++idx)
+          o(b, t, h, e) = static_cast<Out>(lin[idx] + win[idx]);
 }
 
 // ---- lolcats --------------------------------------------------------------------------------
@@ -109,45 +112,29 @@ void based_hybrid(const BasedHybridInputs& in, const BasedHybridOptions& opt, Te
 template <class Out>
   requires(std::is_same_v<Out, float> || std::is_same_v<Out, double>)
 void lolcats(const LolcatsInputs& in, const LolcatsOptions& opt, TensorView<Out, 4> o) {
+  using detail::Arr;
+  using detail::RowMat;
+  using detail::Vec;
   const LolcatsDims d = validate_lolcats(in, opt, o);
-  const index_t F = d.F;
-  const double scale = d.scale, gamma = d.gamma;
 
-  const double ninf = -std::numeric_limits<double>::infinity();
-  std::vector<double> num(static_cast<std::size_t>(d.V));
   for (const Segment& sg : segments(d.B, d.T, in.cu_seqlens)) {
-    const index_t b = sg.batch;
+    const index_t b = sg.batch, L = sg.length;
     for (index_t h = 0; h < d.H; ++h) {
-      for (index_t p = 0; p < sg.length; ++p) {
-        const index_t tp = sg.begin + p;
-        const index_t w0 = std::max<index_t>(0, p - opt.window + 1);  // W_p = [w0, p]
-        auto s = [&](index_t j) {
-          double dot = 0.0;
-          for (index_t c = 0; c < d.D; ++c)
-            dot += static_cast<double>(in.q(b, tp, h, c)) *
-                   static_cast<double>(in.k(b, sg.begin + j, h, c));
-          return scale * dot;
-        };
-        auto lin = [&](index_t j) {
-          double dot = 0.0;
-          for (index_t c = 0; c < F; ++c)
-            dot += static_cast<double>(in.phi_q(b, tp, h, c)) *
-                   static_cast<double>(in.phi_k(b, sg.begin + j, h, c));
-          return dot;
-        };
-        double m = ninf;
-        for (index_t j = w0; j <= p; ++j) m = std::max(m, s(j));
-
-        std::fill(num.begin(), num.end(), 0.0);
-        double den = 0.0;
-        for (index_t j = 0; j <= p; ++j) {
-          const double a = j >= w0 ? gamma * std::exp(s(j) - m) : lin(j);
-          den += a;
-          for (index_t e = 0; e < d.V; ++e)
-            num[static_cast<std::size_t>(e)] += a * static_cast<double>(in.v(b, sg.begin + j, h, e));
-        }
-        for (index_t e = 0; e < d.V; ++e)
-          o(b, tp, h, e) = static_cast<Out>(num[static_cast<std::size_t>(e)] / den);
+      const RowMat Q = detail::rows(in.q, b, sg.begin, L, h).cast<double>();
+      const RowMat K = detail::rows(in.k, b, sg.begin, L, h).cast<double>();
+      const RowMat V = detail::rows(in.v, b, sg.begin, L, h).cast<double>();
+      const RowMat PQ = detail::rows(in.phi_q, b, sg.begin, L, h).cast<double>();
+      const RowMat PK = detail::rows(in.phi_k, b, sg.begin, L, h).cast<double>();
+      for (index_t p = 0; p < L; ++p) {
+        const index_t w0 = std::max<index_t>(0, p - opt.window + 1), nw = p + 1 - w0;  // W_p
+        // Window W_p = [w0, p]: softmax weights γ e^{s − m}.
+        const Arr s = d.scale * (K.middleRows(w0, nw) * Q.row(p).transpose()).array();
+        const Arr win = d.gamma * detail::std_exp(s - s.maxCoeff());
+        // Outside O_p = [0, w0): linear weights φq_p·φk_j.
+        const Arr lin = (PK.topRows(w0) * PQ.row(p).transpose()).array();
+        const Vec num = V.middleRows(w0, nw).transpose() * win.matrix() +
+                        V.topRows(w0).transpose() * lin.matrix();
+        detail::store(o, b, sg.begin + p, h, num / (win.sum() + lin.sum()));
       }
     }
   }
@@ -198,61 +185,36 @@ void liger(const LigerInputs& in, const LigerOptions& opt, TensorView<Out, 4> o)
 
 // ---- agent attention ------------------------------------------------------------------------
 
+namespace detail {
+
+// Row-wise stable softmax: row ← exp(row − max(row)) / Σ exp(row − max(row)).
+inline RowMat softmax_rows(RowMat X) {
+  for (Eigen::Index r = 0; r < X.rows(); ++r) {
+    if (X.cols() == 0) break;
+    const Arr e = std_exp(X.row(r).array() - X.row(r).maxCoeff());
+    X.row(r) = (e / e.sum()).matrix().transpose();
+  }
+  return X;
+}
+
+}  // namespace detail
+
 template <class Out>
   requires(std::is_same_v<Out, float> || std::is_same_v<Out, double>)
 void agent_attention(const AgentInputs& in, const AgentOptions& opt, TensorView<Out, 4> o) {
-  const AgentDims ad = validate_agent(in, opt, o);
-  const index_t B = ad.B, T = ad.T, H = ad.H, D = ad.D, S = ad.S, V = ad.V, n = ad.n;
-  const double scale = ad.scale;
+  using detail::RowMat;
+  const AgentDims d = validate_agent(in, opt, o);
 
-  // softmax over a row of logits (zeros for an empty row).
-  auto softmax = [](std::vector<double>& x) {
-    if (x.empty()) return;
-    double m = -std::numeric_limits<double>::infinity();
-    for (double e : x)
-      if (e > m) m = e;
-    double sum = 0.0;
-    for (double& e : x) sum += (e = std::exp(e - m));
-    for (double& e : x) e /= sum;
-  };
-
-  std::vector<double> av(static_cast<std::size_t>(n * V)), row, acc(static_cast<std::size_t>(V));
-  for (index_t b = 0; b < B; ++b) {
-    for (index_t h = 0; h < H; ++h) {
-      // Agent values: AV_a = Σ_j softmax_j(scale·A_a·K_j) V_j.
-      for (index_t a = 0; a < n; ++a) {
-        row.assign(static_cast<std::size_t>(S), 0.0);
-        for (index_t j = 0; j < S; ++j) {
-          double dot = 0.0;
-          for (index_t c = 0; c < D; ++c)
-            dot += static_cast<double>(in.agents(b, a, h, c)) * static_cast<double>(in.k(b, j, h, c));
-          row[static_cast<std::size_t>(j)] = scale * dot;
-        }
-        softmax(row);
-        for (index_t e = 0; e < V; ++e) {
-          double s = 0.0;
-          for (index_t j = 0; j < S; ++j)
-            s += row[static_cast<std::size_t>(j)] * static_cast<double>(in.v(b, j, h, e));
-          av[static_cast<std::size_t>(a * V + e)] = s;
-        }
-      }
-      // Queries attend to agents: o_i = Σ_a softmax_a(scale·Q_i·A_a) AV_a.
-      for (index_t i = 0; i < T; ++i) {
-        row.assign(static_cast<std::size_t>(n), 0.0);
-        for (index_t a = 0; a < n; ++a) {
-          double dot = 0.0;
-          for (index_t c = 0; c < D; ++c)
-            dot += static_cast<double>(in.q(b, i, h, c)) * static_cast<double>(in.agents(b, a, h, c));
-          row[static_cast<std::size_t>(a)] = scale * dot;
-        }
-        softmax(row);
-        std::fill(acc.begin(), acc.end(), 0.0);
-        for (index_t a = 0; a < n; ++a)
-          for (index_t e = 0; e < V; ++e)
-            acc[static_cast<std::size_t>(e)] +=
-                row[static_cast<std::size_t>(a)] * av[static_cast<std::size_t>(a * V + e)];
-        for (index_t e = 0; e < V; ++e) o(b, i, h, e) = static_cast<Out>(acc[static_cast<std::size_t>(e)]);
-      }
+  for (index_t b = 0; b < d.B; ++b) {
+    for (index_t h = 0; h < d.H; ++h) {
+      const RowMat Q = detail::rows(in.q, b, 0, d.T, h).cast<double>();       // [T × D]
+      const RowMat K = detail::rows(in.k, b, 0, d.S, h).cast<double>();       // [S × D]
+      const RowMat V = detail::rows(in.v, b, 0, d.S, h).cast<double>();       // [S × V]
+      const RowMat A = detail::rows(in.agents, b, 0, d.n, h).cast<double>();  // [n × D]
+      // Agents attend to the keys, then the queries attend to the agents.
+      const RowMat AV = detail::softmax_rows(d.scale * (A * K.transpose())) * V;  // [n × V]
+      const RowMat O = detail::softmax_rows(d.scale * (Q * A.transpose())) * AV;  // [T × V]
+      for (index_t i = 0; i < d.T; ++i) detail::store(o, b, i, h, O.row(i).transpose());
     }
   }
 }
