@@ -1,4 +1,4 @@
-// tests/reference/test_linear_reference.cpp — pins reference::linear_recurrence (SPEC.md §2) to
+// tests/reference/test_linear_reference.cpp — pins reference::linear_recurrence (docs/conventions.md §4) to
 // hand-computed cases and checks its argument validation and bookkeeping (GVA, varlen, state
 // carry, strides).
 #include <gtest/gtest.h>

@@ -1,6 +1,6 @@
 // tests/softmax/test_softmax_masks.cpp — flash_attention under every mask (none, causal, sliding
 // window, window + sink tokens, block-sparse with block sizes that do and do not divide T and S)
-// against the double reference, for MHA / GQA / MQA, at the awkward lengths of SPEC §5
+// against the double reference, for MHA / GQA / MQA, at the awkward lengths of docs/conventions.md §9
 // (T ∈ {1, 63, 64, 65, 1000}, S > T and S < T) and head dims D ∈ {32, 72, 80, 128, 256}, Dv ≠ D.
 #include <gtest/gtest.h>
 

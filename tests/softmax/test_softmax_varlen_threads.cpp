@@ -1,5 +1,5 @@
 // tests/softmax/test_softmax_varlen_threads.cpp — flash_attention's algorithm-agreement checks
-// (SPEC §5): packed varlen == one call per sequence, head-first and otherwise strided inputs and
+// (docs/conventions.md §8): packed varlen == one call per sequence, head-first and otherwise strided inputs and
 // outputs == contiguous ones, and every thread count gives the same bits.
 #include <gtest/gtest.h>
 

@@ -7,7 +7,7 @@
 // Query row i sits at absolute key position p = i + S − T (bottom-right alignment). Masks:
 // causal (j ≤ p), sliding window (p − w < j ≤ p), block mask; the first `sink_tokens` keys are
 // exempt from window and block mask (still subject to causality when causal). A query that
-// sees no key outputs zeros. See SPEC.md §1 and §3.
+// sees no key outputs zeros. See docs/conventions.md §1 and §5.
 #pragma once
 
 #include <array>

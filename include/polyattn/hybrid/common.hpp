@@ -1,4 +1,4 @@
-// polyattn/hybrid/common.hpp — pieces shared by the hybrid combiners (SPEC §4):
+// polyattn/hybrid/common.hpp — pieces shared by the hybrid combiners (docs/conventions.md §7):
 //   HybridCombiner          the concept a combiner tag (BasedHybrid, Lolcats, Liger, AgentAttention)
 //                           satisfies; hybrid_attention<C>() in hybrid.hpp dispatches on it
 //   DecoderShape            sizes of a stateful decoder (B sequences decoded in lock step)

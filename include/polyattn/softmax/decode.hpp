@@ -2,7 +2,7 @@
 // KVCache (decode), split over the cache length.
 //
 // The query of sequence b sits at the position of its last cached key, p = len_b − 1, so the
-// result equals the last row of a causal prefill over the same tokens (SPEC §3): keys j ≤ p,
+// result equals the last row of a causal prefill over the same tokens (docs/conventions.md §5): keys j ≤ p,
 // window p − w < j, sink tokens, softcap, ALiBi, forgetting bias G_p − G_j (cache with
 // gate_heads == HQ) and the per-head sink logit in the denominator.
 // Work items are (sequence, kv head, split of kSplitKeys keys): each computes, for the

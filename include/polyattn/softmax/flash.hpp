@@ -1,4 +1,4 @@
-// polyattn/softmax/flash.hpp — tiled ("flash") softmax attention prefill, SPEC §3.
+// polyattn/softmax/flash.hpp — tiled ("flash") softmax attention prefill, docs/conventions.md §5.
 //
 //   o_i = Σ_j p_ij v_j,  p_ij = e^{s_ij − m_i} / (Σ_{j visible} e^{s_ij − m_i} [+ e^{sink − m_i}])
 // computed per (sequence, query head, tile of kTileQ query rows) with an online max / sum over
@@ -373,7 +373,7 @@ void run_flash(const SoftmaxInputs& in, const SoftmaxOptions& opt, const Fz& fus
 
 }  // namespace detail
 
-/// Softmax attention prefill (SPEC §3): o [B, T, HQ, Dv] from q, k, v and the optional inputs
+/// Softmax attention prefill (docs/conventions.md §5): o [B, T, HQ, Dv] from q, k, v and the optional inputs
 /// of SoftmaxInputs (forgetting gate g, ALiBi slopes, sink logits, cu_seqlens) under the masks
 /// and modifiers of SoftmaxOptions. Any strides; work runs on `exec` (bits do not depend on it).
 /// The optional outputs (FlashOutputs):

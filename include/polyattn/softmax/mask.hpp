@@ -2,13 +2,13 @@
 // per tile (skip / full / partial / causal-partial) and, inside partial tiles only, per element.
 //
 // Positions: query row i of a sequence with T queries and S keys sits at key position
-// p = i + S − T (bottom-right alignment, SPEC §3). Policies (each a `MaskPolicy`):
+// p = i + S − T (bottom-right alignment, docs/conventions.md §1). Policies (each a `MaskPolicy`):
 //   Causal{}                  j ≤ p
 //   SlidingWindow{w}          p − w < j ≤ p
 //   BlockSparse{mask, b, h}   the byte of BlockMask (b, h, row / block_q, key / block_k) is set
 //                             (block_mask rows/keys are packed positions: `q_offset`/`k_offset`
 //                             shift sequence-relative indices to them)
-// MaskSet composes them with the rule of the reference (SPEC §3):
+// MaskSet composes them with the rule of the reference (docs/conventions.md §5):
 //   visible(p, j) = causal(p, j) ∧ (j < sink_tokens ∨ (window(p, j) ∧ block(p, j)))
 // Tiles: rows [r0, r1) (query rows, sequence-relative) × keys [j0, j1). A tile is
 //   Skip           no (row, key) visible: the kernel does not compute it

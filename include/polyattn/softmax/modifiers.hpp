@@ -1,5 +1,5 @@
 // polyattn/softmax/modifiers.hpp — score modifiers of softmax attention, applied to one row
-// of scale·q·kᵀ inside a tile, in the order of the reference (SPEC §3):
+// of scale·q·kᵀ inside a tile, in the order of the reference (docs/conventions.md §5):
 //   Softcap{c}            s ← c·tanh(s/c)
 //   Alibi{slope}          s ← s − slope·|p − j|
 //   ForgettingBias        s ← s + G_p − G_j, G = cumsum of the log forget gate over key positions;

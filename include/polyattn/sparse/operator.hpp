@@ -1,5 +1,5 @@
 // polyattn/sparse/operator.hpp — sparse attention = a block selector + the block-sparse flash
-// kernel (SPEC §4).
+// kernel (docs/conventions.md §6).
 //
 //   sparse_attention(selector, in, opt, o[, mask][, exec])
 //     mask ← selector.select(in, opt)          (sparse/selector.hpp; on `exec` when it can)

@@ -25,8 +25,9 @@ inline void gemm_block(std::int64_t Kd, float alpha, const float* a, std::int64_
   using Bt = batch_t<A>;
   constexpr std::int64_t W = static_cast<std::int64_t>(Bt::size);
   Bt acc[MR][NB];
-  POLYATTN_UNROLL for (int r = 0; r < MR; ++r)
+  POLYATTN_UNROLL for (int r = 0; r < MR; ++r) {
     POLYATTN_UNROLL for (int n = 0; n < NB; ++n) acc[r][n] = Bt(0.f);
+  }
   for (std::int64_t k = 0; k < Kd; ++k) {
     Bt bv[NB];
     POLYATTN_UNROLL for (int n = 0; n < NB; ++n) bv[n] = Bt::load_unaligned(b + k * ldb + n * W);
@@ -36,7 +37,7 @@ inline void gemm_block(std::int64_t Kd, float alpha, const float* a, std::int64_
     }
   }
   const Bt al(alpha);
-  POLYATTN_UNROLL for (int r = 0; r < MR; ++r)
+  POLYATTN_UNROLL for (int r = 0; r < MR; ++r) {
     POLYATTN_UNROLL for (int n = 0; n < NB; ++n) {
       float* cp = c + r * ldc + n * W;
       if constexpr (Acc)
@@ -44,6 +45,7 @@ inline void gemm_block(std::int64_t Kd, float alpha, const float* a, std::int64_
       else
         (al * acc[r][n]).store_unaligned(cp);
     }
+  }
 }
 
 // Rows of C in blocks of MR (then fours, pairs, singles) for one NB-vector column panel.
