@@ -116,9 +116,9 @@ float StreamReadKernel::operator()(A) const {
 }  // namespace polyattn::bench
 
 // The measuring loops, instantiated per ISA in bench_common_units.cpp.
-#define POLYATTN_BENCH_KERNELS(X)                                            \
-  X(::polyattn::bench::PeakFmaKernel) X(::polyattn::bench::StreamScaleKernel) \
-  X(::polyattn::bench::StreamReadKernel)
+#define POLYATTN_BENCH_KERNELS(X)     \
+  X(::polyattn::bench::PeakFmaKernel) \
+  X(::polyattn::bench::StreamScaleKernel) X(::polyattn::bench::StreamReadKernel)
 POLYATTN_BENCH_KERNELS(POLYATTN_KERNEL_EXTERN)
 
 #ifndef POLYATTN_BENCH_KERNELS_ONLY

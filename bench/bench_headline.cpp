@@ -189,14 +189,15 @@ void write_svg(const fs::path& file, const std::vector<Point>& pts, const Args& 
   f << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << Hh
     << "' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' "
        "fill='white'/>\n";
-  f << "<text x='" << L << "' y='22' font-size='15'>polyattn: time per token vs sequence "
+  f << "<text x='" << L
+    << "' y='22' font-size='15'>polyattn: time per token vs sequence "
        "length (fp32, B1 H1 d128, "
     << a.threads << " thread" << (a.threads > 1 ? "s" : "") << ")</text>\n";
   for (double e = ly0; e <= ly1; e += 1) {  // decades of ns per token
     const double y = Y(std::pow(10.0, e));
     f << "<line x1='" << L << "' y1='" << y << "' x2='" << R << "' y2='" << y
-      << "' stroke='#ddd'/><text x='" << L - 8 << "' y='" << y + 4
-      << "' text-anchor='end'>" << std::pow(10.0, e) / 1000.0 << " µs</text>\n";
+      << "' stroke='#ddd'/><text x='" << L - 8 << "' y='" << y + 4 << "' text-anchor='end'>"
+      << std::pow(10.0, e) / 1000.0 << " µs</text>\n";
   }
   for (index_t T = a.min_t; T <= a.max_t; T *= 2) {
     const double x = X(static_cast<double>(T));
@@ -241,13 +242,20 @@ std::optional<Args> parse(int argc, char** argv) {
       if (s == f && i + 1 < argc) return std::string(argv[++i]);
       return std::nullopt;
     };
-    if (auto x = value("--max-t")) a.max_t = std::atol(x->c_str());
-    else if (auto x2 = value("--min-t")) a.min_t = std::atol(x2->c_str());
-    else if (auto x3 = value("--threads")) a.threads = std::atoi(x3->c_str());
-    else if (auto x4 = value("--reps")) a.reps = std::atoi(x4->c_str());
-    else if (auto x5 = value("--budget")) a.budget = std::atof(x5->c_str());
-    else if (auto x6 = value("--out")) a.out = *x6;
-    else if (auto x7 = value("--only")) a.only = *x7;
+    if (auto x = value("--max-t"))
+      a.max_t = std::atol(x->c_str());
+    else if (auto x2 = value("--min-t"))
+      a.min_t = std::atol(x2->c_str());
+    else if (auto x3 = value("--threads"))
+      a.threads = std::atoi(x3->c_str());
+    else if (auto x4 = value("--reps"))
+      a.reps = std::atoi(x4->c_str());
+    else if (auto x5 = value("--budget"))
+      a.budget = std::atof(x5->c_str());
+    else if (auto x6 = value("--out"))
+      a.out = *x6;
+    else if (auto x7 = value("--only"))
+      a.only = *x7;
     else {
       std::fprintf(stderr,
                    "usage: polyattn-headline [--min-t 512] [--max-t 65536] [--threads N] "
@@ -279,20 +287,21 @@ int main(int argc, char** argv) {
   for (index_t T = a.min_t; T <= a.max_t; T *= 2) Ts.push_back(T);
   data.ensure(a.max_t);
 
-  std::printf("polyattn-headline: kernels %s, %d thread%s, B1 H1 head dim %ld (Based: %ld before "
-              "its Taylor map), fp32; median of up to %d runs (fewer above %.1f s per run)\n",
-              simd::isa_name(simd::best_arch()), a.threads, a.threads > 1 ? "s" : "",
-              static_cast<long>(kD), static_cast<long>(kBasedDim), a.reps, a.budget);
+  std::printf(
+      "polyattn-headline: kernels %s, %d thread%s, B1 H1 head dim %ld (Based: %ld before "
+      "its Taylor map), fp32; median of up to %d runs (fewer above %.1f s per run)\n",
+      simd::isa_name(simd::best_arch()), a.threads, a.threads > 1 ? "s" : "", static_cast<long>(kD),
+      static_cast<long>(kBasedDim), a.reps, a.budget);
   std::vector<Point> pts;
   const std::size_t total = vars.size() * Ts.size();
   std::size_t done = 0;
   const auto t_start = std::chrono::steady_clock::now();
   for (const Variant& v : vars)
     for (index_t T : Ts) {
-      std::fprintf(stderr, "\r[%3zu/%zu] %-20s %-10s T=%-6ld (%.0f s elapsed)   ", ++done, total,
-                   v.name.c_str(), v.algo.c_str(), static_cast<long>(T),
-                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start)
-                       .count());
+      std::fprintf(
+          stderr, "\r[%3zu/%zu] %-20s %-10s T=%-6ld (%.0f s elapsed)   ", ++done, total,
+          v.name.c_str(), v.algo.c_str(), static_cast<long>(T),
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count());
       std::fflush(stderr);
       std::vector<double> times;
       for (int r = 0; r < a.reps; ++r) {
@@ -308,8 +317,8 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "\r%80s\r", "");
 
   // Table: ns per token.
-  std::printf("\nns per token (lower is better; a flat row = cost linear in T)\n%-20s %-10s", "variant",
-              "algorithm");
+  std::printf("\nns per token (lower is better; a flat row = cost linear in T)\n%-20s %-10s",
+              "variant", "algorithm");
   for (index_t T : Ts) std::printf(" %9ld", static_cast<long>(T));
   std::printf("\n");
   for (std::size_t i = 0; i < pts.size(); i += Ts.size()) {
@@ -319,12 +328,14 @@ int main(int argc, char** argv) {
   }
 
   // Crossover against causal softmax, and chunked vs recurrent at the largest T.
-  const auto find = [&](const std::string& name, const std::string& algo, index_t T) -> const Point* {
+  const auto find = [&](const std::string& name, const std::string& algo,
+                        index_t T) -> const Point* {
     for (const Point& p : pts)
       if (p.name == name && p.algo == algo && p.T == T) return &p;
     return nullptr;
   };
-  std::printf("\ncrossover: first T at which each variant costs less per token than causal softmax\n");
+  std::printf(
+      "\ncrossover: first T at which each variant costs less per token than causal softmax\n");
   for (std::size_t i = 0; i < pts.size(); i += Ts.size()) {
     if (pts[i].name.rfind("softmax", 0) == 0 && pts[i].name != "softmax-window4096") continue;
     if (!find("softmax", "flash", Ts.front())) break;
@@ -333,8 +344,8 @@ int main(int argc, char** argv) {
       const Point* s = find("softmax", "flash", T);
       const Point* p = find(pts[i].name, pts[i].algo, T);
       if (s && p && p->seconds < s->seconds) {
-        at = "T = " + std::to_string(T) + " (" + std::to_string(s->seconds / p->seconds).substr(0, 4) +
-             "x cheaper there)";
+        at = "T = " + std::to_string(T) + " (" +
+             std::to_string(s->seconds / p->seconds).substr(0, 4) + "x cheaper there)";
         break;
       }
     }

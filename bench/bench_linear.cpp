@@ -1,4 +1,5 @@
-// bench/bench_linear.cpp — polyattn-bench-linear: the linear family at the docs/conventions.md §12 shapes.
+// bench/bench_linear.cpp — polyattn-bench-linear: the linear family at the docs/conventions.md §12
+// shapes.
 //
 //   prefill-linear/<preset>/<algo>/T:4096/threads:N   B1 H16 K=V=128, every preset, recurrent and
 //                                                     chunked64; gated_delta_rule also chunked
@@ -238,7 +239,8 @@ void bm_decode(benchmark::State& st, const Op& op, int threads) {
 
 // ---- registration ---------------------------------------------------------------------------
 
-// f(name, op) for every preset of docs/conventions.md §4 (fp32, fla defaults: qk_l2norm for delta rules).
+// f(name, op) for every preset of docs/conventions.md §4 (fp32, fla defaults: qk_l2norm for delta
+// rules).
 template <class F>
 void for_each_preset(F&& f) {
   namespace ps = polyattn::presets;

@@ -1,9 +1,11 @@
-// bench/bench_softmax.cpp — polyattn-bench-softmax: the softmax family at the docs/conventions.md §12 shapes.
+// bench/bench_softmax.cpp — polyattn-bench-softmax: the softmax family at the docs/conventions.md
+// §12 shapes.
 //
-//   prefill-softmax/causal/B:1/H:16/T:4096/D:128/threads:N          HQ = HKV = 16, 1 and all threads
-//   prefill-softmax/causal-gqa/B:1/HQ:32/HKV:8/T:4096/D:128/threads:N   GQA, 1 and all threads
-//   prefill-softmax/full/B:1/H:16/T:4096/D:128/threads:1            no mask (every tile computed)
-//   prefill-softmax/window:512/B:1/H:16/T:8192/D:128/threads:1      causal sliding window of 512:
+//   prefill-softmax/causal/B:1/H:16/T:4096/D:128/threads:N          HQ = HKV = 16, 1 and all
+//   threads prefill-softmax/causal-gqa/B:1/HQ:32/HKV:8/T:4096/D:128/threads:N   GQA, 1 and all
+//   threads prefill-softmax/full/B:1/H:16/T:4096/D:128/threads:1            no mask (every tile
+//   computed) prefill-softmax/window:512/B:1/H:16/T:8192/D:128/threads:1      causal sliding window
+//   of 512:
 //                                                                   the tiles outside the band are
 //                                                                   skipped, so compare its
 //                                                                   ns_per_head_token with the
@@ -147,9 +149,10 @@ struct PrefillCase {
 void bm_prefill(benchmark::State& st, PrefillCase c, int threads) {
   const index_t B = 1, T = c.T;
   PrefillData& d = prefill_data(T, c.heads);
-  const polyattn::SoftmaxInputs in{.q = polyattn::bthd<const float>(d.q.data(), B, T, c.heads.q, kD),
-                                   .k = polyattn::bthd<const float>(d.k.data(), B, T, c.heads.kv, kD),
-                                   .v = polyattn::bthd<const float>(d.v.data(), B, T, c.heads.kv, kDv)};
+  const polyattn::SoftmaxInputs in{
+      .q = polyattn::bthd<const float>(d.q.data(), B, T, c.heads.q, kD),
+      .k = polyattn::bthd<const float>(d.k.data(), B, T, c.heads.kv, kD),
+      .v = polyattn::bthd<const float>(d.v.data(), B, T, c.heads.kv, kDv)};
   const polyattn::SoftmaxOptions opt{.causal = c.causal, .window = c.window};
   const auto o = polyattn::bthd(d.o.data(), B, T, c.heads.q, kDv);
   double seconds = 0;
@@ -194,7 +197,8 @@ dec::KVCache& decode_cache(index_t S) {
   cache.reset();
   held_S = -1;
   const index_t HKV = kDecodeHeads.kv;
-  cache = std::make_unique<dec::KVCache>(kDecodeB, HKV, kD, kDv, dec::KVCacheOptions{.capacity = S});
+  cache =
+      std::make_unique<dec::KVCache>(kDecodeB, HKV, kD, kDv, dec::KVCacheOptions{.capacity = S});
   constexpr index_t chunk = 1024;
   std::vector<float> k, v;
   for (index_t t0 = 0; t0 < S; t0 += chunk) {

@@ -1,13 +1,14 @@
-// bench/bench_sparse.cpp — polyattn-bench-sparse: block-sparse attention at the docs/conventions.md §12
-// `sparse` shape (causal, B1 H8 D128, T 32768, 90% of the causal blocks skipped), against the
+// bench/bench_sparse.cpp — polyattn-bench-sparse: block-sparse attention at the docs/conventions.md
+// §12 `sparse` shape (causal, B1 H8 D128, T 32768, 90% of the causal blocks skipped), against the
 // dense causal flash kernel of the same binary.
 //
 //   sparse/dense-causal/B:1/H:8/T:<T>/D:128/threads:N        softmax::flash_attention, causal
 //   sparse/topk/keep:0.10/B:1/H:8/T:<T>/D:128/threads:N      sparse_attention(TopKSelector)
-//   sparse/window-sinks/keep:0.10/B:1/H:8/T:<T>/D:128/threads:N  sparse_attention(WindowSinkSelector)
-//   sparse-select/<selector>/B:1/H:8/T:<T>/D:128/threads:N   the selector alone (select())
-// T = 32768 (the docs/conventions.md §12 shape) and 4096 (a quick check), 1 and all threads, 64-token blocks.
-// "keep:0.10": the selector's parameter is chosen so that 10% of the causal blocks
+//   sparse/window-sinks/keep:0.10/B:1/H:8/T:<T>/D:128/threads:N
+//   sparse_attention(WindowSinkSelector) sparse-select/<selector>/B:1/H:8/T:<T>/D:128/threads:N the
+//   selector alone (select())
+// T = 32768 (the docs/conventions.md §12 shape) and 4096 (a quick check), 1 and all threads,
+// 64-token blocks. "keep:0.10": the selector's parameter is chosen so that 10% of the causal blocks
 // (nQB·(nQB+1)/2) stay: top-k keeps the diagonal block plus the k best earlier ones by mean-pooled
 // q·k; window-sinks keeps block 0 plus the w blocks ending at the diagonal. The sparse cases time
 // the whole sparse_attention call (selection, K/V packing, kernel); the selector-only cases time
@@ -119,7 +120,8 @@ index_t parameter_for_keep(index_t nqb, F per_row_of) {
 
 ps::TopKSelector topk_for(index_t T) {
   const index_t nqb = T / kBlock;
-  const index_t k = parameter_for_keep(nqb, [](index_t k) { return [k](index_t) { return 1 + k; }; });
+  const index_t k =
+      parameter_for_keep(nqb, [](index_t k) { return [k](index_t) { return 1 + k; }; });
   return {.block = kBlock, .top_k = k};
 }
 
@@ -141,12 +143,15 @@ double visible_pairs(const polyattn::BlockMask& m, index_t h, index_t T) {
       if (!m.visible(0, h, qb, kb)) continue;
       const index_t i0 = qb * kBlock, i1 = std::min(T, i0 + kBlock);
       const index_t j0 = kb * kBlock, j1 = std::min(T, j0 + kBlock);
-      for (index_t i = i0; i < i1; ++i) pairs += static_cast<double>(std::max<index_t>(0, std::min(i + 1, j1) - j0));
+      for (index_t i = i0; i < i1; ++i)
+        pairs += static_cast<double>(std::max<index_t>(0, std::min(i + 1, j1) - j0));
     }
   return pairs;
 }
 
-double causal_blocks(index_t nqb) { return static_cast<double>(nqb) * static_cast<double>(nqb + 1) / 2; }
+double causal_blocks(index_t nqb) {
+  return static_cast<double>(nqb) * static_cast<double>(nqb + 1) / 2;
+}
 
 std::map<std::pair<index_t, int>, double>& dense_seconds() {
   static std::map<std::pair<index_t, int>, double> m;
@@ -187,7 +192,8 @@ void bm_dense(benchmark::State& st, index_t T, int threads) {
     seconds = timer.per_iteration(st);
   });
   if (seconds > 0) dense_seconds()[{T, threads}] = seconds;
-  set_counters(st, seconds, T, kH * static_cast<double>(T) * static_cast<double>(T + 1) / 2, threads);
+  set_counters(st, seconds, T, kH * static_cast<double>(T) * static_cast<double>(T + 1) / 2,
+               threads);
 }
 
 template <class Sel>
@@ -282,12 +288,14 @@ void register_all() {
       const std::string s = shape(T, threads);
       const auto topk = topk_for(T);
       const auto window = window_for(T);
-      add("sparse/dense-causal/" + s, [T, threads](benchmark::State& st) { bm_dense(st, T, threads); });
+      add("sparse/dense-causal/" + s,
+          [T, threads](benchmark::State& st) { bm_dense(st, T, threads); });
       add("sparse/topk/keep:0.10/" + s,
           [=](benchmark::State& st) { bm_sparse(st, topk, T, threads); });
       add("sparse/window-sinks/keep:0.10/" + s,
           [=](benchmark::State& st) { bm_sparse(st, window, T, threads); });
-      add("sparse-select/topk/" + s, [=](benchmark::State& st) { bm_select(st, topk, T, threads); });
+      add("sparse-select/topk/" + s,
+          [=](benchmark::State& st) { bm_select(st, topk, T, threads); });
       add("sparse-select/window-sinks/" + s,
           [=](benchmark::State& st) { bm_select(st, window, T, threads); });
       add("sparse-select/mass:0.9/" + s, [=](benchmark::State& st) {
@@ -307,7 +315,9 @@ void print_figures() {
   pb::print_machine_figures();
   const char* isa = polyattn::simd::isa_name(polyattn::simd::best_arch());
   for (const index_t T : {index_t{32768}, index_t{4096}})
-    std::fprintf(stderr, "polyattn bench: T %lld: top_k %lld, window-sinks local_blocks %lld (keep %.2f of causal blocks)\n",
+    std::fprintf(stderr,
+                 "polyattn bench: T %lld: top_k %lld, window-sinks local_blocks %lld (keep %.2f of "
+                 "causal blocks)\n",
                  static_cast<long long>(T), static_cast<long long>(topk_for(T).top_k),
                  static_cast<long long>(window_for(T).keep.local_blocks), kKeep);
   benchmark::AddCustomContext("kernel_isa", isa);

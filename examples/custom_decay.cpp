@@ -41,7 +41,8 @@ void reference(const std::vector<float>& q, const std::vector<float>& k,
           qn[i] = q[row * K + i] / std::sqrt(sq + 1e-6);
           kn[i] = k[row * K + i] / std::sqrt(sk + 1e-6);
           const double xi = x[row * K + i];
-          const double logsig = xi >= 0 ? -std::log1p(std::exp(-xi)) : xi - std::log1p(std::exp(xi));
+          const double logsig =
+              xi >= 0 ? -std::log1p(std::exp(-xi)) : xi - std::log1p(std::exp(xi));
           const double a = std::exp(std::max(logsig / decay.tau, double(decay.log_floor)));
           for (index_t j = 0; j < V; ++j) S[i * V + j] *= a;
         }
@@ -114,11 +115,11 @@ int main() {
               pa::simd::isa_name(pa::simd::best_arch()));
 
   std::vector<float> o(o_ref.size()), s(s_ref.size());
-  op.forward<pa::Recurrent>(in, {.o = pa::bthd(o.data(), B, T, H, V),
-                                 .final_state = pa::bhkv(s.data(), B, H, K, V)});
+  op.forward<pa::Recurrent>(
+      in, {.o = pa::bthd(o.data(), B, T, H, V), .final_state = pa::bhkv(s.data(), B, H, K, V)});
   report("recurrent", o, s);
-  op.forward<pa::Chunked<64>>(in, {.o = pa::bthd(o.data(), B, T, H, V),
-                                   .final_state = pa::bhkv(s.data(), B, H, K, V)});
+  op.forward<pa::Chunked<64>>(
+      in, {.o = pa::bthd(o.data(), B, T, H, V), .final_state = pa::bhkv(s.data(), B, H, K, V)});
   report("chunked64", o, s);
 
   // Decode: one token at a time, the state [B,H,K,V] updated in place by step().

@@ -25,8 +25,8 @@
 
 struct FlooredLogSigmoidDecay {
   static constexpr polyattn::GateShape shape = polyattn::GateShape::KeyChannel;
-  float tau = 16.f;             // gate_logit_normalizer
-  float log_floor = -0.1054f;   // log a_min (a_min = 0.9)
+  float tau = 16.f;            // gate_logit_normalizer
+  float log_floor = -0.1054f;  // log a_min (a_min = 0.9)
 
   struct Gate {
     const float* x;  // x[t·st + i·cst]

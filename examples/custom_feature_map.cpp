@@ -34,8 +34,8 @@ class ScaledReluPlusOne {
   static constexpr const char* name() noexcept { return "scaled_relu_plus_one"; }
   index_t out_dim(index_t d) const {
     if (d != static_cast<index_t>(tau_.size()))
-      throw pa::Error("tau", "has " + std::to_string(tau_.size()) + " entries for inputs of dimension " +
-                                 std::to_string(d));
+      throw pa::Error("tau", "has " + std::to_string(tau_.size()) +
+                                 " entries for inputs of dimension " + std::to_string(d));
     return d + 1;
   }
   void apply(const float* x, index_t d, float* out) const noexcept {
@@ -65,7 +65,8 @@ int main() {
   for (auto* x : {&q, &k, &v})
     for (float& e : *x) e = n(rng);
   for (float& e : g) e = u(rng);
-  for (index_t i = 0; i < K; ++i) tau[static_cast<std::size_t>(i)] = 0.5f + 0.05f * static_cast<float>(i);
+  for (index_t i = 0; i < K; ++i)
+    tau[static_cast<std::size_t>(i)] = 0.5f + 0.05f * static_cast<float>(i);
 
   const ScaledReluAttention op(ScaledReluPlusOne(tau), {}, {}, {.eps = 1e-6});
   const pa::LinearInputs in{.q = pa::bthd<const float>(q.data(), B, T, H, K),
@@ -86,7 +87,8 @@ int main() {
   mapped.q = pa::bthd<const float>(fq.data(), B, T, H, K + 1);
   mapped.k = pa::bthd<const float>(fk.data(), B, T, H, K + 1);
   std::vector<double> ref(rows * V);
-  pa::reference::linear_recurrence<double>(mapped, op.options(), {.o = pa::bthd(ref.data(), B, T, H, V)});
+  pa::reference::linear_recurrence<double>(mapped, op.options(),
+                                           {.o = pa::bthd(ref.data(), B, T, H, V)});
 
   const auto rel = [&](const std::vector<float>& x) {
     double num = 0, den = 0;
@@ -96,10 +98,11 @@ int main() {
     }
     return std::sqrt(num / den);
   };
-  std::printf("%s ∘ scalar decay ∘ additive ∘ sum-normaliser, B%ld T%ld H%ld K%ld→%ld V%ld\n"
-              "  recurrent vs reference: %.2e   chunked<64> vs reference: %.2e\n",
-              op.feature_map().name(), static_cast<long>(B), static_cast<long>(T),
-              static_cast<long>(H), static_cast<long>(K), static_cast<long>(K + 1),
-              static_cast<long>(V), rel(o_rec), rel(o_chunk));
+  std::printf(
+      "%s ∘ scalar decay ∘ additive ∘ sum-normaliser, B%ld T%ld H%ld K%ld→%ld V%ld\n"
+      "  recurrent vs reference: %.2e   chunked<64> vs reference: %.2e\n",
+      op.feature_map().name(), static_cast<long>(B), static_cast<long>(T), static_cast<long>(H),
+      static_cast<long>(K), static_cast<long>(K + 1), static_cast<long>(V), rel(o_rec),
+      rel(o_chunk));
   return rel(o_rec) < 1e-5 && rel(o_chunk) < 1e-5 ? 0 : 1;
 }

@@ -38,13 +38,13 @@ struct StridedSelector {
     if (stride < 1) throw pa::Error("stride", "must be >= 1, got " + std::to_string(stride));
     const pa::sparse::SelectionPlan plan(in, opt, block);  // validates in and opt
     const index_t s = stride;
-    pa::sparse::fill_mask(plan, keep, out, exec,
-                          [s](const pa::sparse::BlockRow& r, index_t, std::uint8_t* marks,
-                              pa::sparse::RowScratch&) {
-                            if (!r.has_diagonal()) return;
-                            for (index_t kb = r.diag_lo - s; kb >= r.lo; kb -= s)
-                              pa::sparse::mark_range(marks, r, kb, kb);
-                          });
+    pa::sparse::fill_mask(
+        plan, keep, out, exec,
+        [s](const pa::sparse::BlockRow& r, index_t, std::uint8_t* marks, pa::sparse::RowScratch&) {
+          if (!r.has_diagonal()) return;
+          for (index_t kb = r.diag_lo - s; kb >= r.lo; kb -= s)
+            pa::sparse::mark_range(marks, r, kb, kb);
+        });
   }
 };
 static_assert(pa::sparse::BlockSelector<StridedSelector>);
@@ -56,7 +56,9 @@ int main() {
   std::vector<float> q(B * T * H * D), k(q.size()), v(q.size()), o(q.size());
   for (auto* x : {&q, &k, &v})
     for (float& e : *x) e = n(rng);
-  const auto view = [&](const std::vector<float>& x) { return pa::bthd<const float>(x.data(), B, T, H, D); };
+  const auto view = [&](const std::vector<float>& x) {
+    return pa::bthd<const float>(x.data(), B, T, H, D);
+  };
   const pa::SoftmaxInputs in{.q = view(q), .k = view(k), .v = view(v)};
   pa::SoftmaxOptions opt;
   opt.causal = true;
@@ -83,8 +85,9 @@ int main() {
     den += ref[i] * ref[i];
   }
   const double err = std::sqrt(num / den);
-  std::printf("strided selector (every %ld-th block + diagonal): kept %zu of %zu causal blocks "
-              "(%.0f%%); sparse kernel vs reference with the same mask: %.2e\n",
-              static_cast<long>(sel.stride), kept, causal, 100.0 * kept / causal, err);
+  std::printf(
+      "strided selector (every %ld-th block + diagonal): kept %zu of %zu causal blocks "
+      "(%.0f%%); sparse kernel vs reference with the same mask: %.2e\n",
+      static_cast<long>(sel.stride), kept, causal, 100.0 * kept / causal, err);
   return err < 1e-5 ? 0 : 1;
 }

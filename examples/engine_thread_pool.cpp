@@ -102,8 +102,12 @@ int main() {
     g[i] = -0.02f * std::abs(n(rng));
     beta[i] = 0.5f;
   }
-  const auto view = [&](const std::vector<float>& x) { return pa::bthd<const float>(x.data(), B, T, H, D); };
-  const pa::LinearInputs lin{.q = view(q), .k = view(k), .v = view(v),
+  const auto view = [&](const std::vector<float>& x) {
+    return pa::bthd<const float>(x.data(), B, T, H, D);
+  };
+  const pa::LinearInputs lin{.q = view(q),
+                             .k = view(k),
+                             .v = view(v),
                              .g = pa::bth<const float>(g.data(), B, T, H),
                              .beta = pa::bth<const float>(beta.data(), B, T, H)};
   const pa::SoftmaxInputs sm{.q = view(q), .k = view(k), .v = view(v)};

@@ -17,8 +17,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <optional>
 #include <cstdlib>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -33,7 +33,9 @@ constexpr index_t kB = 2, kH = 4, kD = 64;  // batch, heads, head dim (q/k/v sha
 constexpr index_t kWindow = 128, kPage = 32;
 constexpr int kLayers = 8;  // pattern: delta, delta, delta, window, ...
 
-bool is_window_layer(int layer) { return layer % 4 == 3; }
+bool is_window_layer(int layer) {
+  return layer % 4 == 3;
+}
 
 // Projections of `T` tokens for one layer: q, k, v [B, T, H, D], g and beta [B, T, H].
 struct Projections {
@@ -54,7 +56,9 @@ struct Projections {
   }
   // The projections of token t alone, as [B, 1, H, ·] views into these buffers.
   pa::LinearInputs linear_at(index_t t) const {
-    return {.q = view(q, t, kD), .k = view(k, t, kD), .v = view(v, t, kD),
+    return {.q = view(q, t, kD),
+            .k = view(k, t, kD),
+            .v = view(v, t, kD),
             .g = pa::View3<const float>(g.data() + t * kH, {kB, 1, kH}, {T * kH, kH, 1}),
             .beta = pa::View3<const float>(beta.data() + t * kH, {kB, 1, kH}, {T * kH, kH, 1})};
   }
@@ -66,7 +70,7 @@ struct Projections {
 
 // One layer's state across calls.
 struct LayerState {
-  std::vector<float> S;                      // gated-delta state [B, H, K, V]
+  std::vector<float> S;                       // gated-delta state [B, H, K, V]
   std::optional<pa::softmax::KVCache> cache;  // window layer
 };
 
@@ -95,12 +99,14 @@ int main(int argc, char** argv) {
   for (int l = 0; l < kLayers; ++l) {
     const Projections& p = proj[static_cast<std::size_t>(l)];
     const auto prompt_view = [&](const std::vector<float>& x) {  // the first `prompt` tokens
-      return pa::View4<const float>(x.data(), {kB, prompt, kH, kD}, {total * kH * kD, kH * kD, kD, 1});
+      return pa::View4<const float>(x.data(), {kB, prompt, kH, kD},
+                                    {total * kH * kD, kH * kD, kD, 1});
     };
     out_prefill.assign(static_cast<std::size_t>(kB * prompt * kH * kD), 0.f);
     const auto o = pa::bthd(out_prefill.data(), kB, prompt, kH, kD);
     if (is_window_layer(l)) {
-      const pa::SoftmaxInputs in{.q = prompt_view(p.q), .k = prompt_view(p.k), .v = prompt_view(p.v)};
+      const pa::SoftmaxInputs in{
+          .q = prompt_view(p.q), .k = prompt_view(p.k), .v = prompt_view(p.v)};
       pa::softmax::flash_attention(in, swa, o, pool);
       // The cache needs only the prompt's last keys: append page by page, dropping as we go, so
       // a long prompt never holds more than window + page tokens per sequence.
@@ -120,8 +126,8 @@ int main(int argc, char** argv) {
       pa::LinearInputs in{.q = prompt_view(p.q), .k = prompt_view(p.k), .v = prompt_view(p.v)};
       in.g = pa::View3<const float>(p.g.data(), {kB, prompt, kH}, {total * kH, kH, 1});
       in.beta = pa::View3<const float>(p.beta.data(), {kB, prompt, kH}, {total * kH, kH, 1});
-      gdn.forward<pa::Chunked<64>>(in, {.o = o, .final_state = pa::bhkv(st[l].S.data(), kB, kH, kD, kD)},
-                                   {}, pool);
+      gdn.forward<pa::Chunked<64>>(
+          in, {.o = o, .final_state = pa::bhkv(st[l].S.data(), kB, kH, kD, kD)}, {}, pool);
     }
   }
 
@@ -134,7 +140,8 @@ int main(int argc, char** argv) {
         pa::softmax::KVCache& cache = *st[l].cache;
         cache.append(p.view(p.k, t, kD), p.view(p.v, t, kD));
         pa::softmax::flash_decode({.q = p.view(p.q, t, kD)}, cache, swa, o, pool);
-        for (index_t b = 0; b < kB; ++b) cache.drop_before(b, std::max<index_t>(0, t + 2 - kWindow));
+        for (index_t b = 0; b < kB; ++b)
+          cache.drop_before(b, std::max<index_t>(0, t + 2 - kWindow));
       } else {
         gdn.step(p.linear_at(t), pa::bhkv(st[l].S.data(), kB, kH, kD, kD), o, {}, pool);
       }
@@ -148,11 +155,15 @@ int main(int argc, char** argv) {
     const Projections& p = proj[static_cast<std::size_t>(l)];
     std::vector<float> full(static_cast<std::size_t>(kB * total * kH * kD));
     const auto o = pa::bthd(full.data(), kB, total, kH, kD);
-    const auto all = [&](const std::vector<float>& x) { return pa::bthd<const float>(x.data(), kB, total, kH, kD); };
+    const auto all = [&](const std::vector<float>& x) {
+      return pa::bthd<const float>(x.data(), kB, total, kH, kD);
+    };
     if (is_window_layer(l)) {
       pa::softmax::flash_attention({.q = all(p.q), .k = all(p.k), .v = all(p.v)}, swa, o, pool);
     } else {
-      pa::LinearInputs in{.q = all(p.q), .k = all(p.k), .v = all(p.v),
+      pa::LinearInputs in{.q = all(p.q),
+                          .k = all(p.k),
+                          .v = all(p.v),
                           .g = pa::bth<const float>(p.g.data(), kB, total, kH),
                           .beta = pa::bth<const float>(p.beta.data(), kB, total, kH)};
       gdn.forward<pa::Chunked<64>>(in, {.o = o}, {}, pool);
@@ -170,14 +181,15 @@ int main(int argc, char** argv) {
   }
   std::size_t pages = 0;
   for (const LayerState& s : st)
-    if (s.cache) pages = std::max<std::size_t>(pages, static_cast<std::size_t>(s.cache->pages_allocated()));
-  std::printf("hybrid decode: %d layers (3 gated-delta : 1 window-%ld softmax), B%ld H%ld D%ld, "
-              "prompt %ld + %ld decoded tokens on %d threads\n"
-              "  window cache: %zu pages of %ld tokens allocated for %ld sequences of %ld tokens\n"
-              "  decode vs one full prefill: worst relative RMSE %.2e\n",
-              kLayers, static_cast<long>(kWindow), static_cast<long>(kB), static_cast<long>(kH),
-              static_cast<long>(kD), static_cast<long>(prompt), static_cast<long>(steps), threads,
-              pages, static_cast<long>(kPage), static_cast<long>(kB), static_cast<long>(total),
-              worst);
+    if (s.cache)
+      pages = std::max<std::size_t>(pages, static_cast<std::size_t>(s.cache->pages_allocated()));
+  std::printf(
+      "hybrid decode: %d layers (3 gated-delta : 1 window-%ld softmax), B%ld H%ld D%ld, "
+      "prompt %ld + %ld decoded tokens on %d threads\n"
+      "  window cache: %zu pages of %ld tokens allocated for %ld sequences of %ld tokens\n"
+      "  decode vs one full prefill: worst relative RMSE %.2e\n",
+      kLayers, static_cast<long>(kWindow), static_cast<long>(kB), static_cast<long>(kH),
+      static_cast<long>(kD), static_cast<long>(prompt), static_cast<long>(steps), threads, pages,
+      static_cast<long>(kPage), static_cast<long>(kB), static_cast<long>(total), worst);
   return worst < 1e-4 ? 0 : 1;
 }

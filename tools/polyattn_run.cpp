@@ -38,8 +38,8 @@
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/executor.hpp"
 #include "polyattn/io/npy.hpp"
-#include "polyattn/linear/presets.hpp"
 #include "polyattn/linear/chunked.hpp"
+#include "polyattn/linear/presets.hpp"
 #include "polyattn/reference/based.hpp"
 #include "polyattn/reference/linear.hpp"
 #include "polyattn/reference/softmax.hpp"
@@ -130,18 +130,26 @@ enum class Op {
 };
 
 const std::map<std::string, Op, std::less<>>& op_table() {
-  static const std::map<std::string, Op, std::less<>> t{
-      {"linear_attn", Op::LinearAttn},     {"retention", Op::Retention},
-      {"lightning_attn", Op::Lightning},   {"simple_gla", Op::SimpleGla},
-      {"gla", Op::Gla},                    {"delta_rule", Op::DeltaRule},
-      {"gated_delta_rule", Op::GatedDeltaRule}, {"kda", Op::Kda},
-      {"based", Op::Based},                {"softmax", Op::Softmax},
-      {"forgetting_attn", Op::ForgettingAttn}};
+  static const std::map<std::string, Op, std::less<>> t{{"linear_attn", Op::LinearAttn},
+                                                        {"retention", Op::Retention},
+                                                        {"lightning_attn", Op::Lightning},
+                                                        {"simple_gla", Op::SimpleGla},
+                                                        {"gla", Op::Gla},
+                                                        {"delta_rule", Op::DeltaRule},
+                                                        {"gated_delta_rule", Op::GatedDeltaRule},
+                                                        {"kda", Op::Kda},
+                                                        {"based", Op::Based},
+                                                        {"softmax", Op::Softmax},
+                                                        {"forgetting_attn", Op::ForgettingAttn}};
   return t;
 }
 
-bool is_linear(Op op) { return op != Op::Based && op != Op::Softmax && op != Op::ForgettingAttn; }
-bool is_softmax(Op op) { return op == Op::Softmax || op == Op::ForgettingAttn; }
+bool is_linear(Op op) {
+  return op != Op::Based && op != Op::Softmax && op != Op::ForgettingAttn;
+}
+bool is_softmax(Op op) {
+  return op == Op::Softmax || op == Op::ForgettingAttn;
+}
 
 enum class Algo { Reference, Recurrent, Chunked, Parallel, Flash };
 
@@ -173,8 +181,7 @@ index_t parse_int(std::string_view flag, std::string_view s, index_t min,
                    std::to_string(v));
   if (v < min)
     throw RunError(std::string(flag) + " must be " +
-                   (min == 1 ? std::string("a positive integer")
-                             : ">= " + std::to_string(min)) +
+                   (min == 1 ? std::string("a positive integer") : ">= " + std::to_string(min)) +
                    ", got " + std::to_string(v));
   return v;
 }
@@ -192,9 +199,9 @@ Args parse_args(int argc, char** argv) {
   Args a;
   bool have_op = false, have_in = false, have_out = false;
   std::set<std::string> seen;
-  const std::set<std::string, std::less<>> with_value{"--in",     "--out",   "--scale", "--algo",
-                                                      "--chunk",  "--window", "--sinks",
-                                                      "--threads", "--layer", "--layers"};
+  const std::set<std::string, std::less<>> with_value{"--in",    "--out",    "--scale", "--algo",
+                                                      "--chunk", "--window", "--sinks", "--threads",
+                                                      "--layer", "--layers"};
   const std::set<std::string, std::less<>> switches{"--qk-l2norm", "--normalize", "--causal",
                                                     "--no-causal"};
   for (int i = 1; i < argc; ++i) {
@@ -285,7 +292,8 @@ Args parse_args(int argc, char** argv) {
     a.algo = a.algo_given.value_or(Algo::Chunked);
   } else if (is_softmax(a.op)) {
     if (a.algo_given.has_value() && *a.algo_given != Algo::Reference)
-      throw RunError(a.op_name + " runs the tiled flash kernel; --algo recurrent, chunked and "
+      throw RunError(a.op_name +
+                     " runs the tiled flash kernel; --algo recurrent, chunked and "
                      "parallel belong to the linear family (--algo reference runs the oracle)");
     a.algo = a.algo_given.value_or(Algo::Flash);
   } else {
@@ -302,8 +310,8 @@ Args parse_args(int argc, char** argv) {
   reject(a.qk_l2norm && !is_linear(op), "--qk-l2norm");
   reject(a.normalize && op != Op::LinearAttn && op != Op::Based, "--normalize");
   reject((a.layer || a.layers) && op != Op::Lightning, "--layer/--layers");
-  reject(a.causal.has_value() && !is_softmax(op), a.causal.value_or(false) ? "--causal"
-                                                                           : "--no-causal");
+  reject(a.causal.has_value() && !is_softmax(op),
+         a.causal.value_or(false) ? "--causal" : "--no-causal");
   reject(a.window.has_value() && !is_softmax(op), "--window");
   reject(a.sinks.has_value() && !is_softmax(op), "--sinks");
   if (op == Op::ForgettingAttn && a.causal == false)
@@ -320,14 +328,16 @@ Args parse_args(int argc, char** argv) {
 // ---- inputs ---------------------------------------------------------------------------------
 
 // The input files this tool knows about (base names without ".npy").
-constexpr std::string_view kKnownInputs[] = {"q", "k", "v", "g", "beta", "h0", "sink",
-                                             "cu_seqlens"};
+constexpr std::string_view kKnownInputs[] = {"q",    "k",  "v",    "g",
+                                             "beta", "h0", "sink", "cu_seqlens"};
 
 struct Inputs {
   fs::path dir;
   std::map<std::string, NpyArray, std::less<>> arrays;
 
-  std::string file(std::string_view name) const { return (dir / (std::string(name) + ".npy")).string(); }
+  std::string file(std::string_view name) const {
+    return (dir / (std::string(name) + ".npy")).string();
+  }
   bool has(std::string_view name) const { return arrays.find(name) != arrays.end(); }
   const NpyArray& get(std::string_view name) const { return arrays.find(name)->second; }
 };
@@ -352,8 +362,7 @@ Inputs load_inputs(const fs::path& dir, const std::string& op_name,
       continue;
     }
     if (!allowed)
-      throw RunError(p.string() + ": not used by " + op_name +
-                     " (remove it or choose another OP)");
+      throw RunError(p.string() + ": not used by " + op_name + " (remove it or choose another OP)");
     in.arrays.emplace(std::string(name), polyattn::io::read_npy(p));
   }
   return in;
@@ -432,7 +441,8 @@ void write_outputs(const fs::path& dir, std::vector<Output*> outputs) {
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
     throw RunError("--out " + dir.string() + ": exists and is not a directory");
   fs::create_directories(dir, ec);
-  if (ec) throw RunError("--out " + dir.string() + ": cannot create directory (" + ec.message() + ")");
+  if (ec)
+    throw RunError("--out " + dir.string() + ": cannot create directory (" + ec.message() + ")");
 
   std::random_device rd;
   const std::string tag =
@@ -446,7 +456,8 @@ void write_outputs(const fs::path& dir, std::vector<Output*> outputs) {
   for (Output* o : outputs) {
     temps.push_back(dir / ("." + o->name + ".tmp-" + tag));
     try {
-      polyattn::io::write_npy(temps.back(), o->data.data(), std::span<const std::int64_t>(o->shape));
+      polyattn::io::write_npy(temps.back(), o->data.data(),
+                              std::span<const std::int64_t>(o->shape));
     } catch (const polyattn::io::NpyError&) {
       cleanup();
       throw RunError((dir / o->name).string() + ": cannot write (is --out writable?)");
@@ -501,23 +512,33 @@ void forward_fast(const LinearOp& op, const Args& a, const polyattn::LinearInput
       return;
     case Algo::Chunked:
       switch (a.chunk) {
-        case 16: op.template forward<polyattn::Chunked<16>>(li, out, run, exec); return;
-        case 32: op.template forward<polyattn::Chunked<32>>(li, out, run, exec); return;
-        case 64: op.template forward<polyattn::Chunked<64>>(li, out, run, exec); return;
-        case 128: op.template forward<polyattn::Chunked<128>>(li, out, run, exec); return;
-        default: break;
+        case 16:
+          op.template forward<polyattn::Chunked<16>>(li, out, run, exec);
+          return;
+        case 32:
+          op.template forward<polyattn::Chunked<32>>(li, out, run, exec);
+          return;
+        case 64:
+          op.template forward<polyattn::Chunked<64>>(li, out, run, exec);
+          return;
+        case 128:
+          op.template forward<polyattn::Chunked<128>>(li, out, run, exec);
+          return;
+        default:
+          break;
       }
       break;
     case Algo::Parallel:
       op.template forward<polyattn::Parallel>(li, out, run, exec);
       return;
-    default: break;
+    default:
+      break;
   }
   throw RunError("internal error: no fast operator for this --algo/--chunk");  // unreachable
 }
 
-// The preset of each linear OP (docs/conventions.md §4; include/polyattn/linear/presets.hpp). --qk-l2norm
-// also applies to the additive presets: their AdditiveUpdate carries the same flag.
+// The preset of each linear OP (docs/conventions.md §4; include/polyattn/linear/presets.hpp).
+// --qk-l2norm also applies to the additive presets: their AdditiveUpdate carries the same flag.
 void run_linear_fast(const Args& a, const polyattn::LinearInputs& li, index_t HV,
                      const polyattn::LinearOutputs<float>& out) {
   namespace pr = polyattn::presets;
@@ -534,8 +555,8 @@ void run_linear_fast(const Args& a, const polyattn::LinearInputs& li, index_t HV
                                                 polyattn::SumNormalizer{1e-10}},
                      a, li, out);
       else
-        forward_fast(pr::linear_attn{Identity{}, NoDecay{}, AdditiveUpdate{l2}, NoNormalizer{}},
-                     a, li, out);
+        forward_fast(pr::linear_attn{Identity{}, NoDecay{}, AdditiveUpdate{l2}, NoNormalizer{}}, a,
+                     li, out);
       return;
     case Op::Retention:
       forward_fast(pr::retention{Identity{}, ConstantDecay::retention(HV), AdditiveUpdate{l2},
@@ -543,25 +564,32 @@ void run_linear_fast(const Args& a, const polyattn::LinearInputs& li, index_t HV
                    a, li, out);
       return;
     case Op::Lightning:
-      forward_fast(pr::lightning_attn{Identity{},
-                                      ConstantDecay::lightning(HV, a.layer.value_or(0),
-                                                               a.layers.value_or(1)),
-                                      AdditiveUpdate{l2}, NoNormalizer{}},
-                   a, li, out);
+      forward_fast(
+          pr::lightning_attn{
+              Identity{}, ConstantDecay::lightning(HV, a.layer.value_or(0), a.layers.value_or(1)),
+              AdditiveUpdate{l2}, NoNormalizer{}},
+          a, li, out);
       return;
     case Op::SimpleGla:
-      forward_fast(pr::simple_gla{Identity{}, polyattn::ScalarDecay{}, AdditiveUpdate{l2},
-                                  NoNormalizer{}},
-                   a, li, out);
+      forward_fast(
+          pr::simple_gla{Identity{}, polyattn::ScalarDecay{}, AdditiveUpdate{l2}, NoNormalizer{}},
+          a, li, out);
       return;
     case Op::Gla:
       forward_fast(pr::gla{Identity{}, polyattn::VectorDecay{}, AdditiveUpdate{l2}, NoNormalizer{}},
                    a, li, out);
       return;
-    case Op::DeltaRule: forward_fast(pr::make_delta_rule(l2), a, li, out); return;
-    case Op::GatedDeltaRule: forward_fast(pr::make_gated_delta_rule(l2), a, li, out); return;
-    case Op::Kda: forward_fast(pr::make_kda(l2), a, li, out); return;
-    default: break;
+    case Op::DeltaRule:
+      forward_fast(pr::make_delta_rule(l2), a, li, out);
+      return;
+    case Op::GatedDeltaRule:
+      forward_fast(pr::make_gated_delta_rule(l2), a, li, out);
+      return;
+    case Op::Kda:
+      forward_fast(pr::make_kda(l2), a, li, out);
+      return;
+    default:
+      break;
   }
   throw RunError("internal error: " + a.op_name + " has no fast operator");  // unreachable
 }
@@ -605,25 +633,29 @@ void run_linear(const Args& a) {
               ? polyattn::retention_log_decay(h)
               : polyattn::lightning_log_decay(h, HV, a.layer.value_or(0), a.layers.value_or(1)));
     static const float none = 0.0f;
-    li.g_gamma = polyattn::View1<const float>::contiguous(g_gamma.empty() ? &none : g_gamma.data(),
-                                                          {HV});
+    li.g_gamma =
+        polyattn::View1<const float>::contiguous(g_gamma.empty() ? &none : g_gamma.data(), {HV});
   } else if (scalar_g) {
     opt.decay = polyattn::Decay::ScalarPerToken;
-    li.g = view3(float_input(in, "g", 3, std::string("[B,T,HV] (scalar gate of ") + a.op_name + ")"));
+    li.g =
+        view3(float_input(in, "g", 3, std::string("[B,T,HV] (scalar gate of ") + a.op_name + ")"));
   } else if (vector_g) {
     opt.decay = polyattn::Decay::VectorPerToken;
-    li.gk = view4(float_input(in, "g", 4, std::string("[B,T,HV,K] (vector gate of ") + a.op_name + ")"));
+    li.gk = view4(
+        float_input(in, "g", 4, std::string("[B,T,HV,K] (vector gate of ") + a.op_name + ")"));
   }
   if (delta) li.beta = view3(float_input(in, "beta", 3, "[B,T,HV]"));
   if (in.has("h0")) li.initial_state = view4(float_input(in, "h0", 4, "[N,HV,K,V]"));
 
   // Validate against probe output views first, so no output memory is sized from bad shapes.
-  const index_t N = li.cu_seqlens.empty() ? q.shape[0]
-                                          : static_cast<index_t>(li.cu_seqlens.size()) - 1;
+  const index_t N =
+      li.cu_seqlens.empty() ? q.shape[0] : static_cast<index_t>(li.cu_seqlens.size()) - 1;
   float probe = 0.0f;
   polyattn::LinearOutputs<float> check_out;
-  check_out.o = polyattn::View4<float>::contiguous(&probe, {q.shape[0], q.shape[1], HV, v.shape[3]});
-  check_out.final_state = polyattn::View4<float>::contiguous(&probe, {N, HV, q.shape[3], v.shape[3]});
+  check_out.o =
+      polyattn::View4<float>::contiguous(&probe, {q.shape[0], q.shape[1], HV, v.shape[3]});
+  check_out.final_state =
+      polyattn::View4<float>::contiguous(&probe, {N, HV, q.shape[3], v.shape[3]});
   const polyattn::LinearDims d = polyattn::validate_linear(li, opt, check_out);
 
   Output o("o.npy", {d.B, d.T, d.HV, d.V});
@@ -701,8 +733,14 @@ void run_softmax(const Args& a) {
 // polyattn::Error names an argument of the C++ API; point the user at the file or flag instead.
 std::string describe(const polyattn::Error& e, const Args& a) {
   static const std::map<std::string, std::string, std::less<>> to_input{
-      {"q", "q"},       {"k", "k"},       {"v", "v"},          {"g", "g"},
-      {"gk", "g"},      {"beta", "beta"}, {"initial_state", "h0"}, {"sink", "sink"},
+      {"q", "q"},
+      {"k", "k"},
+      {"v", "v"},
+      {"g", "g"},
+      {"gk", "g"},
+      {"beta", "beta"},
+      {"initial_state", "h0"},
+      {"sink", "sink"},
       {"cu_seqlens", "cu_seqlens"}};
   static const std::map<std::string, std::string, std::less<>> to_flag{
       {"scale", "--scale"}, {"window", "--window"}, {"sink_tokens", "--sinks"}};

@@ -115,7 +115,7 @@ TensorView<T, R> rows(const TensorView<T, R>& x, index_t t0, index_t t1) {
   return TensorView<T, R>(x.data() + t0 * x.stride(1), shape, x.strides());
 }
 inline BasedHybridInputs rows(const BasedHybridInputs& in, index_t t0, index_t t1) {
-  return {rows(in.q, t0, t1), rows(in.k, t0, t1), rows(in.v, t0, t1),
+  return {rows(in.q, t0, t1),     rows(in.k, t0, t1),     rows(in.v, t0, t1),
           rows(in.lin_q, t0, t1), rows(in.lin_k, t0, t1), {}};
 }
 inline LolcatsInputs rows(const LolcatsInputs& in, index_t t0, index_t t1) {
@@ -123,9 +123,8 @@ inline LolcatsInputs rows(const LolcatsInputs& in, index_t t0, index_t t1) {
           rows(in.phi_q, t0, t1), rows(in.phi_k, t0, t1), {}};
 }
 inline LigerInputs rows(const LigerInputs& in, index_t t0, index_t t1) {
-  return {rows(in.q, t0, t1),     rows(in.k, t0, t1),     rows(in.v, t0, t1),
-          rows(in.lin_q, t0, t1), rows(in.lin_k, t0, t1), rows(in.g, t0, t1),
-          rows(in.gk, t0, t1),    {}};
+  return {rows(in.q, t0, t1),     rows(in.k, t0, t1), rows(in.v, t0, t1),  rows(in.lin_q, t0, t1),
+          rows(in.lin_k, t0, t1), rows(in.g, t0, t1), rows(in.gk, t0, t1), {}};
 }
 
 // Fast operator of combiner C (tiling Algo, executor exec) into a fresh sentinel-filled buffer.
@@ -190,7 +189,8 @@ std::vector<float> decode_all(typename C::Decoder& dec, const typename C::Inputs
   Tensor<float, 4> o(oshape, kSentinel);
   const index_t T = oshape[1];
   if (prefill_len > 0) dec.prefill(rows(in, 0, prefill_len), rows(o.view(), 0, prefill_len), exec);
-  for (index_t t = prefill_len; t < T; ++t) dec.step(rows(in, t, t + 1), rows(o.view(), t, t + 1), exec);
+  for (index_t t = prefill_len; t < T; ++t)
+    dec.step(rows(in, t, t + 1), rows(o.view(), t, t + 1), exec);
   return o.data;
 }
 

@@ -68,14 +68,17 @@ TEST(AgentAttention, ThreadCountsGiveIdenticalBits) {
   const AgentData d(2, 333, 200, 3, 16, 12, 49, 12);
   ThreadPool two(2), three(3);
   const auto serial = run_fast<AgentAttention>(d.inputs(), {}, d.out_shape());
-  expect_same_bits(serial, run_fast<AgentAttention>(d.inputs(), {}, d.out_shape(), two), "2 threads");
-  expect_same_bits(serial, run_fast<AgentAttention>(d.inputs(), {}, d.out_shape(), three), "3 threads");
+  expect_same_bits(serial, run_fast<AgentAttention>(d.inputs(), {}, d.out_shape(), two),
+                   "2 threads");
+  expect_same_bits(serial, run_fast<AgentAttention>(d.inputs(), {}, d.out_shape(), three),
+                   "3 threads");
 }
 
 // Last row of the reference over the prefix [0, t]: query t, keys and values 0..t.
 std::vector<double> prefix_reference_row(const AgentData& d, index_t t, const AgentOptions& opt) {
   const AgentInputs full = d.inputs();
-  AgentInputs in{rows(full.q, t, t + 1), rows(full.k, 0, t + 1), rows(full.v, 0, t + 1), full.agents};
+  AgentInputs in{rows(full.q, t, t + 1), rows(full.k, 0, t + 1), rows(full.v, 0, t + 1),
+                 full.agents};
   return run_ref<AgentAttention>(in, opt, {d.B, 1, d.H, d.V});
 }
 
@@ -123,7 +126,9 @@ TEST(AgentAttention, DecoderContextOnlyPrefill) {
   const AgentInputs full = d.inputs();
   Tensor<float, 4> none({d.B, 0, d.H, d.V});
   AgentInputs ctx{View4<const float>(full.q.data(), {d.B, 0, d.H, d.D}, full.q.strides()),
-                  rows(full.k, 0, 20), rows(full.v, 0, 20), {}};
+                  rows(full.k, 0, 20),
+                  rows(full.v, 0, 20),
+                  {}};
   dec.prefill(ctx, View4<float>(&none.data.emplace_back(0.f), {d.B, 0, d.H, d.V}, {0, 0, 0, 0}));
   EXPECT_EQ(dec.position(), 20);
   Tensor<float, 4> o({d.B, 1, d.H, d.V}, kSentinel);

@@ -38,7 +38,7 @@ TEST(BasedHybrid, RecurrentDefaultLinearInputsAndScales) {
   HybridData data(s, 7, 1.5f);
   BasedHybridOptions opt = based_opts(24);
   expect_matches_reference<BasedHybrid, Recurrent>(data.based(false), opt, data.out_shape(),
-                                                    "recurrent, lin = q/k");
+                                                   "recurrent, lin = q/k");
   opt.based_scale = 0.7;
   opt.softmax_scale = 0.9;
   opt.eps = 1e-3;
@@ -48,7 +48,8 @@ TEST(BasedHybrid, RecurrentDefaultLinearInputsAndScales) {
 }
 
 TEST(BasedHybrid, VarlenMatchesReference) {
-  for (const auto& lens : {std::vector<index_t>{1, 64, 65, 3}, std::vector<index_t>{0, 130, 0, 33}}) {
+  for (const auto& lens :
+       {std::vector<index_t>{1, 64, 65, 3}, std::vector<index_t>{0, 130, 0, 33}}) {
     const HybridShape s = HybridShape::varlen(lens);
     HybridData data(s, 31);
     for (index_t w : {1, 20, 200})
@@ -73,13 +74,14 @@ TEST(BasedHybrid, HeadFirstStridesMatchContiguous) {
     return View4<const float>(hf);
   };
   std::vector<float> qb, kb, vb, lqb, lkb;
-  BasedHybridInputs in{head_first_copy(data.q, qb), head_first_copy(data.k, kb),
-                       head_first_copy(data.v, vb), head_first_copy(data.lq, lqb),
+  BasedHybridInputs in{head_first_copy(data.q, qb),   head_first_copy(data.k, kb),
+                       head_first_copy(data.v, vb),   head_first_copy(data.lq, lqb),
                        head_first_copy(data.lk, lkb), {}};
   std::vector<float> ob(data.q.data.size() / s.D * s.V, kSentinel);
   const View4<float> o = polyattn::head_first(ob.data(), s.B, s.T, s.H, s.V);
   hybrid::based_hybrid(in, based_opts(9), o);
-  const std::vector<float> want = run_fast<BasedHybrid>(data.based(), based_opts(9), data.out_shape());
+  const std::vector<float> want =
+      run_fast<BasedHybrid>(data.based(), based_opts(9), data.out_shape());
   std::vector<float> got;
   for (index_t b = 0; b < s.B; ++b)
     for (index_t t = 0; t < s.T; ++t)
@@ -96,7 +98,8 @@ TEST(BasedHybrid, ThreadCountsGiveIdenticalBits) {
     const auto serial = run_fast<BasedHybrid>(d->based(), based_opts(40), d->out_shape());
     expect_same_bits(serial, run_fast<BasedHybrid>(d->based(), based_opts(40), d->out_shape(), two),
                      d->s.str() + " 2 threads");
-    expect_same_bits(serial, run_fast<BasedHybrid>(d->based(), based_opts(40), d->out_shape(), three),
+    expect_same_bits(serial,
+                     run_fast<BasedHybrid>(d->based(), based_opts(40), d->out_shape(), three),
                      d->s.str() + " 3 threads");
   }
 }

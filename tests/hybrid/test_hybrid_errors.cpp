@@ -81,7 +81,11 @@ TEST(HybridErrors, Liger) {
   };
   expect_bad("g", with([](auto& in, auto&) { in.g = {}; }), o.data);
   expect_bad("gk", with([&](auto& in, auto&) { in.gk = d.gk.cview(); }), o.data);
-  expect_bad("gk", with([&](auto& in, auto&) { in.g = {}; in.gk = badgk.cview(); }), o.data);
+  expect_bad("gk", with([&](auto& in, auto&) {
+               in.g = {};
+               in.gk = badgk.cview();
+             }),
+             o.data);
   expect_bad("lin_k", with([&](auto& in, auto&) { in.lin_q = badgk.cview(); }), o.data);
   expect_bad("alpha", with([](auto&, auto& op) { op.alpha = NAN; }), o.data);
   expect_bad("beta", with([](auto&, auto& op) { op.beta = INFINITY; }), o.data);
@@ -156,19 +160,24 @@ TEST(HybridErrors, Decoders) {
       [&](hybrid::BasedHybridDecoder& dec, BasedHybridInputs in, Tensor<float, 4>& o) {
         auto two = rows(d.based(), 5, 7);
         Tensor<float, 4> o2({s.B, 2, s.H, s.V}, kSentinel);
-        expect_bad("q", [&] { dec.step(two, o2.view()); }, o2.data, "two tokens");
+        expect_bad(
+            "q", [&] { dec.step(two, o2.view()); }, o2.data, "two tokens");
         auto no_lin = in;
         no_lin.lin_q = no_lin.lin_k = {};  // q has D 16, the decoder's lin_dim is 8
-        expect_bad("lin_q", [&] { dec.step(no_lin, o.view()); }, o.data, "lin default");
+        expect_bad(
+            "lin_q", [&] { dec.step(no_lin, o.view()); }, o.data, "lin default");
         auto bad_v = in;  // value dim D instead of the decoder's V (o to match)
         bad_v.v = rows(d.q.cview(), 5, 6);
         Tensor<float, 4> ov({s.B, 1, s.H, s.D}, kSentinel);
-        expect_bad("v", [&] { dec.step(bad_v, ov.view()); }, ov.data, "v");
+        expect_bad(
+            "v", [&] { dec.step(bad_v, ov.view()); }, ov.data, "v");
         const std::vector<std::int64_t> cu{0, 1};
         auto varlen = in;
         varlen.cu_seqlens = cu;
-        expect_bad("cu_seqlens", [&] { dec.step(varlen, o.view()); }, o.data, "varlen");
-        expect_bad("decoder", [&] { dec.prefill(in, o.view()); }, o.data, "prefill after prefill");
+        expect_bad(
+            "cu_seqlens", [&] { dec.step(varlen, o.view()); }, o.data, "varlen");
+        expect_bad(
+            "decoder", [&] { dec.prefill(in, o.view()); }, o.data, "prefill after prefill");
       });
 
   LolcatsOptions lopt;
@@ -178,9 +187,11 @@ TEST(HybridErrors, Decoders) {
       [&](hybrid::LolcatsDecoder& dec, LolcatsInputs in, Tensor<float, 4>& o) {
         auto bad_phi = in;
         bad_phi.phi_q = bad_phi.phi_k = rows(d.q.cview(), 5, 6);  // F 16, decoder 8
-        expect_bad("phi_q", [&] { dec.step(bad_phi, o.view()); }, o.data, "phi");
+        expect_bad(
+            "phi_q", [&] { dec.step(bad_phi, o.view()); }, o.data, "phi");
         Tensor<float, 4> obad({s.B, 1, s.H, s.V + 1}, kSentinel);
-        expect_bad("o", [&] { dec.step(in, obad.view()); }, obad.data, "o");
+        expect_bad(
+            "o", [&] { dec.step(in, obad.view()); }, obad.data, "o");
       });
 
   LigerOptions gopt;
@@ -190,10 +201,12 @@ TEST(HybridErrors, Decoders) {
       [&](hybrid::LigerDecoder& dec, LigerInputs in, Tensor<float, 4>& o) {
         auto both = in;
         both.g = rows(d.g.cview(), 5, 6);
-        expect_bad("gk", [&] { dec.step(both, o.view()); }, o.data, "two gates");
+        expect_bad(
+            "gk", [&] { dec.step(both, o.view()); }, o.data, "two gates");
         auto none = in;
         none.gk = {};
-        expect_bad("g", [&] { dec.step(none, o.view()); }, o.data, "no gate");
+        expect_bad(
+            "g", [&] { dec.step(none, o.view()); }, o.data, "no gate");
       });
 }
 
@@ -207,22 +220,27 @@ TEST(HybridErrors, AgentDecoder) {
     EXPECT_EQ(e.argument(), "value_dim");
   }
   hybrid::AgentDecoder dec(a.cview(), 4, {});
-  const AgentInputs step_in{rows(q.cview(), 0, 1), rows(k.cview(), 0, 1), rows(v.cview(), 0, 1), {}};
+  const AgentInputs step_in{
+      rows(q.cview(), 0, 1), rows(k.cview(), 0, 1), rows(v.cview(), 0, 1), {}};
   Tensor<float, 4> o({2, 1, 2, 4}, kSentinel);
   auto with_agents = step_in;
   with_agents.agents = a.cview();
-  expect_bad("agents", [&] { dec.step(with_agents, o.view()); }, o.data, "agents given");
+  expect_bad(
+      "agents", [&] { dec.step(with_agents, o.view()); }, o.data, "agents given");
   auto two_keys = step_in;
   two_keys.k = rows(k.cview(), 0, 2);
   two_keys.v = rows(v.cview(), 0, 2);
-  expect_bad("k", [&] { dec.step(two_keys, o.view()); }, o.data, "two keys");
+  expect_bad(
+      "k", [&] { dec.step(two_keys, o.view()); }, o.data, "two keys");
   auto bad_v = step_in;  // value dim 8 instead of the decoder's 4 (o to match)
   bad_v.v = rows(q.cview(), 0, 1);
   Tensor<float, 4> ov({2, 1, 2, 8}, kSentinel);
-  expect_bad("v", [&] { dec.step(bad_v, ov.view()); }, ov.data, "v");
+  expect_bad(
+      "v", [&] { dec.step(bad_v, ov.view()); }, ov.data, "v");
   EXPECT_EQ(dec.position(), 0);
   dec.step(step_in, o.view());
-  expect_bad("decoder", [&] { dec.prefill(step_in, o.view()); }, std::vector<float>{}, "prefill");
+  expect_bad(
+      "decoder", [&] { dec.prefill(step_in, o.view()); }, std::vector<float>{}, "prefill");
 }
 
 }  // namespace

@@ -52,7 +52,8 @@ TEST(Liger, ExtremeGatesWeightsAndScales) {
 }
 
 TEST(Liger, VarlenMatchesReference) {
-  for (const auto& lens : {std::vector<index_t>{1, 64, 65, 3}, std::vector<index_t>{0, 130, 0, 33}}) {
+  for (const auto& lens :
+       {std::vector<index_t>{1, 64, 65, 3}, std::vector<index_t>{0, 130, 0, 33}}) {
     const HybridShape s = HybridShape::varlen(lens);
     HybridData data(s, 51);
     for (bool vec : {false, true})
@@ -73,7 +74,8 @@ TEST(Liger, ThreadCountsGiveIdenticalBits) {
       const auto serial = run_fast<Liger>(d->liger(vec), liger_opts(40), d->out_shape());
       expect_same_bits(serial, run_fast<Liger>(d->liger(vec), liger_opts(40), d->out_shape(), two),
                        what + " 2 threads");
-      expect_same_bits(serial, run_fast<Liger>(d->liger(vec), liger_opts(40), d->out_shape(), three),
+      expect_same_bits(serial,
+                       run_fast<Liger>(d->liger(vec), liger_opts(40), d->out_shape(), three),
                        what + " 3 threads");
     }
 }
@@ -92,9 +94,11 @@ TEST(Liger, DecoderReproducesPrefillRows) {
         hybrid::LigerDecoder dec(ds, liger_opts(w, 0.6, 0.4));
         const auto got = decode_all<Liger>(dec, data.liger(vec), data.out_shape(), P);
         EXPECT_EQ(dec.position(), s.T) << what;
-        const auto want = run_ref<Liger>(data.liger(vec), liger_opts(w, 0.6, 0.4), data.out_shape());
+        const auto want =
+            run_ref<Liger>(data.liger(vec), liger_opts(w, 0.6, 0.4), data.out_shape());
         EXPECT_LT(rel_rmse(got, want), kRelRmseBound) << what;
-        const auto fast = run_fast<Liger>(data.liger(vec), liger_opts(w, 0.6, 0.4), data.out_shape());
+        const auto fast =
+            run_fast<Liger>(data.liger(vec), liger_opts(w, 0.6, 0.4), data.out_shape());
         EXPECT_LT(rel_rmse(got, fast), kRelRmseBound) << what;
         if (w < s.T) {
           const index_t per_seq = (w + 15) / 16 + 3;

@@ -1,6 +1,6 @@
 // tests/linear/preset_sweep.hpp — every linear preset through one algorithm against the
-// reference over the awkward shapes of docs/conventions.md §9. Each algorithm's sweep lives in its own test
-// translation unit (one instantiation set per file keeps compile time and memory small).
+// reference over the awkward shapes of docs/conventions.md §9. Each algorithm's sweep lives in its
+// own test translation unit (one instantiation set per file keeps compile time and memory small).
 #pragma once
 
 #include "linear/linear_harness.hpp"

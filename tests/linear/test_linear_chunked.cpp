@@ -1,6 +1,7 @@
 // tests/linear/test_linear_chunked.cpp — Chunked<C> and Parallel for every preset against the
-// naive reference (docs/conventions.md §9 bound) over awkward shapes and extreme gates, and the algorithms
-// against each other (recurrent == chunked == parallel); state carried across split prefill.
+// naive reference (docs/conventions.md §9 bound) over awkward shapes and extreme gates, and the
+// algorithms against each other (recurrent == chunked == parallel); state carried across split
+// prefill.
 #include <gtest/gtest.h>
 
 #include <cstring>

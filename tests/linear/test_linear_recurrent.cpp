@@ -1,6 +1,6 @@
 // tests/linear/test_linear_recurrent.cpp — the Recurrent algorithm and the decode step of every
-// linear preset against the naive reference (docs/conventions.md §9 bound) over awkward shapes and extreme
-// gates; step × T == forward; varlen == separate calls; thread counts give identical bits;
+// linear preset against the naive reference (docs/conventions.md §9 bound) over awkward shapes and
+// extreme gates; step × T == forward; varlen == separate calls; thread counts give identical bits;
 // NaN propagation; bad arguments leave outputs untouched.
 #include <gtest/gtest.h>
 
@@ -95,8 +95,8 @@ void expect_normalised_steps_match(const Op& op, index_t K, index_t F) {
       return View4<const float>(x.data() + t * Hx * D, {s.B, 1, Hx, D},
                                 {s.T * Hx * D, Hx * D, D, 1});
     };
-    const LinearInputs one{.q = at(data.q, s.H, K), .k = at(data.k, s.H, K),
-                           .v = at(data.v, s.HV, s.V)};
+    const LinearInputs one{
+        .q = at(data.q, s.H, K), .k = at(data.k, s.H, K), .v = at(data.v, s.HV, s.V)};
     View4<float> ot(o_step.data() + t * s.HV * s.V, {s.B, 1, s.HV, s.V},
                     {s.T * s.HV * s.V, s.HV * s.V, s.V, 1});
     op.step(one, bhkv(state.data(), s.B, s.HV, F, s.V),

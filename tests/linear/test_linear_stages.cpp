@@ -37,7 +37,8 @@ std::vector<simd::Isa> isas() {
 }
 
 void run(StageArgs& a, simd::Isa isa) {
-  const simd::Isa got = simd::dispatch_to(isa, [](auto arch) { return simd::isa_of<decltype(arch)>; });
+  const simd::Isa got =
+      simd::dispatch_to(isa, [](auto arch) { return simd::isa_of<decltype(arch)>; });
   ASSERT_EQ(got, isa);
   simd::dispatch_to(isa, RunStage{&a});
 }
@@ -65,7 +66,8 @@ struct Chunk {
     for (index_t t = 0; t < L; ++t) {  // unit keys keep the delta rule's system well conditioned
       double ss = 0.0;
       for (index_t i = 0; i < K; ++i) ss += double(k[t * K + i]) * k[t * K + i];
-      for (index_t i = 0; i < K; ++i) k[t * K + i] = static_cast<float>(k[t * K + i] / std::sqrt(ss));
+      for (index_t i = 0; i < K; ++i)
+        k[t * K + i] = static_cast<float>(k[t * K + i] / std::sqrt(ss));
     }
     v = random_vector(n(L, V), seed + 3);
     gamma = random_vector(n(L, w.bK), seed + 4, gate_lo, gate_hi);
@@ -261,8 +263,8 @@ TEST(LinearStages, GramMatricesAreGatedAndCausal) {
                 kk_want.push_back(sk);
               }
             }
-          const std::string tag = std::string(simd::isa_name(isa)) + " " + shape_name(s) +
-                                  " L" + std::to_string(L) + " gate " + std::to_string(lo);
+          const std::string tag = std::string(simd::isa_name(isa)) + " " + shape_name(s) + " L" +
+                                  std::to_string(L) + " gate " + std::to_string(lo);
           EXPECT_LT(rel_rmse(qk, qk_want), kRelRmseBound) << tag;
           if (L > 1) {
             EXPECT_LT(rel_rmse(kk, kk_want), kRelRmseBound) << tag;

@@ -101,7 +101,9 @@ std::vector<float> normal_vector(std::size_t n, std::uint64_t seed, double stdde
 
 // ---- naive double versions of the formulas ----------------------------------------------------
 
-double relu_d(double t) { return t > 0.0 ? t : 0.0; }
+double relu_d(double t) {
+  return t > 0.0 ? t : 0.0;
+}
 
 std::vector<double> naive_elementwise(const std::string& kind, const std::vector<float>& x) {
   std::vector<double> y;
@@ -149,7 +151,8 @@ std::vector<double> naive_hedgehog(const std::vector<float>& W, const std::vecto
 std::vector<double> torch_roll(const std::vector<double>& v, long j) {
   const long n = static_cast<long>(v.size());
   std::vector<double> r(v.size());
-  for (long i = 0; i < n; ++i) r[static_cast<std::size_t>(i)] = v[static_cast<std::size_t>(((i - j) % n + n) % n)];
+  for (long i = 0; i < n; ++i)
+    r[static_cast<std::size_t>(i)] = v[static_cast<std::size_t>(((i - j) % n + n) % n)];
   return r;
 }
 
@@ -165,7 +168,8 @@ std::vector<double> naive_dpfp(const std::vector<float>& x, long nu) {
   return y;
 }
 
-std::vector<double> naive_performer(const std::vector<float>& P, long m, const std::vector<float>& xf,
+std::vector<double> naive_performer(const std::vector<float>& P, long m,
+                                    const std::vector<float>& xf,
                                     const PerformerOptions& opt = {}) {
   const std::size_t d = xf.size();
   const double s = opt.normalize_input ? std::pow(static_cast<double>(d), -0.25) : 1.0;
@@ -178,12 +182,14 @@ std::vector<double> naive_performer(const std::vector<float>& P, long m, const s
   std::vector<double> px(static_cast<std::size_t>(m));
   for (long r = 0; r < m; ++r) {
     double a = 0.0;
-    for (std::size_t i = 0; i < d; ++i) a += static_cast<double>(P[static_cast<std::size_t>(r) * d + i]) * x[i];
+    for (std::size_t i = 0; i < d; ++i)
+      a += static_cast<double>(P[static_cast<std::size_t>(r) * d + i]) * x[i];
     px[static_cast<std::size_t>(r)] = a;
   }
   const double mx = opt.subtract_row_max ? *std::max_element(px.begin(), px.end()) : 0.0;
   std::vector<double> y;
-  for (double a : px) y.push_back((std::exp(a - sq / 2.0 - mx) + opt.eps) / std::sqrt(static_cast<double>(m)));
+  for (double a : px)
+    y.push_back((std::exp(a - sq / 2.0 - mx) + opt.eps) / std::sqrt(static_cast<double>(m)));
   return y;
 }
 
@@ -261,8 +267,16 @@ TEST(FeatureMaps, Taylor2LayoutIsFlas) {
   // d = 3, x = [1, 2, 3]: [1, x, x²/√2 (diagonal), x0x1, x0x2, x1x2].
   const auto y = run(Taylor2{}, {1.f, 2.f, 3.f});
   const float r = static_cast<float>(1.0 / std::sqrt(2.0));
-  const std::vector<float> want = {1.f, 1.f, 2.f, 3.f, r, static_cast<float>(4 / std::sqrt(2.0)),
-                                   static_cast<float>(9 / std::sqrt(2.0)), 2.f, 3.f, 6.f};
+  const std::vector<float> want = {1.f,
+                                   1.f,
+                                   2.f,
+                                   3.f,
+                                   r,
+                                   static_cast<float>(4 / std::sqrt(2.0)),
+                                   static_cast<float>(9 / std::sqrt(2.0)),
+                                   2.f,
+                                   3.f,
+                                   6.f};
   ASSERT_EQ(y.size(), want.size());
   for (std::size_t i = 0; i < y.size(); ++i) EXPECT_EQ(y[i], want[i]) << i;
 }
@@ -415,8 +429,7 @@ TEST(FeatureMaps, PerformerMatchesNaiveAndIsPositive) {
       expect_close(y, naive_performer(P, static_cast<long>(m), x), "performer " + tag);
       for (float v : y) EXPECT_GT(v, 0.f) << tag;
       for (const PerformerOptions opt :
-           {PerformerOptions{.normalize_input = true},
-            PerformerOptions{.subtract_row_max = true},
+           {PerformerOptions{.normalize_input = true}, PerformerOptions{.subtract_row_max = true},
             PerformerOptions{.normalize_input = true, .subtract_row_max = true, .eps = 1e-6f}}) {
         const auto yo = run(Performer(P, m, opt), x);
         expect_close(yo, naive_performer(P, static_cast<long>(m), x, opt), "options " + tag);
@@ -434,9 +447,12 @@ TEST(FeatureMaps, PerformerRowMaxOnlyRescalesTheRow) {
   const auto a = run(Performer(P, m), x);
   const auto b = run(Performer(P, m, {.subtract_row_max = true}), x);
   const double ratio = static_cast<double>(b[0]) / a[0];
-  EXPECT_LE(*std::max_element(b.begin(), b.end()), static_cast<float>(1.0 / std::sqrt(double(m))) * 1.000001f);
+  EXPECT_LE(*std::max_element(b.begin(), b.end()),
+            static_cast<float>(1.0 / std::sqrt(double(m))) * 1.000001f);
   for (index_t r = 0; r < m; ++r)
-    EXPECT_NEAR(static_cast<double>(b[static_cast<std::size_t>(r)]) / a[static_cast<std::size_t>(r)], ratio, ratio * 1e-6);
+    EXPECT_NEAR(
+        static_cast<double>(b[static_cast<std::size_t>(r)]) / a[static_cast<std::size_t>(r)], ratio,
+        ratio * 1e-6);
 }
 
 TEST(FeatureMaps, PerformerEstimatesTheSoftmaxKernel) {
@@ -485,7 +501,8 @@ TEST(FeatureMaps, PerformerBadSizesThrowNamingTheArgument) {
 
 // out (contiguous [B,T,H,F]) by applying the map row by row to contiguous x [B,T,H,D].
 template <FeatureMap M>
-std::vector<float> rows_by_hand(const M& map, const std::vector<float>& x, index_t rows, index_t D) {
+std::vector<float> rows_by_hand(const M& map, const std::vector<float>& x, index_t rows,
+                                index_t D) {
   const index_t F = map.out_dim(D);
   std::vector<float> out(static_cast<std::size_t>(rows * F));
   for (index_t r = 0; r < rows; ++r) map.apply(x.data() + r * D, D, out.data() + r * F);
@@ -513,7 +530,8 @@ void check_apply_rows(const M& map, index_t D, const std::string& tag) {
           xh[static_cast<std::size_t>(((b * H + h) * T + t) * D + i)] =
               x[static_cast<std::size_t>(((b * T + t) * H + h) * D + i)];
   std::vector<float> oh(want.size(), -7.f);
-  apply_rows(map, head_first<const float>(xh.data(), B, T, H, D), head_first(oh.data(), B, T, H, F));
+  apply_rows(map, head_first<const float>(xh.data(), B, T, H, D),
+             head_first(oh.data(), B, T, H, F));
   for (index_t b = 0; b < B; ++b)
     for (index_t t = 0; t < T; ++t)
       for (index_t h = 0; h < H; ++h)
@@ -525,7 +543,8 @@ void check_apply_rows(const M& map, index_t D, const std::string& tag) {
   // Inner stride 2 on x (interleaved with junk) and 3 on out (gaps must stay untouched).
   std::vector<float> xs(x.size() * 2, 1e30f);
   for (std::size_t i = 0; i < x.size(); ++i) xs[2 * i] = x[i];
-  const TensorView<const float, 4> xv(xs.data(), {B, T, H, D}, {T * H * D * 2, H * D * 2, D * 2, 2});
+  const TensorView<const float, 4> xv(xs.data(), {B, T, H, D},
+                                      {T * H * D * 2, H * D * 2, D * 2, 2});
   std::vector<float> os(want.size() * 3, -7.f);
   const TensorView<float, 4> ov(os.data(), {B, T, H, F}, {T * H * F * 3, H * F * 3, F * 3, 3});
   apply_rows(map, xv, ov);
@@ -577,26 +596,52 @@ TEST(FeatureMaps, ApplyRowsBadArgumentsThrowAndWriteNothing) {
     for (float v : out) ASSERT_EQ(v, -7.f);
   };
   // Wrong out_dim, wrong T.
-  expect_error([&] { apply_rows(Taylor2{}, bthd(x.data(), B, T, H, D), bthd(out.data(), B, T, H, F - 1)); }, "out");
-  expect_error([&] { apply_rows(Taylor2{}, bthd(x.data(), B, T, H, D), bthd(out.data(), B, 1, H, F)); }, "out");
-  expect_error([&] { apply_rows(Relu{}, bthd(x.data(), B, T, H, D), bthd(out.data(), B, T, H, D + 1)); }, "out");
+  expect_error(
+      [&] { apply_rows(Taylor2{}, bthd(x.data(), B, T, H, D), bthd(out.data(), B, T, H, F - 1)); },
+      "out");
+  expect_error(
+      [&] { apply_rows(Taylor2{}, bthd(x.data(), B, T, H, D), bthd(out.data(), B, 1, H, F)); },
+      "out");
+  expect_error(
+      [&] { apply_rows(Relu{}, bthd(x.data(), B, T, H, D), bthd(out.data(), B, T, H, D + 1)); },
+      "out");
   // Null data with a non-empty shape.
-  expect_error([&] { apply_rows(Taylor2{}, bthd<const float>(nullptr, B, T, H, D), bthd(out.data(), B, T, H, F)); }, "x");
-  expect_error([&] { apply_rows(Taylor2{}, bthd(x.data(), B, T, H, D), bthd<float>(nullptr, B, T, H, F)); }, "out");
+  expect_error(
+      [&] {
+        apply_rows(Taylor2{}, bthd<const float>(nullptr, B, T, H, D), bthd(out.data(), B, T, H, F));
+      },
+      "x");
+  expect_error(
+      [&] { apply_rows(Taylor2{}, bthd(x.data(), B, T, H, D), bthd<float>(nullptr, B, T, H, F)); },
+      "out");
   // Negative size / stride.
-  expect_error([&] {
-    apply_rows(Relu{}, TensorView<const float, 4>(x.data(), {B, T, H, -1}, {12, 6, 3, 1}), bthd(out.data(), B, T, H, D));
-  }, "x");
-  expect_error([&] {
-    apply_rows(Relu{}, bthd(x.data(), B, T, H, D), TensorView<float, 4>(out.data(), {B, T, H, D}, {12, 6, 3, -1}));
-  }, "out");
+  expect_error(
+      [&] {
+        apply_rows(Relu{}, TensorView<const float, 4>(x.data(), {B, T, H, -1}, {12, 6, 3, 1}),
+                   bthd(out.data(), B, T, H, D));
+      },
+      "x");
+  expect_error(
+      [&] {
+        apply_rows(Relu{}, bthd(x.data(), B, T, H, D),
+                   TensorView<float, 4>(out.data(), {B, T, H, D}, {12, 6, 3, -1}));
+      },
+      "out");
   // Hedgehog weights for another input dimension.
   const std::vector<float> W(4 * 5, 0.1f), b(4, 0.f);
   std::vector<float> hout(static_cast<std::size_t>(B * T * H * 8), -7.f);
-  expect_error([&] { apply_rows(Hedgehog(W, b), bthd(x.data(), B, T, H, D), bthd(hout.data(), B, T, H, 8)); }, "weight");
+  expect_error(
+      [&] {
+        apply_rows(Hedgehog(W, b), bthd(x.data(), B, T, H, D), bthd(hout.data(), B, T, H, 8));
+      },
+      "weight");
   for (float v : hout) ASSERT_EQ(v, -7.f);
   const std::vector<float> P(6 * 5, 0.1f);
-  expect_error([&] { apply_rows(Performer(P, 6), bthd(x.data(), B, T, H, D), bthd(hout.data(), B, T, H, 6)); }, "projection");
+  expect_error(
+      [&] {
+        apply_rows(Performer(P, 6), bthd(x.data(), B, T, H, D), bthd(hout.data(), B, T, H, 6));
+      },
+      "projection");
   untouched();
 }
 
@@ -604,13 +649,21 @@ TEST(FeatureMaps, ApplyRowsRejectsOverlap) {
   const index_t B = 1, T = 2, H = 2, D = 4;
   std::vector<float> buf(static_cast<std::size_t>(2 * B * T * H * D), 0.5f);
   // In place.
-  expect_error([&] { apply_rows(Relu{}, bthd<const float>(buf.data(), B, T, H, D), bthd(buf.data(), B, T, H, D)); }, "out");
+  expect_error(
+      [&] {
+        apply_rows(Relu{}, bthd<const float>(buf.data(), B, T, H, D), bthd(buf.data(), B, T, H, D));
+      },
+      "out");
   // Partial overlap.
-  expect_error([&] {
-    apply_rows(Relu{}, bthd<const float>(buf.data(), B, T, H, D), bthd(buf.data() + 5, B, T, H, D));
-  }, "out");
+  expect_error(
+      [&] {
+        apply_rows(Relu{}, bthd<const float>(buf.data(), B, T, H, D),
+                   bthd(buf.data() + 5, B, T, H, D));
+      },
+      "out");
   // Adjacent is fine.
-  apply_rows(Relu{}, bthd<const float>(buf.data(), B, T, H, D), bthd(buf.data() + B * T * H * D, B, T, H, D));
+  apply_rows(Relu{}, bthd<const float>(buf.data(), B, T, H, D),
+             bthd(buf.data() + B * T * H * D, B, T, H, D));
 }
 
 }  // namespace

@@ -41,7 +41,8 @@ BasedInputs qkv(const Tensor<float, 4>& q, const Tensor<float, 4>& k, const Tens
 //   q = [1, 2], k = [2, 1], v = [1, 3].
 //   t = 0: x00 = 1·2 = 2 → f = 1 + 2 + 2 = 5;          o0 = 5·1 / (5 + eps).
 //   t = 1: x10 = 2·2 = 4 → f = 1 + 4 + 8 = 13;
-//          x11 = 2·1 = 2 → f = 5;                       o1 = (13·1 + 5·3) / (18 + eps) = 28 / (18 + eps).
+//          x11 = 2·1 = 2 → f = 5;                       o1 = (13·1 + 5·3) / (18 + eps) = 28 / (18 +
+//          eps).
 TEST(BasedReference, TwoTokenHandComputed) {
   auto q = t4({1, 2, 1, 1}, {1, 2});
   auto k = t4({1, 2, 1, 1}, {2, 1});
@@ -57,7 +58,8 @@ TEST(BasedReference, TwoTokenHandComputed) {
   EXPECT_NEAR(r[1], 28.0, kTol);
 }
 
-// K = 2, default scale 2^-0.5 multiplies q: q1 = [1, 1], k0 = [1, 1], k1 = [0, 0], v = [0, 1], Dv = 1.
+// K = 2, default scale 2^-0.5 multiplies q: q1 = [1, 1], k0 = [1, 1], k1 = [0, 0], v = [0, 1], Dv
+// = 1.
 //   x10 = (1/√2)(1 + 1) = √2 → f = 1 + √2 + 1 = 2 + √2;  x11 = 0 → f = 1.
 //   o1 = (0·(2+√2) + 1·1) / (3 + √2 + eps).  Explicit eps = 0.5 and scale 1 give
 //   x10 = 2 → f = 5 → o1 = 1 / (6 + 0.5).
@@ -118,7 +120,8 @@ TEST(BasedReference, EqualsTaylorFeatureRecurrence) {
           double a = 0.0;
           for (std::size_t i = 0; i < fq.size(); ++i) a += fq[i] * fk[i];
           den += a;
-          for (index_t e = 0; e < V; ++e) num[static_cast<std::size_t>(e)] += a * v.cview()(b, s, h, e);
+          for (index_t e = 0; e < V; ++e)
+            num[static_cast<std::size_t>(e)] += a * v.cview()(b, s, h, e);
         }
         for (index_t e = 0; e < V; ++e, ++idx)
           EXPECT_NEAR(got[idx], num[static_cast<std::size_t>(e)] / (den + 1e-6), 1e-12);
@@ -229,7 +232,8 @@ TEST(BasedReference, BadArgumentsThrowNamedErrorAndLeaveOutputUntouched) {
          in.q = TensorView<const float, 4>(q.data.data(), q.shape, {0, 0, 0, -1});
        }},
       {"o shape", "o", [&](auto&, auto&, auto& o) { o = o_bad.view(); }},
-      {"cu_seqlens decreasing", "cu_seqlens", [&](auto& in, auto&, auto&) { in.cu_seqlens = cu_dec; }},
+      {"cu_seqlens decreasing", "cu_seqlens",
+       [&](auto& in, auto&, auto&) { in.cu_seqlens = cu_dec; }},
       {"cu_seqlens total", "cu_seqlens", [&](auto& in, auto&, auto&) { in.cu_seqlens = cu_total; }},
       {"cu_seqlens B=2", "cu_seqlens",
        [&](auto& in, auto&, auto&) {

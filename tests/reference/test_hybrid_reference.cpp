@@ -44,7 +44,8 @@ std::array<index_t, 4> out_shape(const View4<const float>& q, const View4<const 
   return {q.size(0), q.size(1), q.size(2), v.size(3)};
 }
 
-std::vector<double> based_hybrid(const ref::BasedHybridInputs& in, const ref::BasedHybridOptions& opt) {
+std::vector<double> based_hybrid(const ref::BasedHybridInputs& in,
+                                 const ref::BasedHybridOptions& opt) {
   return run([](auto& i, auto& o, auto out) { ref::based_hybrid(i, o, out); }, in, opt,
              out_shape(in.q, in.v));
 }
@@ -141,14 +142,17 @@ TEST(BasedHybridReference, VarlenEqualsSeparateCalls) {
   auto lk = random4({1, 8, 2, 4}, 15);
   ref::BasedHybridOptions opt;
   opt.window = 2;
-  const auto got =
-      based_hybrid({q.cview(), k.cview(), v.cview(), lq.cview(), lk.cview(), cu}, opt);
+  const auto got = based_hybrid({q.cview(), k.cview(), v.cview(), lq.cview(), lk.cview(), cu}, opt);
   std::vector<double> want;
   for (std::size_t n = 0; n + 1 < cu.size(); ++n) {
     const index_t b0 = cu[n], len = cu[n + 1] - cu[n];
-    const auto part = based_hybrid(
-        {rows(q, b0, len), rows(k, b0, len), rows(v, b0, len), rows(lq, b0, len), rows(lk, b0, len), {}},
-        opt);
+    const auto part = based_hybrid({rows(q, b0, len),
+                                    rows(k, b0, len),
+                                    rows(v, b0, len),
+                                    rows(lq, b0, len),
+                                    rows(lk, b0, len),
+                                    {}},
+                                   opt);
     want.insert(want.end(), part.begin(), part.end());
   }
   expect_all_near(got, want, 0.0);
@@ -181,10 +185,16 @@ TEST(BasedHybridReference, BadArguments) {
   expect_bad("v", with([&](auto& in, auto&) { in.v = lq_short.cview(); }), o.data);
   expect_bad("lin_q", with([&](auto& in, auto&) { in.lin_q = lq_short.cview(); }), o.data);
   expect_bad("lin_q", with([](auto& in, auto&) {
-    in.lin_q = View4<const float>(nullptr, {1, 4, 2, 3}, {24, 6, 3, 1});
-  }), o.data);
-  expect_bad("lin_k", with([&](auto& in, auto&) { in.lin_q = lq.cview(); in.lin_k = lk_bad.cview(); }), o.data);
-  expect_bad("lin_k", with([&](auto& in, auto&) { in.lin_q = lq.cview(); }), o.data);  // lin_k defaults to k (D 3)
+               in.lin_q = View4<const float>(nullptr, {1, 4, 2, 3}, {24, 6, 3, 1});
+             }),
+             o.data);
+  expect_bad("lin_k", with([&](auto& in, auto&) {
+               in.lin_q = lq.cview();
+               in.lin_k = lk_bad.cview();
+             }),
+             o.data);
+  expect_bad("lin_k", with([&](auto& in, auto&) { in.lin_q = lq.cview(); }),
+             o.data);  // lin_k defaults to k (D 3)
   expect_bad("cu_seqlens", with([&](auto& in, auto&) { in.cu_seqlens = cu_bad; }), o.data);
   expect_bad("window", with([](auto&, auto& opt) { opt.window = 0; }), o.data);
   expect_bad("based_scale", with([](auto&, auto& opt) { opt.based_scale = 0.0; }), o.data);
@@ -275,9 +285,13 @@ TEST(LolcatsReference, VarlenEqualsSeparateCalls) {
   for (std::size_t n = 0; n + 1 < cu.size(); ++n) {
     const index_t b0 = cu[n], len = cu[n + 1] - cu[n];
     if (len == 0) continue;
-    const auto part = lolcats(
-        {rows(q, b0, len), rows(k, b0, len), rows(v, b0, len), rows(fq, b0, len), rows(fk, b0, len), {}},
-        opt);
+    const auto part = lolcats({rows(q, b0, len),
+                               rows(k, b0, len),
+                               rows(v, b0, len),
+                               rows(fq, b0, len),
+                               rows(fk, b0, len),
+                               {}},
+                              opt);
     want.insert(want.end(), part.begin(), part.end());
   }
   expect_all_near(got, want, 0.0);
@@ -314,7 +328,9 @@ TEST(LolcatsReference, BadArguments) {
   expect_bad("phi_k", with([&](auto& in, auto&) { in.phi_k = fk_bad.cview(); }), o.data);
   expect_bad("cu_seqlens", with([&](auto& in, auto&) { in.cu_seqlens = cu_bad; }), o.data);
   expect_bad("window", with([](auto&, auto& opt) { opt.window = -3; }), o.data);
-  expect_bad("scale", with([](auto&, auto& opt) { opt.scale = std::numeric_limits<double>::infinity(); }), o.data);
+  expect_bad("scale",
+             with([](auto&, auto& opt) { opt.scale = std::numeric_limits<double>::infinity(); }),
+             o.data);
   expect_bad("window_factor", with([](auto&, auto& opt) { opt.window_factor = 0.0; }), o.data);
   expect_bad("o", call(good, w2, o_bad.view()), o_bad.data);
 }
@@ -341,9 +357,9 @@ TEST(LigerReference, TwoTokenScalarGateHandComputed) {
 
 // Vector gate, D = K = 2 (scales 2^-0.5), V = 1, α = 1, β = 2, window 2:
 //   q0 = [1, 0], q1 = [1, 1], k0 = [1, 0], k1 = [0, 1], v = [1, 3], gk0 = [0, 0], gk1 = [−1, 0].
-//   GLA: S0 = [1; 0] → o0 = 1/√2;  S1 = diag(e^−1, 1)·[1; 0] + [0; 3] = [e^−1; 3] → o1 = (e^−1 + 3)/√2.
-//   SWA: t0 → 1; t1: s = [1/√2, 1/√2] → (1 + 3)/2 = 2.
-//   o = [1/√2 + 2·1, (e^−1 + 3)/√2 + 2·2].
+//   GLA: S0 = [1; 0] → o0 = 1/√2;  S1 = diag(e^−1, 1)·[1; 0] + [0; 3] = [e^−1; 3] → o1 = (e^−1 +
+//   3)/√2. SWA: t0 → 1; t1: s = [1/√2, 1/√2] → (1 + 3)/2 = 2. o = [1/√2 + 2·1, (e^−1 + 3)/√2 +
+//   2·2].
 TEST(LigerReference, TwoTokenVectorGateHandComputed) {
   auto q = t4({1, 2, 1, 2}, {1, 0, 1, 1});
   auto k = t4({1, 2, 1, 2}, {1, 0, 0, 1});
@@ -372,7 +388,8 @@ TEST(LigerReference, ReducesToItsParts) {
   opt.window = 2;
   opt.alpha = 1.0;
   opt.beta = 0.0;
-  const auto lin = liger({q.cview(), k.cview(), v.cview(), lq.cview(), lk.cview(), g0.cview(), {}, {}}, opt);
+  const auto lin =
+      liger({q.cview(), k.cview(), v.cview(), lq.cview(), lk.cview(), g0.cview(), {}, {}}, opt);
   std::size_t idx = 0;
   for (index_t b = 0; b < B; ++b)
     for (index_t t = 0; t < T; ++t)
@@ -381,7 +398,8 @@ TEST(LigerReference, ReducesToItsParts) {
           double want = 0.0;
           for (index_t s = 0; s <= t; ++s) {
             double dot = 0.0;
-            for (index_t i = 0; i < K; ++i) dot += 0.5 * lq.cview()(b, t, h, i) * lk.cview()(b, s, h, i);
+            for (index_t i = 0; i < K; ++i)
+              dot += 0.5 * lq.cview()(b, t, h, i) * lk.cview()(b, s, h, i);
             want += dot * v.cview()(b, s, h, c);
           }
           EXPECT_NEAR(lin[idx], want, kTol);
@@ -395,13 +413,15 @@ TEST(LigerReference, ReducesToItsParts) {
       for (index_t h = 0; h < H; ++h)
         for (index_t i = 0; i < K; ++i) gk.view()(b, t, h, i) = g.cview()(b, t, h);
   opt.beta = 0.7;
-  expect_all_near(liger({q.cview(), k.cview(), v.cview(), lq.cview(), lk.cview(), g.cview(), {}, {}}, opt),
-                  liger({q.cview(), k.cview(), v.cview(), lq.cview(), lk.cview(), {}, gk.cview(), {}}, opt));
+  expect_all_near(
+      liger({q.cview(), k.cview(), v.cview(), lq.cview(), lk.cview(), g.cview(), {}, {}}, opt),
+      liger({q.cview(), k.cview(), v.cview(), lq.cview(), lk.cview(), {}, gk.cview(), {}}, opt));
 
   opt.alpha = 0.0;
   opt.beta = 1.0;
-  expect_all_near(liger({q.cview(), k.cview(), v.cview(), lq.cview(), lk.cview(), g.cview(), {}, {}}, opt),
-                  causal_softmax(q, k, v, 2));
+  expect_all_near(
+      liger({q.cview(), k.cview(), v.cview(), lq.cview(), lk.cview(), g.cview(), {}, {}}, opt),
+      causal_softmax(q, k, v, 2));
 }
 
 TEST(LigerReference, VarlenEqualsSeparateCallsStateResets) {
@@ -417,7 +437,8 @@ TEST(LigerReference, VarlenEqualsSeparateCallsStateResets) {
   for (std::size_t n = 0; n + 1 < cu.size(); ++n) {
     const index_t b0 = cu[n], len = cu[n + 1] - cu[n];
     const auto part = liger(
-        {rows(q, b0, len), rows(k, b0, len), rows(v, b0, len), {}, {}, {}, rows(gk, b0, len), {}}, opt);
+        {rows(q, b0, len), rows(k, b0, len), rows(v, b0, len), {}, {}, {}, rows(gk, b0, len), {}},
+        opt);
     want.insert(want.end(), part.begin(), part.end());
   }
   expect_all_near(got, want, 0.0);
@@ -453,15 +474,24 @@ TEST(LigerReference, BadArguments) {
   expect_bad("lin_k", with([&](auto& in, auto&) { in.lin_q = lq.cview(); }), o.data);
   expect_bad("g", with([](auto& in, auto&) { in.g = {}; }), o.data);
   expect_bad("g", with([](auto& in, auto&) {  // null data with a shape is not "absent"
-    in.g = polyattn::View3<const float>(nullptr, {1, 4, 2}, {8, 2, 1});
-  }), o.data);
+               in.g = polyattn::View3<const float>(nullptr, {1, 4, 2}, {8, 2, 1});
+             }),
+             o.data);
   expect_bad("gk", with([&](auto& in, auto&) { in.gk = q.cview(); }), o.data);
   expect_bad("g", with([&](auto& in, auto&) { in.g = g_bad.cview(); }), o.data);
-  expect_bad("gk", with([&](auto& in, auto&) { in.g = {}; in.gk = gk_bad.cview(); }), o.data);
+  expect_bad("gk", with([&](auto& in, auto&) {
+               in.g = {};
+               in.gk = gk_bad.cview();
+             }),
+             o.data);
   expect_bad("cu_seqlens", with([&](auto& in, auto&) { in.cu_seqlens = cu_bad; }), o.data);
   expect_bad("window", with([](auto&, auto& opt) { opt.window = 0; }), o.data);
-  expect_bad("alpha", with([](auto&, auto& opt) { opt.alpha = std::numeric_limits<double>::quiet_NaN(); }), o.data);
-  expect_bad("beta", with([](auto&, auto& opt) { opt.beta = std::numeric_limits<double>::infinity(); }), o.data);
+  expect_bad("alpha",
+             with([](auto&, auto& opt) { opt.alpha = std::numeric_limits<double>::quiet_NaN(); }),
+             o.data);
+  expect_bad("beta",
+             with([](auto&, auto& opt) { opt.beta = std::numeric_limits<double>::infinity(); }),
+             o.data);
   expect_bad("gla_scale", with([](auto&, auto& opt) { opt.gla_scale = 0.0; }), o.data);
   expect_bad("softmax_scale", with([](auto&, auto& opt) { opt.softmax_scale = -1.0; }), o.data);
   expect_bad("o", call(good, w2, o_bad.view()), o_bad.data);

@@ -1,6 +1,6 @@
-// tests/reference/test_linear_reference.cpp — pins reference::linear_recurrence (docs/conventions.md §4) to
-// hand-computed cases and checks its argument validation and bookkeeping (GVA, varlen, state
-// carry, strides).
+// tests/reference/test_linear_reference.cpp — pins reference::linear_recurrence
+// (docs/conventions.md §4) to hand-computed cases and checks its argument validation and
+// bookkeeping (GVA, varlen, state carry, strides).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -240,8 +240,8 @@ TEST(LinearReference, SplitPrefillCarriesStateAndZ) {
                      .v = piece(p.v, HV, V, 0, T1),
                      .gk = piece(p.gk, HV, K, 0, T1)};
   ref::linear_recurrence<double>(first, opt, {o1.view(), {}, {}});
-  ref::linear_recurrence<float>(first, opt, {Tensor<float, 4>({B, T1, HV, V}).view(), h1.view(),
-                                             z1.view()});
+  ref::linear_recurrence<float>(first, opt,
+                                {Tensor<float, 4>({B, T1, HV, V}).view(), h1.view(), z1.view()});
   LinearInputs second{.q = piece(p.q, H, K, T1, T - T1),
                       .k = piece(p.k, H, K, T1, T - T1),
                       .v = piece(p.v, HV, V, T1, T - T1),

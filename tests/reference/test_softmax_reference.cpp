@@ -24,8 +24,8 @@ using polyattn::index_t;
 using polyattn::SoftmaxInputs;
 using polyattn::SoftmaxOptions;
 using polyattn::TensorView;
-using polyattn::test::Tensor;
 using polyattn::reference::softmax_attention;
+using polyattn::test::Tensor;
 
 constexpr double kTol = 1e-12;
 
@@ -50,7 +50,9 @@ void expect_all_near(const std::vector<double>& got, const std::vector<double>& 
   for (std::size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], tol) << "at " << i;
 }
 
-double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+double sigmoid(double x) {
+  return 1.0 / (1.0 + std::exp(-x));
+}
 
 // ---- hand-computed cases ----------------------------------------------------------------
 
@@ -101,8 +103,12 @@ TEST(SoftmaxReference, DefaultScaleIsInvSqrtDAndExplicitScaleMultipliesQK) {
 }
 
 // With q = 0 every score is 0, so o_i = mean of the visible values; v = [1, 2, 4, 8].
-Tensor<float, 4> zeros_q(index_t T) { return Tensor<float, 4>({1, T, 1, 1}, 0.f); }
-Tensor<float, 4> keys(index_t S) { return random4({1, S, 1, 1}, 7); }
+Tensor<float, 4> zeros_q(index_t T) {
+  return Tensor<float, 4>({1, T, 1, 1}, 0.f);
+}
+Tensor<float, 4> keys(index_t S) {
+  return random4({1, S, 1, 1}, 7);
+}
 Tensor<float, 4> pow2_values(index_t S) {
   Tensor<float, 4> v({1, S, 1, 1});
   for (index_t j = 0; j < S; ++j) v.data[static_cast<std::size_t>(j)] = static_cast<float>(1 << j);
@@ -223,7 +229,8 @@ TEST(SoftmaxReference, BlockMaskHandComputed) {
   auto k = random4({1, 4, 2, 1}, 5);
   Tensor<float, 4> v({1, 4, 2, 1});
   for (index_t j = 0; j < 4; ++j)
-    for (index_t h = 0; h < 2; ++h) v.data[static_cast<std::size_t>(j * 2 + h)] = static_cast<float>(1 << j);
+    for (index_t h = 0; h < 2; ++h)
+      v.data[static_cast<std::size_t>(j * 2 + h)] = static_cast<float>(1 << j);
   BlockMask mask(1, 2, 2, 2, 2, 2);
   mask.set(0, 0, 0, 0);
   mask.set(0, 0, 1, 1);
@@ -404,9 +411,9 @@ TEST(SoftmaxReference, SinkLogitScalesOutputByHandComputedFactor) {
     const auto o = run(in, opt);
     for (index_t p = 0; p < 3; ++p) {
       const double n = static_cast<double>(p + 1);
-      EXPECT_NEAR(o[static_cast<std::size_t>(p)],
-                  plain[static_cast<std::size_t>(p)] * n / (n + std::exp(static_cast<double>(sink))),
-                  kTol)
+      EXPECT_NEAR(
+          o[static_cast<std::size_t>(p)],
+          plain[static_cast<std::size_t>(p)] * n / (n + std::exp(static_cast<double>(sink))), kTol)
           << "sink " << sink << " p " << p;
     }
     if (sink == 0.f) {

@@ -23,9 +23,9 @@ namespace polyattn::test {
 struct SoftmaxShape {
   index_t B = 1, T = 1, S = 1, HQ = 1, HKV = 1, D = 32, Dv = 32;
   std::string str() const {
-    return "B" + std::to_string(B) + "_T" + std::to_string(T) + "_S" + std::to_string(S) +
-           "_HQ" + std::to_string(HQ) + "_HKV" + std::to_string(HKV) + "_D" + std::to_string(D) +
-           "_Dv" + std::to_string(Dv);
+    return "B" + std::to_string(B) + "_T" + std::to_string(T) + "_S" + std::to_string(S) + "_HQ" +
+           std::to_string(HQ) + "_HKV" + std::to_string(HKV) + "_D" + std::to_string(D) + "_Dv" +
+           std::to_string(Dv);
   }
 };
 
@@ -45,8 +45,7 @@ struct SoftmaxCase {
     if (causal) s += "causal ";
     if (window) s += "window" + std::to_string(window) + " ";
     if (sink_tokens) s += "sinks" + std::to_string(sink_tokens) + " ";
-    if (block_q)
-      s += "block" + std::to_string(block_q) + "x" + std::to_string(block_k) + " ";
+    if (block_q) s += "block" + std::to_string(block_q) + "x" + std::to_string(block_k) + " ";
     if (softcap > 0) s += "softcap" + std::to_string(softcap) + " ";
     if (alibi) s += "alibi ";
     if (gate) s += "gate/" + std::to_string(gate_div) + " ";
@@ -94,8 +93,8 @@ struct SoftmaxData {
     }
     if (c.sink) sink = random_vector(n(s.HQ), seed + 5, -2.f, 4.f);
     if (c.block_q > 0)
-      mask = random_block_mask(s.B, s.HQ, s.T, s.S, c.block_q, c.block_k, c.block_density,
-                               seed + 6);
+      mask =
+          random_block_mask(s.B, s.HQ, s.T, s.S, c.block_q, c.block_k, c.block_density, seed + 6);
   }
   SoftmaxData(const SoftmaxData&) = delete;
   SoftmaxData& operator=(const SoftmaxData&) = delete;
@@ -155,8 +154,7 @@ inline index_t expect_close(const std::vector<float>& got, const std::vector<dou
     bool ref_zero = true;
     for (std::size_t i = b; i < e; ++i) {
       if (std::isfinite(want[i]) && !std::isfinite(got[i])) {
-        ADD_FAILURE() << what << ": element " << i << " is " << got[i] << ", reference "
-                      << want[i];
+        ADD_FAILURE() << what << ": element " << i << " is " << got[i] << ", reference " << want[i];
         return zero_rows;
       }
       ref_zero = ref_zero && want[i] == 0.0;
@@ -165,8 +163,8 @@ inline index_t expect_close(const std::vector<float>& got, const std::vector<dou
       ++zero_rows;
       for (std::size_t i = b; i < e; ++i)
         if (got[i] != 0.f) {
-          ADD_FAILURE() << what << ": row " << r << " sees no key but element " << i - b
-                        << " is " << got[i];
+          ADD_FAILURE() << what << ": row " << r << " sees no key but element " << i - b << " is "
+                        << got[i];
           return zero_rows;
         }
     }

@@ -34,8 +34,10 @@ class SoftmaxErrors : public ::testing::Test {
       std::fill(o.begin(), o.end(), test::kSentinel);
       const View4<float> ov = out ? out() : good_o();
       try {
-        if (pool) softmax::flash_attention(in, opt, ov, ThreadPool(2));
-        else softmax::flash_attention(in, opt, ov);
+        if (pool)
+          softmax::flash_attention(in, opt, ov, ThreadPool(2));
+        else
+          softmax::flash_attention(in, opt, ov);
         ADD_FAILURE() << "no error for " << arg;
       } catch (const Error& e) {
         EXPECT_EQ(e.argument(), arg) << e.what();
@@ -126,8 +128,8 @@ TEST_F(SoftmaxErrors, OptionalInputs) {
 TEST_F(SoftmaxErrors, CuSeqlens) {
   const SoftmaxOptions opt = data.options();
   SoftmaxInputs in = data.inputs();
-  const std::vector<std::vector<std::int64_t>> bad{
-      {0}, {1, 20}, {0, 5, 3, 20}, {0, 5, 19}, {0, 5, 21}, {0, -1, 20}};
+  const std::vector<std::vector<std::int64_t>> bad{{0},        {1, 20},    {0, 5, 3, 20},
+                                                   {0, 5, 19}, {0, 5, 21}, {0, -1, 20}};
   for (const auto& cu : bad) {
     in.cu_seqlens = cu;
     expect_error(in, opt, "cu_seqlens");

@@ -43,10 +43,9 @@ std::vector<double> lse_in_double(const SoftmaxData& data) {
         for (index_t j = 0; j < s.S; ++j) {
           const bool causal_ok = !opt.causal || j <= p;
           const bool window_ok = opt.window == 0 || (j <= p && j > p - opt.window);
-          const bool block_ok =
-              opt.block_mask == nullptr ||
-              opt.block_mask->visible(b, h, i / opt.block_mask->block_q(),
-                                      j / opt.block_mask->block_k());
+          const bool block_ok = opt.block_mask == nullptr ||
+                                opt.block_mask->visible(b, h, i / opt.block_mask->block_q(),
+                                                        j / opt.block_mask->block_k());
           if (!(causal_ok && (j < opt.sink_tokens || (window_ok && block_ok)))) continue;
           double dot = 0.0;
           for (index_t c = 0; c < s.D; ++c)
@@ -112,7 +111,11 @@ TEST(SoftmaxLse, MatchesDoubleLogSumExp) {
       {.causal = true, .window = 20, .sink_tokens = 3, .sink = true},
       {.window = 9, .sink_tokens = 2, .softcap = 1.0, .alibi = true},
       {.causal = true, .block_q = 16, .block_k = 64, .gate = true, .gate_div = 0.1},
-      {.block_q = 64, .block_k = 16, .block_density = 0.3, .alibi = true, .gate = true,
+      {.block_q = 64,
+       .block_k = 16,
+       .block_density = 0.3,
+       .alibi = true,
+       .gate = true,
        .sink = true},
   };
   struct L {
@@ -175,8 +178,10 @@ TEST(SoftmaxLse, RowsThatSeeNoKeyGiveMinusInfinity) {
   for (index_t i = 0; i < 100; ++i)
     for (index_t h = 0; h < 2; ++h) {
       const float lse = r.lse[static_cast<std::size_t>(i * 2 + h)];
-      if (i < 60) EXPECT_EQ(lse, -std::numeric_limits<float>::infinity()) << i;
-      else EXPECT_TRUE(std::isfinite(lse)) << i;
+      if (i < 60)
+        EXPECT_EQ(lse, -std::numeric_limits<float>::infinity()) << i;
+      else
+        EXPECT_TRUE(std::isfinite(lse)) << i;
     }
 }
 
@@ -211,10 +216,10 @@ TEST(SoftmaxLse, ThreadsStridesAndVarlenGiveTheSameBits) {
     in.v = bthd(data.v.data() + t0 * s.HKV * s.Dv, 1, L, s.HKV, s.Dv);
     in.g = bth(data.g.data() + t0 * s.HQ, 1, L, s.HQ);
     const auto one = run_with_lse(in, data.options());
-    expect_same_bits(one.lse,
-                     std::vector<float>(packed.lse.begin() + t0 * s.HQ,
-                                        packed.lse.begin() + (t0 + L) * s.HQ),
-                     "varlen lse, sequence " + std::to_string(n));
+    expect_same_bits(
+        one.lse,
+        std::vector<float>(packed.lse.begin() + t0 * s.HQ, packed.lse.begin() + (t0 + L) * s.HQ),
+        "varlen lse, sequence " + std::to_string(n));
   }
 }
 

@@ -1,7 +1,7 @@
 // tests/softmax/test_softmax_masks.cpp — flash_attention under every mask (none, causal, sliding
 // window, window + sink tokens, block-sparse with block sizes that do and do not divide T and S)
-// against the double reference, for MHA / GQA / MQA, at the awkward lengths of docs/conventions.md §9
-// (T ∈ {1, 63, 64, 65, 1000}, S > T and S < T) and head dims D ∈ {32, 72, 80, 128, 256}, Dv ≠ D.
+// against the double reference, for MHA / GQA / MQA, at the awkward lengths of docs/conventions.md
+// §9 (T ∈ {1, 63, 64, 65, 1000}, S > T and S < T) and head dims D ∈ {32, 72, 80, 128, 256}, Dv ≠ D.
 #include <gtest/gtest.h>
 
 #include "softmax/softmax_harness.hpp"
@@ -32,7 +32,7 @@ struct Lengths {
   index_t T, S;
 };
 // Tile edges (63/64/65), single queries, S > T, and S < T (rows before the first key).
-const Lengths kLengths[] = {{1, 1},   {1, 77},   {63, 63},  {64, 64}, {65, 65},
+const Lengths kLengths[] = {{1, 1},    {1, 77},   {63, 63},  {64, 64}, {65, 65},
                             {65, 150}, {40, 130}, {100, 37}, {64, 200}};
 
 // Every mask × head layout at small sizes, three lengths per pair, rotated so that every mask
@@ -47,8 +47,13 @@ TEST(SoftmaxMasks, EveryMaskHeadLayoutAndLength) {
         const Lengths len = kLengths[(li + m) % std::size(kLengths)];
         const auto dims = test::kDims[i % std::size(test::kDims)];
         const index_t B = heads.HQ >= 8 ? 1 : 1 + static_cast<index_t>(i % 2);
-        const SoftmaxShape s{.B = B, .T = len.T, .S = len.S, .HQ = heads.HQ, .HKV = heads.HKV,
-                             .D = dims.D, .Dv = dims.Dv};
+        const SoftmaxShape s{.B = B,
+                             .T = len.T,
+                             .S = len.S,
+                             .HQ = heads.HQ,
+                             .HKV = heads.HKV,
+                             .D = dims.D,
+                             .Dv = dims.Dv};
         ++i;
         SoftmaxData data(s, mask, seed++);
         expect_matches_reference(data);
@@ -85,8 +90,8 @@ TEST(SoftmaxMasks, WindowAndSinkTokensAtTileEdges) {
 
 // A long causal sequence: 16 query tiles, most key tiles fully visible or skipped.
 TEST(SoftmaxMasks, Causal1000) {
-  SoftmaxData data({.T = 1000, .S = 1000, .HQ = 2, .HKV = 1, .D = 32, .Dv = 48},
-                   {.causal = true}, 11);
+  SoftmaxData data({.T = 1000, .S = 1000, .HQ = 2, .HKV = 1, .D = 32, .Dv = 48}, {.causal = true},
+                   11);
   expect_matches_reference(data);
 }
 

@@ -56,8 +56,13 @@ TEST(SoftmaxModifiers, EveryModifierMaskAndHeadLayout) {
         const Lengths len = lengths[i % std::size(lengths)];
         const auto dims = test::kDims[(i / 2) % std::size(test::kDims)];
         ++i;
-        const SoftmaxShape s{.B = 1, .T = len.T, .S = len.S, .HQ = heads.HQ,
-                             .HKV = heads.HKV, .D = dims.D, .Dv = dims.Dv};
+        const SoftmaxShape s{.B = 1,
+                             .T = len.T,
+                             .S = len.S,
+                             .HQ = heads.HQ,
+                             .HKV = heads.HKV,
+                             .D = dims.D,
+                             .Dv = dims.Dv};
         SoftmaxData data(s, with_mask(mods, mask), seed++, 2.f);
         expect_matches_reference(data);
       }
@@ -95,8 +100,13 @@ TEST(SoftmaxModifiers, ExtremeGates) {
         c.gate_div = div;
         c.alibi = i % 2 == 0;
         c.sink = i % 3 == 0;
-        const SoftmaxShape s{.B = 1 + static_cast<index_t>(i % 2), .T = len.T, .S = len.S,
-                             .HQ = heads.HQ, .HKV = heads.HKV, .D = dims.D, .Dv = dims.Dv};
+        const SoftmaxShape s{.B = 1 + static_cast<index_t>(i % 2),
+                             .T = len.T,
+                             .S = len.S,
+                             .HQ = heads.HQ,
+                             .HKV = heads.HKV,
+                             .D = dims.D,
+                             .Dv = dims.Dv};
         SoftmaxData data(s, c, seed++);
         expect_matches_reference(data);
       }
@@ -132,8 +142,14 @@ TEST(SoftmaxModifiers, Alibi1000) {
 
 TEST(SoftmaxModifiers, AllModifiers1000) {
   SoftmaxData data({.T = 1000, .S = 1100, .HQ = 1, .HKV = 1, .D = 128, .Dv = 40},
-                   {.causal = true, .window = 300, .sink_tokens = 4, .softcap = 3.0,
-                    .alibi = true, .gate = true, .gate_div = 0.1, .sink = true},
+                   {.causal = true,
+                    .window = 300,
+                    .sink_tokens = 4,
+                    .softcap = 3.0,
+                    .alibi = true,
+                    .gate = true,
+                    .gate_div = 0.1,
+                    .sink = true},
                    402, 2.f);
   expect_matches_reference(data);
 }

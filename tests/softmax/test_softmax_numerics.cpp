@@ -123,8 +123,7 @@ TEST(SoftmaxNumerics, RandomLogitsOf1e4) {
 bool row_has_nan(const std::vector<float>& o, const SoftmaxShape& s, index_t b, index_t t,
                  index_t h) {
   for (index_t e = 0; e < s.Dv; ++e)
-    if (std::isnan(o[static_cast<std::size_t>(((b * s.T + t) * s.HQ + h) * s.Dv + e)]))
-      return true;
+    if (std::isnan(o[static_cast<std::size_t>(((b * s.T + t) * s.HQ + h) * s.Dv + e)])) return true;
   return false;
 }
 bool row_all_nan(const std::vector<float>& o, const SoftmaxShape& s, index_t b, index_t t,
@@ -140,8 +139,8 @@ bool row_all_nan(const std::vector<float>& o, const SoftmaxShape& s, index_t b, 
 TEST(SoftmaxNumerics, NaNInQueryStaysInItsRow) {
   const SoftmaxShape s{.B = 2, .T = 70, .S = 70, .HQ = 4, .HKV = 1, .D = 32, .Dv = 16};
   for (const bool causal : {false, true})
-    for (const float bad : {std::numeric_limits<float>::quiet_NaN(),
-                            std::numeric_limits<float>::infinity()}) {
+    for (const float bad :
+         {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
       SoftmaxData data(s, {.causal = causal, .gate = true, .sink = true}, 10);
       const index_t b = 1, t = 5, h = 1;
       data.q[static_cast<std::size_t>(((b * s.T + t) * s.HQ + h) * s.D + 3)] = bad;
@@ -179,8 +178,10 @@ TEST(SoftmaxNumerics, NaNInKeyReachesOnlyRowsThatSeeIt) {
   const index_t j = 70;
   for (const char* where : {"k", "g"}) {
     SoftmaxData data(s, {.causal = true, .gate = true}, 11);
-    if (where[0] == 'k') data.k[static_cast<std::size_t>(j * s.D + 2)] = NAN;
-    else data.g[static_cast<std::size_t>(j * s.HQ + 0)] = NAN;  // head 0 only
+    if (where[0] == 'k')
+      data.k[static_cast<std::size_t>(j * s.D + 2)] = NAN;
+    else
+      data.g[static_cast<std::size_t>(j * s.HQ + 0)] = NAN;  // head 0 only
     const auto o = run_flash(data.inputs(), data.options());
     for (index_t t = 0; t < s.T; ++t)
       for (index_t h = 0; h < s.HQ; ++h) {
@@ -229,8 +230,8 @@ TEST(SoftmaxNumerics, EmptySizes) {
   const std::vector<float> buf(4096, 0.5f);
   const float* p = buf.data();
   std::vector<float> o(4096, test::kSentinel);
-  auto call = [&](index_t B, index_t T, index_t S, index_t HQ, index_t HKV, index_t D,
-                  index_t Dv, bool causal) {
+  auto call = [&](index_t B, index_t T, index_t S, index_t HQ, index_t HKV, index_t D, index_t Dv,
+                  bool causal) {
     SoftmaxInputs in;
     in.q = bthd(p, B, T, HQ, D);
     in.k = bthd(p, B, S, HKV, D);

@@ -1,6 +1,6 @@
 // tests/softmax/test_softmax_varlen_threads.cpp — flash_attention's algorithm-agreement checks
-// (docs/conventions.md §8): packed varlen == one call per sequence, head-first and otherwise strided inputs and
-// outputs == contiguous ones, and every thread count gives the same bits.
+// (docs/conventions.md §8): packed varlen == one call per sequence, head-first and otherwise
+// strided inputs and outputs == contiguous ones, and every thread count gives the same bits.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -118,8 +118,13 @@ std::vector<float> to_head_first(const std::vector<float>& x, index_t B, index_t
 TEST(SoftmaxStrides, HeadFirstEqualsContiguous) {
   const SoftmaxShape s{.B = 2, .T = 70, .S = 100, .HQ = 4, .HKV = 2, .D = 40, .Dv = 24};
   for (const bool causal : {false, true}) {
-    SoftmaxData data(s, {.causal = causal, .window = 50, .sink_tokens = 2, .alibi = true,
-                         .gate = true, .sink = true},
+    SoftmaxData data(s,
+                     {.causal = causal,
+                      .window = 50,
+                      .sink_tokens = 2,
+                      .alibi = true,
+                      .gate = true,
+                      .sink = true},
                      30);
     const auto want = run_flash(data.inputs(), data.options());
 
@@ -170,9 +175,9 @@ TEST(SoftmaxStrides, PaddedAndInterleavedEqualContiguous) {
   in.g = View3<const float>(gp.data(), {s.B, s.S, s.HQ}, {s.S * (s.HQ + 3), s.HQ + 3, 1});
   const index_t P = s.Dv + 3;
   std::vector<float> op(static_cast<std::size_t>(s.B * s.T * s.HQ * P), test::kSentinel);
-  softmax::flash_attention(in, data.options(),
-                           View4<float>(op.data(), {s.B, s.T, s.HQ, s.Dv},
-                                        {s.T * s.HQ * P, s.HQ * P, P, 1}));
+  softmax::flash_attention(
+      in, data.options(),
+      View4<float>(op.data(), {s.B, s.T, s.HQ, s.Dv}, {s.T * s.HQ * P, s.HQ * P, P, 1}));
   std::vector<float> got;
   for (index_t r = 0; r < s.B * s.T * s.HQ; ++r) {
     got.insert(got.end(), op.begin() + r * P, op.begin() + r * P + s.Dv);
@@ -193,8 +198,14 @@ TEST(SoftmaxThreads, AnyThreadCountGivesIdenticalBits) {
   const SoftmaxShape s{.B = 2, .T = 200, .S = 230, .HQ = 4, .HKV = 2, .D = 40, .Dv = 24};
   const SoftmaxCase cases[] = {
       {.causal = true, .gate = true, .gate_div = 0.1},
-      {.causal = true, .window = 50, .sink_tokens = 3, .block_q = 64, .block_k = 16,
-       .softcap = 2.0, .alibi = true, .sink = true},
+      {.causal = true,
+       .window = 50,
+       .sink_tokens = 3,
+       .block_q = 64,
+       .block_k = 16,
+       .softcap = 2.0,
+       .alibi = true,
+       .sink = true},
       {.alibi = true, .sink = true},
   };
   std::uint64_t seed = 40;

@@ -29,7 +29,8 @@
 
 namespace polyattn::test::sparse_util {
 
-// ---- inputs ---------------------------------------------------------------------------------------
+// ---- inputs
+// ---------------------------------------------------------------------------------------
 
 struct Problem {
   index_t B = 1, T = 0, S = 0, HQ = 1, HKV = 1, D = 16, Dv = 16;
@@ -139,8 +140,8 @@ inline std::vector<Piece> pieces(const Problem& p, const SoftmaxOptions& opt, in
       pc.pos.push_back(pi);
       for (index_t j = s.k0; j < s.k0 + s.nk; ++j) {
         const bool before = j <= pi;
-        const bool ok = (!opt.causal || before) &&
-                        (opt.window == 0 || (before && j > pi - opt.window));
+        const bool ok =
+            (!opt.causal || before) && (opt.window == 0 || (before && j > pi - opt.window));
         if (ok) pc.cand.insert(j / bs);
       }
       if (pi >= s.k0 && pi < s.k0 + s.nk) pc.diag.insert(pi / bs);
@@ -150,7 +151,8 @@ inline std::vector<Piece> pieces(const Problem& p, const SoftmaxOptions& opt, in
 }
 
 // Always-kept blocks of a piece, straight from the KeepOptions definitions.
-inline std::set<index_t> kept(const Piece& pc, const ::polyattn::sparse::KeepOptions& keep, index_t bs) {
+inline std::set<index_t> kept(const Piece& pc, const ::polyattn::sparse::KeepOptions& keep,
+                              index_t bs) {
   std::set<index_t> k;
   for (const index_t kb : pc.cand) {
     bool on = keep.diagonal && pc.diag.count(kb) > 0;
@@ -168,8 +170,12 @@ struct Expected {
   std::vector<char> req, allow;
 
   Expected(index_t B_, index_t HQ_, index_t nqb_, index_t nkb_)
-      : B(B_), HQ(HQ_), nqb(nqb_), nkb(nkb_),
-        req(static_cast<std::size_t>(B_ * HQ_ * nqb_ * nkb_), 0), allow(req) {}
+      : B(B_),
+        HQ(HQ_),
+        nqb(nqb_),
+        nkb(nkb_),
+        req(static_cast<std::size_t>(B_ * HQ_ * nqb_ * nkb_), 0),
+        allow(req) {}
   std::size_t at(index_t b, index_t h, index_t qb, index_t kb) const {
     return static_cast<std::size_t>(((b * HQ + h) * nqb + qb) * nkb + kb);
   }
@@ -224,7 +230,9 @@ inline Expected expected_static(const Problem& p, const SoftmaxOptions& opt, ind
 
 // ---- naive pooled scores ------------------------------------------------------------------------
 
-inline double phi(double x, bool elu) { return !elu ? x : (x > 0 ? x + 1.0 : std::exp(x)); }
+inline double phi(double x, bool elu) {
+  return !elu ? x : (x > 0 ? x + 1.0 : std::exp(x));
+}
 
 // score(kb) for every candidate of a piece and query head h, in double:
 //   scale · mean_{rows} φ(q) · pool_{keys of kb in the sequence} φ(k)   (pool: mean or sum)
@@ -236,7 +244,8 @@ inline std::vector<std::pair<index_t, double>> naive_scores(const Problem& p, co
   std::vector<double> qbar(static_cast<std::size_t>(p.D), 0.0);
   for (const index_t i : pc.rows)
     for (index_t e = 0; e < p.D; ++e)
-      qbar[static_cast<std::size_t>(e)] += phi(p.q.data[static_cast<std::size_t>(((pc.b * p.T + i) * p.HQ + h) * p.D + e)], elu);
+      qbar[static_cast<std::size_t>(e)] +=
+          phi(p.q.data[static_cast<std::size_t>(((pc.b * p.T + i) * p.HQ + h) * p.D + e)], elu);
   for (auto& x : qbar) x /= static_cast<double>(pc.rows.size());
   std::vector<std::pair<index_t, double>> out;
   for (const index_t kb : pc.cand) {
@@ -246,22 +255,27 @@ inline std::vector<std::pair<index_t, double>> naive_scores(const Problem& p, co
       if (j < pc.k0 || j >= pc.k0 + pc.nk) continue;
       ++n;
       for (index_t e = 0; e < p.D; ++e)
-        kbar[static_cast<std::size_t>(e)] += phi(p.k.data[static_cast<std::size_t>(((pc.b * p.S + j) * p.HKV + hk) * p.D + e)], elu);
+        kbar[static_cast<std::size_t>(e)] +=
+            phi(p.k.data[static_cast<std::size_t>(((pc.b * p.S + j) * p.HKV + hk) * p.D + e)], elu);
     }
     double s = 0.0;
     for (index_t e = 0; e < p.D; ++e)
-      s += qbar[static_cast<std::size_t>(e)] * kbar[static_cast<std::size_t>(e)] / (mean_keys ? n : 1);
+      s += qbar[static_cast<std::size_t>(e)] * kbar[static_cast<std::size_t>(e)] /
+           (mean_keys ? n : 1);
     out.emplace_back(kb, scale * s);
   }
   return out;
 }
 
-inline double tol(double s) { return 1e-4 * (1.0 + std::abs(s)); }
+inline double tol(double s) {
+  return 1e-4 * (1.0 + std::abs(s));
+}
 
 // Top-k over the candidates that are not kept: the best k by score; near-ties at the boundary
 // are allowed either way.
 inline Expected expected_top_k(const Problem& p, const SoftmaxOptions& opt, index_t bs,
-                               const ::polyattn::sparse::KeepOptions& keep, index_t k, bool elu, bool mean_keys) {
+                               const ::polyattn::sparse::KeepOptions& keep, index_t k, bool elu,
+                               bool mean_keys) {
   Expected e = expected_for(p, bs);
   for (const Piece& pc : pieces(p, opt, bs)) {
     const std::set<index_t> kp = kept(pc, keep, bs);
@@ -269,7 +283,8 @@ inline Expected expected_top_k(const Problem& p, const SoftmaxOptions& opt, inde
       for (const index_t kb : kp) e.require(pc.b, h, pc.qb, kb);
       auto sc = naive_scores(p, pc, h, bs, elu, mean_keys);
       std::erase_if(sc, [&](const auto& x) { return kp.count(x.first) > 0; });
-      std::stable_sort(sc.begin(), sc.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+      std::stable_sort(sc.begin(), sc.end(),
+                       [](const auto& a, const auto& b) { return a.second > b.second; });
       const auto n = static_cast<std::size_t>(k);
       if (sc.size() <= n) {
         for (const auto& x : sc) e.require(pc.b, h, pc.qb, x.first);
@@ -279,8 +294,10 @@ inline Expected expected_top_k(const Problem& p, const SoftmaxOptions& opt, inde
       const double first_out = sc[n].second;
       for (std::size_t c = 0; c < sc.size(); ++c) {
         const double s = sc[c].second;
-        if (c < n && s > first_out + tol(first_out)) e.require(pc.b, h, pc.qb, sc[c].first);
-        else if (c < n || s >= last_in - tol(last_in)) e.permit(pc.b, h, pc.qb, sc[c].first);
+        if (c < n && s > first_out + tol(first_out))
+          e.require(pc.b, h, pc.qb, sc[c].first);
+        else if (c < n || s >= last_in - tol(last_in))
+          e.permit(pc.b, h, pc.qb, sc[c].first);
       }
     }
   }
@@ -297,7 +314,8 @@ inline Expected expected_mass(const Problem& p, const SoftmaxOptions& opt, index
       for (const index_t kb : kp) e.require(pc.b, h, pc.qb, kb);
       auto sc = naive_scores(p, pc, h, bs, false, true);
       if (sc.empty()) continue;
-      std::stable_sort(sc.begin(), sc.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+      std::stable_sort(sc.begin(), sc.end(),
+                       [](const auto& a, const auto& b) { return a.second > b.second; });
       double z = 0.0;
       for (const auto& x : sc) z += std::exp(x.second - sc.front().second);
       // Shortest prefixes reaching γ − 1e-6 and γ + 1e-6.
@@ -313,8 +331,10 @@ inline Expected expected_mass(const Problem& p, const SoftmaxOptions& opt, index
       const double last_in = sc[n2 - 1].second;
       for (std::size_t c = 0; c < sc.size(); ++c) {
         const double s = sc[c].second;
-        if (c < n1 && s > best_out + tol(best_out)) e.require(pc.b, h, pc.qb, sc[c].first);
-        else if (c < n2 || s >= last_in - tol(last_in)) e.permit(pc.b, h, pc.qb, sc[c].first);
+        if (c < n1 && s > best_out + tol(best_out))
+          e.require(pc.b, h, pc.qb, sc[c].first);
+        else if (c < n2 || s >= last_in - tol(last_in))
+          e.permit(pc.b, h, pc.qb, sc[c].first);
       }
     }
   }
@@ -324,11 +344,11 @@ inline Expected expected_mass(const Problem& p, const SoftmaxOptions& opt, index
 // ---- NATTEN's neighbourhood, from its published window-start rule -------------------------------
 
 // Non-causal (odd kernel, length ≥ kernel · dilation): NATTEN's get_window_start.
-inline index_t natten_window_start(index_t index, index_t length, index_t kernel, index_t dilation) {
+inline index_t natten_window_start(index_t index, index_t length, index_t kernel,
+                                   index_t dilation) {
   const index_t ns = kernel / 2;
   if (dilation <= 1)
-    return std::max<index_t>(index - ns, 0) +
-           (index + ns >= length ? length - index - ns - 1 : 0);
+    return std::max<index_t>(index - ns, 0) + (index + ns >= length ? length - index - ns - 1 : 0);
   const index_t ni = index - ns * dilation;
   if (ni < 0) return index % dilation;
   if (index + ns * dilation >= length) {

@@ -59,8 +59,10 @@ TEST(SparseErrors, SelectorParameters) {
   f.expect_rejected("gamma", ps::MassSelector{.gamma = NAN});
   f.expect_rejected("kernel_size", ps::Neighborhood1DSelector{.axis = {.kernel_size = 0}});
   f.expect_rejected("dilation", ps::Neighborhood1DSelector{.axis = {.dilation = 0}});
-  f.expect_rejected("kernel_size", ps::Neighborhood2DSelector{.height = 10, .width = 20, .x = {.kernel_size = -1}});
-  f.expect_rejected("dilation", ps::Neighborhood2DSelector{.height = 10, .width = 20, .y = {.dilation = 0}});
+  f.expect_rejected("kernel_size", ps::Neighborhood2DSelector{
+                                       .height = 10, .width = 20, .x = {.kernel_size = -1}});
+  f.expect_rejected("dilation",
+                    ps::Neighborhood2DSelector{.height = 10, .width = 20, .y = {.dilation = 0}});
   f.expect_rejected("height", ps::Neighborhood2DSelector{.height = 0, .width = 20});
   f.expect_rejected("width", ps::Neighborhood2DSelector{.height = 10, .width = 0});
   f.expect_rejected("grid", ps::Neighborhood2DSelector{.height = 10, .width = 21});
@@ -101,7 +103,8 @@ TEST(SparseErrors, Inputs) {
   // Output of the wrong shape, null output.
   Tensor<float, 4> bad({1, 200, 2, 15});
   expect_error("o", [&] { ps::sparse_attention(sel, f.p.inputs(), f.opt, bad.view(), f.mask); });
-  expect_error("o", [&] { ps::sparse_attention(sel, f.p.inputs(), f.opt, View4<float>{}, f.mask); });
+  expect_error("o",
+               [&] { ps::sparse_attention(sel, f.p.inputs(), f.opt, View4<float>{}, f.mask); });
   // Bad options.
   expect_error("window", [&] {
     ps::sparse_attention(sel, f.p.inputs(), SoftmaxOptions{.window = -1}, f.o.view(), f.mask);
@@ -109,14 +112,15 @@ TEST(SparseErrors, Inputs) {
   // A block mask in opt: the selector makes it.
   SoftmaxOptions with_mask = f.opt;
   with_mask.block_mask = &f.mask;
-  expect_error("block_mask", [&] { ps::sparse_attention(sel, f.p.inputs(), with_mask, f.o.view()); });
+  expect_error("block_mask",
+               [&] { ps::sparse_attention(sel, f.p.inputs(), with_mask, f.o.view()); });
   f.expect_untouched();
 }
 
 // NaN / Inf in the inputs: no crash, finite-mask selection, NaN reaches the rows that see it.
 TEST(SparseErrors, NonFiniteInputsPropagate) {
   Problem p = make_problem(1, 300, 300, 1, 1, 16, 43);
-  p.k.data[static_cast<std::size_t>(10 * 16 + 3)] = NAN;       // key 10: block 0
+  p.k.data[static_cast<std::size_t>(10 * 16 + 3)] = NAN;        // key 10: block 0
   p.q.data[static_cast<std::size_t>(250 * 16 + 1)] = INFINITY;  // query 250: block 3
   const SoftmaxOptions opt{.causal = true};
   const auto run = [&](const auto& sel) {
@@ -146,14 +150,16 @@ TEST(SparseErrors, EmptyShapes) {
   const index_t H = 2;
   for (const auto& [T, S] : {std::array<index_t, 2>{0, 10}, {5, 0}}) {
     // Empty tensors still need non-null data (the views of empty vectors would be null).
-    std::vector<float> q(static_cast<std::size_t>(T * H * 8) + 1, 0.5f), kv(static_cast<std::size_t>(S * 8) + 1, 0.5f);
+    std::vector<float> q(static_cast<std::size_t>(T * H * 8) + 1, 0.5f),
+        kv(static_cast<std::size_t>(S * 8) + 1, 0.5f);
     std::vector<float> out(static_cast<std::size_t>(T * H * 8) + 1, 5.f);
     const SoftmaxInputs in{.q = bthd<const float>(q.data(), 1, T, H, 8),
                            .k = bthd<const float>(kv.data(), 1, S, 1, 8),
                            .v = bthd<const float>(kv.data(), 1, S, 1, 8)};
     BlockMask m;
     ps::sparse_attention(ps::TopKSelector{}, in, SoftmaxOptions{}, bthd(out.data(), 1, T, H, 8), m);
-    EXPECT_EQ(m.shape(), (std::array<index_t, 4>{1, H, BlockMask::blocks_for(T, 64), BlockMask::blocks_for(S, 64)}));
+    EXPECT_EQ(m.shape(), (std::array<index_t, 4>{1, H, BlockMask::blocks_for(T, 64),
+                                                 BlockMask::blocks_for(S, 64)}));
     for (index_t i = 0; i < T * H * 8; ++i) EXPECT_EQ(out[static_cast<std::size_t>(i)], 0.f);
     ps::Neighborhood1DSelector{}.select(in, SoftmaxOptions{.causal = true}, m);
     ps::MassSelector{}.select(in, SoftmaxOptions{.causal = true}, m);

@@ -1,6 +1,6 @@
 // sparse_attention (selector + block-sparse flash kernel) against the double reference run with
-// the same block mask (docs/conventions.md §9: rel RMSE < 1e-5), keep-everything masks against dense flash
-// (bitwise), executor invariance, and the caller-provided mask buffer in a decode loop.
+// the same block mask (docs/conventions.md §9: rel RMSE < 1e-5), keep-everything masks against
+// dense flash (bitwise), executor invariance, and the caller-provided mask buffer in a decode loop.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -44,14 +44,21 @@ void expect_matches_reference(const Problem& p, const SoftmaxInputs& in, const S
 }
 
 // Every selector on one problem.
-void each_selector(const Problem& p, const SoftmaxInputs& in, const SoftmaxOptions& opt,
-                   index_t bs, const std::string& name) {
-  expect_matches_reference(p, in, opt, ps::WindowSinkSelector{.block = bs, .keep = {.sink_blocks = 1, .local_blocks = 2}}, name + " window");
+void each_selector(const Problem& p, const SoftmaxInputs& in, const SoftmaxOptions& opt, index_t bs,
+                   const std::string& name) {
+  expect_matches_reference(
+      p, in, opt,
+      ps::WindowSinkSelector{.block = bs, .keep = {.sink_blocks = 1, .local_blocks = 2}},
+      name + " window");
   expect_matches_reference(p, in, opt, ps::PowerSelector{.block = bs}, name + " power");
   expect_matches_reference(p, in, opt, ps::TopKSelector{.block = bs, .top_k = 2}, name + " topk");
   expect_matches_reference(p, in, opt, ps::MassSelector{.block = bs, .gamma = 0.7}, name + " mass");
-  expect_matches_reference(p, in, opt, ps::LinearTopKSelector{.block = bs, .top_k = 2}, name + " linear");
-  expect_matches_reference(p, in, opt, ps::Neighborhood1DSelector{.block = bs, .axis = {.kernel_size = 31, .dilation = 3}}, name + " natten1d");
+  expect_matches_reference(p, in, opt, ps::LinearTopKSelector{.block = bs, .top_k = 2},
+                           name + " linear");
+  expect_matches_reference(
+      p, in, opt,
+      ps::Neighborhood1DSelector{.block = bs, .axis = {.kernel_size = 31, .dilation = 3}},
+      name + " natten1d");
 }
 
 TEST(SparseKernel, MatchesReference) {
@@ -74,8 +81,15 @@ TEST(SparseKernel, WithTokenOptions) {
 TEST(SparseKernel, LongHeadDim128) {
   const Problem p = make_problem(1, 1000, 1000, 2, 1, 128, 33);
   const SoftmaxOptions opt{.causal = true};
-  expect_matches_reference(p, p.inputs(), opt, ps::TopKSelector{.top_k = 3, .keep = {.sink_blocks = 1}}, "topk D128");
-  expect_matches_reference(p, p.inputs(), opt, ps::Neighborhood2DSelector{.block = 64, .height = 25, .width = 40, .y = {.kernel_size = 5, .dilation = 2}, .x = {.kernel_size = 7}}, "natten2d D128");
+  expect_matches_reference(p, p.inputs(), opt,
+                           ps::TopKSelector{.top_k = 3, .keep = {.sink_blocks = 1}}, "topk D128");
+  expect_matches_reference(p, p.inputs(), opt,
+                           ps::Neighborhood2DSelector{.block = 64,
+                                                      .height = 25,
+                                                      .width = 40,
+                                                      .y = {.kernel_size = 5, .dilation = 2},
+                                                      .x = {.kernel_size = 7}},
+                           "natten2d D128");
 }
 
 // A mask that keeps every block, or every candidate block, gives dense flash bit for bit.
@@ -87,8 +101,10 @@ TEST(SparseKernel, KeepEverythingIsDenseBitwise) {
     ps::sparse_attention(AllBlocks{.block = c.block}, p.inputs(), c.options(), o1.view());
     ps::sparse_attention(ps::TopKSelector{.block = c.block, .top_k = 1 << 20}, p.inputs(),
                          c.options(), o2.view());
-    EXPECT_EQ(std::memcmp(dense.data.data(), o1.data.data(), dense.data.size() * sizeof(float)), 0) << c.name;
-    EXPECT_EQ(std::memcmp(dense.data.data(), o2.data.data(), dense.data.size() * sizeof(float)), 0) << c.name;
+    EXPECT_EQ(std::memcmp(dense.data.data(), o1.data.data(), dense.data.size() * sizeof(float)), 0)
+        << c.name;
+    EXPECT_EQ(std::memcmp(dense.data.data(), o2.data.data(), dense.data.size() * sizeof(float)), 0)
+        << c.name;
   }
 }
 
@@ -117,13 +133,17 @@ TEST(SparseKernel, DecodeLoopReusesMask) {
   BlockMask mask;
   for (const index_t S : {index_t{100}, index_t{128}, index_t{129}, index_t{150}, index_t{330}}) {
     SCOPED_TRACE("S " + std::to_string(S));
-    const SoftmaxInputs in{.q = View4<const float>(full.q.data.data() + (S - 1) * HQ * D, {1, 1, HQ, D}, {S_max * HQ * D, HQ * D, D, 1}),
-                           .k = View4<const float>(full.k.data.data(), {1, S, HKV, D}, {S_max * HKV * D, HKV * D, D, 1}),
-                           .v = View4<const float>(full.v.data.data(), {1, S, HKV, D}, {S_max * HKV * D, HKV * D, D, 1})};
+    const SoftmaxInputs in{.q = View4<const float>(full.q.data.data() + (S - 1) * HQ * D,
+                                                   {1, 1, HQ, D}, {S_max * HQ * D, HQ * D, D, 1}),
+                           .k = View4<const float>(full.k.data.data(), {1, S, HKV, D},
+                                                   {S_max * HKV * D, HKV * D, D, 1}),
+                           .v = View4<const float>(full.v.data.data(), {1, S, HKV, D},
+                                                   {S_max * HKV * D, HKV * D, D, 1})};
     Tensor<float, 4> o({1, 1, HQ, D});
     ps::sparse_attention(sel, in, opt, o.view(), mask);
     EXPECT_EQ(mask.k_blocks(), BlockMask::blocks_for(S, 64));
-    std::vector<float> last(prefill.data.begin() + (S - 1) * HQ * D, prefill.data.begin() + S * HQ * D);
+    std::vector<float> last(prefill.data.begin() + (S - 1) * HQ * D,
+                            prefill.data.begin() + S * HQ * D);
     EXPECT_LT(rel_rmse(o.data, last), 1e-6);
     Tensor<double, 4> ref({1, 1, HQ, D});
     SoftmaxOptions with_mask = opt;
@@ -132,9 +152,12 @@ TEST(SparseKernel, DecodeLoopReusesMask) {
     EXPECT_LT(rel_rmse(o.data, ref.data), kRelRmseBound);
   }
   // Same shape again: the storage is reused, not reallocated.
-  const SoftmaxInputs in{.q = View4<const float>(full.q.data.data() + 149 * HQ * D, {1, 1, HQ, D}, {S_max * HQ * D, HQ * D, D, 1}),
-                         .k = View4<const float>(full.k.data.data(), {1, 150, HKV, D}, {S_max * HKV * D, HKV * D, D, 1}),
-                         .v = View4<const float>(full.v.data.data(), {1, 150, HKV, D}, {S_max * HKV * D, HKV * D, D, 1})};
+  const SoftmaxInputs in{.q = View4<const float>(full.q.data.data() + 149 * HQ * D, {1, 1, HQ, D},
+                                                 {S_max * HQ * D, HQ * D, D, 1}),
+                         .k = View4<const float>(full.k.data.data(), {1, 150, HKV, D},
+                                                 {S_max * HKV * D, HKV * D, D, 1}),
+                         .v = View4<const float>(full.v.data.data(), {1, 150, HKV, D},
+                                                 {S_max * HKV * D, HKV * D, D, 1})};
   Tensor<float, 4> o({1, 1, HQ, D});
   ps::sparse_attention(sel, in, opt, o.view(), mask);
   const std::uint8_t* before = mask.bytes().data();

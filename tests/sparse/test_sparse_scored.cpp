@@ -85,7 +85,8 @@ TEST(SparseMass, MonotoneInGamma) {
 // NaN in a query block: top-k still picks blocks (NaN ranks lowest), mass keeps every candidate.
 TEST(SparseScored, NonFiniteScores) {
   Problem p = make_problem(1, 300, 300, 1, 1, 16, 25);
-  for (index_t e = 0; e < p.D; ++e) p.q.data[static_cast<std::size_t>(200 * p.D + e)] = NAN;  // row 200: qb 3
+  for (index_t e = 0; e < p.D; ++e)
+    p.q.data[static_cast<std::size_t>(200 * p.D + e)] = NAN;  // row 200: qb 3
   const SoftmaxOptions opt{.causal = true};
   BlockMask m;
   ps::MassSelector{.gamma = 0.5, .keep = {.diagonal = false}}.select(p.inputs(), opt, m);
@@ -124,8 +125,10 @@ TEST(SparseScored, StridedInputs) {
   for (index_t t = 0; t < T; ++t)
     for (index_t h = 0; h < H; ++h)
       for (index_t e = 0; e < D; ++e) {
-        qh[static_cast<std::size_t>((h * T + t) * D + e)] = p.q.data[static_cast<std::size_t>((t * H + h) * D + e)];
-        kh[static_cast<std::size_t>((h * T + t) * D + e)] = p.k.data[static_cast<std::size_t>((t * H + h) * D + e)];
+        qh[static_cast<std::size_t>((h * T + t) * D + e)] =
+            p.q.data[static_cast<std::size_t>((t * H + h) * D + e)];
+        kh[static_cast<std::size_t>((h * T + t) * D + e)] =
+            p.k.data[static_cast<std::size_t>((t * H + h) * D + e)];
       }
   SoftmaxInputs hf = p.inputs();
   hf.q = head_first<const float>(qh.data(), B, T, H, D);

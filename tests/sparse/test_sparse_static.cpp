@@ -22,7 +22,9 @@ const ps::KeepOptions kKeeps[] = {
     {.diagonal = false, .sink_blocks = 0, .local_blocks = 0},
 };
 
-bool no_extra(const Piece&, index_t) { return false; }
+bool no_extra(const Piece&, index_t) {
+  return false;
+}
 
 TEST(SparseWindowSinks, MatchesNaive) {
   for (const Case& c : cases()) {
@@ -84,10 +86,11 @@ TEST(SparsePower, CausalPatternByHand) {
 }
 
 TEST(SparseNeighborhood1D, MatchesNatten) {
-  const ps::NeighborhoodAxis axes[] = {
-      {.kernel_size = 7, .dilation = 1}, {.kernel_size = 5, .dilation = 3},
-      {.kernel_size = 33, .dilation = 2}, {.kernel_size = 4, .dilation = 2, .causal = true},
-      {.kernel_size = 9, .dilation = 40, .causal = true}};
+  const ps::NeighborhoodAxis axes[] = {{.kernel_size = 7, .dilation = 1},
+                                       {.kernel_size = 5, .dilation = 3},
+                                       {.kernel_size = 33, .dilation = 2},
+                                       {.kernel_size = 4, .dilation = 2, .causal = true},
+                                       {.kernel_size = 9, .dilation = 40, .causal = true}};
   for (const Case& c : cases()) {
     const Problem p = c.problem(13);
     for (const auto& axis : axes) {
@@ -102,8 +105,10 @@ TEST(SparseNeighborhood1D, MatchesNatten) {
         for (const index_t pi : pc.pos) {
           const index_t x = pi - pc.k0;
           if (x < 0) continue;
-          for (index_t j = std::max(kb * c.block, pc.k0); j < std::min((kb + 1) * c.block, pc.k0 + L); ++j)
-            if (natten_neighbor(x, j - pc.k0, L, axis.kernel_size, axis.dilation, axis.causal)) return true;
+          for (index_t j = std::max(kb * c.block, pc.k0);
+               j < std::min((kb + 1) * c.block, pc.k0 + L); ++j)
+            if (natten_neighbor(x, j - pc.k0, L, axis.kernel_size, axis.dilation, axis.causal))
+              return true;
         }
         return false;
       };
@@ -119,8 +124,10 @@ TEST(SparseNeighborhood2D, MatchesNatten) {
     bool causal;
   };
   const Grid grids[] = {{12, 20, {}, false}, {12, 20, {0, 240, 480}, false}, {10, 13, {}, true}};
-  const ps::NeighborhoodAxis ys[] = {{.kernel_size = 5, .dilation = 2}, {.kernel_size = 3, .dilation = 1, .causal = true}};
-  const ps::NeighborhoodAxis xs[] = {{.kernel_size = 3, .dilation = 3}, {.kernel_size = 7, .dilation = 1}};
+  const ps::NeighborhoodAxis ys[] = {{.kernel_size = 5, .dilation = 2},
+                                     {.kernel_size = 3, .dilation = 1, .causal = true}};
+  const ps::NeighborhoodAxis xs[] = {{.kernel_size = 3, .dilation = 3},
+                                     {.kernel_size = 7, .dilation = 1}};
   for (const Grid& g : grids) {
     const index_t T = g.H * g.W * (g.cu.empty() ? 1 : static_cast<index_t>(g.cu.size()) - 1);
     const Problem p = make_problem(1, T, T, 2, 1, 8, 14, g.cu);
@@ -139,9 +146,11 @@ TEST(SparseNeighborhood2D, MatchesNatten) {
           const auto rule = [&](const Piece& pc, index_t kb) {
             for (const index_t pi : pc.pos) {
               const index_t t = pi - pc.k0;
-              for (index_t j = std::max(kb * bs, pc.k0); j < std::min((kb + 1) * bs, pc.k0 + pc.nk); ++j) {
+              for (index_t j = std::max(kb * bs, pc.k0); j < std::min((kb + 1) * bs, pc.k0 + pc.nk);
+                   ++j) {
                 const index_t u = j - pc.k0;
-                if (natten_neighbor(t / g.W, u / g.W, g.H, ay.kernel_size, ay.dilation, ay.causal) &&
+                if (natten_neighbor(t / g.W, u / g.W, g.H, ay.kernel_size, ay.dilation,
+                                    ay.causal) &&
                     natten_neighbor(t % g.W, u % g.W, g.W, ax.kernel_size, ax.dilation, ax.causal))
                   return true;
               }

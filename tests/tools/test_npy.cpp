@@ -101,13 +101,15 @@ TEST_F(Npy, HeaderLiteralsAndAlignment) {
     const std::string h = polyattn::io::npy_header("<f4", shape);
     EXPECT_EQ(h.size() % 64, 0u) << "rank " << rank;
     EXPECT_EQ(h.back(), '\n');
-    const std::size_t len = static_cast<unsigned char>(h[8]) | (static_cast<unsigned char>(h[9]) << 8);
+    const std::size_t len =
+        static_cast<unsigned char>(h[8]) | (static_cast<unsigned char>(h[9]) << 8);
     EXPECT_EQ(len + 10, h.size());
   }
 }
 
 TEST_F(Npy, RoundTripFloatShapes) {
-  const std::vector<std::vector<std::int64_t>> shapes{{}, {5}, {2, 3, 4, 5}, {3, 0, 2}, {0}, {1, 1}};
+  const std::vector<std::vector<std::int64_t>> shapes{{},        {5}, {2, 3, 4, 5},
+                                                      {3, 0, 2}, {0}, {1, 1}};
   int i = 0;
   for (const auto& shape : shapes) {
     std::int64_t n = 1;
@@ -147,7 +149,8 @@ TEST_F(Npy, RoundTripInt64AndSpecialFloats) {
 TEST_F(Npy, ReadsHandWrittenInt64File) {
   std::string data;
   for (std::int64_t v : {0LL, 4LL, 9LL}) data.append(reinterpret_cast<const char*>(&v), 8);
-  write_bytes(file("cu.npy"), make_npy("{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", data));
+  write_bytes(file("cu.npy"),
+              make_npy("{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", data));
   const NpyArray a = read_npy(file("cu.npy"));
   EXPECT_EQ(a.kind, 'i');
   EXPECT_EQ(a.i64, (std::vector<std::int64_t>{0, 4, 9}));
@@ -156,9 +159,10 @@ TEST_F(Npy, ReadsHandWrittenInt64File) {
 TEST_F(Npy, AcceptsHeaderVariants) {
   const std::string data = f32_bytes({1, 2, 3, 4, 5, 6});
   const std::vector<std::string> dicts{
-      "{'shape': (2, 3), 'fortran_order': False, 'descr': '<f4'}",          // key order, no comma
-      "{ \"descr\" : \"<f4\" ,\n 'fortran_order':False,'shape':( 2 ,3 , ) , }",  // whitespace, quotes
-      "{'descr': '<f4', 'fortran_order': False, 'shape': (2L, 3L), }",      // Python 2 longs
+      "{'shape': (2, 3), 'fortran_order': False, 'descr': '<f4'}",  // key order, no comma
+      "{ \"descr\" : \"<f4\" ,\n 'fortran_order':False,'shape':( 2 ,3 , ) , }",  // whitespace,
+                                                                                 // quotes
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (2L, 3L), }",           // Python 2 longs
   };
   int i = 0;
   for (const auto& d : dicts) {
@@ -199,27 +203,35 @@ TEST_F(Npy, RejectsMalformedFiles) {
                   "header");
   expect_rejected("nokey.npy", make_npy("{'descr': '<f4', 'shape': (2, 3)}", six),
                   "no 'fortran_order' key");
-  expect_rejected("extra.npy",
-                  make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), 'x': 1}", six),
-                  "unexpected key 'x'");
-  expect_rejected("dup.npy",
-                  make_npy("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)}", six),
-                  "duplicate key 'descr'");
+  expect_rejected(
+      "extra.npy",
+      make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), 'x': 1}", six),
+      "unexpected key 'x'");
+  expect_rejected(
+      "dup.npy",
+      make_npy("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)}", six),
+      "duplicate key 'descr'");
   expect_rejected("trail.npy", make_npy(dict_f4("(2, 3)") + " junk", six), "after the header dict");
-  expect_rejected("nonascii.npy", make_npy("{'descr': '<f4\xc3\xa9', 'fortran_order': False, 'shape': (2, 3)}", six),
-                  "non-ASCII");
-  expect_rejected("order.npy", make_npy("{'descr': '<f4', 'fortran_order': 0, 'shape': (2, 3)}", six),
+  expect_rejected(
+      "nonascii.npy",
+      make_npy("{'descr': '<f4\xc3\xa9', 'fortran_order': False, 'shape': (2, 3)}", six),
+      "non-ASCII");
+  expect_rejected("order.npy",
+                  make_npy("{'descr': '<f4', 'fortran_order': 0, 'shape': (2, 3)}", six),
                   "True or False");
 
   // Dtypes other than '<f4' / '<i8', Fortran order.
   expect_rejected("f8.npy",
                   make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }", six),
                   "unsupported dtype '<f8'");
-  expect_rejected("be.npy", make_npy("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }", six),
+  expect_rejected("be.npy",
+                  make_npy("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }", six),
                   "big-endian");
-  expect_rejected("i4.npy", make_npy("{'descr': '<i4', 'fortran_order': False, 'shape': (2, 3), }", six),
+  expect_rejected("i4.npy",
+                  make_npy("{'descr': '<i4', 'fortran_order': False, 'shape': (2, 3), }", six),
                   "unsupported dtype '<i4'");
-  expect_rejected("u1.npy", make_npy("{'descr': '|u1', 'fortran_order': False, 'shape': (24,), }", six),
+  expect_rejected("u1.npy",
+                  make_npy("{'descr': '|u1', 'fortran_order': False, 'shape': (24,), }", six),
                   "unsupported dtype '|u1'");
   expect_rejected("fortran.npy",
                   make_npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", six),
@@ -241,9 +253,10 @@ TEST_F(Npy, RejectsMalformedFiles) {
   expect_rejected("trunc.npy", good.substr(0, good.size() - 1), "truncated data");
   expect_rejected("nodata.npy", make_npy(dict_f4("(2, 3)"), ""), "truncated data");
   expect_rejected("trailing.npy", good + "x", "trailing bytes");
-  expect_rejected("i8short.npy",
-                  make_npy("{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", six + "abc"),
-                  "needs 24 bytes, file has 27");
+  expect_rejected(
+      "i8short.npy",
+      make_npy("{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", six + "abc"),
+      "needs 24 bytes, file has 27");
 }
 
 // Every truncation and many single-byte corruptions of a valid file either decode to an array
@@ -260,7 +273,8 @@ TEST(NpyParse, CorruptedBytesDecodeOrThrow) {
   for (std::size_t n = 0; n < good.size(); ++n) {
     EXPECT_THROW(polyattn::io::parse_npy(good.substr(0, n), "mem.npy"), NpyError) << n;
   }
-  const char subs[] = {'\0', ' ', ',', '(', ')', '{', '}', '\'', '-', '9', 'L', '\n', '\x80', '\xff'};
+  const char subs[] = {'\0', ' ', ',', '(', ')',  '{',    '}',
+                       '\'', '-', '9', 'L', '\n', '\x80', '\xff'};
   for (std::size_t i = 0; i < good.size(); ++i)
     for (char c : subs) {
       std::string b = good;

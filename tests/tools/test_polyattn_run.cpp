@@ -527,12 +527,11 @@ struct SoftmaxCase {
 
 class SoftmaxTool : public Tool {
  protected:
-  // The default (flash kernel, fp32) must meet the docs/conventions.md §9 bound; --algo reference is the
-  // double oracle rounded to fp32.
+  // The default (flash kernel, fp32) must meet the docs/conventions.md §9 bound; --algo reference
+  // is the double oracle rounded to fp32.
   void check(const std::string& op, const std::string& flags, const SoftmaxCase& c,
              polyattn::SoftmaxOptions opt, bool gate, bool sink) {
-    const double bound =
-        flags.find("--algo reference") != std::string::npos ? kBound : kFastBound;
+    const double bound = flags.find("--algo reference") != std::string::npos ? kBound : kFastBound;
     const auto q = put("q", {c.B, c.T, c.HQ, c.D}, 21), k = put("k", {c.B, c.S, c.HKV, c.D}, 22),
                v = put("v", {c.B, c.S, c.HKV, c.Dv}, 23);
     std::vector<float> g, sk;
@@ -730,8 +729,9 @@ TEST_F(ToolErrors, SoftmaxRejectsLinearAlgorithms) {
   for (const char* op : {"softmax", "forgetting_attn"})
     for (const char* algo : {"recurrent", "chunked", "parallel"})
       expect_error(op, std::string("--algo ") + algo,
-                   std::string(op) + " runs the tiled flash kernel; --algo recurrent, chunked "
-                   "and parallel belong to the linear family");
+                   std::string(op) +
+                       " runs the tiled flash kernel; --algo recurrent, chunked "
+                       "and parallel belong to the linear family");
   EXPECT_FALSE(fs::exists(out));
 }
 

@@ -1,7 +1,7 @@
-// polyattn/args/hybrid.hpp — arguments of the hybrid combiners (docs/conventions.md §7) and their validation,
-// shared by the naive references (polyattn/reference/hybrid.hpp) and the fast operators and
-// decoders (polyattn/hybrid/). Per (sequence, head), position p, causal sliding window
-// W_p = [p − w + 1, p] (clipped at 0), outside O_p = [0, p − w]:
+// polyattn/args/hybrid.hpp — arguments of the hybrid combiners (docs/conventions.md §7) and their
+// validation, shared by the naive references (polyattn/reference/hybrid.hpp) and the fast operators
+// and decoders (polyattn/hybrid/). Per (sequence, head), position p, causal sliding window W_p = [p
+// − w + 1, p] (clipped at 0), outside O_p = [0, p − w]:
 //
 //   based_hybrid:  o = Based(lin_q, lin_k, v)  +  SWA_w(q, k, v)        (two normalised outputs)
 //   lolcats:       s_pj = scale·q_p·k_j,  m_p = max_{j∈W_p} s_pj

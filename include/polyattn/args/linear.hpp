@@ -1,7 +1,8 @@
 // polyattn/args/linear.hpp — arguments of the linear-attention family and their validation.
 //
-// One set of tensors describes every member of docs/conventions.md §4 (linear, retention, GLA, DeltaNet,
-// gated DeltaNet, KDA, ...). Shapes, with N = number of sequences (B, or len(cu_seqlens)-1):
+// One set of tensors describes every member of docs/conventions.md §4 (linear, retention, GLA,
+// DeltaNet, gated DeltaNet, KDA, ...). Shapes, with N = number of sequences (B, or
+// len(cu_seqlens)-1):
 //   q, k            [B, T, H,  K]   (feature maps already applied by the caller)
 //   v               [B, T, HV, V]   HV = G·H (grouped value heads, G >= 1)
 //   g_gamma         [HV]            constant log-decay per head          (Decay::ConstantPerHead)
@@ -9,8 +10,8 @@
 //   gk              [B, T, HV, K]   vector log-decay per token/channel   (Decay::VectorPerToken)
 //   beta            [B, T, HV]      delta-rule step size                 (Update::Delta)
 //   initial_state   [N, HV, K, V]   optional;   final_state [N, HV, K, V] optional output
-//   initial_z       [N, HV, K]      optional running key sum of the Sum normaliser; final_z likewise
-//   o               [B, T, HV, V]   output
+//   initial_z       [N, HV, K]      optional running key sum of the Sum normaliser; final_z
+//   likewise o               [B, T, HV, V]   output
 // Exactly the gate tensors the decay reads must be given (a stray one is an error, so a
 // mis-composed call cannot silently ignore its gates).
 // Operators take policies (policies/*.hpp), which validate their own gate tensors with the
@@ -200,8 +201,8 @@ inline double retention_log_decay(index_t h) {
 }
 // Lightning Attention: g_h = -(8/H)·(1 - layer/layers)·h.
 inline double lightning_log_decay(index_t h, index_t H, index_t layer, index_t layers) {
-  const double frac = layers > 0 ? 1.0 - static_cast<double>(layer) / static_cast<double>(layers)
-                                 : 1.0;
+  const double frac =
+      layers > 0 ? 1.0 - static_cast<double>(layer) / static_cast<double>(layers) : 1.0;
   return -(8.0 / static_cast<double>(H)) * frac * static_cast<double>(h);
 }
 

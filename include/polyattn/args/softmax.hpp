@@ -1,9 +1,9 @@
 // polyattn/args/softmax.hpp — arguments of softmax attention and their validation, shared by
 // the naive reference (polyattn/reference/softmax.hpp) and the fast kernels.
 //
-//   o[b,i,h] = Σ_j p_ij v[b,j,h/G],  p_ij = exp(s_ij − m) / (Σ_{j visible} exp(s_ij − m) [+ exp(sink_h − m)])
-//   s_ij = mod(scale · q[b,i,h]·k[b,j,h/G]),   G = HQ / HKV (GQA/MQA)
-//   mod(s) = softcap: c·tanh(s/c)  →  + ALiBi: −slope_h·|p − j|  →  + forgetting bias: G_p − G_j
+//   o[b,i,h] = Σ_j p_ij v[b,j,h/G],  p_ij = exp(s_ij − m) / (Σ_{j visible} exp(s_ij − m) [+
+//   exp(sink_h − m)]) s_ij = mod(scale · q[b,i,h]·k[b,j,h/G]),   G = HQ / HKV (GQA/MQA) mod(s) =
+//   softcap: c·tanh(s/c)  →  + ALiBi: −slope_h·|p − j|  →  + forgetting bias: G_p − G_j
 // Query row i sits at absolute key position p = i + S − T (bottom-right alignment). Masks:
 // causal (j ≤ p), sliding window (p − w < j ≤ p), block mask; the first `sink_tokens` keys are
 // exempt from window and block mask (still subject to causality when causal). A query that
@@ -52,7 +52,7 @@ struct SoftmaxDims {
   index_t D = 0, Dv = 0;        // q/k head dim, v/o head dim
   index_t num_seqs = 0;         // B, or N with cu_seqlens
   bool varlen = false;
-  double scale = 1.0;           // resolved scale
+  double scale = 1.0;  // resolved scale
 };
 
 /// Checks every argument except the output; throws polyattn::Error naming the argument.
@@ -84,9 +84,10 @@ inline SoftmaxDims validate(const SoftmaxInputs& in, const SoftmaxOptions& opt) 
   d.varlen = !in.cu_seqlens.empty();
   d.num_seqs = check::cu_seqlens("cu_seqlens", in.cu_seqlens, d.B, d.T);
   if (d.varlen && d.S != d.T)
-    throw Error("k", "with cu_seqlens keys and queries are packed together, so k must have the "
-                     "length of q (" + std::to_string(d.T) + "), got shape " +
-                         shape_string(in.k.shape()));
+    throw Error("k",
+                "with cu_seqlens keys and queries are packed together, so k must have the "
+                "length of q (" +
+                    std::to_string(d.T) + "), got shape " + shape_string(in.k.shape()));
 
   check::well_formed("g", in.g);  // rejects null data with a non-empty shape
   if (!in.g.absent()) {
@@ -117,13 +118,13 @@ inline SoftmaxDims validate(const SoftmaxInputs& in, const SoftmaxOptions& opt) 
   if (opt.block_mask != nullptr) {
     const BlockMask& m = *opt.block_mask;
     if (m.block_q() <= 0 || m.block_k() <= 0)
-      throw Error("block_mask", "block sizes must be positive, got block_q=" +
-                                    std::to_string(m.block_q()) +
-                                    " block_k=" + std::to_string(m.block_k()));
+      throw Error("block_mask",
+                  "block sizes must be positive, got block_q=" + std::to_string(m.block_q()) +
+                      " block_k=" + std::to_string(m.block_k()));
     const std::array<index_t, 4> want{d.B, d.HQ, BlockMask::blocks_for(d.T, m.block_q()),
                                       BlockMask::blocks_for(d.S, m.block_k())};
-    if (m.shape() != want || m.bytes().size() != static_cast<std::size_t>(want[0] * want[1] *
-                                                                         want[2] * want[3]))
+    if (m.shape() != want ||
+        m.bytes().size() != static_cast<std::size_t>(want[0] * want[1] * want[2] * want[3]))
       throw Error("block_mask", "expected shape " + shape_string(want) +
                                     " ([B, HQ, ceil(T/block_q), ceil(S/block_k)] for q " +
                                     shape_string(in.q.shape()) + ", k " +

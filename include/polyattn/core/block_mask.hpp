@@ -4,9 +4,9 @@
 // [qb·block_q, (qb+1)·block_q) of batch row b, query head h, may see key rows
 // [kb·block_k, (kb+1)·block_k). Row indices are positions along the T (queries) and S (keys)
 // axes of the tensors passed to the kernel, i.e. packed positions when cu_seqlens is used
-// (then B == 1). nQB = ceil(T / block_q), nKB = ceil(S / block_k). Selectors (docs/conventions.md §6) produce
-// a BlockMask; the softmax kernels and the reference consume it. A key is visible only if
-// every active mask (causal, window, block mask) allows it; sink tokens stay visible.
+// (then B == 1). nQB = ceil(T / block_q), nKB = ceil(S / block_k). Selectors (docs/conventions.md
+// §6) produce a BlockMask; the softmax kernels and the reference consume it. A key is visible only
+// if every active mask (causal, window, block mask) allows it; sink tokens stay visible.
 #pragma once
 
 #include <array>
@@ -26,27 +26,31 @@ class BlockMask {
   // All blocks set to `visible`. Sizes must be non-negative, block sizes positive.
   BlockMask(index_t batch, index_t heads, index_t q_blocks, index_t k_blocks, index_t block_q,
             index_t block_k, bool visible = false)
-      : batch_(batch), heads_(heads), q_blocks_(q_blocks), k_blocks_(k_blocks),
-        block_q_(block_q), block_k_(block_k) {
+      : batch_(batch),
+        heads_(heads),
+        q_blocks_(q_blocks),
+        k_blocks_(k_blocks),
+        block_q_(block_q),
+        block_k_(block_k) {
     if (batch < 0 || heads < 0 || q_blocks < 0 || k_blocks < 0)
       throw Error("block_mask", "negative size in shape " + shape_string(shape()));
     if (block_q <= 0 || block_k <= 0)
-      throw Error("block_mask", "block sizes must be positive, got block_q=" +
-                                    std::to_string(block_q) + " block_k=" +
-                                    std::to_string(block_k));
+      throw Error("block_mask",
+                  "block sizes must be positive, got block_q=" + std::to_string(block_q) +
+                      " block_k=" + std::to_string(block_k));
     bits_.assign(static_cast<std::size_t>(batch * heads * q_blocks * k_blocks),
                  visible ? std::uint8_t{1} : std::uint8_t{0});
   }
 
   // Mask sized for T queries and S keys: nQB = ceil(T/block_q), nKB = ceil(S/block_k).
-  static BlockMask for_lengths(index_t batch, index_t heads, index_t T, index_t S,
-                               index_t block_q, index_t block_k, bool visible = false) {
+  static BlockMask for_lengths(index_t batch, index_t heads, index_t T, index_t S, index_t block_q,
+                               index_t block_k, bool visible = false) {
     if (block_q <= 0 || block_k <= 0)
-      throw Error("block_mask", "block sizes must be positive, got block_q=" +
-                                    std::to_string(block_q) + " block_k=" +
-                                    std::to_string(block_k));
-    return BlockMask(batch, heads, blocks_for(T, block_q), blocks_for(S, block_k), block_q,
-                     block_k, visible);
+      throw Error("block_mask",
+                  "block sizes must be positive, got block_q=" + std::to_string(block_q) +
+                      " block_k=" + std::to_string(block_k));
+    return BlockMask(batch, heads, blocks_for(T, block_q), blocks_for(S, block_k), block_q, block_k,
+                     visible);
   }
 
   static constexpr index_t blocks_for(index_t n, index_t block) {

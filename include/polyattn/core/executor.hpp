@@ -271,8 +271,8 @@ class CallableExecutor {
 
 /// make_executor(pool, concurrency): a CallableExecutor over a copy of `pool`.
 template <class P>
-requires PoolCallable<std::decay_t<P>> CallableExecutor<std::decay_t<P>> make_executor(
-    P&& pool, int concurrency) {
+  requires PoolCallable<std::decay_t<P>>
+CallableExecutor<std::decay_t<P>> make_executor(P&& pool, int concurrency) {
   return CallableExecutor<std::decay_t<P>>(std::forward<P>(pool), concurrency);
 }
 

@@ -14,9 +14,9 @@
 namespace polyattn {
 
 struct Segment {
-  index_t batch;  // batch row of the activations
-  index_t begin;  // first token (along T)
-  index_t length; // number of tokens
+  index_t batch;   // batch row of the activations
+  index_t begin;   // first token (along T)
+  index_t length;  // number of tokens
 };
 
 // Call only after check::cu_seqlens has accepted `cu`.

@@ -19,8 +19,7 @@ namespace polyattn::check {
 template <class T, std::size_t R>
 void well_formed(std::string_view name, const TensorView<T, R>& v) {
   for (std::size_t i = 0; i < R; ++i) {
-    if (v.size(i) < 0)
-      throw Error(name, "negative size in shape " + shape_string(v.shape()));
+    if (v.size(i) < 0) throw Error(name, "negative size in shape " + shape_string(v.shape()));
     if (v.stride(i) < 0)
       throw Error(name, "negative stride in strides " + shape_string(v.strides()));
   }
@@ -68,8 +67,8 @@ inline index_t cu_seqlens(std::string_view name, std::span<const std::int64_t> c
                           index_t total_T) {
   if (cu.empty()) return B;
   if (B != 1)
-    throw Error(name, "requires batch size 1 (sequences packed along T), got B=" +
-                          std::to_string(B));
+    throw Error(name,
+                "requires batch size 1 (sequences packed along T), got B=" + std::to_string(B));
   if (cu.size() < 2) throw Error(name, "needs at least 2 entries [0, T], got 1");
   if (cu.front() != 0) throw Error(name, "must start at 0, got " + std::to_string(cu.front()));
   for (std::size_t i = 1; i < cu.size(); ++i)

@@ -163,13 +163,15 @@ class AgentDecoder {
         const double c_old = m_[i] == ninf ? 0.0 : std::exp(m_[i] - M), c_new = std::exp(s - M);
         l_[i] = l_[i] * c_old + c_new;
         double* Oa = O_.data() + i * static_cast<std::size_t>(V_);
-        for (index_t e = 0; e < V_; ++e) Oa[e] = Oa[e] * c_old + c_new * static_cast<double>(in.v(b, 0, h, e));
+        for (index_t e = 0; e < V_; ++e)
+          Oa[e] = Oa[e] * c_old + c_new * static_cast<double>(in.v(b, 0, h, e));
         m_[i] = M;
       }
       // The query reads the agents: softmax over a of scale·q·A_a, weights on AV_a = O_a / l_a.
       std::vector<double> u(static_cast<std::size_t>(n_)), acc(static_cast<std::size_t>(V_), 0.0);
       double mu = ninf;
-      for (index_t a = 0; a < n_; ++a) mu = std::max(mu, u[static_cast<std::size_t>(a)] = dot(in.q, a));
+      for (index_t a = 0; a < n_; ++a)
+        mu = std::max(mu, u[static_cast<std::size_t>(a)] = dot(in.q, a));
       double den = 0.0;
       for (index_t a = 0; a < n_; ++a) {
         const std::size_t i = slot(b, h, a);
@@ -191,7 +193,9 @@ class AgentDecoder {
   View4<const float> agents_view() const {
     return View4<const float>::contiguous(agents_.data(), {B_, n_, H_, D_});
   }
-  View4<float> agents_view_mut() { return View4<float>::contiguous(agents_.data(), {B_, n_, H_, D_}); }
+  View4<float> agents_view_mut() {
+    return View4<float>::contiguous(agents_.data(), {B_, n_, H_, D_});
+  }
   AgentInputs with_agents(const AgentInputs& in) const {
     AgentInputs full = in;
     full.agents = agents_view();
@@ -201,14 +205,16 @@ class AgentDecoder {
   AgentDims validate_call(const AgentInputs& in, const View4<float>& o, index_t tokens) const {
     check::well_formed("agents", in.agents);
     if (!in.agents.absent())
-      throw Error("agents", "are held by the decoder (given at construction); leave in.agents empty");
+      throw Error("agents",
+                  "are held by the decoder (given at construction); leave in.agents empty");
     AgentInputs full = with_agents(in);
     if (n_ == 0) full.agents = View4<const float>(&dummy_, {B_, 0, H_, D_}, {0, 0, 0, 0});
     const AgentDims d = validate_agent(full, opt_, o);
     const index_t T = tokens < 0 ? d.T : tokens, S = tokens < 0 ? d.S : tokens;
     check::shape_is("q", in.q, {B_, T, H_, D_},
-                    tokens < 0 ? "[B, T, H, D] of the decoder's agents"
-                               : "[B, 1, H, D] of the decoder's agents: one new token per sequence");
+                    tokens < 0
+                        ? "[B, T, H, D] of the decoder's agents"
+                        : "[B, 1, H, D] of the decoder's agents: one new token per sequence");
     check::shape_is("k", in.k, {B_, S, H_, D_}, "[B, S, H, D] of the decoder's agents");
     check::shape_is("v", in.v, {B_, S, H_, V_}, "[B, S, H, V] of the decoder");
     return d;

@@ -2,8 +2,9 @@
 // attention plus sliding-window softmax, the two normalised outputs summed. Per (sequence, head),
 // position p, window W_p = [p − w + 1, p] (clipped at the sequence start):
 //
-//   o_p = Σ_{j≤p} f(x_pj) v_j / (Σ_{j≤p} f(x_pj) + eps)  +  Σ_{j∈W_p} e^{s_pj} v_j / Σ_{j∈W_p} e^{s_pj}
-//   f(x) = 1 + x + x²/2,  x_pj = based_scale · lin_q_p·lin_k_j,  s_pj = softmax_scale · q_p·k_j
+//   o_p = Σ_{j≤p} f(x_pj) v_j / (Σ_{j≤p} f(x_pj) + eps)  +  Σ_{j∈W_p} e^{s_pj} v_j / Σ_{j∈W_p}
+//   e^{s_pj} f(x) = 1 + x + x²/2,  x_pj = based_scale · lin_q_p·lin_k_j,  s_pj = softmax_scale ·
+//   q_p·k_j
 //
 // (reference::based_hybrid; lin_q / lin_k default to q / k, scales to K^-½ and D^-½.)
 //   based_hybrid<Algo>(in, opt, o, exec)   prefill: the Based branch is LinearAttention with the
@@ -47,7 +48,8 @@ struct Taylor2Scaled {
     }
     for (index_t i = 0; i < d; ++i) {
       const double xi = x[i];
-      for (index_t j = i + 1; j < d; ++j) *o++ = static_cast<float>(xi * static_cast<double>(x[j]) * r2);
+      for (index_t j = i + 1; j < d; ++j)
+        *o++ = static_cast<float>(xi * static_cast<double>(x[j]) * r2);
     }
   }
 };
@@ -174,7 +176,8 @@ class BasedHybridDecoder {
     softmax::flash_decode(softmax::DecodeInputs{in.q, {}, {}}, cache_, sopt, ow, exec);
     for (index_t b = 0; b < s_.batch; ++b)
       for (index_t h = 0; h < s_.heads; ++h)
-        for (index_t e = 0; e < s_.value_dim; ++e) o(b, 0, h, e) = olin(b, 0, h, e) + ow(b, 0, h, e);
+        for (index_t e = 0; e < s_.value_dim; ++e)
+          o(b, 0, h, e) = olin(b, 0, h, e) + ow(b, 0, h, e);
     detail::drop_behind(cache_, opt_.window - 1);  // the next query needs window − 1 of these
     ++pos_;
   }

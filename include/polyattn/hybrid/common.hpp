@@ -1,5 +1,6 @@
 // polyattn/hybrid/common.hpp — pieces shared by the hybrid combiners (docs/conventions.md §7):
-//   HybridCombiner          the concept a combiner tag (BasedHybrid, Lolcats, Liger, AgentAttention)
+//   HybridCombiner          the concept a combiner tag (BasedHybrid, Lolcats, Liger,
+//   AgentAttention)
 //                           satisfies; hybrid_attention<C>() in hybrid.hpp dispatches on it
 //   DecoderShape            sizes of a stateful decoder (B sequences decoded in lock step)
 //   detail::...     the causal sliding-window softmax branch (flash_attention), the window
@@ -30,15 +31,13 @@ namespace polyattn::hybrid {
 // A hybrid combiner tag: its argument structs, its decoder class, and a static forward() that
 // runs the fast prefill operator on any executor.
 template <class C>
-concept HybridCombiner =
-    requires {
-      typename C::Inputs;
-      typename C::Options;
-      typename C::Decoder;
-    } &&
-    requires(const typename C::Inputs& in, const typename C::Options& opt, View4<float> o) {
-      C::template forward<Chunked<64>>(in, opt, o, Serial{});
-    };
+concept HybridCombiner = requires {
+  typename C::Inputs;
+  typename C::Options;
+  typename C::Decoder;
+} && requires(const typename C::Inputs& in, const typename C::Options& opt, View4<float> o) {
+  C::template forward<Chunked<64>>(in, opt, o, Serial{});
+};
 
 // Sizes of a decoder: `batch` sequences advanced together, one token each per step().
 struct DecoderShape {
@@ -141,7 +140,8 @@ inline void check_prefill(const View4<const float>& q, const View4<const float>&
   if (!cu.empty())
     throw Error("cu_seqlens", "is not supported by a decoder (it advances B sequences together)");
   check::shape_is("q", q, {s.batch, q.size(1), s.heads, s.head_dim}, "[B, T, H, D] of the decoder");
-  check::shape_is("v", v, {s.batch, q.size(1), s.heads, s.value_dim}, "[B, T, H, V] of the decoder");
+  check::shape_is("v", v, {s.batch, q.size(1), s.heads, s.value_dim},
+                  "[B, T, H, V] of the decoder");
 }
 
 // Validates a decoder's sizes at construction.
@@ -150,7 +150,8 @@ inline void check_shape(const DecoderShape& s) {
   check::positive("heads", s.heads);
   check::positive("head_dim", s.head_dim);
   check::positive("value_dim", s.value_dim);
-  if (s.lin_dim < 0) throw Error("lin_dim", "must be >= 0 (0 = head_dim), got " + std::to_string(s.lin_dim));
+  if (s.lin_dim < 0)
+    throw Error("lin_dim", "must be >= 0 (0 = head_dim), got " + std::to_string(s.lin_dim));
   check::positive("page_size", s.page_size);
 }
 

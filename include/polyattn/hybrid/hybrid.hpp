@@ -21,8 +21,8 @@
 namespace polyattn::hybrid {
 
 template <HybridCombiner C, LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
-void hybrid_attention(const typename C::Inputs& in, const typename C::Options& opt,
-                      View4<float> o, const E& exec = E{}) {
+void hybrid_attention(const typename C::Inputs& in, const typename C::Options& opt, View4<float> o,
+                      const E& exec = E{}) {
   C::template forward<Algo>(in, opt, o, exec);
 }
 

@@ -1,10 +1,10 @@
 // polyattn/hybrid/liger.hpp — Liger hybrid (Lan et al. 2025): a weighted mix of gated linear
 // attention and sliding-window softmax. Per (sequence, head), position p, W_p = [p − w + 1, p]:
 //
-//   o_p = α · GLA_p  +  β · Σ_{j∈W_p} e^{s_pj} v_j / Σ_{j∈W_p} e^{s_pj},   s_pj = softmax_scale·q_p·k_j
-//   GLA (un-normalised): S_p = Decay_p(S_{p−1}) + lin_k_p v_pᵀ,  GLA_p = S_pᵀ (gla_scale · lin_q_p),
-//   Decay_p = exp(g_p) (scalar gate g [B,T,H]: presets::simple_gla) or diag(exp(gk_p)) (vector
-//   gate gk [B,T,H,K]: presets::gla), S_{−1} = 0.
+//   o_p = α · GLA_p  +  β · Σ_{j∈W_p} e^{s_pj} v_j / Σ_{j∈W_p} e^{s_pj},   s_pj =
+//   softmax_scale·q_p·k_j GLA (un-normalised): S_p = Decay_p(S_{p−1}) + lin_k_p v_pᵀ,  GLA_p = S_pᵀ
+//   (gla_scale · lin_q_p), Decay_p = exp(g_p) (scalar gate g [B,T,H]: presets::simple_gla) or
+//   diag(exp(gk_p)) (vector gate gk [B,T,H,K]: presets::gla), S_{−1} = 0.
 //
 // (reference::liger; lin_q / lin_k default to q / k, scales to K^-½ and D^-½.)
 //   liger<Algo>(in, opt, o, exec)   prefill: flash_attention (causal, window) into o, the GLA
@@ -145,7 +145,8 @@ class LigerDecoder {
     const float alpha = static_cast<float>(opt_.alpha), beta = static_cast<float>(opt_.beta);
     for (index_t b = 0; b < B; ++b)
       for (index_t h = 0; h < H; ++h)
-        for (index_t e = 0; e < V; ++e) o(b, 0, h, e) = alpha * og(b, 0, h, e) + beta * ow(b, 0, h, e);
+        for (index_t e = 0; e < V; ++e)
+          o(b, 0, h, e) = alpha * og(b, 0, h, e) + beta * ow(b, 0, h, e);
     detail::drop_behind(cache_, opt_.window - 1);
     ++pos_;
   }

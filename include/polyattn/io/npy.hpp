@@ -1,7 +1,8 @@
 // polyattn/io/npy.hpp — a small reader/writer for NumPy .npy files (our own code, no deps).
 //
 // Holds: NpyArray (shape + float32 or int64 data), read_npy / parse_npy, write_npy, npy_header
-// and the exception type NpyError. Used by the parity tool polyattn-run (docs/conventions.md §11) and tests.
+// and the exception type NpyError. Used by the parity tool polyattn-run (docs/conventions.md §11)
+// and tests.
 //
 // Format (https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html):
 //   "\x93NUMPY" major minor  header_len  header  data
@@ -282,8 +283,7 @@ void write_impl(const std::filesystem::path& path, std::string_view descr, const
 // descr ("<f4" or "<i8") and shape. Its size is a multiple of 64.
 inline std::string npy_header(std::string_view descr, std::span<const std::int64_t> shape) {
   std::string dict = "{'descr': '" + std::string(descr) +
-                     "', 'fortran_order': False, 'shape': " + detail::shape_literal(shape) +
-                     ", }";
+                     "', 'fortran_order': False, 'shape': " + detail::shape_literal(shape) + ", }";
   const bool v2 = 10 + dict.size() + 1 > 65535;
   const std::size_t prefix = v2 ? 12 : 10;
   std::size_t total = prefix + dict.size() + 1;
@@ -319,8 +319,8 @@ inline NpyArray parse_npy(std::string_view bytes, const std::string& file) {
   const std::uint64_t hlen = major == 1 ? detail::load_le<std::uint16_t>(bytes.data() + 8)
                                         : detail::load_le<std::uint32_t>(bytes.data() + 8);
   if (hlen > bytes.size() - prefix)
-    throw NpyError(file, "truncated header (header length " + std::to_string(hlen) +
-                             " exceeds the file)");
+    throw NpyError(
+        file, "truncated header (header length " + std::to_string(hlen) + " exceeds the file)");
   const std::string_view header = bytes.substr(prefix, static_cast<std::size_t>(hlen));
   for (char c : header)
     if (static_cast<unsigned char>(c) >= 0x80 || c == '\0')
@@ -370,8 +370,7 @@ inline NpyArray read_npy(const std::filesystem::path& path) {
   const std::string file = path.string();
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec))
-    throw NpyError(file, std::filesystem::exists(path, ec) ? "not a regular file"
-                                                           : "no such file");
+    throw NpyError(file, std::filesystem::exists(path, ec) ? "not a regular file" : "no such file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw NpyError(file, "cannot open for reading");
   std::string bytes;

@@ -31,7 +31,7 @@ struct HeadProblem {
   const float* v = nullptr;
   index_t v_st = 0;
 
-  bound_gate_t<typename P::decay> gate{};        // log decay of token t
+  bound_gate_t<typename P::decay> gate{};       // log decay of token t
   bound_update_t<typename P::update> update{};  // β of token t (delta updates)
   bool qk_l2norm = false;
   float eps = 1e-6f;  // Sum normaliser

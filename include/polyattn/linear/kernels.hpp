@@ -18,40 +18,41 @@
 #include "polyattn/linear/recurrent.hpp"
 
 // X applied to the two kernels of one policy set (decay, update, normaliser; fully qualified).
-#define POLYATTN_LINEAR_KERNELS_FOR(X, ...)                                                \
+#define POLYATTN_LINEAR_KERNELS_FOR(X, ...)                                               \
   X(::polyattn::linear::RecurrentKernel<::polyattn::linear::LinearPolicies<__VA_ARGS__>>) \
   X(::polyattn::linear::ChunkedKernel<::polyattn::linear::LinearPolicies<__VA_ARGS__>>)
 
 // Additive presets: linear_attn (plain and normalised, Based, Hedgehog), retention / lightning,
 // simple_gla, gla (and Hedgehog with each decay).
-#define POLYATTN_LINEAR_ADDITIVE_KERNELS(X)                                                     \
-  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::NoDecay, ::polyattn::AdditiveUpdate,               \
-                              ::polyattn::NoNormalizer)                                         \
-  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::NoDecay, ::polyattn::AdditiveUpdate,               \
-                              ::polyattn::SumNormalizer)                                        \
-  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::ConstantDecay, ::polyattn::AdditiveUpdate,         \
-                              ::polyattn::NoNormalizer)                                         \
-  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::ConstantDecay, ::polyattn::AdditiveUpdate,         \
-                              ::polyattn::SumNormalizer)                                        \
-  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::ScalarDecay, ::polyattn::AdditiveUpdate,           \
-                              ::polyattn::NoNormalizer)                                         \
-  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::ScalarDecay, ::polyattn::AdditiveUpdate,           \
-                              ::polyattn::SumNormalizer)                                        \
-  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::VectorDecay, ::polyattn::AdditiveUpdate,           \
-                              ::polyattn::NoNormalizer)                                         \
-  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::VectorDecay, ::polyattn::AdditiveUpdate,           \
+#define POLYATTN_LINEAR_ADDITIVE_KERNELS(X)                                             \
+  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::NoDecay, ::polyattn::AdditiveUpdate,       \
+                              ::polyattn::NoNormalizer)                                 \
+  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::NoDecay, ::polyattn::AdditiveUpdate,       \
+                              ::polyattn::SumNormalizer)                                \
+  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::ConstantDecay, ::polyattn::AdditiveUpdate, \
+                              ::polyattn::NoNormalizer)                                 \
+  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::ConstantDecay, ::polyattn::AdditiveUpdate, \
+                              ::polyattn::SumNormalizer)                                \
+  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::ScalarDecay, ::polyattn::AdditiveUpdate,   \
+                              ::polyattn::NoNormalizer)                                 \
+  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::ScalarDecay, ::polyattn::AdditiveUpdate,   \
+                              ::polyattn::SumNormalizer)                                \
+  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::VectorDecay, ::polyattn::AdditiveUpdate,   \
+                              ::polyattn::NoNormalizer)                                 \
+  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::VectorDecay, ::polyattn::AdditiveUpdate,   \
                               ::polyattn::SumNormalizer)
 
 // Delta-rule presets: delta_rule, gated_delta_rule (Qwen3-Next), kda (Kimi Linear).
-#define POLYATTN_LINEAR_DELTA_KERNELS(X)                                                        \
-  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::NoDecay, ::polyattn::DeltaUpdate,                  \
-                              ::polyattn::NoNormalizer)                                         \
-  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::ScalarDecay, ::polyattn::DeltaUpdate,              \
-                              ::polyattn::NoNormalizer)                                         \
-  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::VectorDecay, ::polyattn::DeltaUpdate,              \
+#define POLYATTN_LINEAR_DELTA_KERNELS(X)                                           \
+  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::NoDecay, ::polyattn::DeltaUpdate,     \
+                              ::polyattn::NoNormalizer)                            \
+  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::ScalarDecay, ::polyattn::DeltaUpdate, \
+                              ::polyattn::NoNormalizer)                            \
+  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::VectorDecay, ::polyattn::DeltaUpdate, \
                               ::polyattn::NoNormalizer)
 
-#define POLYATTN_LINEAR_KERNELS(X) \
-  POLYATTN_LINEAR_ADDITIVE_KERNELS(X) POLYATTN_LINEAR_DELTA_KERNELS(X)
+#define POLYATTN_LINEAR_KERNELS(X)    \
+  POLYATTN_LINEAR_ADDITIVE_KERNELS(X) \
+  POLYATTN_LINEAR_DELTA_KERNELS(X)
 
 POLYATTN_LINEAR_KERNELS(POLYATTN_KERNEL_EXTERN)

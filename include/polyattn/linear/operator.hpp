@@ -77,7 +77,11 @@ class LinearAttention {
   /// The built-in policies described as values, for the reference oracle and polyattn-run
   /// (only for policies that carry a `kind`; a user's own policy has its own reference).
   LinearOptions options(const LinearRunOptions& run = {}) const
-    requires requires { DecayP::kind; UpdateP::kind; NormP::kind; }
+    requires requires {
+      DecayP::kind;
+      UpdateP::kind;
+      NormP::kind;
+    }
   {
     LinearOptions o;
     o.decay = DecayP::kind;
@@ -111,8 +115,9 @@ class LinearAttention {
   void step(const LinearInputs& in, View4<float> state, View4<float> o,
             const LinearRunOptions& run = {}, const E& exec = E{}) const {
     if constexpr (NormP::running_sum)
-      throw Error("z", "this operator normalises by the running key sum: pass that state too, "
-                       "step(inputs, state, z [B,HV,K], o)");
+      throw Error("z",
+                  "this operator normalises by the running key sum: pass that state too, "
+                  "step(inputs, state, z [B,HV,K], o)");
     step_impl(in, state, View3<float>{}, o, run, exec);
   }
 
@@ -132,7 +137,8 @@ class LinearAttention {
   void step_impl(const LinearInputs& in, View4<float> state, View3<float> z, View4<float> o,
                  const LinearRunOptions& run, const E& exec) const {
     if (!in.initial_z.absent())
-      throw Error("initial_z", "must be empty in step(): the z argument is read and updated in place");
+      throw Error("initial_z",
+                  "must be empty in step(): the z argument is read and updated in place");
     if (!in.initial_state.absent())
       throw Error("initial_state",
                   "must be empty in step(): the state argument is read and updated in place");
@@ -144,13 +150,13 @@ class LinearAttention {
     check::shape_is("state", state, {in.q.size(0), in.v.size(2), F, in.v.size(3)},
                     "[B,HV,K,V] with K the (mapped) key dim");
     if (!z.absent())
-      check::shape_is("z", z, {in.q.size(0), in.v.size(2), F}, "[B,HV,K] with K the (mapped) key dim");
+      check::shape_is("z", z, {in.q.size(0), in.v.size(2), F},
+                      "[B,HV,K] with K the (mapped) key dim");
     LinearInputs with_state = in;
     with_state.initial_state = state;
     with_state.initial_z = z;
-    run_impl<Recurrent>(with_state,
-                        LinearOutputs<float>{.o = o, .final_state = state, .final_z = z}, run,
-                        exec);
+    run_impl<Recurrent>(
+        with_state, LinearOutputs<float>{.o = o, .final_state = state, .final_z = z}, run, exec);
   }
 
   template <class Algo, class E>
@@ -202,8 +208,8 @@ class LinearAttention {
 
     const std::vector<Segment> segs = segments(d.B, d.T, in.cu_seqlens);
     const index_t tasks = d.N * d.HV;
-    const auto scale = static_cast<float>(scale_opt ? *scale_opt
-                                                    : 1.0 / std::sqrt(static_cast<double>(d.K)));
+    const auto scale =
+        static_cast<float>(scale_opt ? *scale_opt : 1.0 / std::sqrt(static_cast<double>(d.K)));
 
     // The problem of tokens [off, off + L) of sequence n, value head hv (no state yet).
     auto problem = [&](index_t n, index_t hv, index_t off, index_t L) {

@@ -164,7 +164,8 @@ void run_chunk_parallel(const std::vector<Segment>& segs, const LinearDims& d,
         const float* ds = dS.data() + item * KV;
         const float* a = dec.data() + item * d.K;
         for (index_t i = 0; i < d.K; ++i)
-          for (index_t c = 0; c < d.V; ++c) s[i * d.V + c] = s[i * d.V + c] * a[i] + ds[i * d.V + c];
+          for (index_t c = 0; c < d.V; ++c)
+            s[i * d.V + c] = s[i * d.V + c] * a[i] + ds[i * d.V + c];
       }
     });
     exec.parallel_for(static_cast<index_t>(items), [&](index_t item) {  // 3: outputs

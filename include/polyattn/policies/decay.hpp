@@ -41,30 +41,26 @@ enum class GateShape { None, Scalar, KeyChannel };
 
 /// A gate bound to one (sequence, value head), as the kernels see it.
 template <class G, GateShape S>
-concept BoundGate = std::is_trivially_copyable_v<G> &&
-                    (S == GateShape::None ||
-                     (S == GateShape::Scalar &&
-                      requires(const G& g, index_t t) {
-                        { g.log_decay(t) } -> std::convertible_to<float>;
-                      }) ||
-                     (S == GateShape::KeyChannel && requires(const G& g, index_t t, index_t i) {
-                       { g.log_decay(t, i) } -> std::convertible_to<float>;
-                     }));
+concept BoundGate =
+    std::is_trivially_copyable_v<G> &&
+    (S == GateShape::None || (S == GateShape::Scalar && requires(const G& g, index_t t) {
+       { g.log_decay(t) } -> std::convertible_to<float>;
+     }) || (S == GateShape::KeyChannel && requires(const G& g, index_t t, index_t i) {
+       { g.log_decay(t, i) } -> std::convertible_to<float>;
+     }));
 
 template <class P>
-concept DecayPolicy =
-    requires { typename std::integral_constant<GateShape, P::shape>; } &&
-    requires(const P& p, const LinearInputs& in, const LinearDims& d, index_t b, index_t t0,
-             index_t h) {
-      p.check(in, d);
-      { p.bind(in, b, t0, h) } -> BoundGate<P::shape>;
-    };
+concept DecayPolicy = requires { typename std::integral_constant<GateShape, P::shape>; } &&
+                      requires(const P& p, const LinearInputs& in, const LinearDims& d, index_t b,
+                               index_t t0, index_t h) {
+                        p.check(in, d);
+                        { p.bind(in, b, t0, h) } -> BoundGate<P::shape>;
+                      };
 
 /// The bound gate type of a decay policy.
 template <DecayPolicy P>
-using bound_gate_t =
-    decltype(std::declval<const P&>().bind(std::declval<const LinearInputs&>(), index_t{},
-                                           index_t{}, index_t{}));
+using bound_gate_t = decltype(std::declval<const P&>().bind(std::declval<const LinearInputs&>(),
+                                                            index_t{}, index_t{}, index_t{}));
 
 /// The K log decays of token t of a key-channel gate: its SIMD row hook when it has one.
 template <simd::SimdArch A, class G>
@@ -153,7 +149,8 @@ struct VectorDecay {
     void log_decay_row(index_t t, float* out, index_t K) const noexcept {
       const float* row = gk + t * st;
       if (cst == 1) {
-        simd::transform<A>(K, out, [](simd::batch_t<A> x) { return x; }, row);
+        simd::transform<A>(
+            K, out, [](simd::batch_t<A> x) { return x; }, row);
       } else {
         for (index_t i = 0; i < K; ++i) out[i] = row[i * cst];
       }

@@ -21,8 +21,8 @@
 //   Hedgehog      caller weights W [d_half, d] row-major and bias b [d_half] (held by reference,
 //                 not owned), gain γ (default 1):
 //                   z = γ·(W x + b),  φ(x) = softmax([z, −z])  (one softmax over all 2·d_half)
-//                 out_dim = 2·d_half (first half from +z, second from −z). docs/conventions.md §4 states
-//                 γ = 1; fla's HedgehogFeatureMap uses γ = 2 (y = 2·layer(x)) with a square
+//                 out_dim = 2·d_half (first half from +z, second from −z). docs/conventions.md §4
+//                 states γ = 1; fla's HedgehogFeatureMap uses γ = 2 (y = 2·layer(x)) with a square
 //                 nn.Linear(d, d) layer — use Hedgehog::fla(W, b) for fla's numbers.
 //                 (LoLCATs' "softmax_dim" instead takes two separate softmaxes of z and −z and
 //                 clamps; that variant is not provided here.)
@@ -90,7 +90,9 @@ concept FeatureMap = requires(const M& m, const float* x, index_t d, float* out)
 namespace detail::fmap {
 
 // relu that propagates NaN (as torch does): NaN < 0 is false, so NaN is returned.
-inline double relu(double t) noexcept { return t < 0.0 ? 0.0 : t; }
+inline double relu(double t) noexcept {
+  return t < 0.0 ? 0.0 : t;
+}
 
 inline void require_dim(index_t d) {
   if (d < 0) throw Error("x", "feature dimension must be non-negative, got " + std::to_string(d));
@@ -111,7 +113,8 @@ inline void taylor2(const float* x, index_t d, bool fla_scaling, float* out) noe
   }
   for (index_t i = 0; i < d; ++i) {
     const double xi = x[i];
-    for (index_t j = i + 1; j < d; ++j) *o++ = static_cast<float>(xi * static_cast<double>(x[j]) / rd);
+    for (index_t j = i + 1; j < d; ++j)
+      *o++ = static_cast<float>(xi * static_cast<double>(x[j]) / rd);
   }
 }
 
@@ -346,7 +349,7 @@ class DPFP {
 // ---- Performer (FAVOR+) -----------------------------------------------------------------------
 
 struct PerformerOptions {
-  bool normalize_input = false;   // x ← x·d^-¼ first (google-research / zoology data_normalizer)
+  bool normalize_input = false;  // x ← x·d^-¼ first (google-research / zoology data_normalizer)
   bool subtract_row_max = false;  // subtract max_r (P x)_r inside exp (queries only; see top)
   float eps = 0.0f;               // φ = (exp(…) + eps)/√m (google-research: 1e-6)
 };

@@ -18,10 +18,10 @@
 namespace polyattn {
 
 template <class P>
-concept NormalizerPolicy = requires { typename std::bool_constant<P::running_sum>; } &&
-                           requires(const P& p) {
-                             { p.eps } -> std::convertible_to<double>;
-                           };
+concept NormalizerPolicy =
+    requires { typename std::bool_constant<P::running_sum>; } && requires(const P& p) {
+      { p.eps } -> std::convertible_to<double>;
+    };
 
 struct NoNormalizer {
   static constexpr bool running_sum = false;

@@ -25,35 +25,31 @@ namespace polyattn {
 
 /// An update bound to one (sequence, value head), as the kernels see it.
 template <class U, bool Delta>
-concept BoundUpdate = std::is_trivially_copyable_v<U> &&
-                      (!Delta || requires(const U& u, index_t t) {
-                        { u.beta(t) } -> std::convertible_to<float>;
-                      });
+concept BoundUpdate =
+    std::is_trivially_copyable_v<U> && (!Delta || requires(const U& u, index_t t) {
+      { u.beta(t) } -> std::convertible_to<float>;
+    });
 
 template <class P>
-concept UpdatePolicy =
-    requires { typename std::bool_constant<P::delta>; } &&
-    requires(const P& p, const LinearInputs& in, const LinearDims& d, index_t b, index_t t0,
-             index_t h) {
-      { p.qk_l2norm } -> std::convertible_to<bool>;
-      p.check(in, d);
-      { p.bind(in, b, t0, h) } -> BoundUpdate<P::delta>;
-    };
+concept UpdatePolicy = requires { typename std::bool_constant<P::delta>; } &&
+                       requires(const P& p, const LinearInputs& in, const LinearDims& d, index_t b,
+                                index_t t0, index_t h) {
+                         { p.qk_l2norm } -> std::convertible_to<bool>;
+                         p.check(in, d);
+                         { p.bind(in, b, t0, h) } -> BoundUpdate<P::delta>;
+                       };
 
 /// The bound update type of an update policy.
 template <UpdatePolicy P>
-using bound_update_t =
-    decltype(std::declval<const P&>().bind(std::declval<const LinearInputs&>(), index_t{},
-                                           index_t{}, index_t{}));
+using bound_update_t = decltype(std::declval<const P&>().bind(std::declval<const LinearInputs&>(),
+                                                              index_t{}, index_t{}, index_t{}));
 
 struct AdditiveUpdate {
   static constexpr bool delta = false;
   static constexpr Update kind = Update::Additive;
   bool qk_l2norm = false;
   struct Bound {};
-  void check(const LinearInputs& in, const LinearDims& d) const {
-    check::beta_input(in, d, false);
-  }
+  void check(const LinearInputs& in, const LinearDims& d) const { check::beta_input(in, d, false); }
   Bound bind(const LinearInputs&, index_t, index_t, index_t) const { return {}; }
 };
 
@@ -66,9 +62,7 @@ struct DeltaUpdate {
     index_t st;
     float beta(index_t t) const noexcept { return b[t * st]; }
   };
-  void check(const LinearInputs& in, const LinearDims& d) const {
-    check::beta_input(in, d, true);
-  }
+  void check(const LinearInputs& in, const LinearDims& d) const { check::beta_input(in, d, true); }
   Bound bind(const LinearInputs& in, index_t b, index_t t0, index_t h) const {
     return {in.beta.ptr(b, t0, h), in.beta.stride(1)};
   }

@@ -1,6 +1,6 @@
 // polyattn/reference/hybrid.hpp — naive double-precision references of the hybrid combiners
-// (docs/conventions.md §7), each written directly from its formula. Per (sequence, head), position p, causal
-// sliding window W_p = [p − w + 1, p] (clipped at 0), outside O_p = [0, p − w]:
+// (docs/conventions.md §7), each written directly from its formula. Per (sequence, head), position
+// p, causal sliding window W_p = [p − w + 1, p] (clipped at 0), outside O_p = [0, p − w]:
 //
 //   based_hybrid:  o = Based(lin_q, lin_k, v)  +  SWA_w(q, k, v)        (two normalised outputs)
 //   lolcats:       s_pj = scale·q_p·k_j,  m_p = max_{j∈W_p} s_pj

@@ -1,7 +1,7 @@
 // polyattn/reference/linear.hpp — naive oracle for the whole linear-attention family.
 //
-// Double precision, token by token, exactly the recurrence of docs/conventions.md §4, per (sequence, value
-// head hv) with q/k head h = hv / G, state S [K × V] and key sum z [K]:
+// Double precision, token by token, exactly the recurrence of docs/conventions.md §4, per
+// (sequence, value head hv) with q/k head h = hv / G, state S [K × V] and key sum z [K]:
 //   S ← diag(a_t) S,  a_t = 1 | exp(g_gamma[hv]) | exp(g_t) | exp(gk_t)   (decay: none, constant,
 //                                                          scalar or vector per key channel)
 //   u_t = v_t                                 (Additive)

@@ -1,4 +1,5 @@
-// polyattn/reference/softmax.hpp — naive double-precision softmax attention (docs/conventions.md §5).
+// polyattn/reference/softmax.hpp — naive double-precision softmax attention (docs/conventions.md
+// §5).
 //
 // For every (sequence, query head h, query row i), with p = i + S − T, kv head h / (HQ/HKV) and
 // J = the keys query i sees:

@@ -2,8 +2,8 @@
 // KVCache (decode), split over the cache length.
 //
 // The query of sequence b sits at the position of its last cached key, p = len_b − 1, so the
-// result equals the last row of a causal prefill over the same tokens (docs/conventions.md §5): keys j ≤ p,
-// window p − w < j, sink tokens, softcap, ALiBi, forgetting bias G_p − G_j (cache with
+// result equals the last row of a causal prefill over the same tokens (docs/conventions.md §5):
+// keys j ≤ p, window p − w < j, sink tokens, softcap, ALiBi, forgetting bias G_p − G_j (cache with
 // gate_heads == HQ) and the per-head sink logit in the denominator.
 // Work items are (sequence, kv head, split of kSplitKeys keys): each computes, for the
 // HQ/HKV query heads of its kv head, the split's running max m, sum l and unnormalised output
@@ -74,21 +74,28 @@ void dot_block(const float* q, const float* k, index_t Dp, float* out, index_t l
   using Bt = simd::batch_t<A>;
   constexpr index_t W = static_cast<index_t>(Bt::size);
   Bt acc[GB][KB];
-  POLYATTN_UNROLL for (int g = 0; g < GB; ++g) {
-    POLYATTN_UNROLL for (int u = 0; u < KB; ++u) acc[g][u] = Bt(0.f);
+  POLYATTN_UNROLL
+  for (int g = 0; g < GB; ++g) {
+    POLYATTN_UNROLL
+    for (int u = 0; u < KB; ++u) acc[g][u] = Bt(0.f);
   }
   for (index_t e = 0; e < Dp; e += W) {
     Bt kv[KB];
-    POLYATTN_UNROLL for (int u = 0; u < KB; ++u) kv[u] = Bt::load_unaligned(k + u * Dp + e);
-    POLYATTN_UNROLL for (int g = 0; g < GB; ++g) {
+    POLYATTN_UNROLL
+    for (int u = 0; u < KB; ++u) kv[u] = Bt::load_unaligned(k + u * Dp + e);
+    POLYATTN_UNROLL
+    for (int g = 0; g < GB; ++g) {
       const Bt qv = Bt::load_unaligned(q + g * Dp + e);
-      POLYATTN_UNROLL for (int u = 0; u < KB; ++u) {
+      POLYATTN_UNROLL
+      for (int u = 0; u < KB; ++u) {
         acc[g][u] = simd::fma(qv, kv[u], acc[g][u]);
       }
     }
   }
-  POLYATTN_UNROLL for (int g = 0; g < GB; ++g) {
-    POLYATTN_UNROLL for (int u = 0; u < KB; ++u) out[g * ld + u] = simd::reduce_add(acc[g][u]);
+  POLYATTN_UNROLL
+  for (int g = 0; g < GB; ++g) {
+    POLYATTN_UNROLL
+    for (int u = 0; u < KB; ++u) out[g * ld + u] = simd::reduce_add(acc[g][u]);
   }
 }
 
@@ -262,7 +269,8 @@ void DecodeSplitKernel::operator()(A) const {
       }
       for (index_t e = 0; e < Dvp; e += W) {
         Bt ve[KB];
-        POLYATTN_UNROLL for (index_t u = 0; u < KB; ++u) {
+        POLYATTN_UNROLL
+        for (index_t u = 0; u < KB; ++u) {
           ve[u] = Bt::load_unaligned(vrow[u] + e);
         }
         for (index_t g = 0; g < G; ++g) {
@@ -270,7 +278,8 @@ void DecodeSplitKernel::operator()(A) const {
               O_out +
               (slot0 + static_cast<std::size_t>(g * P.splits)) * static_cast<std::size_t>(Dvp) + e;
           Bt acc = Bt::load_unaligned(Og);
-          POLYATTN_UNROLL for (index_t u = 0; u < KB; ++u) {
+          POLYATTN_UNROLL
+          for (index_t u = 0; u < KB; ++u) {
             acc = simd::fma(Bt(pw[g * KB + u]), ve[u], acc);
           }
           acc.store_unaligned(Og);

@@ -221,7 +221,8 @@ void FlashTileKernel<F>::operator()(A) const {
     simd::gemm<A>(n, TQ, D, static_cast<float>(P.d.scale), kp + j0 * D, D, Qt, TQ, false, St, TQ);
 
     B mx[TQ / W];
-    POLYATTN_UNROLL for (index_t v = 0; v < TQ / W; ++v) mx[v] = B(ninf);
+    POLYATTN_UNROLL
+    for (index_t v = 0; v < TQ / W; ++v) mx[v] = B(ninf);
     for (index_t c = 0; c < n; ++c) {
       float* srow = St + c * TQ;
       const index_t j = j0 + c;
@@ -235,7 +236,8 @@ void FlashTileKernel<F>::operator()(A) const {
         for (index_t r = 0; r < M; ++r)
           if (!hook_visible<A>(fz, r0 + r, p0 + r, j)) srow[r] = ninf;
       }
-      POLYATTN_UNROLL for (index_t v = 0; v < TQ / W; ++v) {
+      POLYATTN_UNROLL
+      for (index_t v = 0; v < TQ / W; ++v) {
         mx[v] = simd::max_nan(mx[v], B::load_unaligned(srow + v * W));
       }
     }
@@ -243,7 +245,8 @@ void FlashTileKernel<F>::operator()(A) const {
     // Online softmax, vertically: every lane is one query. Lanes that have seen nothing yet
     // keep m = −inf and shift by 0, so that e^{−inf − 0} = 0.
     B mu[TQ / W], sum[TQ / W];
-    POLYATTN_UNROLL for (index_t v = 0; v < TQ / W; ++v) {
+    POLYATTN_UNROLL
+    for (index_t v = 0; v < TQ / W; ++v) {
       const RowAdvance<B> st = online::advance(B::load_unaligned(m + v * W), mx[v]);
       mu[v] = st.shift;
       st.alpha.store_unaligned(al + v * W);
@@ -252,13 +255,15 @@ void FlashTileKernel<F>::operator()(A) const {
     }
     for (index_t c = 0; c < n; ++c) {
       float* srow = St + c * TQ;
-      POLYATTN_UNROLL for (index_t v = 0; v < TQ / W; ++v) {
+      POLYATTN_UNROLL
+      for (index_t v = 0; v < TQ / W; ++v) {
         const B e = simd::exp(B::load_unaligned(srow + v * W) - mu[v]);
         e.store_unaligned(srow + v * W);
         sum[v] += e;
       }
     }
-    POLYATTN_UNROLL for (index_t v = 0; v < TQ / W; ++v) {
+    POLYATTN_UNROLL
+    for (index_t v = 0; v < TQ / W; ++v) {
       online::accumulate(B::load_unaligned(l + v * W), B::load_unaligned(al + v * W), sum[v])
           .store_unaligned(l + v * W);
     }
@@ -373,10 +378,10 @@ void run_flash(const SoftmaxInputs& in, const SoftmaxOptions& opt, const Fz& fus
 
 }  // namespace detail
 
-/// Softmax attention prefill (docs/conventions.md §5): o [B, T, HQ, Dv] from q, k, v and the optional inputs
-/// of SoftmaxInputs (forgetting gate g, ALiBi slopes, sink logits, cu_seqlens) under the masks
-/// and modifiers of SoftmaxOptions. Any strides; work runs on `exec` (bits do not depend on it).
-/// The optional outputs (FlashOutputs):
+/// Softmax attention prefill (docs/conventions.md §5): o [B, T, HQ, Dv] from q, k, v and the
+/// optional inputs of SoftmaxInputs (forgetting gate g, ALiBi slopes, sink logits, cu_seqlens)
+/// under the masks and modifiers of SoftmaxOptions. Any strides; work runs on `exec` (bits do not
+/// depend on it). The optional outputs (FlashOutputs):
 ///   lse [B, T, HQ] = log(Σ_{j visible} e^{s_ij} [+ e^{sink}]) (−inf for a query that sees no
 ///       key), so that outputs over disjoint key sets can be merged exactly (hybrids, splits);
 ///   row_max [B, T, HQ] = max_{j visible} s_ij, the running max the kernel ended with (−inf for

@@ -79,15 +79,15 @@ static_assert(ScoreModifier<NoModifier>);
 
 /// A user mask: a MaskPolicy, or a type whose bind(HeadContext) returns one.
 template <class M>
-concept FusionMask = std::copy_constructible<M> &&
-    (MaskPolicy<M> || requires(const M& m, const HeadContext& c) {
+concept FusionMask =
+    std::copy_constructible<M> && (MaskPolicy<M> || requires(const M& m, const HeadContext& c) {
       { m.bind(c) } -> MaskPolicy;
     });
 
 /// A user score modifier: a ScoreModifier, or a type whose bind(HeadContext) returns one.
 template <class S>
-concept FusionModifier = std::copy_constructible<S> &&
-    (ScoreModifier<S> || requires(const S& s, const HeadContext& c) {
+concept FusionModifier =
+    std::copy_constructible<S> && (ScoreModifier<S> || requires(const S& s, const HeadContext& c) {
       { s.bind(c) } -> ScoreModifier;
     });
 
@@ -149,12 +149,8 @@ bool hook_modifies(const B& b) {
 
 /// Whether P has bind(HeadContext), plain or Arch-templated.
 template <class P, class A>
-concept BindableFor = requires(const P& p, const HeadContext& c) {
-  p.bind(c);
-}
-|| requires(const P& p, const HeadContext& c) {
-  p.template bind<A>(c);
-};
+concept BindableFor = requires(const P& p, const HeadContext& c) { p.bind(c); } ||
+                      requires(const P& p, const HeadContext& c) { p.template bind<A>(c); };
 
 /// The MaskPolicy of mask m for one (sequence, head): m.bind(c) when m has one, else m itself.
 template <simd::SimdArch A, FusionMask M>

@@ -48,15 +48,16 @@ struct KeyRange {
 };
 
 template <class M>
-concept MaskPolicy = requires(const M& m, RowRange rows, KeyRange keys, index_t r, index_t p,
-                              index_t j) {
-  { m.classify(rows, keys) } -> std::same_as<TileClass>;
-  { m.visible(r, p, j) } -> std::same_as<bool>;  // r: query row, p: its key position
-};
+concept MaskPolicy =
+    requires(const M& m, RowRange rows, KeyRange keys, index_t r, index_t p, index_t j) {
+      { m.classify(rows, keys) } -> std::same_as<TileClass>;
+      { m.visible(r, p, j) } -> std::same_as<bool>;  // r: query row, p: its key position
+    };
 
 }  // namespace polyattn::softmax
 
-namespace polyattn::softmax::inline POLYATTN_ISA_NS {
+namespace polyattn::softmax {
+inline namespace POLYATTN_ISA_NS {
 
 /// Whether a tile needs a per-element mask (Partial or CausalPartial).
 constexpr bool is_partial(TileClass c) noexcept {
@@ -72,7 +73,8 @@ constexpr TileClass compose(TileClass a, TileClass b) noexcept {
                                                                         : TileClass::Partial;
 }
 
-}  // namespace polyattn::softmax::inline POLYATTN_ISA_NS
+}  // namespace POLYATTN_ISA_NS
+}  // namespace polyattn::softmax
 
 namespace polyattn::softmax {
 

@@ -67,7 +67,9 @@ struct RowResult {
 
 }  // namespace polyattn::softmax
 
-namespace polyattn::softmax::inline POLYATTN_ISA_NS::online {
+namespace polyattn::softmax {
+inline namespace POLYATTN_ISA_NS {
+namespace online {
 
 namespace impl {
 
@@ -182,4 +184,6 @@ inline RowResult<T> finish(const RowStats<T>& s, T sink) noexcept {
   return {c / den, M + std::log(den)};
 }
 
-}  // namespace polyattn::softmax::inline POLYATTN_ISA_NS::online
+}  // namespace online
+}  // namespace POLYATTN_ISA_NS
+}  // namespace polyattn::softmax

@@ -62,9 +62,11 @@ inline AxisNeighbors axis_neighbors(const NeighborhoodAxis& a, index_t length, i
 
 inline void check_axis(const char* axis, const NeighborhoodAxis& a) {
   if (a.kernel_size < 1)
-    throw Error("kernel_size", std::string(axis) + ": must be >= 1, got " + std::to_string(a.kernel_size));
+    throw Error("kernel_size",
+                std::string(axis) + ": must be >= 1, got " + std::to_string(a.kernel_size));
   if (a.dilation < 1)
-    throw Error("dilation", std::string(axis) + ": must be >= 1, got " + std::to_string(a.dilation));
+    throw Error("dilation",
+                std::string(axis) + ": must be >= 1, got " + std::to_string(a.dilation));
 }
 
 // Marks the blocks of C holding packed key positions a, a + step, …, ≤ last: one visit per block.
@@ -73,8 +75,8 @@ inline void mark_strided(std::uint8_t* marks, const BlockRow& r, index_t block, 
   while (a <= last) {
     const index_t kb = a / block;
     mark_range(marks, r, kb, kb);
-    const index_t next = (kb + 1) * block;       // first position of the next block
-    a += (next - a + step - 1) / step * step;    // first neighbour at or after it
+    const index_t next = (kb + 1) * block;     // first position of the next block
+    a += (next - a + step - 1) / step * step;  // first neighbour at or after it
   }
 }
 

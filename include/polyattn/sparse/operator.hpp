@@ -40,7 +40,8 @@ template <BlockSelector S, Executor E = Serial>
 void sparse_attention(const S& selector, const SoftmaxInputs& in, const SoftmaxOptions& opt,
                       View4<float> o, BlockMask& mask, const E& exec = E{}) {
   if (opt.block_mask != nullptr)
-    throw Error("block_mask", "must be null: sparse_attention takes the block mask from its selector");
+    throw Error("block_mask",
+                "must be null: sparse_attention takes the block mask from its selector");
   (void)validate(in, opt, o);  // before the selector touches `mask`
   // Selector errors (its own parameters) are thrown by select() before it writes `mask`.
   run_selector(selector, in, opt, mask, exec);

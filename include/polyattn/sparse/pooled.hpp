@@ -4,17 +4,18 @@
 // For a BlockRow (sequence, query block) with rows R and a key block whose keys in that sequence
 // are K (selector.hpp):
 //   q̄_R = (1/|R|) Σ_{i∈R} φ(q_i)                                   per query head h
-//   k̄_K = (1/|K|) Σ_{j∈K} φ(k_j)   (KeyPool::Mean)  or  Σ_{j∈K} φ(k_j)  (KeyPool::Sum)   per kv head
-//   score(R, K) = scale · q̄_R · k̄_K,   kv head h / (HQ/HKV) for query head h (GQA)
+//   k̄_K = (1/|K|) Σ_{j∈K} φ(k_j)   (KeyPool::Mean)  or  Σ_{j∈K} φ(k_j)  (KeyPool::Sum)   per kv
+//   head score(R, K) = scale · q̄_R · k̄_K,   kv head h / (HQ/HKV) for query head h (GQA)
 // with φ = identity (Feature::Identity) or elu+1: φ(x) = x + 1 for x > 0, e^x otherwise
 // (Feature::EluPlusOne). Mean pooling with φ = identity is the MoBA / SeerAttention block score
 // (without a learned gate); elu+1 with summed keys is a linear-attention estimate of the mass a
 // block receives: (1/|R|) Σ_{i∈R} Σ_{j∈K} φ(q_i)·φ(k_j), times scale.
 //
 // Cost: one pass over q and one over k (O(T·D) each, token by token, all heads of a block in one
-// work item), pooled in float, stored as [block][D] for queries and transposed, [D][block], for keys; then per (BlockRow, head) a loop over D of
-// axpy updates across the candidate key blocks (unit stride, vectorisable): O(nQB·nKB·D) in all.
-// The summation order is fixed, so scores do not depend on the executor.
+// work item), pooled in float, stored as [block][D] for queries and transposed, [D][block], for
+// keys; then per (BlockRow, head) a loop over D of axpy updates across the candidate key blocks
+// (unit stride, vectorisable): O(nQB·nKB·D) in all. The summation order is fixed, so scores do not
+// depend on the executor.
 #pragma once
 
 #include <algorithm>
@@ -50,12 +51,18 @@ inline float elu_plus_one(float x) noexcept {
   const float n = (t + 12582912.f) - 12582912.f;  // round to nearest (|t| < 2^22)
   const float r = (c - n * 0.693359375f) + n * 2.12194440e-4f;
   const float p = ((((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r +
-                      4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * (r * r) +
-                   r) + 1.f;
+                      4.1665795894e-2f) *
+                         r +
+                     1.6666665459e-1f) *
+                        r +
+                    5.0000001201e-1f) *
+                       (r * r) +
+                   r) +
+                  1.f;
   const auto two_n = static_cast<std::uint32_t>(static_cast<std::int32_t>(n) + 127) << 23;
   const float e = p * std::bit_cast<float>(two_n);
-  const std::uint32_t out = (std::bit_cast<std::uint32_t>(x + 1.f) & ~neg) |
-                            (std::bit_cast<std::uint32_t>(e) & neg);
+  const std::uint32_t out =
+      (std::bit_cast<std::uint32_t>(x + 1.f) & ~neg) | (std::bit_cast<std::uint32_t>(e) & neg);
   return std::bit_cast<float>((out & ~nan) | (bits & nan));
 }
 
@@ -183,7 +190,8 @@ class PooledBlocks {
     const float mul = mean ? 1.f / static_cast<float>(j1 - j0) : 1.f;
     for (index_t hk = 0; hk < HKV_; ++hk) {
       float* kt = k_.data() + k_off_[static_cast<std::size_t>(s * HKV_ + hk)];
-      for (index_t e = 0; e < D_; ++e) kt[e * n + c] = acc[static_cast<std::size_t>(hk * D_ + e)] * mul;
+      for (index_t e = 0; e < D_; ++e)
+        kt[e * n + c] = acc[static_cast<std::size_t>(hk * D_ + e)] * mul;
     }
   }
 

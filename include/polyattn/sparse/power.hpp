@@ -33,7 +33,8 @@ struct PowerSelector {
               const E& exec = E{}) const {
     check_keep(keep);
     if (max_distance < 0)
-      throw Error("max_distance", "must be >= 0 (0 = no limit), got " + std::to_string(max_distance));
+      throw Error("max_distance",
+                  "must be >= 0 (0 = no limit), got " + std::to_string(max_distance));
     const SelectionPlan plan(in, opt, block);
     const index_t limit = max_distance > 0 ? max_distance : plan.k_blocks();
     fill_mask(plan, keep, out, exec,

@@ -60,25 +60,25 @@ inline constexpr index_t kDefaultBlock = 64;
 
 // A selector usable by sparse_attention (see the header comment).
 template <class S>
-concept BlockSelector = requires(const S& s, const SoftmaxInputs& in, const SoftmaxOptions& opt,
-                                 BlockMask& out) {
-  { s.block_size() } -> std::convertible_to<index_t>;
-  s.select(in, opt, out);
-};
+concept BlockSelector =
+    requires(const S& s, const SoftmaxInputs& in, const SoftmaxOptions& opt, BlockMask& out) {
+      { s.block_size() } -> std::convertible_to<index_t>;
+      s.select(in, opt, out);
+    };
 
 // A selector that can also spread its own work over executor E.
 template <class S, class E>
 concept BlockSelectorOn = BlockSelector<S> && Executor<E> &&
-    requires(const S& s, const SoftmaxInputs& in, const SoftmaxOptions& opt, BlockMask& out,
-             const E& exec) { s.select(in, opt, out, exec); };
+                          requires(const S& s, const SoftmaxInputs& in, const SoftmaxOptions& opt,
+                                   BlockMask& out, const E& exec) { s.select(in, opt, out, exec); };
 
 // ---- shared options -----------------------------------------------------------------------------
 
 // Blocks every selector keeps regardless of its scores (definitions in the header comment).
 struct KeepOptions {
-  bool diagonal = true;     // the key block(s) holding the queries' own positions
-  index_t sink_blocks = 0;  // the first n key blocks of each sequence
-  index_t local_blocks = 0; // n blocks back to and including the diagonal
+  bool diagonal = true;      // the key block(s) holding the queries' own positions
+  index_t sink_blocks = 0;   // the first n key blocks of each sequence
+  index_t local_blocks = 0;  // n blocks back to and including the diagonal
 };
 
 inline void check_block_size(index_t block) {
@@ -149,9 +149,8 @@ class SelectionPlan {
     if (!d_.varlen) return {b, b + 1};
     const index_t a = qb * block_, z = a + block_;
     // First sequence that ends after row a, then every one that starts before z.
-    const auto it = std::upper_bound(seqs_.begin(), seqs_.end(), a, [](index_t v, const SeqSpan& s) {
-      return v < s.q0 + s.nq;
-    });
+    const auto it = std::upper_bound(seqs_.begin(), seqs_.end(), a,
+                                     [](index_t v, const SeqSpan& s) { return v < s.q0 + s.nq; });
     index_t first = static_cast<index_t>(it - seqs_.begin()), last = first;
     while (last < num_seqs() && seqs_[static_cast<std::size_t>(last)].q0 < z) ++last;
     return {first, last};
@@ -218,7 +217,7 @@ inline void mark_keep(const KeepOptions& keep, const BlockRow& r, std::uint8_t* 
 
 // Work buffers a row function may use (one set per work item, reused across its rows).
 struct RowScratch {
-  std::vector<float> scores;       // sized nKB by fill_mask
+  std::vector<float> scores;  // sized nKB by fill_mask
   std::vector<index_t> order;
   std::vector<double> weights;
 };
@@ -290,7 +289,8 @@ void fill_mask(const SelectionPlan& plan, const KeepOptions& keep, BlockMask& ou
           piece[static_cast<std::size_t>(kb)] = 0;
         }
       }
-      for (index_t kb = 0; kb < nkb; ++kb) out.set(b, h, qb, kb, marks[static_cast<std::size_t>(kb)] != 0);
+      for (index_t kb = 0; kb < nkb; ++kb)
+        out.set(b, h, qb, kb, marks[static_cast<std::size_t>(kb)] != 0);
     }
   });
 }

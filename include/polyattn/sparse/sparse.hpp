@@ -12,12 +12,12 @@
 // (POLYATTN_SOFTMAX_UNITS) like softmax::flash_attention.
 #pragma once
 
-#include "polyattn/sparse/selector.hpp"
-#include "polyattn/sparse/pooled.hpp"
-#include "polyattn/sparse/window.hpp"
-#include "polyattn/sparse/power.hpp"
-#include "polyattn/sparse/topk.hpp"
-#include "polyattn/sparse/mass.hpp"
 #include "polyattn/sparse/linear_estimate.hpp"
+#include "polyattn/sparse/mass.hpp"
 #include "polyattn/sparse/neighborhood.hpp"
 #include "polyattn/sparse/operator.hpp"
+#include "polyattn/sparse/pooled.hpp"
+#include "polyattn/sparse/power.hpp"
+#include "polyattn/sparse/selector.hpp"
+#include "polyattn/sparse/topk.hpp"
+#include "polyattn/sparse/window.hpp"

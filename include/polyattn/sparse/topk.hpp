@@ -7,7 +7,8 @@
 // (K: the block's keys of this sequence; sparse/pooled.hpp), ties and NaN scores (ranked lowest)
 // resolved to the lower block index. When fewer than top_k candidates remain, all are kept.
 // With the default KeepOptions (diagonal only) a causal query block keeps its diagonal block plus
-// top_k earlier ones, as MoBA does. Cost: O(T·D) pooling + O(nQB·nKB·D) scores + a selection per row.
+// top_k earlier ones, as MoBA does. Cost: O(T·D) pooling + O(nQB·nKB·D) scores + a selection per
+// row.
 #pragma once
 
 #include <cstdint>

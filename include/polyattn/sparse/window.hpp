@@ -2,7 +2,8 @@
 //
 // WindowSinkSelector keeps, per (sequence, query block) with candidates C and diagonal Dg
 // (sparse/selector.hpp), exactly its KeepOptions:
-//   Dg  ∪  [kb(k0), kb(k0) + sink_blocks)  ∪  [min Dg − local_blocks + 1, max Dg + local_blocks − 1],
+//   Dg  ∪  [kb(k0), kb(k0) + sink_blocks)  ∪  [min Dg − local_blocks + 1, max Dg + local_blocks −
+//   1],
 // all ∩ C. Causal, this is the first `sink_blocks` key blocks of the sequence plus the
 // `local_blocks` blocks ending at the diagonal block (StreamingLLM's sinks + recent window,
 // rounded out to whole blocks). No scores are computed: cost O(B·HQ·nQB·nKB) byte writes.

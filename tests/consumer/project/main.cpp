@@ -1,6 +1,6 @@
-// Consumer smoke test: include the umbrella header (and testing.hpp for the oracle), run a 2-token linear attention through the
-// reference and through the fast operator (dispatched to the best ISA unit), and check the
-// hand-computed answer (see test_linear_reference.cpp).
+// Consumer smoke test: include the umbrella header (and testing.hpp for the oracle), run a 2-token
+// linear attention through the reference and through the fast operator (dispatched to the best ISA
+// unit), and check the hand-computed answer (see test_linear_reference.cpp).
 #include <polyattn/polyattn.hpp>
 #include <polyattn/testing.hpp>
 
@@ -13,8 +13,8 @@ int main() {
   polyattn::LinearInputs in{.q = polyattn::bthd(q.data(), 1, 2, 1, 1),
                             .k = polyattn::bthd(k.data(), 1, 2, 1, 1),
                             .v = polyattn::bthd(v.data(), 1, 2, 1, 1)};
-  polyattn::reference::linear_recurrence<double>(
-      in, {.scale = 1.0}, {.o = polyattn::bthd(o.data(), 1, 2, 1, 1)});
+  polyattn::reference::linear_recurrence<double>(in, {.scale = 1.0},
+                                                 {.o = polyattn::bthd(o.data(), 1, 2, 1, 1)});
   polyattn::presets::linear_attn{}.forward<polyattn::Chunked<16>>(
       in, {.o = polyattn::bthd(o_fast.data(), 1, 2, 1, 1)}, {.scale = 1.0});
   std::printf("consumer: isa %s, o = [%g, %g], fast o = [%g, %g]\n",

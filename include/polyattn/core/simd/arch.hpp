@@ -18,11 +18,11 @@
 // cmake/PolyattnArch.cmake).
 //
 // Per-ISA namespace. Code with a function body that kernels run lives in the inline namespace
-// POLYATTN_ISA_NS (`namespace polyattn::simd::inline POLYATTN_ISA_NS { ... }`), whose name says
-// how the translation unit was compiled: unit_avx512 / unit_avx2 / unit_sse42 / unit_scalar
-// inside a per-ISA unit, tu_avx512 / tu_avx2 / tu_sse42 / tu_base elsewhere (from the TU's own
-// flags). Inline functions compiled with AVX-512 flags therefore never share a symbol with the
-// same function compiled for another ISA, and a mixed-ISA binary does not depend on which copy
+// POLYATTN_ISA_NS (`namespace polyattn::simd { inline namespace POLYATTN_ISA_NS { ... } }`), whose
+// name says how the translation unit was compiled: unit_avx512 / unit_avx2 / unit_sse42 /
+// unit_scalar inside a per-ISA unit, tu_avx512 / tu_avx2 / tu_sse42 / tu_base elsewhere (from the
+// TU's own flags). Inline functions compiled with AVX-512 flags therefore never share a symbol with
+// the same function compiled for another ISA, and a mixed-ISA binary does not depend on which copy
 // the linker keeps. Types stay outside it (a type must be the same in the caller and the unit),
 // and so do functions whose symbol already names the Arch (templates on the tag or its batch).
 // Nested helper namespaces inside it are called `impl` (a `detail` there would make the outer
@@ -149,11 +149,11 @@ inline constexpr int isa_index<xsimd::avx512bw> = static_cast<int>(Isa::avx512);
 // interface, and be one of the four supported tags above.
 template <class A>
 concept SimdArch =
-    std::is_empty_v<A> && std::default_initializable<A> &&(detail::isa_index<A> >= 0) && requires {
-  { A::name() } -> std::convertible_to<const char*>;
-  { A::supported() } -> std::convertible_to<bool>;
-  { A::alignment() } -> std::convertible_to<std::size_t>;
-};
+    std::is_empty_v<A> && std::default_initializable<A> && (detail::isa_index<A> >= 0) && requires {
+      { A::name() } -> std::convertible_to<const char*>;
+      { A::supported() } -> std::convertible_to<bool>;
+      { A::alignment() } -> std::convertible_to<std::size_t>;
+    };
 
 // The Isa value of a tag.
 template <SimdArch A>

@@ -115,9 +115,9 @@
 #endif
 
 // Explicit instantiation (declaration) of one kernel for one tag.
-#define POLYATTN_DETAIL_KERNEL_FOR(PREFIX, TAG, ...) \
-  PREFIX template auto __VA_ARGS__::operator()<TAG>(TAG) const \
-      -> ::polyattn::simd::kernel_result_t<__VA_ARGS__>;
+#define POLYATTN_DETAIL_KERNEL_FOR(PREFIX, TAG, ...)     \
+  PREFIX template auto __VA_ARGS__::operator()<TAG>(TAG) \
+      const->::polyattn::simd::kernel_result_t<__VA_ARGS__>;
 
 #if defined(POLYATTN_UNIT_AVX512)
 #define POLYATTN_DETAIL_EXTERN_AVX512(...) \
@@ -146,11 +146,12 @@
 
 // One entry of a kernel list, in a header: extern declarations for the target's units and
 // kernel_units<K> = true. At global scope, after K's operator() is defined.
-#define POLYATTN_KERNEL_EXTERN(...)                                                   \
-  template <>                                                                         \
-  struct polyattn::simd::kernel_units<__VA_ARGS__> : ::std::true_type {};             \
-  POLYATTN_DETAIL_EXTERN_AVX512(__VA_ARGS__) POLYATTN_DETAIL_EXTERN_AVX2(__VA_ARGS__) \
-      POLYATTN_DETAIL_EXTERN_SSE42(__VA_ARGS__) POLYATTN_DETAIL_EXTERN_SCALAR(__VA_ARGS__)
+#define POLYATTN_KERNEL_EXTERN(...)                                       \
+  template <>                                                             \
+  struct polyattn::simd::kernel_units<__VA_ARGS__> : ::std::true_type {}; \
+  POLYATTN_DETAIL_EXTERN_AVX512(__VA_ARGS__)                              \
+  POLYATTN_DETAIL_EXTERN_AVX2(__VA_ARGS__)                                \
+  POLYATTN_DETAIL_EXTERN_SSE42(__VA_ARGS__) POLYATTN_DETAIL_EXTERN_SCALAR(__VA_ARGS__)
 
 // One entry of a kernel list, in a unit source: the instantiation for the unit's ISA.
 #if defined(POLYATTN_UNIT_ARCH)
@@ -158,7 +159,7 @@
   POLYATTN_DETAIL_KERNEL_FOR(, POLYATTN_UNIT_ARCH, __VA_ARGS__)
 #else
 #define POLYATTN_KERNEL_INSTANTIATE(...)                                             \
-  static_assert(false,                                                             \
+  static_assert(false,                                                               \
                 "POLYATTN_KERNEL_INSTANTIATE is only meaningful in a source passed " \
                 "to polyattn_add_arch_units");
 #endif
@@ -315,7 +316,7 @@ decltype(auto) dispatch_local(F&& f) {
 // list declared K, this TU's own otherwise (see the header comment).
 template <class K, unsigned Units = POLYATTN_ISA_MASK, unsigned Local = POLYATTN_LOCAL_ISA_MASK>
 kernel_result_t<K> run_kernel(const K& k) {
-  return dispatch<kernel_units<K>::value ? Units : Local>(k);
+  return dispatch < kernel_units<K>::value ? Units : Local > (k);
 }
 
 }  // namespace polyattn::simd

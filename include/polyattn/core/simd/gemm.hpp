@@ -25,20 +25,27 @@ inline void gemm_block(std::int64_t Kd, float alpha, const float* a, std::int64_
   using Bt = batch_t<A>;
   constexpr std::int64_t W = static_cast<std::int64_t>(Bt::size);
   Bt acc[MR][NB];
-  POLYATTN_UNROLL for (int r = 0; r < MR; ++r) {
-    POLYATTN_UNROLL for (int n = 0; n < NB; ++n) acc[r][n] = Bt(0.f);
+  POLYATTN_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    POLYATTN_UNROLL
+    for (int n = 0; n < NB; ++n) acc[r][n] = Bt(0.f);
   }
   for (std::int64_t k = 0; k < Kd; ++k) {
     Bt bv[NB];
-    POLYATTN_UNROLL for (int n = 0; n < NB; ++n) bv[n] = Bt::load_unaligned(b + k * ldb + n * W);
-    POLYATTN_UNROLL for (int r = 0; r < MR; ++r) {
+    POLYATTN_UNROLL
+    for (int n = 0; n < NB; ++n) bv[n] = Bt::load_unaligned(b + k * ldb + n * W);
+    POLYATTN_UNROLL
+    for (int r = 0; r < MR; ++r) {
       const Bt av(a[r * ars + k * acs]);
-      POLYATTN_UNROLL for (int n = 0; n < NB; ++n) acc[r][n] = simd::fma(av, bv[n], acc[r][n]);
+      POLYATTN_UNROLL
+      for (int n = 0; n < NB; ++n) acc[r][n] = simd::fma(av, bv[n], acc[r][n]);
     }
   }
   const Bt al(alpha);
-  POLYATTN_UNROLL for (int r = 0; r < MR; ++r) {
-    POLYATTN_UNROLL for (int n = 0; n < NB; ++n) {
+  POLYATTN_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    POLYATTN_UNROLL
+    for (int n = 0; n < NB; ++n) {
       float* cp = c + r * ldc + n * W;
       if constexpr (Acc)
         simd::fma(al, acc[r][n], Bt::load_unaligned(cp)).store_unaligned(cp);
@@ -117,7 +124,8 @@ void gemm(std::int64_t M, std::int64_t N, std::int64_t Kd, float alpha, const fl
 
 }  // namespace polyattn::simd
 
-namespace polyattn::simd::inline POLYATTN_ISA_NS {
+namespace polyattn::simd {
+inline namespace POLYATTN_ISA_NS {
 
 // out[n×m] = in[m×n]ᵀ (row-major, leading dimensions ldi / ldo).
 inline void transpose(std::int64_t m, std::int64_t n, const float* in, std::int64_t ldi, float* out,
@@ -126,4 +134,5 @@ inline void transpose(std::int64_t m, std::int64_t n, const float* in, std::int6
     for (std::int64_t j = 0; j < n; ++j) out[j * ldo + i] = in[i * ldi + j];
 }
 
-}  // namespace polyattn::simd::inline POLYATTN_ISA_NS
+}  // namespace POLYATTN_ISA_NS
+}  // namespace polyattn::simd

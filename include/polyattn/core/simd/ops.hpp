@@ -44,7 +44,6 @@ constexpr void require_compiled() {
 template <SimdArch A>
 inline constexpr std::int64_t width = static_cast<std::int64_t>(batch_t<A>::size);
 
-
 // A width-sized, aligned copy of the last r (< width) elements, padded with `fill`.
 template <SimdArch A>
 struct Tail {

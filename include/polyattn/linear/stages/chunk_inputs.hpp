@@ -24,8 +24,10 @@ void load_queries_keys(index_t L, index_t K, const float* q, index_t q_st, const
       qn = scale / std::sqrt(simd::dot<A>(qt, qt, K) + static_cast<float>(kL2NormEps));
       kn = 1.f / std::sqrt(simd::dot<A>(kt, kt, K) + static_cast<float>(kL2NormEps));
     }
-    simd::transform<A>(K, Q + t * K, [qb = B(qn)](B x) { return x * qb; }, qt);
-    simd::transform<A>(K, Kc + t * K, [kb = B(kn)](B x) { return x * kb; }, kt);
+    simd::transform<A>(
+        K, Q + t * K, [qb = B(qn)](B x) { return x * qb; }, qt);
+    simd::transform<A>(
+        K, Kc + t * K, [kb = B(kn)](B x) { return x * kb; }, kt);
   }
 }
 

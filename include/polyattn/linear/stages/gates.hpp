@@ -26,7 +26,8 @@ simd::batch_t<A> decay_exp1(simd::batch_t<A> x) noexcept {
 // out = exp(x) with arguments below kFlushLog giving exactly 0 (x and out may alias).
 template <simd::SimdArch A>
 void decay_exp(const float* x, float* out, index_t n) {
-  simd::transform<A>(n, out, [](simd::batch_t<A> v) { return decay_exp1<A>(v); }, x);
+  simd::transform<A>(
+      n, out, [](simd::batch_t<A> v) { return decay_exp1<A>(v); }, x);
 }
 
 // b [L×bK] and eb [L×bK] of tokens c0 .. c0+L−1 of `gate` (nothing for GateShape::None).
@@ -41,7 +42,9 @@ void cumulative_gates(const Gate& gate, index_t c0, index_t L, index_t K, float*
     for (index_t t = 0; t < L; ++t) {
       float* bt = b + t * K;
       gate_log_decay_row<A>(gate, c0 + t, bt, K);
-      if (t > 0) simd::transform<A>(K, bt, [](B x, B y) { return x + y; }, bt - K, bt);
+      if (t > 0)
+        simd::transform<A>(
+            K, bt, [](B x, B y) { return x + y; }, bt - K, bt);
     }
     decay_exp<A>(b, eb, L * K);
   }

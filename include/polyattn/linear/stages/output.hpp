@@ -23,11 +23,13 @@ void chunk_output(index_t L, const ChunkBuffers& w, const float* S0, const float
   const index_t K = w.K, V = w.V, C = w.C;
   const float* Qg = w.Q;  // e^{b} ∘ Q
   if constexpr (Shape == GateShape::KeyChannel) {
-    simd::transform<A>(L * K, w.tmp, [](B x, B y) { return x * y; }, w.Q, w.eb);
+    simd::transform<A>(
+        L * K, w.tmp, [](B x, B y) { return x * y; }, w.Q, w.eb);
     Qg = w.tmp;
   } else if constexpr (Shape == GateShape::Scalar) {
     for (index_t t = 0; t < L; ++t)
-      simd::transform<A>(K, w.tmp + t * K, [e = B(w.eb[t])](B q) { return q * e; }, w.Q + t * K);
+      simd::transform<A>(
+          K, w.tmp + t * K, [e = B(w.eb[t])](B q) { return q * e; }, w.Q + t * K);
     Qg = w.tmp;
   }
   simd::gemm<A>(L, V, K, 1.f, Qg, K, S0, V, false, w.O, V);
@@ -40,10 +42,12 @@ void chunk_output(index_t L, const ChunkBuffers& w, const float* S0, const float
   for (index_t t = 0; t < L; ++t) {
     float inv = 1.f;
     if constexpr (RunningSum) {
-      simd::transform<A>(K, z, [](B zz, B k) { return zz + k; }, z, w.Kc + t * K);
+      simd::transform<A>(
+          K, z, [](B zz, B k) { return zz + k; }, z, w.Kc + t * K);
       inv = 1.f / (simd::dot<A>(w.Q + t * K, z, K) + eps);
     }
-    simd::transform<A>(V, o + t * o_st, [ib = B(inv)](B x) { return x * ib; }, w.O + t * V);
+    simd::transform<A>(
+        V, o + t * o_st, [ib = B(inv)](B x) { return x * ib; }, w.O + t * V);
   }
 }
 

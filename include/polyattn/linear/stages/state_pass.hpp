@@ -33,8 +33,8 @@ void state_pass(index_t L, const ChunkBuffers& w, const float* U, float* S, floa
     for (index_t s = 0; s < L; ++s) {
       if constexpr (Shape == GateShape::KeyChannel) {
         simd::transform<A>(
-            K, e + s * K, [](B k, B bl, B bs) { return k * decay_exp1<A>(bl - bs); },
-            w.Kc + s * K, bL, w.b + s * K);
+            K, e + s * K, [](B k, B bl, B bs) { return k * decay_exp1<A>(bl - bs); }, w.Kc + s * K,
+            bL, w.b + s * K);
       } else {
         const float x = bL[0] - w.b[s];
         simd::transform<A>(

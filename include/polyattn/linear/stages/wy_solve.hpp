@@ -28,14 +28,17 @@ void wy_solve(index_t L, const ChunkBuffers& w, const float* v, index_t v_st, co
     const float beta = w.beta[t];
     float* r = w.R + t * RW;
     const B bb(beta);
-    simd::transform<A>(V, r, [bb](B x) { return x * bb; }, v + t * v_st);
+    simd::transform<A>(
+        V, r, [bb](B x) { return x * bb; }, v + t * v_st);
     if constexpr (Shape == GateShape::KeyChannel)
       simd::transform<A>(
           K, r + V, [bb](B k, B e) { return k * e * bb; }, w.Kc + t * K, w.eb + t * K);
     else if constexpr (Shape == GateShape::Scalar)
-      simd::transform<A>(K, r + V, [f = B(beta * w.eb[t])](B k) { return k * f; }, w.Kc + t * K);
+      simd::transform<A>(
+          K, r + V, [f = B(beta * w.eb[t])](B k) { return k * f; }, w.Kc + t * K);
     else
-      simd::transform<A>(K, r + V, [f = B(beta)](B k) { return k * f; }, w.Kc + t * K);
+      simd::transform<A>(
+          K, r + V, [f = B(beta)](B k) { return k * f; }, w.Kc + t * K);
     simd::scale<A>(beta, w.KK + t * C, t);  // A[t,s] = β_t·KK[t,s]
   }
   for (index_t r0 = 0; r0 < L; r0 += kStrip) {
