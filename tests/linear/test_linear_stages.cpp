@@ -92,9 +92,8 @@ struct Chunk {
   // Log decay of channel i from token t−1 to t, from the float cumulative gates.
   double step_log(index_t t, index_t i) const {
     if (shape == GateShape::None) return 0.0;
-    const index_t c = shape == GateShape::KeyChannel ? i : 0;
-    const double bt = w.b[t * w.bK + c], bp = t == 0 ? 0.0 : w.b[(t - 1) * w.bK + c];
-    return bt - bp;
+    if (t > 0) return log_gap(t, t - 1, i);
+    return w.b[shape == GateShape::KeyChannel ? i : 0];
   }
   double log_gap(index_t t, index_t s, index_t i) const {  // b_t − b_s of channel i
     if (shape == GateShape::None) return 0.0;

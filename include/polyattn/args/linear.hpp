@@ -190,8 +190,12 @@ LinearDims validate_linear(const LinearInputs& in, const LinearOptions& opt,
   return d;
 }
 
+/// The scale multiplying q: the given one, else K^-0.5.
+inline double resolved_scale(std::optional<double> scale, index_t K) {
+  return scale ? *scale : 1.0 / std::sqrt(static_cast<double>(K));
+}
 inline double resolved_scale(const LinearOptions& opt, index_t K) {
-  return opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(K));
+  return resolved_scale(opt.scale, K);
 }
 
 // Constant per-head log-decays of the presets (docs/conventions.md §2).

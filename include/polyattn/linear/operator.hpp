@@ -185,8 +185,9 @@ class LinearAttention {
     decay_.check(in, d);
     update_.check(in, d);
     check::scale_and_eps(scale_opt, NormP::running_sum, norm_.eps);
+    const std::vector<Segment> segs = segments(d.B, d.T, in.cu_seqlens);
     if constexpr (std::is_same_v<Algo, Parallel>) {
-      for (const Segment& sg : segments(d.B, d.T, in.cu_seqlens))
+      for (const Segment& sg : segs)
         if (sg.length > linear::kParallelMaxT)
           throw Error("q", "Parallel materialises T×T per head; sequence length " +
                                std::to_string(sg.length) + " exceeds " +
@@ -206,10 +207,8 @@ class LinearAttention {
       o = View4<float>::contiguous(o_scratch.data(), o.shape());
     }
 
-    const std::vector<Segment> segs = segments(d.B, d.T, in.cu_seqlens);
     const index_t tasks = d.N * d.HV;
-    const auto scale =
-        static_cast<float>(scale_opt ? *scale_opt : 1.0 / std::sqrt(static_cast<double>(d.K)));
+    const auto scale = static_cast<float>(resolved_scale(scale_opt, d.K));
 
     // The problem of tokens [off, off + L) of sequence n, value head hv (no state yet).
     auto problem = [&](index_t n, index_t hv, index_t off, index_t L) {

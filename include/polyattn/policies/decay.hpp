@@ -26,7 +26,6 @@
 #pragma once
 
 #include <concepts>
-#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -97,10 +96,10 @@ struct ConstantDecay {
     if (!in.g_gamma.absent())
       throw Error("g_gamma", "given both in the inputs and by the ConstantDecay policy");
     check::gate_inputs(in, d, {});
-    if (static_cast<index_t>(g_gamma.size()) != d.HV)
-      throw Error("g_gamma", "expected shape [" + std::to_string(d.HV) +
-                                 "] ([HV], from the policy's values), got [" +
-                                 std::to_string(g_gamma.size()) + "]");
+    check::shape_is(
+        "g_gamma",
+        View1<const float>::contiguous(g_gamma.data(), {static_cast<index_t>(g_gamma.size())}),
+        {d.HV}, "[HV], the policy's values");
   }
   Gate bind(const LinearInputs& in, index_t, index_t, index_t h) const {
     return {g_gamma.empty() ? in.g_gamma(h) : g_gamma[static_cast<std::size_t>(h)]};

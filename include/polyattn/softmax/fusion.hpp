@@ -152,22 +152,13 @@ template <class P, class A>
 concept BindableFor = requires(const P& p, const HeadContext& c) { p.bind(c); } ||
                       requires(const P& p, const HeadContext& c) { p.template bind<A>(c); };
 
-/// The MaskPolicy of mask m for one (sequence, head): m.bind(c) when m has one, else m itself.
-template <simd::SimdArch A, FusionMask M>
-auto bind_mask(const M& m, const HeadContext& c) {
-  if constexpr (BindableFor<M, A>)
-    return hook_bind<A>(m, c);
+/// A user's mask or modifier for one (sequence, head): p.bind(c) when p has one, else p itself.
+template <simd::SimdArch A, class P>
+auto bind_or_self(const P& p, const HeadContext& c) {
+  if constexpr (BindableFor<P, A>)
+    return hook_bind<A>(p, c);
   else
-    return m;
-}
-
-/// The ScoreModifier of s for one (sequence, head): s.bind(c) when s has one, else s itself.
-template <simd::SimdArch A, FusionModifier S>
-auto bind_modifier(const S& s, const HeadContext& c) {
-  if constexpr (BindableFor<S, A>)
-    return hook_bind<A>(s, c);
-  else
-    return s;
+    return p;
 }
 
 // ---- Fusion<M, S>: a user's mask and modifier -------------------------------------------------
@@ -212,9 +203,9 @@ struct Fusion {
   }
   template <simd::SimdArch A = simd::scalar_arch>
   auto bind(const HeadContext& c) const {
-    using BM = decltype(bind_mask<A>(mask, c));
-    using BS = decltype(bind_modifier<A>(modifier, c));
-    return FusionBound<BM, BS>{bind_mask<A>(mask, c), bind_modifier<A>(modifier, c)};
+    using BM = decltype(bind_or_self<A>(mask, c));
+    using BS = decltype(bind_or_self<A>(modifier, c));
+    return FusionBound<BM, BS>{bind_or_self<A>(mask, c), bind_or_self<A>(modifier, c)};
   }
 };
 

@@ -122,12 +122,6 @@ inline RowStats<T> empty() noexcept {
   return {T(-std::numeric_limits<float>::infinity()), T(0.f)};
 }
 
-/// m, or 0 where m = −inf: the reference point of the exponentials.
-template <class T>
-inline T shift(const T& m) noexcept {
-  return impl::neg_inf_to_zero(m);
-}
-
 /// One tile with maximum `tile_max` arrives at a row whose max was `m_old`.
 template <class T>
 inline RowAdvance<T> advance(const T& m_old, const T& tile_max) noexcept {
