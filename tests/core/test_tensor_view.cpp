@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/expect_error.hpp"
 #include "common/test_util.hpp"
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/sequences.hpp"
@@ -23,23 +24,7 @@ using polyattn::TensorView;
 using polyattn::View4;
 namespace check = polyattn::check;
 
-// Runs f, expects polyattn::Error about `name`, and returns its message.
-template <class F>
-std::string expect_error(const char* name, F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.argument(), name);
-    const std::string what = e.what();
-    EXPECT_NE(what.find(std::string("'") + name + "'"), std::string::npos) << what;
-    return what;
-  } catch (...) {
-    ADD_FAILURE() << "wrong exception type for '" << name << "'";
-    return {};
-  }
-  ADD_FAILURE() << "no exception for '" << name << "'";
-  return {};
-}
+using polyattn::test::expect_error;
 
 TEST(TensorView, ContiguousStridesAreRowMajor) {
   std::vector<float> buf(2 * 3 * 4 * 5);

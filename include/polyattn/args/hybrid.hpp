@@ -23,6 +23,7 @@
 #include <string_view>
 
 #include "polyattn/core/error.hpp"
+#include "polyattn/core/overlap.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/core/validate.hpp"
 
@@ -191,6 +192,10 @@ BasedHybridDims validate_based_hybrid(const BasedHybridInputs& in, const BasedHy
   r.softmax_scale = h::resolve_scale("softmax_scale", opt.softmax_scale, r.D);
   if (!(opt.eps >= 0.0) || std::isinf(opt.eps))
     throw Error("eps", "must be finite and >= 0, got " + std::to_string(opt.eps));
+  check::writes_disjoint({memory::region("o", o)},
+                         {memory::region("q", in.q), memory::region("k", in.k),
+                          memory::region("v", in.v), memory::region("lin_q", in.lin_q),
+                          memory::region("lin_k", in.lin_k)});
   return r;
 }
 
@@ -209,6 +214,10 @@ LolcatsDims validate_lolcats(const LolcatsInputs& in, const LolcatsOptions& opt,
   r.scale = h::resolve_scale("scale", opt.scale, r.D);
   check::finite_positive("window_factor", opt.window_factor);
   r.gamma = opt.window_factor;
+  check::writes_disjoint({memory::region("o", o)},
+                         {memory::region("q", in.q), memory::region("k", in.k),
+                          memory::region("v", in.v), memory::region("phi_q", in.phi_q),
+                          memory::region("phi_k", in.phi_k)});
   return r;
 }
 
@@ -241,6 +250,11 @@ LigerDims validate_liger(const LigerInputs& in, const LigerOptions& opt,
   h::check_finite("beta", opt.beta);
   r.gla_scale = h::resolve_scale("gla_scale", opt.gla_scale, r.K);
   r.softmax_scale = h::resolve_scale("softmax_scale", opt.softmax_scale, r.D);
+  check::writes_disjoint(
+      {memory::region("o", o)},
+      {memory::region("q", in.q), memory::region("k", in.k), memory::region("v", in.v),
+       memory::region("lin_q", in.lin_q), memory::region("lin_k", in.lin_k),
+       memory::region("g", in.g), memory::region("gk", in.gk)});
   return r;
 }
 
@@ -265,6 +279,9 @@ AgentDims validate_agent(const AgentInputs& in, const AgentOptions& opt,
   check::required("o", o);
   check::shape_is("o", o, {r.B, r.T, r.H, r.V}, "[B, T, H, V] from q and v");
   r.scale = detail::hybrid_args::resolve_scale("scale", opt.scale, r.D);
+  check::writes_disjoint({memory::region("o", o)},
+                         {memory::region("q", in.q), memory::region("k", in.k),
+                          memory::region("v", in.v), memory::region("agents", in.agents)});
   return r;
 }
 

@@ -27,6 +27,7 @@
 #include <string_view>
 
 #include "polyattn/core/error.hpp"
+#include "polyattn/core/overlap.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/core/validate.hpp"
 
@@ -164,6 +165,22 @@ inline void beta_input(const LinearInputs& in, const LinearDims& d, bool needed)
   }
 }
 
+/// Outputs share no memory with each other or with the built-in input tensors, except the
+/// in-place state update: final_state may alias initial_state exactly (and final_z initial_z),
+/// which is how step() and engines that keep one state buffer use it. Call after the views
+/// are validated (extents known to fit).
+template <class Out>
+void linear_writes_disjoint(const LinearInputs& in, const LinearOutputs<Out>& out) {
+  using memory::region;
+  writes_disjoint({region("o", out.o), region("final_state", out.final_state),
+                   region("final_z", out.final_z)},
+                  {region("q", in.q), region("k", in.k), region("v", in.v),
+                   region("g_gamma", in.g_gamma), region("g", in.g), region("gk", in.gk),
+                   region("beta", in.beta), region("initial_state", in.initial_state),
+                   region("initial_z", in.initial_z)},
+                  {{"final_state", "initial_state"}, {"final_z", "initial_z"}});
+}
+
 /// The scale (when given) is finite; the normaliser's eps is finite and >= 0.
 inline void scale_and_eps(std::optional<double> scale, bool normalised, double eps) {
   if (scale && !std::isfinite(*scale))
@@ -187,6 +204,7 @@ LinearDims validate_linear(const LinearInputs& in, const LinearOptions& opt,
                       .gk = opt.decay == Decay::VectorPerToken});
   check::beta_input(in, d, opt.update == Update::Delta);
   check::scale_and_eps(opt.scale, sum, opt.eps);
+  check::linear_writes_disjoint(in, out);
   return d;
 }
 

@@ -13,12 +13,14 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <span>
 #include <string>
 
 #include "polyattn/core/block_mask.hpp"
 #include "polyattn/core/error.hpp"
+#include "polyattn/core/overlap.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/core/validate.hpp"
 
@@ -141,12 +143,23 @@ void validate_output(const SoftmaxDims& d, const TensorView<Out, 4>& o) {
   check::shape_is("o", o, {d.B, d.T, d.HQ, d.Dv}, "[B, T, HQ, Dv] from q and v");
 }
 
+/// Outputs (o, and lse / row_max where the operator writes them) share no memory with each other
+/// or with any input: no softmax operator works in place. Call on validated views.
+inline void softmax_writes_disjoint(const SoftmaxInputs& in,
+                                    std::initializer_list<memory::Region> outputs) {
+  using memory::region;
+  check::writes_disjoint(outputs, {region("q", in.q), region("k", in.k), region("v", in.v),
+                                   region("g", in.g), region("alibi_slopes", in.alibi_slopes),
+                                   region("sink", in.sink)});
+}
+
 /// Everything, output included. Call before writing any output element.
 template <class Out>
 SoftmaxDims validate(const SoftmaxInputs& in, const SoftmaxOptions& opt,
                      const TensorView<Out, 4>& o) {
   SoftmaxDims d = validate(in, opt);
   validate_output(d, o);
+  softmax_writes_disjoint(in, {memory::region("o", o)});
   return d;
 }
 

@@ -11,10 +11,12 @@
 
 #include <array>
 #include <cstdint>
+#include <new>
 #include <string>
 #include <vector>
 
 #include "polyattn/core/error.hpp"
+#include "polyattn/core/extent.hpp"
 #include "polyattn/core/tensor_view.hpp"
 
 namespace polyattn {
@@ -23,7 +25,8 @@ class BlockMask {
  public:
   BlockMask() = default;
 
-  // All blocks set to `visible`. Sizes must be non-negative, block sizes positive.
+  // All blocks set to `visible`. Sizes must be non-negative, block sizes positive, the byte count
+  // must fit in int64 and be allocatable (else polyattn::Error "block_mask").
   BlockMask(index_t batch, index_t heads, index_t q_blocks, index_t k_blocks, index_t block_q,
             index_t block_k, bool visible = false)
       : batch_(batch),
@@ -38,8 +41,14 @@ class BlockMask {
       throw Error("block_mask",
                   "block sizes must be positive, got block_q=" + std::to_string(block_q) +
                       " block_k=" + std::to_string(block_k));
-    bits_.assign(static_cast<std::size_t>(batch * heads * q_blocks * k_blocks),
-                 visible ? std::uint8_t{1} : std::uint8_t{0});
+    const std::array<index_t, 4> dims{batch, heads, q_blocks, k_blocks};
+    const index_t n = extent::count("block_mask", dims);
+    try {
+      bits_.assign(extent::bytes("block_mask", n, 1), visible ? std::uint8_t{1} : std::uint8_t{0});
+    } catch (const std::bad_alloc&) {
+      throw Error("block_mask", "cannot allocate " + std::to_string(n) + " bytes for shape " +
+                                    shape_string(dims));
+    }
   }
 
   // Mask sized for T queries and S keys: nQB = ceil(T/block_q), nKB = ceil(S/block_k).
@@ -54,7 +63,7 @@ class BlockMask {
   }
 
   static constexpr index_t blocks_for(index_t n, index_t block) {
-    return n <= 0 ? 0 : (n + block - 1) / block;
+    return n <= 0 ? 0 : n / block + (n % block != 0 ? 1 : 0);
   }
 
   index_t block_q() const noexcept { return block_q_; }

@@ -4,13 +4,18 @@
 // non-negative value), so element (i0,...,iR-1) lives at data + Σ i_k·stride_k.
 // Activations are always *indexed* as [B, T, H, D]; head-first memory [B, H, T, D] is
 // expressed by strides (see head_first()), never by copying. Recurrent states are
-// [B, H, K, V]. A default-constructed view is "absent" (used for optional arguments).
+// [B, H, K, V]. A default-constructed view is "absent" (used for optional arguments): null data
+// and every size 0. A view with null data and some size 0 is an empty tensor, not absent (an
+// empty std::vector's data() may be null). The factories below compute strides with overflow
+// checks (core/extent.hpp); validators check every view's element count and furthest offset.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+
+#include "polyattn/core/extent.hpp"
 
 namespace polyattn {
 
@@ -28,15 +33,10 @@ class TensorView {
   constexpr TensorView(T* data, const shape_type& shape, const shape_type& strides)
       : data_(data), shape_(shape), strides_(strides) {}
 
-  // Row-major (C order) view of contiguous memory.
+  // Row-major (C order) view of contiguous memory. @throws polyattn::Error ("shape") when the
+  // strides overflow int64.
   static constexpr TensorView contiguous(T* data, const shape_type& shape) {
-    shape_type strides{};
-    index_t s = 1;
-    for (std::size_t i = Rank; i-- > 0;) {
-      strides[i] = s;
-      s *= shape[i];
-    }
-    return TensorView(data, shape, strides);
+    return TensorView(data, shape, extent::row_major_strides(shape));
   }
 
   // A const view of the same memory.
@@ -51,8 +51,13 @@ class TensorView {
   constexpr const shape_type& strides() const noexcept { return strides_; }
   constexpr index_t size(std::size_t dim) const noexcept { return shape_[dim]; }
   constexpr index_t stride(std::size_t dim) const noexcept { return strides_[dim]; }
-  // True for a default-constructed (absent optional) view.
-  constexpr bool absent() const noexcept { return data_ == nullptr; }
+  // True for a default-constructed (absent optional) view: null data, every size 0.
+  constexpr bool absent() const noexcept {
+    if (data_ != nullptr) return false;
+    for (index_t s : shape_)
+      if (s != 0) return false;
+    return true;
+  }
 
   constexpr index_t numel() const noexcept {
     index_t n = 1;
@@ -103,7 +108,9 @@ constexpr View4<T> bthd(T* data, index_t B, index_t T_, index_t H, index_t D) {
 /// [B,T,H,D] view of contiguous head-first memory laid out as [B,H,T,D].
 template <class T>
 constexpr View4<T> head_first(T* data, index_t B, index_t T_, index_t H, index_t D) {
-  return View4<T>(data, {B, T_, H, D}, {H * T_ * D, D, T_ * D, 1});
+  const index_t head = extent::mul("shape", T_, D, "head-first stride T*D");
+  const index_t batch = extent::mul("shape", H, head, "head-first stride H*T*D");
+  return View4<T>(data, {B, T_, H, D}, {batch, D, head, 1});
 }
 
 /// [B,H,K,V] view of a contiguous recurrent state.

@@ -11,11 +11,14 @@
 #include <string_view>
 
 #include "polyattn/core/error.hpp"
+#include "polyattn/core/extent.hpp"
 #include "polyattn/core/tensor_view.hpp"
 
 namespace polyattn::check {
 
-// Sizes and strides must be non-negative; a non-empty view must have data.
+// Sizes and strides must be non-negative, the element count and the furthest element addressed
+// must fit in int64 (core/extent.hpp), and a non-empty view must have data (an empty one may
+// have null data, as an empty std::vector does).
 template <class T, std::size_t R>
 void well_formed(std::string_view name, const TensorView<T, R>& v) {
   for (std::size_t i = 0; i < R; ++i) {
@@ -23,13 +26,18 @@ void well_formed(std::string_view name, const TensorView<T, R>& v) {
     if (v.stride(i) < 0)
       throw Error(name, "negative stride in strides " + shape_string(v.strides()));
   }
-  if (v.data() == nullptr && v.numel() > 0) throw Error(name, "data pointer is null");
+  const index_t n = extent::count(name, v.shape());
+  const index_t last = extent::furthest(name, v.shape(), v.strides());
+  if (v.data() == nullptr && n > 0) throw Error(name, "data pointer is null");
+  if (n > 0)  // the addressed span fits in memory
+    extent::bytes(name, extent::add(name, last, 1, "the furthest offset"), sizeof(T));
 }
 
-// A required argument: present, well formed.
+// A required argument: present (not a default-constructed view), well formed. Zero-size
+// tensors are present.
 template <class T, std::size_t R>
 void required(std::string_view name, const TensorView<T, R>& v) {
-  if (v.data() == nullptr) throw Error(name, "is required but null");
+  if (v.absent()) throw Error(name, "is required but null");
   well_formed(name, v);
 }
 

@@ -208,7 +208,7 @@ class LolcatsDecoder {
     for (index_t b = 0; b < B; ++b)
       for (index_t h = 0; h < H; ++h) {
         const bool on = p - w >= 0;
-        const softmax::KVCache::Run r = on ? cache_.run(b, h, p - w) : softmax::KVCache::Run{};
+        const softmax::KVCache::Run r = on ? cache_.unchecked_run(b, h, p - w) : softmax::KVCache::Run{};
         for (index_t c = 0; c < F_; ++c) kin(b, 0, h, c) = on ? r.k[D + c] : 0.f;
         for (index_t e = 0; e < V; ++e) vin(b, 0, h, e) = on ? r.v[e] : 0.f;
         vin(b, 0, h, V) = on ? 1.f : 0.f;
@@ -232,7 +232,7 @@ class LolcatsDecoder {
       std::vector<double> O(static_cast<std::size_t>(V), 0.0);
       softmax::RowStats<double> st = softmax::online::empty<double>();  // m and Z = Σ e^{s − m}
       for (index_t j = j0; j <= p; ++j) {
-        const softmax::KVCache::Run r = cache_.run(b, h, j);
+        const softmax::KVCache::Run r = cache_.unchecked_run(b, h, j);
         double dot = 0.0;
         for (index_t c = 0; c < D; ++c) dot += static_cast<double>(in.q(b, 0, h, c)) * r.k[c];
         const double s = scale_ * dot;

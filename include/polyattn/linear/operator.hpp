@@ -185,6 +185,12 @@ class LinearAttention {
     decay_.check(in, d);
     update_.check(in, d);
     check::scale_and_eps(scale_opt, NormP::running_sum, norm_.eps);
+    {  // against the caller's q and k (in.q, in.k may be the feature map's copies)
+      LinearInputs caller = in;
+      caller.q = in_raw.q;
+      caller.k = in_raw.k;
+      check::linear_writes_disjoint(caller, out);
+    }
     const std::vector<Segment> segs = segments(d.B, d.T, in.cu_seqlens);
     if constexpr (std::is_same_v<Algo, Parallel>) {
       for (const Segment& sg : segs)

@@ -72,6 +72,7 @@
 #include <vector>
 
 #include "polyattn/core/error.hpp"
+#include "polyattn/core/overlap.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/core/validate.hpp"
 
@@ -428,20 +429,6 @@ class Performer {
 
 // ---- apply_rows -------------------------------------------------------------------------------
 
-namespace detail::fmap {
-
-// [first byte, one past the last byte] of the memory a view touches, as integers
-// (numel > 0, non-negative strides).
-template <class T>
-std::pair<std::uintptr_t, std::uintptr_t> byte_extent(const TensorView<T, 4>& v) {
-  index_t last = 0;
-  for (std::size_t i = 0; i < 4; ++i) last += (v.size(i) - 1) * v.stride(i);
-  const auto lo = reinterpret_cast<std::uintptr_t>(v.data());
-  return {lo, lo + static_cast<std::uintptr_t>(last) * sizeof(T) + sizeof(T)};
-}
-
-}  // namespace detail::fmap
-
 // out[b,t,h,:] = φ(x[b,t,h,:]) for every row. Any non-negative strides on both views (a row
 // whose inner stride is not 1 goes through a small contiguous buffer). Validates everything
 // before writing: x and out well formed, out shape [B,T,H,map.out_dim(D)], out not overlapping
@@ -453,12 +440,8 @@ void apply_rows(const Map& map, TensorView<const float, 4> x, TensorView<float, 
   const index_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3);
   const index_t F = map.out_dim(D);
   check::shape_is("out", out, {B, T, H, F}, "[B, T, H, out_dim(D)] from x");
+  check::writes_disjoint({memory::region("out", out)}, {memory::region("x", x)});
   if (out.numel() == 0) return;
-  if (x.numel() > 0) {
-    const auto [xlo, xhi] = detail::fmap::byte_extent(x);
-    const auto [olo, ohi] = detail::fmap::byte_extent(TensorView<const float, 4>(out));
-    if (olo < xhi && xlo < ohi) throw Error("out", "must not overlap the memory of x");
-  }
 
   const bool x_unit = x.stride(3) == 1 || D <= 1;
   const bool o_unit = out.stride(3) == 1 || F <= 1;

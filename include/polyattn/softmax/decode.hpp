@@ -23,6 +23,7 @@
 
 #include "polyattn/args/softmax.hpp"
 #include "polyattn/core/executor.hpp"
+#include "polyattn/core/overlap.hpp"
 #include "polyattn/core/simd/arch.hpp"
 #include "polyattn/core/simd/dispatch.hpp"
 #include "polyattn/core/simd/gemm.hpp"
@@ -169,7 +170,7 @@ void DecodeSplitKernel::operator()(A) const {
   const auto for_visible = [&](auto&& f) {
     for (const auto& rg : ranges)
       for (index_t j = rg[0]; j < rg[1];) {
-        const KVCache::Run r = C.run(b, hk, j);
+        const KVCache::Run r = C.unchecked_run(b, hk, j);
         const index_t cnt = std::min(r.count, rg[1] - j);
         f(r, j, cnt);
         j += cnt;
@@ -218,11 +219,11 @@ void DecodeSplitKernel::operator()(A) const {
     for (index_t c = n; c < npad; ++c) srow[c] = ninf;
     double g_ref = 0.0;
     if (mods.forget) {
-      g_ref = C.gate_cumsum(b, h, p);
+      g_ref = C.unchecked_gate_cumsum(b, h, p);
       std::fill(gk, gk + npad, 0.f);  // keys outside the visible ranges may be dropped
       for (const auto& rg : ranges)
         for (index_t jj = rg[0]; jj < rg[1]; ++jj)
-          gk[jj - j0] = static_cast<float>(C.gate_cumsum(b, h, jj) - g_ref);
+          gk[jj - j0] = static_cast<float>(C.unchecked_gate_cumsum(b, h, jj) - g_ref);
     }
     mods.alibi = alibi;
     if (alibi) mods.alibi_slope = P.in->alibi_slopes(h);
@@ -318,6 +319,12 @@ void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOpt
   if (!in.alibi_slopes.absent()) check::shape_is("alibi_slopes", in.alibi_slopes, {HQ}, "[HQ]");
   check::well_formed("sink", in.sink);
   if (!in.sink.absent()) check::shape_is("sink", in.sink, {HQ}, "[HQ]");
+  {
+    using memory::region;
+    check::writes_disjoint({region("o", o), region("lse", lse)},
+                           {region("q", in.q), region("alibi_slopes", in.alibi_slopes),
+                            region("sink", in.sink)});
+  }
   if (cache.gate_heads() > 0 && cache.gate_heads() != HQ)
     throw Error("cache", "keeps gates for " + std::to_string(cache.gate_heads()) +
                              " heads; the query has " + std::to_string(HQ));

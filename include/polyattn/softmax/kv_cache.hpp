@@ -12,15 +12,26 @@
 //                               drop_before(b, j) returns the pages that only hold tokens < j to
 //                               a free list (positions stay absolute), so a sliding-window
 //                               decoder (hybrid models) keeps O(window + page) memory.
-// append() validates everything (shapes, capacity) before changing anything.
+// append() validates everything (shapes, capacity) and allocates the pages it needs before
+// changing anything. Sizes are overflow-checked (core/extent.hpp); an allocation that fails is a
+// polyattn::Error naming capacity / page_size, not std::bad_alloc. Every accessor taking a
+// sequence, head or position checks it (polyattn::Error); the kernels use the unchecked_*
+// forms after validating their call.
+// Thread safety: a KVCache is a plain value with no internal locking. Any number of threads may
+// read it at once (flash_decode, the const accessors); append, append_to, clear and drop_before
+// modify it and must not run concurrently with anything else on the same cache (including a
+// flash_decode reading it): the caller serialises them, e.g. append, then decode.
 #pragma once
 
 #include <algorithm>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
+#include "polyattn/core/block_mask.hpp"
 #include "polyattn/core/error.hpp"
+#include "polyattn/core/extent.hpp"
 #include "polyattn/core/simd/arch.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/core/validate.hpp"
@@ -52,13 +63,31 @@ class KVCache {
       throw Error("gate_heads", "must be >= 0, got " + std::to_string(opt.gate_heads));
     if (opt.page_size == 0 && opt.capacity == 0)
       throw Error("capacity", "a contiguous cache (page_size 0) needs a positive capacity");
-    Dp_ = (D_ + kRowPad - 1) / kRowPad * kRowPad;
-    Dvp_ = (Dv_ + kRowPad - 1) / kRowPad * kRowPad;
+    Dp_ = padded(head_dim, "head_dim");
+    Dvp_ = padded(value_dim, "value_dim");
     page_ = opt.page_size > 0 ? opt.page_size : opt.capacity;
-    len_.assign(static_cast<std::size_t>(B_), 0);
-    first_kept_.assign(static_cast<std::size_t>(B_), 0);
-    last_G_.assign(static_cast<std::size_t>(B_ * opt.gate_heads), 0.0);
-    table_.resize(static_cast<std::size_t>(B_));
+    // The sizes of one page, checked once here so that no later product can overflow.
+    const char* page_arg = opt.page_size > 0 ? "page_size" : "capacity";
+    const index_t rows = extent::mul(page_arg, HKV_, page_, "kv_heads x page rows");
+    page_k_ = extent::bytes(page_arg, extent::mul(page_arg, rows, Dp_, "key floats per page"),
+                            sizeof(float)) /
+              sizeof(float);
+    page_v_ = extent::bytes(page_arg, extent::mul(page_arg, rows, Dvp_, "value floats per page"),
+                            sizeof(float)) /
+              sizeof(float);
+    page_G_ = extent::bytes(page_arg,
+                            extent::mul(page_arg, page_, opt.gate_heads, "gates per page"),
+                            sizeof(double)) /
+              sizeof(double);
+    const index_t gates = extent::mul("gate_heads", B_, opt.gate_heads, "batch x gate_heads");
+    try {
+      len_.assign(static_cast<std::size_t>(B_), 0);
+      first_kept_.assign(static_cast<std::size_t>(B_), 0);
+      last_G_.assign(extent::bytes("gate_heads", gates, sizeof(double)) / sizeof(double), 0.0);
+      table_.resize(static_cast<std::size_t>(B_));
+    } catch (const std::bad_alloc&) {
+      throw Error("batch", "cannot allocate the tables of " + std::to_string(B_) + " sequences");
+    }
     if (opt.page_size == 0)
       for (index_t b = 0; b < B_; ++b) add_page(b);
   }
@@ -70,7 +99,7 @@ class KVCache {
   index_t gate_heads() const noexcept { return opt_.gate_heads; }
   index_t capacity() const noexcept { return opt_.capacity; }
   index_t page_size() const noexcept { return page_; }
-  index_t length(index_t b) const { return len_.at(static_cast<std::size_t>(b)); }
+  index_t length(index_t b) const { return len_[sequence(b)]; }
   index_t key_stride() const noexcept { return Dp_; }  // floats between key rows of a page
   index_t value_stride() const noexcept { return Dvp_; }
 
@@ -79,25 +108,20 @@ class KVCache {
   /// @throws polyattn::Error (shape, capacity) before anything changes
   void append(View4<const float> k, View4<const float> v, View3<const float> g = {}) {
     check_append(k, v, g, B_);
+    for (index_t b = 0; b < B_; ++b) reserve(b, k.size(1));
     for (index_t b = 0; b < B_; ++b) write(b, b, k, v, g);
   }
 
   // Appends n tokens to sequence b only: k [1, n, HKV, D], v [1, n, HKV, Dv], g [1, n, gate_heads].
   void append_to(index_t b, View4<const float> k, View4<const float> v, View3<const float> g = {}) {
-    if (b < 0 || b >= B_)
-      throw Error(
-          "b", "sequence " + std::to_string(b) + " out of range [0, " + std::to_string(B_) + ")");
+    sequence(b);
     check_append(k, v, g, 1, b);
+    reserve(b, k.size(1));
     write(b, 0, k, v, g);
   }
 
-  // Forgets every token (pages stay allocated).
+  // Forgets every token (pages stay allocated; dropped ones are taken again by the next append).
   void clear() noexcept {
-    for (index_t b = 0; b < B_; ++b) {
-      auto& tab = table_[static_cast<std::size_t>(b)];
-      for (index_t& id : tab)
-        if (id < 0) id = take_page();
-    }
     std::fill(len_.begin(), len_.end(), 0);
     std::fill(first_kept_.begin(), first_kept_.end(), 0);
   }
@@ -106,9 +130,7 @@ class KVCache {
   // (j ≤ length(b)); later decodes must not need those keys (flash_decode checks). A
   // contiguous cache keeps its memory and only records the position.
   void drop_before(index_t b, index_t j) {
-    if (b < 0 || b >= B_)
-      throw Error(
-          "b", "sequence " + std::to_string(b) + " out of range [0, " + std::to_string(B_) + ")");
+    sequence(b);
     if (j < 0 || j > len_[static_cast<std::size_t>(b)])
       throw Error("j", "must be in [0, length " +
                            std::to_string(len_[static_cast<std::size_t>(b)]) + "], got " +
@@ -124,27 +146,47 @@ class KVCache {
       }
   }
   // First position of sequence b whose key is still held (0 unless drop_before was called).
-  index_t first_kept(index_t b) const { return first_kept_.at(static_cast<std::size_t>(b)); }
+  index_t first_kept(index_t b) const { return first_kept_[sequence(b)]; }
   // Pages currently allocated (in use or free), for memory accounting.
   index_t pages_allocated() const noexcept { return static_cast<index_t>(pages_.size()); }
 
   // Rows of kv head hk from token j of sequence b to the end of its page (count rows). The
-  // returned pointers address row j; rows follow at key_stride() / value_stride().
+  // returned pointers address row j; rows follow at key_stride() / value_stride(). The rows
+  // past length(b) of the last page are zeros.
   struct Run {
     const float* k;
     const float* v;
     const double* G;  // [count][gate_heads] or null
     index_t count;
   };
-  Run run(index_t b, index_t hk, index_t j) const noexcept {
+  /// @throws polyattn::Error for b, hk out of range or j outside [first_kept(b), length(b)).
+  Run run(index_t b, index_t hk, index_t j) const {
+    check_position(b, j);
+    if (hk < 0 || hk >= HKV_)
+      throw Error("hk", "kv head " + std::to_string(hk) + " out of range [0, " +
+                            std::to_string(HKV_) + ")");
+    return unchecked_run(b, hk, j);
+  }
+  // G of sequence b, gate head h, at token j. @throws polyattn::Error as run(), or for a cache
+  // without gates / h outside [0, gate_heads).
+  double gate_cumsum(index_t b, index_t h, index_t j) const {
+    check_position(b, j);
+    if (h < 0 || h >= opt_.gate_heads)
+      throw Error("h", "gate head " + std::to_string(h) + " out of range [0, " +
+                           std::to_string(opt_.gate_heads) + ") (gate_heads of the cache)");
+    return unchecked_gate_cumsum(b, h, j);
+  }
+  // The same without checks, for kernels that validated b, hk / h and j.
+  Run unchecked_run(index_t b, index_t hk, index_t j) const noexcept {
     const Page& pg = *pages_[static_cast<std::size_t>(
         table_[static_cast<std::size_t>(b)][static_cast<std::size_t>(j / page_)])];
     const index_t o = j % page_;
     return {pg.k.get() + (hk * page_ + o) * Dp_, pg.v.get() + (hk * page_ + o) * Dvp_,
             pg.G ? pg.G.get() + o * opt_.gate_heads : nullptr, page_ - o};
   }
-  // G of sequence b, gate head h, at token j (requires gate_heads > h).
-  double gate_cumsum(index_t b, index_t h, index_t j) const noexcept { return run(b, 0, j).G[h]; }
+  double unchecked_gate_cumsum(index_t b, index_t h, index_t j) const noexcept {
+    return unchecked_run(b, 0, j).G[h];
+  }
 
  private:
   struct Page {
@@ -152,22 +194,60 @@ class KVCache {
     std::unique_ptr<double[]> G;
   };
 
-  // A free page, or a new one (zero-filled, so row padding stays zero).
+  // b as an index, or Error("b").
+  std::size_t sequence(index_t b) const {
+    if (b < 0 || b >= B_)
+      throw Error(
+          "b", "sequence " + std::to_string(b) + " out of range [0, " + std::to_string(B_) + ")");
+    return static_cast<std::size_t>(b);
+  }
+  void check_position(index_t b, index_t j) const {
+    const std::size_t s = sequence(b);
+    if (j < first_kept_[s] || j >= len_[s])
+      throw Error("j", "position " + std::to_string(j) + " of sequence " + std::to_string(b) +
+                           " is not held: the cache holds [" + std::to_string(first_kept_[s]) +
+                           ", " + std::to_string(len_[s]) + ")");
+  }
+  static index_t padded(index_t n, const char* name) {
+    return extent::mul(name, (n + kRowPad - 1) / kRowPad, kRowPad, "padded row length");
+  }
+
+  // A free page, or a new one (zero-filled, so row padding stays zero). An allocation that fails
+  // is Error("capacity") for a contiguous cache, Error("page_size") for a paged one.
   index_t take_page() {
     if (!free_.empty()) {
       const index_t id = free_.back();
       free_.pop_back();
       return id;
     }
-    auto pg = std::make_unique<Page>();
-    pg->k = std::make_unique<float[]>(static_cast<std::size_t>(HKV_ * page_ * Dp_));  // zeroed
-    pg->v = std::make_unique<float[]>(static_cast<std::size_t>(HKV_ * page_ * Dvp_));
-    if (opt_.gate_heads > 0)
-      pg->G = std::make_unique<double[]>(static_cast<std::size_t>(page_ * opt_.gate_heads));
-    pages_.push_back(std::move(pg));
+    try {
+      auto pg = std::make_unique<Page>();
+      pg->k = std::make_unique<float[]>(page_k_);  // value-initialised: zeros
+      pg->v = std::make_unique<float[]>(page_v_);
+      if (opt_.gate_heads > 0) pg->G = std::make_unique<double[]>(page_G_);
+      pages_.push_back(std::move(pg));
+    } catch (const std::bad_alloc&) {
+      const bool paged = opt_.page_size > 0;
+      throw Error(paged ? "page_size" : "capacity",
+                  "cannot allocate a cache page of " + std::to_string(page_) + " tokens (" +
+                      std::to_string((page_k_ + page_v_) * sizeof(float) +
+                                     page_G_ * sizeof(double)) +
+                      " bytes)");
+    }
     return static_cast<index_t>(pages_.size()) - 1;
   }
   void add_page(index_t b) { table_[static_cast<std::size_t>(b)].push_back(take_page()); }
+
+  // Pages for n more tokens of sequence b, allocated before any token is written (a failure
+  // leaves lengths and contents unchanged; pages already taken stay with the sequence, empty).
+  void reserve(index_t b, index_t n) {
+    auto& tab = table_[static_cast<std::size_t>(b)];
+    const index_t first = len_[static_cast<std::size_t>(b)] / page_;
+    const index_t need = BlockMask::blocks_for(len_[static_cast<std::size_t>(b)] + n, page_);
+    for (index_t pi = first; pi < need && pi < static_cast<index_t>(tab.size()); ++pi)
+      if (tab[static_cast<std::size_t>(pi)] < 0) tab[static_cast<std::size_t>(pi)] = take_page();
+    while (static_cast<index_t>(tab.size()) < need) add_page(b);
+  }
 
   void check_append(const View4<const float>& k, const View4<const float>& v,
                     const View3<const float>& g, index_t rows, index_t only = -1) const {
@@ -184,10 +264,14 @@ class KVCache {
       throw Error(
           "g", "this cache keeps no gates (gate_heads = 0), got shape " + shape_string(g.shape()));
     }
+    for (index_t b = 0; b < B_; ++b) {
+      if (only >= 0 && b != only) continue;
+      extent::add("k", len_[static_cast<std::size_t>(b)], n, "sequence length after append");
+    }
     if (opt_.capacity > 0)
       for (index_t b = 0; b < B_; ++b) {
         if (only >= 0 && b != only) continue;
-        if (len_[static_cast<std::size_t>(b)] + n > opt_.capacity)
+        if (n > opt_.capacity - len_[static_cast<std::size_t>(b)])
           throw Error("k", "appending " + std::to_string(n) + " tokens to sequence " +
                                std::to_string(b) + " of length " +
                                std::to_string(len_[static_cast<std::size_t>(b)]) +
@@ -225,6 +309,7 @@ class KVCache {
   index_t B_, HKV_, D_, Dv_;
   KVCacheOptions opt_;
   index_t Dp_ = 0, Dvp_ = 0, page_ = 0;
+  std::size_t page_k_ = 0, page_v_ = 0, page_G_ = 0;  // elements per page
   std::vector<index_t> len_, first_kept_;
   std::vector<double> last_G_;               // running gate cumsum per (sequence, gate head)
   std::vector<std::vector<index_t>> table_;  // page ids per sequence; −1 = dropped
