@@ -9,6 +9,10 @@
 //   prefill-short/<preset>/parallel/T:512/threads:1   the masked T×T form, for comparison
 //   decode-linear/<preset>/step/B:8/threads:N         one token, B8 H16 K=V=128, the state
 //                                                     [B,H,K,V] read and written in place
+//   steep-gates/<preset>/<algo>/g:<x>/threads:1       gated_delta_rule and gla at T 4096 with
+//                                                     every log-gate = x (−0.1, −10, −80): decays
+//                                                     that underflow must cost no more than
+//                                                     ordinary ones (no subnormal arithmetic)
 // chunked* and parallel cases exist only when polyattn/linear/chunked.hpp is present.
 //
 // Counters (bench_common.hpp; plain values from the time per iteration): head_tokens/s
@@ -197,6 +201,33 @@ void bm_prefill(benchmark::State& st, const Op& op, index_t T, int threads) {
                               head_tokens * flops_per_head_token<Alg>(opt, T), threads);
 }
 
+// prefill at T with every log-gate equal to `log_gate` (g or gk, whichever the preset reads).
+template <class Alg, class Op>
+void bm_steep(benchmark::State& st, const Op& op, index_t T, float log_gate) {
+  const polyattn::LinearOptions opt = op.options();
+  PrefillData& d = prefill_data(T, false);
+  const std::size_t rows = static_cast<std::size_t>(T * kH);
+  const std::vector<float> g(rows, log_gate), gk(rows * kK, log_gate);
+  const polyattn::LinearInputs in = inputs_for(op, d.q, d.k, d.v, g, gk, d.beta, 1, T);
+  std::vector<float> ht(static_cast<std::size_t>(kH * kK * kV));
+  const polyattn::LinearOutputs<float> out{.o = polyattn::bthd(d.o.data(), 1, T, kH, kV),
+                                           .final_state = polyattn::bhkv(ht.data(), 1, kH, kK, kV)};
+  const pb::LoopTimer timer(1);
+  for (auto _ : st) {
+    try {
+      op.template forward<Alg>(in, out);
+    } catch (const std::exception& e) {
+      st.SkipWithError(e.what());
+      break;
+    }
+    benchmark::ClobberMemory();
+  }
+  const double seconds = timer.per_iteration(st);
+  const double head_tokens = static_cast<double>(T * kH);
+  pb::set_throughput_counters(st, seconds, head_tokens,
+                              head_tokens * flops_per_head_token<Alg>(opt, T), 1);
+}
+
 template <class Op>
 void bm_decode(benchmark::State& st, const Op& op, int threads) {
   const index_t B = kDecodeB;
@@ -307,6 +338,28 @@ void register_all() {
   add_prefill<polyattn::Parallel>("prefill-short", "gated_delta_rule",
                                   polyattn::presets::make_gated_delta_rule(), 512, 1);
   add_prefill<polyattn::Parallel>("prefill-short", "gla", polyattn::presets::gla{}, 512, 1);
+
+  // steep-gates: the same work with log-gates of −0.1, −10 and −80.
+  auto add_steep = [](const std::string& preset, const auto& op) {
+    auto one = [&](auto algo, float x) {
+      using Alg = decltype(algo);
+      char gname[16];
+      std::snprintf(gname, sizeof gname, "%g", static_cast<double>(x));
+      const std::string name =
+          "steep-gates/" + preset + "/" + algo_name<Alg>() + "/g:" + gname + "/threads:1";
+      benchmark::RegisterBenchmark(
+          name.c_str(), [op, x](benchmark::State& st) { bm_steep<Alg>(st, op, 4096, x); })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    };
+    for (const float x : {-0.1f, -10.f, -80.f}) {
+      one(Recurrent{}, x);
+      one(polyattn::Chunked<16>{}, x);
+      one(polyattn::Chunked<64>{}, x);
+    }
+  };
+  add_steep("gated_delta_rule", polyattn::presets::make_gated_delta_rule());
+  add_steep("gla", polyattn::presets::gla{});
 
   // decode-linear: B8 H16, one token per sequence, state in place.
   for_each_preset([&](const std::string& name, const auto& op) {

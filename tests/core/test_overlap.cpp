@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "common/expect_error.hpp"
 #include "polyattn/core/extent.hpp"
 #include "polyattn/core/overlap.hpp"
 #include "polyattn/core/validate.hpp"
-#include "common/expect_error.hpp"
 
 namespace {
 
@@ -75,7 +75,8 @@ std::set<std::int64_t> bytes_of(const memory::Region& r) {
     for (int k = 0; k < r.rank; ++k) a += idx[static_cast<std::size_t>(k)] * r.stride[k];
     for (std::int64_t e = 0; e < r.elem; ++e) out.insert(a + e);
     int k = r.rank - 1;
-    while (k >= 0 && ++idx[static_cast<std::size_t>(k)] == r.size[k]) idx[static_cast<std::size_t>(k--)] = 0;
+    while (k >= 0 && ++idx[static_cast<std::size_t>(k)] == r.size[k])
+      idx[static_cast<std::size_t>(k--)] = 0;
     if (k < 0) break;
   }
   return out;
@@ -153,9 +154,8 @@ TEST(Overlap, PackedAndHeadFirstLayouts) {
   const auto q2 = polyattn::bthd(static_cast<const float*>(tok.data()), B, T, H, D);
   const auto o_hf = polyattn::head_first(tok.data(), B, T, H, D);
   const auto o_same = polyattn::bthd(tok.data(), B, T, H, D);
-  const std::string m = expect_error("o", [&] {
-    check::writes_disjoint({memory::region("o", o_hf)}, {memory::region("q", q2)});
-  });
+  const std::string m = expect_error(
+      "o", [&] { check::writes_disjoint({memory::region("o", o_hf)}, {memory::region("q", q2)}); });
   EXPECT_NE(m.find("'q'"), std::string::npos) << m;
   expect_error("o", [&] {
     check::writes_disjoint({memory::region("o", o_same)}, {memory::region("q", q2)});

@@ -42,7 +42,7 @@ TEST(MisuseOverflow, HugeZeroStrideTensorsAreRejectedNotRun) {
   const View4<float> ohuge(&o, {1, n, n, 4}, {0, 0, 0, 0});
   expect_error("q", [&] {
     pa::presets::linear_attn{}.forward(pa::LinearInputs{.q = huge, .k = huge, .v = huge},
-                                     pa::LinearOutputs<float>{.o = ohuge});
+                                       pa::LinearOutputs<float>{.o = ohuge});
   });
   expect_error("q", [&] {
     pa::softmax::flash_attention(pa::SoftmaxInputs{.q = huge, .k = huge, .v = huge}, {}, ohuge);
@@ -55,9 +55,7 @@ TEST(MisuseOverflow, KVCacheAndBlockMaskSizes) {
   expect_error("page_size", [] { KVCache(1, 16, 64, 64, {.page_size = index_t{1} << 60}); });
   // Representable but not allocatable: a named error, not std::bad_alloc.
   expect_error("capacity", [] { KVCache(1, 1, 16, 16, {.capacity = index_t{1} << 44}); });
-  expect_error("block_mask", [] {
-    pa::BlockMask(1 << 16, 1 << 16, 1 << 16, 1 << 16, 16, 16);
-  });
+  expect_error("block_mask", [] { pa::BlockMask(1 << 16, 1 << 16, 1 << 16, 1 << 16, 16, 16); });
   expect_error("block_mask", [] { pa::BlockMask(1, 1, index_t{1} << 40, 1 << 20, 16, 16); });
   EXPECT_EQ(pa::BlockMask::blocks_for(std::numeric_limits<index_t>::max(), 2),
             std::numeric_limits<index_t>::max() / 2 + 1);
@@ -108,12 +106,10 @@ TEST(MisuseOverlap, OutputWithZeroOrInterleavedStrides) {
   std::vector<float> o(B * T * H * D, kSentinel);
   const View4<float> zero(o.data(), {B, T, H, D}, {0, 0, D, 1});
   const View4<float> interleaved(o.data(), {B, T, H, D}, {T * H * D, 2, 1, 4});
-  expect_error("o", [&] {
-    pa::presets::linear_attn{}.forward({.q = qv, .k = qv, .v = qv}, {.o = zero});
-  });
-  expect_error("o", [&] {
-    pa::softmax::flash_attention({.q = qv, .k = qv, .v = qv}, {}, interleaved);
-  });
+  expect_error(
+      "o", [&] { pa::presets::linear_attn{}.forward({.q = qv, .k = qv, .v = qv}, {.o = zero}); });
+  expect_error("o",
+               [&] { pa::softmax::flash_attention({.q = qv, .k = qv, .v = qv}, {}, interleaved); });
   EXPECT_TRUE(all_equal(o, kSentinel));
 }
 
@@ -244,14 +240,16 @@ TEST(ZeroSize, SoftmaxWithoutQueriesOrKeys) {
   const auto q = random_vector(B * T * H * D, 1);
   // T = 0: nothing to compute.
   std::vector<float> o_none;
-  EXPECT_NO_THROW(pa::softmax::flash_attention(
-      {.q = pa::bthd(none.data(), B, 0, H, D), .k = pa::bthd(none.data(), B, 0, H, D),
-       .v = pa::bthd(none.data(), B, 0, H, D)},
-      {.causal = true}, pa::bthd(o_none.data(), B, 0, H, D)));
+  EXPECT_NO_THROW(pa::softmax::flash_attention({.q = pa::bthd(none.data(), B, 0, H, D),
+                                                .k = pa::bthd(none.data(), B, 0, H, D),
+                                                .v = pa::bthd(none.data(), B, 0, H, D)},
+                                               {.causal = true},
+                                               pa::bthd(o_none.data(), B, 0, H, D)));
   // S = 0: every query sees no key → zeros, lse −inf (docs/conventions.md §5.5).
   std::vector<float> o(B * T * H * D, kSentinel), lse(B * T * H, kSentinel);
   pa::softmax::flash_attention(
-      {.q = pa::bthd(q.data(), B, T, H, D), .k = pa::bthd(none.data(), B, 0, H, D),
+      {.q = pa::bthd(q.data(), B, T, H, D),
+       .k = pa::bthd(none.data(), B, 0, H, D),
        .v = pa::bthd(none.data(), B, 0, H, D)},
       {}, {.o = pa::bthd(o.data(), B, T, H, D), .lse = pa::bth(lse.data(), B, T, H)});
   EXPECT_TRUE(all_equal(o, 0.f));

@@ -240,7 +240,10 @@ TEST(LinearStages, GramMatricesAreGatedAndCausal) {
   for (simd::Isa isa : isas())
     for (GateShape s : kShapes)
       for (index_t L : {1, 17, 64})
-        for (float lo : {-0.3f, -3.f}) {  // -3: key-channel range > kFactorRange → pairwise path
+        // Key-channel gates: −0.3 factorises the whole chunk; −3 exceeds kFactorRange over the
+        // chunk but not within a strip of 16 (strips factorised around their first token); −10
+        // exceeds it within a strip too (pairs, most of them flushed to exactly 0).
+        for (float lo : {-0.3f, -3.f, -10.f}) {
           if (s != GateShape::KeyChannel && lo < -1.f) continue;
           Chunk c(L, 64, K, 8, s, 31 + L, lo, lo / 3);
           StageArgs a = c.args(Stage::Gram);

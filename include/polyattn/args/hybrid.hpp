@@ -192,10 +192,10 @@ BasedHybridDims validate_based_hybrid(const BasedHybridInputs& in, const BasedHy
   r.softmax_scale = h::resolve_scale("softmax_scale", opt.softmax_scale, r.D);
   if (!(opt.eps >= 0.0) || std::isinf(opt.eps))
     throw Error("eps", "must be finite and >= 0, got " + std::to_string(opt.eps));
-  check::writes_disjoint({memory::region("o", o)},
-                         {memory::region("q", in.q), memory::region("k", in.k),
-                          memory::region("v", in.v), memory::region("lin_q", in.lin_q),
-                          memory::region("lin_k", in.lin_k)});
+  check::writes_disjoint(
+      {memory::region("o", o)},
+      {memory::region("q", in.q), memory::region("k", in.k), memory::region("v", in.v),
+       memory::region("lin_q", in.lin_q), memory::region("lin_k", in.lin_k)});
   return r;
 }
 
@@ -214,10 +214,10 @@ LolcatsDims validate_lolcats(const LolcatsInputs& in, const LolcatsOptions& opt,
   r.scale = h::resolve_scale("scale", opt.scale, r.D);
   check::finite_positive("window_factor", opt.window_factor);
   r.gamma = opt.window_factor;
-  check::writes_disjoint({memory::region("o", o)},
-                         {memory::region("q", in.q), memory::region("k", in.k),
-                          memory::region("v", in.v), memory::region("phi_q", in.phi_q),
-                          memory::region("phi_k", in.phi_k)});
+  check::writes_disjoint(
+      {memory::region("o", o)},
+      {memory::region("q", in.q), memory::region("k", in.k), memory::region("v", in.v),
+       memory::region("phi_q", in.phi_q), memory::region("phi_k", in.phi_k)});
   return r;
 }
 

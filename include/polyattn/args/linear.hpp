@@ -172,13 +172,12 @@ inline void beta_input(const LinearInputs& in, const LinearDims& d, bool needed)
 template <class Out>
 void linear_writes_disjoint(const LinearInputs& in, const LinearOutputs<Out>& out) {
   using memory::region;
-  writes_disjoint({region("o", out.o), region("final_state", out.final_state),
-                   region("final_z", out.final_z)},
-                  {region("q", in.q), region("k", in.k), region("v", in.v),
-                   region("g_gamma", in.g_gamma), region("g", in.g), region("gk", in.gk),
-                   region("beta", in.beta), region("initial_state", in.initial_state),
-                   region("initial_z", in.initial_z)},
-                  {{"final_state", "initial_state"}, {"final_z", "initial_z"}});
+  writes_disjoint(
+      {region("o", out.o), region("final_state", out.final_state), region("final_z", out.final_z)},
+      {region("q", in.q), region("k", in.k), region("v", in.v), region("g_gamma", in.g_gamma),
+       region("g", in.g), region("gk", in.gk), region("beta", in.beta),
+       region("initial_state", in.initial_state), region("initial_z", in.initial_z)},
+      {{"final_state", "initial_state"}, {"final_z", "initial_z"}});
 }
 
 /// The scale (when given) is finite; the normaliser's eps is finite and >= 0.

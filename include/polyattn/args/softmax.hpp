@@ -148,9 +148,9 @@ void validate_output(const SoftmaxDims& d, const TensorView<Out, 4>& o) {
 inline void softmax_writes_disjoint(const SoftmaxInputs& in,
                                     std::initializer_list<memory::Region> outputs) {
   using memory::region;
-  check::writes_disjoint(outputs, {region("q", in.q), region("k", in.k), region("v", in.v),
-                                   region("g", in.g), region("alibi_slopes", in.alibi_slopes),
-                                   region("sink", in.sink)});
+  check::writes_disjoint(
+      outputs, {region("q", in.q), region("k", in.k), region("v", in.v), region("g", in.g),
+                region("alibi_slopes", in.alibi_slopes), region("sink", in.sink)});
 }
 
 /// Everything, output included. Call before writing any output element.

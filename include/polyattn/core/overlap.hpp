@@ -120,7 +120,8 @@ struct BoundedSum {
     if (target < 0 || target > reach[k]) return 0;
     if (gcd[k] != 0 && target % gcd[k] != 0) return 0;
     const wide rest = reach[k + 1];
-    const auto lo = static_cast<std::int64_t>(target > rest ? (target - rest + c[k] - 1) / c[k] : 0);
+    const auto lo =
+        static_cast<std::int64_t>(target > rest ? (target - rest + c[k] - 1) / c[k] : 0);
     const auto hi = static_cast<std::int64_t>(std::min<wide>(u[k], target / c[k]));
     for (std::int64_t v = hi; v >= lo; --v) {
       x[k] = v;
@@ -234,7 +235,8 @@ inline void writes_disjoint(std::initializer_list<memory::Region> outputs,
       if (!memory::may_share(o, i)) continue;
       const bool exact = memory::same_layout(o, i);
       bool ok = false;
-      for (const InPlace& a : allowed) ok = ok || (exact && a.output == o.name && a.input == i.name);
+      for (const InPlace& a : allowed)
+        ok = ok || (exact && a.output == o.name && a.input == i.name);
       if (ok) continue;
       std::string msg = "overlaps the memory of input '" + std::string(i.name) + "'";
       msg += exact ? " (in-place use of it is not supported by this operator)"

@@ -208,7 +208,8 @@ class LolcatsDecoder {
     for (index_t b = 0; b < B; ++b)
       for (index_t h = 0; h < H; ++h) {
         const bool on = p - w >= 0;
-        const softmax::KVCache::Run r = on ? cache_.unchecked_run(b, h, p - w) : softmax::KVCache::Run{};
+        const softmax::KVCache::Run r =
+            on ? cache_.unchecked_run(b, h, p - w) : softmax::KVCache::Run{};
         for (index_t c = 0; c < F_; ++c) kin(b, 0, h, c) = on ? r.k[D + c] : 0.f;
         for (index_t e = 0; e < V; ++e) vin(b, 0, h, e) = on ? r.v[e] : 0.f;
         vin(b, 0, h, V) = on ? 1.f : 0.f;

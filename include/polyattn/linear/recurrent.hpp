@@ -6,7 +6,8 @@
 //   p_{t+1} = S_tᵀ (a_{t+1} ∘ k_{t+1})       (delta rule: S_tᵀ k after decay)
 //   r_{t+1} = S_tᵀ (a_{t+1} ∘ scale·q_{t+1})
 // so that  u_{t+1} = β(v − p) (or v),  o_{t+1} = r_{t+1} + (k_{t+1}·scale·q_{t+1}) u_{t+1},
-// because S_{t+1}ᵀ q = (D S_t)ᵀ q + (k·q) u. a = exp(γ_t) is the decay, from the decay policy's
+// because S_{t+1}ᵀ q = (D S_t)ᵀ q + (k·q) u. a = exp(γ_t) is the decay (exactly 0 below
+// e^kFlushLog, as in the chunk stages), from the decay policy's
 // bound gate (one value, or one per key channel), β_t from the update policy's; the policies'
 // compile-time properties pick the specialisation (policies/*.hpp). The pass runs over column
 // blocks of panel_vectors<A> SIMD vectors so u, p and r stay in registers; columns past the
@@ -22,6 +23,7 @@
 #include "polyattn/core/simd/dispatch.hpp"
 #include "polyattn/core/simd/ops.hpp"
 #include "polyattn/linear/head.hpp"
+#include "polyattn/linear/stages/gates.hpp"
 
 namespace polyattn::linear {
 
@@ -49,10 +51,11 @@ void prepare_token(const HeadProblem<P>& p, index_t t, const TokenPrep& w) {
   if constexpr (P::shape == GateShape::None) {
     std::fill(w.a, w.a + K, 1.f);
   } else if constexpr (P::shape == GateShape::Scalar) {
-    std::fill(w.a, w.a + K, std::exp(static_cast<float>(p.gate.log_decay(t))));
+    const auto g = static_cast<float>(p.gate.log_decay(t));  // flushed as in the chunk stages
+    std::fill(w.a, w.a + K, g < stages::kFlushLog ? 0.f : std::exp(g));
   } else {
     gate_log_decay_row<A>(p.gate, t, w.a, K);
-    simd::exp<A>(w.a, w.a, K);
+    stages::decay_exp<A>(w.a, w.a, K);
   }
   for (index_t i = 0; i < K; ++i) {
     w.k[i] = k[i] * kn;

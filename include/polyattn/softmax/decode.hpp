@@ -321,9 +321,9 @@ void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOpt
   if (!in.sink.absent()) check::shape_is("sink", in.sink, {HQ}, "[HQ]");
   {
     using memory::region;
-    check::writes_disjoint({region("o", o), region("lse", lse)},
-                           {region("q", in.q), region("alibi_slopes", in.alibi_slopes),
-                            region("sink", in.sink)});
+    check::writes_disjoint(
+        {region("o", o), region("lse", lse)},
+        {region("q", in.q), region("alibi_slopes", in.alibi_slopes), region("sink", in.sink)});
   }
   if (cache.gate_heads() > 0 && cache.gate_heads() != HQ)
     throw Error("cache", "keeps gates for " + std::to_string(cache.gate_heads()) +

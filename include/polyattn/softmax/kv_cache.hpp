@@ -75,10 +75,10 @@ class KVCache {
     page_v_ = extent::bytes(page_arg, extent::mul(page_arg, rows, Dvp_, "value floats per page"),
                             sizeof(float)) /
               sizeof(float);
-    page_G_ = extent::bytes(page_arg,
-                            extent::mul(page_arg, page_, opt.gate_heads, "gates per page"),
-                            sizeof(double)) /
-              sizeof(double);
+    page_G_ =
+        extent::bytes(page_arg, extent::mul(page_arg, page_, opt.gate_heads, "gates per page"),
+                      sizeof(double)) /
+        sizeof(double);
     const index_t gates = extent::mul("gate_heads", B_, opt.gate_heads, "batch x gate_heads");
     try {
       len_.assign(static_cast<std::size_t>(B_), 0);
@@ -228,11 +228,11 @@ class KVCache {
       pages_.push_back(std::move(pg));
     } catch (const std::bad_alloc&) {
       const bool paged = opt_.page_size > 0;
-      throw Error(paged ? "page_size" : "capacity",
-                  "cannot allocate a cache page of " + std::to_string(page_) + " tokens (" +
-                      std::to_string((page_k_ + page_v_) * sizeof(float) +
-                                     page_G_ * sizeof(double)) +
-                      " bytes)");
+      throw Error(
+          paged ? "page_size" : "capacity",
+          "cannot allocate a cache page of " + std::to_string(page_) + " tokens (" +
+              std::to_string((page_k_ + page_v_) * sizeof(float) + page_G_ * sizeof(double)) +
+              " bytes)");
     }
     return static_cast<index_t>(pages_.size()) - 1;
   }

@@ -74,6 +74,7 @@
 #include <utility>
 
 #include "polyattn/core/simd/arch.hpp"
+#include "polyattn/core/simd/float_env.hpp"
 
 // ---- what this translation unit can call --------------------------------------------------
 
@@ -313,9 +314,11 @@ decltype(auto) dispatch_local(F&& f) {
 }
 
 // Runs kernel k for the best ISA available to it: the units' and this TU's own when a kernel
-// list declared K, this TU's own otherwise (see the header comment).
+// list declared K, this TU's own otherwise (see the header comment). Subnormals are flushed to
+// zero while it runs (float_env.hpp); the caller's floating-point environment is restored.
 template <class K, unsigned Units = POLYATTN_ISA_MASK, unsigned Local = POLYATTN_LOCAL_ISA_MASK>
 kernel_result_t<K> run_kernel(const K& k) {
+  const FlushSubnormals flush;
   return dispatch < kernel_units<K>::value ? Units : Local > (k);
 }
 
