@@ -80,6 +80,7 @@ void agent_attention(const AgentInputs& in, const AgentOptions& opt, View4<float
 
 // Decode of agent attention over the prefix seen so far (see the header comment). The decoder
 // copies its agents [B, n, H, D]; in.agents must be left empty in prefill() and step().
+// Thread safety: one call at a time per decoder; different decoders are independent.
 class AgentDecoder {
  public:
   AgentDecoder(View4<const float> agents, index_t value_dim, const AgentOptions& opt) {

@@ -104,6 +104,7 @@ void based_hybrid(const BasedHybridInputs& in, const BasedHybridOptions& opt, Vi
 // tokens so far (up to float rounding). Memory: O(window + page_size) keys per sequence and head
 // plus the Based state. The inputs of a call must be complete (q, k, v; lin_q / lin_k when the
 // decoder's lin_dim differs from head_dim); an Error leaves the decoder and o unchanged.
+// Thread safety: one call at a time per decoder; different decoders are independent.
 class BasedHybridDecoder {
  public:
   BasedHybridDecoder(const DecoderShape& shape, const BasedHybridOptions& opt)

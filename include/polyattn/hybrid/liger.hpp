@@ -79,6 +79,7 @@ void liger(const LigerInputs& in, const LigerOptions& opt, View4<float> o, const
 // step(in, o) with one token per sequence (g [B,1,H] or gk [B,1,H,K]). step() equals the next
 // row of a prefill up to float rounding. Memory: O(window + page_size) cached keys per sequence
 // and head plus the GLA state. An Error leaves the decoder and o unchanged.
+// Thread safety: one call at a time per decoder; different decoders are independent.
 class LigerDecoder {
  public:
   LigerDecoder(const DecoderShape& shape, const LigerOptions& opt)

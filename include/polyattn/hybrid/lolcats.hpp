@@ -147,6 +147,7 @@ void lolcats(const LolcatsInputs& in, const LolcatsOptions& opt, View4<float> o,
 // reference's formula directly (see the header comment); it equals the next row of a prefill up
 // to float rounding. Memory: O(window + page_size) cached rows of D + F key and V value floats
 // per sequence and head, plus the lagged state [B, H, F, V+1]. An Error leaves it unchanged.
+// Thread safety: one call at a time per decoder; different decoders are independent.
 class LolcatsDecoder {
  public:
   LolcatsDecoder(const DecoderShape& shape, const LolcatsOptions& opt)

@@ -26,10 +26,9 @@
 #include "polyattn/linear/stages/output.hpp"
 #include "polyattn/linear/stages/state_pass.hpp"
 #include "polyattn/linear/stages/wy_solve.hpp"
+#include "polyattn/policies/algorithm.hpp"
 
 namespace polyattn::linear {
-
-inline constexpr index_t kParallelMaxT = 8192;
 
 // Chunked algorithm with chunk size `chunk` (Parallel: chunk = T) over problem->T tokens;
 // problem->state / z are updated in place (or the chunk-parallel pieces written, head.hpp).

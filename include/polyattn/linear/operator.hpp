@@ -10,6 +10,11 @@
 // kernels of the policy set come from the per-ISA units when linear/kernels.hpp lists it, and
 // are compiled in the caller's TU otherwise. Work is scheduled by linear/scheduler.hpp; results
 // are bit-identical for any executor. Arguments are validated before any output is written.
+// Memory: outputs (o, final_state, final_z) must not share memory with each other or with any
+// input, except the in-place state update: final_state may be exactly initial_state (same
+// address, shape and strides; likewise final_z / initial_z), which is how step() works; anything
+// else is a polyattn::Error. Thread safety: the operator is immutable; any number of threads may
+// call forward / step at once with their own outputs and states.
 #pragma once
 
 #include <algorithm>

@@ -2,10 +2,11 @@
 // numbers up to fp32 rounding):
 //   Recurrent   token by token, the state touched once per token (also the decode step)
 //   Chunked<C>  intra-chunk products of C tokens + inter-chunk state passing, C ∈ {16,32,64,128}
-//   Parallel    the masked T×T form (short sequences, cross-check)
+//   Parallel    the masked T×T form (short sequences, cross-check), T ≤ linear::kParallelMaxT
 #pragma once
 
 #include <concepts>
+#include <cstdint>
 
 namespace polyattn {
 
@@ -23,6 +24,11 @@ struct Chunked {
 struct Parallel {
   static constexpr const char* name = "parallel";
 };
+
+namespace linear {
+// The longest sequence Parallel takes (it materialises T×T per head).
+inline constexpr std::int64_t kParallelMaxT = 8192;
+}  // namespace linear
 
 template <class A>
 concept LinearAlgorithm =

@@ -14,6 +14,9 @@
 //   lse = M + log(Σ_s e^{m_s − M} l_s [+ e^{sink − M}])
 // Splits do not depend on the thread count, so results are bitwise identical for every
 // executor. Splits the mask excludes are skipped without touching their memory.
+// Memory: o and lse must not share memory with each other or with q, the ALiBi slopes or the sink
+// logits. Thread safety: any number of threads may decode from one KVCache at once (each with its
+// own q and outputs), but not while another thread appends to it, clears it or drops from it.
 #pragma once
 
 #include <algorithm>

@@ -19,6 +19,9 @@
 // the q tile is transposed into a local buffer). Forgetting-gate cumsums are formed in double.
 // Work items are (sequence, query head, query tile), each computed by one thread in a fixed
 // order: results are bitwise identical for every executor.
+// Memory: o, lse and row_max must not share memory with each other or with q, k, v, g, the ALiBi
+// slopes or the sink logits (no in-place use; a polyattn::Error otherwise). Thread safety: any
+// number of threads may call flash_attention at once with their own outputs.
 #pragma once
 
 #include <algorithm>
