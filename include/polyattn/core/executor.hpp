@@ -24,6 +24,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <concepts>
 #include <condition_variable>
 #include <cstdint>
@@ -108,8 +109,19 @@ struct Serial {
 /// `threads` = total parallelism including the calling thread (threads - 1 workers are started).
 /// Not copyable or movable. Several threads may call parallel_for on the same pool; their jobs
 /// run one after another.
+///
+/// Hand-off (decode steps are ~0.1 ms, so waking 15 sleeping threads through one mutex would
+/// cost a good part of one): a job is published with two atomics (job_, generation_); workers
+/// that finished a job spin on generation_ for kSpinMicros before they sleep on a condition
+/// variable, and the submitter only takes the mutex to notify when some worker sleeps. A worker
+/// joins by incrementing active_ before it reads job_; the submitter clears job_ before it waits
+/// for active_ to reach 0 (spinning briefly, then sleeping), so no worker can start on a job
+/// whose submitter has returned (all four operations are sequentially consistent).
 class ThreadPool {
  public:
+  // How long an idle worker (or a submitter waiting for its job) polls before it sleeps.
+  static constexpr std::int64_t kSpinMicros = 100;
+
   explicit ThreadPool(int threads) : threads_(threads) {
     if (threads < 1) throw Error("threads", "must be at least 1, got " + std::to_string(threads));
     workers_.reserve(static_cast<std::size_t>(threads - 1));
@@ -141,17 +153,19 @@ class ThreadPool {
     job.call = [](void* f, std::int64_t i) { (*static_cast<Fn*>(f))(i); };
 
     std::lock_guard<std::mutex> submit(submit_mutex_);  // one job at a time
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      job_ = &job;
-      ++generation_;
+    job_.store(&job);
+    generation_.fetch_add(1);
+    if (sleepers_.load() > 0) {
+      std::lock_guard<std::mutex> lock(mutex_);  // a sleeper is either waiting or will see it
+      wake_.notify_all();
     }
-    wake_.notify_all();
-    run_job(job);  // the caller works too
-    {
+    run_job(job);         // the caller works too
+    job_.store(nullptr);  // no worker may join from now on
+    if (!spin_until([&] { return active_.load() == 0; })) {
       std::unique_lock<std::mutex> lock(mutex_);
-      job_ = nullptr;  // no worker may join from now on
-      done_.wait(lock, [this] { return active_ == 0; });
+      caller_sleeps_.store(true);
+      done_.wait(lock, [&] { return active_.load() == 0; });
+      caller_sleeps_.store(false);
     }
     job.error.rethrow_if_any();
   }
@@ -179,26 +193,54 @@ class ThreadPool {
     }
   }
 
+  static void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#else
+    std::this_thread::yield();
+#endif
+  }
+
+  // Polls done() for up to kSpinMicros; true as soon as it holds.
+  template <class Done>
+  static bool spin_until(Done&& done) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+    for (;;) {
+      for (int i = 0; i < 64; ++i) {
+        if (done()) return true;
+        cpu_relax();
+      }
+      if (std::chrono::steady_clock::now() >= until) return done();
+    }
+  }
+
   void worker_loop() {
     std::uint64_t seen = 0;
-    std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
-      wake_.wait(lock, [&] { return stop_ || (job_ != nullptr && generation_ != seen); });
-      if (stop_) return;
-      seen = generation_;
-      Job* job = job_;
-      ++active_;
-      lock.unlock();
-      run_job(*job);
-      lock.lock();
-      if (--active_ == 0) done_.notify_all();
+      const auto ready = [&] { return stop_.load() || generation_.load() != seen; };
+      if (!spin_until(ready)) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        sleepers_.fetch_add(1);
+        wake_.wait(lock, ready);
+        sleepers_.fetch_sub(1);
+      }
+      if (stop_.load()) return;
+      seen = generation_.load();
+      active_.fetch_add(1);  // before reading job_: the submitter waits for us from here on
+      if (Job* job = job_.load()) run_job(*job);
+      if (active_.fetch_sub(1) == 1 && caller_sleeps_.load()) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        done_.notify_all();
+      }
     }
   }
 
   void shutdown() noexcept {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
+      stop_.store(true);
     }
     wake_.notify_all();
     for (auto& t : workers_)
@@ -209,13 +251,15 @@ class ThreadPool {
   int threads_;
   std::vector<std::thread> workers_;
   mutable std::mutex submit_mutex_;
-  mutable std::mutex mutex_;
+  mutable std::mutex mutex_;  // only for sleeping and waking
   mutable std::condition_variable wake_;
   mutable std::condition_variable done_;
-  mutable Job* job_ = nullptr;
-  mutable std::uint64_t generation_ = 0;
-  mutable int active_ = 0;
-  bool stop_ = false;
+  mutable std::atomic<Job*> job_{nullptr};
+  mutable std::atomic<std::uint64_t> generation_{0};
+  mutable std::atomic<int> active_{0};
+  mutable std::atomic<int> sleepers_{0};
+  mutable std::atomic<bool> caller_sleeps_{false};
+  std::atomic<bool> stop_{false};
 };
 
 // ---- CallableExecutor -------------------------------------------------------------------------
