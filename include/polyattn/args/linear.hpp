@@ -12,6 +12,9 @@
 //   initial_state   [N, HV, K, V]   optional;   final_state [N, HV, K, V] optional output
 //   initial_z       [N, HV, K]      optional running key sum of the Sum normaliser; final_z
 //   likewise o               [B, T, HV, V]   output
+//   state_indices   [N] int64       optional state pool: the state tensors above are then pools
+//                                   [slots, ...] and sequence n reads and writes slot
+//                                   state_indices[n] (distinct, in [0, slots)); no copies
 // Exactly the gate tensors the decay reads must be given (a stray one is an error, so a
 // mis-composed call cannot silently ignore its gates).
 // Operators take policies (policies/*.hpp), which validate their own gate tensors with the
@@ -19,8 +22,10 @@
 // reference oracle, polyattn-run and the test harness take.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -55,7 +60,13 @@ struct LinearInputs {
   View4<const float> initial_state;
   View3<const float> initial_z;
   std::span<const std::int64_t> cu_seqlens;
+  std::span<const std::int64_t> state_indices;  // optional state pool slots, one per sequence
 };
+
+/// The slot of sequence n in the state tensors: state_indices[n], or n without a pool.
+inline index_t state_slot(const LinearInputs& in, index_t n) {
+  return in.state_indices.empty() ? n : in.state_indices[static_cast<std::size_t>(n)];
+}
 
 template <class Out>
 struct LinearOutputs {
@@ -103,13 +114,20 @@ LinearDims validate_linear_tensors(const LinearInputs& in, const LinearOutputs<O
   check::shape_is("v", in.v, {d.B, d.T, d.HV, d.V}, "[B,T,HV,V] with B,T of q");
   check::shape_is("o", out.o, {d.B, d.T, d.HV, d.V}, "[B,T,HV,V]");
   d.N = check::cu_seqlens("cu_seqlens", in.cu_seqlens, d.B, d.T);
+  // Without a pool the state tensors have one slot per sequence; with one, any number.
+  const bool pool = !in.state_indices.empty();
+  const auto slots = [&](const auto& v) { return pool ? v.size(0) : d.N; };
+  const char* layout = pool ? "[slots,HV,K,V] (a state pool)" : "[N,HV,K,V]";
+  const char* zlayout = pool ? "[slots,HV,K] (a state pool)" : "[N,HV,K]";
   if (!in.initial_state.absent()) {
     check::well_formed("initial_state", in.initial_state);
-    check::shape_is("initial_state", in.initial_state, {d.N, d.HV, d.K, d.V}, "[N,HV,K,V]");
+    check::shape_is("initial_state", in.initial_state, {slots(in.initial_state), d.HV, d.K, d.V},
+                    layout);
   }
   if (!out.final_state.absent()) {
     check::well_formed("final_state", out.final_state);
-    check::shape_is("final_state", out.final_state, {d.N, d.HV, d.K, d.V}, "[N,HV,K,V]");
+    check::shape_is("final_state", out.final_state, {slots(out.final_state), d.HV, d.K, d.V},
+                    layout);
   }
   if (!normalised && !in.initial_z.absent())
     throw Error("initial_z", "was given but the normaliser is None");
@@ -117,11 +135,22 @@ LinearDims validate_linear_tensors(const LinearInputs& in, const LinearOutputs<O
     throw Error("final_z", "was given but the normaliser is None");
   if (!in.initial_z.absent()) {
     check::well_formed("initial_z", in.initial_z);
-    check::shape_is("initial_z", in.initial_z, {d.N, d.HV, d.K}, "[N,HV,K]");
+    check::shape_is("initial_z", in.initial_z, {slots(in.initial_z), d.HV, d.K}, zlayout);
   }
   if (!out.final_z.absent()) {
     check::well_formed("final_z", out.final_z);
-    check::shape_is("final_z", out.final_z, {d.N, d.HV, d.K}, "[N,HV,K]");
+    check::shape_is("final_z", out.final_z, {slots(out.final_z), d.HV, d.K}, zlayout);
+  }
+  if (pool) {
+    if (in.initial_state.absent() && out.final_state.absent())
+      throw Error("state_indices", "was given but there is no initial_state or final_state pool");
+    index_t n_slots = std::numeric_limits<index_t>::max();
+    for (index_t s : {in.initial_state.absent() ? n_slots : in.initial_state.size(0),
+                      out.final_state.absent() ? n_slots : out.final_state.size(0),
+                      in.initial_z.absent() ? n_slots : in.initial_z.size(0),
+                      out.final_z.absent() ? n_slots : out.final_z.size(0)})
+      n_slots = std::min(n_slots, s);
+    check::slot_indices("state_indices", in.state_indices, d.N, n_slots);
   }
   return d;
 }

@@ -4,11 +4,14 @@
 // checks before writing any output, so a failed call leaves outputs untouched.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/extent.hpp"
@@ -88,6 +91,30 @@ inline index_t cu_seqlens(std::string_view name, std::span<const std::int64_t> c
     throw Error(name, "last entry " + std::to_string(cu.back()) +
                           " must equal the packed length T=" + std::to_string(total_T));
   return static_cast<index_t>(cu.size()) - 1;
+}
+
+// Slot indices of a state pool: one per sequence (n of them), each in [0, slots), no two equal
+// (two sequences writing one slot would race and lose a state).
+inline void slot_indices(std::string_view name, std::span<const std::int64_t> idx, index_t n,
+                         index_t slots) {
+  if (static_cast<index_t>(idx.size()) != n)
+    throw Error(name, "needs one slot per sequence (" + std::to_string(n) + "), got " +
+                          std::to_string(idx.size()));
+  std::vector<std::pair<std::int64_t, std::size_t>> by_slot;
+  by_slot.reserve(idx.size());
+  for (std::size_t i = 0; i < idx.size(); ++i) {
+    if (idx[i] < 0 || idx[i] >= slots)
+      throw Error(name, "[" + std::to_string(i) + "] = " + std::to_string(idx[i]) +
+                            " is outside the pool's slots [0, " + std::to_string(slots) + ")");
+    by_slot.emplace_back(idx[i], i);
+  }
+  std::sort(by_slot.begin(), by_slot.end());
+  for (std::size_t i = 1; i < by_slot.size(); ++i)
+    if (by_slot[i].first == by_slot[i - 1].first)
+      throw Error(name, "[" + std::to_string(by_slot[i - 1].second) + "] and [" +
+                            std::to_string(by_slot[i].second) + "] are both slot " +
+                            std::to_string(by_slot[i].first) +
+                            "; each sequence needs its own slot");
 }
 
 inline void finite_positive(std::string_view name, double value) {

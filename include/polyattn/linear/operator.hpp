@@ -101,7 +101,10 @@ class LinearAttention {
   /// Prefill: o (and optionally final_state / final_z) for every token of every sequence.
   /// @tparam Algo  Recurrent, Chunked<16|32|64|128> or Parallel (same numbers up to fp32 rounding)
   /// @param in     q, k [B,T,H,K], v [B,T,HV,V], the gates and beta the policies need,
-  ///               optional initial_state [N,HV,K,V] and cu_seqlens (varlen, B == 1)
+  ///               optional initial_state [N,HV,K,V] and cu_seqlens (varlen, B == 1);
+  ///               with state_indices [N], initial / final states are pools [slots,HV,K,V]
+  ///               (sequence n at slot state_indices[n]; the same pool for both updates in
+  ///               place)
   /// @param out    o [B,T,HV,V]; optional final_state [N,HV,K,V]
   /// @param run    scale (default K^-0.5 of the mapped key dimension, or the preset's)
   /// @param exec   executor (Serial, ThreadPool, make_executor(...)); bits do not depend on it
@@ -113,8 +116,10 @@ class LinearAttention {
   }
 
   /// Decode: the new tokens of B sequences (q, k [B,T,H,K], v [B,T,HV,V], gates, beta; T is
-  /// usually 1), `state` [B,HV,K,V] read and updated in place, o [B,T,HV,V].
-  /// in.initial_state and in.cu_seqlens must be empty (the state argument is the state).
+  /// usually 1), `state` [B,HV,K,V] read and updated in place, o [B,T,HV,V]. With
+  /// in.state_indices [B], `state` is a pool [slots,HV,K,V] and sequence b uses slot
+  /// state_indices[b]. in.initial_state and in.cu_seqlens must be empty (the state argument is
+  /// the state).
   /// @throws polyattn::Error naming the bad argument; state and o are then untouched
   template <Executor E = Serial>
   void step(const LinearInputs& in, View4<float> state, View4<float> o,
@@ -152,11 +157,15 @@ class LinearAttention {
     check::required("q", in.q);
     check::required("v", in.v);
     const index_t F = Map::is_identity ? in.q.size(3) : map_.out_dim(in.q.size(3));
-    check::shape_is("state", state, {in.q.size(0), in.v.size(2), F, in.v.size(3)},
-                    "[B,HV,K,V] with K the (mapped) key dim");
+    const bool pool = !in.state_indices.empty();  // then state / z are pools [slots, ...]
+    check::shape_is("state", state,
+                    {pool ? state.size(0) : in.q.size(0), in.v.size(2), F, in.v.size(3)},
+                    pool ? "[slots,HV,K,V] (a state pool) with K the (mapped) key dim"
+                         : "[B,HV,K,V] with K the (mapped) key dim");
     if (!z.absent())
-      check::shape_is("z", z, {in.q.size(0), in.v.size(2), F},
-                      "[B,HV,K] with K the (mapped) key dim");
+      check::shape_is("z", z, {pool ? z.size(0) : in.q.size(0), in.v.size(2), F},
+                      pool ? "[slots,HV,K] (a state pool) with K the (mapped) key dim"
+                           : "[B,HV,K] with K the (mapped) key dim");
     LinearInputs with_state = in;
     with_state.initial_state = state;
     with_state.initial_z = z;

@@ -48,7 +48,8 @@ void run_head(const HeadProblem<P>& p, std::vector<float>& scratch) {
 }
 
 /// Initial and final states of a validated call: [N,HV,K,V] and, for running-sum normalisers,
-/// z [N,HV,K]. A head's working state is a contiguous [K][V] block.
+/// z [N,HV,K] — or pools [slots,...] read and written at slot state_slot(in, n) of sequence n.
+/// A head's working state is a contiguous [K][V] block.
 struct HeadStates {
   const LinearInputs& in;
   const LinearOutputs<float>& out;
@@ -61,26 +62,30 @@ struct HeadStates {
     return !out.final_state.absent() && out.final_state.stride(3) == 1 &&
            out.final_state.stride(2) == d.V;
   }
-  float* final_block(index_t n, index_t hv) const { return out.final_state.ptr(n, hv, 0, 0); }
+  float* final_block(index_t n, index_t hv) const {
+    return out.final_state.ptr(state_slot(in, n), hv, 0, 0);
+  }
 
   void load(index_t n, index_t hv, float* S, std::vector<float>& z) const {
+    const index_t s = state_slot(in, n);
     if (in.initial_state.absent()) {
       std::fill(S, S + d.K * d.V, 0.f);
-    } else if (in.initial_state.ptr(n, hv, 0, 0) != S) {
+    } else if (in.initial_state.ptr(s, hv, 0, 0) != S) {
       for (index_t i = 0; i < d.K; ++i)
-        for (index_t j = 0; j < d.V; ++j) S[i * d.V + j] = in.initial_state(n, hv, i, j);
+        for (index_t j = 0; j < d.V; ++j) S[i * d.V + j] = in.initial_state(s, hv, i, j);
     }
     if (!running_sum) return;
     z.assign(static_cast<std::size_t>(d.K), 0.f);
     if (!in.initial_z.absent())
-      for (index_t i = 0; i < d.K; ++i) z[static_cast<std::size_t>(i)] = in.initial_z(n, hv, i);
+      for (index_t i = 0; i < d.K; ++i) z[static_cast<std::size_t>(i)] = in.initial_z(s, hv, i);
   }
   void store(index_t n, index_t hv, const float* S, const std::vector<float>& z) const {
-    if (!out.final_state.absent() && out.final_state.ptr(n, hv, 0, 0) != S)
+    const index_t s = state_slot(in, n);
+    if (!out.final_state.absent() && out.final_state.ptr(s, hv, 0, 0) != S)
       for (index_t i = 0; i < d.K; ++i)
-        for (index_t j = 0; j < d.V; ++j) out.final_state(n, hv, i, j) = S[i * d.V + j];
+        for (index_t j = 0; j < d.V; ++j) out.final_state(s, hv, i, j) = S[i * d.V + j];
     if (!out.final_z.absent())
-      for (index_t i = 0; i < d.K; ++i) out.final_z(n, hv, i) = z[static_cast<std::size_t>(i)];
+      for (index_t i = 0; i < d.K; ++i) out.final_z(s, hv, i) = z[static_cast<std::size_t>(i)];
   }
 };
 

@@ -10,7 +10,8 @@
 //   o_t = Sᵀ (scale·q_t)   [ / ((scale·q_t)·z + eps) with the Sum normaliser ]
 // With qk_l2norm, q and k are first replaced by x / sqrt(Σx² + 1e-6). Feature maps are applied
 // by the caller. S and z start from initial_state / initial_z (zeros when absent) and end in
-// final_state / final_z. Eigen in double, no tiling: written to be obviously right, not fast.
+// final_state / final_z (slot state_indices[n] of each when a state pool is given). Eigen in
+// double, no tiling: written to be obviously right, not fast.
 #pragma once
 
 #include <cmath>
@@ -39,17 +40,17 @@ void linear_recurrence(const LinearInputs& in, const LinearOptions& opt,
 
   const auto segs = segments(d.B, d.T, in.cu_seqlens);
   for (index_t n = 0; n < static_cast<index_t>(segs.size()); ++n) {
-    const index_t b = segs[n].batch;
+    const index_t b = segs[n].batch, slot = state_slot(in, n);  // slot: state pools
     for (index_t hv = 0; hv < d.HV; ++hv) {
       const index_t h = hv / d.group();
       if (in.initial_state.absent())
         S.setZero();
       else
-        S = detail::mat(in.initial_state, n, hv).cast<double>();
+        S = detail::mat(in.initial_state, slot, hv).cast<double>();
       if (in.initial_z.absent())
         z.setZero();
       else
-        z = detail::row(in.initial_z, n, hv).cast<double>();
+        z = detail::row(in.initial_z, slot, hv).cast<double>();
 
       for (index_t t = segs[n].begin; t < segs[n].begin + segs[n].length; ++t) {
         load_qk(q, in.q, b, t, h);
@@ -82,8 +83,8 @@ void linear_recurrence(const LinearInputs& in, const LinearOptions& opt,
         if (opt.normalizer == Normalizer::Sum) o /= qs.dot(z) + opt.eps;
         detail::store(out.o, b, t, hv, o);
       }
-      if (!out.final_state.absent()) detail::store_mat(out.final_state, n, hv, S);
-      if (!out.final_z.absent()) detail::store(out.final_z, n, hv, z);
+      if (!out.final_state.absent()) detail::store_mat(out.final_state, slot, hv, S);
+      if (!out.final_z.absent()) detail::store(out.final_z, slot, hv, z);
     }
   }
 }
