@@ -9,6 +9,12 @@
 //   prefill-short/<preset>/parallel/T:512/threads:1   the masked T×T form, for comparison
 //   decode-linear/<preset>/step/B:8/threads:N         one token, B8 H16 K=V=128, the state
 //                                                     [B,H,K,V] read and written in place
+//   short-conv/<prefill|step>/.../threads:N           the short causal depthwise convolution
+//                                                     before a GDN block (conv/short_conv.hpp):
+//                                                     D 8192 (q, k, v of H16 K=V=128 and more),
+//                                                     W 4, SiLU; prefill B1 T4096, step B8 with
+//                                                     the states in place; GB/s of x read + y
+//                                                     written (the op is memory-bound)
 //   steep-gates/<preset>/<algo>/g:<x>/threads:1       gated_delta_rule and gla at T 4096 with
 //                                                     every log-gate = x (−0.1, −10, −80): decays
 //                                                     that underflow must cost no more than
@@ -56,6 +62,7 @@
 #include <vector>
 
 #include "bench_common.hpp"
+#include "polyattn/conv/short_conv.hpp"
 #include "polyattn/linear/presets.hpp"
 
 #include "polyattn/linear/chunked.hpp"
@@ -228,6 +235,36 @@ void bm_steep(benchmark::State& st, const Op& op, index_t T, float log_gate) {
                               head_tokens * flops_per_head_token<Alg>(opt, T), 1);
 }
 
+// The short convolution: B sequences of T tokens, D channels, width 4, SiLU, states in place.
+void bm_short_conv(benchmark::State& st, index_t B, index_t T, int threads) {
+  constexpr index_t D = 8192, W = 4;
+  std::vector<float> x, w, bias, state, y(static_cast<std::size_t>(B * T * D));
+  fill(x, static_cast<std::size_t>(B * T * D), -1, 1, 21);
+  fill(w, static_cast<std::size_t>(D * W), -0.5f, 0.5f, 22);
+  fill(bias, static_cast<std::size_t>(D), -0.1f, 0.1f, 23);
+  fill(state, static_cast<std::size_t>(B * D * (W - 1)), -1, 1, 24);
+  const polyattn::conv::ShortConvInputs in{
+      .x = polyattn::View3<const float>::contiguous(x.data(), {B, T, D}),
+      .weight = polyattn::TensorView<const float, 2>::contiguous(w.data(), {D, W}),
+      .bias = polyattn::View1<const float>(bias.data(), {D}, {1})};
+  const auto sv = polyattn::View3<float>::contiguous(state.data(), {B, D, W - 1});
+  const auto yv = polyattn::View3<float>::contiguous(y.data(), {B, T, D});
+  double seconds = 0;
+  with_executor(threads, [&](const auto& exec) {
+    const pb::LoopTimer timer(threads);
+    for (auto _ : st) {
+      polyattn::conv::short_conv_step(in, {.activation = polyattn::conv::Activation::SiLU}, sv, yv,
+                                      exec);
+      benchmark::ClobberMemory();
+    }
+    seconds = timer.per_iteration(st);
+  });
+  if (seconds <= 0) return;
+  const double bytes = 2.0 * static_cast<double>(B * T * D) * sizeof(float);
+  st.counters["GB/s"] = bytes / seconds * 1e-9;
+  st.counters["ns_per_token"] = seconds * 1e9 / static_cast<double>(B * T);
+}
+
 template <class Op>
 void bm_decode(benchmark::State& st, const Op& op, int threads) {
   const index_t B = kDecodeB;
@@ -338,6 +375,22 @@ void register_all() {
   add_prefill<polyattn::Parallel>("prefill-short", "gated_delta_rule",
                                   polyattn::presets::make_gated_delta_rule(), 512, 1);
   add_prefill<polyattn::Parallel>("prefill-short", "gla", polyattn::presets::gla{}, 512, 1);
+
+  // short-conv: prefill B1 T4096 and a decode step of B8, D 8192, W 4, SiLU.
+  for (const int threads : {1, all}) {
+    if (threads == all && all == 1) continue;
+    const std::string t = "/threads:" + std::to_string(threads);
+    benchmark::RegisterBenchmark(
+        ("short-conv/prefill/B:1/T:4096/D:8192" + t).c_str(),
+        [threads](benchmark::State& st) { bm_short_conv(st, 1, 4096, threads); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(
+        ("short-conv/step/B:8/D:8192" + t).c_str(),
+        [threads](benchmark::State& st) { bm_short_conv(st, 8, 1, threads); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
 
   // steep-gates: the same work with log-gates of −0.1, −10 and −80.
   auto add_steep = [](const std::string& preset, const auto& op) {

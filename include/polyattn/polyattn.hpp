@@ -44,3 +44,5 @@
 #include "polyattn/sparse/sparse.hpp"
 
 #include "polyattn/hybrid/hybrid.hpp"
+
+#include "polyattn/conv/short_conv.hpp"

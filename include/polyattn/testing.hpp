@@ -9,6 +9,7 @@
 
 #include "polyattn/io/npy.hpp"
 #include "polyattn/reference/based.hpp"
+#include "polyattn/reference/conv.hpp"
 #include "polyattn/reference/hybrid.hpp"
 #include "polyattn/reference/linear.hpp"
 #include "polyattn/reference/softmax.hpp"
