@@ -375,22 +375,18 @@ void run_linear(const Args& a) {
   if (delta) li.beta = view3(float_input(in, "beta", 3, "[B,T,HV]"));
   if (in.has("h0")) li.initial_state = view4(float_input(in, "h0", 4, "[N,HV,K,V]"));
 
-  // Validate against probe output views first, so no output memory is sized from bad shapes.
-  const index_t N =
-      li.cu_seqlens.empty() ? q.shape[0] : static_cast<index_t>(li.cu_seqlens.size()) - 1;
-  float probe = 0.0f;
-  polyattn::LinearOutputs<float> check_out;
-  check_out.o =
-      polyattn::View4<float>::contiguous(&probe, {q.shape[0], q.shape[1], HV, v.shape[3]});
-  check_out.final_state =
-      polyattn::View4<float>::contiguous(&probe, {N, HV, q.shape[3], v.shape[3]});
-  const polyattn::LinearDims d = polyattn::validate_linear(li, opt, check_out);
-
+  // Outputs sized from the inputs (each already in memory, so no larger than they are), then
+  // everything validated before anything runs.
+  const index_t N = li.cu_seqlens.empty()
+                        ? q.shape[0]
+                        : std::max<index_t>(0, static_cast<index_t>(li.cu_seqlens.size()) - 1);
+  const polyattn::LinearDims d{q.shape[0], q.shape[1], q.shape[2], HV, q.shape[3], v.shape[3], N};
   Output o("o.npy", {d.B, d.T, d.HV, d.V});
   Output ht("ht.npy", {d.N, d.HV, d.K, d.V});
   polyattn::LinearOutputs<float> out;
   out.o = o.view4();
   out.final_state = ht.view4();
+  polyattn::validate_linear(li, opt, out);
   if (a.algo == Algo::Parallel) {  // the operator would say so too, naming q
     index_t longest = d.T;
     if (!li.cu_seqlens.empty()) {

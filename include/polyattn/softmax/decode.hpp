@@ -134,7 +134,7 @@ void DecodeSplitKernel::operator()(A) const {
   DecodeProblem& P = *problem;
   const KVCache& C = *P.cache;
   const SoftmaxOptions& opt = *P.opt;
-  const index_t len = C.length(b), p = len - 1, G = P.group;
+  const index_t len = C.unchecked_length(b), p = len - 1, G = P.group;
   const index_t Dp = C.key_stride(), Dvp = C.value_stride(), D = C.head_dim();
   const float ninf = -std::numeric_limits<float>::infinity();
   const std::size_t slot0 = static_cast<std::size_t>((b * P.HQ + hk * G) * P.splits + split);

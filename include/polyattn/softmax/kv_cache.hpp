@@ -187,6 +187,7 @@ class KVCache {
   double unchecked_gate_cumsum(index_t b, index_t h, index_t j) const noexcept {
     return unchecked_run(b, 0, j).G[h];
   }
+  index_t unchecked_length(index_t b) const noexcept { return len_[static_cast<std::size_t>(b)]; }
 
  private:
   struct Page {
