@@ -1,0 +1,198 @@
+// polyattn/reference/papers.hpp — naive double-precision oracles for the papers' systems
+// (include/polyattn/papers/), each written from the paper's own formula rather than from the
+// recurrence the fast operator runs:
+//
+//   lightnet            the additive recurrence (LightNet, "You Only Scan Once", Qin et al.
+//                       2024): per key channel i, o_t = Σ_i scale·silu(q_t)_i ·
+//                       (S0_i e^{z0_i} + Σ_{s≤t} e^{k_s,i} v_s) / (e^{z0_i} + Σ_{s≤t} e^{k_s,i}),
+//                       a softmax over time of each key channel, with a running max for range
+//   slab                SLAB's SLA, causal: o_t = Σ_{s≤t} (relu q_t·relu k_s) v_s / (Σ_{s≤t}
+//                       relu q_t·relu k_s + eps) with the initial (S0, z0) added to both sums
+//   mean_corrected      InLine (Eq. 5) / MALA as pairwise scores over the keys seen so far
+//                       (n = n0 + tokens so far), with the initial aggregates added:
+//                         InLine: w_j = φq·φk_j·c − mean_j(φq·φk_j·c) + 1/n,  c = scale/n
+//                         MALA:   w_j = β·φq·φk_j·c − z/n,  z = scale·φq·mean_j φk_j,
+//                                 β = 1 + 1/(z + eps)
+//                       o_t = Σ_j w_j v_j; φ applied by the caller (q, k already mapped)
+//   token_conv          o[t,c] += bias[c] + Σ_j w[c,j]·v[t−W+1+j, c], causal, zero or cached
+//                       history
+// Inputs and outputs as the operators' (papers/*.hpp); shapes are assumed valid (the tests give
+// the same arguments the operators accepted).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "polyattn/args/linear.hpp"
+#include "polyattn/core/sequences.hpp"
+#include "polyattn/papers/token_conv.hpp"
+#include "polyattn/reference/eigen_io.hpp"
+
+namespace polyattn::reference {
+
+template <class Out>
+void lightnet(const LinearInputs& in, View3<const float> initial_log_z,
+              std::optional<double> scale_opt, const View4<Out>& o, const View4<Out>& final_state) {
+  using detail::Mat;
+  using detail::Vec;
+  const index_t B = in.q.size(0), T = in.q.size(1), H = in.q.size(2), K = in.q.size(3);
+  const index_t HV = in.v.size(2), V = in.v.size(3), G = HV / H;
+  const double scale = resolved_scale(scale_opt, K);
+  const auto segs = segments(B, T, in.cu_seqlens);
+  for (index_t n = 0; n < static_cast<index_t>(segs.size()); ++n) {
+    const auto& sg = segs[static_cast<std::size_t>(n)];
+    for (index_t hv = 0; hv < HV; ++hv) {
+      const index_t h = hv / G;
+      // Per channel i: numerator A (row i) and denominator D, both times e^{−m_i}.
+      Mat A = Mat::Zero(K, V);
+      Vec D = Vec::Zero(K);
+      Vec m = Vec::Constant(K, -std::numeric_limits<double>::infinity());
+      if (!in.initial_state.absent()) {
+        m = detail::row(initial_log_z, n, h).cast<double>();
+        A = detail::mat(in.initial_state, n, hv).cast<double>();
+        D.setOnes();
+      }
+      for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
+        const Vec k = detail::row(in.k, sg.batch, t, h).cast<double>();
+        const Vec v = detail::row(in.v, sg.batch, t, hv).cast<double>();
+        for (index_t i = 0; i < K; ++i) {
+          const double mi = std::max(m(i), k(i));
+          const double rescale = std::exp(m(i) - mi);  // 0 when m was −inf
+          A.row(i) = A.row(i) * rescale + std::exp(k(i) - mi) * v.transpose();
+          D(i) = D(i) * rescale + std::exp(k(i) - mi);
+          m(i) = mi;
+        }
+        Vec out = Vec::Zero(V);
+        for (index_t i = 0; i < K; ++i) {
+          const double q = in.q(sg.batch, t, h, i);
+          const double silu = q / (1.0 + std::exp(-q));
+          out += scale * silu * A.row(i).transpose() / D(i);
+        }
+        detail::store(o, sg.batch, t, hv, out);
+      }
+      if (!final_state.absent()) {
+        Mat S = A;
+        for (index_t i = 0; i < K; ++i)
+          S.row(i) = D(i) > 0 ? Eigen::RowVectorXd(A.row(i) / D(i)) : Eigen::RowVectorXd::Zero(V);
+        detail::store_mat(final_state, n, hv, S);
+      }
+    }
+  }
+}
+
+/// SLAB's SLA, causal, φ = relu applied here; no scale.
+template <class Out>
+void slab(const LinearInputs& in, double eps, const View4<Out>& o) {
+  using detail::Vec;
+  const index_t B = in.q.size(0), T = in.q.size(1), H = in.q.size(2), K = in.q.size(3);
+  const index_t HV = in.v.size(2), V = in.v.size(3), G = HV / H;
+  const auto relu = [](const Vec& x) { return Vec(x.cwiseMax(0.0)); };
+  const auto segs = segments(B, T, in.cu_seqlens);
+  for (index_t n = 0; n < static_cast<index_t>(segs.size()); ++n) {
+    const auto& sg = segs[static_cast<std::size_t>(n)];
+    for (index_t hv = 0; hv < HV; ++hv) {
+      const index_t h = hv / G;
+      for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
+        const Vec q = relu(detail::row(in.q, sg.batch, t, h).cast<double>());
+        Vec num = Vec::Zero(V);
+        double den = 0.0;
+        if (!in.initial_state.absent()) {
+          num = detail::mat(in.initial_state, n, hv).cast<double>().transpose() * q;
+          den = q.dot(detail::row(in.initial_z, n, hv).cast<double>());
+        }
+        for (index_t s = sg.begin; s <= t; ++s) {
+          const double w = q.dot(relu(detail::row(in.k, sg.batch, s, h).cast<double>()));
+          num += w * detail::row(in.v, sg.batch, s, hv).cast<double>();
+          den += w;
+        }
+        detail::store(o, sg.batch, t, hv, Vec(num / (den + eps)));
+      }
+    }
+  }
+}
+
+enum class MeanCorrectionKind { InLine, Mala };
+
+/// InLine / MALA pairwise, causal. q, k already mapped; init aggregates optional (all or none):
+/// S0 = in.initial_state, z0 [N,HV,K], m0 [N,HV,V], n0 [N].
+template <class Out>
+void mean_corrected(const LinearInputs& in, MeanCorrectionKind kind,
+                    std::optional<double> scale_opt, double eps, View3<const float> z0,
+                    View3<const float> m0, View1<const float> n0, const View4<Out>& o) {
+  using detail::Vec;
+  const index_t B = in.q.size(0), T = in.q.size(1), H = in.q.size(2), K = in.q.size(3);
+  const index_t HV = in.v.size(2), V = in.v.size(3), G = HV / H;
+  const double scale = resolved_scale(scale_opt, K);
+  const auto segs = segments(B, T, in.cu_seqlens);
+  const bool init = !z0.absent();
+  for (index_t n = 0; n < static_cast<index_t>(segs.size()); ++n) {
+    const auto& sg = segs[static_cast<std::size_t>(n)];
+    for (index_t hv = 0; hv < HV; ++hv) {
+      const index_t h = hv / G;
+      for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
+        const Vec q = detail::row(in.q, sg.batch, t, h).cast<double>();
+        const double cnt = (init ? static_cast<double>(n0(n)) : 0.0) + (t - sg.begin + 1);
+        const double c = scale / cnt;
+        // Raw scores φq·φk_j of the keys seen (prefix aggregates first, then token by token).
+        double score_sum = init ? q.dot(detail::row(z0, n, hv).cast<double>()) : 0.0;
+        for (index_t s = sg.begin; s <= t; ++s)
+          score_sum += q.dot(detail::row(in.k, sg.batch, s, h).cast<double>());
+        Vec num = init ? Vec(detail::mat(in.initial_state, n, hv).cast<double>().transpose() * q)
+                       : Vec::Zero(V);
+        Vec vsum = init ? Vec(detail::row(m0, n, hv).cast<double>()) : Vec::Zero(V);
+        for (index_t s = sg.begin; s <= t; ++s) {
+          const Vec v = detail::row(in.v, sg.batch, s, hv).cast<double>();
+          num += q.dot(detail::row(in.k, sg.batch, s, h).cast<double>()) * v;
+          vsum += v;
+        }
+        // Σ_j w_j v_j with w_j = a·score_j + b (the prefix aggregates enter the same sums).
+        double a = 0, b = 0;
+        if (kind == MeanCorrectionKind::InLine) {
+          a = c;
+          b = -c * score_sum / cnt + 1.0 / cnt;
+        } else {
+          const double z = scale * score_sum / cnt;
+          a = (1.0 + 1.0 / (z + eps)) * c;
+          b = -z / cnt;
+        }
+        detail::store(o, sg.batch, t, hv, Vec(a * num + b * vsum));
+      }
+    }
+  }
+}
+
+/// o += causal depthwise conv of x (papers/token_conv.hpp), history from cache_in or zeros.
+template <class Out>
+void token_conv(const View4<const float>& x, const papers::TokenConv& conv,
+                View4<const float> cache_in, std::span<const std::int64_t> cu_seqlens,
+                const View4<Out>& o) {
+  const index_t B = x.size(0), T = x.size(1), HX = x.size(2), V = x.size(3);
+  const index_t W = conv.width();
+  const auto segs = segments(B, T, cu_seqlens);
+  for (index_t n = 0; n < static_cast<index_t>(segs.size()); ++n) {
+    const auto& sg = segs[static_cast<std::size_t>(n)];
+    for (index_t h = 0; h < HX; ++h)
+      for (index_t c = 0; c < V; ++c)
+        for (index_t t = 0; t < sg.length; ++t) {
+          double acc = conv.bias.absent() ? 0.0 : conv.bias(c);
+          for (index_t j = 0; j < W; ++j) {
+            const index_t p = t - (W - 1) + j;  // position relative to the sequence start
+            double x_p = 0.0;
+            if (p >= 0)
+              x_p = x(sg.batch, sg.begin + p, h, c);
+            else if (!cache_in.absent())
+              x_p = cache_in(n, h, W - 1 + p, c);
+            acc += static_cast<double>(conv.weight(conv.weight.size(0) == 1 ? 0 : n,
+                                                   conv.weight.size(1) == 1 ? 0 : h, c, j)) *
+                   x_p;
+          }
+          o(sg.batch, sg.begin + t, h, c) += static_cast<Out>(acc);
+        }
+  }
+}
+
+}  // namespace polyattn::reference
