@@ -8,6 +8,7 @@
 #include "papers/papers_harness.hpp"
 #include "polyattn/papers/inline_attention.hpp"
 #include "polyattn/papers/mean_corrected.hpp"
+#include "polyattn/papers/nala.hpp"
 #include "polyattn/reference/papers.hpp"
 #include "polyattn/testing.hpp"
 
@@ -21,13 +22,15 @@ struct Shape {
 // Raw inputs plus an initial mean state consistent with a history of n0 tokens.
 struct Data {
   Shape s;
+  index_t F;  // features after the map (the state's key dim)
   std::vector<float> q, k, v, h0, z0, m0, n0;
-  Data(const Shape& sh, std::uint64_t seed) : s(sh) {
+  Data(const Shape& sh, std::uint64_t seed, index_t features = 0)
+      : s(sh), F(features ? features : sh.K) {
     q = random_vector(count(s.B, s.T, s.H, s.K), seed + 1);
     k = random_vector(count(s.B, s.T, s.H, s.K), seed + 2);
     v = random_vector(count(s.B, s.T, s.HV, s.V), seed + 3);
-    h0 = random_vector(count(s.B, s.HV, s.K, s.V), seed + 4, -0.5f, 0.5f);
-    z0 = random_vector(count(s.B, s.HV, s.K), seed + 5, 0.f, 3.f);
+    h0 = random_vector(count(s.B, s.HV, F, s.V), seed + 4, -0.5f, 0.5f);
+    z0 = random_vector(count(s.B, s.HV, F), seed + 5, 0.f, 3.f);
     m0 = random_vector(count(s.B, s.HV, s.V), seed + 6, -2.f, 2.f);
     n0.resize(count(s.B));
     for (index_t b = 0; b < s.B; ++b) n0[count(b)] = static_cast<float>(5 + 3 * b);
@@ -36,28 +39,51 @@ struct Data {
     LinearInputs in{.q = bthd(q.data(), s.B, s.T, s.H, s.K),
                     .k = bthd(k.data(), s.B, s.T, s.H, s.K),
                     .v = bthd(v.data(), s.B, s.T, s.HV, s.V)};
-    if (with_h0) in.initial_state = bhkv(h0.data(), s.B, s.HV, s.K, s.V);
+    if (with_h0) in.initial_state = bhkv(h0.data(), s.B, s.HV, F, s.V);
     return in;
   }
   papers::MeanState<const float> init(bool with_h0) const {
     if (!with_h0) return {};
-    return {View3<const float>::contiguous(z0.data(), {s.B, s.HV, s.K}),
+    return {View3<const float>::contiguous(z0.data(), {s.B, s.HV, F}),
             View3<const float>::contiguous(m0.data(), {s.B, s.HV, s.V}),
             View1<const float>::contiguous(n0.data(), {s.B})};
   }
 };
 
+// NaLaFormer's maps as the reference writes them (reference::nala_*_features), as FeatureMaps.
+template <bool Query>
+struct RefNalaMap {
+  static constexpr bool is_identity = false;
+  static constexpr const char* name() noexcept { return "ref_nala"; }
+  index_t out_dim(index_t d) const { return 2 * d; }
+  void apply(const float* x, index_t d, float* out) const {
+    const std::vector<double> in(x, x + d);
+    const auto f = Query ? reference::nala_query_features(in) : reference::nala_key_features(in);
+    for (std::size_t i = 0; i < f.size(); ++i) out[i] = static_cast<float>(f[i]);
+  }
+};
+
+// The maps the expectation uses: the operator's own, except NaLa's, which the reference writes.
+template <class Op>
+auto ref_maps(const Op& op) {
+  return std::pair{op.feature_map(), op.key_feature_map()};
+}
+inline auto ref_maps(const papers::presets::nala&) {
+  return std::pair{RefNalaMap<true>{}, RefNalaMap<false>{}};
+}
+
 // The reference takes mapped q, k: map them here in double-rounded-once float, as the operator.
-template <class Map>
+template <class Map, class KeyMap = Map>
 std::vector<double> expected(const Data& d, const Map& map, reference::MeanCorrectionKind kind,
-                             bool with_h0, double eps) {
+                             bool with_h0, double eps, const KeyMap& key_map = {}) {
   const auto& s = d.s;
-  std::vector<float> qm(d.q.size()), km(d.k.size());
-  apply_rows(map, bthd(d.q.data(), s.B, s.T, s.H, s.K), bthd(qm.data(), s.B, s.T, s.H, s.K));
-  apply_rows(map, bthd(d.k.data(), s.B, s.T, s.H, s.K), bthd(km.data(), s.B, s.T, s.H, s.K));
+  const index_t F = map.out_dim(s.K);
+  std::vector<float> qm(count(s.B, s.T, s.H, F)), km(qm.size());
+  apply_rows(map, bthd(d.q.data(), s.B, s.T, s.H, s.K), bthd(qm.data(), s.B, s.T, s.H, F));
+  apply_rows(key_map, bthd(d.k.data(), s.B, s.T, s.H, s.K), bthd(km.data(), s.B, s.T, s.H, F));
   LinearInputs in = d.inputs(with_h0);
-  in.q = bthd(qm.data(), s.B, s.T, s.H, s.K);
-  in.k = bthd(km.data(), s.B, s.T, s.H, s.K);
+  in.q = bthd(qm.data(), s.B, s.T, s.H, F);
+  in.k = bthd(km.data(), s.B, s.T, s.H, F);
   const auto ini = d.init(with_h0);
   std::vector<double> r(count(s.B, s.T, s.HV, s.V));
   reference::mean_corrected<double>(in, kind, std::nullopt, eps, ini.z, ini.vsum, ini.count,
@@ -71,19 +97,20 @@ void expect_final_mean(const Data& d, const Map& map, bool with_h0, const std::v
                        const std::vector<float>& m, const std::vector<float>& n,
                        const std::string& what) {
   const auto& s = d.s;
+  const index_t F = map.out_dim(s.K);
   std::vector<double> ez(z.size()), em(m.size()), en(n.size());
-  std::vector<float> row(count(s.K));
+  std::vector<float> row(count(F));
   for (index_t b = 0; b < s.B; ++b) {
     en[count(b)] = (with_h0 ? d.n0[count(b)] : 0.0) + s.T;
     for (index_t hv = 0; hv < s.HV; ++hv) {
       const index_t h = hv / (s.HV / s.H);
-      for (index_t i = 0; i < s.K; ++i)
-        ez[count(b * s.HV + hv) * s.K + i] = with_h0 ? d.z0[count(b * s.HV + hv) * s.K + i] : 0.0;
+      for (index_t i = 0; i < F; ++i)
+        ez[count(b * s.HV + hv) * F + i] = with_h0 ? d.z0[count(b * s.HV + hv) * F + i] : 0.0;
       for (index_t j = 0; j < s.V; ++j)
         em[count(b * s.HV + hv) * s.V + j] = with_h0 ? d.m0[count(b * s.HV + hv) * s.V + j] : 0.0;
       for (index_t t = 0; t < s.T; ++t) {
         map.apply(d.k.data() + ((b * s.T + t) * s.H + h) * s.K, s.K, row.data());
-        for (index_t i = 0; i < s.K; ++i) ez[count(b * s.HV + hv) * s.K + i] += row[count(i)];
+        for (index_t i = 0; i < F; ++i) ez[count(b * s.HV + hv) * F + i] += row[count(i)];
         for (index_t j = 0; j < s.V; ++j)
           em[count(b * s.HV + hv) * s.V + j] += d.v[count(((b * s.T + t) * s.HV + hv) * s.V + j)];
       }
@@ -98,15 +125,16 @@ template <class Algo, class Op>
 void expect_matches(const Op& op, reference::MeanCorrectionKind kind, double eps, const Data& d,
                     bool with_h0, const std::string& what) {
   const auto& s = d.s;
-  std::vector<float> o(count(s.B, s.T, s.HV, s.V), NAN), z(count(s.B, s.HV, s.K), NAN),
+  std::vector<float> o(count(s.B, s.T, s.HV, s.V), NAN), z(count(s.B, s.HV, d.F), NAN),
       m(count(s.B, s.HV, s.V), NAN), n(count(s.B), NAN);
   op.template forward<Algo>(d.inputs(with_h0), d.init(with_h0),
                             {.o = bthd(o.data(), s.B, s.T, s.HV, s.V)},
-                            {View3<float>::contiguous(z.data(), {s.B, s.HV, s.K}),
+                            {View3<float>::contiguous(z.data(), {s.B, s.HV, d.F}),
                              View3<float>::contiguous(m.data(), {s.B, s.HV, s.V}),
                              View1<float>::contiguous(n.data(), {s.B})});
-  EXPECT_LT(rel_rmse(o, expected(d, op.feature_map(), kind, with_h0, eps)), kRelRmseBound) << what;
-  expect_final_mean(d, op.feature_map(), with_h0, z, m, n, what);
+  const auto [qmap, kmap] = ref_maps(op);
+  EXPECT_LT(rel_rmse(o, expected(d, qmap, kind, with_h0, eps, kmap)), kRelRmseBound) << what;
+  expect_final_mean(d, kmap, with_h0, z, m, n, what);
 }
 
 const Shape kShapes[] = {
@@ -116,7 +144,7 @@ template <class Op>
 void sweep(const Op& op, reference::MeanCorrectionKind kind, double eps, const char* name) {
   std::uint64_t seed = 500;
   for (const Shape& sh : kShapes) {
-    const Data d(sh, seed += 10);
+    const Data d(sh, seed += 10, op.feature_map().out_dim(sh.K));
     for (bool h0 : {false, true}) {
       const std::string tag = std::string(name) + " T" + std::to_string(sh.T) + (h0 ? " h0" : "");
       expect_matches<Recurrent>(op, kind, eps, d, h0, tag + " recurrent");
@@ -131,6 +159,40 @@ TEST(PapersInLine, MatchesPairwiseReferenceEveryAlgorithm) {
   sweep(papers::presets::make_inline_attn(), reference::MeanCorrectionKind::InLine, 0.0, "inline");
   sweep(papers::presets::make_inline_attn(Relu{}), reference::MeanCorrectionKind::InLine, 0.0,
         "inline relu");
+}
+
+TEST(PapersNala, MatchesPairwiseReferenceEveryAlgorithm) {
+  sweep(papers::presets::make_nala(), reference::MeanCorrectionKind::Nala, 1e-6, "nala");
+}
+
+// The maps against the formulas in double; a zero query maps to zeros; a longer query gives a
+// larger power, hence a spikier (more concentrated) feature vector.
+TEST(PapersNala, FeatureMapsFollowTheFormula) {
+  const auto x = random_vector(24, 3, -2.f, 2.f);
+  for (index_t d : {1, 5, 24}) {
+    std::vector<float> fq(count(2 * d)), fk(count(2 * d));
+    papers::NalaQueryMap{}.apply(x.data(), d, fq.data());
+    papers::NalaKeyMap{}.apply(x.data(), d, fk.data());
+    const std::vector<double> xd(x.begin(), x.begin() + d);
+    const auto rq = reference::nala_query_features(xd), rk = reference::nala_key_features(xd);
+    for (std::size_t i = 0; i < rq.size(); ++i) {
+      EXPECT_NEAR(fq[i], rq[i], 1e-6 * std::abs(rq[i]) + 1e-30) << d << " q " << i;
+      EXPECT_NEAR(fk[i], rk[i], 1e-6 * std::abs(rk[i]) + 1e-30) << d << " k " << i;
+    }
+  }
+  std::vector<float> zero(8, 0.f), out(16, 1.f);
+  papers::NalaQueryMap{}.apply(zero.data(), 8, out.data());
+  for (float f : out) EXPECT_EQ(f, 0.f);
+  // Same direction, 10× the norm: the largest share of the features grows.
+  std::vector<float> small{0.1f, 0.05f, -0.02f}, big{1.f, 0.5f, -0.2f}, fs(6), fb(6);
+  papers::NalaQueryMap{}.apply(small.data(), 3, fs.data());
+  papers::NalaQueryMap{}.apply(big.data(), 3, fb.data());
+  auto top_share = [](const std::vector<float>& f) {
+    double sum = 0, top = 0;
+    for (float v : f) sum += v, top = std::max<double>(top, v);
+    return top / sum;
+  };
+  EXPECT_GT(top_share(fb), top_share(fs));
 }
 
 TEST(PapersMala, MatchesPairwiseReferenceEveryAlgorithm) {
@@ -161,7 +223,8 @@ TEST(PapersMeanCorrected, ConstantValuesPassThrough) {
 template <class Op>
 void split_and_decode(const Op& op, reference::MeanCorrectionKind kind, double eps) {
   const index_t B = 2, T = 40, H = 1, HV = 2, K = 8, V = 6, cut = 23, P = 31;
-  const Data d({B, T, H, HV, K, V}, 81);
+  const index_t F = op.feature_map().out_dim(K);
+  const Data d({B, T, H, HV, K, V}, 81, F);
   auto slice = [&](const std::vector<float>& x, index_t per_token, index_t t0, index_t n) {
     std::vector<float> out(count(B, n, per_token));
     for (index_t b = 0; b < B; ++b)
@@ -169,8 +232,8 @@ void split_and_decode(const Op& op, reference::MeanCorrectionKind kind, double e
                   out.data() + b * n * per_token);
     return out;
   };
-  std::vector<float> S(count(B, HV, K, V)), z(count(B, HV, K)), m(count(B, HV, V)), n(count(B));
-  const papers::MeanState<float> mean{View3<float>::contiguous(z.data(), {B, HV, K}),
+  std::vector<float> S(count(B, HV, F, V)), z(count(B, HV, F)), m(count(B, HV, V)), n(count(B));
+  const papers::MeanState<float> mean{View3<float>::contiguous(z.data(), {B, HV, F}),
                                       View3<float>::contiguous(m.data(), {B, HV, V}),
                                       View1<float>::contiguous(n.data(), {B})};
   std::vector<float> o_all(count(B, T, HV, V));
@@ -188,14 +251,14 @@ void split_and_decode(const Op& op, reference::MeanCorrectionKind kind, double e
                     .v = bthd(v.data(), B, len, HV, V)};
     papers::MeanState<const float> init{};
     if (t0 > 0) {
-      in.initial_state = bhkv(S0.data(), B, HV, K, V);
-      init = {View3<const float>::contiguous(z0.data(), {B, HV, K}),
+      in.initial_state = bhkv(S0.data(), B, HV, F, V);
+      init = {View3<const float>::contiguous(z0.data(), {B, HV, F}),
               View3<const float>::contiguous(m0.data(), {B, HV, V}),
               View1<const float>::contiguous(n0.data(), {B})};
     }
     std::vector<float> o(count(B, len, HV, V));
     op.template forward<Chunked<16>>(
-        in, init, {.o = bthd(o.data(), B, len, HV, V), .final_state = bhkv(S.data(), B, HV, K, V)},
+        in, init, {.o = bthd(o.data(), B, len, HV, V), .final_state = bhkv(S.data(), B, HV, F, V)},
         mean);
     put(o, t0, len);
     t0 += len;
@@ -206,16 +269,18 @@ void split_and_decode(const Op& op, reference::MeanCorrectionKind kind, double e
     op.step({.q = bthd(q.data(), B, 1, H, K),
              .k = bthd(k.data(), B, 1, H, K),
              .v = bthd(v.data(), B, 1, HV, V)},
-            bhkv(S.data(), B, HV, K, V), mean, bthd(o.data(), B, 1, HV, V));
+            bhkv(S.data(), B, HV, F, V), mean, bthd(o.data(), B, 1, HV, V));
     put(o, t0, 1);
   }
-  EXPECT_LT(rel_rmse(o_all, expected(d, op.feature_map(), kind, false, eps)), kRelRmseBound);
-  expect_final_mean(d, op.feature_map(), false, z, m, n, "after decode");
+  const auto [qmap, kmap] = ref_maps(op);
+  EXPECT_LT(rel_rmse(o_all, expected(d, qmap, kind, false, eps, kmap)), kRelRmseBound);
+  expect_final_mean(d, kmap, false, z, m, n, "after decode");
 }
 
 TEST(PapersMeanCorrected, SplitPrefillAndDecodeContinue) {
   split_and_decode(papers::presets::make_inline_attn(), reference::MeanCorrectionKind::InLine, 0);
   split_and_decode(papers::presets::make_mala(), reference::MeanCorrectionKind::Mala, 1e-6);
+  split_and_decode(papers::presets::make_nala(), reference::MeanCorrectionKind::Nala, 1e-6);
 }
 
 TEST(PapersMeanCorrected, VarlenEqualsSeparateCalls) {

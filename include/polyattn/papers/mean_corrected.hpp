@@ -29,6 +29,8 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "polyattn/linear/presets.hpp"
@@ -66,14 +68,24 @@ struct MeanState {
   bool absent() const { return z.absent() && vsum.absent() && count.absent(); }
 };
 
-template <FeatureMap Map, MeanCorrection Corr>
+/// Map applies to q, KeyMap to k (the same map unless a system maps them differently, as
+/// NaLaFormer does); both must give the same out_dim.
+template <FeatureMap Map, MeanCorrection Corr, FeatureMap KeyMap = Map>
 class MeanCorrectedLinear {
  public:
   MeanCorrectedLinear() = default;
   MeanCorrectedLinear(Map map, Corr corr, std::optional<double> default_scale = std::nullopt)
-      : map_(std::move(map)), corr_(corr), default_scale_(default_scale) {}
+    requires std::is_same_v<Map, KeyMap>
+      : map_(map), key_map_(std::move(map)), corr_(corr), default_scale_(default_scale) {}
+  MeanCorrectedLinear(Map map, KeyMap key_map, Corr corr,
+                      std::optional<double> default_scale = std::nullopt)
+      : map_(std::move(map)),
+        key_map_(std::move(key_map)),
+        corr_(corr),
+        default_scale_(default_scale) {}
 
   const Map& feature_map() const { return map_; }
+  const KeyMap& key_feature_map() const { return key_map_; }
   const Corr& correction() const { return corr_; }
   std::optional<double> default_scale() const { return default_scale_; }
 
@@ -138,6 +150,9 @@ class MeanCorrectedLinear {
       throw Error("final_z", "is not used: the mean state (fin.z) carries the key sum");
     const auto& qs = in_raw.q.shape();
     const index_t K = map_.out_dim(qs[3]);
+    if (key_map_.out_dim(qs[3]) != K)
+      throw Error("k", "the key feature map gives " + std::to_string(key_map_.out_dim(qs[3])) +
+                           " features, the query map " + std::to_string(K));
     const index_t N = check::cu_seqlens("cu_seqlens", in_raw.cu_seqlens, qs[0], qs[1]);
     const index_t HV = in_raw.v.size(2), V = in_raw.v.size(3);
     check_mean_state("init", init, N, HV, K, V);
@@ -146,14 +161,14 @@ class MeanCorrectedLinear {
     // φ(q), φ(k) once, for the kernels and for the correction pass.
     std::vector<float> qm, km;
     LinearInputs in = in_raw;
-    if constexpr (!Map::is_identity) {
+    if constexpr (!Map::is_identity || !KeyMap::is_identity) {
       // (At least one element, so that an empty call still passes non-null views.)
       qm.resize(static_cast<std::size_t>(std::max<index_t>(qs[0] * qs[1] * qs[2] * K, 1)));
       km.resize(qm.size());
       const auto qv = View4<float>::contiguous(qm.data(), {qs[0], qs[1], qs[2], K});
       const auto kv = View4<float>::contiguous(km.data(), {qs[0], qs[1], qs[2], K});
       apply_rows(map_, in_raw.q, qv);
-      apply_rows(map_, in_raw.k, kv);
+      apply_rows(key_map_, in_raw.k, kv);
       in.q = qv;
       in.k = kv;
     }
@@ -198,6 +213,7 @@ class MeanCorrectedLinear {
   }
 
   Map map_{};
+  KeyMap key_map_{};
   Corr corr_{};
   std::optional<double> default_scale_;
   presets::linear_attn core_{};

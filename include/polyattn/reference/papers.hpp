@@ -13,6 +13,8 @@
 //                         InLine: w_j = φq·φk_j·c − mean_j(φq·φk_j·c) + 1/n,  c = scale/n
 //                         MALA:   w_j = β·φq·φk_j·c − z/n,  z = scale·φq·mean_j φk_j,
 //                                 β = 1 + 1/(z + eps)
+//                         NaLa:   w_j = φq·φk_j / (Σ_j φq·φk_j + n·eps)  (q, k through
+//                                 nala_query_features / nala_key_features below)
 //                       o_t = Σ_j w_j v_j; φ applied by the caller (q, k already mapped)
 //   token_conv          o[t,c] += bias[c] + Σ_j w[c,j]·v[t−W+1+j, c], causal, zero or cached
 //                       history
@@ -115,7 +117,7 @@ void slab(const LinearInputs& in, double eps, const View4<Out>& o) {
   }
 }
 
-enum class MeanCorrectionKind { InLine, Mala };
+enum class MeanCorrectionKind { InLine, Mala, Nala };
 
 /// InLine / MALA pairwise, causal. q, k already mapped; init aggregates optional (all or none):
 /// S0 = in.initial_state, z0 [N,HV,K], m0 [N,HV,V], n0 [N].
@@ -154,15 +156,44 @@ void mean_corrected(const LinearInputs& in, MeanCorrectionKind kind,
         if (kind == MeanCorrectionKind::InLine) {
           a = c;
           b = -c * score_sum / cnt + 1.0 / cnt;
-        } else {
+        } else if (kind == MeanCorrectionKind::Mala) {
           const double z = scale * score_sum / cnt;
           a = (1.0 + 1.0 / (z + eps)) * c;
           b = -z / cnt;
+        } else {  // NaLa: w_j = φq·φk_j / (Σ_j φq·φk_j + n·eps), no scale
+          a = 1.0 / (score_sum + cnt * eps);
+          b = 0.0;
         }
         detail::store(o, sg.batch, t, hv, Vec(a * num + b * vsum));
       }
     }
   }
+}
+
+/// NaLaFormer's maps in double, from the formulas (papers/nala.hpp): the query's norm r sets the
+/// power p = 3(½ + tanh r) of its direction's positive and negative parts; keys are cubed.
+inline std::vector<double> nala_query_features(const std::vector<double>& q) {
+  double r = 0.0;
+  for (double x : q) r += x * x;
+  r = std::sqrt(r);
+  const double p = 3.0 * (0.5 + std::tanh(r));
+  const std::size_t d = q.size();
+  std::vector<double> f(2 * d, 0.0);
+  if (r == 0.0) return f;
+  for (std::size_t i = 0; i < d; ++i) {
+    f[i] = std::pow(std::max(q[i] / r, 0.0), p);
+    f[d + i] = std::pow(std::max(-q[i] / r, 0.0), p);
+  }
+  return f;
+}
+inline std::vector<double> nala_key_features(const std::vector<double>& k) {
+  const std::size_t d = k.size();
+  std::vector<double> f(2 * d);
+  for (std::size_t i = 0; i < d; ++i) {
+    f[i] = std::pow(std::max(k[i], 0.0), 3.0);
+    f[d + i] = std::pow(std::max(-k[i], 0.0), 3.0);
+  }
+  return f;
 }
 
 /// o += causal depthwise conv of x (papers/token_conv.hpp), history from cache_in or zeros.
