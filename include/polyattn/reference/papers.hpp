@@ -170,6 +170,45 @@ void mean_corrected(const LinearInputs& in, MeanCorrectionKind kind,
   }
 }
 
+/// Aaren: softmax attention of the learned query q_h [H,K] over the tokens seen so far, the
+/// initial state (m0, c0, a0) standing for the tokens before (o = (a0 e^{m0} + Σ e^{s_j} v_j) /
+/// (c0 e^{m0} + Σ e^{s_j}), s_j = scale·q_h·k_j), formed with the prefix's max in double.
+template <class Out>
+void aaren(const TensorView<const float, 2>& query, const View4<const float>& k,
+           const View4<const float>& v, std::span<const std::int64_t> cu_seqlens,
+           TensorView<const float, 2> m0, TensorView<const float, 2> c0, View3<const float> a0,
+           double scale, const View4<Out>& o) {
+  using detail::Vec;
+  const index_t B = k.size(0), T = k.size(1), H = k.size(2), HV = v.size(2), V = v.size(3);
+  const auto segs = segments(B, T, cu_seqlens);
+  for (index_t n = 0; n < static_cast<index_t>(segs.size()); ++n) {
+    const auto& sg = segs[static_cast<std::size_t>(n)];
+    for (index_t hv = 0; hv < HV; ++hv) {
+      const index_t h = hv / (HV / H);
+      const Vec q = detail::row(query, h).cast<double>();
+      std::vector<double> s;
+      for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
+        s.push_back(scale * q.dot(detail::row(k, sg.batch, t, h).cast<double>()));
+        double M = *std::max_element(s.begin(), s.end());
+        if (!m0.absent()) M = std::max(M, static_cast<double>(m0(n, hv)));
+        Vec num = Vec::Zero(V);
+        double den = 0.0;
+        if (!m0.absent()) {
+          const double f = std::exp(m0(n, hv) - M);
+          num = f * detail::row(a0, n, hv).cast<double>();
+          den = f * c0(n, hv);
+        }
+        for (index_t j = sg.begin; j <= t; ++j) {
+          const double w = std::exp(s[static_cast<std::size_t>(j - sg.begin)] - M);
+          num += w * detail::row(v, sg.batch, j, hv).cast<double>();
+          den += w;
+        }
+        detail::store(o, sg.batch, t, hv, Vec(num / den));
+      }
+    }
+  }
+}
+
 /// NaLaFormer's maps in double, from the formulas (papers/nala.hpp): the query's norm r sets the
 /// power p = 3(½ + tanh r) of its direction's positive and negative parts; keys are cubed.
 inline std::vector<double> nala_query_features(const std::vector<double>& q) {
