@@ -209,6 +209,69 @@ void aaren(const TensorView<const float, 2>& query, const View4<const float>& k,
   }
 }
 
+/// Flowformer, causal (papers/flowformer.hpp), straight from the definitions: every prefix sum
+/// recomputed for each position, the output as an explicit sum over the keys seen. No carried
+/// state (the operator's split prefill is checked against its own one-call result).
+template <class Out>
+void flowformer(const LinearInputs& in, double eps, const View4<Out>& o) {
+  using detail::Vec;
+  const index_t B = in.q.size(0), T = in.q.size(1), H = in.q.size(2), K = in.q.size(3);
+  const index_t HV = in.v.size(2), V = in.v.size(3), G = HV / H;
+  const auto sig = [](const Vec& x) {
+    return Vec(x.unaryExpr([](double e) { return 1.0 / (1.0 + std::exp(-e)); }));
+  };
+  const auto segs = segments(B, T, in.cu_seqlens);
+  for (index_t n = 0; n < static_cast<index_t>(segs.size()); ++n) {
+    const auto& sg = segs[static_cast<std::size_t>(n)];
+    const index_t L = sg.length;
+    for (index_t h = 0; h < H; ++h) {
+      std::vector<Vec> fq, fk;
+      for (index_t t = 0; t < L; ++t) {
+        fq.push_back(sig(detail::row(in.q, sg.batch, sg.begin + t, h).cast<double>()));
+        fk.push_back(sig(detail::row(in.k, sg.batch, sg.begin + t, h).cast<double>()));
+      }
+      const auto prefix = [&](const std::vector<Vec>& x, index_t i, auto weight) {
+        Vec sum = Vec::Zero(K);
+        for (index_t j = 0; j <= i; ++j) sum += weight(j) * x[static_cast<std::size_t>(j)];
+        return sum;
+      };
+      const auto one = [](index_t) { return 1.0; };
+      const auto plus_eps = [&](const Vec& x) { return Vec(x.array() + eps); };
+      std::vector<double> I(static_cast<std::size_t>(L)), O(I.size()), w(I.size()), a(I.size()),
+          ce(I.size());
+      for (index_t i = 0; i < L; ++i) {  // i is position i + 1
+        const double pos = static_cast<double>(i + 1);
+        I[i] = pos / plus_eps(fq[i]).dot(plus_eps(prefix(fk, i, one)));
+        O[i] = pos / plus_eps(fk[i]).dot(plus_eps(prefix(fq, i, one)));
+      }
+      for (index_t i = 0; i < L; ++i) {
+        const double pos = static_cast<double>(i + 1);
+        const double sink =
+            plus_eps(fq[i]).dot(plus_eps(prefix(fk, i, [&](index_t j) { return O[j]; }))) / pos;
+        const double source = std::clamp(
+            plus_eps(fk[i]).dot(plus_eps(prefix(fq, i, [&](index_t j) { return I[j]; }))) / pos,
+            -1.0, 1.0);
+        a[i] = 1.0 / (1.0 + std::exp(-sink));
+        ce[i] = std::exp(source);
+        double esum = 0.0;
+        for (index_t j = 0; j <= i; ++j) esum += ce[j];
+        w[i] = pos * ce[i] / esum;
+      }
+      for (index_t g = 0; g < G; ++g) {
+        const index_t hv = h * G + g;
+        for (index_t i = 0; i < L; ++i) {
+          Vec out = Vec::Zero(V);
+          for (index_t j = 0; j <= i; ++j)
+            out += fq[i].dot(fk[j]) * w[j] *
+                   detail::row(in.v, sg.batch, sg.begin + j, hv).cast<double>();
+          out *= a[i] * I[i] / static_cast<double>(i + 1);
+          detail::store(o, sg.batch, sg.begin + i, hv, out);
+        }
+      }
+    }
+  }
+}
+
 /// NaLaFormer's maps in double, from the formulas (papers/nala.hpp): the query's norm r sets the
 /// power p = 3(½ + tanh r) of its direction's positive and negative parts; keys are cubed.
 inline std::vector<double> nala_query_features(const std::vector<double>& q) {
