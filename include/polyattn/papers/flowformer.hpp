@@ -196,7 +196,7 @@ class Flowformer {
   }
 
   double eps_;
-  presets::linear_attn core_{};
+  ::polyattn::presets::linear_attn core_{};
 };
 
 namespace presets {

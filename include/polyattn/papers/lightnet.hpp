@@ -148,7 +148,7 @@ class LightNet {
             z_out(n, h, i) = static_cast<float>(zf[static_cast<std::size_t>((n * H + h) * K + i)]);
   }
 
-  presets::gla gla_{};
+  ::polyattn::presets::gla gla_{};
 };
 
 namespace presets {

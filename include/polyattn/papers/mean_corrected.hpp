@@ -216,7 +216,7 @@ class MeanCorrectedLinear {
   KeyMap key_map_{};
   Corr corr_{};
   std::optional<double> default_scale_;
-  presets::linear_attn core_{};
+  ::polyattn::presets::linear_attn core_{};
 };
 
 namespace presets {
