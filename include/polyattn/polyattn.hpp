@@ -5,7 +5,8 @@
 // ThreadPool, make_executor). Operator arguments (args/), policies (policies/), the linear
 // family's operator, algorithms and presets (linear/), softmax attention — tiled prefill, KV
 // cache and decode, mask and score-modifier policies (softmax/) — sparse selectors and
-// sparse_attention (sparse/) — hybrid combiners and their decoders (hybrid/).
+// sparse_attention (sparse/) — hybrid combiners and their decoders (hybrid/) — the papers'
+// systems composed from those families (papers/).
 // The naive double-precision references and the .npy reader/writer are not part of it: tests
 // and tools include polyattn/testing.hpp.
 // Kernels are compiled for the ISA of your flags, or per ISA with polyattn_add_arch_units(...
@@ -44,3 +45,5 @@
 #include "polyattn/sparse/sparse.hpp"
 
 #include "polyattn/hybrid/hybrid.hpp"
+
+#include "polyattn/papers/papers.hpp"
