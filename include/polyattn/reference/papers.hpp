@@ -272,6 +272,49 @@ void flowformer(const LinearInputs& in, double eps, const View4<Out>& o) {
   }
 }
 
+/// Titans' linear memory in the paper's orientation, M (V×K) with M k ≈ v (Sec. 3.1):
+/// S_t = η S_{t−1} − θ ∇ℓ,  ∇ℓ = (M_{t−1} k − v) kᵀ,  M_t = (1 − α) M_{t−1} + S_t,  y = M_t q.
+/// q, k L2-normalised when asked; m0, u0 the initial memory and momentum in the operator's
+/// [N,HV,K,V] layout (M = Sᵀ), absent = zeros.
+template <class Out>
+void titans(const View4<const float>& q, const View4<const float>& k, const View4<const float>& v,
+            const View3<const float>& alpha, const View3<const float>& eta,
+            const View3<const float>& theta, View4<const float> m0, View4<const float> u0,
+            std::span<const std::int64_t> cu_seqlens, double scale, bool qk_l2norm,
+            const View4<Out>& o, const View4<Out>& final_memory) {
+  using detail::Mat;
+  using detail::Vec;
+  const index_t B = q.size(0), T = q.size(1), H = q.size(2), K = q.size(3);
+  const index_t HV = v.size(2), V = v.size(3);
+  const auto segs = segments(B, T, cu_seqlens);
+  for (index_t n = 0; n < static_cast<index_t>(segs.size()); ++n) {
+    const auto& sg = segs[static_cast<std::size_t>(n)];
+    for (index_t hv = 0; hv < HV; ++hv) {
+      const index_t h = hv / (HV / H);
+      Mat M = Mat::Zero(V, K), Smom = Mat::Zero(V, K);
+      if (!m0.absent()) {
+        M = detail::mat(m0, n, hv).cast<double>().transpose();
+        Smom = detail::mat(u0, n, hv).cast<double>().transpose();
+      }
+      for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
+        Vec qt = detail::row(q, sg.batch, t, h).cast<double>();
+        Vec kt = detail::row(k, sg.batch, t, h).cast<double>();
+        if (qk_l2norm) {
+          qt /= std::sqrt(qt.squaredNorm() + kL2NormEps);
+          kt /= std::sqrt(kt.squaredNorm() + kL2NormEps);
+        }
+        const Vec vt = detail::row(v, sg.batch, t, hv).cast<double>();
+        const Mat grad = (M * kt - vt) * kt.transpose();
+        Smom = static_cast<double>(eta(sg.batch, t, hv)) * Smom -
+               static_cast<double>(theta(sg.batch, t, hv)) * grad;
+        M = (1.0 - static_cast<double>(alpha(sg.batch, t, hv))) * M + Smom;
+        detail::store(o, sg.batch, t, hv, Vec(M * (scale * qt)));
+      }
+      if (!final_memory.absent()) detail::store_mat(final_memory, n, hv, Mat(M.transpose()));
+    }
+  }
+}
+
 /// NaLaFormer's maps in double, from the formulas (papers/nala.hpp): the query's norm r sets the
 /// power p = 3(½ + tanh r) of its direction's positive and negative parts; keys are cubed.
 inline std::vector<double> nala_query_features(const std::vector<double>& q) {
