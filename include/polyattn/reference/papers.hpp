@@ -18,6 +18,7 @@
 //                       o_t = Σ_j w_j v_j; φ applied by the caller (q, k already mapped)
 //   token_conv          o[t,c] += bias[c] + Σ_j w[c,j]·v[t−W+1+j, c], causal, zero or cached
 //                       history
+//   aaren, flowformer, titans, selective_scan (Mamba-1): see each function
 // Inputs and outputs as the operators' (papers/*.hpp); shapes are assumed valid (the tests give
 // the same arguments the operators accepted).
 #pragma once
@@ -31,6 +32,7 @@
 
 #include "polyattn/args/linear.hpp"
 #include "polyattn/core/sequences.hpp"
+#include "polyattn/papers/mamba1.hpp"
 #include "polyattn/papers/token_conv.hpp"
 #include "polyattn/reference/eigen_io.hpp"
 
@@ -311,6 +313,44 @@ void titans(const View4<const float>& q, const View4<const float>& k, const View
         detail::store(o, sg.batch, t, hv, Vec(M * (scale * qt)));
       }
       if (!final_memory.absent()) detail::store_mat(final_memory, n, hv, Mat(M.transpose()));
+    }
+  }
+}
+
+/// Mamba-1's selective scan in double (papers/mamba1.hpp; the authors' selective_scan_ref):
+/// h ← exp(ΔA) ⊙ h + Δ B x, y = C·h + D x, y *= silu(z); Δ = softplus(dt + dt_bias) when asked.
+template <class Out>
+void selective_scan(const papers::SelectiveScanInputs& in, bool dt_softplus, const View3<Out>& y,
+                    const View3<Out>& final_state) {
+  const index_t B = in.x.size(0), T = in.x.size(1), D = in.x.size(2);
+  const index_t G = in.Bm.size(2), N = in.A.size(1);
+  const auto segs = segments(B, T, in.cu_seqlens);
+  for (index_t s = 0; s < static_cast<index_t>(segs.size()); ++s) {
+    const auto& sg = segs[static_cast<std::size_t>(s)];
+    for (index_t c = 0; c < D; ++c) {
+      const index_t g = c / (D / G);
+      std::vector<double> h(static_cast<std::size_t>(N), 0.0);
+      if (!in.initial_state.absent())
+        for (index_t n = 0; n < N; ++n) h[n] = in.initial_state(s, c, n);
+      for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
+        double dl = in.dt(sg.batch, t, c);
+        if (!in.dt_bias.absent()) dl += in.dt_bias(c);
+        if (dt_softplus) dl = std::log(1.0 + std::exp(dl));
+        const double x = in.x(sg.batch, t, c);
+        double out = 0.0;
+        for (index_t n = 0; n < N; ++n) {
+          h[n] = std::exp(dl * in.A(c, n)) * h[n] + dl * in.Bm(sg.batch, t, g, n) * x;
+          out += in.Cm(sg.batch, t, g, n) * h[n];
+        }
+        if (!in.D.absent()) out += in.D(c) * x;
+        if (!in.z.absent()) {
+          const double z = in.z(sg.batch, t, c);
+          out *= z / (1.0 + std::exp(-z));
+        }
+        y(sg.batch, t, c) = static_cast<Out>(out);
+      }
+      if (!final_state.absent())
+        for (index_t n = 0; n < N; ++n) final_state(s, c, n) = static_cast<Out>(h[n]);
     }
   }
 }
