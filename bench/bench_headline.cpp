@@ -3,8 +3,9 @@
 // Every preset at T = 512 … 65536 (doubling), B1 H1, head dim 128, fp32, on --threads threads
 // (default 1): causal softmax (the flash kernel), sliding-window softmax (window 4096), every
 // linear-family preset and the papers' systems (include/polyattn/papers/: LightNet, SLAB, InLine,
-// MALA, NaLaFormer, Flowformer, Aaren) with their Recurrent and Chunked<64> algorithms (Aaren's
-// chunked form is its blocked prefix scan). For each (variant, T) it
+// MALA, NaLaFormer, Flowformer, Aaren, Titans, Mamba-1) with their Recurrent and Chunked<64>
+// algorithms (Aaren's and Mamba-1's chunked form is a blocked parallel scan; Titans is recurrent
+// only). For each (variant, T) it
 // runs the operator up to --reps times (default 3; fewer when one run already took more than
 // --budget seconds, default 2) and keeps the median time. It prints
 //   * a table of ns per token for every variant and T (a flat row = cost linear in T),
@@ -36,9 +37,11 @@
 #include "polyattn/papers/flowformer.hpp"
 #include "polyattn/papers/inline_attention.hpp"
 #include "polyattn/papers/lightnet.hpp"
+#include "polyattn/papers/mamba1.hpp"
 #include "polyattn/papers/mean_corrected.hpp"
 #include "polyattn/papers/nala.hpp"
 #include "polyattn/papers/slab.hpp"
+#include "polyattn/papers/titans.hpp"
 #include "polyattn/softmax/flash.hpp"
 
 namespace {
@@ -61,6 +64,7 @@ struct Data {
   std::vector<float> q, k, v, g, gk, beta, o, qb, kb;
   std::vector<float> hh_w, hh_b;   // Hedgehog layer
   std::vector<float> conv, query;  // the papers' systems: a width-5 token conv, Aaren's query
+  std::vector<float> ssm_a;        // Mamba-1's A [kD, 16]
   index_t T = 0;
   void ensure(index_t T_) {
     if (T_ <= T) return;
@@ -80,6 +84,7 @@ struct Data {
       fill(hh_b, static_cast<std::size_t>(kD), -0.1f, 0.1f, 10);
       fill(conv, static_cast<std::size_t>(kD * 5), -0.2f, 0.2f, 11);
       fill(query, static_cast<std::size_t>(kD), -0.1f, 0.1f, 12);
+      fill(ssm_a, static_cast<std::size_t>(kD * 16), -2.f, -0.05f, 13);
     }
   }
   static void fill(std::vector<float>& x, std::size_t n, float lo, float hi, unsigned seed) {
@@ -199,6 +204,28 @@ void add_papers(std::vector<Variant>& v) {
                    .k = in.k,
                    .v = in.v},
                   o, {}, {}, ex);
+            });
+  // Titans: recurrent only (its parallel training form is a different recurrence). The three
+  // gates reuse beta's buffer (values in (0, 1)).
+  v.push_back(paper_variant<Recurrent>(
+      "titans", "recurrent",
+      []<class A>(Data& d, index_t T, const LinearInputs& in, View4<float> o, const auto& ex) {
+        const auto gate = bth<const float>(d.beta.data(), 1, T, 1);
+        papers::presets::make_titans().forward(
+            {.q = in.q, .k = in.k, .v = in.v, .alpha = gate, .eta = gate, .theta = gate}, {.o = o},
+            {}, ex);
+      }));
+  // Mamba-1: D = 128 channels, state 16, one group; x = v, dt = q, B and C read from the k and
+  // gk buffers (the cost does not depend on the values).
+  add_paper(v, "mamba1",
+            []<class A>(Data& d, index_t T, const LinearInputs&, View4<float> o, const auto& ex) {
+              papers::presets::make_mamba1().forward<A>(
+                  {.x = View3<const float>::contiguous(d.v.data(), {1, T, kD}),
+                   .dt = View3<const float>::contiguous(d.q.data(), {1, T, kD}),
+                   .A = TensorView<const float, 2>::contiguous(d.ssm_a.data(), {kD, 16}),
+                   .Bm = View4<const float>::contiguous(d.k.data(), {1, T, 1, 16}),
+                   .Cm = View4<const float>::contiguous(d.gk.data(), {1, T, 1, 16})},
+                  View3<float>::contiguous(o.data(), {1, T, kD}), {}, {}, ex);
             });
 }
 

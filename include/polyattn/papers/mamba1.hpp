@@ -146,12 +146,12 @@ class SelectiveScan {
   static float readout(const SelectiveScanInputs& in, const Dims& d, index_t b, index_t t,
                        const float* h, index_t g) {
     float acc = 0.f;
-    for (index_t n = 0; n < d.N; ++n) acc = std::fma(in.Cm(b, t, g, n), h[n], acc);
+    for (index_t n = 0; n < d.N; ++n) acc = in.Cm(b, t, g, n) * h[n] + acc;
     return acc;
   }
   static float finish(const SelectiveScanInputs& in, index_t b, index_t t, index_t c, float acc) {
     const float xv = in.x(b, t, c);
-    if (!in.D.absent()) acc = std::fma(in.D(c), xv, acc);
+    if (!in.D.absent()) acc = in.D(c) * xv + acc;
     if (!in.z.absent()) {
       const double zv = in.z(b, t, c);
       acc = static_cast<float>(acc * (zv / (1.0 + std::exp(-zv))));
@@ -180,7 +180,7 @@ class SelectiveScan {
           const float dl = delta(in, opt, sg.batch, t, c), xv = in.x(sg.batch, t, c);
           float* hc = h.data() + (c - c0) * d.N;
           for (index_t n = 0; n < d.N; ++n)
-            hc[n] = std::fma(std::exp(dl * in.A(c, n)), hc[n], dl * in.Bm(sg.batch, t, g, n) * xv);
+            hc[n] = std::exp(dl * in.A(c, n)) * hc[n] + dl * in.Bm(sg.batch, t, g, n) * xv;
           y(sg.batch, t, c) = finish(in, sg.batch, t, c, readout(in, d, sg.batch, t, hc, g));
         }
       }
@@ -232,7 +232,7 @@ class SelectiveScan {
           for (index_t n = 0; n < d.N; ++n) {
             const float la = dl * in.A(c, n);
             cum[c * d.N + n] += la;
-            hc[n] = std::fma(std::exp(la), hc[n], dl * in.Bm(sg.batch, t, g, n) * xv);
+            hc[n] = std::exp(la) * hc[n] + dl * in.Bm(sg.batch, t, g, n) * xv;
           }
           y(sg.batch, t, c) = readout(in, d, sg.batch, t, hc, g);  // local part only
         }
@@ -253,7 +253,7 @@ class SelectiveScan {
             const std::size_t i = base + static_cast<std::size_t>(c * d.N + n);
             float& hc = h[(c - c0) * d.N + n];
             carry[i] = hc;
-            hc = std::fma(std::exp(end_cum[i]), hc, end_h[i]);
+            hc = std::exp(end_cum[i]) * hc + end_h[i];
           }
       }
       if (!fin.absent())
@@ -279,7 +279,7 @@ class SelectiveScan {
           for (index_t n = 0; n < d.N; ++n) {
             float& cu = cum[(c - c0) * d.N + n];
             cu += dl * in.A(c, n);
-            acc = std::fma(in.Cm(sg.batch, t, g, n) * std::exp(cu), cin[c * d.N + n], acc);
+            acc = in.Cm(sg.batch, t, g, n) * std::exp(cu) * cin[c * d.N + n] + acc;
           }
           y(sg.batch, t, c) = finish(in, sg.batch, t, c, acc);
         }

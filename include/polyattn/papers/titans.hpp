@@ -152,7 +152,7 @@ class Titans {
         std::fill(p.begin(), p.end(), 0.f);
         for (index_t i = 0; i < K; ++i) {
           const float* row = S.data() + i * V;
-          for (index_t j = 0; j < V; ++j) p[j] = std::fma(k[i], row[j], p[j]);
+          for (index_t j = 0; j < V; ++j) p[j] = k[i] * row[j] + p[j];
         }
         const float a = 1.f - in.alpha(sg.batch, t, hv), eta = in.eta(sg.batch, t, hv),
                     theta = in.theta(sg.batch, t, hv);
@@ -163,9 +163,9 @@ class Titans {
           float* srow = S.data() + i * V;
           float* urow = U.data() + i * V;
           for (index_t j = 0; j < V; ++j) {
-            urow[j] = std::fma(eta, urow[j], k[i] * e[j]);
-            srow[j] = std::fma(a, srow[j], urow[j]);
-            o[j] = std::fma(q[i], srow[j], o[j]);
+            urow[j] = eta * urow[j] + k[i] * e[j];
+            srow[j] = a * srow[j] + urow[j];
+            o[j] = q[i] * srow[j] + o[j];
           }
         }
         for (index_t j = 0; j < V; ++j) out.o(sg.batch, t, hv, j) = o[j];
