@@ -3,7 +3,7 @@
 // Every preset at T = 512 … 65536 (doubling), B1 H1, head dim 128, fp32, on --threads threads
 // (default 1): causal softmax (the flash kernel), sliding-window softmax (window 4096), every
 // linear-family preset and the papers' systems (include/polyattn/papers/: LightNet, SLAB, InLine,
-// MALA, NaLaFormer, Flowformer, Aaren, Titans, Mamba-1) with their Recurrent and Chunked<64>
+// MALA, NaLaFormer, Flowformer, Aaren, Titans, Mamba-1, MoM) with their Recurrent and Chunked<64>
 // algorithms (Aaren's and Mamba-1's chunked form is a blocked parallel scan; Titans is recurrent
 // only). For each (variant, T) it
 // runs the operator up to --reps times (default 3; fewer when one run already took more than
@@ -39,6 +39,7 @@
 #include "polyattn/papers/lightnet.hpp"
 #include "polyattn/papers/mamba1.hpp"
 #include "polyattn/papers/mean_corrected.hpp"
+#include "polyattn/papers/mom.hpp"
 #include "polyattn/papers/nala.hpp"
 #include "polyattn/papers/slab.hpp"
 #include "polyattn/papers/titans.hpp"
@@ -65,6 +66,7 @@ struct Data {
   std::vector<float> hh_w, hh_b;   // Hedgehog layer
   std::vector<float> conv, query;  // the papers' systems: a width-5 token conv, Aaren's query
   std::vector<float> ssm_a;        // Mamba-1's A [kD, 16]
+  std::vector<float> mom_w;        // MoM's routing weights [T, 4]
   index_t T = 0;
   void ensure(index_t T_) {
     if (T_ <= T) return;
@@ -215,6 +217,26 @@ void add_papers(std::vector<Variant>& v) {
             {.q = in.q, .k = in.k, .v = in.v, .alpha = gate, .eta = gate, .theta = gate}, {.o = o},
             {}, ex);
       }));
+  // MoM: 4 memories, top-2 (every token routed to memories t mod 4 and t+1 mod 4, weights ½),
+  // the memories' k, v, g, β all read from the same buffers (the cost does not depend on them).
+  add_paper(
+      v, "mom",
+      []<class A>(Data& d, index_t T, const LinearInputs& in, View4<float> o, const auto& ex) {
+        constexpr index_t M = 4;
+        if (d.mom_w.size() < static_cast<std::size_t>(T * M)) {
+          d.mom_w.assign(static_cast<std::size_t>(T * M), 0.f);
+          for (index_t t = 0; t < T; ++t)
+            d.mom_w[t * M + t % M] = d.mom_w[t * M + (t + 1) % M] = 0.5f;
+        }
+        papers::presets::make_mom().forward<A>(
+            {.q = in.q,
+             .k = View4<const float>(d.k.data(), {M, T, 1, kD}, {0, kD, kD, 1}),
+             .v = View4<const float>(d.v.data(), {M, T, 1, kD}, {0, kD, kD, 1}),
+             .g = View3<const float>(d.g.data(), {M, T, 1}, {0, 1, 1}),
+             .beta = View3<const float>(d.beta.data(), {M, T, 1}, {0, 1, 1}),
+             .weights = View3<const float>::contiguous(d.mom_w.data(), {1, T, M})},
+            o, {}, {}, ex);
+      });
   // Mamba-1: D = 128 channels, state 16, one group; x = v, dt = q, B and C read from the k and
   // gk buffers (the cost does not depend on the values).
   add_paper(v, "mamba1",

@@ -35,6 +35,7 @@
 #include "polyattn/papers/mamba1.hpp"
 #include "polyattn/papers/token_conv.hpp"
 #include "polyattn/reference/eigen_io.hpp"
+#include "polyattn/reference/linear.hpp"
 
 namespace polyattn::reference {
 
@@ -353,6 +354,57 @@ void selective_scan(const papers::SelectiveScanInputs& in, bool dt_softplus, con
         for (index_t n = 0; n < N; ++n) final_state(s, c, n) = static_cast<Out>(h[n]);
     }
   }
+}
+
+/// Mixture-of-Memories (papers/mom.hpp) by masking rather than gathering: memory m of sequence b
+/// runs the gated delta rule over all T tokens with e^{g} = 1 and β = 0 where the token is not
+/// routed to it (so it neither decays nor learns there), through linear_recurrence; the output
+/// is Σ_m w_{t,m} · read-out of memory m. States [M·B,HV,K,V] (row m·B + b).
+template <class Out>
+void mixture_of_memories(const View4<const float>& q, const View4<const float>& k,
+                         const View4<const float>& v, const View3<const float>& g,
+                         const View3<const float>& beta, const View3<const float>& weights,
+                         View4<const float> initial_state, const View4<Out>& o) {
+  const index_t B = q.size(0), T = q.size(1), H = q.size(2), K = q.size(3);
+  const index_t HV = v.size(2), V = v.size(3), M = weights.size(2);
+  for (index_t b = 0; b < B; ++b)
+    for (index_t t = 0; t < T; ++t)
+      for (index_t hv = 0; hv < HV; ++hv)
+        for (index_t j = 0; j < V; ++j) o(b, t, hv, j) = Out(0);
+  LinearOptions opt;
+  opt.decay = Decay::ScalarPerToken;
+  opt.update = Update::Delta;
+  opt.qk_l2norm = true;
+  for (index_t m = 0; m < M; ++m)
+    for (index_t b = 0; b < B; ++b) {
+      const index_t seq = m * B + b;
+      std::vector<float> gm(static_cast<std::size_t>(T * HV)), bm(gm.size());
+      for (index_t t = 0; t < T; ++t)
+        for (index_t hv = 0; hv < HV; ++hv) {
+          const bool routed = weights(b, t, m) != 0.f;
+          gm[static_cast<std::size_t>(t * HV + hv)] = routed ? g(seq, t, hv) : 0.f;
+          bm[static_cast<std::size_t>(t * HV + hv)] = routed ? beta(seq, t, hv) : 0.f;
+        }
+      LinearInputs in{.q = View4<const float>(q.ptr(b, 0, 0, 0), {1, T, H, K},
+                                              {0, q.stride(1), q.stride(2), q.stride(3)}),
+                      .k = View4<const float>(k.ptr(seq, 0, 0, 0), {1, T, H, K},
+                                              {0, k.stride(1), k.stride(2), k.stride(3)}),
+                      .v = View4<const float>(v.ptr(seq, 0, 0, 0), {1, T, HV, V},
+                                              {0, v.stride(1), v.stride(2), v.stride(3)}),
+                      .g = bth<const float>(gm.data(), 1, T, HV),
+                      .beta = bth<const float>(bm.data(), 1, T, HV)};
+      if (!initial_state.absent())
+        in.initial_state = View4<const float>(
+            initial_state.ptr(seq, 0, 0, 0), {1, HV, K, V},
+            {0, initial_state.stride(1), initial_state.stride(2), initial_state.stride(3)});
+      std::vector<double> om(static_cast<std::size_t>(T * HV * V));
+      linear_recurrence<double>(in, opt, {.o = bthd(om.data(), 1, T, HV, V)});
+      for (index_t t = 0; t < T; ++t)
+        for (index_t hv = 0; hv < HV; ++hv)
+          for (index_t j = 0; j < V; ++j)
+            o(b, t, hv, j) += static_cast<Out>(weights(b, t, m)) *
+                              static_cast<Out>(om[static_cast<std::size_t>((t * HV + hv) * V + j)]);
+    }
 }
 
 /// NaLaFormer's maps in double, from the formulas (papers/nala.hpp): the query's norm r sets the
