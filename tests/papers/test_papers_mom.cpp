@@ -77,7 +77,7 @@ TEST(PapersMom, GatheredMatchesMaskedReference) {
     }
 }
 
-// Decode: one token per call with the M·B states updated in place continues a prefill.
+// Decode: step() with one token per call and the M·B states in place continues a chunked prefill.
 TEST(PapersMom, DecodeContinuesPrefill) {
   const Data d(2, 30, 1, 2, 8, 4, 4, 2, 31);
   const index_t P = 18;
@@ -104,10 +104,12 @@ TEST(PapersMom, DecodeContinuesPrefill) {
         .beta = View3<const float>(d.beta.data() + t0 * d.HV, {d.M * d.B, n, d.HV},
                                    {d.T * d.HV, d.HV, 1}),
         .weights = View3<const float>(d.w.data() + t0 * d.M, {d.B, n, d.M}, {d.T * d.M, d.M, 1})};
-    if (!first) in.initial_state = sv;
     const auto o = View4<float>(o_all.data() + t0 * d.HV * d.V, {d.B, n, d.HV, d.V},
                                 {d.T * d.HV * d.V, d.HV * d.V, d.V, 1});
-    op.forward<Recurrent>(in, o, sv);
+    if (first)
+      op.forward<Chunked<16>>(in, o, sv);
+    else
+      op.step(in, sv, o);
   };
   part(0, P, true);
   for (index_t t = P; t < d.T; ++t) part(t, 1, false);

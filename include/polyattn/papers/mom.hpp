@@ -20,7 +20,7 @@
 //
 // Layouts: q [B,T,H,K]; k [M·B,T,H,K], v [M·B,T,HV,V], g, beta [M·B,T,HV] with row m·B + b for
 // memory m of sequence b; states [M·B,HV,K,V] likewise. No cu_seqlens (B sequences of T tokens).
-// Decode: forward with T = 1 and initial_state = final_state (updated in place), as step() does.
+// Decode: step(), the state updated in place.
 #pragma once
 
 #include <algorithm>
@@ -42,6 +42,20 @@ struct MomInputs {
 
 class MixtureOfMemories {
  public:
+  /// Decode: the new tokens (usually 1) of B sequences, state [M·B,HV,K,V] read and updated in
+  /// place (a memory not routed to keeps its state bit for bit).
+  template <Executor E = Serial>
+  void step(const MomInputs& in, View4<float> state, View4<float> o,
+            const LinearRunOptions& run = {}, const E& exec = E{}) const {
+    if (!in.initial_state.absent())
+      throw Error("initial_state",
+                  "must be empty in step(): the state argument is read and updated in place");
+    check::required("state", state);
+    MomInputs with_state = in;
+    with_state.initial_state = state;
+    forward<Recurrent>(with_state, o, state, run, exec);
+  }
+
   /// @throws polyattn::Error naming the bad argument; outputs are then untouched
   template <LinearAlgorithm Algo = Recurrent, Executor E = Serial>
   void forward(const MomInputs& in, View4<float> o, View4<float> final_state = {},
