@@ -8,10 +8,11 @@
 //   o_t = Σ_{j≤t} e^{s_j} v_j / Σ_{j≤t} e^{s_j}
 //
 // State (the paper's a, c, m): m = max of the scores seen, a = Σ e^{s_j − m} v_j [V],
-// c = Σ e^{s_j − m}; o = a / c. The scan operator on such triples (A before B):
-//   m = max(m_A, m_B),  a = a_A e^{m_A − m} + a_B e^{m_B − m},  c = c_A e^{m_A − m} + c_B e^{m_B −
-//   m}
-// is associative with the identity (−inf, 0, 0).
+// c = Σ e^{s_j − m}; o = a / c. The scan operator on such triples (A before B), with
+// m = max(m_A, m_B):
+//   a = a_A e^{m_A − m} + a_B e^{m_B − m},   c = c_A e^{m_A − m} + c_B e^{m_B − m}
+// is associative with the identity (−inf, 0, 0). No official code is public; the paper's
+// formulas were matched.
 //
 // Algorithms:
 //   Recurrent   one triple updated token by token (also the decode step)

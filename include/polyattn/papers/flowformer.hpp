@@ -20,7 +20,8 @@
 //
 // Flow state per (sequence, q/k head), packed [N, H, 4K + 2]:
 //   [ Σφq (K) | Σφk (K) | Σ O·φk (K) | Σ I·φq (K) | Σ e^{ĉ} | n ]
-// given with (or without) the linear state [N,HV,K,V], for prefill in pieces and decode.
+// given together with the linear state [N,HV,K,V] (both or neither), for prefill in pieces and
+// decode.
 #pragma once
 
 #include <algorithm>

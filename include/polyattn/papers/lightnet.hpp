@@ -6,7 +6,9 @@
 //     A_t = A_{t−1} + e^{k_{t,i}} v_t,   δ_t = δ_{t−1} + e^{k_{t,i}},   S_t[i,:] = A_t / δ_t
 //     o_t = Σ_i scale·silu(q_t)_i · S_t[i,:]                    (scale default K^-½)
 //   the same as a multiplicative (GLA) recurrence with data-dependent key and gate, which is how
-//   it runs here (and in fla's LightNetAttention, the authors' reference for parity):
+//   it runs here, as fla's LightNetAttention does (fla/layers/lightnet.py: fused_lightnet_gate,
+//   then chunk_gla — the implementation to check parity against; the authors' repository is
+//   github.com/OpenNLPLab/LightNet):
 //     z_t = log δ_t = logaddexp(z_{t−1}, k_{t,i}),   k̃_{t,i} = e^{k_{t,i} − z_t},
 //     γ_{t,i} = z_{t−1} − z_t ≤ 0,   S_t = diag(e^{γ_t}) S_{t−1} + k̃_t v_tᵀ
 //   since e^{γ_t}·A_{t−1}/δ_{t−1} + e^{k_t}v_t/δ_t = A_t/δ_t.
