@@ -93,7 +93,7 @@ void lightnet(const LinearInputs& in, View3<const float> initial_log_z,
 template <class Out>
 void slab(const LinearInputs& in, double eps, const View4<Out>& o) {
   using detail::Vec;
-  const index_t B = in.q.size(0), T = in.q.size(1), H = in.q.size(2), K = in.q.size(3);
+  const index_t B = in.q.size(0), T = in.q.size(1), H = in.q.size(2);
   const index_t HV = in.v.size(2), V = in.v.size(3), G = HV / H;
   const auto relu = [](const Vec& x) { return Vec(x.cwiseMax(0.0)); };
   const auto segs = segments(B, T, in.cu_seqlens);
