@@ -1,8 +1,11 @@
 // bench/bench_headline.cpp — the README's headline comparison (polyattn-headline).
 //
 // Every preset at T = 512 … 65536 (doubling), B1 H1, head dim 128, fp32, on --threads threads
-// (default 1): causal softmax (the flash kernel), sliding-window softmax (window 4096), and every
-// linear-family preset with its Recurrent and Chunked<64> algorithms. For each (variant, T) it
+// (default 1): causal softmax (the flash kernel), sliding-window softmax (window 4096), every
+// linear-family preset and the papers' systems (include/polyattn/papers/: LightNet, SLAB, InLine,
+// MALA, NaLaFormer, Flowformer, Aaren, Titans, Mamba-1, MoM) with their Recurrent and Chunked<64>
+// algorithms (Aaren's and Mamba-1's chunked form is a blocked parallel scan; Titans is recurrent
+// only). For each (variant, T) it
 // runs the operator up to --reps times (default 3; fewer when one run already took more than
 // --budget seconds, default 2) and keeps the median time. It prints
 //   * a table of ns per token for every variant and T (a flat row = cost linear in T),
@@ -30,6 +33,16 @@
 #include "polyattn/core/simd/dispatch.hpp"
 #include "polyattn/linear/chunked.hpp"
 #include "polyattn/linear/presets.hpp"
+#include "polyattn/papers/aaren.hpp"
+#include "polyattn/papers/flowformer.hpp"
+#include "polyattn/papers/inline_attention.hpp"
+#include "polyattn/papers/lightnet.hpp"
+#include "polyattn/papers/mamba1.hpp"
+#include "polyattn/papers/mean_corrected.hpp"
+#include "polyattn/papers/mom.hpp"
+#include "polyattn/papers/nala.hpp"
+#include "polyattn/papers/slab.hpp"
+#include "polyattn/papers/titans.hpp"
 #include "polyattn/softmax/flash.hpp"
 
 namespace {
@@ -50,7 +63,10 @@ struct Args {
 
 struct Data {
   std::vector<float> q, k, v, g, gk, beta, o, qb, kb;
-  std::vector<float> hh_w, hh_b;  // Hedgehog layer
+  std::vector<float> hh_w, hh_b;   // Hedgehog layer
+  std::vector<float> conv, query;  // the papers' systems: a width-5 token conv, Aaren's query
+  std::vector<float> ssm_a;        // Mamba-1's A [kD, 16]
+  std::vector<float> mom_w;        // MoM's routing weights [T, 4]
   index_t T = 0;
   void ensure(index_t T_) {
     if (T_ <= T) return;
@@ -68,6 +84,9 @@ struct Data {
     if (hh_w.empty()) {
       fill(hh_w, static_cast<std::size_t>(kD * kD), -0.1f, 0.1f, 9);
       fill(hh_b, static_cast<std::size_t>(kD), -0.1f, 0.1f, 10);
+      fill(conv, static_cast<std::size_t>(kD * 5), -0.2f, 0.2f, 11);
+      fill(query, static_cast<std::size_t>(kD), -0.1f, 0.1f, 12);
+      fill(ssm_a, static_cast<std::size_t>(kD * 16), -2.f, -0.05f, 13);
     }
   }
   static void fill(std::vector<float>& x, std::size_t n, float lo, float hi, unsigned seed) {
@@ -130,6 +149,108 @@ void add_linear(std::vector<Variant>& v, const std::string& name, const Op& op, 
   v.push_back(linear_variant<Chunked<64>>(name, "chunked64", op, K));
 }
 
+// The papers' systems (include/polyattn/papers/): f(data, T, inputs, o, executor) runs one with
+// algorithm Algo on q, k, v of B1 T H1 d128.
+template <class Algo, class F>
+Variant paper_variant(const std::string& name, const std::string& algo, F f) {
+  return {name, algo, [f](Data& d, index_t T, const ThreadPool* pool) {
+            const LinearInputs in{.q = bthd<const float>(d.q.data(), 1, T, 1, kD),
+                                  .k = bthd<const float>(d.k.data(), 1, T, 1, kD),
+                                  .v = bthd<const float>(d.v.data(), 1, T, 1, kD)};
+            const auto o = bthd(d.o.data(), 1, T, 1, kD);
+            with_exec(pool, [&](const auto& ex) { f.template operator()<Algo>(d, T, in, o, ex); });
+          }};
+}
+
+template <class F>
+void add_paper(std::vector<Variant>& v, const std::string& name, F f) {
+  v.push_back(paper_variant<Recurrent>(name, "recurrent", f));
+  v.push_back(paper_variant<Chunked<64>>(name, "chunked64", f));
+}
+
+void add_papers(std::vector<Variant>& v) {
+  using papers::TokenConv;
+  auto conv = [](const Data& d) {
+    return TokenConv{.weight = View4<const float>::contiguous(d.conv.data(), {1, 1, kD, 5})};
+  };
+  add_paper(v, "lightnet",
+            []<class A>(Data&, index_t, const LinearInputs& in, View4<float> o, const auto& ex) {
+              papers::presets::make_lightnet().forward<A>(in, {}, {.o = o}, {}, {}, ex);
+            });
+  add_paper(
+      v, "slab",
+      [conv]<class A>(Data& d, index_t, const LinearInputs& in, View4<float> o, const auto& ex) {
+        papers::Slab().forward<A>(in, conv(d), {}, {.o = o}, {}, ex);
+      });
+  add_paper(
+      v, "inline",
+      [conv]<class A>(Data& d, index_t, const LinearInputs& in, View4<float> o, const auto& ex) {
+        papers::InLine<>().forward<A>(in, {}, conv(d), {}, {.o = o}, {}, {}, ex);
+      });
+  add_paper(v, "mala",
+            []<class A>(Data&, index_t, const LinearInputs& in, View4<float> o, const auto& ex) {
+              papers::presets::make_mala().forward<A>(in, {}, {.o = o}, {}, {}, ex);
+            });
+  add_paper(v, "nala",
+            []<class A>(Data&, index_t, const LinearInputs& in, View4<float> o, const auto& ex) {
+              papers::presets::make_nala().forward<A>(in, {}, {.o = o}, {}, {}, ex);
+            });
+  add_paper(v, "flowformer",
+            []<class A>(Data&, index_t, const LinearInputs& in, View4<float> o, const auto& ex) {
+              papers::presets::make_flowformer().forward<A>(in, {}, {.o = o}, {}, ex);
+            });
+  add_paper(v, "aaren",
+            []<class A>(Data& d, index_t, const LinearInputs& in, View4<float> o, const auto& ex) {
+              papers::presets::make_aaren().forward<A>(
+                  {.query = TensorView<const float, 2>::contiguous(d.query.data(), {1, kD}),
+                   .k = in.k,
+                   .v = in.v},
+                  o, {}, {}, ex);
+            });
+  // Titans: recurrent only (its parallel training form is a different recurrence). The three
+  // gates reuse beta's buffer (values in (0, 1)).
+  v.push_back(paper_variant<Recurrent>(
+      "titans", "recurrent",
+      []<class A>(Data& d, index_t T, const LinearInputs& in, View4<float> o, const auto& ex) {
+        const auto gate = bth<const float>(d.beta.data(), 1, T, 1);
+        papers::presets::make_titans().forward(
+            {.q = in.q, .k = in.k, .v = in.v, .alpha = gate, .eta = gate, .theta = gate}, {.o = o},
+            {}, ex);
+      }));
+  // MoM: 4 memories, top-2 (every token routed to memories t mod 4 and t+1 mod 4, weights ½),
+  // the memories' k, v, g, β all read from the same buffers (the cost does not depend on them).
+  add_paper(
+      v, "mom",
+      []<class A>(Data& d, index_t T, const LinearInputs& in, View4<float> o, const auto& ex) {
+        constexpr index_t M = 4;
+        if (d.mom_w.size() < static_cast<std::size_t>(T * M)) {
+          d.mom_w.assign(static_cast<std::size_t>(T * M), 0.f);
+          for (index_t t = 0; t < T; ++t)
+            d.mom_w[t * M + t % M] = d.mom_w[t * M + (t + 1) % M] = 0.5f;
+        }
+        papers::presets::make_mom().forward<A>(
+            {.q = in.q,
+             .k = View4<const float>(d.k.data(), {M, T, 1, kD}, {0, kD, kD, 1}),
+             .v = View4<const float>(d.v.data(), {M, T, 1, kD}, {0, kD, kD, 1}),
+             .g = View3<const float>(d.g.data(), {M, T, 1}, {0, 1, 1}),
+             .beta = View3<const float>(d.beta.data(), {M, T, 1}, {0, 1, 1}),
+             .weights = View3<const float>::contiguous(d.mom_w.data(), {1, T, M})},
+            o, {}, {}, ex);
+      });
+  // Mamba-1: D = 128 channels, state 16, one group; x = v, dt = q, B and C read from the k and
+  // gk buffers (the cost does not depend on the values).
+  add_paper(v, "mamba1",
+            []<class A>(Data& d, index_t T, const LinearInputs&, View4<float> o, const auto& ex) {
+              papers::presets::make_mamba1().forward<A>(
+                  {.x = View3<const float>::contiguous(d.v.data(), {1, T, kD}),
+                   .dt = View3<const float>::contiguous(d.q.data(), {1, T, kD}),
+                   .A = TensorView<const float, 2>::contiguous(d.ssm_a.data(), {kD, 16}),
+                   .Bm = View4<const float>::contiguous(d.k.data(), {1, T, 1, 16}),
+                   .Cm = View4<const float>::contiguous(d.gk.data(), {1, T, 1, 16})},
+                  View3<float>::contiguous(o.data(), {1, T, kD}), {}, {}, ex);
+            });
+}
+
 std::vector<Variant> variants(Data& d) {
   std::vector<Variant> v;
   v.push_back(softmax_variant("softmax", 0));
@@ -145,6 +266,7 @@ std::vector<Variant> variants(Data& d) {
   add_linear(v, "based", presets::make_based(), kBasedDim);
   d.ensure(1);  // Hedgehog holds its weights by reference
   add_linear(v, "hedgehog", presets::make_hedgehog(Hedgehog::fla(d.hh_w, d.hh_b)));
+  add_papers(v);  // the conv weights and Aaren's query live in d (filled by ensure above)
   return v;
 }
 

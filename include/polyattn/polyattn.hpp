@@ -5,7 +5,8 @@
 // ThreadPool, make_executor). Operator arguments (args/), policies (policies/), the linear
 // family's operator, algorithms and presets (linear/), softmax attention — tiled prefill, KV
 // cache and decode, mask and score-modifier policies (softmax/) — sparse selectors and
-// sparse_attention (sparse/) — hybrid combiners and their decoders (hybrid/).
+// sparse_attention (sparse/) — hybrid combiners and their decoders (hybrid/) — the papers'
+// systems composed from those families (papers/).
 // The naive double-precision references and the .npy reader/writer are not part of it: tests
 // and tools include polyattn/testing.hpp.
 // Kernels are compiled for the ISA of your flags, or per ISA with polyattn_add_arch_units(...
@@ -46,3 +47,5 @@
 #include "polyattn/hybrid/hybrid.hpp"
 
 #include "polyattn/conv/short_conv.hpp"
+
+#include "polyattn/papers/papers.hpp"

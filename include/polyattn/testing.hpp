@@ -1,8 +1,8 @@
 // polyattn/testing.hpp — what checking polyattn needs beyond the library itself: the naive
 // double-precision references of every family (reference/: the linear recurrence, softmax with
-// every mask and modifier, Based, the hybrids) and the .npy reader/writer of the parity tool
-// polyattn-run (io/npy.hpp). Tests, tools and examples that compare against a reference include
-// this; inference code includes polyattn/polyattn.hpp only.
+// every mask and modifier, Based, the hybrids, the papers' systems) and the .npy reader/writer of
+// the parity tool polyattn-run (io/npy.hpp). Tests, tools and examples that compare against a
+// reference include this; inference code includes polyattn/polyattn.hpp only.
 #pragma once
 
 #include "polyattn/polyattn.hpp"
@@ -12,4 +12,5 @@
 #include "polyattn/reference/conv.hpp"
 #include "polyattn/reference/hybrid.hpp"
 #include "polyattn/reference/linear.hpp"
+#include "polyattn/reference/papers.hpp"
 #include "polyattn/reference/softmax.hpp"
