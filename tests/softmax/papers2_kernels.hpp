@@ -1,0 +1,9 @@
+// tests/softmax/papers2_kernels.hpp — the papers' fusion kernels the test_papers_* tests link
+// from their own per-ISA units (papers2_units.cpp), declared extern for every other translation
+// unit, as a user's project would list them.
+#pragma once
+
+#include "polyattn/softmax/blockrank.hpp"
+
+#define POLYATTN_PAPERS2_TEST_KERNELS(X) POLYATTN_BLOCKRANK_KERNELS(X)
+POLYATTN_PAPERS2_TEST_KERNELS(POLYATTN_KERNEL_EXTERN)
