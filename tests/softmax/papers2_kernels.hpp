@@ -3,7 +3,10 @@
 // unit, as a user's project would list them.
 #pragma once
 
+#include "polyattn/softmax/act.hpp"
 #include "polyattn/softmax/blockrank.hpp"
 
-#define POLYATTN_PAPERS2_TEST_KERNELS(X) POLYATTN_BLOCKRANK_KERNELS(X)
+#define POLYATTN_PAPERS2_TEST_KERNELS(X) \
+  POLYATTN_BLOCKRANK_KERNELS(X)          \
+  POLYATTN_ACT_KERNELS(X)
 POLYATTN_PAPERS2_TEST_KERNELS(POLYATTN_KERNEL_EXTERN)
