@@ -39,41 +39,54 @@ struct ClearMask {
 
   index_t keys() const noexcept { return text + height * width; }
 
+  /// The mask with its constants resolved (what the kernel calls).
+  struct Bound {
+    index_t text, width;
+    double inv_width;  // 1 / W: the grid row of a position without an integer division
+    double r2;         // r²
+    /// Grid row of image position g ≥ 0: ⌊(g + ½)/W⌋, exact while g < 2^40.
+    index_t row_of(index_t g) const noexcept {
+      return static_cast<index_t>((static_cast<double>(g) + 0.5) * inv_width);
+    }
+    template <simd::SimdArch A = simd::scalar_arch>
+    bool visible(index_t, index_t p, index_t j) const noexcept {
+      if (p < text || j < text) return true;
+      const index_t gp = p - text, gj = j - text;
+      const index_t yp = row_of(gp), yj = row_of(gj);
+      const index_t dy = yp - yj, dx = (gp - yp * width) - (gj - yj * width);
+      return static_cast<double>(dy * dy + dx * dx) < r2;
+    }
+    template <simd::SimdArch A = simd::scalar_arch>
+    TileClass classify(RowRange rows, KeyRange keys) const noexcept {
+      const index_t p0 = rows.p_first(), p1 = rows.p_last();
+      if (p1 < text || keys.j1 <= text) return TileClass::Full;  // text rows / text keys only
+      if (p0 < text || keys.j0 < text) return TileClass::Partial;
+      // Bounding boxes on the grid: rows [y0, y1], columns [x0, x1] (whole width over >1 row).
+      struct Box {
+        index_t y0, y1, x0, x1;
+      };
+      const auto box = [&](index_t a, index_t b) {  // positions a ≤ b
+        const index_t y0 = row_of(a - text), y1 = row_of(b - text);
+        if (y0 == y1) return Box{y0, y1, a - text - y0 * width, b - text - y1 * width};
+        return Box{y0, y1, 0, width - 1};
+      };
+      const Box q = box(p0, p1), k = box(keys.j0, keys.j1 - 1);
+      const auto gap = [](index_t a0, index_t a1, index_t b0, index_t b1) {
+        return std::max<index_t>({index_t{0}, b0 - a1, a0 - b1});
+      };
+      const auto span = [](index_t a0, index_t a1, index_t b0, index_t b1) {
+        return std::max(a1 - b0, b1 - a0);
+      };
+      const index_t gy = gap(q.y0, q.y1, k.y0, k.y1), gx = gap(q.x0, q.x1, k.x0, k.x1);
+      if (static_cast<double>(gy * gy + gx * gx) >= r2) return TileClass::Skip;
+      const index_t sy = span(q.y0, q.y1, k.y0, k.y1), sx = span(q.x0, q.x1, k.x0, k.x1);
+      if (static_cast<double>(sy * sy + sx * sx) < r2) return TileClass::Full;
+      return TileClass::Partial;
+    }
+  };
   template <simd::SimdArch A = simd::scalar_arch>
-  bool visible(index_t, index_t p, index_t j) const noexcept {
-    if (p < text || j < text) return true;
-    const index_t dy = (p - text) / width - (j - text) / width;
-    const index_t dx = (p - text) % width - (j - text) % width;
-    return static_cast<double>(dy * dy + dx * dx) < radius * radius;
-  }
-
-  template <simd::SimdArch A = simd::scalar_arch>
-  TileClass classify(RowRange rows, KeyRange keys) const noexcept {
-    const index_t p0 = rows.p_first(), p1 = rows.p_last();
-    if (p1 < text || keys.j1 <= text) return TileClass::Full;  // text rows / text keys only
-    if (p0 < text || keys.j0 < text) return TileClass::Partial;
-    // Bounding boxes on the grid: rows [y0, y1], columns [x0, x1] (whole width over >1 row).
-    struct Box {
-      index_t y0, y1, x0, x1;
-    };
-    const auto box = [&](index_t a, index_t b) {  // grid positions a ≤ b
-      const index_t y0 = (a - text) / width, y1 = (b - text) / width;
-      if (y0 == y1) return Box{y0, y1, (a - text) % width, (b - text) % width};
-      return Box{y0, y1, 0, width - 1};
-    };
-    const Box q = box(p0, p1), k = box(keys.j0, keys.j1 - 1);
-    const auto gap = [](index_t a0, index_t a1, index_t b0, index_t b1) {
-      return std::max<index_t>({index_t{0}, b0 - a1, a0 - b1});
-    };
-    const auto span = [](index_t a0, index_t a1, index_t b0, index_t b1) {
-      return std::max(a1 - b0, b1 - a0);
-    };
-    const index_t gy = gap(q.y0, q.y1, k.y0, k.y1), gx = gap(q.x0, q.x1, k.x0, k.x1);
-    const double r2 = radius * radius;
-    if (static_cast<double>(gy * gy + gx * gx) >= r2) return TileClass::Skip;
-    const index_t sy = span(q.y0, q.y1, k.y0, k.y1), sx = span(q.x0, q.x1, k.x0, k.x1);
-    if (static_cast<double>(sy * sy + sx * sx) < r2) return TileClass::Full;
-    return TileClass::Partial;
+  Bound bind(const HeadContext&) const noexcept {
+    return {text, width, 1.0 / static_cast<double>(width), radius * radius};
   }
 
   /// The mask's parameters against a call (run by flash_attention before anything is written):
