@@ -35,6 +35,9 @@
 #include "polyattn/linear/operator.hpp"
 #include "polyattn/linear/presets.hpp"
 
+#include "polyattn/softmax/act.hpp"
+#include "polyattn/softmax/blockrank.hpp"
+#include "polyattn/softmax/clear.hpp"
 #include "polyattn/softmax/decode.hpp"
 #include "polyattn/softmax/flash.hpp"
 #include "polyattn/softmax/kv_cache.hpp"
