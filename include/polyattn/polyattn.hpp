@@ -41,8 +41,10 @@
 #include "polyattn/softmax/decode.hpp"
 #include "polyattn/softmax/flash.hpp"
 #include "polyattn/softmax/kv_cache.hpp"
+#include "polyattn/softmax/longheads.hpp"
 #include "polyattn/softmax/mask.hpp"
 #include "polyattn/softmax/modifiers.hpp"
+#include "polyattn/softmax/routing.hpp"
 
 #include "polyattn/sparse/sparse.hpp"
 

@@ -6,11 +6,13 @@
 #include "polyattn/softmax/act.hpp"
 #include "polyattn/softmax/blockrank.hpp"
 #include "polyattn/softmax/clear.hpp"
+#include "polyattn/softmax/longheads.hpp"
 #include "polyattn/softmax/routing.hpp"
 
 #define POLYATTN_PAPERS2_TEST_KERNELS(X) \
   POLYATTN_BLOCKRANK_KERNELS(X)          \
   POLYATTN_ACT_KERNELS(X)                \
   POLYATTN_CLEAR_KERNELS(X)              \
-  POLYATTN_ROUTING_KERNELS(X)
+  POLYATTN_ROUTING_KERNELS(X)            \
+  POLYATTN_LONGHEADS_KERNELS(X)
 POLYATTN_PAPERS2_TEST_KERNELS(POLYATTN_KERNEL_EXTERN)
