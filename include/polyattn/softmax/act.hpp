@@ -78,6 +78,13 @@ class ActSinks {
            prefix_[base + static_cast<std::size_t>(j0)];
   }
   const std::vector<std::uint8_t>& bits() const noexcept { return bits_; }
+  /// Sink bytes [S] and prefix counts [S + 1] of (b, h).
+  const std::uint8_t* bits_of(index_t b, index_t h) const noexcept {
+    return bits_.data() + (b * HQ_ + h) * S_;
+  }
+  const index_t* prefix_of(index_t b, index_t h) const noexcept {
+    return prefix_.data() + (b * HQ_ + h) * (S_ + 1);
+  }
 
   void check(const SoftmaxDims& d) const {
     if (B_ != d.B || HQ_ != d.HQ || S_ != d.S)
@@ -99,16 +106,16 @@ struct ActSinkMask {
   bool keep_sinks = true;
 
   struct Bound {
-    const ActSinks* sinks;
-    index_t b, h, k_offset;
+    const std::uint8_t* bits;  // this (batch row, head)'s sink bytes, at the sequence's first key
+    const index_t* prefix;     // its prefix counts, at the same key
     bool keep_sinks;
     template <simd::SimdArch A = simd::scalar_arch>
     bool visible(index_t, index_t, index_t j) const noexcept {
-      return sinks->is_sink(b, h, k_offset + j) == keep_sinks;
+      return (bits[j] != 0) == keep_sinks;
     }
     template <simd::SimdArch A = simd::scalar_arch>
     TileClass classify(RowRange, KeyRange keys) const noexcept {
-      const index_t n = sinks->count(b, h, k_offset + keys.j0, k_offset + keys.j1);
+      const index_t n = prefix[keys.j1] - prefix[keys.j0];
       const index_t kept = keep_sinks ? n : (keys.j1 - keys.j0) - n;
       if (kept == 0) return TileClass::Skip;
       return kept == keys.j1 - keys.j0 ? TileClass::Full : TileClass::Partial;
@@ -116,7 +123,8 @@ struct ActSinkMask {
   };
   template <simd::SimdArch A = simd::scalar_arch>
   Bound bind(const HeadContext& c) const noexcept {
-    return {sinks, c.batch, c.head, c.k_offset, keep_sinks};
+    return {sinks->bits_of(c.batch, c.head) + c.k_offset,
+            sinks->prefix_of(c.batch, c.head) + c.k_offset, keep_sinks};
   }
   void check(const SoftmaxDims& d) const {
     if (sinks == nullptr) throw Error("sinks", "is required but null");

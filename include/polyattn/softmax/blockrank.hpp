@@ -112,14 +112,24 @@ struct BlockRankMask {
   struct Bound {
     const index_t* b;
     index_t M;
-    /// seg(x): the m with b_m ≤ x < b_{m+1} (x in [0, b_M)).
+    /// seg(x): the m with b_m ≤ x < b_{m+1} (x in [0, b_M)), by bisection. A template on the
+    /// Arch tag like the hooks that call it (per-ISA symbols, fusion.hpp).
+    template <simd::SimdArch A = simd::scalar_arch>
     index_t segment(index_t x) const noexcept {
-      return static_cast<index_t>(std::upper_bound(b + 1, b + M, x) - (b + 1));
+      index_t lo = 0, hi = M - 1;  // b_lo ≤ x, and x < b_{hi+1}
+      while (lo < hi) {
+        const index_t mid = (lo + hi + 1) / 2;
+        if (b[mid] <= x)
+          lo = mid;
+        else
+          hi = mid - 1;
+      }
+      return lo;
     }
     template <simd::SimdArch A = simd::scalar_arch>
     bool visible(index_t, index_t p, index_t j) const noexcept {
       if (j > p) return false;
-      const index_t sp = segment(p), sj = segment(j);
+      const index_t sp = segment<A>(p), sj = segment<A>(j);
       return sj == sp || sj == 0 || sp == M - 1;
     }
     template <simd::SimdArch A = simd::scalar_arch>
@@ -128,8 +138,8 @@ struct BlockRankMask {
       if (causal == TileClass::Skip) return causal;
       const index_t p0 = std::max<index_t>(rows.p_first(), 0), p1 = rows.p_last();
       if (p1 < 0) return TileClass::Skip;  // rows before the first key (T > S)
-      const index_t q_lo = segment(p0), q_hi = segment(p1);
-      const index_t k_lo = segment(keys.j0), k_hi = segment(keys.j1 - 1);
+      const index_t q_lo = segment<A>(p0), q_hi = segment<A>(p1);
+      const index_t k_lo = segment<A>(keys.j0), k_hi = segment<A>(keys.j1 - 1);
       // Only causality is left when every row is in the query segment, every key in the
       // instruction, or rows and keys share one segment.
       if (q_lo == M - 1 || k_hi == 0 || (q_lo == q_hi && k_lo == k_hi && q_lo == k_lo))

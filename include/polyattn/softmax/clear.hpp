@@ -45,6 +45,7 @@ struct ClearMask {
     double inv_width;  // 1 / W: the grid row of a position without an integer division
     double r2;         // r²
     /// Grid row of image position g ≥ 0: ⌊(g + ½)/W⌋, exact while g < 2^40.
+    template <simd::SimdArch A = simd::scalar_arch>
     index_t row_of(index_t g) const noexcept {
       return static_cast<index_t>((static_cast<double>(g) + 0.5) * inv_width);
     }
@@ -52,7 +53,7 @@ struct ClearMask {
     bool visible(index_t, index_t p, index_t j) const noexcept {
       if (p < text || j < text) return true;
       const index_t gp = p - text, gj = j - text;
-      const index_t yp = row_of(gp), yj = row_of(gj);
+      const index_t yp = row_of<A>(gp), yj = row_of<A>(gj);
       const index_t dy = yp - yj, dx = (gp - yp * width) - (gj - yj * width);
       return static_cast<double>(dy * dy + dx * dx) < r2;
     }
@@ -66,7 +67,7 @@ struct ClearMask {
         index_t y0, y1, x0, x1;
       };
       const auto box = [&](index_t a, index_t b) {  // positions a ≤ b
-        const index_t y0 = row_of(a - text), y1 = row_of(b - text);
+        const index_t y0 = row_of<A>(a - text), y1 = row_of<A>(b - text);
         if (y0 == y1) return Box{y0, y1, a - text - y0 * width, b - text - y1 * width};
         return Box{y0, y1, 0, width - 1};
       };

@@ -180,6 +180,7 @@ struct LongHeadsMask {
   struct Bound {
     const std::int32_t* rows;  // [T][n] of this (batch row, head)
     index_t n, w;
+    template <simd::SimdArch A = simd::scalar_arch>  // per-ISA symbol, as the hooks
     bool selects(index_t r, index_t g) const noexcept {
       const std::int32_t* s = rows + r * n;
       for (index_t k = 0; k < n; ++k)
@@ -188,7 +189,7 @@ struct LongHeadsMask {
     }
     template <simd::SimdArch A = simd::scalar_arch>
     bool visible(index_t r, index_t p, index_t j) const noexcept {
-      return j <= p && selects(r, j / w);
+      return j <= p && selects<A>(r, j / w);
     }
     template <simd::SimdArch A = simd::scalar_arch>
     TileClass classify(RowRange rows_, KeyRange keys) const noexcept {
@@ -198,7 +199,7 @@ struct LongHeadsMask {
       bool any = false, all = true;
       for (index_t r = rows_.r0; r < rows_.r1; ++r)
         for (index_t g = g0; g <= g1; ++g) {
-          const bool s = selects(r, g);
+          const bool s = selects<A>(r, g);
           any = any || s;
           all = all && s;
         }
