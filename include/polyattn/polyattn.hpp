@@ -41,6 +41,7 @@
 #include "polyattn/softmax/decode.hpp"
 #include "polyattn/softmax/flash.hpp"
 #include "polyattn/softmax/kv_cache.hpp"
+#include "polyattn/softmax/landmark.hpp"
 #include "polyattn/softmax/longheads.hpp"
 #include "polyattn/softmax/mask.hpp"
 #include "polyattn/softmax/modifiers.hpp"
