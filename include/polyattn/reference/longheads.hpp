@@ -46,8 +46,9 @@ inline std::vector<double> longheads_chunk_keys(const SoftmaxInputs& in, index_t
           const std::vector<double> a = attend(q);
           for (index_t j = 0; j < w; ++j)
             for (index_t e = 0; e < d.Dv; ++e)
-              cbar[static_cast<std::size_t>(e)] +=
-                  a[static_cast<std::size_t>(j)] * in.v(b, g * w + j, hk, e) / w;
+              cbar[static_cast<std::size_t>(e)] += a[static_cast<std::size_t>(j)] *
+                                                   in.v(b, g * w + j, hk, e) /
+                                                   static_cast<double>(w);
         }
         cbar.resize(static_cast<std::size_t>(d.D), 0.0);
         const std::vector<double> a = attend(cbar);
