@@ -13,6 +13,7 @@
 #include "polyattn/reference/blockrank.hpp"
 #include "polyattn/reference/clear.hpp"
 #include "polyattn/reference/hybrid.hpp"
+#include "polyattn/reference/hyper.hpp"
 #include "polyattn/reference/landmark.hpp"
 #include "polyattn/reference/linear.hpp"
 #include "polyattn/reference/longheads.hpp"

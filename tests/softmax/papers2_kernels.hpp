@@ -6,6 +6,7 @@
 #include "polyattn/softmax/act.hpp"
 #include "polyattn/softmax/blockrank.hpp"
 #include "polyattn/softmax/clear.hpp"
+#include "polyattn/softmax/hyper.hpp"
 #include "polyattn/softmax/landmark.hpp"
 #include "polyattn/softmax/longheads.hpp"
 #include "polyattn/softmax/routing.hpp"
@@ -16,5 +17,6 @@
   POLYATTN_CLEAR_KERNELS(X)              \
   POLYATTN_ROUTING_KERNELS(X)            \
   POLYATTN_LONGHEADS_KERNELS(X)          \
-  POLYATTN_LANDMARK_KERNELS(X)
+  POLYATTN_LANDMARK_KERNELS(X)           \
+  POLYATTN_HYPER_KERNELS(X)
 POLYATTN_PAPERS2_TEST_KERNELS(POLYATTN_KERNEL_EXTERN)
