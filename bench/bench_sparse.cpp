@@ -3,10 +3,18 @@
 // dense causal flash kernel of the same binary.
 //
 //   sparse/dense-causal/B:1/H:8/T:<T>/D:128/threads:N        softmax::flash_attention, causal
+//   sparse/dense-full/B:1/H:8/T:<T>/D:128/threads:N          the same without a mask (CLEAR's base)
 //   sparse/topk/keep:0.10/B:1/H:8/T:<T>/D:128/threads:N      sparse_attention(TopKSelector)
 //   sparse/window-sinks/keep:0.10/B:1/H:8/T:<T>/D:128/threads:N
 //   sparse_attention(WindowSinkSelector) sparse-select/<selector>/B:1/H:8/T:<T>/D:128/threads:N the
 //   selector alone (select())
+//   sparse/seer-gate/keep:0.10/...  sparse_attention(GateScoreSelector), top-k on given gate
+//                                   scores (SeerAttention; the gate's own cost is the model's)
+//   fused/blockrank/docs:512/...    softmax::blockrank_attention: a 512-token instruction,
+//   documents
+//                                   of 512 tokens, a 512-token query segment (BlockRank)
+//   fused/clear/r:16/...            softmax::clear_attention, the sequence a (T/256) × 256 image,
+//                                   circle radius 16, no text (CLEAR); not causal
 // T = 32768 (the docs/conventions.md §12 shape) and 4096 (a quick check), 1 and all threads,
 // 64-token blocks. "keep:0.10": the selector's parameter is chosen so that 10% of the causal blocks
 // (nQB·(nQB+1)/2) stay: top-k keeps the diagonal block plus the k best earlier ones by mean-pooled
@@ -20,6 +28,8 @@
 // useful FLOPs: 4·D per visible (query, key) pair and head, the pairs counted from the mask
 // actually used (dense: T(T+1)/2 per head); the sparse cases add
 //   kept_frac         selected blocks / causal blocks, from the mask
+//                     (fused cases: visible (query, key) pairs / those of their dense base —
+//                     causal for BlockRank, full for CLEAR — counted token by token)
 //   selector_ms       time of one select() alone (best of 3, outside the timed loop)
 //   selector_frac     selector_ms / time of the whole sparse_attention call
 //   speedup_vs_dense  dense time / sparse time, when the dense case of the same T and threads ran
@@ -43,6 +53,7 @@
 #include <vector>
 
 #include "bench_common.hpp"
+#include "bench_papers_kernels.hpp"
 #include "polyattn/softmax/flash.hpp"
 #include "polyattn/sparse/sparse.hpp"
 
@@ -92,6 +103,7 @@ polyattn::SoftmaxInputs inputs(const Data& d) {
 }
 
 const polyattn::SoftmaxOptions kCausal{.causal = true};
+const polyattn::SoftmaxOptions kFull{};
 
 // ---- selector parameters for a kept fraction ----------------------------------------------------
 
@@ -123,6 +135,62 @@ ps::TopKSelector topk_for(index_t T) {
   const index_t k =
       parameter_for_keep(nqb, [](index_t k) { return [k](index_t) { return 1 + k; }; });
   return {.block = kBlock, .top_k = k};
+}
+
+// Gate scores [1, H, nQB, nQB] for SeerAttention's selector (uniform in [-1, 1]); top-k keeps
+// as many blocks per row as TopKSelector does.
+struct SeerGate {
+  std::vector<float> scores;
+  ps::GateScoreSelector sel;
+};
+const SeerGate& seer_for(index_t T) {
+  static std::map<index_t, SeerGate> gates;
+  SeerGate& g = gates[T];
+  if (g.scores.empty()) {
+    const index_t nqb = T / kBlock;
+    fill(g.scores, static_cast<std::size_t>(kH * nqb * nqb), 4);
+    g.sel = {.block = kBlock,
+             .scores = polyattn::View4<const float>::contiguous(g.scores.data(), {1, kH, nqb, nqb}),
+             .rule = ps::GateScoreSelector::Rule::TopK,
+             .top_k = topk_for(T).top_k};
+  }
+  return g;
+}
+
+// BlockRank's layout: instruction, documents and query of 512 tokens each.
+constexpr index_t kDoc = 512;
+polyattn::softmax::BlockRankLayout blockrank_for(index_t T) {
+  std::vector<index_t> b;
+  for (index_t x = 0; x < T; x += kDoc) b.push_back(x);
+  b.push_back(T);
+  return polyattn::softmax::BlockRankLayout({b});
+}
+double blockrank_pairs(index_t T) {  // per head
+  double pairs = 0;
+  for (index_t p = 0; p < T; ++p) {
+    const index_t seg = p / kDoc, last = (T - 1) / kDoc;
+    pairs += static_cast<double>(seg == 0 || seg == last ? p + 1 : kDoc + p - seg * kDoc + 1);
+  }
+  return pairs;
+}
+
+// CLEAR: the sequence a (T/256) × 256 grid, radius 16.
+constexpr index_t kClearWidth = 256;
+constexpr double kClearRadius = 16;
+polyattn::softmax::ClearMask clear_for(index_t T) {
+  return {.text = 0, .height = T / kClearWidth, .width = kClearWidth, .radius = kClearRadius};
+}
+double clear_pairs(index_t T) {  // per head
+  const index_t H = T / kClearWidth, W = kClearWidth, r = static_cast<index_t>(kClearRadius);
+  double pairs = 0;
+  for (index_t y = 0; y < H; ++y)
+    for (index_t x = 0; x < W; ++x)
+      for (index_t dy = -r; dy <= r; ++dy)
+        for (index_t dx = -r; dx <= r; ++dx)
+          if (y + dy >= 0 && y + dy < H && x + dx >= 0 && x + dx < W &&
+              static_cast<double>(dy * dy + dx * dx) < kClearRadius * kClearRadius)
+            ++pairs;
+  return pairs;
 }
 
 ps::WindowSinkSelector window_for(index_t T) {
@@ -173,7 +241,7 @@ void set_counters(benchmark::State& st, double seconds, index_t T, double pairs,
 
 // ---- cases --------------------------------------------------------------------------------------
 
-void bm_dense(benchmark::State& st, index_t T, int threads) {
+void bm_dense(benchmark::State& st, index_t T, int threads, bool causal = true) {
   Data& d = data(T);
   const auto in = inputs(d);
   const auto o = polyattn::bthd(d.o.data(), 1, T, kH, kD);
@@ -182,7 +250,7 @@ void bm_dense(benchmark::State& st, index_t T, int threads) {
     const pb::LoopTimer timer(threads);
     for (auto _ : st) {
       try {
-        polyattn::softmax::flash_attention(in, kCausal, o, exec);
+        polyattn::softmax::flash_attention(in, causal ? kCausal : kFull, o, exec);
       } catch (const std::exception& e) {
         st.SkipWithError(e.what());
         break;
@@ -191,9 +259,38 @@ void bm_dense(benchmark::State& st, index_t T, int threads) {
     }
     seconds = timer.per_iteration(st);
   });
-  if (seconds > 0) dense_seconds()[{T, threads}] = seconds;
-  set_counters(st, seconds, T, kH * static_cast<double>(T) * static_cast<double>(T + 1) / 2,
-               threads);
+  if (seconds > 0) dense_seconds()[{causal ? T : -T, threads}] = seconds;
+  const double t = static_cast<double>(T);
+  set_counters(st, seconds, T, kH * (causal ? t * (t + 1) / 2 : t * t), threads);
+}
+
+// A fused-mask operator run(in, o, exec) with `pairs` visible (query, key) pairs per head, against
+// the dense case keyed `base` (T: causal, −T: full).
+template <class Run>
+void bm_fused(benchmark::State& st, Run run, index_t T, int threads, double pairs,
+              double base_pairs, index_t base) {
+  Data& d = data(T);
+  const auto in = inputs(d);
+  const auto o = polyattn::bthd(d.o.data(), 1, T, kH, kD);
+  double seconds = 0;
+  with_executor(threads, [&](const auto& exec) {
+    const pb::LoopTimer timer(threads);
+    for (auto _ : st) {
+      try {
+        run(in, o, exec);
+      } catch (const std::exception& e) {
+        st.SkipWithError(e.what());
+        break;
+      }
+      benchmark::ClobberMemory();
+    }
+    seconds = timer.per_iteration(st);
+  });
+  if (seconds <= 0) return;
+  set_counters(st, seconds, T, kH * pairs, threads);
+  st.counters["kept_frac"] = pairs / base_pairs;
+  if (const auto it = dense_seconds().find({base, threads}); it != dense_seconds().end())
+    st.counters["speedup_vs_dense"] = it->second / seconds;
 }
 
 template <class Sel>
@@ -294,10 +391,37 @@ void register_all() {
           [=](benchmark::State& st) { bm_sparse(st, topk, T, threads); });
       add("sparse/window-sinks/keep:0.10/" + s,
           [=](benchmark::State& st) { bm_sparse(st, window, T, threads); });
+      add("sparse/dense-full/" + s,
+          [T, threads](benchmark::State& st) { bm_dense(st, T, threads, false); });
+      add("sparse/seer-gate/keep:0.10/" + s,
+          [=](benchmark::State& st) { bm_sparse(st, seer_for(T).sel, T, threads); });
+      {
+        const double t = static_cast<double>(T);
+        const double br = blockrank_pairs(T), cl = clear_pairs(T);
+        add("fused/blockrank/docs:512/" + s, [=](benchmark::State& st) {
+          const auto layout = blockrank_for(T);
+          bm_fused(
+              st,
+              [&](const auto& in, const auto& o, const auto& exec) {
+                polyattn::softmax::blockrank_attention(in, kCausal, layout, o, exec);
+              },
+              T, threads, br, t * (t + 1) / 2, T);
+        });
+        add("fused/clear/r:16/" + s, [=](benchmark::State& st) {
+          bm_fused(
+              st,
+              [&](const auto& in, const auto& o, const auto& exec) {
+                polyattn::softmax::clear_attention(in, kFull, clear_for(T), o, exec);
+              },
+              T, threads, cl, t * t, -T);
+        });
+      }
       add("sparse-select/topk/" + s,
           [=](benchmark::State& st) { bm_select(st, topk, T, threads); });
       add("sparse-select/window-sinks/" + s,
           [=](benchmark::State& st) { bm_select(st, window, T, threads); });
+      add("sparse-select/seer-gate/" + s,
+          [=](benchmark::State& st) { bm_select(st, seer_for(T).sel, T, threads); });
       add("sparse-select/mass:0.9/" + s, [=](benchmark::State& st) {
         bm_select(st, ps::MassSelector{.block = kBlock, .gamma = 0.9}, T, threads);
       });

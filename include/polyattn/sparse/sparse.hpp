@@ -12,6 +12,8 @@
 // (POLYATTN_SOFTMAX_UNITS) like softmax::flash_attention.
 #pragma once
 
+#include "polyattn/sparse/flexprefill.hpp"
+#include "polyattn/sparse/gate.hpp"
 #include "polyattn/sparse/linear_estimate.hpp"
 #include "polyattn/sparse/mass.hpp"
 #include "polyattn/sparse/neighborhood.hpp"
