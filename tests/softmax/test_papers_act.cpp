@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/expect_error.hpp"
 #include "common/test_util.hpp"
 #include "polyattn/reference/act.hpp"
 #include "softmax/papers2_kernels.hpp"
@@ -19,6 +20,7 @@
 namespace {
 
 using namespace polyattn;
+using polyattn::test::expect_error;
 using polyattn::test::kRelRmseBound;
 using polyattn::test::kSentinel;
 using polyattn::test::rel_rmse;
@@ -151,42 +153,27 @@ TEST(ActAttention, DecodeRowsEqualThePrefill) {
   }
 }
 
-template <class F>
-void expect_named_error(const std::string& name, F&& f) {
-  try {
-    f();
-    ADD_FAILURE() << "no error, expected one naming " << name;
-  } catch (const Error& e) {
-    EXPECT_EQ(e.argument(), name) << e.what();
-  }
-}
-
 TEST(ActAttention, BadArgumentsThrowNamedErrorOutputUntouched) {
   SoftmaxData x({.B = 1, .T = 30, .S = 30, .HQ = 2, .HKV = 1, .D = 16, .Dv = 16}, {}, 25);
   const ActSinks sinks(1, 2, 30, std::vector<std::uint8_t>(60, 0));
   const ActSinks wrong(1, 1, 30, std::vector<std::uint8_t>(30, 0));
   std::vector<float> o(x.out_size(), kSentinel);
   const auto ov = bthd(o.data(), 1, 30, 2, 16);
-  expect_named_error("beta", [&] { softmax::act_attention(x.inputs(), causal(), sinks, 1.5, ov); });
-  expect_named_error("beta", [&] { softmax::act_attention(x.inputs(), causal(), sinks, NAN, ov); });
-  expect_named_error("sinks",
-                     [&] { softmax::act_attention(x.inputs(), causal(), wrong, 0.5, ov); });
+  expect_error("beta", [&] { softmax::act_attention(x.inputs(), causal(), sinks, 1.5, ov); });
+  expect_error("beta", [&] { softmax::act_attention(x.inputs(), causal(), sinks, NAN, ov); });
+  expect_error("sinks", [&] { softmax::act_attention(x.inputs(), causal(), wrong, 0.5, ov); });
   SoftmaxOptions capped = causal();
   capped.softcap = 5.0;
-  expect_named_error("softcap",
-                     [&] { softmax::act_attention(x.inputs(), capped, sinks, 0.5, ov); });
+  expect_error("softcap", [&] { softmax::act_attention(x.inputs(), capped, sinks, 0.5, ov); });
   for (const float v : o) ASSERT_EQ(v, kSentinel);
 
-  expect_named_error("sinks", [] { ActSinks(1, 2, 30, std::vector<std::uint8_t>(59, 0)); });
-  expect_named_error("opt", [&] { softmax::detect_act_sinks(x.inputs(), {}, {1, 1}, 0.1); });
+  expect_error("sinks", [] { ActSinks(1, 2, 30, std::vector<std::uint8_t>(59, 0)); });
+  expect_error("opt", [&] { softmax::detect_act_sinks(x.inputs(), {}, {1, 1}, 0.1); });
   SoftmaxOptions windowed = causal();
   windowed.window = 8;
-  expect_named_error("opt", [&] { softmax::detect_act_sinks(x.inputs(), windowed, {1, 1}, 0.1); });
-  expect_named_error("calibrate",
-                     [&] { softmax::detect_act_sinks(x.inputs(), causal(), {1}, 0.1); });
-  expect_named_error("alpha", [&] {
-    softmax::detect_act_sinks(x.inputs(), causal(), {1, 1}, NAN);
-  });
+  expect_error("opt", [&] { softmax::detect_act_sinks(x.inputs(), windowed, {1, 1}, 0.1); });
+  expect_error("calibrate", [&] { softmax::detect_act_sinks(x.inputs(), causal(), {1}, 0.1); });
+  expect_error("alpha", [&] { softmax::detect_act_sinks(x.inputs(), causal(), {1, 1}, NAN); });
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/expect_error.hpp"
 #include "common/test_util.hpp"
 #include "polyattn/reference/hyper.hpp"
 #include "softmax/papers2_kernels.hpp"
@@ -19,6 +20,7 @@
 namespace {
 
 using namespace polyattn;
+using polyattn::test::expect_error;
 using polyattn::test::kRelRmseBound;
 using polyattn::test::kSentinel;
 using polyattn::test::rel_rmse;
@@ -65,37 +67,26 @@ TEST(HyperAttention, MatchesTheAuthorsAlgorithm) {
   }
 }
 
-template <class F>
-void expect_named_error(const std::string& name, F&& f) {
-  try {
-    f();
-    ADD_FAILURE() << "no error, expected one naming " << name;
-  } catch (const Error& e) {
-    EXPECT_EQ(e.argument(), name) << e.what();
-  }
-}
-
 TEST(HyperAttention, BadArgumentsThrowNamedErrorOutputUntouched) {
   SoftmaxData x({.B = 1, .T = 64, .S = 64, .HQ = 2, .HKV = 1, .D = 8, .Dv = 8}, {}, 104);
   SoftmaxData y({.B = 1, .T = 30, .S = 64, .HQ = 2, .HKV = 1, .D = 8, .Dv = 8}, {}, 104);
   const std::vector<float> proj(8 * 3, 0.5f);
   const std::vector<std::int64_t> samples(2 * 5, 3);
-  expect_named_error("projections",
-                     [&] { softmax::hyper_plan(x.inputs(), proj, 4, 16, samples, 5); });
-  expect_named_error("block", [&] { softmax::hyper_plan(x.inputs(), proj, 3, 24, samples, 5); });
-  expect_named_error("block", [&] { softmax::hyper_plan(y.inputs(), proj, 3, 16, samples, 5); });
-  expect_named_error("samples", [&] { softmax::hyper_plan(x.inputs(), proj, 3, 16, samples, 4); });
+  expect_error("projections", [&] { softmax::hyper_plan(x.inputs(), proj, 4, 16, samples, 5); });
+  expect_error("block", [&] { softmax::hyper_plan(x.inputs(), proj, 3, 24, samples, 5); });
+  expect_error("block", [&] { softmax::hyper_plan(y.inputs(), proj, 3, 16, samples, 5); });
+  expect_error("samples", [&] { softmax::hyper_plan(x.inputs(), proj, 3, 16, samples, 4); });
   std::vector<std::int64_t> bad = samples;
   bad[3] = 64;
-  expect_named_error("samples", [&] { softmax::hyper_plan(x.inputs(), proj, 3, 16, bad, 5); });
+  expect_error("samples", [&] { softmax::hyper_plan(x.inputs(), proj, 3, 16, bad, 5); });
   const softmax::HyperPlan plan = softmax::hyper_plan(x.inputs(), proj, 3, 16, samples, 5);
   std::vector<float> o(y.out_size(), kSentinel);
-  expect_named_error(
+  expect_error(
       "plan", [&] { softmax::hyper_attention(y.inputs(), {}, plan, bthd(o.data(), 1, 30, 2, 8)); });
   SoftmaxOptions causal;
   causal.causal = true;
   std::vector<float> o2(x.out_size(), kSentinel);
-  expect_named_error("opt", [&] {
+  expect_error("opt", [&] {
     softmax::hyper_attention(x.inputs(), causal, plan, bthd(o2.data(), 1, 64, 2, 8));
   });
   for (const float v : o) ASSERT_EQ(v, kSentinel);

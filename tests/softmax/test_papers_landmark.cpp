@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/expect_error.hpp"
 #include "common/test_util.hpp"
 #include "polyattn/reference/landmark.hpp"
 #include "softmax/papers2_kernels.hpp"
@@ -20,6 +21,7 @@
 namespace {
 
 using namespace polyattn;
+using polyattn::test::expect_error;
 using polyattn::test::kRelRmseBound;
 using polyattn::test::kSentinel;
 using polyattn::test::rel_rmse;
@@ -113,26 +115,16 @@ TEST(LandmarkAttention, DecodeRowsEqualThePrefill) {
   }
 }
 
-template <class F>
-void expect_named_error(const std::string& name, F&& f) {
-  try {
-    f();
-    ADD_FAILURE() << "no error, expected one naming " << name;
-  } catch (const Error& e) {
-    EXPECT_EQ(e.argument(), name) << e.what();
-  }
-}
-
 TEST(LandmarkAttention, BadArgumentsThrowNamedErrorOutputUntouched) {
   SoftmaxData x({.B = 1, .T = 40, .S = 40, .HQ = 2, .HKV = 1, .D = 8, .Dv = 8}, {}, 94);
   SoftmaxData y({.B = 1, .T = 30, .S = 30, .HQ = 2, .HKV = 1, .D = 8, .Dv = 8}, {}, 94);
   SoftmaxData packed({.B = 1, .T = 40, .S = 40, .HQ = 2, .HKV = 1, .D = 8, .Dv = 8}, {}, 94);
   packed.cu_seqlens = {0, 15, 40};
-  expect_named_error("block", [&] { softmax::landmark_gates(x.inputs(), {}, 0); });
-  expect_named_error("cu_seqlens", [&] { softmax::landmark_gates(packed.inputs(), {}, 4); });
+  expect_error("block", [&] { softmax::landmark_gates(x.inputs(), {}, 0); });
+  expect_error("cu_seqlens", [&] { softmax::landmark_gates(packed.inputs(), {}, 4); });
   const LandmarkGates g = softmax::landmark_gates(x.inputs(), {}, 4);
   std::vector<float> o(y.out_size(), kSentinel);
-  expect_named_error("gates", [&] {
+  expect_error("gates", [&] {
     softmax::landmark_attention(y.inputs(), {}, g, bthd(o.data(), 1, 30, 2, 8));
   });
   for (const float v : o) ASSERT_EQ(v, kSentinel);

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/expect_error.hpp"
 #include "common/test_util.hpp"
 #include "polyattn/reference/longheads.hpp"
 #include "softmax/papers2_kernels.hpp"
@@ -19,6 +20,7 @@
 namespace {
 
 using namespace polyattn;
+using polyattn::test::expect_error;
 using polyattn::test::kRelRmseBound;
 using polyattn::test::kSentinel;
 using polyattn::test::rel_rmse;
@@ -142,31 +144,21 @@ TEST(LongHeadsAttention, DecodeRowsEqualThePrefill) {
   }
 }
 
-template <class F>
-void expect_named_error(const std::string& name, F&& f) {
-  try {
-    f();
-    ADD_FAILURE() << "no error, expected one naming " << name;
-  } catch (const Error& e) {
-    EXPECT_EQ(e.argument(), name) << e.what();
-  }
-}
-
 TEST(LongHeadsAttention, BadArgumentsThrowNamedErrorOutputUntouched) {
   SoftmaxData x({.B = 1, .T = 64, .S = 64, .HQ = 2, .HKV = 1, .D = 8, .Dv = 8}, {}, 85);
   SoftmaxData longer({.B = 1, .T = 1, .S = 200, .HQ = 2, .HKV = 1, .D = 8, .Dv = 8}, {}, 85);
   SoftmaxData packed({.B = 1, .T = 64, .S = 64, .HQ = 2, .HKV = 1, .D = 8, .Dv = 8}, {}, 85);
   packed.cu_seqlens = {0, 30, 64};
-  expect_named_error("chunk", [&] { softmax::longheads_chunk_keys(x.inputs(), 0); });
-  expect_named_error("k", [&] { softmax::longheads_chunk_keys(longer.inputs(), 8); });
-  expect_named_error("cu_seqlens", [&] { softmax::longheads_chunk_keys(packed.inputs(), 8); });
+  expect_error("chunk", [&] { softmax::longheads_chunk_keys(x.inputs(), 0); });
+  expect_error("k", [&] { softmax::longheads_chunk_keys(longer.inputs(), 8); });
+  expect_error("cu_seqlens", [&] { softmax::longheads_chunk_keys(packed.inputs(), 8); });
   const LongHeadsChunks c = softmax::longheads_chunk_keys(x.inputs(), 8);
-  expect_named_error("n", [&] { softmax::longheads_select(x.inputs(), c, 2); });
+  expect_error("n", [&] { softmax::longheads_select(x.inputs(), c, 2); });
   // 8 chunk keys; a query at position 199 (chunk 24) ranks chunks up to 22.
-  expect_named_error("chunks", [&] { softmax::longheads_select(longer.inputs(), c, 4); });
+  expect_error("chunks", [&] { softmax::longheads_select(longer.inputs(), c, 4); });
   const LongHeadsSelection sel = softmax::longheads_select(x.inputs(), c, 4);
   std::vector<float> o(longer.out_size(), kSentinel);
-  expect_named_error("selection", [&] {
+  expect_error("selection", [&] {
     softmax::longheads_attention(longer.inputs(), {}, sel, bthd(o.data(), 1, 1, 2, 8));
   });
   for (const float v : o) ASSERT_EQ(v, kSentinel);

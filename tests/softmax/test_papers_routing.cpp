@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/expect_error.hpp"
 #include "common/test_util.hpp"
 #include "polyattn/reference/routing.hpp"
 #include "softmax/papers2_kernels.hpp"
@@ -21,6 +22,7 @@
 namespace {
 
 using namespace polyattn;
+using polyattn::test::expect_error;
 using polyattn::test::kRelRmseBound;
 using polyattn::test::kSentinel;
 using polyattn::test::rel_rmse;
@@ -281,46 +283,36 @@ TEST(RoutingCentroids, EmaStepMatchesFormula) {
   }
 }
 
-template <class F>
-void expect_named_error(const std::string& name, F&& f) {
-  try {
-    f();
-    ADD_FAILURE() << "no error, expected one naming " << name;
-  } catch (const Error& e) {
-    EXPECT_EQ(e.argument(), name) << e.what();
-  }
-}
-
 TEST(RoutingAttention, BadArgumentsThrowNamedErrorOutputUntouched) {
   SoftmaxData x({.B = 1, .T = 30, .S = 30, .HQ = 2, .HKV = 1, .D = 8, .Dv = 8}, {}, 71);
   SoftmaxData shorter({.B = 1, .T = 20, .S = 30, .HQ = 2, .HKV = 1, .D = 8, .Dv = 8}, {}, 71);
   const std::vector<float> mu = centroids(2, 3, 8, 72), mu65(2 * 65 * 8, 0.f), mu_d(2 * 3 * 7);
   const RoutingAssignment a =
       softmax::assign_routing(x.inputs(), cview(mu, 2, 3, 8), RoutingRule::Nearest);
-  expect_named_error("centroids", [&] {
+  expect_error("centroids", [&] {
     softmax::assign_routing(x.inputs(), cview(mu65, 2, 65, 8), RoutingRule::Nearest);
   });
-  expect_named_error("centroids", [&] {
+  expect_error("centroids", [&] {
     softmax::assign_routing(x.inputs(), cview(mu_d, 2, 3, 7), RoutingRule::Nearest);
   });
-  expect_named_error("window", [&] {
+  expect_error("window", [&] {
     softmax::assign_routing(x.inputs(), cview(mu, 2, 3, 8), RoutingRule::Balanced, 0);
   });
-  expect_named_error("k", [&] {
+  expect_error("k", [&] {
     softmax::assign_routing(shorter.inputs(), cview(mu, 2, 3, 8), RoutingRule::Nearest, 0,
                             RoutingSource::Queries);
   });
   std::vector<float> o(shorter.out_size(), kSentinel);
-  expect_named_error("routing", [&] {  // assignment for T = 30, the call has 20
+  expect_error("routing", [&] {  // assignment for T = 30, the call has 20
     softmax::routing_attention(shorter.inputs(), {}, a, bthd(o.data(), 1, 20, 2, 8));
   });
   for (const float v : o) ASSERT_EQ(v, kSentinel);
   softmax::RoutingCentroids cent(2, 3, 8, mu);
   const std::vector<float> xs(1 * 30 * 2 * 8, 0.5f);
-  expect_named_error("decay", [&] { cent.update(bthd(xs.data(), 1, 30, 2, 8), 1.5); });
-  expect_named_error("x", [&] { cent.update(bthd(xs.data(), 1, 40, 2, 6), 0.5); });
+  expect_error("decay", [&] { cent.update(bthd(xs.data(), 1, 30, 2, 8), 1.5); });
+  expect_error("x", [&] { cent.update(bthd(xs.data(), 1, 40, 2, 6), 0.5); });
   EXPECT_EQ(cent.means()(1, 2, 7), mu[2 * 3 * 8 - 1]);  // untouched
-  expect_named_error("centroids", [&] { softmax::RoutingCentroids(2, 3, 8, mu_d); });
+  expect_error("centroids", [&] { softmax::RoutingCentroids(2, 3, 8, mu_d); });
 }
 
 }  // namespace
