@@ -15,10 +15,10 @@
 #       <target> (PUBLIC for libraries, PRIVATE for executables) so dispatch() knows the unit
 #       exists. The listed sources must NOT also be ordinary sources of the target. ISAs whose
 #       flags are unavailable on this toolchain (non-x86, MSVC) are skipped with a message,
-#       except scalar, which needs none. In builds without optimisation (Debug, or no build
-#       type) the units are still compiled with -O2, so that the std:: and xsimd helpers they
-#       use are inlined instead of being emitted as weak symbols shared with other ISAs (see
-#       "Mixing ISA flags" in dispatch.hpp). The ISAs compiled are appended to the target's
+#       except scalar, which needs none. In configurations that optimise below -O2 (Debug, no
+#       build type, a sanitizer build at -O1) the units are still compiled with -O2, so that
+#       the std:: and xsimd helpers they use are inlined instead of being emitted as weak
+#       symbols shared with other ISAs (see "Mixing ISA flags" in dispatch.hpp). The ISAs compiled are appended to the target's
 #       POLYATTN_UNIT_ISAS property, lowest first.
 include_guard(GLOBAL)
 
@@ -38,6 +38,41 @@ function(_polyattn_arch_x86_gnu out)
     set(ok TRUE)
   endif()
   set(${out} ${ok} PARENT_SCOPE)
+endfunction()
+
+# Sets <out> to a generator expression adding -O2 to the units in every configuration whose
+# flags (CMAKE_CXX_FLAGS, then CMAKE_CXX_FLAGS_<CONFIG>; the last -O wins) optimise below -O2:
+# Debug, no build type, or a sanitizer preset's -O1.
+function(_polyattn_unit_optimize out)
+  set(${out} "" PARENT_SCOPE)
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "^(GNU|Clang|AppleClang|IntelLLVM)$"
+     OR CMAKE_CXX_SIMULATE_ID STREQUAL "MSVC")
+    return()
+  endif()
+  set(low "")
+  set(configs "" ${CMAKE_CONFIGURATION_TYPES} ${CMAKE_BUILD_TYPE} Debug)
+  list(REMOVE_DUPLICATES configs)
+  foreach(config IN LISTS configs)
+    set(cfg_flags "${CMAKE_CXX_FLAGS}")
+    if(config)
+      string(TOUPPER "${config}" CONFIG)
+      string(APPEND cfg_flags " ${CMAKE_CXX_FLAGS_${CONFIG}}")
+    endif()
+    string(REGEX MATCHALL "(^| )-O[^ ]*" levels "${cfg_flags}")
+    list(LENGTH levels n)
+    set(level "-O0")
+    if(n GREATER 0)
+      list(GET levels -1 level)
+      string(STRIP "${level}" level)
+    endif()
+    if(NOT level MATCHES "^-O([2-9]|s|z|fast)$")
+      list(APPEND low "$<CONFIG:${config}>")
+    endif()
+  endforeach()
+  if(low)
+    list(JOIN low "," any)
+    set(${out} "$<$<OR:${any}>:-O2>" PARENT_SCOPE)
+  endif()
 endfunction()
 
 function(polyattn_arch_flags out isa)
@@ -104,10 +139,8 @@ function(polyattn_add_arch_units target)
                      "skipping the ${isa} units of ${target}")
       continue()
     endif()
-    if(CMAKE_CXX_COMPILER_ID MATCHES "^(GNU|Clang|AppleClang|IntelLLVM)$"
-       AND NOT CMAKE_CXX_SIMULATE_ID STREQUAL "MSVC")
-      list(APPEND flags "$<$<OR:$<CONFIG:Debug>,$<CONFIG:>>:-O2>")
-    endif()
+    _polyattn_unit_optimize(opt)
+    list(APPEND flags ${opt})
     string(TOUPPER "${isa}" ISA)
     foreach(src IN LISTS arg_SOURCES)
       get_filename_component(abs "${src}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
