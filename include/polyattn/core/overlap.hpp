@@ -24,6 +24,7 @@
 #include <string>
 #include <string_view>
 
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/tensor_view.hpp"
 
@@ -48,16 +49,16 @@ struct Region {
 };
 
 /// The bytes of a validated view (sizes and strides non-negative, extents within int64).
-template <class T, std::size_t R>
-  requires(R <= 8)
-Region region(std::string_view name, const TensorView<T, R>& v) {
+template <StridedView V>
+  requires(V::rank <= 8)
+Region region(std::string_view name, const V& v) {
   Region r;
   r.name = name;
   r.base = reinterpret_cast<std::uintptr_t>(v.data());
-  r.elem = static_cast<std::int64_t>(sizeof(T));
-  r.rank = static_cast<int>(R);
+  r.elem = static_cast<std::int64_t>(view_element_size(v));
+  r.rank = static_cast<int>(V::rank);
   r.empty = v.data() == nullptr;
-  for (std::size_t k = 0; k < R; ++k) {
+  for (std::size_t k = 0; k < V::rank; ++k) {
     r.size[k] = v.size(k);
     r.stride[k] = v.stride(k) * r.elem;
     if (v.size(k) == 0) r.empty = true;

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/extent.hpp"
 #include "polyattn/core/tensor_view.hpp"
@@ -22,9 +23,9 @@ namespace polyattn::check {
 // Sizes and strides must be non-negative, the element count and the furthest element addressed
 // must fit in int64 (core/extent.hpp), and a non-empty view must have data (an empty one may
 // have null data, as an empty std::vector does).
-template <class T, std::size_t R>
-void well_formed(std::string_view name, const TensorView<T, R>& v) {
-  for (std::size_t i = 0; i < R; ++i) {
+template <StridedView V>
+void well_formed(std::string_view name, const V& v) {
+  for (std::size_t i = 0; i < V::rank; ++i) {
     if (v.size(i) < 0) throw Error(name, "negative size in shape " + shape_string(v.shape()));
     if (v.stride(i) < 0)
       throw Error(name, "negative stride in strides " + shape_string(v.strides()));
@@ -33,21 +34,21 @@ void well_formed(std::string_view name, const TensorView<T, R>& v) {
   const index_t last = extent::furthest(name, v.shape(), v.strides());
   if (v.data() == nullptr && n > 0) throw Error(name, "data pointer is null");
   if (n > 0)  // the addressed span fits in memory
-    extent::bytes(name, extent::add(name, last, 1, "the furthest offset"), sizeof(T));
+    extent::bytes(name, extent::add(name, last, 1, "the furthest offset"), view_element_size(v));
 }
 
 // A required argument: present (not a default-constructed view), well formed. Zero-size
 // tensors are present.
-template <class T, std::size_t R>
-void required(std::string_view name, const TensorView<T, R>& v) {
+template <StridedView V>
+void required(std::string_view name, const V& v) {
   if (v.absent()) throw Error(name, "is required but null");
   well_formed(name, v);
 }
 
 // Exact shape match; `what` explains where the expectation comes from.
-template <class T, std::size_t R>
-void shape_is(std::string_view name, const TensorView<T, R>& v,
-              const std::array<index_t, R>& expected, std::string_view what = {}) {
+template <StridedView V>
+void shape_is(std::string_view name, const V& v, const std::array<index_t, V::rank>& expected,
+              std::string_view what = {}) {
   if (v.shape() != expected) {
     std::string msg = "expected shape " + shape_string(expected);
     if (!what.empty()) {
@@ -58,6 +59,15 @@ void shape_is(std::string_view name, const TensorView<T, R>& v,
     msg += ", got " + shape_string(v.shape());
     throw Error(name, msg);
   }
+}
+
+// The element type of an fp32 / bf16 / fp16 view is `want`; `why` says who requires it.
+template <bool M, std::size_t R>
+void dtype_is(std::string_view name, const detail::ElementViewBase<M, R>& v, Dtype want,
+              std::string_view why) {
+  if (!v.absent() && v.dtype() != want)
+    throw Error(name, std::string("is ") + std::string(dtype_name(v.dtype())) + ", but " +
+                          std::string(why) + " takes " + std::string(dtype_name(want)));
 }
 
 inline void positive(std::string_view name, index_t value) {
