@@ -40,6 +40,8 @@ static_assert(simd::capped_isa(Isa::avx2, "avx512") == Isa::avx2);
 static_assert(simd::capped_isa(Isa::avx512, "sse42") == Isa::sse42);
 static_assert(simd::capped_isa(Isa::avx512, "nonsense") == Isa::avx512);
 static_assert(simd::capped_isa(Isa::sse42, nullptr) == Isa::sse42);
+static_assert(simd::capped_isa(Isa::avx512bf16, "avx512") == Isa::avx512);
+static_assert(simd::choose_isa(Isa::avx512bf16, 0b1111u) == Isa::avx512);  // no unit of its own
 
 // The CPU's level from /proc/cpuinfo, independent of the library's cpuid code.
 std::optional<Isa> isa_from_proc_cpuinfo() {
@@ -56,9 +58,11 @@ std::optional<Isa> isa_from_proc_cpuinfo() {
       return true;
     };
     if (!has({"sse4_2"})) return Isa::scalar;
-    if (!has({"avx2", "fma", "bmi2"})) return Isa::sse42;
+    if (!has({"avx2", "fma", "bmi2", "f16c"})) return Isa::sse42;
     if (!has({"avx512f", "avx512cd", "avx512dq", "avx512bw", "avx512vl"})) return Isa::avx2;
-    return Isa::avx512;
+    if (!has({"avx512_bf16"})) return Isa::avx512;
+    if (!has({"amx_tile", "amx_bf16"})) return Isa::avx512bf16;
+    return Isa::amx;  // Linux grants the tile data state on request (5.16 and later)
   }
   return std::nullopt;
 }
@@ -81,8 +85,12 @@ TEST(Dispatch, CpuIsaAgreesWithProcCpuinfo) {
 
 TEST(Dispatch, BestArchIsTheCpuBestWhenAllUnitsExist) {
   if (std::getenv("POLYATTN_ISA") != nullptr) GTEST_SKIP() << "POLYATTN_ISA is set";
-  // With units for every ISA the only limit is the CPU: avx512 on an AVX-512 machine.
-  EXPECT_EQ(simd::best_arch(), simd::cpu_isa());
+  // With units for every ISA the only limit is the CPU: avx512 on an AVX-512 machine (also
+  // when it reaches avx512bf16, an extension level that runs the avx512 units).
+  const Isa tag = static_cast<int>(simd::cpu_isa()) > static_cast<int>(Isa::avx512)
+                      ? Isa::avx512
+                      : simd::cpu_isa();
+  EXPECT_EQ(simd::best_arch(), tag);
   EXPECT_EQ(simd::runtime_isa(), simd::cpu_isa());
   std::printf("best_arch() = %s\n", simd::isa_name(simd::best_arch()));
 }
@@ -136,9 +144,11 @@ TEST(DispatchEnvChild, SeesTheCap) {
   const auto want = simd::parse_isa(expect);
   ASSERT_TRUE(want.has_value());
   EXPECT_EQ(simd::runtime_isa(), *want);
-  EXPECT_EQ(simd::best_arch(), *want);
+  // Extension levels (avx512bf16) run the avx512 units.
+  const Isa tag = simd::choose_isa(*want, POLYATTN_ISA_MASK);
+  EXPECT_EQ(simd::best_arch(), tag);
   std::vector<float> x(3, 1.f);
-  EXPECT_EQ(simd::dispatch(Probe{x.data(), 3}).isa, *want);
+  EXPECT_EQ(simd::dispatch(Probe{x.data(), 3}).isa, tag);
 }
 
 int run_child(const std::string& cap, Isa expect) {
@@ -168,7 +178,7 @@ int run_child(const std::string& cap, Isa expect) {
 TEST(Dispatch, EnvCapsTheChoice) {
   if (access("/proc/self/exe", X_OK) != 0) GTEST_SKIP() << "no /proc/self/exe";
   const Isa cpu = simd::cpu_isa();
-  for (int i = 0; i <= 3; ++i) {
+  for (int i = 0; i <= static_cast<int>(Isa::amx); ++i) {
     const Isa cap = static_cast<Isa>(i);
     // The cap lowers the choice but never raises it above the CPU.
     const Isa expect = static_cast<int>(cap) < static_cast<int>(cpu) ? cap : cpu;

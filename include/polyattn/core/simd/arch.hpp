@@ -115,11 +115,21 @@ using avx2 = xsimd::fma3<xsimd::avx2>;
 using sse42 = xsimd::sse4_2;
 using scalar = scalar_arch;
 
-// The supported instruction sets, ordered: a higher value implies every lower one.
-enum class Isa : int { scalar = 0, sse42 = 1, avx2 = 2, avx512 = 3 };
+// The supported instruction sets, ordered: a higher value implies every lower one. Levels
+// above avx512 have no tag (and no units) of their own: they run the avx512 units, and an
+// operator whose kernels have a path for the extension takes it when simd::runtime_isa() (the
+// CPU's level, capped by POLYATTN_ISA) reaches that level:
+//   avx512bf16  AVX512-BF16 (vdpbf16ps). Detected and cappable; no kernel uses it yet: on the
+//               Xeons measured it multiply-adds at half the fp32 FMA rate (docs §9.7)
+//   amx         AMX-BF16 tiles (tdpbf16ps), with the OS's permission for tile data (amx.hpp)
+enum class Isa : int { scalar = 0, sse42 = 1, avx2 = 2, avx512 = 3, avx512bf16 = 4, amx = 5 };
 
 constexpr const char* isa_name(Isa isa) noexcept {
   switch (isa) {
+    case Isa::amx:
+      return "amx";
+    case Isa::avx512bf16:
+      return "avx512bf16";
     case Isa::avx512:
       return "avx512";
     case Isa::avx2:

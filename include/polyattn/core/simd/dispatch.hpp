@@ -8,7 +8,7 @@
 //
 // What the CPU supports is detected once (cpuid, including OS support for the wider register
 // state) and cached in a function-local static. The environment variable
-//   POLYATTN_ISA=scalar|sse42|avx2|avx512
+//   POLYATTN_ISA=scalar|sse42|avx2|avx512|avx512bf16|amx
 // read at that first call, caps the choice: it never raises it above what the CPU has. Tests and
 // benchmarks use it to force each path; an unknown value is reported once on stderr and ignored.
 //
@@ -73,6 +73,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "polyattn/core/simd/amx.hpp"
 #include "polyattn/core/simd/arch.hpp"
 #include "polyattn/core/simd/float_env.hpp"
 
@@ -204,12 +205,14 @@ constexpr Isa choose_isa(Isa limit, unsigned mask) noexcept {
   return Isa::scalar;
 }
 
-// "scalar" | "sse42" | "avx2" | "avx512" → Isa; anything else → nullopt.
+// "scalar" | "sse42" | "avx2" | "avx512" | "avx512bf16" | "amx" → Isa; else nullopt.
 constexpr std::optional<Isa> parse_isa(std::string_view s) noexcept {
   if (s == "scalar") return Isa::scalar;
   if (s == "sse42") return Isa::sse42;
   if (s == "avx2") return Isa::avx2;
   if (s == "avx512") return Isa::avx512;
+  if (s == "avx512bf16") return Isa::avx512bf16;
+  if (s == "amx") return Isa::amx;
   return std::nullopt;
 }
 
@@ -233,15 +236,22 @@ inline Isa detect_cpu_isa() noexcept {
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
                       __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") &&
                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  const bool avx512bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
+  // AMX also needs the OS to grant the tile data state (asked once, only on such CPUs).
+  const bool amx = avx512bf16 && __builtin_cpu_supports("amx-tile") &&
+                   __builtin_cpu_supports("amx-bf16") && amx_os_permits();
 #elif defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
   // Other compilers: xsimd's cpuid (8.1 does not check the OS-enabled register state).
   const auto a = xsimd::available_architectures();
   const bool sse42 = a.sse4_2;
   const bool avx2 = sse42 && a.fma3_avx2;
   const bool avx512 = avx2 && a.avx512f && a.avx512cd && a.avx512dq && a.avx512bw;
+  const bool avx512bf16 = false, amx = false;  // xsimd 8.1 does not detect them
 #else
-  const bool sse42 = false, avx2 = false, avx512 = false;
+  const bool sse42 = false, avx2 = false, avx512 = false, avx512bf16 = false, amx = false;
 #endif
+  if (amx) return Isa::amx;
+  if (avx512bf16) return Isa::avx512bf16;
   if (avx512) return Isa::avx512;
   if (avx2) return Isa::avx2;
   if (sse42) return Isa::sse42;
@@ -253,7 +263,8 @@ inline Isa compute_runtime_isa() noexcept {
   const char* cap = std::getenv("POLYATTN_ISA");
   if (cap != nullptr && !parse_isa(cap))
     std::fprintf(stderr,
-                 "polyattn: ignoring POLYATTN_ISA='%s' (expected scalar, sse42, avx2 or avx512)\n",
+                 "polyattn: ignoring POLYATTN_ISA='%s' (expected scalar, sse42, avx2, avx512, "
+                 "avx512bf16 or amx)\n",
                  cap);
   return capped_isa(cpu, cap);
 }
@@ -320,6 +331,13 @@ template <class K, unsigned Units = POLYATTN_ISA_MASK, unsigned Local = POLYATTN
 kernel_result_t<K> run_kernel(const K& k) {
   const FlushSubnormals flush;
   return dispatch < kernel_units<K>::value ? Units : Local > (k);
+}
+
+// The ISA run_kernel(k) runs a K on (an extension level's tag: avx512): for operators that
+// prepare data differently for the tag the kernel will get, before running it.
+template <class K, unsigned Units = POLYATTN_ISA_MASK, unsigned Local = POLYATTN_LOCAL_ISA_MASK>
+Isa kernel_isa() noexcept {
+  return choose_isa(runtime_isa(), kernel_units<K>::value ? Units : Local);
 }
 
 }  // namespace polyattn::simd
