@@ -15,7 +15,14 @@
 //   decode-softmax/B:1/HQ:32/HKV:8/D:128/cache:<S>/threads:N        one query per sequence against
 //                                                                   a KV cache of S = 8192 and
 //                                                                   32768 tokens, 1 and all threads
-// Every case is fp32 with D = Dv = 128 and the default scale D^-0.5; inputs are uniform in
+//   prefill-softmax-bf16/causal/B:1/H:16/T:4096/D:128/threads:N     the causal MHA case with bf16
+//                                                                   q, k, v, o (label: whether the
+//                                                                   bf16-product path ran)
+//   decode-softmax-{bf16,fp16,int8}/...                             the decode cases over a cache
+//                                                                   of that element type
+//                                                                   (cache_GB/s counts its bytes,
+//                                                                   scales too)
+// Every other case is fp32 with D = Dv = 128 and the default scale D^-0.5; inputs are uniform in
 // [-1, 1]. The decode cases exist only when polyattn/softmax/decode.hpp is present; their cache
 // (a contiguous KVCache, page_size 0, capacity S) is filled once (appended in chunks of 1024
 // tokens) outside the timed loop, and each iteration is one flash_decode of a [B,1,HQ,D] query
@@ -109,6 +116,7 @@ void fill(std::vector<float>& x, std::size_t n, float lo, float hi, unsigned see
 // values are random either way), so the cases allocate and fill once between them.
 struct PrefillData {
   std::vector<float> q, k, v, o;
+  std::vector<polyattn::bf16> qb, kb, vb, ob;  // the same values rounded to bf16
 };
 
 PrefillData& prefill_data(index_t T, Heads h) {
@@ -120,6 +128,22 @@ PrefillData& prefill_data(index_t T, Heads h) {
   if (need(d.k, T * h.kv * kD)) fill(d.k, static_cast<std::size_t>(T * h.kv * kD), -1, 1, 2);
   if (need(d.v, T * h.kv * kDv)) fill(d.v, static_cast<std::size_t>(T * h.kv * kDv), -1, 1, 3);
   if (need(d.o, T * h.q * kDv)) d.o.assign(static_cast<std::size_t>(T * h.q * kDv), 0.f);
+  return d;
+}
+
+std::vector<polyattn::bf16> rounded(const std::vector<float>& x) {
+  std::vector<polyattn::bf16> out(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) out[i] = polyattn::bf16_from(x[i]);
+  return out;
+}
+
+// prefill_data() with bf16 copies of q, k, v (and a bf16 o) of at least the same sizes.
+PrefillData& prefill_data_bf16(index_t T, Heads h) {
+  PrefillData& d = prefill_data(T, h);
+  if (d.qb.size() < d.q.size()) d.qb = rounded(d.q);
+  if (d.kb.size() < d.k.size()) d.kb = rounded(d.k);
+  if (d.vb.size() < d.v.size()) d.vb = rounded(d.v);
+  if (d.ob.size() < d.o.size()) d.ob.assign(d.o.size(), polyattn::bf16{});
   return d;
 }
 
@@ -143,18 +167,30 @@ struct PrefillCase {
   Heads heads;
   index_t T;
   bool causal;
-  index_t window;  // 0 = none
+  index_t window;     // 0 = none
+  bool bf16 = false;  // q, k, v and o in bf16 (else fp32)
 };
 
 void bm_prefill(benchmark::State& st, PrefillCase c, int threads) {
   const index_t B = 1, T = c.T;
-  PrefillData& d = prefill_data(T, c.heads);
-  const polyattn::SoftmaxInputs in{
-      .q = polyattn::bthd<const float>(d.q.data(), B, T, c.heads.q, kD),
-      .k = polyattn::bthd<const float>(d.k.data(), B, T, c.heads.kv, kD),
-      .v = polyattn::bthd<const float>(d.v.data(), B, T, c.heads.kv, kDv)};
+  PrefillData& d = c.bf16 ? prefill_data_bf16(T, c.heads) : prefill_data(T, c.heads);
+  polyattn::SoftmaxInputs in;
+  polyattn::MutEView4 o;
+  if (c.bf16) {
+    in.q = polyattn::bthd<const polyattn::bf16>(d.qb.data(), B, T, c.heads.q, kD);
+    in.k = polyattn::bthd<const polyattn::bf16>(d.kb.data(), B, T, c.heads.kv, kD);
+    in.v = polyattn::bthd<const polyattn::bf16>(d.vb.data(), B, T, c.heads.kv, kDv);
+    o = polyattn::bthd(d.ob.data(), B, T, c.heads.q, kDv);
+  } else {
+    in.q = polyattn::bthd<const float>(d.q.data(), B, T, c.heads.q, kD);
+    in.k = polyattn::bthd<const float>(d.k.data(), B, T, c.heads.kv, kD);
+    in.v = polyattn::bthd<const float>(d.v.data(), B, T, c.heads.kv, kDv);
+    o = polyattn::bthd(d.o.data(), B, T, c.heads.q, kDv);
+  }
   const polyattn::SoftmaxOptions opt{.causal = c.causal, .window = c.window};
-  const auto o = polyattn::bthd(d.o.data(), B, T, c.heads.q, kDv);
+  if (c.bf16)
+    st.SetLabel(polyattn::softmax::uses_bf16_products(in) ? "bf16 products (AMX tiles)"
+                                                          : "bf16 widened to fp32 products");
   double seconds = 0;
   with_executor(threads, [&](const auto& exec) {
     const pb::LoopTimer timer(threads);
@@ -180,9 +216,12 @@ void bm_prefill(benchmark::State& st, PrefillCase c, int threads) {
 constexpr index_t kDecodeB = 1;
 constexpr Heads kDecodeHeads{32, 8};
 
-// Bytes of K and V held by a cache of S tokens (what one decode step must read).
-std::size_t cache_bytes(index_t S) {
-  return static_cast<std::size_t>(kDecodeB * S * kDecodeHeads.kv * (kD + kDv)) * sizeof(float);
+// Bytes of K and V held by a cache of S tokens of element type t (what one decode step must
+// read; int8 rows add their two fp32 scales).
+std::size_t cache_bytes(index_t S, polyattn::Dtype t = polyattn::Dtype::f32) {
+  const auto rows = static_cast<std::size_t>(kDecodeB * S * kDecodeHeads.kv);
+  return rows * (static_cast<std::size_t>(kD + kDv) * polyattn::element_size(t) +
+                 (t == polyattn::Dtype::i8 ? 2 * sizeof(float) : 0));
 }
 
 // polyattn/softmax/kv_cache.hpp and decode.hpp.
@@ -190,15 +229,16 @@ namespace dec = polyattn::softmax;
 
 // A cache of S tokens (B1, HKV 8, D = Dv = 128), filled once and kept for the cases that follow
 // (one cache alive at a time: the 32768 one holds 256 MiB). Appended in chunks of 1024 tokens.
-dec::KVCache& decode_cache(index_t S) {
+dec::KVCache& decode_cache(index_t S, polyattn::Dtype t) {
   static index_t held_S = -1;
+  static polyattn::Dtype held_t = polyattn::Dtype::f32;
   static std::unique_ptr<dec::KVCache> cache;
-  if (held_S == S) return *cache;
+  if (held_S == S && held_t == t) return *cache;
   cache.reset();
   held_S = -1;
   const index_t HKV = kDecodeHeads.kv;
-  cache =
-      std::make_unique<dec::KVCache>(kDecodeB, HKV, kD, kDv, dec::KVCacheOptions{.capacity = S});
+  cache = std::make_unique<dec::KVCache>(kDecodeB, HKV, kD, kDv,
+                                         dec::KVCacheOptions{.capacity = S, .dtype = t});
   constexpr index_t chunk = 1024;
   std::vector<float> k, v;
   for (index_t t0 = 0; t0 < S; t0 += chunk) {
@@ -210,16 +250,17 @@ dec::KVCache& decode_cache(index_t S) {
                   polyattn::bthd<const float>(v.data(), kDecodeB, n, HKV, kDv));
   }
   held_S = S;
+  held_t = t;
   return *cache;
 }
 
-void bm_decode(benchmark::State& st, index_t S, int threads) {
+void bm_decode(benchmark::State& st, index_t S, polyattn::Dtype t, int threads) {
   const index_t B = kDecodeB, HQ = kDecodeHeads.q;
   std::vector<float> q, o(static_cast<std::size_t>(B * HQ * kDv));
   fill(q, static_cast<std::size_t>(B * HQ * kD), -1, 1, 11);
   double seconds = 0;
   try {
-    dec::KVCache& cache = decode_cache(S);
+    dec::KVCache& cache = decode_cache(S, t);
     const dec::DecodeInputs in{.q = polyattn::bthd<const float>(q.data(), B, 1, HQ, kD)};
     const polyattn::SoftmaxOptions opt{};
     const auto out = polyattn::bthd(o.data(), B, 1, HQ, kDv);
@@ -243,8 +284,8 @@ void bm_decode(benchmark::State& st, index_t S, int threads) {
   const double flops = 2.0 * (kD + kDv) * static_cast<double>(B * HQ) * static_cast<double>(S);
   set_counters(st, seconds, static_cast<double>(B), static_cast<double>(B * HQ), flops, threads);
   if (seconds <= 0) return;
-  const double bytes = static_cast<double>(cache_bytes(S));
-  const double bw = pb::measured_read_gbs(cache_bytes(S), threads);  // read-only rate
+  const double bytes = static_cast<double>(cache_bytes(S, t));
+  const double bw = pb::measured_read_gbs(cache_bytes(S, t), threads);  // read-only rate
   st.counters["cache_GB/s"] = bytes / seconds * 1e-9;
   st.counters["read_GB/s"] = bw;
   st.counters["vs_stream"] = seconds / (bytes / (bw * 1e9));
@@ -258,21 +299,23 @@ std::string heads_name(Heads h) {
 }
 
 void add_prefill(const char* group, const char* variant, PrefillCase c, int threads) {
-  const std::string name = std::string(group) + "/" + variant + "/B:1/" + heads_name(c.heads) +
-                           "/T:" + std::to_string(c.T) + "/D:" + std::to_string(kD) +
-                           "/threads:" + std::to_string(threads);
+  const std::string name = std::string(group) + (c.bf16 ? "-bf16" : "") + "/" + variant + "/B:1/" +
+                           heads_name(c.heads) + "/T:" + std::to_string(c.T) +
+                           "/D:" + std::to_string(kD) + "/threads:" + std::to_string(threads);
   benchmark::RegisterBenchmark(name.c_str(),
                                [c, threads](benchmark::State& st) { bm_prefill(st, c, threads); })
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
 }
 
-void add_decode(index_t S, int threads) {
-  const std::string name = "decode-softmax/B:" + std::to_string(kDecodeB) + "/" +
+void add_decode(index_t S, polyattn::Dtype t, int threads) {
+  const std::string suffix =
+      t == polyattn::Dtype::f32 ? "" : "-" + std::string(polyattn::dtype_name(t));
+  const std::string name = "decode-softmax" + suffix + "/B:" + std::to_string(kDecodeB) + "/" +
                            heads_name(kDecodeHeads) + "/D:" + std::to_string(kD) +
                            "/cache:" + std::to_string(S) + "/threads:" + std::to_string(threads);
-  benchmark::RegisterBenchmark(name.c_str(),
-                               [S, threads](benchmark::State& st) { bm_decode(st, S, threads); })
+  benchmark::RegisterBenchmark(
+      name.c_str(), [S, t, threads](benchmark::State& st) { bm_decode(st, S, t, threads); })
       ->UseRealTime()
       ->Unit(benchmark::kMicrosecond);
 }
@@ -288,6 +331,8 @@ void register_all() {
     if (threads == all && all == 1) continue;
     add_prefill("prefill-softmax", "causal", {kMha, 4096, true, 0}, threads);
     add_prefill("prefill-softmax", "causal-gqa", {kGqa, 4096, true, 0}, threads);
+    // The same in bf16 (q, k, v, o): bf16 products where the CPU has AVX512-BF16.
+    add_prefill("prefill-softmax", "causal", {kMha, 4096, true, 0, true}, threads);
   }
   // The same shape without a mask, and a sliding window that skips most tiles.
   add_prefill("prefill-softmax", "full", {kMha, 4096, false, 0}, 1);
@@ -298,16 +343,20 @@ void register_all() {
     add_prefill("prefill-softmax-long", "causal", {kMha, T, true, 0}, 1);
 
   // decode-softmax: one query against a filled cache.
-  for (const index_t S : kDecodeCaches) {
-    add_decode(S, 1);
-    if (all > 1) add_decode(S, all);
-  }
+  // ... over fp32, bf16, fp16 and int8 caches (fp32 query and output).
+  for (const polyattn::Dtype t :
+       {polyattn::Dtype::f32, polyattn::Dtype::bf16, polyattn::Dtype::f16, polyattn::Dtype::i8})
+    for (const index_t S : kDecodeCaches) {
+      add_decode(S, t, 1);
+      if (all > 1) add_decode(S, t, all);
+    }
 }
 
 void print_figures() {
   pb::print_machine_figures();
   const char* isa = polyattn::simd::isa_name(polyattn::simd::best_arch());
-  std::fprintf(stderr, "polyattn bench: kernels: %s\n", isa);
+  std::fprintf(stderr, "polyattn bench: kernels: %s (level %s)\n", isa,
+               polyattn::simd::isa_name(polyattn::simd::runtime_isa()));
   const int all = pb::all_threads();
   for (const index_t S : kDecodeCaches) {
     const std::size_t bytes = cache_bytes(S);

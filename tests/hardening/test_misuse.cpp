@@ -162,7 +162,7 @@ TEST(MisuseKVCache, AccessorsCheckTheirIndices) {
   expect_error("b", [&] { cache.gate_cumsum(2, 0, 0); });
   expect_error("hk", [&] { cache.run(0, 1, 0); });
   expect_error("j", [&] { cache.run(0, 0, -1); });
-  EXPECT_EQ(cache.run(0, 0, 0).k[0], 1.f);
+  EXPECT_EQ(cache.run(0, 0, 0).keys<float>()[0], 1.f);
   expect_error("b", [&] { cache.length(2); });
   expect_error("b", [&] { cache.length(-1); });
   expect_error("b", [&] { cache.first_kept(5); });
@@ -180,7 +180,8 @@ TEST(MisuseKVCache, ClearAfterDropReusesPages) {
   cache.clear();
   cache.append(kv, kv);
   EXPECT_EQ(cache.length(0), 6);
-  for (index_t j = 0; j < 6; ++j) EXPECT_EQ(cache.run(0, 0, j).k[0], static_cast<float>(4 * j));
+  for (index_t j = 0; j < 6; ++j)
+    EXPECT_EQ(cache.run(0, 0, j).keys<float>()[0], static_cast<float>(4 * j));
   EXPECT_EQ(cache.pages_allocated(), 3);
 }
 

@@ -72,7 +72,7 @@ std::vector<double> causal_softmax(const Tensor<float, 4>& q, const Tensor<float
   polyattn::SoftmaxOptions opt;
   opt.causal = true;
   opt.window = window;
-  Tensor<double, 4> o(out_shape(in.q, in.v));
+  Tensor<double, 4> o(out_shape(q.cview(), v.cview()));
   ref::softmax_attention(in, opt, o.view());
   return o.data;
 }

@@ -17,8 +17,10 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "polyattn/core/block_mask.hpp"
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/overlap.hpp"
 #include "polyattn/core/tensor_view.hpp"
@@ -28,9 +30,9 @@ namespace polyattn {
 
 /// Tensors of one softmax-attention call. Optional views are left default-constructed (absent).
 struct SoftmaxInputs {
-  TensorView<const float, 4> q;              // [B, T, HQ, D]
-  TensorView<const float, 4> k;              // [B, S, HKV, D]
-  TensorView<const float, 4> v;              // [B, S, HKV, Dv]
+  ElementView<4> q;                          // [B, T, HQ, D]     fp32, bf16 or fp16
+  ElementView<4> k;                          // [B, S, HKV, D]    fp32, bf16 or fp16
+  ElementView<4> v;                          // [B, S, HKV, Dv]   fp32, bf16 or fp16
   TensorView<const float, 3> g;              // optional forgetting gate, log-space, [B, S, HQ]
   TensorView<const float, 1> alibi_slopes;   // optional ALiBi slopes, [HQ]
   TensorView<const float, 1> sink;           // optional per-q-head sink logit, [HQ]
@@ -56,6 +58,14 @@ struct SoftmaxDims {
   bool varlen = false;
   double scale = 1.0;  // resolved scale
 };
+
+/// The operators of the softmax family that read q, k, v as fp32 only (the papers' operators,
+/// for now) call this: a bf16 / fp16 view is a clear error naming the argument.
+inline void require_fp32_qkv(const SoftmaxInputs& in, std::string_view op) {
+  check::dtype_is("q", in.q, Dtype::f32, op);
+  check::dtype_is("k", in.k, Dtype::f32, op);
+  check::dtype_is("v", in.v, Dtype::f32, op);
+}
 
 /// Checks every argument except the output; throws polyattn::Error naming the argument.
 inline SoftmaxDims validate(const SoftmaxInputs& in, const SoftmaxOptions& opt) {
@@ -137,8 +147,8 @@ inline SoftmaxDims validate(const SoftmaxInputs& in, const SoftmaxOptions& opt) 
 }
 
 /// Checks the output view o [B, T, HQ, Dv] against validated sizes.
-template <class Out>
-void validate_output(const SoftmaxDims& d, const TensorView<Out, 4>& o) {
+template <StridedView Out>
+void validate_output(const SoftmaxDims& d, const Out& o) {
   check::required("o", o);
   check::shape_is("o", o, {d.B, d.T, d.HQ, d.Dv}, "[B, T, HQ, Dv] from q and v");
 }
@@ -154,9 +164,8 @@ inline void softmax_writes_disjoint(const SoftmaxInputs& in,
 }
 
 /// Everything, output included. Call before writing any output element.
-template <class Out>
-SoftmaxDims validate(const SoftmaxInputs& in, const SoftmaxOptions& opt,
-                     const TensorView<Out, 4>& o) {
+template <StridedView Out>
+SoftmaxDims validate(const SoftmaxInputs& in, const SoftmaxOptions& opt, const Out& o) {
   SoftmaxDims d = validate(in, opt);
   validate_output(d, o);
   softmax_writes_disjoint(in, {memory::region("o", o)});

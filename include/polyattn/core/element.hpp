@@ -1,5 +1,5 @@
 // polyattn/core/element.hpp — the element types of activations and KV caches, and their exact
-// scalar conversions to and from float (docs/conventions.md §15).
+// scalar conversions to and from float (docs/conventions.md §9.7).
 //
 //   bf16  the upper 16 bits of an IEEE binary32: 1 sign, 8 exponent, 7 mantissa bits.
 //         to_float(x) = bits << 16 (exact).

@@ -211,8 +211,8 @@ class LolcatsDecoder {
         const bool on = p - w >= 0;
         const softmax::KVCache::Run r =
             on ? cache_.unchecked_run(b, h, p - w) : softmax::KVCache::Run{};
-        for (index_t c = 0; c < F_; ++c) kin(b, 0, h, c) = on ? r.k[D + c] : 0.f;
-        for (index_t e = 0; e < V; ++e) vin(b, 0, h, e) = on ? r.v[e] : 0.f;
+        for (index_t c = 0; c < F_; ++c) kin(b, 0, h, c) = on ? r.keys<float>()[D + c] : 0.f;
+        for (index_t e = 0; e < V; ++e) vin(b, 0, h, e) = on ? r.values<float>()[e] : 0.f;
         vin(b, 0, h, V) = on ? 1.f : 0.f;
       }
     const View4<float> lin = detail::scratch4(lin_buf_, B, 1, H, V + 1);
@@ -236,14 +236,15 @@ class LolcatsDecoder {
       for (index_t j = j0; j <= p; ++j) {
         const softmax::KVCache::Run r = cache_.unchecked_run(b, h, j);
         double dot = 0.0;
-        for (index_t c = 0; c < D; ++c) dot += static_cast<double>(in.q(b, 0, h, c)) * r.k[c];
+        for (index_t c = 0; c < D; ++c)
+          dot += static_cast<double>(in.q(b, 0, h, c)) * r.keys<float>()[c];
         const double s = scale_ * dot;
         const softmax::RowAdvance<double> adv = softmax::online::advance(st.m, s);
         const double a = std::exp(s - adv.shift);
         st = {adv.m, softmax::online::accumulate(st.l, adv.alpha, a)};
         if (adv.alpha != 1.0)
           for (auto& x : O) x *= adv.alpha;
-        for (index_t e = 0; e < V; ++e) O[static_cast<std::size_t>(e)] += a * r.v[e];
+        for (index_t e = 0; e < V; ++e) O[static_cast<std::size_t>(e)] += a * r.values<float>()[e];
       }
       const double g = d.gamma, Z = st.l, Dn = lin(b, 0, h, V);
       for (index_t e = 0; e < V; ++e)

@@ -4,6 +4,7 @@
 //
 //   row(x, i0, i1, i2)        x[i0, i1, i2, :]            (rank 4; row(x, i0, i1) = x[i0, i1, :])
 //   rows(x, b, t0, n, h)      x[b, t0 .. t0+n−1, h, :]    an [n × D] matrix, row r = token t0 + r
+//                             (of an ElementView: bf16 / fp16 values widened exactly)
 //   mat(x, n, h)              x[n, h, :, :]               a state [K × V]
 //   store(o, i0, i1, i2, r)   o[i0, i1, i2, :] = r        (also rank 3, and store_mat for a state)
 //   std_exp(a)                std::exp of every element of an array expression
@@ -17,6 +18,7 @@
 #include <cmath>
 #include <cstddef>
 
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/tensor_view.hpp"
 
 namespace polyattn::reference::detail {
@@ -45,6 +47,15 @@ inline MatMap rows(const View4<const float>& x, index_t b, index_t t0, index_t n
   const index_t d = x.size(3);
   return MatMap(n > 0 && d > 0 ? x.ptr(b, t0, h, 0) : nullptr, n, d,
                 Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(x.stride(1), x.stride(3)));
+}
+
+// The same rows of a view of any element type (fp32, bf16, fp16), read exactly into doubles.
+inline RowMat rows(const ElementView<4>& x, index_t b, index_t t0, index_t n, index_t h) {
+  if (x.is<float>()) return rows(x.as<float>(), b, t0, n, h).cast<double>();
+  RowMat m(n, x.size(3));
+  for (index_t r = 0; r < n; ++r)
+    for (index_t e = 0; e < x.size(3); ++e) m(r, e) = x(b, t0 + r, h, e);
+  return m;
 }
 
 // x[n, h, :, :]: one [K × V] state.

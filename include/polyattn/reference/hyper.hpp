@@ -30,7 +30,7 @@ void hyper_attention(const SoftmaxInputs& in, const std::vector<float>& proj, in
   for (index_t k = 2; k <= r; ++k)
     for (std::int64_t i = static_cast<std::int64_t>(gray.size()) - 1; i >= 0; --i)
       gray.push_back(gray[static_cast<std::size_t>(i)] + (1 << (k - 1)));
-  const auto sorted = [&](const View4<const float>& x, index_t b, index_t n, index_t xh) {
+  const auto sorted = [&](const ElementView<4>& x, index_t b, index_t n, index_t xh) {
     std::vector<std::int32_t> code(static_cast<std::size_t>(n));
     for (index_t t = 0; t < n; ++t) {
       int bin = 0;

@@ -190,6 +190,7 @@ ActSinks detect_act_sinks(const SoftmaxInputs& in, const SoftmaxOptions& opt,
                           const std::vector<std::uint8_t>& calibrate, double alpha,
                           const E& exec = E{}) {
   const SoftmaxDims d = validate(in, opt);
+  require_fp32_qkv(in, "ACT's sink detection");
   detail::act_check_options(in, opt);
   if (!opt.causal || opt.window > 0 || opt.block_mask != nullptr)
     throw Error("opt", "ACT's sink detection needs causal attention without window or block mask");
@@ -218,10 +219,10 @@ ActSinks detect_act_sinks(const SoftmaxInputs& in, const SoftmaxOptions& opt,
       const index_t p = i + nk - nq;
       const double l = lse[static_cast<std::size_t>((b * d.T + q0 + i) * d.HQ + h)];
       if (p < 0 || l == -INFINITY) continue;
-      const float* q = in.q.ptr(b, q0 + i, h, 0);
+      const float* q = in.q.as<float>().ptr(b, q0 + i, h, 0);
       for (index_t j = 0; j <= p; ++j) {
         float dot = 0.f;
-        const float* k = in.k.ptr(b, k0 + j, hk, 0);
+        const float* k = in.k.as<float>().ptr(b, k0 + j, hk, 0);
         for (index_t e = 0; e < d.D; ++e) dot += q[e * in.q.stride(3)] * k[e * in.k.stride(3)];
         received[static_cast<std::size_t>(j)] += std::exp(d.scale * dot - l);
         ++rows[static_cast<std::size_t>(j)];

@@ -12,6 +12,9 @@
 // in split order (online_softmax.hpp: the k-way merge, the sink logit being one more partial
 // (sink, 1) with a zero output), and optionally the row's log-sum-exp
 //   lse = M + log(Σ_s e^{m_s − M} l_s [+ e^{sink − M}])
+// The cache's element type (fp32, bf16, fp16, int8; kv_cache.hpp) is a template parameter of the
+// split kernel: rows are widened in registers as they stream, an int8 row's key scale multiplies
+// its score and its value scale its weight. q and o may be fp32, bf16 or fp16.
 // Splits do not depend on the thread count, so results are bitwise identical for every
 // executor. Splits the mask excludes are skipped without touching their memory.
 // Memory: o and lse must not share memory with each other or with q, the ALiBi slopes or the sink
@@ -21,13 +24,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "polyattn/args/softmax.hpp"
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/executor.hpp"
 #include "polyattn/core/overlap.hpp"
 #include "polyattn/core/simd/arch.hpp"
+#include "polyattn/core/simd/convert.hpp"
 #include "polyattn/core/simd/dispatch.hpp"
 #include "polyattn/core/simd/gemm.hpp"
 #include "polyattn/core/tensor_view.hpp"
@@ -42,7 +49,7 @@ namespace polyattn::softmax {
 inline constexpr index_t kSplitKeys = 1024;  // keys per decode work item
 
 struct DecodeInputs {
-  View4<const float> q;             // [B, 1, HQ, D]
+  ElementView<4> q;                 // [B, 1, HQ, D], fp32, bf16 or fp16
   View1<const float> alibi_slopes;  // optional [HQ]
   View1<const float> sink;          // optional per-head sink logit [HQ]
 };
@@ -57,6 +64,8 @@ struct DecodeProblem {
   std::vector<float> m, l, O;
 };
 
+// One (sequence, kv head, split) over a cache whose elements are KV (float, bf16, f16, int8).
+template <class KV>
 struct DecodeSplitKernel {
   DecodeProblem* problem;  // writes its own (b, h, split) slots of m, l, O
   index_t b, hk, split;
@@ -69,12 +78,12 @@ namespace detail {
 // Decode streams the cache once; the hardware prefetchers alone left a single thread at a
 // third of its streaming bandwidth, so rows kPrefetchRows ahead are requested explicitly.
 inline constexpr index_t kPrefetchRows = 8;
-inline constexpr index_t kLineFloats = 16;  // floats per 64-byte cache line
+inline constexpr index_t kLineBytes = 64;  // bytes per cache line
 
-// out[g·ld + u] = q_g · k_u for GB query rows and KB key rows (all Dp long, Dp a multiple of
-// the batch width), GB·KB accumulators in registers.
-template <simd::SimdArch A, int GB, int KB>
-void dot_block(const float* q, const float* k, index_t Dp, float* out, index_t ld) noexcept {
+// out[g·ld + u] = q_g · k_u for GB query rows (fp32) and KB key rows of element type KV (all
+// Dp long, Dp a multiple of the batch width; keys widened in registers), GB·KB accumulators.
+template <simd::SimdArch A, int GB, int KB, class KV>
+void dot_block(const float* q, const KV* k, index_t Dp, float* out, index_t ld) noexcept {
   using Bt = simd::batch_t<A>;
   constexpr index_t W = static_cast<index_t>(Bt::size);
   Bt acc[GB][KB];
@@ -86,7 +95,7 @@ void dot_block(const float* q, const float* k, index_t Dp, float* out, index_t l
   for (index_t e = 0; e < Dp; e += W) {
     Bt kv[KB];
     POLYATTN_UNROLL
-    for (int u = 0; u < KB; ++u) kv[u] = Bt::load_unaligned(k + u * Dp + e);
+    for (int u = 0; u < KB; ++u) kv[u] = simd::load_float<A>(k + u * Dp + e);
     POLYATTN_UNROLL
     for (int g = 0; g < GB; ++g) {
       const Bt qv = Bt::load_unaligned(q + g * Dp + e);
@@ -109,12 +118,13 @@ void dot_block(const float* q, const float* k, index_t Dp, float* out, index_t l
 inline namespace POLYATTN_ISA_NS {
 namespace impl {
 
-inline void prefetch_row(const float* p, index_t floats) noexcept {
+inline void prefetch_bytes(const void* p, index_t bytes) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
-  for (index_t i = 0; i < floats; i += detail::kLineFloats) __builtin_prefetch(p + i);
+  const char* c = static_cast<const char*>(p);
+  for (index_t i = 0; i < bytes; i += detail::kLineBytes) __builtin_prefetch(c + i);
 #else
   (void)p;
-  (void)floats;
+  (void)bytes;
 #endif
 }
 
@@ -127,8 +137,9 @@ inline bool decode_visible(const SoftmaxOptions& opt, index_t p, index_t j) noex
 }  // namespace impl
 }  // namespace POLYATTN_ISA_NS
 
+template <class KV>
 template <simd::SimdArch A>
-void DecodeSplitKernel::operator()(A) const {
+void DecodeSplitKernel<KV>::operator()(A) const {
   using Bt = simd::batch_t<A>;
   constexpr index_t W = static_cast<index_t>(Bt::size);
   DecodeProblem& P = *problem;
@@ -166,6 +177,8 @@ void DecodeSplitKernel::operator()(A) const {
     const index_t h = hk * G + g;
     for (index_t e = 0; e < Dp; ++e) q[g * Dp + e] = e < D ? P.in->q(b, 0, h, e) * P.scale : 0.f;
   }
+  constexpr index_t kKeyBytes = static_cast<index_t>(sizeof(KV));
+  constexpr bool quantised = std::is_same_v<KV, std::int8_t>;
 
   // Only the visible key ranges of the split are read: sink keys [j0, sink_hi) and the window
   // [max(j0, lo), j1) (keys outside them may have been dropped from a paged cache).
@@ -187,13 +200,14 @@ void DecodeSplitKernel::operator()(A) const {
   for_visible([&](const KVCache::Run& r, index_t j, index_t cnt) {
     for (index_t t = 0; t < cnt; t += KQ) {
       const index_t kq = std::min(KQ, cnt - t);
+      const KV* keys = r.template keys<KV>();
       if (t + detail::kPrefetchRows + KQ <= cnt)
-        impl::prefetch_row(r.k + (t + detail::kPrefetchRows) * Dp, KQ * Dp);
+        impl::prefetch_bytes(keys + (t + detail::kPrefetchRows) * Dp, KQ * Dp * kKeyBytes);
       float* out = s + (j + t - j0);
       for (index_t g = 0; g < G;) {
         const index_t gb = G - g >= 4 ? 4 : (G - g >= 2 ? 2 : 1);
         const float* qg = q + g * Dp;
-        const float* kr = r.k + t * Dp;
+        const KV* kr = keys + t * Dp;
         if (kq == KQ) {
           if (gb == 4)
             detail::dot_block<A, 4, KQ>(qg, kr, Dp, out + g * npad, npad);
@@ -209,6 +223,9 @@ void DecodeSplitKernel::operator()(A) const {
         }
         g += gb;
       }
+      if constexpr (quantised)  // s = scale_j · (q · k_int8)
+        for (index_t g = 0; g < G; ++g)
+          for (index_t u = 0; u < kq; ++u) out[g * npad + u] *= r.k_scale[t + u];
     }
   });
 
@@ -261,21 +278,24 @@ void DecodeSplitKernel::operator()(A) const {
   for_visible([&](const KVCache::Run& r, index_t j, index_t cnt) {
     for (index_t t = 0; t < cnt; t += KB) {
       const index_t kb = std::min(KB, cnt - t);
-      const float* vrow[KB];
-      for (index_t u = 0; u < KB; ++u) vrow[u] = r.v + (t + std::min(u, kb - 1)) * Dvp;
+      const KV* values = r.template values<KV>();
+      const KV* vrow[KB];
+      for (index_t u = 0; u < KB; ++u) vrow[u] = values + (t + std::min(u, kb - 1)) * Dvp;
       if (t + detail::kPrefetchRows + KB <= cnt)
-        impl::prefetch_row(r.v + (t + detail::kPrefetchRows) * Dvp, KB * Dvp);
+        impl::prefetch_bytes(values + (t + detail::kPrefetchRows) * Dvp, KB * Dvp * kKeyBytes);
       for (index_t g = 0; g < G; ++g) {
         float* pg = s + g * npad + (j + t - j0);
-        // Padding lanes of a short group reuse the last row with weight 0.
+        // Padding lanes of a short group reuse the last row with weight 0; an int8 row's
+        // scale folds into its weight.
         for (index_t u = kb; u < KB; ++u) pw[g * KB + u] = 0.f;
-        for (index_t u = 0; u < kb; ++u) pw[g * KB + u] = pg[u];
+        for (index_t u = 0; u < kb; ++u)
+          pw[g * KB + u] = quantised ? pg[u] * r.v_scale[t + u] : pg[u];
       }
       for (index_t e = 0; e < Dvp; e += W) {
         Bt ve[KB];
         POLYATTN_UNROLL
         for (index_t u = 0; u < KB; ++u) {
-          ve[u] = Bt::load_unaligned(vrow[u] + e);
+          ve[u] = simd::load_float<A>(vrow[u] + e);
         }
         for (index_t g = 0; g < G; ++g) {
           float* Og =
@@ -305,7 +325,7 @@ void DecodeSplitKernel::operator()(A) const {
 /// @throws polyattn::Error naming the bad argument, before anything is written
 template <Executor E = Serial>
 void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOptions& opt,
-                  View4<float> o, View3<float> lse, const E& exec = E{}) {
+                  MutEView4 o, View3<float> lse, const E& exec = E{}) {
   check::required("q", in.q);
   const index_t B = cache.batch(), HKV = cache.kv_heads(), D = cache.head_dim();
   const index_t Dv = cache.value_dim(), HQ = in.q.size(2);
@@ -374,10 +394,25 @@ void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOpt
   P.m.resize(slots);
   P.l.resize(slots);
   P.O.resize(slots * static_cast<std::size_t>(Dvp));
-  exec.parallel_for(B * HKV * P.splits, [&](index_t i) {
-    const index_t split = i % P.splits, bh = i / P.splits;
-    simd::run_kernel(DecodeSplitKernel{&P, bh / HKV, bh % HKV, split});
-  });
+  const auto run_splits = [&]<class KV>(KV*) {
+    exec.parallel_for(B * HKV * P.splits, [&](index_t i) {
+      const index_t split = i % P.splits, bh = i / P.splits;
+      simd::run_kernel(DecodeSplitKernel<KV>{&P, bh / HKV, bh % HKV, split});
+    });
+  };
+  switch (cache.dtype()) {
+    case Dtype::bf16:
+      run_splits(static_cast<bf16*>(nullptr));
+      break;
+    case Dtype::f16:
+      run_splits(static_cast<f16*>(nullptr));
+      break;
+    case Dtype::i8:
+      run_splits(static_cast<std::int8_t*>(nullptr));
+      break;
+    default:
+      run_splits(static_cast<float*>(nullptr));
+  }
 
   // Merge of the splits' partials (m_s, l_s, O_s), the sink logit as one more partial (sink, 1)
   // with a zero output, in split order.
@@ -411,7 +446,7 @@ void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOpt
         for (auto& x : acc) x /= den;
         row_lse = M + std::log(den);
       }
-      for (index_t e = 0; e < Dv; ++e) o(b, 0, h, e) = acc[static_cast<std::size_t>(e)];
+      for (index_t e = 0; e < Dv; ++e) o.store(acc[static_cast<std::size_t>(e)], b, 0, h, e);
       if (!lse.absent()) lse(b, 0, h) = row_lse;
     }
 }
@@ -419,11 +454,15 @@ void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOpt
 /// Decode without the lse output (see above).
 template <Executor E = Serial>
 void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOptions& opt,
-                  View4<float> o, const E& exec = E{}) {
+                  MutEView4 o, const E& exec = E{}) {
   flash_decode(in, cache, opt, o, View3<float>{}, exec);
 }
 
 }  // namespace polyattn::softmax
 
-#define POLYATTN_SOFTMAX_DECODE_KERNELS(X) X(::polyattn::softmax::DecodeSplitKernel)
+#define POLYATTN_SOFTMAX_DECODE_KERNELS(X)                    \
+  X(::polyattn::softmax::DecodeSplitKernel<float>)            \
+  X(::polyattn::softmax::DecodeSplitKernel<::polyattn::bf16>) \
+  X(::polyattn::softmax::DecodeSplitKernel<::polyattn::f16>)  \
+  X(::polyattn::softmax::DecodeSplitKernel<std::int8_t>)
 POLYATTN_SOFTMAX_DECODE_KERNELS(POLYATTN_KERNEL_EXTERN)

@@ -14,25 +14,32 @@
 // The fusion policy is a type parameter of the kernel (FlashTileKernel<F>): OptionsFusion, the
 // masks and modifiers of SoftmaxOptions / SoftmaxInputs, by default (the per-ISA units' kernel);
 // flash_attention(in, opt, fusion, ...) composes a user's masks / modifiers with it.
-// Before the tiles run, K of each (sequence, kv head) is packed once as unit-stride rows and V
-// as rows padded to a multiple of simd::kMaxBatchFloats (any input strides are handled there;
-// the q tile is transposed into a local buffer). Forgetting-gate cumsums are formed in double.
-// Work items are (sequence, query head, query tile), each computed by one thread in a fixed
-// order: results are bitwise identical for every executor.
-// Memory: o, lse and row_max must not share memory with each other or with q, k, v, g, the ALiBi
-// slopes or the sink logits (no in-place use; a polyattn::Error otherwise). Thread safety: any
-// number of threads may call flash_attention at once with their own outputs.
+// Before the tiles run, K of each (sequence, kv head) is packed once as unit-stride fp32 rows
+// and V as fp32 rows padded to a multiple of simd::kMaxBatchFloats (any input strides and element
+// types are handled there; the q tile is widened and transposed into a local buffer). q, k, v and
+// o may each be fp32, bf16 or fp16 (ElementView, docs/conventions.md §9.7): every product and the
+// softmax run in fp32, and each o row is rounded once, after its normalisation. Forgetting-gate
+// cumsums are formed in double. Work items are (sequence, query head, query tile), each computed by
+// one thread in a fixed order: results are bitwise identical for every executor. Memory: o, lse and
+// row_max must not share memory with each other or with q, k, v, g, the ALiBi slopes or the sink
+// logits (no in-place use; a polyattn::Error otherwise). Thread safety: any number of threads may
+// call flash_attention at once with their own outputs.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "polyattn/args/softmax.hpp"
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/executor.hpp"
+#include "polyattn/core/simd/amx.hpp"
 #include "polyattn/core/simd/arch.hpp"
+#include "polyattn/core/simd/convert.hpp"
 #include "polyattn/core/simd/dispatch.hpp"
 #include "polyattn/core/simd/gemm.hpp"
 #include "polyattn/core/simd/ops.hpp"
@@ -44,6 +51,13 @@
 #include "polyattn/softmax/online_softmax.hpp"
 
 namespace polyattn::softmax {
+
+// Whether this compiler builds the amx path into avx512 code (GCC / Clang on x86-64).
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define POLYATTN_FLASH_AMX 1
+#else
+#define POLYATTN_FLASH_AMX 0
+#endif
 
 #ifndef POLYATTN_FLASH_TQ
 #define POLYATTN_FLASH_TQ 64
@@ -68,23 +82,39 @@ struct SeqRange {
 
 /// Outputs of flash_attention: o is required, lse and row_max are optional (absent views).
 struct FlashOutputs {
-  View4<float> o;        // [B, T, HQ, Dv]; a query that sees no key gets zeros
+  MutEView4 o;           // [B, T, HQ, Dv] fp32, bf16 or fp16; a query that sees no key gets zeros
   View3<float> lse;      // [B, T, HQ]: log(Σ_{j visible} e^{s_ij} [+ e^{sink}]), −inf if none
   View3<float> row_max;  // [B, T, HQ]: max_{j visible} s_ij of the scores the kernel used (after
                          // the modifiers; the sink logit not included), −inf if none
 };
+
+// How the products of a call are computed: fp32 FMA (any element types) or AMX-BF16 tiles (bf16
+// q, k, v on the amx level; see uses_bf16_products()).
+enum class FlashPath : std::uint8_t { fp32, amx };
 
 // Everything the per-tile kernel reads, prepared by flash_attention().
 struct FlashProblem {
   SoftmaxDims d;
   const SoftmaxInputs* in = nullptr;
   const SoftmaxOptions* opt = nullptr;
-  View4<float> o;
+  MutEView4 o;
   View3<float> lse;      // optional [B, T, HQ]
   View3<float> row_max;  // optional [B, T, HQ]
   std::vector<SeqRange> seqs;
-  index_t Dvp = 0;                  // Dv rounded up to kPadV
-  std::vector<float> kp, vp;        // packed K rows [nk][D] / padded V rows [nk][Dvp]
+  index_t Dvp = 0;            // Dv rounded up to kPadV
+  std::vector<float> kp, vp;  // packed K rows [nk][D] / padded V rows [nk][Dvp]
+  // The amx path (bf16 q, k, v and the level reached; FlashPath) packs instead of kp / vp: K as
+  // bf16 pairs of channels [nk rounded up to 32][Dk2 / 2] in kw, V transposed, bf16 [Dvt][ldv]
+  // in vt (ldv = nk rounded up to kTileK, per sequence), both zero padded, and per (sequence,
+  // kv head, key tile) whether that tile of V is all finite.
+  FlashPath path = FlashPath::fp32;
+  index_t Dk2 = 0;  // D rounded up to 32
+  index_t Dvt = 0;  // Dv rounded up to 32
+  std::vector<std::uint32_t> kw;
+  std::vector<std::uint16_t> vt;
+  std::vector<index_t> ldv;  // amx: per sequence
+  std::vector<std::uint8_t> v_finite;
+  std::vector<std::size_t> vf_off;
   std::vector<std::size_t> kp_off;  // per (sequence, kv head): [seq · HKV + hk]
   std::vector<std::size_t> vp_off;
   std::vector<double> G;           // forgetting gate cumsum per (sequence, q head, key)
@@ -111,32 +141,35 @@ struct FlashTileKernel {
 template <SoftmaxFusion F>
 using FlashKernelFor = FlashTileKernel<with_options_t<F>>;
 
+// Packs K of (sequence seq, kv head hk) as unit-stride fp32 rows and V as padded fp32 rows
+// (bf16 / fp16 widened here, once per element), and forms the forgetting-gate cumsums of the q
+// heads of that kv head. A per-ISA kernel, so the conversion runs with the unit's instructions.
+struct FlashPackKernel {
+  FlashProblem* problem;
+  index_t seq, hk;
+  template <simd::SimdArch A>
+  void operator()(A) const;
+};
+
 namespace detail {
 
-// Packs K of (sequence s, kv head hk) as unit-stride rows and V as padded rows; forms the gate
-// cumsums of the q heads of that kv head.
-inline void pack_sequence(FlashProblem& P, index_t s, index_t hk) {
-  const SeqRange& sq = P.seqs[static_cast<std::size_t>(s)];
-  const SoftmaxInputs& in = *P.in;
-  const index_t D = P.d.D, Dv = P.d.Dv, Dvp = P.Dvp;
-  float* kp = P.kp.data() + P.kp_off[static_cast<std::size_t>(s * P.d.HKV + hk)];
-  float* vp = P.vp.data() + P.vp_off[static_cast<std::size_t>(s * P.d.HKV + hk)];
-  for (index_t j = 0; j < sq.nk; ++j)
-    for (index_t e = 0; e < D; ++e) kp[j * D + e] = in.k(sq.b, sq.k0 + j, hk, e);
-  for (index_t j = 0; j < sq.nk; ++j) {
-    float* row = vp + j * Dvp;
-    for (index_t e = 0; e < Dv; ++e) row[e] = in.v(sq.b, sq.k0 + j, hk, e);
-    for (index_t e = Dv; e < Dvp; ++e) row[e] = 0.f;
+// dst[0, n) = row n elements of a typed view starting at p with element stride st, as float.
+template <simd::SimdArch A, class T>
+void widen_row(const T* p, index_t st, float* dst, index_t n) noexcept {
+  if (st == 1) {
+    simd::convert<A>(p, dst, n);
+  } else {
+    for (index_t e = 0; e < n; ++e) dst[e] = to_float(p[e * st]);
   }
-  if (!in.g.absent()) {
-    for (index_t h = hk * P.d.group; h < (hk + 1) * P.d.group; ++h) {
-      double* G = P.G.data() + P.g_off[static_cast<std::size_t>(s * P.d.HQ + h)];
-      double run = 0.0;
-      for (index_t j = 0; j < sq.nk; ++j) {
-        run += static_cast<double>(in.g(sq.b, sq.k0 + j, h));
-        G[j] = run;
-      }
-    }
+}
+
+// The n floats of src, rounded to T, into a typed view's row at p with element stride st.
+template <simd::SimdArch A, class T>
+void narrow_row(const float* src, T* p, index_t st, index_t n) noexcept {
+  if (st == 1) {
+    simd::convert<A>(src, p, n);
+  } else {
+    for (index_t e = 0; e < n; ++e) p[e * st] = from_float<T>(src[e]);
   }
 }
 
@@ -154,6 +187,88 @@ bool all_finite(const float* x, index_t n) noexcept {
 }
 
 }  // namespace detail
+
+// Helpers of the kernels without an Arch parameter: per-ISA namespace (core/simd/arch.hpp).
+inline namespace POLYATTN_ISA_NS {
+namespace impl {
+
+// The forgetting-gate cumsums (double) of the q heads of kv head hk, for one sequence.
+inline void gate_cumsums(FlashProblem& P, const SeqRange& sq, index_t seq, index_t hk) noexcept {
+  const SoftmaxInputs& in = *P.in;
+  if (in.g.absent()) return;
+  for (index_t h = hk * P.d.group; h < (hk + 1) * P.d.group; ++h) {
+    double* G = P.G.data() + P.g_off[static_cast<std::size_t>(seq * P.d.HQ + h)];
+    double run = 0.0;
+    for (index_t j = 0; j < sq.nk; ++j) {
+      run += static_cast<double>(in.g(sq.b, sq.k0 + j, h));
+      G[j] = run;
+    }
+  }
+}
+
+// The amx packing of (sequence, kv head) from bf16 k and v: K rows as pairs of consecutive
+// channels [nk][Dk2 / 2] (rows up to the next multiple of 32 stay zero), V transposed [Dvt][ldv]
+// (zero padded), and per key tile whether V is all finite.
+inline void pack_bf16_sequence(FlashProblem& P, const SeqRange& sq, index_t seq,
+                               index_t hk) noexcept {
+  const SoftmaxInputs& in = *P.in;
+  const index_t D = P.d.D, Dv = P.d.Dv, C2 = P.Dk2 / 2;
+  const std::size_t item = static_cast<std::size_t>(seq * P.d.HKV + hk);
+  std::uint32_t* kw = P.kw.data() + P.kp_off[item];
+  std::uint8_t* fin = P.v_finite.data() + P.vf_off[item];
+  const auto k = in.k.as<bf16>();
+  const auto v = in.v.as<bf16>();
+  const auto kbits = [&](index_t j, index_t e) -> std::uint32_t {
+    return e < D ? k(sq.b, sq.k0 + j, hk, e).bits : 0u;
+  };
+  const auto vbits = [&](index_t j, index_t e) -> std::uint16_t {
+    return j < sq.nk && e < Dv ? v(sq.b, sq.k0 + j, hk, e).bits : std::uint16_t{0};
+  };
+  for (index_t j = 0; j < sq.nk; ++j)
+    for (index_t c = 0; c < C2; ++c) kw[j * C2 + c] = kbits(j, 2 * c) | kbits(j, 2 * c + 1) << 16;
+  const index_t ld = P.ldv[static_cast<std::size_t>(seq)];
+  std::uint16_t* vt = P.vt.data() + P.vp_off[item];
+  for (index_t j = 0; j < sq.nk; ++j)
+    for (index_t e = 0; e < Dv; ++e) vt[e * ld + j] = vbits(j, e);
+  for (index_t t = 0; t * kTileK < sq.nk; ++t) {
+    bool finite = true;
+    for (index_t j = t * kTileK; j < std::min(sq.nk, (t + 1) * kTileK); ++j)
+      for (index_t e = 0; e < Dv; ++e) finite = finite && (vbits(j, e) & 0x7F80u) != 0x7F80u;
+    fin[t] = finite ? 1 : 0;
+  }
+}
+
+}  // namespace impl
+}  // namespace POLYATTN_ISA_NS
+
+template <simd::SimdArch A>
+void FlashPackKernel::operator()(A) const {
+  FlashProblem& P = *problem;
+  const SeqRange& sq = P.seqs[static_cast<std::size_t>(seq)];
+  const SoftmaxInputs& in = *P.in;
+  const index_t D = P.d.D, Dv = P.d.Dv, Dvp = P.Dvp;
+  if constexpr (std::is_same_v<A, simd::avx512>) {
+    if (P.path != FlashPath::fp32) {
+      impl::pack_bf16_sequence(P, sq, seq, hk);
+      impl::gate_cumsums(P, sq, seq, hk);
+      return;
+    }
+  }
+  float* kp = P.kp.data() + P.kp_off[static_cast<std::size_t>(seq * P.d.HKV + hk)];
+  float* vp = P.vp.data() + P.vp_off[static_cast<std::size_t>(seq * P.d.HKV + hk)];
+  in.k.visit([&](auto k) {
+    for (index_t j = 0; j < sq.nk; ++j)
+      detail::widen_row<A>(k.ptr(sq.b, sq.k0 + j, hk, 0), k.stride(3), kp + j * D, D);
+  });
+  in.v.visit([&](auto v) {
+    for (index_t j = 0; j < sq.nk; ++j) {
+      float* row = vp + j * Dvp;
+      detail::widen_row<A>(v.ptr(sq.b, sq.k0 + j, hk, 0), v.stride(3), row, Dv);
+      std::fill(row + Dv, row + Dvp, 0.f);
+    }
+  });
+  impl::gate_cumsums(P, sq, seq, hk);
+}
 
 template <SoftmaxFusion F>
 template <simd::SimdArch A>
@@ -178,26 +293,54 @@ void FlashTileKernel<F>::operator()(A) const {
   const bool has_sink = !in.sink.absent();
   const float sink = has_sink ? in.sink(h) : 0.f;
 
+  // The path of the call (FlashProblem): bf16 products only in the avx512 instantiation.
+  constexpr bool avx512_tag = std::is_same_v<A, simd::avx512>;
+  const FlashPath path = avx512_tag ? P.path : FlashPath::fp32;
+  const bool amx = path == FlashPath::amx;
+  const index_t Dvt = amx ? P.Dvt : 0;
+#if POLYATTN_HAVE_AMX
+  std::optional<simd::AmxScope> amx_tiles;  // the tile configuration, for this work item
+  if (amx) amx_tiles.emplace();
+#endif
+
   // Scratch (lanes past M are padding queries with zero q: finite scores, never written out).
-  std::vector<float> buf(static_cast<std::size_t>(D * TQ + TK * TQ + TQ * Dvp + 4 * TQ));
+  // The amx path keeps O transposed, Ot [Dvt][TQ], so that its tiles hold P·V's columns.
+  const index_t Osize = amx ? Dvt * TQ : TQ * Dvp;
+  std::vector<float> buf(
+      static_cast<std::size_t>(D * TQ + TK * TQ + Osize + 4 * TQ + std::max(D, Dvp)));
   float* Qt = buf.data();    // [D][TQ]   q of the tile, transposed
   float* St = Qt + D * TQ;   // [TK][TQ]  scores, then probabilities, transposed
-  float* Ob = St + TK * TQ;  // [TQ][Dvp] unnormalised output
-  float* m = Ob + TQ * Dvp;  // running max per query
+  float* Ob = St + TK * TQ;  // [TQ][Dvp] unnormalised output (amx: Ot [Dvt][TQ])
+  float* m = Ob + Osize;     // running max per query
   float* l = m + TQ;         // running sum
   float* al = l + TQ;        // this tile's rescale factor e^{m_old − m_new}
   float* gq = al + TQ;       // forgetting bias: G_p − G_ref
+  float* row = gq + TQ;      // one q row (widened) or o row (before rounding)
   if (M < TQ) std::fill(Qt, Qt + D * TQ, 0.f);
-  for (index_t r = 0; r < M; ++r) {  // rows read in order (q rows are HQ·D floats apart)
-    const index_t t = sq.q0 + r0 + r;
-    if (in.q.stride(3) == 1) {
-      const float* qr = &in.q(sq.b, t, h, 0);
-      for (index_t e = 0; e < D; ++e) Qt[e * TQ + r] = qr[e];
-    } else {
-      for (index_t e = 0; e < D; ++e) Qt[e * TQ + r] = in.q(sq.b, t, h, e);
-    }
+  // The amx path: q as VNNI pairs of channels [Dk2 / 2][TQ], P as pairs of keys [TK / 2][TQ],
+  // both bf16 words.
+  const bool use_bf16 = amx;
+  std::vector<std::uint32_t> words;
+  std::uint32_t* Qw = nullptr;
+  std::uint32_t* Pw = nullptr;
+  if (use_bf16) {
+    words.assign(static_cast<std::size_t>(P.Dk2 / 2 * TQ + TK / 2 * TQ), 0u);
+    Qw = words.data();
+    Pw = Qw + P.Dk2 / 2 * TQ;
+    const auto q = in.q.as<bf16>();
+    for (index_t r = 0; r < M; ++r)
+      for (index_t e = 0; e < D; ++e)
+        Qw[(e / 2) * TQ + r] |= static_cast<std::uint32_t>(q(sq.b, sq.q0 + r0 + r, h, e).bits)
+                                << (16 * (e % 2));
+  } else {
+    in.q.visit([&](auto q) {  // rows read in order (q rows are HQ·D elements apart)
+      for (index_t r = 0; r < M; ++r) {
+        detail::widen_row<A>(q.ptr(sq.b, sq.q0 + r0 + r, h, 0), q.stride(3), row, D);
+        for (index_t e = 0; e < D; ++e) Qt[e * TQ + r] = row[e];
+      }
+    });
   }
-  std::fill(Ob, Ob + TQ * Dvp, 0.f);
+  std::fill(Ob, Ob + Osize, 0.f);
   std::fill(m, m + TQ, ninf);
   std::fill(l, l + TQ, 0.f);
 
@@ -210,8 +353,9 @@ void FlashTileKernel<F>::operator()(A) const {
     for (index_t r = 0; r < TQ; ++r) gq[r] = r < M ? static_cast<float>(G_at(p0 + r) - g_ref) : 0.f;
   }
 
-  const float* kp = P.kp.data() + P.kp_off[static_cast<std::size_t>(task.seq * P.d.HKV + hk)];
-  const float* vp = P.vp.data() + P.vp_off[static_cast<std::size_t>(task.seq * P.d.HKV + hk)];
+  const std::size_t item = static_cast<std::size_t>(task.seq * P.d.HKV + hk);
+  const float* kp = use_bf16 ? nullptr : P.kp.data() + P.kp_off[item];
+  const float* vp = use_bf16 ? nullptr : P.vp.data() + P.vp_off[item];
   const RowRange rows{r0, r1, offset};
   const index_t tiles = (sq.nk + TK - 1) / TK;
 
@@ -220,8 +364,22 @@ void FlashTileKernel<F>::operator()(A) const {
     const TileClass cls = hook_classify<A>(fz, rows, {j0, j0 + n});
     if (cls == TileClass::Skip) continue;
 
-    // Sᵀ = scale · K_tile Q_tileᵀ: one row per key, the tile's queries along the lanes.
-    simd::gemm<A>(n, TQ, D, static_cast<float>(P.d.scale), kp + j0 * D, D, Qt, TQ, false, St, TQ);
+      // Sᵀ = scale · K_tile Q_tileᵀ: one row per key, the tile's queries along the lanes.
+#if POLYATTN_HAVE_AMX
+    if constexpr (avx512_tag) {
+      if (amx) {  // 32 keys × 32 queries per tile block, then the scale
+        const index_t C2 = P.Dk2 / 2;
+        const std::uint32_t* kt = P.kw.data() + P.kp_off[item] + j0 * C2;
+        for (index_t kb = 0; kb < n; kb += 32)
+          for (index_t qb = 0; qb < TQ; qb += 32)
+            simd::amx_block_2x2(kt + kb * C2, C2 * 4, Qw + qb, TQ * 4, P.Dk2 / 32, false,
+                                St + kb * TQ + qb, TQ);
+        simd::scale<A>(static_cast<float>(P.d.scale), St, n * TQ);
+      }
+    }
+#endif
+    if (!use_bf16)
+      simd::gemm<A>(n, TQ, D, static_cast<float>(P.d.scale), kp + j0 * D, D, Qt, TQ, false, St, TQ);
 
     B mx[TQ / W];
     POLYATTN_UNROLL
@@ -270,16 +428,55 @@ void FlashTileKernel<F>::operator()(A) const {
       online::accumulate(B::load_unaligned(l + v * W), B::load_unaligned(al + v * W), sum[v])
           .store_unaligned(l + v * W);
     }
-    for (index_t r = 0; r < M; ++r) {
-      if (al[r] == 1.f) continue;
-      const B ab(al[r]);
-      float* orow = Ob + r * Dvp;
-      for (index_t e = 0; e < Dvp; e += W)
-        (B::load_unaligned(orow + e) * ab).store_unaligned(orow + e);
+    if (amx) {  // Ot's rows hold the queries along the lanes: a vertical rescale
+      bool any = false;
+      for (index_t r = 0; r < M; ++r) any = any || al[r] != 1.f;
+      if (any)
+        for (index_t e = 0; e < Dvt; ++e)
+          for (index_t v = 0; v < TQ; v += W)
+            (B::load_unaligned(Ob + e * TQ + v) * B::load_unaligned(al + v))
+                .store_unaligned(Ob + e * TQ + v);
+    } else {
+      for (index_t r = 0; r < M; ++r) {
+        if (al[r] == 1.f) continue;
+        const B ab(al[r]);
+        float* orow = Ob + r * Dvp;
+        for (index_t e = 0; e < Dvp; e += W)
+          (B::load_unaligned(orow + e) * ab).store_unaligned(orow + e);
+      }
     }
     // O += P V with P = (Sᵀ)ᵀ read through strides. In a partial tile a masked key has weight 0,
     // and 0 · NaN = NaN: when the tile's V holds a non-finite value, rows add only the keys
     // they see (as the reference does), so a NaN or Inf never leaks past the mask.
+#if POLYATTN_HAVE_AMX
+    if constexpr (avx512_tag) {
+      if (amx) {  // P rounded to bf16 pairs of keys; Ot [Dvt × TQ] += Vᵀ · Pᵀ
+        const bool finite = P.v_finite[P.vf_off[item] + static_cast<std::size_t>(t)] != 0;
+        const index_t ld = P.ldv[static_cast<std::size_t>(task.seq)];
+        const std::uint16_t* vtp = P.vt.data() + P.vp_off[item] + j0;
+        if (is_partial(cls) && !finite) {  // only the visible keys, each row on its own
+          for (index_t c = 0; c < n; ++c) {
+            for (index_t e = 0; e < Dv; ++e) row[e] = to_float(bf16{vtp[e * ld + c]});
+            for (index_t r = 0; r < M; ++r) {
+              if (!hook_visible<A>(fz, r0 + r, p0 + r, j0 + c)) continue;
+              const float pr = St[c * TQ + r];
+              for (index_t e = 0; e < Dv; ++e) Ob[e * TQ + r] += pr * row[e];
+            }
+          }
+        } else {  // 32 value channels × 32 queries per tile block, 32 keys per step
+          const index_t n2 = round_up(n, 32);
+          std::fill(St + n * TQ, St + n2 * TQ, 0.f);
+          for (index_t c = 0; c < n2 / 2; ++c)
+            simd::pack_bf16_pairs(St + 2 * c * TQ, St + (2 * c + 1) * TQ, Pw + c * TQ, TQ);
+          for (index_t e0 = 0; e0 < Dvt; e0 += 32)
+            for (index_t qb = 0; qb < TQ; qb += 32)
+              simd::amx_block_2x2(vtp + e0 * ld, ld * 2, Pw + qb, TQ * 4, n2 / 32, true,
+                                  Ob + e0 * TQ + qb, TQ);
+        }
+        continue;
+      }
+    }
+#endif
     const float* vt = vp + j0 * Dvp;
     if (is_partial(cls) && !detail::all_finite<A>(vt, n * Dvp)) {
       for (index_t r = 0; r < M; ++r)
@@ -292,23 +489,46 @@ void FlashTileKernel<F>::operator()(A) const {
   }
 
   // o = O / l, with the sink logit in the denominator; rows that saw no key output zeros.
-  for (index_t r = 0; r < M; ++r) {
-    const index_t row = sq.q0 + r0 + r;
-    if (!P.row_max.absent()) P.row_max(sq.b, row, h) = m[r];
-    if (m[r] == ninf) {  // exact zeros, whatever O picked up from non-finite values
-      for (index_t e = 0; e < Dv; ++e) P.o(sq.b, row, h, e) = 0.f;
-      if (!P.lse.absent()) P.lse(sq.b, row, h) = ninf;
-      continue;
+  // Each row is finished in fp32, then rounded once to o's element type.
+  P.o.visit([&](auto o) {
+    for (index_t r = 0; r < M; ++r) {
+      const index_t t = sq.q0 + r0 + r;
+      if (!P.row_max.absent()) P.row_max(sq.b, t, h) = m[r];
+      if (m[r] == ninf) {  // exact zeros, whatever O picked up from non-finite values
+        std::fill(row, row + Dv, 0.f);
+        if (!P.lse.absent()) P.lse(sq.b, t, h) = ninf;
+      } else {
+        const RowStats<float> st{m[r], l[r]};
+        const RowResult<float> res = has_sink ? online::finish(st, sink) : online::finish(st);
+        if (amx) {
+          for (index_t e = 0; e < Dv; ++e) row[e] = Ob[e * TQ + r] * res.mul;
+        } else {
+          const float* orow = Ob + r * Dvp;
+          for (index_t e = 0; e < Dv; ++e) row[e] = orow[e] * res.mul;
+        }
+        if (!P.lse.absent()) P.lse(sq.b, t, h) = res.lse;
+      }
+      detail::narrow_row<A>(row, o.ptr(sq.b, t, h, 0), o.stride(3), Dv);
     }
-    const RowStats<float> st{m[r], l[r]};
-    const RowResult<float> res = has_sink ? online::finish(st, sink) : online::finish(st);
-    const float* orow = Ob + r * Dvp;
-    for (index_t e = 0; e < Dv; ++e) P.o(sq.b, row, h, e) = orow[e] * res.mul;
-    if (!P.lse.absent()) P.lse(sq.b, row, h) = res.lse;
-  }
+  });
 }
 
 namespace detail {
+
+// The path flash_attention takes: amx when q, k, v are all bf16, the level reached (simd::
+// runtime_isa(); POLYATTN_ISA caps it) and both kernels run their avx512 bodies; else fp32.
+template <SoftmaxFusion Fz>
+FlashPath flash_path(const SoftmaxInputs& in) noexcept {
+  if constexpr (!POLYATTN_FLASH_AMX) {
+    return FlashPath::fp32;
+  } else {
+    const bool amx = in.q.is<bf16>() && in.k.is<bf16>() && in.v.is<bf16>() &&
+                     static_cast<int>(simd::runtime_isa()) >= static_cast<int>(simd::Isa::amx) &&
+                     simd::kernel_isa<FlashTileKernel<Fz>>() == simd::Isa::avx512 &&
+                     simd::kernel_isa<FlashPackKernel>() == simd::Isa::avx512;
+    return amx ? FlashPath::amx : FlashPath::fp32;
+  }
+}
 
 // flash_attention under the effective fusion Fz (the options' set, possibly composed).
 template <SoftmaxFusion Fz, Executor E>
@@ -341,26 +561,46 @@ void run_flash(const SoftmaxInputs& in, const SoftmaxOptions& opt, const Fz& fus
     for (index_t b = 0; b < d.B; ++b) P.seqs.push_back({b, 0, d.T, 0, d.S});
   }
   P.Dvp = round_up(d.Dv, kPadV);
+  P.path = flash_path<Fz>(in);
+  const bool amx = P.path == FlashPath::amx;
+  P.Dk2 = round_up(d.D, 32);
+  P.Dvt = round_up(d.Dv, 32);
   const index_t nseq = static_cast<index_t>(P.seqs.size());
-  std::size_t kp_size = 0, vp_size = 0, g_size = 0;
+  std::size_t kp_size = 0, vp_size = 0, g_size = 0, vf_size = 0;
   for (index_t s = 0; s < nseq; ++s) {
     const index_t nk = P.seqs[static_cast<std::size_t>(s)].nk;
     for (index_t hk = 0; hk < d.HKV; ++hk) {
       P.kp_off.push_back(kp_size);
       P.vp_off.push_back(vp_size);
-      kp_size += static_cast<std::size_t>(nk * d.D);
-      vp_size += static_cast<std::size_t>(nk * P.Dvp);
+      P.vf_off.push_back(vf_size);
+      if (amx) {  // K rows up to a multiple of 32, Vᵀ rows of ldv keys (zero padded)
+        const index_t ld = round_up(nk, kTileK);
+        if (hk == 0) P.ldv.push_back(ld);
+        kp_size += static_cast<std::size_t>(round_up(nk, 32) * (P.Dk2 / 2));
+        vp_size += static_cast<std::size_t>(P.Dvt * ld);
+        vf_size += static_cast<std::size_t>((nk + kTileK - 1) / kTileK);
+      } else {
+        kp_size += static_cast<std::size_t>(nk * d.D);
+        vp_size += static_cast<std::size_t>(nk * P.Dvp);
+      }
     }
     for (index_t h = 0; h < d.HQ; ++h) {
       P.g_off.push_back(g_size);
       if (!in.g.absent()) g_size += static_cast<std::size_t>(nk);
     }
   }
-  P.kp.resize(kp_size);
-  P.vp.resize(vp_size);
+  if (amx) {
+    P.kw.resize(kp_size);
+    P.vt.resize(vp_size);
+    P.v_finite.resize(vf_size);
+  } else {
+    P.kp.resize(kp_size);
+    P.vp.resize(vp_size);
+  }
   P.G.resize(g_size);
-  exec.parallel_for(nseq * d.HKV,
-                    [&](index_t item) { pack_sequence(P, item / d.HKV, item % d.HKV); });
+  exec.parallel_for(nseq * d.HKV, [&](index_t item) {
+    simd::run_kernel(FlashPackKernel{&P, item / d.HKV, item % d.HKV});
+  });
 
   // Work items, the most expensive first under a causal mask (later query tiles see more keys).
   std::vector<FlashTask> tasks;
@@ -383,6 +623,17 @@ void run_flash(const SoftmaxInputs& in, const SoftmaxOptions& opt, const Fz& fus
 
 }  // namespace detail
 
+/// Whether flash_attention(in, opt, o) (the options' fusion) computes its products with AMX-BF16
+/// tiles: q, k, v all bf16 and simd::runtime_isa() reaching amx. Scores are then exact products
+/// of the bf16 inputs accumulated in fp32, but the softmax weights are rounded to bf16 before
+/// P·V (relative error ≤ 2⁻⁹ per weight), so an fp32 output carries bf16-level error
+/// (docs/conventions.md §9.7). POLYATTN_ISA=avx512bf16 or lower keeps the fp32 products (on
+/// AVX512-BF16 without AMX too: vdpbf16ps runs at half the fp32 FMA rate of multiply-adds on
+/// the Xeons measured, so bf16 pairs would be slower than widening to fp32).
+inline bool uses_bf16_products(const SoftmaxInputs& in) noexcept {
+  return detail::flash_path<OptionsFusion>(in) != FlashPath::fp32;
+}
+
 /// Softmax attention prefill (docs/conventions.md §5): o [B, T, HQ, Dv] from q, k, v and the
 /// optional inputs of SoftmaxInputs (forgetting gate g, ALiBi slopes, sink logits, cu_seqlens)
 /// under the masks and modifiers of SoftmaxOptions. Any strides; work runs on `exec` (bits do not
@@ -403,14 +654,14 @@ void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, const F
 
 /// flash_attention with the output o and the log-sum-exp lse [B, T, HQ] (see above).
 template <Executor E = Serial>
-void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, View4<float> o,
+void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, MutEView4 o,
                      View3<float> lse, const E& exec = E{}) {
   flash_attention(in, opt, FlashOutputs{o, lse, {}}, exec);
 }
 
 /// flash_attention with the output o only (see above).
 template <Executor E = Serial>
-void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, View4<float> o,
+void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, MutEView4 o,
                      const E& exec = E{}) {
   flash_attention(in, opt, FlashOutputs{o, {}, {}}, exec);
 }
@@ -433,20 +684,21 @@ void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, const F
 /// flash_attention with a user's fusion, the output o and the log-sum-exp lse (see above).
 template <SoftmaxFusion F, Executor E = Serial>
 void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, const F& fusion,
-                     View4<float> o, View3<float> lse, const E& exec = E{}) {
+                     MutEView4 o, View3<float> lse, const E& exec = E{}) {
   flash_attention(in, opt, fusion, FlashOutputs{o, lse, {}}, exec);
 }
 
 /// flash_attention with a user's fusion and the output o only (see above).
 template <SoftmaxFusion F, Executor E = Serial>
 void flash_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, const F& fusion,
-                     View4<float> o, const E& exec = E{}) {
+                     MutEView4 o, const E& exec = E{}) {
   flash_attention(in, opt, fusion, FlashOutputs{o, {}, {}}, exec);
 }
 
 }  // namespace polyattn::softmax
 
 // The kernels of the per-ISA units: the default fusion.
-#define POLYATTN_SOFTMAX_FLASH_KERNELS(X) \
-  X(::polyattn::softmax::FlashTileKernel<::polyattn::softmax::OptionsFusion>)
+#define POLYATTN_SOFTMAX_FLASH_KERNELS(X)                                     \
+  X(::polyattn::softmax::FlashTileKernel<::polyattn::softmax::OptionsFusion>) \
+  X(::polyattn::softmax::FlashPackKernel)
 POLYATTN_SOFTMAX_FLASH_KERNELS(POLYATTN_KERNEL_EXTERN)

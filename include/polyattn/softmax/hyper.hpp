@@ -91,7 +91,7 @@ inline HyperPlan hyper_plan(const SoftmaxInputs& in, const std::vector<float>& p
   p.qblock.assign(static_cast<std::size_t>(d.B * d.HQ * d.T), 0);
   p.kblock.assign(static_cast<std::size_t>(d.B * d.HQ * d.S), 0);
   p.shift.assign(static_cast<std::size_t>(d.B * d.HQ * d.S), -INFINITY);
-  const auto codes = [&](const View4<const float>& x, index_t b, index_t n, index_t xh) {
+  const auto codes = [&](const ElementView<4>& x, index_t b, index_t n, index_t xh) {
     std::vector<std::int32_t> c(static_cast<std::size_t>(n));
     for (index_t t = 0; t < n; ++t) {
       std::int32_t bin = 0;

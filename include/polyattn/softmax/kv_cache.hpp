@@ -4,14 +4,23 @@
 // appended so far (and, for forgetting attention, the running cumsum G of the log forget gate of
 // each of `gate_heads` query heads, kept in double). Storage is a list of pages of `page_size`
 // tokens per sequence, laid out [HKV][page_size][row] so that one kv head's keys are contiguous
-// within a page; rows are padded with zeros to a multiple of simd::kMaxBatchFloats (16) floats,
-// so that every ISA reads them in whole batches.
+// within a page; rows are padded with zeros to a multiple of simd::kMaxBatchFloats (16)
+// elements, so that every ISA reads them in whole batches.
 //   contiguous (page_size = 0): one page of `capacity` tokens per sequence, allocated up front;
 //   paged (page_size > 0):      pages allocated as sequences grow, up to `capacity` tokens per
 //                               sequence (0 = no limit); a per-sequence block table maps them.
 //                               drop_before(b, j) returns the pages that only hold tokens < j to
 //                               a free list (positions stay absolute), so a sliding-window
 //                               decoder (hybrid models) keeps O(window + page) memory.
+// Element type (KVCacheOptions::dtype): fp32, bf16 or fp16 rows (appended values rounded to
+// nearest even), or int8: each appended row of one token and kv head is quantised on its own,
+//   scale = max_e |x_e| / 127,  q_e = round_half_even(x_e / scale) ∈ [−127, 127]
+// (an all-zero row has scale 0; a row holding NaN or ±Inf gets scale NaN, so it reads back as
+// NaN), the fp32 scale kept beside the row; decode dequantises in registers and folds the key
+// scale into the score and the value scale into the weight. Per-token rather than KIVI's
+// per-channel keys: an append never revisits earlier rows, a paged cache needs no residual
+// window, and decode pays one multiply per key (docs/conventions.md §9.7). Rows are padded to a
+// multiple of kRowPad elements of the cache's type.
 // append() validates everything (shapes, capacity) and allocates the pages it needs before
 // changing anything. Sizes are overflow-checked (core/extent.hpp); an allocation that fails is a
 // polyattn::Error naming capacity / page_size, not std::bad_alloc. Every accessor taking a
@@ -24,12 +33,18 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <new>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "polyattn/core/block_mask.hpp"
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/extent.hpp"
 #include "polyattn/core/simd/arch.hpp"
@@ -39,9 +54,10 @@
 namespace polyattn::softmax {
 
 struct KVCacheOptions {
-  index_t capacity = 0;    // max tokens per sequence (required when page_size == 0)
-  index_t page_size = 0;   // 0 = one contiguous page per sequence
-  index_t gate_heads = 0;  // > 0: store G = cumsum(g) for that many query heads
+  index_t capacity = 0;      // max tokens per sequence (required when page_size == 0)
+  index_t page_size = 0;     // 0 = one contiguous page per sequence
+  index_t gate_heads = 0;    // > 0: store G = cumsum(g) for that many query heads
+  Dtype dtype = Dtype::f32;  // element type of the stored keys and values (f32, bf16, f16, i8)
 };
 
 /// Keys and values of B sequences for decode (contiguous or paged; see the header comment).
@@ -63,18 +79,21 @@ class KVCache {
       throw Error("gate_heads", "must be >= 0, got " + std::to_string(opt.gate_heads));
     if (opt.page_size == 0 && opt.capacity == 0)
       throw Error("capacity", "a contiguous cache (page_size 0) needs a positive capacity");
+    if (opt.dtype != Dtype::f32 && opt.dtype != Dtype::bf16 && opt.dtype != Dtype::f16 &&
+        opt.dtype != Dtype::i8)
+      throw Error("dtype", "must be fp32, bf16, fp16 or int8");
+    elem_ = element_size(opt.dtype);
     Dp_ = padded(head_dim, "head_dim");
     Dvp_ = padded(value_dim, "value_dim");
     page_ = opt.page_size > 0 ? opt.page_size : opt.capacity;
     // The sizes of one page, checked once here so that no later product can overflow.
     const char* page_arg = opt.page_size > 0 ? "page_size" : "capacity";
     const index_t rows = extent::mul(page_arg, HKV_, page_, "kv_heads x page rows");
-    page_k_ = extent::bytes(page_arg, extent::mul(page_arg, rows, Dp_, "key floats per page"),
-                            sizeof(float)) /
-              sizeof(float);
-    page_v_ = extent::bytes(page_arg, extent::mul(page_arg, rows, Dvp_, "value floats per page"),
-                            sizeof(float)) /
-              sizeof(float);
+    page_k_ =
+        extent::bytes(page_arg, extent::mul(page_arg, rows, Dp_, "key elements per page"), elem_);
+    page_v_ = extent::bytes(page_arg, extent::mul(page_arg, rows, Dvp_, "value elements per page"),
+                            elem_);
+    page_s_ = opt.dtype == Dtype::i8 ? static_cast<std::size_t>(rows) : 0;
     page_G_ =
         extent::bytes(page_arg, extent::mul(page_arg, page_, opt.gate_heads, "gates per page"),
                       sizeof(double)) /
@@ -85,6 +104,7 @@ class KVCache {
       first_kept_.assign(static_cast<std::size_t>(B_), 0);
       last_G_.assign(extent::bytes("gate_heads", gates, sizeof(double)) / sizeof(double), 0.0);
       table_.resize(static_cast<std::size_t>(B_));
+      row_buf_.resize(static_cast<std::size_t>(std::max(D_, Dv_)));
     } catch (const std::bad_alloc&) {
       throw Error("batch", "cannot allocate the tables of " + std::to_string(B_) + " sequences");
     }
@@ -100,20 +120,22 @@ class KVCache {
   index_t capacity() const noexcept { return opt_.capacity; }
   index_t page_size() const noexcept { return page_; }
   index_t length(index_t b) const { return len_[sequence(b)]; }
-  index_t key_stride() const noexcept { return Dp_; }  // floats between key rows of a page
+  Dtype dtype() const noexcept { return opt_.dtype; }
+  index_t key_stride() const noexcept { return Dp_; }  // elements between key rows of a page
   index_t value_stride() const noexcept { return Dvp_; }
 
-  /// Appends n tokens to every sequence: k [B, n, HKV, D], v [B, n, HKV, Dv], and, when the
-  /// cache keeps gates, g [B, n, gate_heads] (log space).
+  /// Appends n tokens to every sequence: k [B, n, HKV, D], v [B, n, HKV, Dv] (fp32, bf16 or
+  /// fp16, converted to the cache's element type), and, when the cache keeps gates,
+  /// g [B, n, gate_heads] (log space).
   /// @throws polyattn::Error (shape, capacity) before anything changes
-  void append(View4<const float> k, View4<const float> v, View3<const float> g = {}) {
+  void append(ElementView<4> k, ElementView<4> v, View3<const float> g = {}) {
     check_append(k, v, g, B_);
     for (index_t b = 0; b < B_; ++b) reserve(b, k.size(1));
     for (index_t b = 0; b < B_; ++b) write(b, b, k, v, g);
   }
 
   // Appends n tokens to sequence b only: k [1, n, HKV, D], v [1, n, HKV, Dv], g [1, n, gate_heads].
-  void append_to(index_t b, View4<const float> k, View4<const float> v, View3<const float> g = {}) {
+  void append_to(index_t b, ElementView<4> k, ElementView<4> v, View3<const float> g = {}) {
     sequence(b);
     check_append(k, v, g, 1, b);
     reserve(b, k.size(1));
@@ -151,13 +173,24 @@ class KVCache {
   index_t pages_allocated() const noexcept { return static_cast<index_t>(pages_.size()); }
 
   // Rows of kv head hk from token j of sequence b to the end of its page (count rows). The
-  // returned pointers address row j; rows follow at key_stride() / value_stride(). The rows
-  // past length(b) of the last page are zeros.
+  // returned pointers address row j, in the cache's element type (keys<T>() / values<T>());
+  // rows follow at key_stride() / value_stride() elements. An int8 cache has one fp32 scale per
+  // row (k_scale / v_scale, else null). The rows past length(b) of the last page are zeros.
   struct Run {
-    const float* k;
-    const float* v;
+    const void* k;
+    const void* v;
+    const float* k_scale;  // [count] (int8 caches) or null
+    const float* v_scale;
     const double* G;  // [count][gate_heads] or null
     index_t count;
+    template <class T>
+    const T* keys() const noexcept {
+      return static_cast<const T*>(k);
+    }
+    template <class T>
+    const T* values() const noexcept {
+      return static_cast<const T*>(v);
+    }
   };
   /// @throws polyattn::Error for b, hk out of range or j outside [first_kept(b), length(b)).
   Run run(index_t b, index_t hk, index_t j) const {
@@ -180,9 +213,14 @@ class KVCache {
   Run unchecked_run(index_t b, index_t hk, index_t j) const noexcept {
     const Page& pg = *pages_[static_cast<std::size_t>(
         table_[static_cast<std::size_t>(b)][static_cast<std::size_t>(j / page_)])];
-    const index_t o = j % page_;
-    return {pg.k.get() + (hk * page_ + o) * Dp_, pg.v.get() + (hk * page_ + o) * Dvp_,
-            pg.G ? pg.G.get() + o * opt_.gate_heads : nullptr, page_ - o};
+    const index_t o = j % page_, row = hk * page_ + o;
+    const std::size_t e = elem_;
+    return {pg.k.get() + static_cast<std::size_t>(row * Dp_) * e,
+            pg.v.get() + static_cast<std::size_t>(row * Dvp_) * e,
+            pg.ks ? pg.ks.get() + row : nullptr,
+            pg.vs ? pg.vs.get() + row : nullptr,
+            pg.G ? pg.G.get() + o * opt_.gate_heads : nullptr,
+            page_ - o};
   }
   double unchecked_gate_cumsum(index_t b, index_t h, index_t j) const noexcept {
     return unchecked_run(b, 0, j).G[h];
@@ -191,7 +229,8 @@ class KVCache {
 
  private:
   struct Page {
-    std::unique_ptr<float[]> k, v;
+    std::unique_ptr<std::byte[]> k, v;  // rows of the cache's element type
+    std::unique_ptr<float[]> ks, vs;    // int8: one scale per row, [HKV][page]
     std::unique_ptr<double[]> G;
   };
 
@@ -223,17 +262,21 @@ class KVCache {
     }
     try {
       auto pg = std::make_unique<Page>();
-      pg->k = std::make_unique<float[]>(page_k_);  // value-initialised: zeros
-      pg->v = std::make_unique<float[]>(page_v_);
+      pg->k = std::make_unique<std::byte[]>(page_k_);  // value-initialised: zeros
+      pg->v = std::make_unique<std::byte[]>(page_v_);
+      if (page_s_ > 0) {
+        pg->ks = std::make_unique<float[]>(page_s_);
+        pg->vs = std::make_unique<float[]>(page_s_);
+      }
       if (opt_.gate_heads > 0) pg->G = std::make_unique<double[]>(page_G_);
       pages_.push_back(std::move(pg));
     } catch (const std::bad_alloc&) {
       const bool paged = opt_.page_size > 0;
-      throw Error(
-          paged ? "page_size" : "capacity",
-          "cannot allocate a cache page of " + std::to_string(page_) + " tokens (" +
-              std::to_string((page_k_ + page_v_) * sizeof(float) + page_G_ * sizeof(double)) +
-              " bytes)");
+      throw Error(paged ? "page_size" : "capacity",
+                  "cannot allocate a cache page of " + std::to_string(page_) + " tokens (" +
+                      std::to_string(page_k_ + page_v_ + 2 * page_s_ * sizeof(float) +
+                                     page_G_ * sizeof(double)) +
+                      " bytes)");
     }
     return static_cast<index_t>(pages_.size()) - 1;
   }
@@ -250,8 +293,8 @@ class KVCache {
     while (static_cast<index_t>(tab.size()) < need) add_page(b);
   }
 
-  void check_append(const View4<const float>& k, const View4<const float>& v,
-                    const View3<const float>& g, index_t rows, index_t only = -1) const {
+  void check_append(const ElementView<4>& k, const ElementView<4>& v, const View3<const float>& g,
+                    index_t rows, index_t only = -1) const {
     check::required("k", k);
     const index_t n = k.size(1);
     check::shape_is("k", k, {rows, n, HKV_, D_}, "[B, n, kv_heads, head_dim] of the cache");
@@ -280,7 +323,51 @@ class KVCache {
       }
   }
 
-  void write(index_t b, index_t row, const View4<const float>& k, const View4<const float>& v,
+  // Row n values of x (any element type) into dst of the cache's type, padded with zeros to
+  // `padded` elements; int8 rows also get their scale.
+  void store_row(const ElementView<4>& x, index_t row, index_t t, index_t hk, index_t n,
+                 index_t padded, std::byte* dst, float* scale) {
+    const std::span<float> f(row_buf_.data(), static_cast<std::size_t>(n));  // sized in the ctor
+    for (index_t e = 0; e < n; ++e) f[static_cast<std::size_t>(e)] = x(row, t, hk, e);
+    switch (opt_.dtype) {
+      case Dtype::bf16: {
+        auto* d = reinterpret_cast<bf16*>(dst);
+        for (index_t e = 0; e < padded; ++e)
+          d[e] = e < n ? bf16_from(f[static_cast<std::size_t>(e)]) : bf16{};
+        break;
+      }
+      case Dtype::f16: {
+        auto* d = reinterpret_cast<f16*>(dst);
+        for (index_t e = 0; e < padded; ++e)
+          d[e] = e < n ? f16_from(f[static_cast<std::size_t>(e)]) : f16{};
+        break;
+      }
+      case Dtype::i8: {
+        auto* d = reinterpret_cast<std::int8_t*>(dst);
+        float amax = 0.f;
+        bool finite = true;
+        for (float v : f) {
+          finite = finite && std::isfinite(v);
+          amax = std::max(amax, std::fabs(v));
+        }
+        const float sc = !finite ? std::numeric_limits<float>::quiet_NaN() : amax / 127.f;
+        *scale = sc;
+        for (index_t e = 0; e < padded; ++e) {
+          float qv = 0.f;
+          if (e < n && finite && amax > 0.f)
+            qv = std::clamp(std::nearbyint(f[static_cast<std::size_t>(e)] / sc), -127.f, 127.f);
+          d[e] = static_cast<std::int8_t>(qv);
+        }
+        break;
+      }
+      default: {
+        auto* d = reinterpret_cast<float*>(dst);
+        for (index_t e = 0; e < padded; ++e) d[e] = e < n ? f[static_cast<std::size_t>(e)] : 0.f;
+      }
+    }
+  }
+
+  void write(index_t b, index_t row, const ElementView<4>& k, const ElementView<4>& v,
              const View3<const float>& g) {
     const index_t n = k.size(1);
     index_t& len = len_[static_cast<std::size_t>(b)];
@@ -291,12 +378,11 @@ class KVCache {
           table_[static_cast<std::size_t>(b)][static_cast<std::size_t>(len / page_)])];
       const index_t o = len % page_;
       for (index_t hk = 0; hk < HKV_; ++hk) {
-        float* kr = pg.k.get() + (hk * page_ + o) * Dp_;
-        float* vr = pg.v.get() + (hk * page_ + o) * Dvp_;
-        for (index_t e = 0; e < D_; ++e) kr[e] = k(row, t, hk, e);
-        for (index_t e = D_; e < Dp_; ++e) kr[e] = 0.f;
-        for (index_t e = 0; e < Dv_; ++e) vr[e] = v(row, t, hk, e);
-        for (index_t e = Dv_; e < Dvp_; ++e) vr[e] = 0.f;
+        const index_t r = hk * page_ + o;
+        store_row(k, row, t, hk, D_, Dp_, pg.k.get() + static_cast<std::size_t>(r * Dp_) * elem_,
+                  pg.ks ? pg.ks.get() + r : nullptr);
+        store_row(v, row, t, hk, Dv_, Dvp_, pg.v.get() + static_cast<std::size_t>(r * Dvp_) * elem_,
+                  pg.vs ? pg.vs.get() + r : nullptr);
       }
       for (index_t h = 0; h < opt_.gate_heads; ++h) {
         double& run = last_G_[static_cast<std::size_t>(b * opt_.gate_heads + h)];
@@ -310,7 +396,9 @@ class KVCache {
   index_t B_, HKV_, D_, Dv_;
   KVCacheOptions opt_;
   index_t Dp_ = 0, Dvp_ = 0, page_ = 0;
-  std::size_t page_k_ = 0, page_v_ = 0, page_G_ = 0;  // elements per page
+  std::size_t elem_ = 4;                                           // bytes per stored element
+  std::size_t page_k_ = 0, page_v_ = 0, page_s_ = 0, page_G_ = 0;  // bytes / scales / gates
+  std::vector<float> row_buf_;                                     // one row being appended
   std::vector<index_t> len_, first_kept_;
   std::vector<double> last_G_;               // running gate cumsum per (sequence, gate head)
   std::vector<std::vector<index_t>> table_;  // page ids per sequence; −1 = dropped

@@ -151,7 +151,7 @@ RoutingAssignment assign_routing(const SoftmaxInputs& in, const View3<const floa
     const Seq& s = seqs[static_cast<std::size_t>(item / d.HQ)];
     const index_t h = item % d.HQ, hk = h / d.group;
     // sim[c][t] = μ_c·x_t in double.
-    const auto similarities = [&](const View4<const float>& x, index_t x0, index_t n, index_t xh) {
+    const auto similarities = [&](const ElementView<4>& x, index_t x0, index_t n, index_t xh) {
       std::vector<double> sim(static_cast<std::size_t>(C * n));
       for (index_t t = 0; t < n; ++t)
         for (index_t c = 0; c < C; ++c) {
@@ -163,7 +163,7 @@ RoutingAssignment assign_routing(const SoftmaxInputs& in, const View3<const floa
         }
       return sim;
     };
-    const auto assign = [&](const View4<const float>& x, index_t x0, index_t n, index_t xh,
+    const auto assign = [&](const ElementView<4>& x, index_t x0, index_t n, index_t xh,
                             std::uint64_t* out) {
       const std::vector<double> sim = similarities(x, x0, n, xh);
       if (rule == RoutingRule::Nearest) {

@@ -22,6 +22,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -150,10 +151,16 @@ class PooledBlocks {
            static_cast<std::size_t>((qb - qb_first_[static_cast<std::size_t>(s)]) * D_);
   }
 
-  // acc[e] += φ(x[e·stride]) for e < D (acc and x never overlap).
-  static void accumulate(float* __restrict acc, const float* __restrict x, index_t stride,
-                         index_t D, bool elu) noexcept {
-    if (stride == 1) {
+  // acc[e] += φ(x[e·stride]) for e < D (acc and x never overlap; x fp32, bf16 or fp16).
+  template <class T>
+  static void accumulate(float* __restrict acc, const T* __restrict x, index_t stride, index_t D,
+                         bool elu) noexcept {
+    if constexpr (!std::is_same_v<T, float>) {
+      for (index_t e = 0; e < D; ++e) {
+        const float v = to_float(x[e * stride]);
+        acc[e] += elu ? elu_plus_one(v) : v;
+      }
+    } else if (stride == 1) {
       if (elu) {
         for (index_t e = 0; e < D; ++e) acc[e] += elu_plus_one(x[e]);
       } else {
@@ -170,7 +177,9 @@ class PooledBlocks {
     const index_t i0 = std::max(qb * bs, q.q0), i1 = std::min((qb + 1) * bs, q.q0 + q.nq);
     for (index_t i = i0; i < i1; ++i)
       for (index_t h = 0; h < HQ_; ++h)
-        accumulate(q_.data() + q_index(s, h, qb), in.q.ptr(q.b, i, h, 0), st, D_, elu);
+        in.q.visit([&](auto qv) {
+          accumulate(q_.data() + q_index(s, h, qb), qv.ptr(q.b, i, h, 0), st, D_, elu);
+        });
     const float inv = 1.f / static_cast<float>(i1 - i0);
     for (index_t h = 0; h < HQ_; ++h) {
       float* acc = q_.data() + q_index(s, h, qb);
@@ -186,7 +195,8 @@ class PooledBlocks {
     std::vector<float> acc(static_cast<std::size_t>(HKV_ * D_), 0.f);
     for (index_t j = j0; j < j1; ++j)
       for (index_t hk = 0; hk < HKV_; ++hk)
-        accumulate(acc.data() + hk * D_, in.k.ptr(q.b, j, hk, 0), st, D_, elu);
+        in.k.visit(
+            [&](auto kv) { accumulate(acc.data() + hk * D_, kv.ptr(q.b, j, hk, 0), st, D_, elu); });
     const float mul = mean ? 1.f / static_cast<float>(j1 - j0) : 1.f;
     for (index_t hk = 0; hk < HKV_; ++hk) {
       float* kt = k_.data() + k_off_[static_cast<std::size_t>(s * HKV_ + hk)];
