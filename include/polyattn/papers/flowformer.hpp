@@ -22,6 +22,8 @@
 //   [ Σφq (K) | Σφk (K) | Σ O·φk (K) | Σ I·φq (K) | Σ e^{ĉ} | n ]
 // given together with the linear state [N,HV,K,V] (both or neither), for prefill in pieces and
 // decode.
+// Element types: fp32 only (not ported to bf16 / fp16): a bf16 / fp16 q, k, v or o in the
+// LinearInputs / LinearOutputs is an Error naming it (docs/conventions.md §9.7).
 #pragma once
 
 #include <algorithm>

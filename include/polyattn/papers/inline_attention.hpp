@@ -11,6 +11,8 @@
 // passes r as a TokenConv kernel [N or 1, HV or 1, V, W] (predicting it is the model's business;
 // a causal model must predict it from what it has seen). No bias (the authors' residual has
 // none; TokenConv's bias is accepted if given).
+// Element types: fp32 only (not ported to bf16 / fp16): a bf16 / fp16 q, k, v or o in the
+// LinearInputs / LinearOutputs is an Error naming it (docs/conventions.md §9.7).
 #pragma once
 
 #include "polyattn/papers/mean_corrected.hpp"

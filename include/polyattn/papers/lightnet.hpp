@@ -20,6 +20,8 @@
 // Chunked<C>, Parallel, step; GVA (HV = G·H: the gate of head h serves its G value heads) and
 // varlen as the family. The paper's multi-dimensional positional encodings (MD-TPE, MD-LRPE), the
 // short convolutions and the output gate of the layer are outside the operator.
+// Element types: fp32 only (not ported to bf16 / fp16): a bf16 / fp16 q, k, v or o in the
+// LinearInputs / LinearOutputs is an Error naming it (docs/conventions.md §9.7).
 #pragma once
 
 #include <algorithm>

@@ -24,6 +24,8 @@
 // double. GVA (HV = G·H), varlen (cu_seqlens) and decode (step) as the rest of the family. The
 // mean state: z [N,HV,K] (K after φ), m [N,HV,V], n [N] (float, exact to 2^24 tokens); all three
 // or none (none = zeros).
+// Element types: fp32 only (not ported to bf16 / fp16): a bf16 / fp16 q, k, v or o in the
+// LinearInputs / LinearOutputs is an Error naming it (docs/conventions.md §9.7).
 #pragma once
 
 #include <algorithm>

@@ -15,6 +15,8 @@
 // Composition: the linear part is LinearAttention<Relu, NoDecay, AdditiveUpdate,
 // SumNormalizer{1e-6}> with scale 1 (Recurrent, Chunked<C>, Parallel, step with z), the local part
 // papers::token_conv_add with weight [1, 1 or HV, V, W] and bias [V].
+// Element types: fp32 only (not ported to bf16 / fp16): a bf16 / fp16 q, k, v or o in the
+// LinearInputs / LinearOutputs is an Error naming it (docs/conventions.md §9.7).
 #pragma once
 
 #include "polyattn/linear/presets.hpp"

@@ -52,7 +52,8 @@
 // that out_dim accepted — apply does not check); static constexpr bool is_identity (true only for
 // Identity, so operators can skip the copy); m.name() → const char*.
 //
-// apply_rows(map, x [B,T,H,D], out [B,T,H,out_dim(D)]) maps every row of any strided views.
+// apply_rows(map, x [B,T,H,D], out [B,T,H,out_dim(D)]) maps every row of any strided views (x
+// fp32, bf16 or fp16, widened exactly; out fp32).
 //
 // Numerics: every map evaluates its formula in double and rounds each output once to float, so
 // results are within about one float rounding of the exact value. These maps run once per row
