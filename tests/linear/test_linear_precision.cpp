@@ -280,8 +280,8 @@ TEST(LinearPrecision, BasedFeatureMap) {
 }
 
 // Head-first bf16 inputs and o read / written through strides, and interleaved rows (inner
-// stride 2: the operator packs q, k, v to fp32 rows and stores o through an fp32 scratch) give
-// the bits of the contiguous call.
+// stride 2: the operator packs q, k, v into bf16 rows and stores o through an fp32 scratch)
+// give the bits of the contiguous call.
 TEST(LinearPrecision, StridedViewsGiveContiguousBits) {
   const LinearShape s{2, 50, 2, 4, 20, 12};
   const Rounded<bf16> r(LinearData(s, 1000));

@@ -48,18 +48,32 @@ struct LinearRunOptions {
 
 namespace detail {
 
-// Rows with unit inner stride: the view itself, or a packed fp32 copy in `storage` (exotic
-// strides only; a bf16 / fp16 view is converted as it is packed).
-inline EView4 unit_rows(const EView4& x, std::vector<float>& storage) {
-  if (x.absent() || x.stride(3) == 1 || x.size(3) <= 1) return x;
+// Packed copies of q, k, v for views whose inner stride is not 1, in their own element type.
+struct PackedRows {
+  std::vector<float> f32;
+  std::vector<bf16> b16;
+  std::vector<f16> h16;
+};
+
+template <class T>
+View4<const T> pack_rows(const View4<const T>& x, std::vector<T>& storage) {
   storage.resize(static_cast<std::size_t>(x.numel()));
   const auto& s = x.shape();
-  float* dst = storage.data();
+  T* dst = storage.data();
   for (index_t b = 0; b < s[0]; ++b)
     for (index_t t = 0; t < s[1]; ++t)
       for (index_t h = 0; h < s[2]; ++h)
         for (index_t d = 0; d < s[3]; ++d) *dst++ = x(b, t, h, d);
-  return View4<const float>::contiguous(storage.data(), s);
+  return View4<const T>::contiguous(storage.data(), s);
+}
+
+// Rows with unit inner stride: the view itself, or a packed copy of the same element type in
+// `storage` (exotic strides only; nothing is widened here, the kernels convert rows).
+inline EView4 unit_rows(const EView4& x, PackedRows& storage) {
+  if (x.absent() || x.stride(3) == 1 || x.size(3) <= 1) return x;
+  if (x.is<bf16>()) return pack_rows(x.as<bf16>(), storage.b16);
+  if (x.is<f16>()) return pack_rows(x.as<f16>(), storage.h16);
+  return pack_rows(x.as<float>(), storage.f32);
 }
 
 // The address of element (b, t, h, 0) of a view of any element type.
@@ -247,7 +261,8 @@ class LinearAttention {
 
     // Inner-contiguous rows for the kernels (packed copies only for exotic strides; q and k may
     // now be fp32 feature-map rows while v keeps the caller's element type).
-    std::vector<float> qs, ks, vs, gks;
+    detail::PackedRows qs, ks, vs;
+    std::vector<float> gks;
     in.q = detail::unit_rows(in.q, qs);
     in.k = detail::unit_rows(in.k, ks);
     in.v = detail::unit_rows(in.v, vs);
