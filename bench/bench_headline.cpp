@@ -203,8 +203,8 @@ void add_papers(std::vector<Variant>& v) {
             []<class A>(Data& d, index_t, const LinearInputs& in, View4<float> o, const auto& ex) {
               papers::presets::make_aaren().forward<A>(
                   {.query = TensorView<const float, 2>::contiguous(d.query.data(), {1, kD}),
-                   .k = in.k,
-                   .v = in.v},
+                   .k = in.k.as<float>(),
+                   .v = in.v.as<float>()},
                   o, {}, {}, ex);
             });
   // Titans: recurrent only (its parallel training form is a different recurrence). The three
@@ -213,9 +213,13 @@ void add_papers(std::vector<Variant>& v) {
       "titans", "recurrent",
       []<class A>(Data& d, index_t T, const LinearInputs& in, View4<float> o, const auto& ex) {
         const auto gate = bth<const float>(d.beta.data(), 1, T, 1);
-        papers::presets::make_titans().forward(
-            {.q = in.q, .k = in.k, .v = in.v, .alpha = gate, .eta = gate, .theta = gate}, {.o = o},
-            {}, ex);
+        papers::presets::make_titans().forward({.q = in.q.as<float>(),
+                                                .k = in.k.as<float>(),
+                                                .v = in.v.as<float>(),
+                                                .alpha = gate,
+                                                .eta = gate,
+                                                .theta = gate},
+                                               {.o = o}, {}, ex);
       }));
   // MoM: 4 memories, top-2 (every token routed to memories t mod 4 and t+1 mod 4, weights ½),
   // the memories' k, v, g, β all read from the same buffers (the cost does not depend on them).
@@ -229,7 +233,7 @@ void add_papers(std::vector<Variant>& v) {
             d.mom_w[t * M + t % M] = d.mom_w[t * M + (t + 1) % M] = 0.5f;
         }
         papers::presets::make_mom().forward<A>(
-            {.q = in.q,
+            {.q = in.q.as<float>(),
              .k = View4<const float>(d.k.data(), {M, T, 1, kD}, {0, kD, kD, 1}),
              .v = View4<const float>(d.v.data(), {M, T, 1, kD}, {0, kD, kD, 1}),
              .g = View3<const float>(d.g.data(), {M, T, 1}, {0, 1, 1}),

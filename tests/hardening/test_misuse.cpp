@@ -91,7 +91,7 @@ TEST(MisuseOverlap, OutputOverInputIsRejected) {
   });
   EXPECT_EQ(q, before);
 
-  const pa::SoftmaxInputs sin{.q = in.q, .k = in.k, .v = in.v};
+  const pa::SoftmaxInputs sin{.q = in.q.as<float>(), .k = in.k.as<float>(), .v = in.v.as<float>()};
   expect_error("o", [&] { pa::softmax::flash_attention(sin, {.causal = true}, o_hf); });
   std::vector<float> o(q.size(), kSentinel);
   const View3<float> lse_over_o(o.data() + 3, {B, T, H}, {T * H, H, 1});

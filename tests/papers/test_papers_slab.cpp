@@ -59,7 +59,7 @@ std::vector<double> expected(const Data& d, bool with_h0) {
   const auto rv = bthd(r.data(), s.B, s.T, s.HV, s.V);
   const LinearInputs in = d.inputs(with_h0);
   reference::slab<double>(in, 1e-6, rv);
-  reference::token_conv<double>(in.v, d.conv(), d.cache_in(with_h0), {}, rv);
+  reference::token_conv<double>(in.v.as<float>(), d.conv(), d.cache_in(with_h0), {}, rv);
   return r;
 }
 

@@ -87,8 +87,8 @@ TEST(PapersStrides, HeadFirstAndThreadsGiveTheSameBits) {
       [&](const LinearInputs& in, View4<float> o, const auto& ex) {
         papers::presets::make_aaren().forward<Chunked<16>>(
             {.query = TensorView<const float, 2>::contiguous(query.data(), {H, K}),
-             .k = in.k,
-             .v = in.v},
+             .k = in.k.as<float>(),
+             .v = in.v.as<float>()},
             o, {}, {}, ex);
       },
       "aaren");
@@ -96,9 +96,13 @@ TEST(PapersStrides, HeadFirstAndThreadsGiveTheSameBits) {
   expect_same_bits(
       [&](const LinearInputs& in, View4<float> o, const auto& ex) {
         const auto gv = bth(gates.data(), B, T, HV);
-        papers::presets::make_titans().forward(
-            {.q = in.q, .k = in.k, .v = in.v, .alpha = gv, .eta = gv, .theta = gv}, {.o = o}, {},
-            ex);
+        papers::presets::make_titans().forward({.q = in.q.as<float>(),
+                                                .k = in.k.as<float>(),
+                                                .v = in.v.as<float>(),
+                                                .alpha = gv,
+                                                .eta = gv,
+                                                .theta = gv},
+                                               {.o = o}, {}, ex);
       },
       "titans");
 }

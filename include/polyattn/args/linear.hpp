@@ -5,13 +5,18 @@
 // len(cu_seqlens)-1):
 //   q, k            [B, T, H,  K]   (feature maps already applied by the caller)
 //   v               [B, T, HV, V]   HV = G·H (grouped value heads, G >= 1)
+//                                   q, k, v: fp32, bf16 or fp16 (EView4), all three the same
+//                                   type (check::qkv_element_types); o fp32, bf16 or fp16
+//                                   (MutEView4) of any of the three, whatever q's type; gates,
+//                                   beta, states and z are fp32 (docs/conventions.md §9.8)
 //   g_gamma         [HV]            constant log-decay per head          (Decay::ConstantPerHead)
 //   g               [B, T, HV]      scalar log-decay per token           (Decay::ScalarPerToken)
 //   gk              [B, T, HV, K]   vector log-decay per token/channel   (Decay::VectorPerToken)
 //   beta            [B, T, HV]      delta-rule step size                 (Update::Delta)
 //   initial_state   [N, HV, K, V]   optional;   final_state [N, HV, K, V] optional output
 //   initial_z       [N, HV, K]      optional running key sum of the Sum normaliser; final_z
-//   likewise o               [B, T, HV, V]   output
+//   likewise
+//   o               [B, T, HV, V]   output
 //   state_indices   [N] int64       optional state pool: the state tensors above are then pools
 //                                   [slots, ...] and sequence n reads and writes slot
 //                                   state_indices[n] (distinct, in [0, slots)); no copies
@@ -31,6 +36,7 @@
 #include <string>
 #include <string_view>
 
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/overlap.hpp"
 #include "polyattn/core/tensor_view.hpp"
@@ -52,7 +58,7 @@ struct LinearOptions {
 };
 
 struct LinearInputs {
-  View4<const float> q, k, v;
+  EView4 q, k, v;  // fp32, bf16 or fp16, one type for all three (typed views convert implicitly)
   View1<const float> g_gamma;
   View3<const float> g;
   View4<const float> gk;
@@ -68,11 +74,24 @@ inline index_t state_slot(const LinearInputs& in, index_t n) {
   return in.state_indices.empty() ? n : in.state_indices[static_cast<std::size_t>(n)];
 }
 
+namespace detail {
+// The output view of LinearOutputs<Out>: fp32, bf16 or fp16 for the operators' Out = float,
+// a plain typed view for the references' double.
+template <class Out>
+struct linear_o_view {
+  using type = View4<Out>;
+};
+template <>
+struct linear_o_view<float> {
+  using type = MutEView4;
+};
+}  // namespace detail
+
 template <class Out>
 struct LinearOutputs {
-  View4<Out> o;
-  View4<Out> final_state;  // optional
-  View3<Out> final_z;      // optional (Sum normaliser only)
+  typename detail::linear_o_view<Out>::type o;  // Out = float: fp32, bf16 or fp16 (MutEView4)
+  View4<Out> final_state;                       // optional
+  View3<Out> final_z;                           // optional (Sum normaliser only)
 };
 
 /// Sizes resolved by validate_linear.
@@ -164,6 +183,27 @@ struct GateInputs {
 
 namespace check {
 
+/// q, k and v share one element type (fp32, bf16 or fp16); the Error names the first of k, v
+/// that differs from q.
+inline void qkv_element_types(const LinearInputs& in) {
+  const auto same = [&](const char* name, const EView4& x) {
+    if (!x.absent() && !in.q.absent() && x.dtype() != in.q.dtype())
+      throw Error(name, std::string("is ") + std::string(dtype_name(x.dtype())) + " but q is " +
+                            std::string(dtype_name(in.q.dtype())) +
+                            ": q, k and v must have the same element type");
+  };
+  same("k", in.k);
+  same("v", in.v);
+}
+
+/// For operators built on the family that take fp32 only (not ported to bf16 / fp16): q, k and
+/// v are fp32; `who` names the operator in the Error ("q is bf16, but <who> takes fp32").
+inline void qkv_fp32(const LinearInputs& in, std::string_view who) {
+  check::dtype_is("q", in.q, Dtype::f32, who);
+  check::dtype_is("k", in.k, Dtype::f32, who);
+  check::dtype_is("v", in.v, Dtype::f32, who);
+}
+
 /// Exactly the gate tensors in `use` are given, with their shapes (a stray gate is an error, so
 /// a mis-composed call cannot silently ignore its gates).
 inline void gate_inputs(const LinearInputs& in, const LinearDims& d, GateInputs use,
@@ -226,6 +266,7 @@ LinearDims validate_linear(const LinearInputs& in, const LinearOptions& opt,
                            const LinearOutputs<Out>& out) {
   const bool sum = opt.normalizer == Normalizer::Sum;
   const LinearDims d = validate_linear_tensors(in, out, sum);
+  check::qkv_element_types(in);
   check::gate_inputs(in, d,
                      {.g_gamma = opt.decay == Decay::ConstantPerHead,
                       .g = opt.decay == Decay::ScalarPerToken,

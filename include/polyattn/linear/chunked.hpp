@@ -1,7 +1,7 @@
 // polyattn/linear/chunked.hpp — the Chunked<C> and Parallel algorithms for one head: chunks of
 // L ≤ C tokens starting from state S0 [K×V], composed from the stages in linear/stages/
 // (as fla's chunk.py composes its ops/common stages):
-//   0 chunk_inputs  Q = scale·q, Kc = k (L2-normalised when asked)
+//   0 chunk_inputs  Q = scale·q, Kc = k (L2-normalised when asked; bf16 / fp16 rows converted)
 //   1 gates         b_t = Σ_{s≤t} γ_s (chunk-relative), e^{b}           — the decay's hooks
 //   2 gram          QK[t,s] = q_t·k_s Γ[t,s] (s ≤ t), KK (s < t) for the delta rule
 //   3 wy_solve      delta rule: (I + tril(β·KK, −1)) [Uc | W] = [β∘V | β∘e^{b}∘K],
@@ -10,7 +10,10 @@
 //   5 state_pass    S_new = e^{b_L} ∘ S0 + (e^{b_L − b} ∘ K)ᵀ U
 // The policies' compile-time properties (gate shape, delta, running sum) pick each stage's
 // specialisation. Parallel is the same computation with one chunk spanning T (the masked T×T
-// form), limited to T ≤ kParallelMaxT.
+// form), limited to T ≤ kParallelMaxT. q, k, v and o may each be fp32, bf16 or fp16
+// (HeadProblem's types): rows are converted into the chunk buffers at stages 0 and 3 (additive:
+// the copy of V into U) and output rows rounded at stage 4 (stages/rows.hpp); fp32 rows are read
+// and written in place as before, so every stage between is the fp32 code.
 #pragma once
 
 #include <algorithm>
@@ -24,6 +27,7 @@
 #include "polyattn/linear/stages/gates.hpp"
 #include "polyattn/linear/stages/gram.hpp"
 #include "polyattn/linear/stages/output.hpp"
+#include "polyattn/linear/stages/rows.hpp"
 #include "polyattn/linear/stages/state_pass.hpp"
 #include "polyattn/linear/stages/wy_solve.hpp"
 #include "polyattn/policies/algorithm.hpp"
@@ -55,21 +59,23 @@ void ChunkedKernel<P>::operator()(A) const {
       stages::ChunkBuffers::carve(workspace, C, K, V, P::shape == GateShape::KeyChannel);
   float* S = p.state;
   const bool want_out = p.o != nullptr;
+  const stages::InRows q{p.q, p.q_st, p.q_type}, k{p.k, p.k_st, p.k_type}, v{p.v, p.v_st, p.v_type};
+  const stages::OutRows o{p.o, p.o_st, p.o_type};
   for (index_t c0 = 0; c0 < p.T; c0 += C) {
     const index_t L = std::min(C, p.T - c0);
-    stages::load_queries_keys<A>(L, K, p.q + c0 * p.q_st, p.q_st, p.k + c0 * p.k_st, p.k_st,
+    const stages::InRows vc = stages::rows_from<A>(v, c0);
+    stages::load_queries_keys<A>(L, K, stages::rows_from<A>(q, c0), stages::rows_from<A>(k, c0),
                                  p.scale, p.qk_l2norm, w.Q, w.Kc);
     stages::cumulative_gates<A, P::shape>(p.gate, c0, L, K, w.b, w.eb);
     stages::gated_gram<A, P::shape>(L, w, want_out, P::delta);
     if constexpr (P::delta) {
       for (index_t t = 0; t < L; ++t) w.beta[t] = static_cast<float>(p.update.beta(c0 + t));
-      stages::wy_solve<A, P::shape>(L, w, p.v + c0 * p.v_st, p.v_st, S);
+      stages::wy_solve<A, P::shape>(L, w, vc, S);
     } else {
-      for (index_t t = 0; t < L; ++t)
-        std::copy(p.v + (c0 + t) * p.v_st, p.v + (c0 + t) * p.v_st + V, w.U + t * V);
+      for (index_t t = 0; t < L; ++t) stages::load_row<A>(vc, t, w.U + t * V, V);
     }
     if (want_out)
-      stages::chunk_output<A, P::shape, P::running_sum>(L, w, S, w.U, p.o + c0 * p.o_st, p.o_st,
+      stages::chunk_output<A, P::shape, P::running_sum>(L, w, S, w.U, stages::rows_from<A>(o, c0),
                                                         p.z, p.eps);
     if (!p.delta_out && !p.update_state) continue;
     stages::state_pass<A, P::shape>(L, w, w.U, S, p.delta_out, p.decay_out);

@@ -4,7 +4,11 @@
 // The operator binds its compile-time policies (linear/policies.hpp: decay, update, normaliser;
 // feature maps are applied before) to one head: a HeadProblem<P> holds plain pointers (token t
 // of q lives at q + t·q_st, a row of K contiguous floats, ...) and the policies' bound gate and
-// update, whose hooks the kernels call with t relative to the problem's first token. Kernels run
+// update, whose hooks the kernels call with t relative to the problem's first token. q, k, v and
+// o are untyped pointers with their element type (fp32, bf16 or fp16; strides in elements of
+// that type): kernels read a row into their fp32 buffers with stages::load_row (fp32 rows are
+// read in place where the kernel did so before) and write o rows with stages::store_row, so the
+// element type is switched on once per row, never inside the arithmetic. Kernels run
 // docs/conventions.md §4 over the T tokens:
 //   S ← D_t S;  u_t = v_t  or  β_t(v_t − Sᵀk_t);  S ← S + k_t u_tᵀ;  z ← z + k_t;
 //   o_t = Sᵀ(scale·q_t)  [ / (scale·q_t·z + eps) ]
@@ -16,6 +20,7 @@
 
 #include <cstddef>
 
+#include "polyattn/core/element.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/linear/policies.hpp"
 
@@ -24,12 +29,13 @@ namespace polyattn::linear {
 template <class P>
 struct HeadProblem {
   index_t T = 0, K = 0, V = 0;
-  const float* q = nullptr;
+  const void* q = nullptr;  // token t's row of K elements at q + t·q_st (elements of q_type)
   index_t q_st = 0;
-  const float* k = nullptr;
+  const void* k = nullptr;
   index_t k_st = 0;
-  const float* v = nullptr;
+  const void* v = nullptr;  // V elements
   index_t v_st = 0;
+  Dtype q_type = Dtype::f32, k_type = Dtype::f32, v_type = Dtype::f32;
 
   bound_gate_t<typename P::decay> gate{};       // log decay of token t
   bound_update_t<typename P::update> update{};  // β of token t (delta updates)
@@ -37,8 +43,9 @@ struct HeadProblem {
   float eps = 1e-6f;  // Sum normaliser
   float scale = 1.f;
 
-  float* o = nullptr;  // V floats at o + t·o_st
+  void* o = nullptr;  // V elements of o_type at o + t·o_st
   index_t o_st = 0;
+  Dtype o_type = Dtype::f32;
   float* state = nullptr;  // [K][V] contiguous, in/out
   float* z = nullptr;      // [K], in/out, Sum normaliser only
 

@@ -13,8 +13,13 @@
 // Memory: outputs (o, final_state, final_z) must not share memory with each other or with any
 // input, except the in-place state update: final_state may be exactly initial_state (same
 // address, shape and strides; likewise final_z / initial_z), which is how step() works; anything
-// else is a polyattn::Error. Thread safety: the operator is immutable; any number of threads may
-// call forward / step at once with their own outputs and states.
+// else is a polyattn::Error. Element types: q, k and v are fp32, bf16 or fp16, all three the
+// same (else an Error naming k or v); o is any of the three, independently of q (bf16 inputs
+// with an fp32 o are fine); gates, beta, states and z are fp32. The kernels read bf16 / fp16
+// rows through per-row conversions into their fp32 buffers and round o rows once (linear/
+// stages/rows.hpp); no fp32 copy of a whole q, k or v is made, and fp32 tensors are read and
+// written in place as before (docs/conventions.md §9.8). Thread safety: the operator is immutable;
+// any number of threads may call forward / step at once with their own outputs and states.
 #pragma once
 
 #include <algorithm>
@@ -43,7 +48,44 @@ struct LinearRunOptions {
 
 namespace detail {
 
-// Rows with unit inner stride: the view itself, or a packed copy in `storage`.
+// Packed copies of q, k, v for views whose inner stride is not 1, in their own element type.
+struct PackedRows {
+  std::vector<float> f32;
+  std::vector<bf16> b16;
+  std::vector<f16> h16;
+};
+
+template <class T>
+View4<const T> pack_rows(const View4<const T>& x, std::vector<T>& storage) {
+  storage.resize(static_cast<std::size_t>(x.numel()));
+  const auto& s = x.shape();
+  T* dst = storage.data();
+  for (index_t b = 0; b < s[0]; ++b)
+    for (index_t t = 0; t < s[1]; ++t)
+      for (index_t h = 0; h < s[2]; ++h)
+        for (index_t d = 0; d < s[3]; ++d) *dst++ = x(b, t, h, d);
+  return View4<const T>::contiguous(storage.data(), s);
+}
+
+// Rows with unit inner stride: the view itself, or a packed copy of the same element type in
+// `storage` (exotic strides only; nothing is widened here, the kernels convert rows).
+inline EView4 unit_rows(const EView4& x, PackedRows& storage) {
+  if (x.absent() || x.stride(3) == 1 || x.size(3) <= 1) return x;
+  if (x.is<bf16>()) return pack_rows(x.as<bf16>(), storage.b16);
+  if (x.is<f16>()) return pack_rows(x.as<f16>(), storage.h16);
+  return pack_rows(x.as<float>(), storage.f32);
+}
+
+// The address of element (b, t, h, 0) of a view of any element type.
+inline const void* row_address(const EView4& x, index_t b, index_t t, index_t h) {
+  return static_cast<const char*>(x.data()) +
+         x.offset(b, t, h, index_t{0}) * static_cast<index_t>(x.element_size());
+}
+inline void* row_address(const MutEView4& x, index_t b, index_t t, index_t h) {
+  return static_cast<char*>(x.data()) +
+         x.offset(b, t, h, index_t{0}) * static_cast<index_t>(x.element_size());
+}
+
 inline View4<const float> unit_rows(const View4<const float>& x, std::vector<float>& storage) {
   if (x.absent() || x.stride(3) == 1 || x.size(3) <= 1) return x;
   storage.resize(static_cast<std::size_t>(x.numel()));
@@ -105,7 +147,8 @@ class LinearAttention {
   ///               with state_indices [N], initial / final states are pools [slots,HV,K,V]
   ///               (sequence n at slot state_indices[n]; the same pool for both updates in
   ///               place)
-  /// @param out    o [B,T,HV,V]; optional final_state [N,HV,K,V]
+  ///               q, k, v: fp32, bf16 or fp16, all the same type
+  /// @param out    o [B,T,HV,V] (fp32, bf16 or fp16); optional final_state [N,HV,K,V]
   /// @param run    scale (default K^-0.5 of the mapped key dimension, or the preset's)
   /// @param exec   executor (Serial, ThreadPool, make_executor(...)); bits do not depend on it
   /// @throws polyattn::Error naming the bad argument; outputs are then untouched
@@ -116,13 +159,14 @@ class LinearAttention {
   }
 
   /// Decode: the new tokens of B sequences (q, k [B,T,H,K], v [B,T,HV,V], gates, beta; T is
-  /// usually 1), `state` [B,HV,K,V] read and updated in place, o [B,T,HV,V]. With
+  /// usually 1), `state` [B,HV,K,V] read and updated in place, o [B,T,HV,V] (q, k, v and o may
+  /// be bf16 / fp16 as in forward; state stays fp32). With
   /// in.state_indices [B], `state` is a pool [slots,HV,K,V] and sequence b uses slot
   /// state_indices[b]. in.initial_state and in.cu_seqlens must be empty (the state argument is
   /// the state).
   /// @throws polyattn::Error naming the bad argument; state and o are then untouched
   template <Executor E = Serial>
-  void step(const LinearInputs& in, View4<float> state, View4<float> o,
+  void step(const LinearInputs& in, View4<float> state, MutEView4 o,
             const LinearRunOptions& run = {}, const E& exec = E{}) const {
     if constexpr (NormP::running_sum)
       throw Error("z",
@@ -134,7 +178,7 @@ class LinearAttention {
   /// Decode for operators with the Sum normaliser (based, hedgehog, normalised linear_attn):
   /// z [B,HV,K], the running sum of the (mapped) keys, is read and updated in place with state.
   template <Executor E = Serial>
-  void step(const LinearInputs& in, View4<float> state, View3<float> z, View4<float> o,
+  void step(const LinearInputs& in, View4<float> state, View3<float> z, MutEView4 o,
             const LinearRunOptions& run = {}, const E& exec = E{}) const {
     if constexpr (!NormP::running_sum)
       throw Error("z", "was given but this operator has no normaliser state");
@@ -144,7 +188,7 @@ class LinearAttention {
 
  private:
   template <class E>
-  void step_impl(const LinearInputs& in, View4<float> state, View3<float> z, View4<float> o,
+  void step_impl(const LinearInputs& in, View4<float> state, View3<float> z, MutEView4 o,
                  const LinearRunOptions& run, const E& exec) const {
     if (!in.initial_z.absent())
       throw Error("initial_z",
@@ -179,6 +223,7 @@ class LinearAttention {
     check::required("q", in_raw.q);
     check::required("k", in_raw.k);
     check::shape_is("k", in_raw.k, in_raw.q.shape(), "same as q [B,T,H,K]");
+    check::qkv_element_types(in_raw);
     LinearInputs in = in_raw;
     // Feature map (scratch copies; the caller's q, k are never written).
     std::vector<float> qmap, kmap;
@@ -214,15 +259,17 @@ class LinearAttention {
                                std::to_string(linear::kParallelMaxT) + " (use Chunked<C>)");
     }
 
-    // Inner-contiguous rows for the kernels (packed copies only for exotic strides).
-    std::vector<float> qs, ks, vs, gks;
+    // Inner-contiguous rows for the kernels (packed copies only for exotic strides; q and k may
+    // now be fp32 feature-map rows while v keeps the caller's element type).
+    detail::PackedRows qs, ks, vs;
+    std::vector<float> gks;
     in.q = detail::unit_rows(in.q, qs);
     in.k = detail::unit_rows(in.k, ks);
     in.v = detail::unit_rows(in.v, vs);
     in.gk = detail::unit_rows(in.gk, gks);
     std::vector<float> o_scratch;
-    View4<float> o = out.o;
-    if (o.stride(3) != 1 && o.size(3) > 1) {
+    MutEView4 o = out.o;
+    if (o.stride(3) != 1 && o.size(3) > 1) {  // fp32 rows, stored into out.o at the end
       o_scratch.resize(static_cast<std::size_t>(o.numel()));
       o = View4<float>::contiguous(o_scratch.data(), o.shape());
     }
@@ -238,19 +285,23 @@ class LinearAttention {
       p.T = L;
       p.K = d.K;
       p.V = d.V;
-      p.q = in.q.ptr(b, t0, h, 0);
+      p.q = detail::row_address(in.q, b, t0, h);
       p.q_st = in.q.stride(1);
-      p.k = in.k.ptr(b, t0, h, 0);
+      p.q_type = in.q.dtype();
+      p.k = detail::row_address(in.k, b, t0, h);
       p.k_st = in.k.stride(1);
-      p.v = in.v.ptr(b, t0, hv, 0);
+      p.k_type = in.k.dtype();
+      p.v = detail::row_address(in.v, b, t0, hv);
       p.v_st = in.v.stride(1);
+      p.v_type = in.v.dtype();
       p.gate = decay_.bind(in, b, t0, hv);
       p.update = update_.bind(in, b, t0, hv);
       p.qk_l2norm = update_.qk_l2norm;
       p.eps = static_cast<float>(norm_.eps);
       p.scale = scale;
-      p.o = o.ptr(b, t0, hv, 0);
+      p.o = detail::row_address(o, b, t0, hv);
       p.o_st = o.stride(1);
+      p.o_type = o.dtype();
       return p;
     };
     const linear::HeadStates states{in, out, d, NormP::running_sum};
@@ -265,14 +316,14 @@ class LinearAttention {
     finish_output(out, o, o_scratch);
   }
 
-  static void finish_output(const LinearOutputs<float>& out, const View4<float>& o,
+  static void finish_output(const LinearOutputs<float>& out, const MutEView4& o,
                             const std::vector<float>& o_scratch) {
-    if (!o_scratch.empty()) {
+    if (!o_scratch.empty()) {  // o: the fp32 scratch; out.o rounds to its element type
       const auto& s = o.shape();
       for (index_t b = 0; b < s[0]; ++b)
         for (index_t t = 0; t < s[1]; ++t)
           for (index_t h = 0; h < s[2]; ++h)
-            for (index_t j = 0; j < s[3]; ++j) out.o(b, t, h, j) = o(b, t, h, j);
+            for (index_t j = 0; j < s[3]; ++j) out.o.store(o(b, t, h, j), b, t, h, j);
     }
   }
 

@@ -11,8 +11,11 @@
 // bound gate (one value, or one per key channel), β_t from the update policy's; the policies'
 // compile-time properties pick the specialisation (policies/*.hpp). The pass runs over column
 // blocks of panel_vectors<A> SIMD vectors so u, p and r stay in registers; columns past the
-// last full vector are done by the same code in scalar form. Every helper is a template on the
-// Arch tag (no ISA-independent symbol in the per-ISA units).
+// last full vector are done by the same code in scalar form. q, k, v and o rows may be fp32
+// (read and written in place) or bf16 / fp16: a token's q / k rows are converted into its
+// TokenPrep vectors, v into u, and o is formed in a V-float row and rounded to nearest even
+// (stages/rows.hpp), once per row; the state pass sees only fp32. Every helper is a template on
+// the Arch tag (no ISA-independent symbol in the per-ISA units).
 #pragma once
 
 #include <algorithm>
@@ -24,6 +27,7 @@
 #include "polyattn/core/simd/ops.hpp"
 #include "polyattn/linear/head.hpp"
 #include "polyattn/linear/stages/gates.hpp"
+#include "polyattn/linear/stages/rows.hpp"
 
 namespace polyattn::linear {
 
@@ -41,8 +45,9 @@ struct TokenPrep {
 template <simd::SimdArch A, class P>
 void prepare_token(const HeadProblem<P>& p, index_t t, const TokenPrep& w) {
   const index_t K = p.K;
-  const float* q = p.q + t * p.q_st;
-  const float* k = p.k + t * p.k_st;
+  // fp32 rows in place; bf16 / fp16 rows converted into w.qs / w.k (then scaled there).
+  const float* q = stages::row_f32<A>(stages::InRows{p.q, p.q_st, p.q_type}, t, w.qs, K);
+  const float* k = stages::row_f32<A>(stages::InRows{p.k, p.k_st, p.k_type}, t, w.k, K);
   float qn = p.scale, kn = 1.f;
   if (p.qk_l2norm) {
     qn = p.scale / std::sqrt(simd::dot<A>(q, q, K) + static_cast<float>(kL2NormEps));
@@ -166,7 +171,10 @@ void recurrent_run(const HeadProblem<P>& p, const Workspace& ws) {
   float* pv = u + V;
   float* rv = pv + V;
   float* rv2 = rv + V;
+  float* obuf = rv2 + V;  // an output row before rounding (bf16 / fp16 o)
   float* S = p.state;
+  const stages::InRows vr{p.v, p.v_st, p.v_type};
+  const stages::OutRows orow{p.o, p.o_st, p.o_type};
 
   auto emit = [&](index_t t) {  // o_t = r_t + (k_t·scale·q_t) u_t  [/ normaliser]
     if constexpr (P::running_sum)
@@ -174,8 +182,9 @@ void recurrent_run(const HeadProblem<P>& p, const Workspace& ws) {
     const float kq = simd::dot<A>(cur.k, cur.qs, K);
     float inv = 1.f;
     if constexpr (P::running_sum) inv = 1.f / (simd::dot<A>(cur.qs, p.z, K) + p.eps);
-    float* o = p.o + t * p.o_st;
+    float* o = stages::out_row<A>(orow, t, obuf);
     for (index_t j = 0; j < V; ++j) o[j] = std::fma(kq, u[j], rv[j]) * inv;
+    stages::finish_row<A>(orow, t, obuf, V);
   };
 
   prepare_token<A>(p, 0, cur);
@@ -183,8 +192,7 @@ void recurrent_run(const HeadProblem<P>& p, const Workspace& ws) {
     state_pass<A, false, true, NeedP>(S, K, V, cur.a, cur.k, u, cur.kt, cur.qt, pv, rv);
   } else {
     // Additive: token 0's r = S_oldᵀ(a∘q) is gathered in the same pass that updates S.
-    const float* v = p.v;
-    std::copy(v, v + V, u);
+    stages::load_row<A>(vr, 0, u, V);
     if (p.T > 1) {
       prepare_token<A>(p, 1, nxt);
       state_pass<A, true, true, false, true>(S, K, V, cur.a, cur.k, u, nxt.kt, nxt.qt, pv, rv2,
@@ -199,12 +207,12 @@ void recurrent_run(const HeadProblem<P>& p, const Workspace& ws) {
     std::swap(rv, rv2);
   }
   for (index_t t = NeedP ? 0 : 1; t < p.T; ++t) {
-    const float* v = p.v + t * p.v_st;
     if constexpr (NeedP) {
       const float beta = static_cast<float>(p.update.beta(t));
+      const float* v = stages::row_f32<A>(vr, t, u, V);  // in place, or converted into u
       for (index_t j = 0; j < V; ++j) u[j] = beta * (v[j] - pv[j]);
     } else {
-      std::copy(v, v + V, u);
+      stages::load_row<A>(vr, t, u, V);
     }
     emit(t);
     if (t + 1 < p.T) {
@@ -227,7 +235,7 @@ struct RecurrentKernel {
   Workspace workspace;  // at least workspace_floats(K, V)
 
   static constexpr std::size_t workspace_floats(index_t K, index_t V) {
-    return static_cast<std::size_t>(10 * K + 4 * V);
+    return static_cast<std::size_t>(10 * K + 5 * V);
   }
   template <simd::SimdArch A>
   void operator()(A) const;

@@ -22,6 +22,8 @@
 //   [ Σφq (K) | Σφk (K) | Σ O·φk (K) | Σ I·φq (K) | Σ e^{ĉ} | n ]
 // given together with the linear state [N,HV,K,V] (both or neither), for prefill in pieces and
 // decode.
+// Element types: fp32 only (not ported to bf16 / fp16): a bf16 / fp16 q, k, v or o in the
+// LinearInputs / LinearOutputs is an Error naming it (docs/conventions.md §9.8).
 #pragma once
 
 #include <algorithm>
@@ -70,6 +72,8 @@ class Flowformer {
     check::required("k", in_raw.k);
     check::required("v", in_raw.v);
     check::required("o", out.o);
+    check::qkv_fp32(in_raw, "papers::Flowformer");  // fp32 only (not ported to bf16 / fp16)
+    check::dtype_is("o", out.o, Dtype::f32, "papers::Flowformer");
     check::shape_is("k", in_raw.k, in_raw.q.shape(), "same as q [B,T,H,K]");
     if (!in_raw.g.absent() || !in_raw.gk.absent() || !in_raw.g_gamma.absent() ||
         !in_raw.beta.absent() || !in_raw.initial_z.absent() || !out.final_z.absent())
@@ -110,6 +114,7 @@ class Flowformer {
     const auto vv = View4<float>::contiguous(vt.data(), {B, T, HV, V});
     std::vector<double> fin(static_cast<std::size_t>(N * H * W));
     const auto segs = segments(B, T, in_raw.cu_seqlens);
+    const auto qin = in_raw.q.as<float>(), kin = in_raw.k.as<float>(), vin = in_raw.v.as<float>();
     const double eps = eps_;
     std::vector<double> qs(static_cast<std::size_t>(K)), ks(qs.size()), ko(qs.size()),
         qi(qs.size()), fq(qs.size()), fk(qs.size());
@@ -130,8 +135,8 @@ class Flowformer {
         for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
           cnt += 1.0;
           for (index_t d = 0; d < K; ++d) {
-            fq[d] = sigmoid(in_raw.q(sg.batch, t, h, d));
-            fk[d] = sigmoid(in_raw.k(sg.batch, t, h, d));
+            fq[d] = sigmoid(qin(sg.batch, t, h, d));
+            fk[d] = sigmoid(kin(sg.batch, t, h, d));
             qs[d] += fq[d];
             ks[d] += fk[d];
           }
@@ -162,7 +167,7 @@ class Flowformer {
           for (index_t g = 0; g < G; ++g)
             for (index_t j = 0; j < V; ++j)
               vv(sg.batch, t, h * G + g, j) =
-                  static_cast<float>(w * in_raw.v(sg.batch, t, h * G + g, j));
+                  static_cast<float>(w * vin(sg.batch, t, h * G + g, j));
         }
         double* f = fin.data() + (n * H + h) * W;
         for (index_t d = 0; d < K; ++d) {
@@ -180,12 +185,13 @@ class Flowformer {
     in.k = kv;
     in.v = vv;
     core_.template forward<Algo>(in, out, {.scale = 1.0}, exec);
+    const auto of = out.o.as<float>();
     for (index_t n = 0; n < N; ++n) {
       const Segment& sg = segs[static_cast<std::size_t>(n)];
       for (index_t t = sg.begin; t < sg.begin + sg.length; ++t)
         for (index_t hv = 0; hv < HV; ++hv) {
           const float a = alloc[static_cast<std::size_t>((sg.batch * T + t) * H + hv / G)];
-          for (index_t j = 0; j < V; ++j) out.o(sg.batch, t, hv, j) *= a;
+          for (index_t j = 0; j < V; ++j) of(sg.batch, t, hv, j) *= a;
         }
     }
     if (!flow_out.absent())

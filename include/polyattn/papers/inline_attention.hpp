@@ -11,6 +11,8 @@
 // passes r as a TokenConv kernel [N or 1, HV or 1, V, W] (predicting it is the model's business;
 // a causal model must predict it from what it has seen). No bias (the authors' residual has
 // none; TokenConv's bias is accepted if given).
+// Element types: fp32 only (not ported to bf16 / fp16): a bf16 / fp16 q, k, v or o in the
+// LinearInputs / LinearOutputs is an Error naming it (docs/conventions.md §9.8).
 #pragma once
 
 #include "polyattn/papers/mean_corrected.hpp"
@@ -32,8 +34,9 @@ class InLine {
                const LinearOutputs<float>& out, const MeanState<float>& fin,
                const LinearRunOptions& run = {}, const E& exec = E{}) const {
     check_residual(in, residual, cache);
+    check::dtype_is("o", out.o, Dtype::f32, "papers::InLine");
     attn_.template forward<Algo>(in, init, out, fin, run, exec);
-    token_conv_add_unchecked(in.v, residual, cache, in.cu_seqlens, out.o);
+    token_conv_add_unchecked(in.v.as<float>(), residual, cache, in.cu_seqlens, out.o.as<float>());
   }
 
   /// Decode: state, mean state and the residual's cache [B,HV,W−1,V] in place.
@@ -44,7 +47,7 @@ class InLine {
     const TokenConvCache cache{conv_cache, conv_cache};
     check_residual(in, residual, cache);
     attn_.step(in, state, mean, o, run, exec);
-    token_conv_add_unchecked(in.v, residual, cache, {}, o);
+    token_conv_add_unchecked(in.v.as<float>(), residual, cache, {}, o);
   }
 
  private:
@@ -52,6 +55,7 @@ class InLine {
                              const TokenConvCache& cache) {
     check::required("q", in.q);
     check::required("v", in.v);
+    check::qkv_fp32(in, "papers::InLine");  // fp32 only (not ported to bf16 / fp16)
     const index_t N = check::cu_seqlens("cu_seqlens", in.cu_seqlens, in.q.size(0), in.q.size(1));
     check_token_conv(residual, cache, N, in.v.size(2), in.v.size(3));
   }

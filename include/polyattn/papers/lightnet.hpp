@@ -20,6 +20,8 @@
 // Chunked<C>, Parallel, step; GVA (HV = G·H: the gate of head h serves its G value heads) and
 // varlen as the family. The paper's multi-dimensional positional encodings (MD-TPE, MD-LRPE), the
 // short convolutions and the output gate of the layer are outside the operator.
+// Element types: fp32 only (not ported to bf16 / fp16): a bf16 / fp16 q, k, v or o in the
+// LinearInputs / LinearOutputs is an Error naming it (docs/conventions.md §9.8).
 #pragma once
 
 #include <algorithm>
@@ -84,6 +86,8 @@ class LightNet {
     check::required("q", in_raw.q);
     check::required("k", in_raw.k);
     check::required("v", in_raw.v);
+    check::qkv_fp32(in_raw, "papers::LightNet");  // fp32 only (not ported to bf16 / fp16)
+    check::dtype_is("o", out.o, Dtype::f32, "papers::LightNet");
     check::shape_is("k", in_raw.k, in_raw.q.shape(), "same as q [B,T,H,K]");
     if (!in_raw.gk.absent() || !in_raw.g.absent() || !in_raw.g_gamma.absent())
       throw Error(!in_raw.gk.absent()  ? "gk"
@@ -117,6 +121,7 @@ class LightNet {
     const auto kv = View4<float>::contiguous(kt.data(), {B, T, H, K});
     const auto gv = View4<float>::contiguous(gk.data(), {B, T, HV, K});
     apply_rows(Silu{}, in_raw.q, qv);
+    const auto kin = in_raw.k.as<float>();
     const auto segs = segments(B, T, in_raw.cu_seqlens);
     std::vector<double> zf(static_cast<std::size_t>(N * H * K));
     for (index_t n = 0; n < N; ++n) {
@@ -125,7 +130,7 @@ class LightNet {
         for (index_t i = 0; i < K; ++i) {
           double z = z0.absent() ? -std::numeric_limits<double>::infinity() : z0(n, h, i);
           for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
-            const double k = in_raw.k(sg.batch, t, h, i);
+            const double k = kin(sg.batch, t, h, i);
             const double hi = std::max(z, k), lo = std::min(z, k);
             const double zn = hi + std::log1p(std::exp(lo - hi));  // logaddexp(z, k)
             // δ_{t−1} = 0 (z = −inf): the gate multiplies a zero state; 0 keeps chunk sums finite.

@@ -24,6 +24,8 @@
 // double. GVA (HV = G·H), varlen (cu_seqlens) and decode (step) as the rest of the family. The
 // mean state: z [N,HV,K] (K after φ), m [N,HV,V], n [N] (float, exact to 2^24 tokens); all three
 // or none (none = zeros).
+// Element types: fp32 only (not ported to bf16 / fp16): a bf16 / fp16 q, k, v or o in the
+// LinearInputs / LinearOutputs is an Error naming it (docs/conventions.md §9.8).
 #pragma once
 
 #include <algorithm>
@@ -143,6 +145,8 @@ class MeanCorrectedLinear {
     check::required("k", in_raw.k);
     check::required("v", in_raw.v);
     check::required("o", out.o);
+    check::qkv_fp32(in_raw, "papers::MeanCorrectedLinear");  // fp32 only (not ported)
+    check::dtype_is("o", out.o, Dtype::f32, "papers::MeanCorrectedLinear");
     check::shape_is("k", in_raw.k, in_raw.q.shape(), "same as q [B,T,H,K]");
     if (!in_raw.initial_z.absent())
       throw Error("initial_z", "is not used: the mean state (init.z) carries the key sum");
@@ -178,6 +182,8 @@ class MeanCorrectedLinear {
 
     const index_t H = qs[2], G = HV / H;
     const double scale = resolved_scale(scale_opt, K);
+    const auto qf = in.q.as<float>(), kf = in.k.as<float>(), vf = in.v.as<float>();
+    const auto of = out.o.as<float>();
     const auto segs = segments(qs[0], qs[1], in.cu_seqlens);
     std::vector<double> counts(static_cast<std::size_t>(N));
     for (index_t n = 0; n < N; ++n) counts[n] = init.absent() ? 0.0 : init.count(n);
@@ -192,14 +198,14 @@ class MeanCorrectedLinear {
         for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
           double s = 0.0;
           for (index_t i = 0; i < K; ++i) {
-            z[i] += in.k(sg.batch, t, h, i);
-            s += static_cast<double>(in.q(sg.batch, t, h, i)) * z[i];
+            z[i] += kf(sg.batch, t, h, i);
+            s += static_cast<double>(qf(sg.batch, t, h, i)) * z[i];
           }
-          for (index_t j = 0; j < V; ++j) m[j] += in.v(sg.batch, t, hv, j);
+          for (index_t j = 0; j < V; ++j) m[j] += vf(sg.batch, t, hv, j);
           cnt += 1.0;
           const MeanCoefficients c = corr_.coefficients(scale * s, cnt);
           for (index_t j = 0; j < V; ++j) {
-            float& o = out.o(sg.batch, t, hv, j);
+            float& o = of(sg.batch, t, hv, j);
             o = static_cast<float>(c.alpha * o + c.gamma * m[j]);
           }
         }

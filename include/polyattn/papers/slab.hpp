@@ -15,6 +15,8 @@
 // Composition: the linear part is LinearAttention<Relu, NoDecay, AdditiveUpdate,
 // SumNormalizer{1e-6}> with scale 1 (Recurrent, Chunked<C>, Parallel, step with z), the local part
 // papers::token_conv_add with weight [1, 1 or HV, V, W] and bias [V].
+// Element types: fp32 only (not ported to bf16 / fp16): a bf16 / fp16 q, k, v or o in the
+// LinearInputs / LinearOutputs is an Error naming it (docs/conventions.md §9.8).
 #pragma once
 
 #include "polyattn/linear/presets.hpp"
@@ -42,8 +44,9 @@ class Slab {
                const LinearOutputs<float>& out, const LinearRunOptions& run = {},
                const E& exec = E{}) const {
     check_conv(in, conv, cache);
+    check::dtype_is("o", out.o, Dtype::f32, "papers::Slab");
     linear_.template forward<Algo>(in, out, run, exec);
-    token_conv_add_unchecked(in.v, conv, cache, in.cu_seqlens, out.o);
+    token_conv_add_unchecked(in.v.as<float>(), conv, cache, in.cu_seqlens, out.o.as<float>());
   }
 
   /// Decode: state [B,HV,K,V], z [B,HV,K] and the conv cache [B,HV,W−1,V] in place.
@@ -54,7 +57,7 @@ class Slab {
     const TokenConvCache cache{conv_cache, conv_cache};
     check_conv(in, conv, cache);
     linear_.step(in, state, z, o, run, exec);
-    token_conv_add_unchecked(in.v, conv, cache, {}, o);
+    token_conv_add_unchecked(in.v.as<float>(), conv, cache, {}, o);
   }
 
  private:
@@ -62,6 +65,7 @@ class Slab {
                          const TokenConvCache& cache) {
     check::required("q", in.q);
     check::required("v", in.v);
+    check::qkv_fp32(in, "papers::Slab");  // fp32 only (not ported to bf16 / fp16)
     const index_t N = check::cu_seqlens("cu_seqlens", in.cu_seqlens, in.q.size(0), in.q.size(1));
     check_token_conv(conv, cache, N, in.v.size(2), in.v.size(3));
   }

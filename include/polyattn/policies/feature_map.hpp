@@ -52,7 +52,8 @@
 // that out_dim accepted — apply does not check); static constexpr bool is_identity (true only for
 // Identity, so operators can skip the copy); m.name() → const char*.
 //
-// apply_rows(map, x [B,T,H,D], out [B,T,H,out_dim(D)]) maps every row of any strided views.
+// apply_rows(map, x [B,T,H,D], out [B,T,H,out_dim(D)]) maps every row of any strided views (x
+// fp32, bf16 or fp16, widened exactly; out fp32).
 //
 // Numerics: every map evaluates its formula in double and rounds each output once to float, so
 // results are within about one float rounding of the exact value. These maps run once per row
@@ -71,6 +72,7 @@
 #include <utility>
 #include <vector>
 
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/overlap.hpp"
 #include "polyattn/core/tensor_view.hpp"
@@ -430,11 +432,12 @@ class Performer {
 // ---- apply_rows -------------------------------------------------------------------------------
 
 // out[b,t,h,:] = φ(x[b,t,h,:]) for every row. Any non-negative strides on both views (a row
-// whose inner stride is not 1 goes through a small contiguous buffer). Validates everything
-// before writing: x and out well formed, out shape [B,T,H,map.out_dim(D)], out not overlapping
-// x; errors name "x" / "out" (or the map's own argument, e.g. "weight").
+// whose inner stride is not 1 goes through a small contiguous buffer); x may be fp32, bf16 or
+// fp16 (a bf16 / fp16 row is widened exactly into that buffer first), out is fp32. Validates
+// everything before writing: x and out well formed, out shape [B,T,H,map.out_dim(D)], out not
+// overlapping x; errors name "x" / "out" (or the map's own argument, e.g. "weight").
 template <FeatureMap Map>
-void apply_rows(const Map& map, TensorView<const float, 4> x, TensorView<float, 4> out) {
+void apply_rows(const Map& map, ElementView<4> x, TensorView<float, 4> out) {
   check::well_formed("x", x);
   check::well_formed("out", out);
   const index_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3);
@@ -443,16 +446,21 @@ void apply_rows(const Map& map, TensorView<const float, 4> x, TensorView<float, 
   check::writes_disjoint({memory::region("out", out)}, {memory::region("x", x)});
   if (out.numel() == 0) return;
 
-  const bool x_unit = x.stride(3) == 1 || D <= 1;
+  const bool x_unit = x.is<float>() && (x.stride(3) == 1 || D <= 1);
   const bool o_unit = out.stride(3) == 1 || F <= 1;
   std::vector<float> xbuf(x_unit ? 0 : static_cast<std::size_t>(D));
   std::vector<float> obuf(o_unit ? 0 : static_cast<std::size_t>(F));
   for (index_t b = 0; b < B; ++b)
     for (index_t t = 0; t < T; ++t)
       for (index_t h = 0; h < H; ++h) {
-        const float* src = x.ptr(b, t, h, 0);
-        if (!x_unit) {
-          for (index_t i = 0; i < D; ++i) xbuf[static_cast<std::size_t>(i)] = src[i * x.stride(3)];
+        const float* src = nullptr;
+        if (x_unit) {
+          src = x.as<float>().ptr(b, t, h, 0);
+        } else {
+          x.visit([&](auto xv) {
+            for (index_t i = 0; i < D; ++i)
+              xbuf[static_cast<std::size_t>(i)] = to_float(xv(b, t, h, i));
+          });
           src = xbuf.data();
         }
         float* dst = o_unit ? out.ptr(b, t, h, 0) : obuf.data();

@@ -9,12 +9,16 @@
 //   S ← S + k_t u_tᵀ,   z ← z + k_t
 //   o_t = Sᵀ (scale·q_t)   [ / ((scale·q_t)·z + eps) with the Sum normaliser ]
 // With qk_l2norm, q and k are first replaced by x / sqrt(Σx² + 1e-6). Feature maps are applied
-// by the caller. S and z start from initial_state / initial_z (zeros when absent) and end in
-// final_state / final_z (slot state_indices[n] of each when a state pool is given). Eigen in
-// double, no tiling: written to be obviously right, not fast.
+// by the caller. q, k and v may be fp32, bf16 or fp16 (each element widened exactly to double);
+// LinearOutputs<float>'s o rounds through float to its element type, LinearOutputs<double>
+// keeps the double result (what the precision tests compare against). S and z start from
+// initial_state / initial_z (zeros when absent) and end in final_state / final_z (slot
+// state_indices[n] of each when a state pool is given). Eigen in double, no tiling: written to be
+// obviously right, not fast.
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #include "polyattn/args/linear.hpp"
 #include "polyattn/core/sequences.hpp"
@@ -32,9 +36,14 @@ void linear_recurrence(const LinearInputs& in, const LinearOptions& opt,
 
   Mat S(d.K, d.V);
   Vec z(d.K), q(d.K), k(d.K), qs(d.K), a(d.K), v(d.V), u(d.V), o(d.V);
+  // Row (b, t, h) of q, k or v as a double vector (any element type, exact).
+  auto load_row = [](Vec& x, const EView4& src, index_t b, index_t t, index_t h) {
+    x.resize(src.size(3));
+    for (index_t e = 0; e < src.size(3); ++e) x(e) = static_cast<double>(src(b, t, h, e));
+  };
   // q or k of token t as a double vector, L2-normalised when asked.
-  auto load_qk = [&](Vec& x, const View4<const float>& src, index_t b, index_t t, index_t h) {
-    x = detail::row(src, b, t, h).cast<double>();
+  auto load_qk = [&](Vec& x, const EView4& src, index_t b, index_t t, index_t h) {
+    load_row(x, src, b, t, h);
     if (opt.qk_l2norm) x /= std::sqrt(x.squaredNorm() + kL2NormEps);
   };
 
@@ -55,7 +64,7 @@ void linear_recurrence(const LinearInputs& in, const LinearOptions& opt,
       for (index_t t = segs[n].begin; t < segs[n].begin + segs[n].length; ++t) {
         load_qk(q, in.q, b, t, h);
         load_qk(k, in.k, b, t, h);
-        v = detail::row(in.v, b, t, hv).cast<double>();
+        load_row(v, in.v, b, t, hv);
 
         switch (opt.decay) {
           case Decay::None:
@@ -81,7 +90,11 @@ void linear_recurrence(const LinearInputs& in, const LinearOptions& opt,
         qs = scale * q;
         o.noalias() = S.transpose() * qs;
         if (opt.normalizer == Normalizer::Sum) o /= qs.dot(z) + opt.eps;
-        detail::store(out.o, b, t, hv, o);
+        if constexpr (std::is_same_v<Out, float>) {  // o: fp32, bf16 or fp16
+          for (index_t e = 0; e < d.V; ++e) out.o.store(static_cast<float>(o(e)), b, t, hv, e);
+        } else {
+          detail::store(out.o, b, t, hv, o);
+        }
       }
       if (!out.final_state.absent()) detail::store_mat(out.final_state, slot, hv, S);
       if (!out.final_z.absent()) detail::store(out.final_z, slot, hv, z);

@@ -20,7 +20,8 @@
 //                       history
 //   aaren, flowformer, titans, selective_scan (Mamba-1): see each function
 // Inputs and outputs as the operators' (papers/*.hpp); shapes are assumed valid (the tests give
-// the same arguments the operators accepted).
+// the same arguments the operators accepted). q, k and v are fp32 (the papers' operators take
+// fp32 only; LinearInputs' views are read through as<float>()).
 #pragma once
 
 #include <algorithm>
@@ -62,8 +63,8 @@ void lightnet(const LinearInputs& in, View3<const float> initial_log_z,
         D.setOnes();
       }
       for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
-        const Vec k = detail::row(in.k, sg.batch, t, h).cast<double>();
-        const Vec v = detail::row(in.v, sg.batch, t, hv).cast<double>();
+        const Vec k = detail::row(in.k.as<float>(), sg.batch, t, h).cast<double>();
+        const Vec v = detail::row(in.v.as<float>(), sg.batch, t, hv).cast<double>();
         for (index_t i = 0; i < K; ++i) {
           const double mi = std::max(m(i), k(i));
           const double rescale = std::exp(m(i) - mi);  // 0 when m was −inf
@@ -102,7 +103,7 @@ void slab(const LinearInputs& in, double eps, const View4<Out>& o) {
     for (index_t hv = 0; hv < HV; ++hv) {
       const index_t h = hv / G;
       for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
-        const Vec q = relu(detail::row(in.q, sg.batch, t, h).cast<double>());
+        const Vec q = relu(detail::row(in.q.as<float>(), sg.batch, t, h).cast<double>());
         Vec num = Vec::Zero(V);
         double den = 0.0;
         if (!in.initial_state.absent()) {
@@ -110,8 +111,9 @@ void slab(const LinearInputs& in, double eps, const View4<Out>& o) {
           den = q.dot(detail::row(in.initial_z, n, hv).cast<double>());
         }
         for (index_t s = sg.begin; s <= t; ++s) {
-          const double w = q.dot(relu(detail::row(in.k, sg.batch, s, h).cast<double>()));
-          num += w * detail::row(in.v, sg.batch, s, hv).cast<double>();
+          const double w =
+              q.dot(relu(detail::row(in.k.as<float>(), sg.batch, s, h).cast<double>()));
+          num += w * detail::row(in.v.as<float>(), sg.batch, s, hv).cast<double>();
           den += w;
         }
         detail::store(o, sg.batch, t, hv, Vec(num / (den + eps)));
@@ -139,19 +141,19 @@ void mean_corrected(const LinearInputs& in, MeanCorrectionKind kind,
     for (index_t hv = 0; hv < HV; ++hv) {
       const index_t h = hv / G;
       for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
-        const Vec q = detail::row(in.q, sg.batch, t, h).cast<double>();
+        const Vec q = detail::row(in.q.as<float>(), sg.batch, t, h).cast<double>();
         const double cnt = (init ? static_cast<double>(n0(n)) : 0.0) + (t - sg.begin + 1);
         const double c = scale / cnt;
         // Raw scores φq·φk_j of the keys seen (prefix aggregates first, then token by token).
         double score_sum = init ? q.dot(detail::row(z0, n, hv).cast<double>()) : 0.0;
         for (index_t s = sg.begin; s <= t; ++s)
-          score_sum += q.dot(detail::row(in.k, sg.batch, s, h).cast<double>());
+          score_sum += q.dot(detail::row(in.k.as<float>(), sg.batch, s, h).cast<double>());
         Vec num = init ? Vec(detail::mat(in.initial_state, n, hv).cast<double>().transpose() * q)
                        : Vec::Zero(V);
         Vec vsum = init ? Vec(detail::row(m0, n, hv).cast<double>()) : Vec::Zero(V);
         for (index_t s = sg.begin; s <= t; ++s) {
-          const Vec v = detail::row(in.v, sg.batch, s, hv).cast<double>();
-          num += q.dot(detail::row(in.k, sg.batch, s, h).cast<double>()) * v;
+          const Vec v = detail::row(in.v.as<float>(), sg.batch, s, hv).cast<double>();
+          num += q.dot(detail::row(in.k.as<float>(), sg.batch, s, h).cast<double>()) * v;
           vsum += v;
         }
         // Σ_j w_j v_j with w_j = a·score_j + b (the prefix aggregates enter the same sums).
@@ -230,8 +232,8 @@ void flowformer(const LinearInputs& in, double eps, const View4<Out>& o) {
     for (index_t h = 0; h < H; ++h) {
       std::vector<Vec> fq, fk;
       for (index_t t = 0; t < L; ++t) {
-        fq.push_back(sig(detail::row(in.q, sg.batch, sg.begin + t, h).cast<double>()));
-        fk.push_back(sig(detail::row(in.k, sg.batch, sg.begin + t, h).cast<double>()));
+        fq.push_back(sig(detail::row(in.q.as<float>(), sg.batch, sg.begin + t, h).cast<double>()));
+        fk.push_back(sig(detail::row(in.k.as<float>(), sg.batch, sg.begin + t, h).cast<double>()));
       }
       const auto prefix = [&](const std::vector<Vec>& x, index_t i, auto weight) {
         Vec sum = Vec::Zero(K);
@@ -266,7 +268,7 @@ void flowformer(const LinearInputs& in, double eps, const View4<Out>& o) {
           Vec out = Vec::Zero(V);
           for (index_t j = 0; j <= i; ++j)
             out += fq[i].dot(fk[j]) * w[j] *
-                   detail::row(in.v, sg.batch, sg.begin + j, hv).cast<double>();
+                   detail::row(in.v.as<float>(), sg.batch, sg.begin + j, hv).cast<double>();
           out *= a[i] * I[i] / static_cast<double>(i + 1);
           detail::store(o, sg.batch, sg.begin + i, hv, out);
         }

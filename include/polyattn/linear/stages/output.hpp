@@ -5,6 +5,8 @@
 //   z ← z + k_t,  o_t = O_t / (Q_t·z + eps)            with the Sum normaliser (running_sum)
 // S0 is the state at the chunk start [K×V], U the chunk's update rows [L×V] (values, or the WY
 // solve's result), QK the Gram stage's scores. Without decay e^{b} = 1 and Q is used as is.
+// Output rows are fp32 (written in place) or bf16 / fp16 (formed in w.O's row, then rounded to
+// nearest even into o, stages/rows.hpp).
 #pragma once
 
 #include <algorithm>
@@ -13,12 +15,13 @@
 #include "polyattn/core/simd/ops.hpp"
 #include "polyattn/linear/stages/chunk_buffers.hpp"
 #include "polyattn/linear/stages/gram.hpp"
+#include "polyattn/linear/stages/rows.hpp"
 
 namespace polyattn::linear::stages {
 
 template <simd::SimdArch A, GateShape Shape, bool RunningSum>
-void chunk_output(index_t L, const ChunkBuffers& w, const float* S0, const float* U, float* o,
-                  index_t o_st, float* z, float eps) {
+void chunk_output(index_t L, const ChunkBuffers& w, const float* S0, const float* U,
+                  const OutRows& o, float* z, float eps) {
   using B = simd::batch_t<A>;
   const index_t K = w.K, V = w.V, C = w.C;
   const float* Qg = w.Q;  // e^{b} ∘ Q
@@ -46,9 +49,18 @@ void chunk_output(index_t L, const ChunkBuffers& w, const float* S0, const float
           K, z, [](B zz, B k) { return zz + k; }, z, w.Kc + t * K);
       inv = 1.f / (simd::dot<A>(w.Q + t * K, z, K) + eps);
     }
+    float* ot = out_row<A>(o, t, w.O + t * V);
     simd::transform<A>(
-        V, o + t * o_st, [ib = B(inv)](B x) { return x * ib; }, w.O + t * V);
+        V, ot, [ib = B(inv)](B x) { return x * ib; }, w.O + t * V);
+    finish_row<A>(o, t, w.O + t * V, V);
   }
+}
+
+// fp32 outputs o_t at o + t·o_st.
+template <simd::SimdArch A, GateShape Shape, bool RunningSum>
+void chunk_output(index_t L, const ChunkBuffers& w, const float* S0, const float* U, float* o,
+                  index_t o_st, float* z, float eps) {
+  chunk_output<A, Shape, RunningSum>(L, w, S0, U, OutRows{o, o_st, Dtype::f32}, z, eps);
 }
 
 }  // namespace polyattn::linear::stages
