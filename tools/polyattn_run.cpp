@@ -7,10 +7,12 @@
 // naive double-precision oracle (polyattn/reference/*.hpp) instead. softmax and forgetting_attn
 // run the tiled flash kernel (polyattn/softmax/flash.hpp; --threads) or, with --algo reference,
 // the oracle. based always runs the reference (the fast preset presets::make_based is not wired
-// into the tool).
+// into the tool). --dtype bf16|fp16 rounds q, k, v and runs the operators on those types (o.npy
+// holds their output widened); --kv-dtype answers softmax rows from a KV cache of that type.
 // Every failure is one line on stderr, exit status 2, and no output file is written (outputs
 // are computed in memory, written under temporary names and renamed into place at the end).
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -31,6 +33,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include "polyattn/args/linear.hpp"
@@ -43,7 +46,9 @@
 #include "polyattn/reference/based.hpp"
 #include "polyattn/reference/linear.hpp"
 #include "polyattn/reference/softmax.hpp"
+#include "polyattn/softmax/decode.hpp"
 #include "polyattn/softmax/flash.hpp"
+#include "polyattn/softmax/kv_cache.hpp"
 #include "run_args.hpp"
 
 namespace {
@@ -125,6 +130,28 @@ polyattn::View1<const float> view1(const NpyArray& a) {
   return polyattn::View1<const float>::contiguous(data_of(a), {a.shape[0]});
 }
 
+// --dtype: an input rounded to bf16 / fp16 (nearest even), kept for the call.
+struct Rounded {
+  std::vector<polyattn::bf16> b;
+  std::vector<polyattn::f16> h;
+  polyattn::ElementView<4> view(const NpyArray& a, Dtype t) {
+    const auto shape = std::array<index_t, 4>{a.shape[0], a.shape[1], a.shape[2], a.shape[3]};
+    if (t == Dtype::bf16) {
+      b.resize(a.f32.size());
+      for (std::size_t i = 0; i < b.size(); ++i) b[i] = polyattn::bf16_from(a.f32[i]);
+      static const polyattn::bf16 none{};
+      return polyattn::View4<const polyattn::bf16>::contiguous(b.empty() ? &none : b.data(), shape);
+    }
+    if (t == Dtype::f16) {
+      h.resize(a.f32.size());
+      for (std::size_t i = 0; i < h.size(); ++i) h[i] = polyattn::f16_from(a.f32[i]);
+      static const polyattn::f16 none{};
+      return polyattn::View4<const polyattn::f16>::contiguous(h.empty() ? &none : h.data(), shape);
+    }
+    return polyattn::View4<const float>::contiguous(data_of(a), shape);
+  }
+};
+
 std::span<const std::int64_t> cu_seqlens_input(const Inputs& in) {
   if (!in.has("cu_seqlens")) return {};
   const NpyArray& a = in.get("cu_seqlens");
@@ -159,6 +186,32 @@ struct Output {
   polyattn::View4<float> view4() {
     return polyattn::View4<float>::contiguous(data.empty() ? &dummy : data.data(),
                                               {shape[0], shape[1], shape[2], shape[3]});
+  }
+};
+
+// --dtype: the operator's bf16 / fp16 output, widened into an Output once it has run.
+struct TypedOutput {
+  Output& out;
+  Dtype type;
+  std::vector<polyattn::bf16> b;
+  std::vector<polyattn::f16> h;
+  polyattn::bf16 bdummy{};
+  polyattn::f16 hdummy{};
+  TypedOutput(Output& o, Dtype t) : out(o), type(t) {
+    if (t == Dtype::bf16) b.resize(o.data.size());
+    if (t == Dtype::f16) h.resize(o.data.size());
+  }
+  polyattn::MutEView4 view() {
+    const std::array<index_t, 4> s{out.shape[0], out.shape[1], out.shape[2], out.shape[3]};
+    if (type == Dtype::bf16)
+      return polyattn::View4<polyattn::bf16>::contiguous(b.empty() ? &bdummy : b.data(), s);
+    if (type == Dtype::f16)
+      return polyattn::View4<polyattn::f16>::contiguous(h.empty() ? &hdummy : h.data(), s);
+    return out.view4();
+  }
+  void widen() {
+    for (std::size_t i = 0; i < b.size(); ++i) out.data[i] = polyattn::to_float(b[i]);
+    for (std::size_t i = 0; i < h.size(); ++i) out.data[i] = polyattn::to_float(h[i]);
   }
 };
 
@@ -338,9 +391,10 @@ void run_linear(const Args& a) {
 
   polyattn::LinearInputs li;
   polyattn::LinearOptions opt;
-  li.q = view4(q);
-  li.k = view4(k);
-  li.v = view4(v);
+  Rounded rq, rk, rv;
+  li.q = rq.view(q, a.dtype);
+  li.k = rk.view(k, a.dtype);
+  li.v = rv.view(v, a.dtype);
   li.cu_seqlens = cu_seqlens_input(in);
   opt.scale = a.scale;
   opt.qk_l2norm = a.qk_l2norm;
@@ -383,8 +437,9 @@ void run_linear(const Args& a) {
   const polyattn::LinearDims d{q.shape[0], q.shape[1], q.shape[2], HV, q.shape[3], v.shape[3], N};
   Output o("o.npy", {d.B, d.T, d.HV, d.V});
   Output ht("ht.npy", {d.N, d.HV, d.K, d.V});
+  TypedOutput ot(o, a.dtype);
   polyattn::LinearOutputs<float> out;
-  out.o = o.view4();
+  out.o = ot.view();
   out.final_state = ht.view4();
   polyattn::validate_linear(li, opt, out);
   if (a.algo == Algo::Parallel) {  // the operator would say so too, naming q
@@ -400,10 +455,18 @@ void run_linear(const Args& a) {
                      std::to_string(polyattn::linear::kParallelMaxT) + "; use --algo chunked");
   }
   if (a.algo == Algo::Reference) {
-    polyattn::reference::linear_recurrence<float>(li, opt, out);
+    // The oracle writes fp32; with --dtype its output is rounded once, as the operators' is.
+    polyattn::LinearOutputs<float> ref = out;
+    ref.o = o.view4();
+    polyattn::reference::linear_recurrence<float>(li, opt, ref);
+    if (a.dtype != Dtype::f32)
+      for (float& x : o.data)
+        x = a.dtype == Dtype::bf16 ? polyattn::round_to<polyattn::bf16>(x)
+                                   : polyattn::round_to<polyattn::f16>(x);
   } else {
     li.g_gamma = {};  // retention / lightning_attn: the preset's ConstantDecay carries the gates
     run_linear_fast(a, li, HV, out);
+    ot.widen();
   }
   write_outputs(a.out, {&o, &ht});
 }
@@ -426,15 +489,71 @@ void run_based(const Args& a) {
   write_outputs(a.out, {&o});
 }
 
+// --kv-dtype: K and V appended to a KV cache of that type in order; query row i (key position
+// p = i + S − T) is answered by the decode kernel once keys 0 … p are in (the cache is the
+// prefix, so causality and the window come from decode's own semantics; --no-causal: every row
+// waits for all S keys).
+template <class E>
+void softmax_from_cache(const polyattn::SoftmaxInputs& si, const polyattn::SoftmaxOptions& opt,
+                        const polyattn::SoftmaxDims& d, Dtype kv, polyattn::MutEView4 o,
+                        const E& exec) {
+  namespace sm = polyattn::softmax;
+  if (!si.cu_seqlens.empty())
+    throw RunError(
+        "--kv-dtype answers rows from a KV cache per batch row; cu_seqlens is not "
+        "supported with it");
+  if (d.B == 0 || d.T == 0 || d.S == 0) return;
+  const bool gated = !si.g.absent();
+  sm::KVCache cache(
+      d.B, d.HKV, d.D, d.Dv,
+      sm::KVCacheOptions{.capacity = d.S, .gate_heads = gated ? d.HQ : 0, .dtype = kv});
+  const auto rows = [](const polyattn::ElementView<4>& x, index_t j) {
+    auto s = x.shape();
+    s[1] = 1;
+    return x.visit([&](auto t) {
+      return polyattn::ElementView<4>(
+          std::remove_cvref_t<decltype(t)>(t.ptr(0, j, 0, 0), s, t.strides()));
+    });
+  };
+  polyattn::SoftmaxOptions dopt = opt;
+  dopt.causal = false;  // decode's query sits at the last cached key
+  for (index_t j = 0; j < d.S; ++j) {
+    polyattn::View3<const float> g;
+    if (gated) g = polyattn::View3<const float>(si.g.ptr(0, j, 0), {d.B, 1, d.HQ}, si.g.strides());
+    cache.append(rows(si.k, j), rows(si.v, j), g);
+    // Rows whose position is j (causal), or every row once all keys are in (non-causal).
+    const index_t i = j - (d.S - d.T);
+    std::vector<index_t> answer;
+    if (opt.causal) {
+      if (i >= 0 && i < d.T) answer.push_back(i);
+    } else if (j == d.S - 1) {
+      for (index_t r = 0; r < d.T; ++r) answer.push_back(r);
+    }
+    for (index_t r : answer) {
+      sm::DecodeInputs din;
+      din.q = rows(si.q, r);
+      din.alibi_slopes = si.alibi_slopes;
+      din.sink = si.sink;
+      o.visit([&](auto ov) {
+        auto s = ov.shape();
+        s[1] = 1;
+        const std::remove_cvref_t<decltype(ov)> orow(ov.ptr(0, r, 0, 0), s, ov.strides());
+        sm::flash_decode(din, cache, dopt, polyattn::MutEView4(orow), exec);
+      });
+    }
+  }
+}
+
 void run_softmax(const Args& a) {
   const bool forgetting = a.op == Op::ForgettingAttn;
   std::set<std::string, std::less<>> required{"q", "k", "v"};
   if (forgetting) required.insert("g");
   const Inputs in = load_inputs(a.in, a.op_name, required, {"sink", "cu_seqlens"});
   polyattn::SoftmaxInputs si;
-  si.q = view4(float_input(in, "q", 4, "[B,T,HQ,D]"));
-  si.k = view4(float_input(in, "k", 4, "[B,S,HKV,D]"));
-  si.v = view4(float_input(in, "v", 4, "[B,S,HKV,Dv]"));
+  Rounded rq, rk, rv;
+  si.q = rq.view(float_input(in, "q", 4, "[B,T,HQ,D]"), a.dtype);
+  si.k = rk.view(float_input(in, "k", 4, "[B,S,HKV,D]"), a.dtype);
+  si.v = rv.view(float_input(in, "v", 4, "[B,S,HKV,Dv]"), a.dtype);
   if (forgetting) si.g = view3(float_input(in, "g", 3, "[B,S,HQ] (log forget gates)"));
   if (in.has("sink")) si.sink = view1(float_input(in, "sink", 1, "[HQ]"));
   si.cu_seqlens = cu_seqlens_input(in);
@@ -445,10 +564,20 @@ void run_softmax(const Args& a) {
   opt.sink_tokens = a.sinks.value_or(0);
   const polyattn::SoftmaxDims d = polyattn::validate(si, opt);
   Output o("o.npy", {d.B, d.T, d.HQ, d.Dv});
-  if (a.algo == Algo::Flash)
-    polyattn::softmax::flash_attention(si, opt, o.view4(), ToolExecutor(a.threads));
-  else
+  TypedOutput ot(o, a.dtype);
+  if (a.kv_dtype) {
+    softmax_from_cache(si, opt, d, *a.kv_dtype, ot.view(), ToolExecutor(a.threads));
+    ot.widen();
+  } else if (a.algo == Algo::Flash) {
+    polyattn::softmax::flash_attention(si, opt, ot.view(), ToolExecutor(a.threads));
+    ot.widen();
+  } else {
     polyattn::reference::softmax_attention<float>(si, opt, o.view4());
+    if (a.dtype != Dtype::f32)
+      for (float& x : o.data)
+        x = a.dtype == Dtype::bf16 ? polyattn::round_to<polyattn::bf16>(x)
+                                   : polyattn::round_to<polyattn::f16>(x);
+  }
   write_outputs(a.out, {&o});
 }
 

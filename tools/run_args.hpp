@@ -19,12 +19,14 @@
 #include <string_view>
 #include <system_error>
 
+#include "polyattn/core/element.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/policies/algorithm.hpp"
 
 namespace polyattn::tool {
 
 namespace fs = std::filesystem;
+using polyattn::Dtype;
 using polyattn::index_t;
 
 // The linear family runs Chunked<64> by default.
@@ -77,6 +79,12 @@ options:
                           (checked always, used only by --algo chunked)
   --threads N             threads of the fast operators, 1 to 1024 (default 1); the results are
                           bit-identical for any N (ignored by the reference)
+  --dtype T               fp32 (default), bf16 or fp16: q, k, v are rounded to T (nearest even)
+                          and the operator runs on T inputs with a T output; o.npy holds those
+                          outputs widened to float32 (states, gates, beta stay fp32; based: fp32)
+  --kv-dtype T            softmax / forgetting_attn: K and V go through a KV cache of type fp32,
+                          bf16, fp16 or int8 (per-token symmetric) and every query row is answered
+                          from it by the decode kernel (no cu_seqlens; not with --algo reference)
   -h, --help              print this help and exit
 
 Errors: one line on stderr, exit status 2, no output written.
@@ -144,7 +152,19 @@ struct Args {
   index_t threads = 1;
   std::optional<Algo> algo_given;  // --algo as given
   Algo algo = Algo::Reference;     // what runs (resolved for the OP by parse_args)
+  Dtype dtype = Dtype::f32;        // --dtype: q, k, v and o
+  std::optional<Dtype> kv_dtype;   // --kv-dtype: the KV cache of the softmax OPs
 };
+
+// "fp32" | "bf16" | "fp16" (and "int8" where allowed) → Dtype, else RunError naming the flag.
+inline Dtype parse_dtype(std::string_view flag, const std::string& s, bool allow_int8) {
+  if (s == "fp32") return Dtype::f32;
+  if (s == "bf16") return Dtype::bf16;
+  if (s == "fp16") return Dtype::f16;
+  if (s == "int8" && allow_int8) return Dtype::i8;
+  throw RunError("unknown " + std::string(flag) + " '" + s + "' (expected fp32, bf16, fp16" +
+                 (allow_int8 ? ", int8)" : ")"));
+}
 
 inline index_t parse_int(std::string_view flag, std::string_view s, index_t min,
                          index_t max = std::numeric_limits<index_t>::max()) {
@@ -175,9 +195,9 @@ inline Args parse_args(int argc, char** argv) {
   Args a;
   bool have_op = false, have_in = false, have_out = false;
   std::set<std::string> seen;
-  const std::set<std::string, std::less<>> with_value{"--in",    "--out",    "--scale", "--algo",
-                                                      "--chunk", "--window", "--sinks", "--threads",
-                                                      "--layer", "--layers"};
+  const std::set<std::string, std::less<>> with_value{
+      "--in",    "--out",     "--scale", "--algo",   "--chunk", "--window",
+      "--sinks", "--threads", "--layer", "--layers", "--dtype", "--kv-dtype"};
   const std::set<std::string, std::less<>> switches{"--qk-l2norm", "--normalize", "--causal",
                                                     "--no-causal"};
   for (int i = 1; i < argc; ++i) {
@@ -244,6 +264,10 @@ inline Args parse_args(int argc, char** argv) {
         throw RunError("--chunk must be 16, 32, 64 or 128, got " + std::to_string(a.chunk));
     } else if (arg == "--threads") {
       a.threads = parse_int(arg, value, 1, kMaxThreads);
+    } else if (arg == "--dtype") {
+      a.dtype = parse_dtype(arg, value, false);
+    } else if (arg == "--kv-dtype") {
+      a.kv_dtype = parse_dtype(arg, value, true);
     } else if (arg == "--window") {
       a.window = parse_int(arg, value, 1);
     } else if (arg == "--sinks") {
@@ -290,6 +314,10 @@ inline Args parse_args(int argc, char** argv) {
          a.causal.value_or(false) ? "--causal" : "--no-causal");
   reject(a.window.has_value() && !is_softmax(op), "--window");
   reject(a.sinks.has_value() && !is_softmax(op), "--sinks");
+  reject(a.kv_dtype.has_value() && !is_softmax(op), "--kv-dtype");
+  reject(a.dtype != Dtype::f32 && op == Op::Based, "--dtype");
+  if (a.kv_dtype && a.algo == Algo::Reference)
+    throw RunError("--kv-dtype runs the decode kernel over a KV cache; not with --algo reference");
   if (op == Op::ForgettingAttn && a.causal == false)
     throw RunError("forgetting_attn is always causal; --no-causal is not allowed");
   if (op == Op::Lightning) {

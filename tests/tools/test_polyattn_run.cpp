@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/test_util.hpp"
@@ -595,6 +596,105 @@ TEST_F(SoftmaxTool, ForgettingAttn) {
   check("forgetting_attn", "--algo reference", c, o, true, false);
 }
 
+// ---- element types (--dtype, --kv-dtype) --------------------------------------------------
+
+std::vector<float> rounded(const std::vector<float>& x, polyattn::Dtype t) {
+  std::vector<float> r(x);
+  for (float& v : r)
+    v = t == polyattn::Dtype::bf16 ? polyattn::round_to<polyattn::bf16>(v)
+                                   : polyattn::round_to<polyattn::f16>(v);
+  return r;
+}
+
+// --dtype bf16 / fp16: o.npy holds the operator's T output (values exactly representable in T),
+// within SPEC §8's bound of the double reference on the rounded inputs; the final state (fp32)
+// within the fp32 bound.
+TEST_F(Tool, DtypeRunsTheTypedOperators) {
+  const index_t B = 1, T = 70, H = 2, K = 16, V = 8;
+  for (const auto& [flag, t, bound] : {std::tuple{"bf16", polyattn::Dtype::bf16, 8e-3},
+                                       std::tuple{"fp16", polyattn::Dtype::f16, 2e-3}}) {
+    SCOPED_TRACE(flag);
+    // Softmax, causal GQA.
+    {
+      const auto q = put("q", {B, T, 4, K}, 31), k = put("k", {B, T, H, K}, 32),
+                 v = put("v", {B, T, H, V}, 33);
+      ASSERT_NO_FATAL_FAILURE(run_ok("softmax", std::string("--dtype ") + flag));
+      const auto qr = rounded(q, t), kr = rounded(k, t), vr = rounded(v, t);
+      polyattn::SoftmaxInputs si;
+      si.q = polyattn::bthd(qr.data(), B, T, 4, K);
+      si.k = polyattn::bthd(kr.data(), B, T, H, K);
+      si.v = polyattn::bthd(vr.data(), B, T, H, V);
+      polyattn::SoftmaxOptions opt;
+      opt.causal = true;
+      polyattn::test::Tensor<double, 4> o({B, T, 4, V});
+      polyattn::reference::softmax_attention<double>(si, opt, o.view());
+      const auto got = get("o.npy", {B, T, 4, V});
+      EXPECT_LT(rel_rmse(got, o.data), bound);
+      EXPECT_EQ(got, rounded(got, t));  // T values, widened
+    }
+    // Gated DeltaNet, chunked (and the reference on the same rounded inputs).
+    for (const std::string algo : {"", "--algo reference", "--algo recurrent"}) {
+      fs::remove_all(in);
+      fs::create_directories(in);
+      const auto q = put("q", {B, T, H, K}, 41), k = put("k", {B, T, H, K}, 42),
+                 v = put("v", {B, T, H, V}, 43), g = put("g", {B, T, H}, 44, -0.5f, -0.01f),
+                 beta = put("beta", {B, T, H}, 45, 0.f, 1.f);
+      ASSERT_NO_FATAL_FAILURE(
+          run_ok("gated_delta_rule", std::string("--qk-l2norm --dtype ") + flag + " " + algo));
+      const auto qr = rounded(q, t), kr = rounded(k, t), vr = rounded(v, t);
+      polyattn::LinearInputs li;
+      li.q = polyattn::bthd(qr.data(), B, T, H, K);
+      li.k = polyattn::bthd(kr.data(), B, T, H, K);
+      li.v = polyattn::bthd(vr.data(), B, T, H, V);
+      li.g = polyattn::bth(g.data(), B, T, H);
+      li.beta = polyattn::bth(beta.data(), B, T, H);
+      polyattn::LinearOptions opt;
+      opt.decay = polyattn::Decay::ScalarPerToken;
+      opt.update = polyattn::Update::Delta;
+      opt.qk_l2norm = true;
+      polyattn::test::Tensor<double, 4> o({B, T, H, V}), ht({B, H, K, V});
+      polyattn::LinearOutputs<double> out;
+      out.o = o.view();
+      out.final_state = ht.view();
+      polyattn::reference::linear_recurrence<double>(li, opt, out);
+      const auto got = get("o.npy", {B, T, H, V});
+      EXPECT_LT(rel_rmse(got, o.data), bound) << algo;
+      EXPECT_EQ(got, rounded(got, t)) << algo;
+      EXPECT_LT(rel_rmse(get("ht.npy", {B, H, K, V}), ht.data), kFastBound) << algo;
+    }
+    fs::remove_all(in);
+    fs::create_directories(in);
+  }
+}
+
+// --kv-dtype: every row answered by the decode kernel from a cache of that type. fp32 matches
+// the flash kernel's result within the fp32 bound (causal, window, sink tokens, sink logits,
+// forgetting gates, non-causal); bf16 / fp16 / int8 caches within SPEC §8's bounds.
+TEST_F(Tool, KvDtypeAnswersEveryRowFromTheCache) {
+  const index_t B = 2, T = 9, S = 12, HQ = 4, HKV = 2, D = 8, Dv = 6;
+  const auto q = put("q", {B, T, HQ, D}, 51), k = put("k", {B, S, HKV, D}, 52),
+             v = put("v", {B, S, HKV, Dv}, 53), sk = put("sink", {HQ}, 54);
+  for (const std::string mask : {"--causal", "--no-causal", "--window 3 --sinks 1"}) {
+    ASSERT_NO_FATAL_FAILURE(run_ok("softmax", mask));
+    const auto flash = get("o.npy", {B, T, HQ, Dv});
+    for (const auto& [kv, bound] : {std::pair{"fp32", kFastBound}, std::pair{"bf16", 8e-3},
+                                    std::pair{"fp16", 2e-3}, std::pair{"int8", 3e-2}}) {
+      ASSERT_NO_FATAL_FAILURE(run_ok("softmax", mask + " --kv-dtype " + kv + " --threads 2"));
+      EXPECT_LT(rel_rmse(get("o.npy", {B, T, HQ, Dv}), flash), bound) << mask << " " << kv;
+    }
+  }
+  fs::remove_all(in);
+  fs::create_directories(in);
+  put("q", {B, S, HQ, D}, 56);
+  put("k", {B, S, HKV, D}, 57);
+  put("v", {B, S, HKV, Dv}, 58);
+  put("g", {B, S, HQ}, 59, -0.5f, -0.01f);
+  ASSERT_NO_FATAL_FAILURE(run_ok("forgetting_attn"));
+  const auto flash = get("o.npy", {B, S, HQ, Dv});
+  ASSERT_NO_FATAL_FAILURE(run_ok("forgetting_attn", "--kv-dtype fp32"));
+  EXPECT_LT(rel_rmse(get("o.npy", {B, S, HQ, Dv}), flash), kFastBound);
+}
+
 // ---- command line and errors --------------------------------------------------------------
 
 TEST_F(Tool, Help) {
@@ -785,6 +885,20 @@ TEST_F(ToolErrors, NoOutputDirectoryCreatedOnError) {
   fs::remove(in / "q.npy");
   expect_error("linear_attn", "", "missing");
   EXPECT_FALSE(fs::exists(out));
+}
+
+TEST_F(ToolErrors, ElementTypeFlags) {
+  put("q", {1, 4, 1, 4}, 1);
+  put("k", {1, 4, 1, 4}, 2);
+  put("v", {1, 4, 1, 4}, 3);
+  expect_error("softmax", "--dtype int8", "unknown --dtype 'int8'");
+  expect_error("softmax", "--kv-dtype fp8", "unknown --kv-dtype 'fp8'");
+  expect_error("linear_attn", "--kv-dtype bf16", "--kv-dtype is not used by linear_attn");
+  expect_error("based", "--dtype bf16", "--dtype is not used by based");
+  expect_error("softmax", "--kv-dtype int8 --algo reference", "not with --algo reference");
+  const std::vector<std::int64_t> cu{0, 2, 4};
+  polyattn::io::write_npy(in / "cu_seqlens.npy", cu.data(), {3});
+  expect_error("softmax", "--kv-dtype int8", "cu_seqlens is not supported");
 }
 
 }  // namespace
