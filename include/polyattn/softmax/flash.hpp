@@ -112,6 +112,8 @@ struct FlashProblem {
   index_t Dvt = 0;  // Dv rounded up to 32
   std::vector<std::uint32_t> kw;
   std::vector<std::uint16_t> vt;
+  std::uint32_t* kw64 = nullptr;  // kw / vt from their first 64-byte boundary: tile rows are
+  std::uint16_t* vt64 = nullptr;  // whole cache lines (misaligned tiles cost ~1.5x measured)
   std::vector<index_t> ldv;  // amx: per sequence
   std::vector<std::uint8_t> v_finite;
   std::vector<std::size_t> vf_off;
@@ -192,6 +194,13 @@ bool all_finite(const float* x, index_t n) noexcept {
 inline namespace POLYATTN_ISA_NS {
 namespace impl {
 
+// p moved up to the next 64-byte boundary (buffers allocated with 64 bytes to spare).
+template <class T>
+inline T* align64(T* p) noexcept {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  return reinterpret_cast<T*>((a + 63) & ~std::uintptr_t{63});
+}
+
 // The forgetting-gate cumsums (double) of the q heads of kv head hk, for one sequence.
 inline void gate_cumsums(FlashProblem& P, const SeqRange& sq, index_t seq, index_t hk) noexcept {
   const SoftmaxInputs& in = *P.in;
@@ -214,7 +223,7 @@ inline void pack_bf16_sequence(FlashProblem& P, const SeqRange& sq, index_t seq,
   const SoftmaxInputs& in = *P.in;
   const index_t D = P.d.D, Dv = P.d.Dv, C2 = P.Dk2 / 2;
   const std::size_t item = static_cast<std::size_t>(seq * P.d.HKV + hk);
-  std::uint32_t* kw = P.kw.data() + P.kp_off[item];
+  std::uint32_t* kw = P.kw64 + P.kp_off[item];
   std::uint8_t* fin = P.v_finite.data() + P.vf_off[item];
   const auto k = in.k.as<bf16>();
   const auto v = in.v.as<bf16>();
@@ -227,7 +236,7 @@ inline void pack_bf16_sequence(FlashProblem& P, const SeqRange& sq, index_t seq,
   for (index_t j = 0; j < sq.nk; ++j)
     for (index_t c = 0; c < C2; ++c) kw[j * C2 + c] = kbits(j, 2 * c) | kbits(j, 2 * c + 1) << 16;
   const index_t ld = P.ldv[static_cast<std::size_t>(seq)];
-  std::uint16_t* vt = P.vt.data() + P.vp_off[item];
+  std::uint16_t* vt = P.vt64 + P.vp_off[item];
   for (index_t j = 0; j < sq.nk; ++j)
     for (index_t e = 0; e < Dv; ++e) vt[e * ld + j] = vbits(j, e);
   for (index_t t = 0; t * kTileK < sq.nk; ++t) {
@@ -305,13 +314,15 @@ void FlashTileKernel<F>::operator()(A) const {
 
   // Scratch (lanes past M are padding queries with zero q: finite scores, never written out).
   // The amx path keeps O transposed, Ot [Dvt][TQ], so that its tiles hold P·V's columns.
-  const index_t Osize = amx ? Dvt * TQ : TQ * Dvp;
+  const index_t Osize = amx ? 2 * Dvt * TQ : TQ * Dvp;  // amx: Ot, then this tile's Vᵀ·Pᵀ
+  // Scratch from a 64-byte boundary (the amx tiles load and store whole cache lines).
   std::vector<float> buf(
-      static_cast<std::size_t>(D * TQ + TK * TQ + Osize + 4 * TQ + std::max(D, Dvp)));
-  float* Qt = buf.data();    // [D][TQ]   q of the tile, transposed
+      static_cast<std::size_t>(D * TQ + TK * TQ + Osize + 4 * TQ + std::max(D, Dvp) + 16));
+  float* Qt = impl::align64(buf.data());  // [D][TQ] q of the tile, transposed
   float* St = Qt + D * TQ;   // [TK][TQ]  scores, then probabilities, transposed
   float* Ob = St + TK * TQ;  // [TQ][Dvp] unnormalised output (amx: Ot [Dvt][TQ])
-  float* m = Ob + Osize;     // running max per query
+  float* Pt = Ob + Dvt * TQ;  // amx: [Dvt][TQ] this key tile's Vᵀ·Pᵀ
+  float* m = Ob + Osize;      // running max per query
   float* l = m + TQ;         // running sum
   float* al = l + TQ;        // this tile's rescale factor e^{m_old − m_new}
   float* gq = al + TQ;       // forgetting bias: G_p − G_ref
@@ -324,8 +335,8 @@ void FlashTileKernel<F>::operator()(A) const {
   std::uint32_t* Qw = nullptr;
   std::uint32_t* Pw = nullptr;
   if (use_bf16) {
-    words.assign(static_cast<std::size_t>(P.Dk2 / 2 * TQ + TK / 2 * TQ), 0u);
-    Qw = words.data();
+    words.assign(static_cast<std::size_t>(P.Dk2 / 2 * TQ + TK / 2 * TQ + 16), 0u);
+    Qw = impl::align64(words.data());
     Pw = Qw + P.Dk2 / 2 * TQ;
     const auto q = in.q.as<bf16>();
     for (index_t r = 0; r < M; ++r)
@@ -340,7 +351,7 @@ void FlashTileKernel<F>::operator()(A) const {
       }
     });
   }
-  std::fill(Ob, Ob + Osize, 0.f);
+  std::fill(Ob, Ob + (amx ? Dvt * TQ : Osize), 0.f);
   std::fill(m, m + TQ, ninf);
   std::fill(l, l + TQ, 0.f);
 
@@ -369,7 +380,7 @@ void FlashTileKernel<F>::operator()(A) const {
     if constexpr (avx512_tag) {
       if (amx) {  // 32 keys × 32 queries per tile block, then the scale
         const index_t C2 = P.Dk2 / 2;
-        const std::uint32_t* kt = P.kw.data() + P.kp_off[item] + j0 * C2;
+        const std::uint32_t* kt = P.kw64 + P.kp_off[item] + j0 * C2;
         for (index_t kb = 0; kb < n; kb += 32)
           for (index_t qb = 0; qb < TQ; qb += 32)
             simd::amx_block_2x2(kt + kb * C2, C2 * 4, Qw + qb, TQ * 4, P.Dk2 / 32, false,
@@ -428,15 +439,7 @@ void FlashTileKernel<F>::operator()(A) const {
       online::accumulate(B::load_unaligned(l + v * W), B::load_unaligned(al + v * W), sum[v])
           .store_unaligned(l + v * W);
     }
-    if (amx) {  // Ot's rows hold the queries along the lanes: a vertical rescale
-      bool any = false;
-      for (index_t r = 0; r < M; ++r) any = any || al[r] != 1.f;
-      if (any)
-        for (index_t e = 0; e < Dvt; ++e)
-          for (index_t v = 0; v < TQ; v += W)
-            (B::load_unaligned(Ob + e * TQ + v) * B::load_unaligned(al + v))
-                .store_unaligned(Ob + e * TQ + v);
-    } else {
+    if (!amx) {  // (the amx path rescales Ot where it adds this tile's P·V)
       for (index_t r = 0; r < M; ++r) {
         if (al[r] == 1.f) continue;
         const B ab(al[r]);
@@ -453,8 +456,12 @@ void FlashTileKernel<F>::operator()(A) const {
       if (amx) {  // P rounded to bf16 pairs of keys; Ot [Dvt × TQ] += Vᵀ · Pᵀ
         const bool finite = P.v_finite[P.vf_off[item] + static_cast<std::size_t>(t)] != 0;
         const index_t ld = P.ldv[static_cast<std::size_t>(task.seq)];
-        const std::uint16_t* vtp = P.vt.data() + P.vp_off[item] + j0;
+        const std::uint16_t* vtp = P.vt64 + P.vp_off[item] + j0;
         if (is_partial(cls) && !finite) {  // only the visible keys, each row on its own
+          for (index_t e = 0; e < Dvt; ++e)  // Ot's rows hold the queries along the lanes
+            for (index_t v = 0; v < TQ; v += W)
+              (B::load_unaligned(Ob + e * TQ + v) * B::load_unaligned(al + v))
+                  .store_unaligned(Ob + e * TQ + v);
           for (index_t c = 0; c < n; ++c) {
             for (index_t e = 0; e < Dv; ++e) row[e] = to_float(bf16{vtp[e * ld + c]});
             for (index_t r = 0; r < M; ++r) {
@@ -468,10 +475,17 @@ void FlashTileKernel<F>::operator()(A) const {
           std::fill(St + n * TQ, St + n2 * TQ, 0.f);
           for (index_t c = 0; c < n2 / 2; ++c)
             simd::pack_bf16_pairs(St + 2 * c * TQ, St + (2 * c + 1) * TQ, Pw + c * TQ, TQ);
+          // This tile's Vᵀ·Pᵀ into fresh tiles (no tile reloads of Ot, which the vector code
+          // just wrote), then Ot = Ot·α + (Vᵀ·Pᵀ) in one vertical pass.
           for (index_t e0 = 0; e0 < Dvt; e0 += 32)
             for (index_t qb = 0; qb < TQ; qb += 32)
-              simd::amx_block_2x2(vtp + e0 * ld, ld * 2, Pw + qb, TQ * 4, n2 / 32, true,
-                                  Ob + e0 * TQ + qb, TQ);
+              simd::amx_block_2x2(vtp + e0 * ld, ld * 2, Pw + qb, TQ * 4, n2 / 32, false,
+                                  Pt + e0 * TQ + qb, TQ);
+          for (index_t e = 0; e < Dvt; ++e)
+            for (index_t v = 0; v < TQ; v += W)
+              simd::fma(B::load_unaligned(Ob + e * TQ + v), B::load_unaligned(al + v),
+                        B::load_unaligned(Pt + e * TQ + v))
+                  .store_unaligned(Ob + e * TQ + v);
         }
         continue;
       }
@@ -589,9 +603,11 @@ void run_flash(const SoftmaxInputs& in, const SoftmaxOptions& opt, const Fz& fus
       if (!in.g.absent()) g_size += static_cast<std::size_t>(nk);
     }
   }
-  if (amx) {
-    P.kw.resize(kp_size);
-    P.vt.resize(vp_size);
+  if (amx) {  // item blocks are whole cache lines; the bases are aligned to one
+    P.kw.resize(kp_size + 16);
+    P.vt.resize(vp_size + 32);
+    P.kw64 = impl::align64(P.kw.data());
+    P.vt64 = impl::align64(P.vt.data());
     P.v_finite.resize(vf_size);
   } else {
     P.kp.resize(kp_size);
