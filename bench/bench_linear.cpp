@@ -4,6 +4,8 @@
 //   prefill-linear/<preset>/<algo>/T:4096/threads:N   B1 H16 K=V=128, every preset, recurrent and
 //                                                     chunked64; gated_delta_rule also chunked
 //                                                     16/32/128 and all threads
+//   prefill-linear-bf16/<gdn|kda>/chunked64/...       the same with bf16 q, k, v and o, 1 and all
+//                                                     threads (conversion in the kernels)
 //   prefill-long/<preset>/<algo>/T:<T>/threads:1      gated_delta_rule and gla, T = 512 … 65536
 //                                                     (ns_per_head_token should stay flat)
 //   prefill-short/<preset>/parallel/T:512/threads:1   the masked T×T form, for comparison
@@ -134,7 +136,14 @@ void fill(std::vector<float>& x, std::size_t n, float lo, float hi, unsigned see
 struct PrefillData {
   index_t T = 0, T_gk = 0;
   std::vector<float> q, k, v, g, beta, gk, o;
+  std::vector<polyattn::bf16> qb, kb, vb, ob;  // q, k, v rounded to bf16, and a bf16 o
 };
+
+std::vector<polyattn::bf16> to_bf16(const std::vector<float>& x) {
+  std::vector<polyattn::bf16> out(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) out[i] = polyattn::bf16_from(x[i]);
+  return out;
+}
 
 PrefillData& prefill_data(index_t T, bool need_gk) {
   static PrefillData d;
@@ -181,14 +190,23 @@ void with_executor(int threads, F&& f) {
 
 // ---- benchmarks -----------------------------------------------------------------------------
 
+// bf16: q, k, v and o in bf16 (states, gates, beta fp32), converted in the kernels.
 template <class Alg, class Op>
-void bm_prefill(benchmark::State& st, const Op& op, index_t T, int threads) {
+void bm_prefill(benchmark::State& st, const Op& op, index_t T, int threads, bool bf16 = false) {
   const polyattn::LinearOptions opt = op.options();
   PrefillData& d = prefill_data(T, opt.decay == polyattn::Decay::VectorPerToken);
-  const polyattn::LinearInputs in = inputs_for(op, d.q, d.k, d.v, d.g, d.gk, d.beta, 1, T);
+  polyattn::LinearInputs in = inputs_for(op, d.q, d.k, d.v, d.g, d.gk, d.beta, 1, T);
   std::vector<float> ht(static_cast<std::size_t>(kH * kK * kV));
-  const polyattn::LinearOutputs<float> out{.o = polyattn::bthd(d.o.data(), 1, T, kH, kV),
-                                           .final_state = polyattn::bhkv(ht.data(), 1, kH, kK, kV)};
+  polyattn::LinearOutputs<float> out{.o = polyattn::bthd(d.o.data(), 1, T, kH, kV),
+                                     .final_state = polyattn::bhkv(ht.data(), 1, kH, kK, kV)};
+  if (bf16) {
+    if (d.qb.size() < d.q.size()) d.qb = to_bf16(d.q), d.kb = to_bf16(d.k), d.vb = to_bf16(d.v);
+    if (d.ob.size() < d.o.size()) d.ob.assign(d.o.size(), polyattn::bf16{});
+    in.q = polyattn::bthd<const polyattn::bf16>(d.qb.data(), 1, T, kH, kK);
+    in.k = polyattn::bthd<const polyattn::bf16>(d.kb.data(), 1, T, kH, kK);
+    in.v = polyattn::bthd<const polyattn::bf16>(d.vb.data(), 1, T, kH, kV);
+    out.o = polyattn::bthd(d.ob.data(), 1, T, kH, kV);
+  }
   double seconds = 0;
   with_executor(threads, [&](const auto& exec) {
     const pb::LoopTimer timer(threads);
@@ -323,12 +341,14 @@ void for_each_preset(F&& f) {
 }
 
 template <class Alg, class Op>
-void add_prefill(const char* group, const std::string& preset, const Op& op, index_t T,
-                 int threads) {
-  const std::string name = std::string(group) + "/" + preset + "/" + algo_name<Alg>() +
-                           "/T:" + std::to_string(T) + "/threads:" + std::to_string(threads);
+void add_prefill(const char* group, const std::string& preset, const Op& op, index_t T, int threads,
+                 bool bf16 = false) {
+  const std::string name = std::string(group) + (bf16 ? "-bf16" : "") + "/" + preset + "/" +
+                           algo_name<Alg>() + "/T:" + std::to_string(T) +
+                           "/threads:" + std::to_string(threads);
   benchmark::RegisterBenchmark(
-      name.c_str(), [op, T, threads](benchmark::State& st) { bm_prefill<Alg>(st, op, T, threads); })
+      name.c_str(),
+      [op, T, threads, bf16](benchmark::State& st) { bm_prefill<Alg>(st, op, T, threads, bf16); })
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
 }
@@ -360,6 +380,16 @@ void register_all() {
       add_prefill<polyattn::Chunked<64>>("prefill-linear", name, op, 4096, all);
     }
   });
+
+  // prefill-linear-bf16: Gated DeltaNet and KDA chunked with bf16 q, k, v, o.
+  for (const int threads : {1, all}) {
+    if (threads == all && all == 1) continue;
+    add_prefill<polyattn::Chunked<64>>("prefill-linear", "gated_delta_rule",
+                                       polyattn::presets::make_gated_delta_rule(), 4096, threads,
+                                       true);
+    add_prefill<polyattn::Chunked<64>>("prefill-linear", "kda", polyattn::presets::make_kda(), 4096,
+                                       threads, true);
+  }
 
   // prefill-long: the per-token cost over T (inputs are prefixes of one allocation).
   const index_t long_T[] = {512, 2048, 8192, 32768, 65536};
