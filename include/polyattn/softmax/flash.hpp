@@ -114,7 +114,7 @@ struct FlashProblem {
   std::vector<std::uint16_t> vt;
   std::uint32_t* kw64 = nullptr;  // kw / vt from their first 64-byte boundary: tile rows are
   std::uint16_t* vt64 = nullptr;  // whole cache lines (misaligned tiles cost ~1.5x measured)
-  std::vector<index_t> ldv;  // amx: per sequence
+  std::vector<index_t> ldv;       // amx: per sequence
   std::vector<std::uint8_t> v_finite;
   std::vector<std::size_t> vf_off;
   std::vector<std::size_t> kp_off;  // per (sequence, kv head): [seq · HKV + hk]
@@ -319,14 +319,14 @@ void FlashTileKernel<F>::operator()(A) const {
   std::vector<float> buf(
       static_cast<std::size_t>(D * TQ + TK * TQ + Osize + 4 * TQ + std::max(D, Dvp) + 16));
   float* Qt = impl::align64(buf.data());  // [D][TQ] q of the tile, transposed
-  float* St = Qt + D * TQ;   // [TK][TQ]  scores, then probabilities, transposed
-  float* Ob = St + TK * TQ;  // [TQ][Dvp] unnormalised output (amx: Ot [Dvt][TQ])
-  float* Pt = Ob + Dvt * TQ;  // amx: [Dvt][TQ] this key tile's Vᵀ·Pᵀ
-  float* m = Ob + Osize;      // running max per query
-  float* l = m + TQ;         // running sum
-  float* al = l + TQ;        // this tile's rescale factor e^{m_old − m_new}
-  float* gq = al + TQ;       // forgetting bias: G_p − G_ref
-  float* row = gq + TQ;      // one q row (widened) or o row (before rounding)
+  float* St = Qt + D * TQ;                // [TK][TQ]  scores, then probabilities, transposed
+  float* Ob = St + TK * TQ;               // [TQ][Dvp] unnormalised output (amx: Ot [Dvt][TQ])
+  float* Pt = Ob + Dvt * TQ;              // amx: [Dvt][TQ] this key tile's Vᵀ·Pᵀ
+  float* m = Ob + Osize;                  // running max per query
+  float* l = m + TQ;                      // running sum
+  float* al = l + TQ;                     // this tile's rescale factor e^{m_old − m_new}
+  float* gq = al + TQ;                    // forgetting bias: G_p − G_ref
+  float* row = gq + TQ;                   // one q row (widened) or o row (before rounding)
   if (M < TQ) std::fill(Qt, Qt + D * TQ, 0.f);
   // The amx path: q as VNNI pairs of channels [Dk2 / 2][TQ], P as pairs of keys [TK / 2][TQ],
   // both bf16 words.
@@ -457,7 +457,7 @@ void FlashTileKernel<F>::operator()(A) const {
         const bool finite = P.v_finite[P.vf_off[item] + static_cast<std::size_t>(t)] != 0;
         const index_t ld = P.ldv[static_cast<std::size_t>(task.seq)];
         const std::uint16_t* vtp = P.vt64 + P.vp_off[item] + j0;
-        if (is_partial(cls) && !finite) {  // only the visible keys, each row on its own
+        if (is_partial(cls) && !finite) {    // only the visible keys, each row on its own
           for (index_t e = 0; e < Dvt; ++e)  // Ot's rows hold the queries along the lanes
             for (index_t v = 0; v < TQ; v += W)
               (B::load_unaligned(Ob + e * TQ + v) * B::load_unaligned(al + v))
