@@ -48,24 +48,14 @@ class ElementViewBase {
   constexpr index_t size(std::size_t d) const noexcept { return shape_[d]; }
   constexpr index_t stride(std::size_t d) const noexcept { return strides_[d]; }
   constexpr bool absent() const noexcept {
-    if (data_ != nullptr) return false;
-    for (index_t s : shape_)
-      if (s != 0) return false;
-    return true;
+    return data_ == nullptr && detail::all_sizes_zero(shape_);
   }
-  constexpr index_t numel() const noexcept {
-    index_t n = 1;
-    for (index_t s : shape_) n *= s;
-    return n;
-  }
+  constexpr index_t numel() const noexcept { return detail::element_count(shape_); }
   constexpr bool inner_contiguous() const noexcept { return R == 0 || strides_[R - 1] == 1; }
   template <class... I>
     requires(sizeof...(I) == R && (std::is_integral_v<I> && ...))
   constexpr index_t offset(I... idx) const noexcept {
-    const std::array<index_t, R> i{static_cast<index_t>(idx)...};
-    index_t o = 0;
-    for (std::size_t k = 0; k < R; ++k) o += i[k] * strides_[k];
-    return o;
+    return detail::strided_offset(strides_, idx...);
   }
   template <Element T>
   constexpr bool is() const noexcept {

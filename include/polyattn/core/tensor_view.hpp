@@ -21,6 +21,29 @@ namespace polyattn {
 
 using index_t = std::int64_t;
 
+namespace detail {
+// The layout arithmetic shared by TensorView and ElementView (element_view.hpp).
+template <std::size_t R>
+constexpr bool all_sizes_zero(const std::array<index_t, R>& shape) noexcept {
+  for (index_t s : shape)
+    if (s != 0) return false;
+  return true;
+}
+template <std::size_t R>
+constexpr index_t element_count(const std::array<index_t, R>& shape) noexcept {
+  index_t n = 1;
+  for (index_t s : shape) n *= s;
+  return n;
+}
+template <std::size_t R, class... I>
+constexpr index_t strided_offset(const std::array<index_t, R>& strides, I... idx) noexcept {
+  const std::array<index_t, R> i{static_cast<index_t>(idx)...};
+  index_t o = 0;
+  for (std::size_t k = 0; k < R; ++k) o += i[k] * strides[k];
+  return o;
+}
+}  // namespace detail
+
 template <class T, std::size_t Rank>
 class TensorView {
  public:
@@ -53,26 +76,16 @@ class TensorView {
   constexpr index_t stride(std::size_t dim) const noexcept { return strides_[dim]; }
   // True for a default-constructed (absent optional) view: null data, every size 0.
   constexpr bool absent() const noexcept {
-    if (data_ != nullptr) return false;
-    for (index_t s : shape_)
-      if (s != 0) return false;
-    return true;
+    return data_ == nullptr && detail::all_sizes_zero(shape_);
   }
 
-  constexpr index_t numel() const noexcept {
-    index_t n = 1;
-    for (index_t s : shape_) n *= s;
-    return n;
-  }
+  constexpr index_t numel() const noexcept { return detail::element_count(shape_); }
 
   // Offset in elements of an index tuple; no bounds checks (validation happens up front).
   template <class... I>
     requires(sizeof...(I) == Rank && (std::is_integral_v<I> && ...))
   constexpr index_t offset(I... idx) const noexcept {
-    const std::array<index_t, Rank> i{static_cast<index_t>(idx)...};
-    index_t o = 0;
-    for (std::size_t k = 0; k < Rank; ++k) o += i[k] * strides_[k];
-    return o;
+    return detail::strided_offset(strides_, idx...);
   }
   template <class... I>
   constexpr T* ptr(I... idx) const noexcept {
