@@ -37,6 +37,7 @@
 #include "polyattn/core/simd/convert.hpp"
 #include "polyattn/core/simd/dispatch.hpp"
 #include "polyattn/core/simd/gemm.hpp"
+#include "polyattn/core/simd/scratch.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/core/validate.hpp"
 #include "polyattn/softmax/kv_cache.hpp"
@@ -168,7 +169,7 @@ void DecodeSplitKernel<KV>::operator()(A) const {
   if (lo >= j1 && sink_hi <= j0) return;  // nothing visible here
 
   const index_t n = j1 - j0, npad = (n + W - 1) / W * W;
-  std::vector<float> buf(static_cast<std::size_t>(G * Dp + G * npad + npad + 4 * G));
+  const simd::Scratch<float> buf(static_cast<std::size_t>(G * Dp + G * npad + npad + 4 * G));
   float* q = buf.data();
   float* s = q + G * Dp;
   float* gk = s + G * npad;

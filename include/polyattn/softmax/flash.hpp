@@ -43,6 +43,7 @@
 #include "polyattn/core/simd/dispatch.hpp"
 #include "polyattn/core/simd/gemm.hpp"
 #include "polyattn/core/simd/ops.hpp"
+#include "polyattn/core/simd/scratch.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/core/validate.hpp"
 #include "polyattn/softmax/fusion.hpp"
@@ -194,13 +195,6 @@ bool all_finite(const float* x, index_t n) noexcept {
 inline namespace POLYATTN_ISA_NS {
 namespace impl {
 
-// p moved up to the next 64-byte boundary (buffers allocated with 64 bytes to spare).
-template <class T>
-inline T* align64(T* p) noexcept {
-  const auto a = reinterpret_cast<std::uintptr_t>(p);
-  return reinterpret_cast<T*>((a + 63) & ~std::uintptr_t{63});
-}
-
 // The forgetting-gate cumsums (double) of the q heads of kv head hk, for one sequence.
 inline void gate_cumsums(FlashProblem& P, const SeqRange& sq, index_t seq, index_t hk) noexcept {
   const SoftmaxInputs& in = *P.in;
@@ -316,9 +310,9 @@ void FlashTileKernel<F>::operator()(A) const {
   // The amx path keeps O transposed, Ot [Dvt][TQ], so that its tiles hold P·V's columns.
   const index_t Osize = amx ? 2 * Dvt * TQ : TQ * Dvp;  // amx: Ot, then this tile's Vᵀ·Pᵀ
   // Scratch from a 64-byte boundary (the amx tiles load and store whole cache lines).
-  std::vector<float> buf(
+  const simd::Scratch<float> buf(
       static_cast<std::size_t>(D * TQ + TK * TQ + Osize + 4 * TQ + std::max(D, Dvp) + 16));
-  float* Qt = impl::align64(buf.data());  // [D][TQ] q of the tile, transposed
+  float* Qt = simd::align64(buf.data());  // [D][TQ] q of the tile, transposed
   float* St = Qt + D * TQ;                // [TK][TQ]  scores, then probabilities, transposed
   float* Ob = St + TK * TQ;               // [TQ][Dvp] unnormalised output (amx: Ot [Dvt][TQ])
   float* Pt = Ob + Dvt * TQ;              // amx: [Dvt][TQ] this key tile's Vᵀ·Pᵀ
@@ -331,12 +325,12 @@ void FlashTileKernel<F>::operator()(A) const {
   // The amx path: q as VNNI pairs of channels [Dk2 / 2][TQ], P as pairs of keys [TK / 2][TQ],
   // both bf16 words.
   const bool use_bf16 = amx;
-  std::vector<std::uint32_t> words;
+  const simd::Scratch<std::uint32_t> words(
+      use_bf16 ? static_cast<std::size_t>(P.Dk2 / 2 * TQ + TK / 2 * TQ + 16) : 0);
   std::uint32_t* Qw = nullptr;
   std::uint32_t* Pw = nullptr;
   if (use_bf16) {
-    words.assign(static_cast<std::size_t>(P.Dk2 / 2 * TQ + TK / 2 * TQ + 16), 0u);
-    Qw = impl::align64(words.data());
+    Qw = simd::align64(words.data());
     Pw = Qw + P.Dk2 / 2 * TQ;
     const auto q = in.q.as<bf16>();
     for (index_t r = 0; r < M; ++r)
@@ -606,8 +600,8 @@ void run_flash(const SoftmaxInputs& in, const SoftmaxOptions& opt, const Fz& fus
   if (amx) {  // item blocks are whole cache lines; the bases are aligned to one
     P.kw.resize(kp_size + 16);
     P.vt.resize(vp_size + 32);
-    P.kw64 = impl::align64(P.kw.data());
-    P.vt64 = impl::align64(P.vt.data());
+    P.kw64 = simd::align64(P.kw.data());
+    P.vt64 = simd::align64(P.vt.data());
     P.v_finite.resize(vf_size);
   } else {
     P.kp.resize(kp_size);
