@@ -215,6 +215,15 @@ struct TypedOutput {
   }
 };
 
+// --dtype with --algo reference: the oracle's fp32 output rounded once to the type, as the
+// operators' typed output is.
+void round_output(Output& o, Dtype t) {
+  if (t == Dtype::bf16)
+    for (float& x : o.data) x = polyattn::round_to<polyattn::bf16>(x);
+  else if (t == Dtype::f16)
+    for (float& x : o.data) x = polyattn::round_to<polyattn::f16>(x);
+}
+
 // Writes every output under a temporary name in `dir`, then renames them all into place.
 // On any failure the temporaries are removed and nothing named o.npy/ht.npy is left behind.
 void write_outputs(const fs::path& dir, std::vector<Output*> outputs) {
@@ -459,10 +468,7 @@ void run_linear(const Args& a) {
     polyattn::LinearOutputs<float> ref = out;
     ref.o = o.view4();
     polyattn::reference::linear_recurrence<float>(li, opt, ref);
-    if (a.dtype != Dtype::f32)
-      for (float& x : o.data)
-        x = a.dtype == Dtype::bf16 ? polyattn::round_to<polyattn::bf16>(x)
-                                   : polyattn::round_to<polyattn::f16>(x);
+    round_output(o, a.dtype);
   } else {
     li.g_gamma = {};  // retention / lightning_attn: the preset's ConstantDecay carries the gates
     run_linear_fast(a, li, HV, out);
@@ -573,10 +579,7 @@ void run_softmax(const Args& a) {
     ot.widen();
   } else {
     polyattn::reference::softmax_attention<float>(si, opt, o.view4());
-    if (a.dtype != Dtype::f32)
-      for (float& x : o.data)
-        x = a.dtype == Dtype::bf16 ? polyattn::round_to<polyattn::bf16>(x)
-                                   : polyattn::round_to<polyattn::f16>(x);
+    round_output(o, a.dtype);
   }
   write_outputs(a.out, {&o});
 }

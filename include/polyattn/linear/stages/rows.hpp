@@ -40,7 +40,7 @@ template <simd::SimdArch A, class P>
 P advance(P data, index_t rows, index_t stride, Dtype type) noexcept {
   if (data == nullptr) return data;  // absent (e.g. no o in the chunk-parallel first phase)
   using Byte = std::conditional_t<std::is_const_v<std::remove_pointer_t<P>>, const char, char>;
-  return static_cast<Byte*>(data) + rows * stride * (type == Dtype::f32 ? 4 : 2);
+  return static_cast<Byte*>(data) + rows * stride * static_cast<index_t>(element_size(type));
 }
 }  // namespace detail
 
