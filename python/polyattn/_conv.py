@@ -83,7 +83,7 @@ def causal_conv1d_fn(x, weight, bias=None, seq_idx=None, initial_states=None,
     with return_final_states=True). seq_idx is not supported: pass cu_seqlens (B == 1)."""
     if seq_idx is not None:
         raise ValueError("polyattn: argument 'seq_idx': not supported; pass cu_seqlens")
-    fw = A.framework("x", x)
+    A.framework("x", x)
     A.check_ndim("x", x, 3, "[B, D, T]")
     h0 = initial_states
     y, ht = short_conv(_btd(x), weight, bias, h0, return_final_states, activation, cu_seqlens,
