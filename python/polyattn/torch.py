@@ -487,12 +487,22 @@ def _all_cpu(*ts):
     return all(t is None or not isinstance(t, torch.Tensor) or t.device.type == "cpu" for t in ts)
 
 
+class _Unsupported(Exception):
+    """A call the replacement does not cover (e.g. causal-conv1d's seq_idx): the original runs."""
+
+
 def _counted(handle, key, fn, fallback):
     def wrapper(*args, **kwargs):
         if fallback is not None and not _all_cpu(*args, *kwargs.values()):
             return fallback(*args, **kwargs)
+        try:
+            out = fn(*args, **kwargs)
+        except _Unsupported:
+            if fallback is None:
+                raise
+            return fallback(*args, **kwargs)
         handle.calls[key] = handle.calls.get(key, 0) + 1
-        return fn(*args, **kwargs)
+        return out
 
     wrapper.__name__ = getattr(fn, "__name__", key)
     wrapper.__doc__ = fn.__doc__
@@ -545,13 +555,17 @@ def _hf_conv_fn(x=None, weight=None, bias=None, activation=None, seq_idx=None, *
     """transformers' causal_conv1d_fn: x (or hidden_states) [B, C, T] -> y [B, C, T]."""
     if x is None:
         x = kwargs.pop("hidden_states")
-    return causal_conv1d_fn(x, weight, bias, seq_idx=seq_idx, activation=activation)
+    if seq_idx is not None or kwargs.get("initial_states") is not None:
+        raise _Unsupported
+    return causal_conv1d_fn(x, weight, bias, activation=activation)
 
 
 def _hf_conv_update(x=None, conv_state=None, weight=None, bias=None, activation=None, **kwargs):
     """transformers' causal_conv1d_update: updates conv_state [B, C, W] in place."""
     if x is None:
         x = kwargs.pop("hidden_states")
+    if any(kwargs.get(n) is not None for n in ("cache_seqlens", "conv_state_indices")):
+        raise _Unsupported
     if conv_state.dtype != torch.float32:  # the op updates fp32 states; round-trip others
         st = conv_state.float()
         y = causal_conv1d_update(x, st, weight, bias, activation)
