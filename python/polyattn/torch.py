@@ -2,7 +2,7 @@
 implementations, so torch.compile and torch.library.opcheck see them), fla-named wrappers over
 those ops, and ``patch_transformers()``, which makes Hugging Face transformers' Qwen3-Next /
 Qwen3.5 (Gated DeltaNet) and Kimi Linear (KDA) layers use polyattn on CPU instead of their
-plain-PyTorch fallbacks. Needs torch >= 2.4 (torch.library.custom_op).
+plain-PyTorch fallbacks, and Mamba2's mixer (its torch_forward) run its SSD scan on polyattn. Needs torch >= 2.4 (torch.library.custom_op).
 
 Ops (namespace ``polyattn``, all CPU, forward only): chunk_gated_delta_rule,
 fused_recurrent_gated_delta_rule, chunk_kda, fused_recurrent_kda, chunk_gla, chunk_simple_gla,
@@ -607,14 +607,94 @@ _ATTRS = {
 }
 
 
+def _make_mamba2_forward(mod, original, handle):
+    """Mamba2Mixer.torch_forward on polyattn: the in_proj split, the depthwise conv (SiLU) with
+    its cache, then the SSD scan as simple_gla (q = C, k = B with n_groups heads, v = x·dt,
+    g = A·dt, scale 1; the cache's [B, H, head_dim, state] state is polyattn's V-first layout),
+    the D skip, the gated norm and out_proj. Activations other than SiLU go to the original."""
+    F = torch.nn.functional
+    mask_padding = getattr(mod, "apply_mask_to_padding_states", None)
+
+    def torch_forward(self, hidden_states, cache_params=None, attention_mask=None, **kwargs):
+        if self.activation not in ("silu", "swish") or mask_padding is None:
+            raise _Unsupported
+        if cache_params is not None and not all(
+                hasattr(cache_params, a) for a in ("has_previous_state", "layers",
+                                                   "update_conv_state", "update_recurrent_state")):
+            raise _Unsupported  # an older cache protocol
+        Bsz, T, _ = hidden_states.shape
+        dtype = hidden_states.dtype
+        I, G, N, H, P = (self.intermediate_size, self.n_groups, self.ssm_state_size,
+                         self.num_heads, self.head_dim)
+        proj = self.in_proj(mask_padding(hidden_states, attention_mask))
+        d_mlp = (proj.shape[-1] - 2 * I - 2 * G * N - H) // 2
+        _, _, gate, xbc, dt = proj.split([d_mlp, d_mlp, I, self.conv_dim, H], dim=-1)
+        xbc = xbc.transpose(1, 2)  # [B, C, T]
+        w = self.conv1d.weight.squeeze(1)  # [C, W]
+        W = w.shape[-1]
+        layer = self.layer_idx
+        cached = cache_params is not None and cache_params.has_previous_state(layer)
+        if cached and T == 1:
+            window = cache_params.update_conv_state(xbc, layer_idx=layer)  # [B, C, W]
+            y = (window * w).sum(-1)
+            if self.conv1d.bias is not None:
+                y = y + self.conv1d.bias
+            xbc = F.silu(y)[:, None, :]
+        else:
+            h0 = None
+            if cached:
+                prev = cache_params.layers[layer].conv_states  # [B, C, W]
+                h0 = prev[..., prev.shape[-1] - (W - 1):].float()
+                full = torch.cat([prev, xbc], dim=-1)
+            else:
+                full = xbc
+            if cache_params is not None:
+                cache_params.update_conv_state(F.pad(full, (W - full.shape[-1], 0)),
+                                               layer_idx=layer)
+            xbc = causal_conv1d_fn(xbc, w, self.conv1d.bias, initial_states=h0,
+                                   activation="silu").transpose(1, 2)
+        xbc = mask_padding(xbc, attention_mask)
+        x, Bm, Cm = torch.split(xbc, [I, G * N, G * N], dim=-1)
+        dt = F.softplus(dt + self.dt_bias)
+        dt = torch.clamp(dt, self.time_step_limit[0], self.time_step_limit[1]).float()
+        A = -torch.exp(self.A_log.float())
+        x = x.reshape(Bsz, T, H, P).float()
+        h0 = cache_params.layers[layer].recurrent_states.float() if cached else None
+        o, ssm_state = chunk_simple_gla(
+            Cm.reshape(Bsz, T, G, N).float(), Bm.reshape(Bsz, T, G, N).float(),
+            x * dt[..., None], g=A * dt, scale=1.0, initial_state=h0,
+            output_final_state=cache_params is not None, state_v_first=True)
+        y = o + self.D.float()[:, None] * x
+        if cache_params is not None:
+            cache_params.update_recurrent_state(ssm_state, layer_idx=layer)
+        y = self.norm(y.reshape(Bsz, T, H * P), gate)
+        return self.out_proj(y.to(dtype))
+
+    key = "mamba2.Mamba2Mixer.torch_forward"
+
+    def wrapper(self, *args, **kwargs):
+        if self.in_proj.weight.device.type != "cpu":
+            return original(self, *args, **kwargs)
+        try:
+            out = torch_forward(self, *args, **kwargs)
+        except _Unsupported:
+            return original(self, *args, **kwargs)
+        handle.calls[key] = handle.calls.get(key, 0) + 1
+        return out
+
+    wrapper.__wrapped_polyattn__ = True
+    return wrapper
+
+
 def patch_transformers(*models, conv=True):
     """Make transformers' Qwen3-Next / Qwen3.5 (Gated DeltaNet) and Kimi Linear (KDA) layers run
     their linear attention (and, with conv=True, their short convolution) on polyattn when on
     CPU. Replaces the modeling modules' globals (their torch fallbacks and fla / causal-conv1d
     hooks; layers look them up at call time, so models already built are patched too) and, for
     each model passed, the layers' instance attributes of older transformers versions. Tensors
-    on other devices go to the original function. Mamba2 is not patched: its torch_forward
-    inlines the SSD scan with the cache handling, and polyattn has no replacement for it yet.
+    on other devices go to the original function. Mamba2: ``Mamba2Mixer.torch_forward`` (the
+    method its forward takes off CUDA) is replaced by one that runs the convolution and the SSD
+    scan (as simple_gla) on polyattn and keeps transformers' cache protocol.
 
     Returns a PatchHandle: ``.undo()`` (or ``with patch_transformers(): ...``) restores
     everything; ``.names()`` lists what was replaced, ``.calls`` counts polyattn calls."""
@@ -636,6 +716,14 @@ def patch_transformers(*models, conv=True):
             fallback = old if callable(old) else None
             if hasattr(mod, name):
                 handle._set(mod, name, _counted(handle, f"{mod_name}.{name}", fn, fallback))
+    try:
+        m2 = importlib.import_module("transformers.models.mamba2.modeling_mamba2")
+        mixer = getattr(m2, "Mamba2Mixer", None)
+        old = getattr(mixer, "torch_forward", None)
+        if old is not None and not getattr(old, "__wrapped_polyattn__", False):
+            handle._set(mixer, "torch_forward", _make_mamba2_forward(m2, old, handle))
+    except ImportError:
+        pass
     for model in models:
         for sub in model.modules():
             for name, fn in _ATTRS.items():

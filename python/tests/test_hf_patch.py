@@ -33,11 +33,18 @@ def tiny_kimi_linear():
     return transformers.KimiLinearForCausalLM(cfg).eval()
 
 
+def tiny_mamba2():
+    cfg = transformers.Mamba2Config(
+        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_heads=8, head_dim=8, expand=2,
+        n_groups=2, state_size=16, conv_kernel=4, chunk_size=8)
+    return transformers.Mamba2ForCausalLM(cfg).eval()
+
+
 def rel(a, b):
     return float((a - b).float().norm() / b.float().norm())
 
 
-@pytest.mark.parametrize("build", [tiny_qwen3_next, tiny_kimi_linear])
+@pytest.mark.parametrize("build", [tiny_qwen3_next, tiny_kimi_linear, tiny_mamba2])
 def test_patched_model_matches(build):
     torch.manual_seed(0)
     try:
