@@ -44,7 +44,7 @@ def test_torch_in_torch_out_and_bf16():
     qb, kb, vb = (t(x).to(torch.bfloat16) for x in (q, k, v))
     f = [x.float().numpy() for x in (qb, kb, vb)]
     want, _, _ = ref.linear_recurrence(*f, g=g, beta=beta, l2=True)
-    o, _ = pa.chunk_gated_delta_rule(qb, kb, vb, t(g).to(torch.bfloat16).float(), t(beta),
+    o, _ = pa.chunk_gated_delta_rule(qb, kb, vb, t(g), t(beta),
                                      use_qk_l2norm_in_kernel=True)
     assert o.dtype == torch.bfloat16
     assert ref.rrmse(o.float().numpy(), want) < 8e-3
