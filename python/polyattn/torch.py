@@ -456,24 +456,46 @@ class PatchHandle:
     """What patch_transformers() replaced; ``undo()`` restores it. ``calls`` counts the calls
     that went to polyattn per replaced function (a patch that is never called shows 0)."""
 
+    _ABSENT = object()
+
     def __init__(self):
-        self.replaced = []  # (owner, attribute name, previous value)
+        self.replaced = []  # (owner, attribute name or dict key, previous value, kind)
         self.calls = {}
 
     def _set(self, owner, name, value):
-        self.replaced.append((owner, name, getattr(owner, name)))
+        self.replaced.append((owner, name, getattr(owner, name), "attr"))
         setattr(owner, name, value)
+
+    def _set_instance(self, module, name, value):
+        """An instance attribute (shadowing a class attribute or __getattr__ lookup)."""
+        old = vars(module).get(name, self._ABSENT)
+        self.replaced.append((module, name, old, "instance"))
+        object.__setattr__(module, name, value)
+
+    def _set_item(self, mapping, key, value):
+        self.replaced.append((mapping, key, mapping[key], "item"))
+        mapping[key] = value
 
     def names(self):
         out = []
-        for owner, name, _ in self.replaced:
-            label = getattr(owner, "__name__", type(owner).__name__)
-            out.append(f"{label}.{name}")
+        for owner, name, _, kind in self.replaced:
+            if kind == "item":
+                out.append(f"_hidden_kernels[{name!r}]")
+            else:
+                label = getattr(owner, "__name__", type(owner).__name__)
+                out.append(f"{label}.{name}")
         return out
 
     def undo(self):
-        for owner, name, old in reversed(self.replaced):
-            setattr(owner, name, old)
+        for owner, name, old, kind in reversed(self.replaced):
+            if kind == "item":
+                owner[name] = old
+            elif kind == "instance" and old is self._ABSENT:
+                vars(owner).pop(name, None)
+            elif kind == "instance":
+                object.__setattr__(owner, name, old)
+            else:
+                setattr(owner, name, old)
         self.replaced.clear()
 
     def __enter__(self):
@@ -596,7 +618,8 @@ _GLOBALS = {
 _GLOBALS["qwen3_5"] = _GLOBALS["qwen3_next"]
 _GLOBALS["qwen3_5_moe"] = _GLOBALS["qwen3_next"]
 
-# Instance attributes set by the layers' __init__ in transformers before ~5.15.
+# Layer attributes holding these functions: instance attributes set by __init__ (transformers
+# before ~5.15), or attributes the forward reads (self.chunk_kda, ...) in later versions.
 _ATTRS = {
     "chunk_gated_delta_rule": chunk_gated_delta_rule,
     "recurrent_gated_delta_rule": fused_recurrent_gated_delta_rule,
@@ -726,14 +749,33 @@ def patch_transformers(*models, conv=True):
         pass
     for model in models:
         for sub in model.modules():
+            hidden = vars(sub).get("_hidden_kernels")
             for name, fn in _ATTRS.items():
                 if not conv and "conv" in name:
                     continue
-                if name in vars(sub) and not getattr(vars(sub)[name], "__wrapped_polyattn__",
-                                                     False):
-                    old = vars(sub)[name]
-                    handle._set(sub, name, _counted(handle, f"{type(sub).__name__}.{name}", fn,
-                                                    old if callable(old) else None))
+                # an instance attribute (older transformers), a class attribute or one resolved
+                # through __getattr__ (kernel registrations): shadow it on the instance
+                try:
+                    old = getattr(sub, name)
+                except AttributeError:
+                    continue
+                if getattr(old, "__wrapped_polyattn__", False):
+                    continue
+                key = f"{type(sub).__name__}.{name}"
+                handle._set_instance(sub, name, _counted(handle, key, fn,
+                                                         old if callable(old) else None))
+            if isinstance(hidden, dict):  # kernelize()'s registry of the layer's functions
+                for name, old in list(hidden.items()):
+                    base = name.replace("torch_", "").replace("fused_", "")
+                    fn = _GLOBALS["qwen3_next"].get(name) or _GLOBALS["kimi_linear"].get(name) \
+                        or _ATTRS.get(base)
+                    if fn is None or (not conv and "conv" in name):
+                        continue
+                    if getattr(old, "__wrapped_polyattn__", False):
+                        continue
+                    handle._set_item(hidden, name, _counted(
+                        handle, f"{type(sub).__name__}._hidden_kernels.{name}", fn,
+                        old if callable(old) else None))
     return handle
 
 
