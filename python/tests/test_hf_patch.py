@@ -29,7 +29,8 @@ def tiny_kimi_linear():
                             "full_attn_layers": [2], "kda_layers": [1]},
         mlp_layer_types=["dense", "sparse"], kv_lora_rank=16, qk_nope_head_dim=32,
         qk_rope_head_dim=16, v_head_dim=32, q_lora_rank=None, n_routed_experts=8,
-        n_shared_experts=1, num_experts_per_tok=2, n_group=1, topk_group=1)
+        n_shared_experts=1, num_experts_per_tok=2, n_group=1, topk_group=1,
+        moe_intermediate_size=16)
     return transformers.KimiLinearForCausalLM(cfg).eval()
 
 
