@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages polyattn needs, only those that are missing (run as root).
+# Installs what polyattn needs, only what is missing (run as root): Debian packages, then the
+# PyPI packages of the Python module and its tests (Debian packages none of nanobind or
+# ml_dtypes), installed with pip for the python3 on PATH.
 set -euo pipefail
-pkgs=(cmake make g++ libeigen3-dev libxsimd-dev xtl-dev libgtest-dev libbenchmark-dev python3-numpy)
+pkgs=(cmake make g++ libeigen3-dev libxsimd-dev xtl-dev libgtest-dev libbenchmark-dev python3-numpy
+  python3-dev python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -11,4 +14,17 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# PyPI: nanobind (builds the module in the release preset), ml_dtypes (numpy bfloat16) and
+# pytest (the module's tests in ctest). --break-system-packages: Debian marks its python3
+# externally managed (PEP 668); these packages do not replace any Debian package polyattn uses.
+py_missing=()
+for m in nanobind ml_dtypes pytest; do
+  python3 -c "import $m" 2>/dev/null || py_missing+=("$m")
+done
+if ((${#py_missing[@]})); then
+  echo "polyattn: pip installing ${py_missing[*]}"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    --break-system-packages "${py_missing[@]}"
 fi
