@@ -25,6 +25,8 @@
 #include "polyattn/softmax/decode.hpp"
 #include "polyattn/softmax/flash.hpp"
 #include "polyattn/softmax/kv_cache.hpp"
+#include "polyattn/sparse/operator.hpp"
+#include "polyattn/sparse/topk.hpp"
 
 namespace {
 
@@ -200,6 +202,42 @@ TYPED_TEST(SoftmaxPrecision, MaskedNonFiniteValuesDoNotLeak) {
       else
         ASSERT_TRUE(std::isnan(x)) << "query " << i;
     }
+}
+
+// Sparse attention on T inputs: the selector reads q and k widened, so it picks the blocks it
+// picks for the widened fp32 inputs; the output meets T's bound against the reference restricted
+// to that mask, and the T output is the fp32 output rounded once.
+TYPED_TEST(SoftmaxPrecision, SparseSelectsAsWidenedAndMatchesReference) {
+  using T = TypeParam;
+  const Case c{.B = 1, .T = 300, .S = 300, .HQ = 2, .HKV = 1, .D = 64, .Dv = 32, .causal = true};
+  const Data d(c, 31);
+  const auto q = to_elements<T>(d.q), k = to_elements<T>(d.k), v = to_elements<T>(d.v);
+  const auto qf = widened(q), kf = widened(k), vf = widened(v);
+  const sparse::TopKSelector sel{.block = 32, .top_k = 2};
+  BlockMask mask_t, mask_f;
+  std::vector<float> of(d.out_size(), -7.f);
+  sparse::sparse_attention(sel, d.inputs(qf, kf, vf), d.options(),
+                           bthd(of.data(), c.B, c.T, c.HQ, c.Dv), mask_f);
+  std::vector<T> ot(d.out_size(), from_float<T>(-7.f));
+  sparse::sparse_attention(sel, d.inputs(q, k, v), d.options(),
+                           bthd(ot.data(), c.B, c.T, c.HQ, c.Dv), mask_t, ThreadPool(2));
+  ASSERT_EQ(mask_t.bytes().size(), mask_f.bytes().size());
+  EXPECT_TRUE(std::equal(mask_t.bytes().begin(), mask_t.bytes().end(), mask_f.bytes().begin()));
+  index_t kept = 0;
+  for (const auto b : mask_f.bytes()) kept += b;
+  EXPECT_LT(kept, static_cast<index_t>(mask_f.bytes().size()));  // the mask does drop blocks
+
+  SoftmaxOptions with_mask = d.options();
+  with_mask.block_mask = &mask_f;
+  const std::vector<double> want = reference(d.inputs(qf, kf, vf), with_mask);
+  const std::vector<float> otf = widened(ot);
+  EXPECT_LT(rel_rmse(otf, want), bound_for<T>());
+  std::vector<float> ot32(d.out_size(), -7.f);  // T inputs, fp32 output: same kernel path as ot
+  BlockMask mask_t32;
+  sparse::sparse_attention(sel, d.inputs(q, k, v), d.options(),
+                           bthd(ot32.data(), c.B, c.T, c.HQ, c.Dv), mask_t32);
+  for (std::size_t i = 0; i < ot32.size(); ++i)
+    ASSERT_EQ(otf[i], round_to<T>(ot32[i])) << "element " << i;
 }
 
 // Head-first (strided) bf16 / fp16 inputs and a strided output take the element-wise paths.

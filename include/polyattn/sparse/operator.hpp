@@ -11,13 +11,17 @@
 // The overload with `mask` writes the selection into the caller's BlockMask (reshaped only when
 // its shape or block size differ), so a loop of calls — a decode loop of one-query calls against
 // a growing key set, say — reuses its storage; the mask is left for inspection afterwards.
-// Everything (in, opt, o, the selector's parameters) is validated before `mask` or `o` is written;
+// q, k, v and o take any element type flash_attention takes (fp32, bf16, fp16; §9.7): the selectors
+// read q and k widened to fp32, so a bf16 call selects the blocks the fp32 call on the widened
+// values selects. Everything (in, opt, o, the selector's parameters) is validated before `mask` or
+// `o` is written;
 // opt.block_mask must be null (the selector provides the mask). Errors are polyattn::Error naming
 // the argument.
 #pragma once
 
 #include "polyattn/args/softmax.hpp"
 #include "polyattn/core/block_mask.hpp"
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/executor.hpp"
 #include "polyattn/core/tensor_view.hpp"
@@ -38,7 +42,7 @@ void run_selector(const S& selector, const SoftmaxInputs& in, const SoftmaxOptio
 
 template <BlockSelector S, Executor E = Serial>
 void sparse_attention(const S& selector, const SoftmaxInputs& in, const SoftmaxOptions& opt,
-                      View4<float> o, BlockMask& mask, const E& exec = E{}) {
+                      MutEView4 o, BlockMask& mask, const E& exec = E{}) {
   if (opt.block_mask != nullptr)
     throw Error("block_mask",
                 "must be null: sparse_attention takes the block mask from its selector");
@@ -52,7 +56,7 @@ void sparse_attention(const S& selector, const SoftmaxInputs& in, const SoftmaxO
 
 template <BlockSelector S, Executor E = Serial>
 void sparse_attention(const S& selector, const SoftmaxInputs& in, const SoftmaxOptions& opt,
-                      View4<float> o, const E& exec = E{}) {
+                      MutEView4 o, const E& exec = E{}) {
   BlockMask mask;
   sparse_attention(selector, in, opt, o, mask, exec);
 }
