@@ -52,21 +52,23 @@ struct DecodeCase {
   }
 };
 
-// Per-sequence tokens (sequences may have different lengths) and one query per sequence.
+// Per-sequence tokens (sequences may have different lengths) and the queries of the last Tq
+// tokens of each sequence (Tq = 1: plain decode).
 struct DecodeData {
-  index_t B, HQ, HKV, D, Dv;
+  index_t B, HQ, HKV, D, Dv, Tq;
   std::vector<index_t> lens;
   DecodeCase c;
   std::vector<std::vector<float>> k, v, g;  // per sequence: [1, L, HKV, D] etc.
-  std::vector<float> q, slopes, sink;       // q [B, 1, HQ, D]
+  std::vector<float> q, slopes, sink;       // q [B, Tq, HQ, D]
 
   DecodeData(std::vector<index_t> lengths, index_t hq, index_t hkv, index_t d, index_t dv,
-             const DecodeCase& cs, std::uint64_t seed)
+             const DecodeCase& cs, std::uint64_t seed, index_t tq = 1)
       : B(static_cast<index_t>(lengths.size())),
         HQ(hq),
         HKV(hkv),
         D(d),
         Dv(dv),
+        Tq(tq),
         lens(std::move(lengths)),
         c(cs) {
     const auto n = [](auto... x) { return static_cast<std::size_t>((x * ...)); };
@@ -77,7 +79,7 @@ struct DecodeData {
       g.push_back(random_vector(n(L, HQ), seed + 10 * b + 3, -0.2f, -0.001f));
       for (auto& x : g.back()) x = static_cast<float>(x / c.gate_div);
     }
-    q = random_vector(n(B, HQ, D), seed + 4);
+    q = random_vector(n(B, Tq, HQ, D), seed + 4);
     for (index_t h = 0; h < HQ; ++h)
       slopes.push_back(std::exp2(-8.f * static_cast<float>(h + 1) / static_cast<float>(HQ)));
     sink = random_vector(n(HQ), seed + 5, -2.f, 4.f);
@@ -86,8 +88,9 @@ struct DecodeData {
   std::string str() const {
     std::string s = "B" + std::to_string(B) + " L";
     for (index_t L : lens) s += std::to_string(L) + ",";
-    return s + " HQ" + std::to_string(HQ) + " HKV" + std::to_string(HKV) + " D" +
-           std::to_string(D) + " Dv" + std::to_string(Dv) + " " + c.str();
+    return s + " Tq" + std::to_string(Tq) + " HQ" + std::to_string(HQ) + " HKV" +
+           std::to_string(HKV) + " D" + std::to_string(D) + " Dv" + std::to_string(Dv) + " " +
+           c.str();
   }
 
   // Tokens [t0, t0 + n) of sequence b as [1, n, ...] views.
@@ -123,7 +126,7 @@ struct DecodeData {
 
   DecodeInputs inputs() const {
     DecodeInputs in;
-    in.q = bthd(q.data(), B, 1, HQ, D);
+    in.q = bthd(q.data(), B, Tq, HQ, D);
     if (c.alibi) in.alibi_slopes = View1<const float>::contiguous(slopes.data(), {HQ});
     if (c.sink) in.sink = View1<const float>::contiguous(sink.data(), {HQ});
     return in;
@@ -131,25 +134,26 @@ struct DecodeData {
 
   template <class E = Serial>
   std::vector<float> decode(const KVCache& kv, const E& exec = E{}) const {
-    std::vector<float> o(static_cast<std::size_t>(B * HQ * Dv), test::kSentinel);
-    softmax::flash_decode(inputs(), kv, c.options(), bthd(o.data(), B, 1, HQ, Dv), exec);
+    std::vector<float> o(static_cast<std::size_t>(B * Tq * HQ * Dv), test::kSentinel);
+    softmax::flash_decode(inputs(), kv, c.options(), bthd(o.data(), B, Tq, HQ, Dv), exec);
     return o;
   }
 
-  // The reference: per sequence, a causal call with T = 1 query (at key position L − 1).
+  // The reference: per sequence, a causal call with Tq queries (at key positions L − Tq ...).
   std::vector<double> reference() const {
-    std::vector<double> o(static_cast<std::size_t>(B * HQ * Dv));
+    std::vector<double> o(static_cast<std::size_t>(B * Tq * HQ * Dv));
     for (index_t b = 0; b < B; ++b) {
       const index_t L = lens[static_cast<std::size_t>(b)];
       SoftmaxInputs in;
-      in.q = bthd(q.data() + b * HQ * D, 1, 1, HQ, D);
+      in.q = bthd(q.data() + b * Tq * HQ * D, 1, Tq, HQ, D);
       in.k = k_of(b, 0, L);
       in.v = v_of(b, 0, L);
       in.g = g_of(b, 0, L);
       const DecodeInputs di = inputs();
       in.alibi_slopes = di.alibi_slopes;
       in.sink = di.sink;
-      reference::softmax_attention(in, c.options(), bthd(o.data() + b * HQ * Dv, 1, 1, HQ, Dv));
+      reference::softmax_attention(in, c.options(),
+                                   bthd(o.data() + b * Tq * HQ * Dv, 1, Tq, HQ, Dv));
     }
     return o;
   }
@@ -199,6 +203,76 @@ TEST(SoftmaxDecode, MatchesLastRowOfCausalPrefill) {
         DecodeData data(lens, h.HQ, h.HKV, D, Dv, c, seed++);
         expect_decode_matches_reference(data);
       }
+}
+
+// T > 1 queries (speculative verify, chunked prefill from the cache): the last T rows of the
+// causal prefill, for every case × head layout, T within one work item's row chunk and across
+// several chunks (64 rows: 16 tokens at 4 query heads per kv head), and across key splits.
+TEST(SoftmaxDecode, MultiTokenMatchesLastRowsOfCausalPrefill) {
+  struct Shape {
+    std::vector<index_t> lens;
+    index_t T;
+  };
+  const Shape shapes[] = {{{8, 8}, 8}, {{100, 40}, 3}, {{100, 40}, 33}, {{1100, 1030}, 70}};
+  std::uint64_t seed = 200;
+  std::size_t i = 0;
+  for (const DecodeCase& c : kCases)
+    for (const Heads h : kHeads)
+      for (const Shape& sh : shapes) {
+        const auto dims = test::kDims[i++ % std::size(test::kDims)];
+        const index_t D = sh.lens[0] > 1000 ? 32 : dims.D, Dv = sh.lens[0] > 1000 ? 24 : dims.Dv;
+        DecodeData data(sh.lens, h.HQ, h.HKV, D, Dv, c, seed++, sh.T);
+        expect_decode_matches_reference(data);
+        expect_decode_matches_reference(data, 16);  // paged
+      }
+}
+
+// A NaN value of key L − 3 reaches only the queries that see that key (the last three of T = 8),
+// also through the rows that share its key block with queries that do not see it.
+TEST(SoftmaxDecode, MultiTokenNaNValueReachesOnlyLaterQueries) {
+  DecodeData data({200, 150}, 4, 1, 32, 16, {.window = 50, .sink_tokens = 2}, 210, 8);
+  const index_t L = 200, bad = L - 3;
+  data.v[0][static_cast<std::size_t>(bad * data.Dv + 5)] = NAN;
+  const auto kv = data.cache(0);
+  const auto o = data.decode(*kv);
+  for (index_t t = 0; t < data.Tq; ++t)
+    for (index_t h = 0; h < data.HQ; ++h)
+      for (index_t e = 0; e < data.Dv; ++e) {
+        const float x =
+            o[static_cast<std::size_t>(((0 * data.Tq + t) * data.HQ + h) * data.Dv + e)];
+        if (L - data.Tq + t >= bad && e == 5)
+          ASSERT_TRUE(std::isnan(x)) << "t " << t;
+        else
+          ASSERT_TRUE(std::isfinite(x)) << "t " << t << " h " << h << " e " << e;
+      }
+}
+
+// T queries at once equal T single-token decodes of a cache grown one token at a time, and the
+// bits do not depend on the thread count.
+TEST(SoftmaxDecode, MultiTokenEqualsTokenByTokenAndAnyThreadCount) {
+  const index_t T = 20;
+  DecodeData all({1500, 900}, 8, 2, 32, 24, {.softcap = 5.0, .gate = true}, 220, T);
+  const auto kv = all.cache(0);
+  const auto serial = all.decode(*kv);
+  expect_same_bits(serial, all.decode(*kv, ThreadPool(3)), "threads");
+  EXPECT_LT(rel_rmse(serial, all.reference()), kRelRmseBound);
+  for (index_t t = 0; t < T; ++t) {
+    std::vector<index_t> lens;
+    for (const index_t L : all.lens) lens.push_back(L - T + t + 1);
+    DecodeData one(lens, all.HQ, all.HKV, all.D, all.Dv, all.c, 220);
+    one.k = all.k;  // same tokens; the cache below holds only the first L − T + t + 1
+    one.v = all.v;
+    one.g = all.g;
+    for (index_t b = 0; b < all.B; ++b)
+      std::copy_n(all.q.begin() + ((b * T + t) * all.HQ) * all.D, all.HQ * all.D,
+                  one.q.begin() + b * all.HQ * all.D);
+    const auto o1 = one.decode(*one.cache(0));
+    for (index_t b = 0; b < all.B; ++b)
+      for (index_t i = 0; i < all.HQ * all.Dv; ++i)
+        ASSERT_EQ(o1[static_cast<std::size_t>(b * all.HQ * all.Dv + i)],
+                  serial[static_cast<std::size_t>((b * T + t) * all.HQ * all.Dv + i)])
+            << "t " << t << " b " << b << " i " << i;
+  }
 }
 
 TEST(SoftmaxDecode, ExtremeGates) {
@@ -501,7 +575,7 @@ TEST(SoftmaxDecode, BadDecodeArgumentsLeaveOutputUntouched) {
   const auto kv = data.cache(0);
   const DecodeInputs good = data.inputs();
   const SoftmaxOptions opt = data.c.options();
-  std::vector<float> o(128);  // room for every (bad) output view below
+  std::vector<float> o(512);  // room for every (bad) output view below
   const std::vector<float> big = random_vector(1024, 3);
   auto check = [&](const DecodeInputs& in, const SoftmaxOptions& op, const KVCache& cache,
                    const std::string& arg, std::function<View4<float>()> out = {}) {
@@ -522,8 +596,12 @@ TEST(SoftmaxDecode, BadDecodeArgumentsLeaveOutputUntouched) {
   DecodeInputs in = good;
   in.q = {};
   check(in, opt, *kv, "q");
-  in.q = bthd(big.data(), 2, 2, 4, 8);  // two queries
-  check(in, opt, *kv, "q");
+  in.q = bthd(big.data(), 2, 2, 4, 8);  // two queries, an output for one
+  check(in, opt, *kv, "o");
+  in.q = bthd(big.data(), 2, 10, 4, 8);  // ten queries: sequence 1 holds only 9 tokens
+  check(in, opt, *kv, "cache", [&] { return bthd(o.data(), 2, 10, 4, 6); });
+  in.q = bthd(big.data(), 2, 0, 4, 8);  // no query
+  check(in, opt, *kv, "q", [&] { return bthd(o.data(), 2, 0, 4, 6); });
   in.q = bthd(big.data(), 2, 1, 4, 7);
   check(in, opt, *kv, "q");
   in.q = bthd(big.data(), 1, 1, 4, 8);  // batch of the cache is 2

@@ -368,7 +368,19 @@ TEST_P(DecodePrecision, MatchesReferenceOnStoredValues) {
     softmax::flash_decode(din, cache, opt, bthd(ob.data(), B, 1, HQ, Dv));
     for (std::size_t i = 0; i < o.size(); ++i) ASSERT_EQ(ob[i], bf16_from(o[i])) << i;
 
+    // The last Tv tokens at once (speculative verify): the last Tv rows of the causal prefill.
+    const index_t Tv = 9;
+    const auto qv9 = to_elements<bf16>(random_vector(static_cast<std::size_t>(B * Tv * HQ * D), 4));
+    const auto qf9 = widened(qv9);
+    rin.q = bthd(qf9.data(), B, Tv, HQ, D);
+    const std::vector<double> want9 = reference(rin, ref_opt);
+    std::vector<float> o9(static_cast<std::size_t>(B * Tv * HQ * Dv));
+    din.q = bthd(qv9.data(), B, Tv, HQ, D);
+    softmax::flash_decode(din, cache, opt, bthd(o9.data(), B, Tv, HQ, Dv), ThreadPool(2));
+    EXPECT_LT(rel_rmse(o9, want9), fp32_bound) << dtype_name(dc.cache) << " T " << Tv;
+
     if (dc.cache == Dtype::i8) {  // SPEC §8: int8 cache against the unquantised inputs
+      rin.q = bthd(qf.data(), B, 1, HQ, D);
       rin.k = bthd(kin.data(), B, S, HKV, D);
       rin.v = bthd(vin.data(), B, S, HKV, Dv);
       EXPECT_LT(rel_rmse(o, reference(rin, ref_opt)), 3e-2) << "window " << opt.window;

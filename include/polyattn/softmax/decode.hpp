@@ -1,13 +1,15 @@
-// polyattn/softmax/decode.hpp — softmax attention of one new query per sequence against a
-// KVCache (decode), split over the cache length.
+// polyattn/softmax/decode.hpp — softmax attention of the last T tokens of each sequence against
+// a KVCache that already holds them (decode: T = 1; speculative verify and chunked prefill from
+// the cache: T > 1), split over the cache length.
 //
-// The query of sequence b sits at the position of its last cached key, p = len_b − 1, so the
-// result equals the last row of a causal prefill over the same tokens (docs/conventions.md §5):
-// keys j ≤ p, window p − w < j, sink tokens, softcap, ALiBi, forgetting bias G_p − G_j (cache with
-// gate_heads == HQ) and the per-head sink logit in the denominator.
-// Work items are (sequence, kv head, split of kSplitKeys keys): each computes, for the
-// HQ/HKV query heads of its kv head, the split's running max m, sum l and unnormalised output
-// O = Σ e^{s_j − m} v_j; a merge per (sequence, query head) then forms
+// Query t of sequence b sits at the position of its own cached key, p_t = len_b − T + t, so the
+// result equals the last T rows of a causal prefill over the same tokens (docs/conventions.md §5):
+// keys j ≤ p_t, window p_t − w < j, sink tokens, softcap, ALiBi, forgetting bias G_p − G_j (cache
+// with gate_heads == HQ) and the per-head sink logit in the denominator.
+// Work items are (sequence, kv head, split of kSplitKeys keys, chunk of query tokens): each
+// computes, for the tokens of its chunk × the HQ/HKV query heads of its kv head (at most
+// kDecodeRows rows, unless one token's heads are more), the split's running max m, sum l and
+// unnormalised output O = Σ e^{s_j − m} v_j; a merge per (sequence, token, query head) then forms
 //   M = max_s m_s,  o = Σ_s e^{m_s − M} O_s / (Σ_s e^{m_s − M} l_s [+ e^{sink − M}])
 // in split order (online_softmax.hpp: the k-way merge, the sink logit being one more partial
 // (sink, 1) with a zero output), and optionally the row's log-sum-exp
@@ -48,9 +50,10 @@
 namespace polyattn::softmax {
 
 inline constexpr index_t kSplitKeys = 1024;  // keys per decode work item
+inline constexpr index_t kDecodeRows = 64;   // query rows (tokens × heads) per decode work item
 
 struct DecodeInputs {
-  ElementView<4> q;                 // [B, 1, HQ, D], fp32, bf16 or fp16
+  ElementView<4> q;                 // [B, T, HQ, D], fp32, bf16 or fp16: the last T tokens
   View1<const float> alibi_slopes;  // optional [HQ]
   View1<const float> sink;          // optional per-head sink logit [HQ]
 };
@@ -59,17 +62,19 @@ struct DecodeProblem {
   const DecodeInputs* in = nullptr;
   const KVCache* cache = nullptr;
   const SoftmaxOptions* opt = nullptr;
-  index_t HQ = 0, group = 1, splits = 0;  // splits per sequence (of the longest one)
+  index_t HQ = 0, T = 1, group = 1, splits = 0;  // splits per sequence (of the longest one)
   float scale = 1.f;
-  // Per (b, h, split): m, l and O [Dvp].
+  // Per (b, h, t, split): m, l and O [Dvp].
   std::vector<float> m, l, O;
 };
 
-// One (sequence, kv head, split) over a cache whose elements are KV (float, bf16, f16, int8).
+// One (sequence, kv head, split, query tokens [t0, t1)) over a cache whose elements are KV
+// (float, bf16, f16, int8).
 template <class KV>
 struct DecodeSplitKernel {
-  DecodeProblem* problem;  // writes its own (b, h, split) slots of m, l, O
+  DecodeProblem* problem;  // writes its own (b, h, t, split) slots of m, l, O
   index_t b, hk, split;
+  index_t t0 = 0, t1 = 1;
   template <simd::SimdArch A>
   void operator()(A) const;
 };
@@ -129,8 +134,9 @@ inline void prefetch_bytes(const void* p, index_t bytes) noexcept {
 #endif
 }
 
-// Whether key j may be seen by the decode query at p (causality holds by construction).
+// Whether key j may be seen by the query at position p.
 inline bool decode_visible(const SoftmaxOptions& opt, index_t p, index_t j) noexcept {
+  if (j > p) return false;
   if (j < opt.sink_tokens) return true;
   return opt.window == 0 || j > p - opt.window;
 }
@@ -146,44 +152,53 @@ void DecodeSplitKernel<KV>::operator()(A) const {
   DecodeProblem& P = *problem;
   const KVCache& C = *P.cache;
   const SoftmaxOptions& opt = *P.opt;
-  const index_t len = C.unchecked_length(b), p = len - 1, G = P.group;
+  const index_t len = C.unchecked_length(b), T = P.T, G = P.group;
+  const index_t R = (t1 - t0) * G;  // rows: token-major, then the kv head's query heads
+  const index_t p_lo = len - T + t0, p_hi = len - T + t1 - 1;  // the first and last query's p
   const index_t Dp = C.key_stride(), Dvp = C.value_stride(), D = C.head_dim();
   const float ninf = -std::numeric_limits<float>::infinity();
-  const std::size_t slot0 = static_cast<std::size_t>((b * P.HQ + hk * G) * P.splits + split);
   const index_t j0 = split * kSplitKeys, j1 = std::min(len, j0 + kSplitKeys);
+  // Row r: token t = t0 + r / G at position p_t, query head h = hk·G + r % G, its partial slot.
+  const auto token_of = [&](index_t r) { return t0 + r / G; };
+  const auto slot_of = [&](index_t r) {
+    return static_cast<std::size_t>(((b * P.HQ + hk * G + r % G) * T + token_of(r)) * P.splits +
+                                    split);
+  };
   float* m_out = P.m.data();
   float* l_out = P.l.data();
-  float* O_out = P.O.data();
-  for (index_t g = 0; g < G; ++g) {
-    const std::size_t slot = slot0 + static_cast<std::size_t>(g * P.splits);
+  const simd::Scratch<float*> orow(static_cast<std::size_t>(R));  // row r's O [Dvp]
+  for (index_t r = 0; r < R; ++r) {
+    const std::size_t slot = slot_of(r);
     m_out[slot] = ninf;
     l_out[slot] = 0.f;
-    std::fill(O_out + slot * static_cast<std::size_t>(Dvp),
-              O_out + (slot + 1) * static_cast<std::size_t>(Dvp), 0.f);
+    orow.data()[r] = P.O.data() + slot * static_cast<std::size_t>(Dvp);
+    std::fill(orow.data()[r], orow.data()[r] + Dvp, 0.f);
   }
   if (j0 >= j1) return;
-  // Visible keys of this split: [lo, j1) plus sink keys below lo.
-  const index_t win_lo = opt.window > 0 ? std::max<index_t>(0, p - opt.window + 1) : 0;
+  // Keys some row of this item sees: [lo, jhi) plus sink keys below lo (the first query has the
+  // lowest window edge, the last one the highest key).
+  const index_t jhi = std::min(j1, p_hi + 1);
+  const index_t win_lo = opt.window > 0 ? std::max<index_t>(0, p_lo - opt.window + 1) : 0;
   const index_t lo = std::max(j0, win_lo);
-  const index_t sink_hi = std::min(j1, std::min(opt.sink_tokens, lo));
-  if (lo >= j1 && sink_hi <= j0) return;  // nothing visible here
+  const index_t sink_hi = std::min(jhi, std::min(opt.sink_tokens, lo));
+  if (lo >= jhi && sink_hi <= j0) return;  // nothing visible here
 
   const index_t n = j1 - j0, npad = (n + W - 1) / W * W;
-  const simd::Scratch<float> buf(static_cast<std::size_t>(G * Dp + G * npad + npad + 4 * G));
+  const simd::Scratch<float> buf(static_cast<std::size_t>(R * Dp + R * npad + npad + 4 * R));
   float* q = buf.data();
-  float* s = q + G * Dp;
-  float* gk = s + G * npad;
-  float* pw = gk + npad;  // weights of the keys in flight, [G][4]
-  for (index_t g = 0; g < G; ++g) {
-    const index_t h = hk * G + g;
-    for (index_t e = 0; e < Dp; ++e) q[g * Dp + e] = e < D ? P.in->q(b, 0, h, e) * P.scale : 0.f;
+  float* s = q + R * Dp;
+  float* gk = s + R * npad;
+  float* pw = gk + npad;  // weights of the keys in flight, [R][4]
+  for (index_t r = 0; r < R; ++r) {
+    const index_t t = token_of(r), h = hk * G + r % G;
+    for (index_t e = 0; e < Dp; ++e) q[r * Dp + e] = e < D ? P.in->q(b, t, h, e) * P.scale : 0.f;
   }
   constexpr index_t kKeyBytes = static_cast<index_t>(sizeof(KV));
   constexpr bool quantised = std::is_same_v<KV, std::int8_t>;
 
   // Only the visible key ranges of the split are read: sink keys [j0, sink_hi) and the window
-  // [max(j0, lo), j1) (keys outside them may have been dropped from a paged cache).
-  const index_t ranges[2][2] = {{j0, sink_hi}, {std::max(j0, lo), j1}};
+  // [max(j0, lo), jhi) (keys outside them may have been dropped from a paged cache).
+  const index_t ranges[2][2] = {{j0, sink_hi}, {std::max(j0, lo), jhi}};
   const auto for_visible = [&](auto&& f) {
     for (const auto& rg : ranges)
       for (index_t j = rg[0]; j < rg[1];) {
@@ -194,9 +209,9 @@ void DecodeSplitKernel<KV>::operator()(A) const {
       }
   };
 
-  // Scores s[g][j − j0] for the visible keys (the others are 0 here, −inf after the modifiers),
-  // in register blocks of up to 4 heads × 4 keys (2 keys on 16-register ISAs): each loaded
-  // q and k vector feeds several dot products.
+  // Scores s[r][j − j0] for the keys in the ranges (the others are masked to −inf below), in
+  // register blocks of up to 4 rows × 4 keys (2 keys on 16-register ISAs): each loaded q and k
+  // vector feeds several dot products.
   constexpr index_t KQ = simd::ArchTraits<A>::vector_registers >= 32 ? 4 : 2;
   for_visible([&](const KVCache::Run& r, index_t j, index_t cnt) {
     for (index_t t = 0; t < cnt; t += KQ) {
@@ -205,8 +220,8 @@ void DecodeSplitKernel<KV>::operator()(A) const {
       if (t + detail::kPrefetchRows + KQ <= cnt)
         impl::prefetch_bytes(keys + (t + detail::kPrefetchRows) * Dp, KQ * Dp * kKeyBytes);
       float* out = s + (j + t - j0);
-      for (index_t g = 0; g < G;) {
-        const index_t gb = G - g >= 4 ? 4 : (G - g >= 2 ? 2 : 1);
+      for (index_t g = 0; g < R;) {
+        const index_t gb = R - g >= 4 ? 4 : (R - g >= 2 ? 2 : 1);
         const float* qg = q + g * Dp;
         const KV* kr = keys + t * Dp;
         if (kq == KQ) {
@@ -225,7 +240,7 @@ void DecodeSplitKernel<KV>::operator()(A) const {
         g += gb;
       }
       if constexpr (quantised)  // s = scale_j · (q · k_int8)
-        for (index_t g = 0; g < G; ++g)
+        for (index_t g = 0; g < R; ++g)
           for (index_t u = 0; u < kq; ++u) out[g * npad + u] *= r.k_scale[t + u];
     }
   });
@@ -234,10 +249,9 @@ void DecodeSplitKernel<KV>::operator()(A) const {
   mods.softcap = static_cast<float>(opt.softcap);
   mods.forget = C.gate_heads() > 0;
   const bool alibi = !P.in->alibi_slopes.absent();
-  for (index_t g = 0; g < G; ++g) {
-    const index_t h = hk * G + g;
-    float* srow = s + g * npad;
-    for (index_t c = n; c < npad; ++c) srow[c] = ninf;
+  for (index_t r = 0; r < R; ++r) {
+    const index_t h = hk * G + r % G, p = len - T + token_of(r);
+    float* srow = s + r * npad;
     double g_ref = 0.0;
     if (mods.forget) {
       g_ref = C.unchecked_gate_cumsum(b, h, p);
@@ -256,7 +270,7 @@ void DecodeSplitKernel<KV>::operator()(A) const {
     Bt mx(ninf);
     for (index_t c = 0; c < npad; c += W) mx = simd::max_nan(mx, Bt::load_unaligned(srow + c));
     const float mval = simd::reduce_max(mx);
-    const std::size_t slot = slot0 + static_cast<std::size_t>(g * P.splits);
+    const std::size_t slot = slot_of(r);
     m_out[slot] = mval;
     if (mval == ninf) {
       std::fill(srow, srow + npad, 0.f);
@@ -272,9 +286,14 @@ void DecodeSplitKernel<KV>::operator()(A) const {
     l_out[slot] = simd::reduce_add(sum);
   }
 
-  // O_g += Σ_j p_gj v_j, keys in order (four at a time) so that V streams through memory once,
+  // O_r += Σ_j p_rj v_j, keys in order (four at a time) so that V streams through memory once,
   // sequentially (a GEMM's column panels would walk the rows of V once per panel); each V vector
-  // feeds all G heads and each O vector is loaded and stored once per four keys.
+  // feeds all R rows and each O vector is loaded and stored once per four keys. A block that
+  // some row does not fully see (near the diagonal of T > 1, or at a window's edge) adds, per
+  // row, only the keys that row sees: a weight of 0 times a non-finite value would be NaN.
+  const auto seen_by_all = [&](index_t j) {
+    return impl::decode_visible(opt, p_lo, j) && impl::decode_visible(opt, p_hi, j);
+  };
   constexpr index_t KB = 4;
   for_visible([&](const KVCache::Run& r, index_t j, index_t cnt) {
     for (index_t t = 0; t < cnt; t += KB) {
@@ -284,7 +303,7 @@ void DecodeSplitKernel<KV>::operator()(A) const {
       for (index_t u = 0; u < KB; ++u) vrow[u] = values + (t + std::min(u, kb - 1)) * Dvp;
       if (t + detail::kPrefetchRows + KB <= cnt)
         impl::prefetch_bytes(values + (t + detail::kPrefetchRows) * Dvp, KB * Dvp * kKeyBytes);
-      for (index_t g = 0; g < G; ++g) {
+      for (index_t g = 0; g < R; ++g) {
         float* pg = s + g * npad + (j + t - j0);
         // Padding lanes of a short group reuse the last row with weight 0; an int8 row's
         // scale folds into its weight.
@@ -292,16 +311,30 @@ void DecodeSplitKernel<KV>::operator()(A) const {
         for (index_t u = 0; u < kb; ++u)
           pw[g * KB + u] = quantised ? pg[u] * r.v_scale[t + u] : pg[u];
       }
+      bool full = true;
+      for (index_t u = 0; u < kb; ++u) full = full && seen_by_all(j + t + u);
+      if (!full) {
+        for (index_t g = 0; g < R; ++g) {
+          const index_t p = len - T + token_of(g);
+          float* Og = orow.data()[g];
+          for (index_t u = 0; u < kb; ++u) {
+            if (!impl::decode_visible(opt, p, j + t + u)) continue;
+            const Bt w(pw[g * KB + u]);
+            for (index_t e = 0; e < Dvp; e += W)
+              simd::fma(w, simd::load_float<A>(vrow[u] + e), Bt::load_unaligned(Og + e))
+                  .store_unaligned(Og + e);
+          }
+        }
+        continue;
+      }
       for (index_t e = 0; e < Dvp; e += W) {
         Bt ve[KB];
         POLYATTN_UNROLL
         for (index_t u = 0; u < KB; ++u) {
           ve[u] = simd::load_float<A>(vrow[u] + e);
         }
-        for (index_t g = 0; g < G; ++g) {
-          float* Og =
-              O_out +
-              (slot0 + static_cast<std::size_t>(g * P.splits)) * static_cast<std::size_t>(Dvp) + e;
+        for (index_t g = 0; g < R; ++g) {
+          float* Og = orow.data()[g] + e;
           Bt acc = Bt::load_unaligned(Og);
           POLYATTN_UNROLL
           for (index_t u = 0; u < KB; ++u) {
@@ -314,14 +347,15 @@ void DecodeSplitKernel<KV>::operator()(A) const {
   });
 }
 
-/// Decode: o [B, 1, HQ, Dv] for one query per sequence (q [B, 1, HQ, D]) against `cache`, under
-/// opt's window, sink_tokens, softcap and scale (causal is implied; block masks are not
-/// supported in decode). The cache's kv heads must divide HQ; a forgetting-gate cache needs
-/// gate_heads == HQ. Every sequence must hold at least one token, and the keys the query sees.
-/// The query sits at the position of the last cached key: the result equals the last row of a
-/// causal prefill over the same tokens.
-/// The overload with `lse` also writes lse [B, 1, HQ] = log(Σ_{j visible} e^{s_j} [+ e^{sink}])
-/// — flash_attention's lse of that last row (−inf for a query that sees no key, NaN where the
+/// Decode: o [B, T, HQ, Dv] for the last T tokens of each sequence (q [B, T, HQ, D]; T = 1 is
+/// plain decode, T > 1 speculative verify or chunked prefill) against `cache`, which already
+/// holds their keys and values, under opt's window, sink_tokens, softcap and scale (causal is
+/// implied; block masks are not supported in decode). The cache's kv heads must divide HQ; a
+/// forgetting-gate cache needs gate_heads == HQ. Every sequence must hold at least T tokens, and
+/// the keys its queries see. Query t sits at key position len_b − T + t: the result equals the
+/// last T rows of a causal prefill over the same tokens.
+/// The overload with `lse` also writes lse [B, T, HQ] = log(Σ_{j visible} e^{s_j} [+ e^{sink}])
+/// — flash_attention's lse of those rows (−inf for a query that sees no key, NaN where the
 /// output is NaN).
 /// @throws polyattn::Error naming the bad argument, before anything is written
 template <Executor E = Serial>
@@ -329,16 +363,17 @@ void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOpt
                   MutEView4 o, View3<float> lse, const E& exec = E{}) {
   check::required("q", in.q);
   const index_t B = cache.batch(), HKV = cache.kv_heads(), D = cache.head_dim();
-  const index_t Dv = cache.value_dim(), HQ = in.q.size(2);
-  check::shape_is("q", in.q, {B, 1, HQ, D}, "[B, 1, HQ, head_dim] of the cache");
+  const index_t Dv = cache.value_dim(), T = in.q.size(1), HQ = in.q.size(2);
+  check::shape_is("q", in.q, {B, T, HQ, D}, "[B, T, HQ, head_dim] of the cache");
+  if (T < 1) throw Error("q", "must hold at least one token per sequence (T >= 1), got T = 0");
   if (HQ <= 0 || HQ % HKV != 0)
     throw Error("q", "query heads " + std::to_string(HQ) +
                          " must be a positive multiple of the cache's kv heads " +
                          std::to_string(HKV));
   check::required("o", o);
-  check::shape_is("o", o, {B, 1, HQ, Dv}, "[B, 1, HQ, value_dim] of the cache");
+  check::shape_is("o", o, {B, T, HQ, Dv}, "[B, T, HQ, value_dim] of the cache and q");
   check::well_formed("lse", lse);  // rejects null data with a non-empty shape
-  if (!lse.absent()) check::shape_is("lse", lse, {B, 1, HQ}, "[B, 1, HQ] from q");
+  if (!lse.absent()) check::shape_is("lse", lse, {B, T, HQ}, "[B, T, HQ] from q");
   check::well_formed("alibi_slopes", in.alibi_slopes);
   if (!in.alibi_slopes.absent()) check::shape_is("alibi_slopes", in.alibi_slopes, {HQ}, "[HQ]");
   check::well_formed("sink", in.sink);
@@ -369,11 +404,16 @@ void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOpt
     const index_t len = cache.length(b);
     if (len == 0)
       throw Error("cache", "sequence " + std::to_string(b) + " is empty: append its key first");
+    if (len < T)
+      throw Error("cache", "sequence " + std::to_string(b) + " holds " + std::to_string(len) +
+                               " tokens, fewer than the " + std::to_string(T) +
+                               " queries: append their keys and values first");
     longest = std::max(longest, len);
-    // Keys the query still sees must be held: sink tokens and the window (everything without).
+    // Keys the queries still see must be held: sink tokens and the first query's window
+    // (everything without).
     const index_t need_from = opt.sink_tokens > 0 || opt.window == 0
                                   ? index_t{0}
-                                  : std::max<index_t>(0, len - opt.window);
+                                  : std::max<index_t>(0, len - T + 1 - opt.window);
     if (cache.first_kept(b) > need_from)
       throw Error("cache", "sequence " + std::to_string(b) + " dropped keys below position " +
                                std::to_string(cache.first_kept(b)) +
@@ -387,18 +427,24 @@ void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOpt
   P.cache = &cache;
   P.opt = &opt;
   P.HQ = HQ;
+  P.T = T;
   P.group = HQ / HKV;
   P.splits = (longest + kSplitKeys - 1) / kSplitKeys;
   P.scale = static_cast<float>(scale);
-  const std::size_t slots = static_cast<std::size_t>(B * HQ * P.splits);
+  // Query tokens per work item: kDecodeRows rows of (token, query head of the kv head).
+  const index_t chunk = std::max<index_t>(1, kDecodeRows / P.group);
+  const index_t chunks = (T + chunk - 1) / chunk;
+  const std::size_t slots = static_cast<std::size_t>(B * HQ * T * P.splits);
   const index_t Dvp = cache.value_stride();
   P.m.resize(slots);
   P.l.resize(slots);
   P.O.resize(slots * static_cast<std::size_t>(Dvp));
   const auto run_splits = [&]<class KV>(KV*) {
-    exec.parallel_for(B * HKV * P.splits, [&](index_t i) {
-      const index_t split = i % P.splits, bh = i / P.splits;
-      simd::run_kernel(DecodeSplitKernel<KV>{&P, bh / HKV, bh % HKV, split});
+    exec.parallel_for(B * HKV * P.splits * chunks, [&](index_t i) {
+      const index_t split = i % P.splits, tc = i / P.splits % chunks;
+      const index_t bh = i / P.splits / chunks;
+      simd::run_kernel(DecodeSplitKernel<KV>{&P, bh / HKV, bh % HKV, split, tc * chunk,
+                                             std::min(T, (tc + 1) * chunk)});
     });
   };
   switch (cache.dtype()) {
@@ -420,36 +466,37 @@ void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOpt
   const float ninf = -std::numeric_limits<float>::infinity();
   std::vector<float> acc(static_cast<std::size_t>(Dv));
   for (index_t b = 0; b < B; ++b)
-    for (index_t h = 0; h < HQ; ++h) {
-      const std::size_t base = static_cast<std::size_t>((b * HQ + h) * P.splits);
-      float M = ninf;
-      for (index_t sp = 0; sp < P.splits; ++sp)
-        M = online::merge_max(M, P.m[base + static_cast<std::size_t>(sp)]);
-      std::fill(acc.begin(), acc.end(), 0.f);
-      float row_lse = M;  // NaN, or −inf when the query sees nothing
-      if (std::isnan(M)) {
-        std::fill(acc.begin(), acc.end(), M);
-      } else if (M != ninf) {
-        float den = 0.f;
-        if (!in.sink.absent()) {
-          const float sk = in.sink(h);
-          M = online::merge_max(M, sk);
-          den = online::merge_weight(sk, M);  // · l = 1
+    for (index_t t = 0; t < T; ++t)
+      for (index_t h = 0; h < HQ; ++h) {
+        const std::size_t base = static_cast<std::size_t>(((b * HQ + h) * T + t) * P.splits);
+        float M = ninf;
+        for (index_t sp = 0; sp < P.splits; ++sp)
+          M = online::merge_max(M, P.m[base + static_cast<std::size_t>(sp)]);
+        std::fill(acc.begin(), acc.end(), 0.f);
+        float row_lse = M;  // NaN, or −inf when the query sees nothing
+        if (std::isnan(M)) {
+          std::fill(acc.begin(), acc.end(), M);
+        } else if (M != ninf) {
+          float den = 0.f;
+          if (!in.sink.absent()) {
+            const float sk = in.sink(h);
+            M = online::merge_max(M, sk);
+            den = online::merge_weight(sk, M);  // · l = 1
+          }
+          for (index_t sp = 0; sp < P.splits; ++sp) {
+            const std::size_t slot = base + static_cast<std::size_t>(sp);
+            if (P.m[slot] == ninf) continue;  // an empty split (its O may hold 0 · NaN)
+            const float c = online::merge_weight(P.m[slot], M);
+            den += c * P.l[slot];
+            const float* Os = P.O.data() + slot * static_cast<std::size_t>(Dvp);
+            for (index_t e = 0; e < Dv; ++e) acc[static_cast<std::size_t>(e)] += c * Os[e];
+          }
+          for (auto& x : acc) x /= den;
+          row_lse = M + std::log(den);
         }
-        for (index_t sp = 0; sp < P.splits; ++sp) {
-          const std::size_t slot = base + static_cast<std::size_t>(sp);
-          if (P.m[slot] == ninf) continue;  // an empty split (its O may hold 0 · NaN)
-          const float c = online::merge_weight(P.m[slot], M);
-          den += c * P.l[slot];
-          const float* Os = P.O.data() + slot * static_cast<std::size_t>(Dvp);
-          for (index_t e = 0; e < Dv; ++e) acc[static_cast<std::size_t>(e)] += c * Os[e];
-        }
-        for (auto& x : acc) x /= den;
-        row_lse = M + std::log(den);
+        for (index_t e = 0; e < Dv; ++e) o.store(acc[static_cast<std::size_t>(e)], b, t, h, e);
+        if (!lse.absent()) lse(b, t, h) = row_lse;
       }
-      for (index_t e = 0; e < Dv; ++e) o.store(acc[static_cast<std::size_t>(e)], b, 0, h, e);
-      if (!lse.absent()) lse(b, 0, h) = row_lse;
-    }
 }
 
 /// Decode without the lse output (see above).
