@@ -2,7 +2,8 @@
 implementations, so torch.compile and torch.library.opcheck see them), fla-named wrappers over
 those ops, and ``patch_transformers()``, which makes Hugging Face transformers' Qwen3-Next /
 Qwen3.5 (Gated DeltaNet) and Kimi Linear (KDA) layers use polyattn on CPU instead of their
-plain-PyTorch fallbacks, and Mamba2's mixer (its torch_forward) run its SSD scan on polyattn. Needs torch >= 2.4 (torch.library.custom_op).
+plain-PyTorch fallbacks, and Mamba2's mixers run their SSD scan on polyattn. Needs torch >= 2.4
+(torch.library.custom_op).
 
 Ops (namespace ``polyattn``, all CPU, forward only): chunk_gated_delta_rule,
 fused_recurrent_gated_delta_rule, chunk_kda, fused_recurrent_kda, chunk_gla, chunk_simple_gla,
@@ -596,6 +597,82 @@ def _hf_conv_update(x=None, conv_state=None, weight=None, bias=None, activation=
     return causal_conv1d_update(x, conv_state, weight, bias, activation)
 
 
+def _per_head(t, axes):
+    """t with the given axes dropped, when t is constant along them (transformers passes Mamba2's
+    per-head dt, A, D and dt_bias expanded over head_dim / state_size); else _Unsupported."""
+    idx = [slice(None)] * t.dim()
+    for a in axes:
+        idx[a] = slice(0, 1)
+    first = t[tuple(idx)]
+    if not all(t.shape[a] == 1 or t.stride(a) == 0 for a in axes) and \
+            not torch.equal(t, first.expand_as(t)):
+        raise _Unsupported  # really per head_dim / state channel: not a scalar gate
+    return first.reshape([n for i, n in enumerate(t.shape) if i not in axes])
+
+
+def _hf_mamba2_chunk_scan(hidden_states, dt, A, B, C, chunk_size=None, D=None, dt_bias=None,
+                          initial_states=None, dt_softplus=False,
+                          dt_limit=(0.0, float("inf")), return_final_states=False, z=None,
+                          seq_idx=None, cu_seqlens=None, **kwargs):
+    """transformers' mamba2_chunk_scan (mamba_ssm's mamba_chunk_scan_combined) on polyattn:
+    x [B, T, H, P], dt [B, T, H], A [H], B and C [B, T, G, N], D [H] (or [H, P]), states
+    [B, H, P, N]. The SSD scan is simple_gla with q = C, k = B (G heads, GVA), v = x·dt,
+    g = A·dt, scale 1, the state V-first; plus the D·x skip. Returns fp32, as the torch
+    reference does. z, seq_idx and cu_seqlens (packed sequences) go to the original."""
+    F = torch.nn.functional
+    if z is not None or seq_idx is not None or cu_seqlens is not None or A.dim() != 1 \
+            or dt.dim() != 3 or hidden_states.dim() != 4:
+        raise _Unsupported
+    Bsz, T, H, P = hidden_states.shape
+    dt = dt.float()
+    if dt_bias is not None:
+        dt = dt + dt_bias.float()
+    if dt_softplus:
+        dt = F.softplus(dt)
+    dt = torch.clamp(dt, dt_limit[0], dt_limit[1])
+    x = hidden_states.float()
+    h0 = None if initial_states is None else initial_states.float()
+    o, ht = chunk_simple_gla(C.float(), B.float(), x * dt[..., None], g=A.float() * dt,
+                             scale=1.0, initial_state=h0, output_final_state=return_final_states,
+                             state_v_first=True)
+    if D is not None:
+        o = o + x * (D.float()[:, None] if D.dim() == 1 else D.float())
+    return (o, ht) if return_final_states else o
+
+
+def _hf_mamba2_state_update(state, hidden_states, dt, A, B, C, D=None, dt_bias=None,
+                            dt_softplus=False, z=None, state_batch_indices=None, **kwargs):
+    """transformers' mamba2_selective_state_update (mamba_ssm's selective_state_update), one
+    decode step on polyattn: state [B, H, P, N] updated in place, x [B, H, P], dt [B, H, P],
+    A [H, P, N], D and dt_bias [H, P] (per head, expanded), B and C [B, G, N]; optional gate z
+    (out·silu(z)). The same simple_gla step as the chunked scan, with T = 1."""
+    F = torch.nn.functional
+    if state_batch_indices is not None or hidden_states.dim() != 3 or B.dim() != 3 \
+            or dt.dim() != 3 or A.dim() != 3:
+        raise _Unsupported
+    Bsz, H, P = hidden_states.shape
+    G, N = B.shape[1], B.shape[2]
+    dt = _per_head(dt, (2,)).float()
+    if dt_bias is not None:
+        dt = dt + (_per_head(dt_bias, (1,)) if dt_bias.dim() == 2 else dt_bias).float()
+    if dt_softplus:
+        dt = F.softplus(dt)
+    a = _per_head(A, (1, 2)).float()
+    x = hidden_states.float()
+    o, ht = chunk_simple_gla(C.float().reshape(Bsz, 1, G, N), B.float().reshape(Bsz, 1, G, N),
+                             (x * dt[..., None]).reshape(Bsz, 1, H, P),
+                             g=(a * dt).reshape(Bsz, 1, H), scale=1.0,
+                             initial_state=state.float(), output_final_state=True,
+                             state_v_first=True)
+    state.copy_(ht.to(state.dtype))
+    out = o.reshape(Bsz, H, P)
+    if D is not None:
+        out = out + x * (D.float()[:, None] if D.dim() == 1 else D.float())
+    if z is not None:
+        out = out * F.silu(z.float())
+    return out.to(hidden_states.dtype)
+
+
 _GLOBALS = {
     # module -> {global name: (replacement, key)}
     "qwen3_next": {
@@ -609,6 +686,9 @@ _GLOBALS = {
     "kimi_linear": {
         "torch_chunk_kda": _hf_chunk_kda,
         "torch_recurrent_kda": _hf_recurrent_kda,
+        # transformers >= ~5.16 names its decorated torch references after the layer
+        "chunk_kimi_delta_attention": _hf_chunk_kda,
+        "recurrent_kimi_delta_attention": _hf_recurrent_kda,
         "chunk_kda": chunk_kda,
         "fused_recurrent_kda": fused_recurrent_kda,
         "causal_conv1d_fn": _hf_conv_fn,
@@ -617,6 +697,16 @@ _GLOBALS = {
 }
 _GLOBALS["qwen3_5"] = _GLOBALS["qwen3_next"]
 _GLOBALS["qwen3_5_moe"] = _GLOBALS["qwen3_next"]
+# Mamba2 and the hybrids sharing its SSD functions (transformers >= ~5.16: decorated module
+# globals that the mixers' forward looks up at call time; the bodies are identical copies).
+_MAMBA2_GLOBALS = {
+    "mamba2_chunk_scan": _hf_mamba2_chunk_scan,
+    "mamba2_selective_state_update": _hf_mamba2_state_update,
+    "causal_conv1d_fn": _hf_conv_fn,
+    "causal_conv1d_update": _hf_conv_update,
+}
+for _m in ("mamba2", "bamba", "falcon_h1", "granitemoehybrid", "nemotron_h", "zamba2"):
+    _GLOBALS[_m] = _MAMBA2_GLOBALS
 
 # Layer attributes holding these functions: instance attributes set by __init__ (transformers
 # before ~5.15), or attributes the forward reads (self.chunk_kda, ...) in later versions.
@@ -715,9 +805,12 @@ def patch_transformers(*models, conv=True):
     CPU. Replaces the modeling modules' globals (their torch fallbacks and fla / causal-conv1d
     hooks; layers look them up at call time, so models already built are patched too) and, for
     each model passed, the layers' instance attributes of older transformers versions. Tensors
-    on other devices go to the original function. Mamba2: ``Mamba2Mixer.torch_forward`` (the
-    method its forward takes off CUDA) is replaced by one that runs the convolution and the SSD
-    scan (as simple_gla) on polyattn and keeps transformers' cache protocol.
+    on other devices go to the original function. Mamba2 and the hybrids sharing its functions
+    (bamba, falcon_h1, granitemoehybrid, nemotron_h, zamba2): the module globals
+    ``mamba2_chunk_scan`` and ``mamba2_selective_state_update`` (transformers >= 5.16) run the
+    SSD scan as simple_gla on polyattn; in older versions ``Mamba2Mixer.torch_forward`` (the
+    method its forward takes off CUDA) is replaced by one that runs the convolution and the scan
+    on polyattn and keeps transformers' cache protocol.
 
     Returns a PatchHandle: ``.undo()`` (or ``with patch_transformers(): ...``) restores
     everything; ``.names()`` lists what was replaced, ``.calls`` counts polyattn calls."""
@@ -768,7 +861,7 @@ def patch_transformers(*models, conv=True):
                 for name, old in list(hidden.items()):
                     base = name.replace("torch_", "").replace("fused_", "")
                     fn = _GLOBALS["qwen3_next"].get(name) or _GLOBALS["kimi_linear"].get(name) \
-                        or _ATTRS.get(base)
+                        or _MAMBA2_GLOBALS.get(name) or _ATTRS.get(base)
                     if fn is None or (not conv and "conv" in name):
                         continue
                     if getattr(old, "__wrapped_polyattn__", False):

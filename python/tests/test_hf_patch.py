@@ -30,7 +30,10 @@ def tiny_kimi_linear():
         mlp_layer_types=["dense", "sparse"], kv_lora_rank=16, qk_nope_head_dim=32,
         qk_rope_head_dim=16, v_head_dim=32, q_lora_rank=None, n_routed_experts=8,
         n_shared_experts=1, num_experts_per_tok=2, n_group=1, topk_group=1,
-        moe_intermediate_size=16)
+        moe_intermediate_size=16, num_local_experts=8,
+        # the defaults (163839, 163584, 163586) are Kimi's real vocabulary's; the embedding
+        # asserts that padding_idx < vocab_size
+        pad_token_id=0, bos_token_id=1, eos_token_id=2)
     return transformers.KimiLinearForCausalLM(cfg).eval()
 
 

@@ -246,6 +246,42 @@ def test_errors_name_the_argument():
         pa.chunk_gated_delta_rule(q, k, v, g, beta, head_first=True)
 
 
+def test_many_core_errors_between_successful_calls():
+    """Errors thrown by the C++ core (while the GIL is released) again and again in one process,
+    interleaved with successful calls of each module function, on the default thread pool and
+    on a 1-thread one (regression: the device's process died on the second such error)."""
+    r = rng(11)
+    q, k, v = qkv(r, 1, 8, 2, 16, 2, 16)
+    g = log_gate(r, 1, 8, 2)
+    beta = r.random((1, 8, 2)).astype(np.float32)
+    x, w = randn(r, 2, 6, 9), randn(r, 6, 3)
+    want = pa.chunk_gated_delta_rule(q, k, v, g, beta)[0]
+    want_rec = pa.fused_recurrent_gated_delta_rule(q, k, v, g=g, beta=beta)[0]
+    want_flash = pa.flash_attn_func(q, k, v, causal=True)
+    want_conv = pa.causal_conv1d_fn(x, w, activation="silu")
+    for i in range(40):
+        threads = None if i % 2 == 0 else 1
+        with pytest.raises(ValueError, match="'beta'"):
+            pa.chunk_gated_delta_rule(q, k, v, g, beta[:, :4], threads=threads)
+        with pytest.raises(ValueError, match="'beta'"):
+            pa.fused_recurrent_gated_delta_rule(q, k, v, g=g, beta=beta[:, :4], threads=threads)
+        assert np.array_equal(pa.chunk_gated_delta_rule(q, k, v, g, beta, threads=threads)[0],
+                              want)
+        with pytest.raises(ValueError, match="'v'"):
+            pa.flash_attn_func(q, k, v[:, :5], threads=threads)
+        assert np.array_equal(pa.flash_attn_func(q, k, v, causal=True, threads=threads),
+                              want_flash)
+        with pytest.raises(ValueError, match="'weight'"):
+            pa.causal_conv1d_fn(x, w[:5], threads=threads)
+        assert np.array_equal(pa.causal_conv1d_fn(x, w, activation="silu", threads=threads),
+                              want_conv)
+        with pytest.raises(ValueError, match="capacity"):
+            pa.KVCache(1, 2, 16, 16, capacity=4).append(q, k)
+        assert np.array_equal(
+            pa.fused_recurrent_gated_delta_rule(q, k, v, g=g, beta=beta, threads=threads)[0],
+            want_rec)
+
+
 def test_threads_give_identical_bits():
     r = rng(10)
     q, k, v = qkv(r, 2, 130, 4, 32, 4, 32)

@@ -87,6 +87,23 @@ def test_ops_match_references():
     assert ref.rrmse(pt.flash_attn_func(t(qs), t(ks), t(vs), causal=True).numpy(), want) < FP32
 
 
+def test_many_calls_and_core_errors_in_one_process():
+    """torch tensors through DLPack, again and again, with C++ core errors in between
+    (regression: the device's process died at a flash_attn_func call after a few op calls)."""
+    q, k, v, g, beta, h0 = data(6)
+    r = np.random.default_rng(7)
+    qs, ks, vs = (t(r.standard_normal((1, 20, 4, 16)).astype(np.float32)) for _ in range(3))
+    want = pt.flash_attn_func(qs, ks, vs, causal=True)
+    want_o = pt.chunk_gated_delta_rule(t(q), t(k), t(v), t(g), t(beta))[0]
+    for i in range(30):
+        assert torch.equal(pt.flash_attn_func(qs, ks, vs, causal=True), want)
+        with pytest.raises(ValueError, match="'beta'"):
+            pa.chunk_gated_delta_rule(t(q), t(k), t(v), t(g), t(beta)[:, :4])
+        assert torch.equal(pt.chunk_gated_delta_rule(t(q), t(k), t(v), t(g), t(beta))[0], want_o)
+        with pytest.raises(ValueError, match="'v'"):
+            pa.flash_attn_func(qs, ks, vs[:, :5])
+
+
 def _opcheck(op, args):
     torch.library.opcheck(op, args)
 
