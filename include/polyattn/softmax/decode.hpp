@@ -291,9 +291,8 @@ void DecodeSplitKernel<KV>::operator()(A) const {
   // feeds all R rows and each O vector is loaded and stored once per four keys. A block that
   // some row does not fully see (near the diagonal of T > 1, or at a window's edge) adds, per
   // row, only the keys that row sees: a weight of 0 times a non-finite value would be NaN.
-  const auto seen_by_all = [&](index_t j) {
-    return impl::decode_visible(opt, p_lo, j) && impl::decode_visible(opt, p_hi, j);
-  };
+  // Every row sees key j when j <= p_lo and j is a sink key or inside the last query's window.
+  const index_t all_from = opt.window > 0 ? p_hi - opt.window + 1 : 0;
   constexpr index_t KB = 4;
   for_visible([&](const KVCache::Run& r, index_t j, index_t cnt) {
     for (index_t t = 0; t < cnt; t += KB) {
@@ -311,9 +310,8 @@ void DecodeSplitKernel<KV>::operator()(A) const {
         for (index_t u = 0; u < kb; ++u)
           pw[g * KB + u] = quantised ? pg[u] * r.v_scale[t + u] : pg[u];
       }
-      bool full = true;
-      for (index_t u = 0; u < kb; ++u) full = full && seen_by_all(j + t + u);
-      if (!full) {
+      const index_t ja = j + t, jb = ja + kb;  // this block's keys
+      if (jb - 1 > p_lo || (jb > opt.sink_tokens && ja < all_from)) {
         for (index_t g = 0; g < R; ++g) {
           const index_t p = len - T + token_of(g);
           float* Og = orow.data()[g];
