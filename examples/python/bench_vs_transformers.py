@@ -23,9 +23,14 @@ def best_of(fn, reps):
     return out, best
 
 
-def hf(module, name):
+def hf(module, *names):
+    """The first of `names` that the modeling module defines (transformers renames them: Kimi
+    Linear's torch_chunk_kda became chunk_kimi_delta_attention in ~5.16)."""
     mod = importlib.import_module(f"transformers.models.{module}.modeling_{module}")
-    return getattr(mod, name)
+    for name in names:
+        if hasattr(mod, name):
+            return getattr(mod, name)
+    raise AttributeError(f"{mod.__name__} has none of {names}")
 
 
 def main():
@@ -47,7 +52,8 @@ def main():
         ("gated_delta_rule", hf("qwen3_next", "torch_chunk_gated_delta_rule"),
          hf("qwen3_next", "torch_recurrent_gated_delta_rule"), g,
          polyattn.chunk_gated_delta_rule, polyattn.fused_recurrent_gated_delta_rule),
-        ("kda", hf("kimi_linear", "torch_chunk_kda"), hf("kimi_linear", "torch_recurrent_kda"), gk,
+        ("kda", hf("kimi_linear", "chunk_kimi_delta_attention", "torch_chunk_kda"),
+         hf("kimi_linear", "recurrent_kimi_delta_attention", "torch_recurrent_kda"), gk,
          polyattn.chunk_kda, polyattn.fused_recurrent_kda),
     ]
     all_threads = torch.get_num_threads()
