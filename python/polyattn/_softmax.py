@@ -173,14 +173,18 @@ class KVCache:
 
     def decode(self, q, softmax_scale=None, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                return_softmax_lse=False, *, sink_tokens=0, sinks=None, threads=None):
-        """q [B, 1, HQ, D] at the position of the last cached key: out [B, 1, HQ, Dv] in q's
-        framework and type (and lse [B, 1, HQ] with return_softmax_lse=True)."""
+        """q [B, T, HQ, D]: the last T tokens of each sequence, whose keys and values were
+        appended already (T = 1: decode; T > 1: speculative verify, or a chunk's prefill against
+        the cached context); query t sits at key position length - T + t. Returns out
+        [B, T, HQ, Dv] in q's framework and type (and lse [B, T, HQ] with
+        return_softmax_lse=True)."""
         fw = A.framework("q", q)
         A.check_act("q", q)
-        A.check_ndim("q", q, 4, "[B, 1, HQ, D]")
+        A.check_ndim("q", q, 4, "[B, T, HQ, D]")
         _, window = _window(window_size, True)
-        out = A.empty(fw, (q.shape[0], 1, q.shape[2], self._c.value_dim), A.dtype_name(q))
-        lse = A.empty(fw, (q.shape[0], 1, q.shape[2]), "float32") if return_softmax_lse else None
+        B, T, HQ = q.shape[0], q.shape[1], q.shape[2]
+        out = A.empty(fw, (B, T, HQ, self._c.value_dim), A.dtype_name(q))
+        lse = A.empty(fw, (B, T, HQ), "float32") if return_softmax_lse else None
         self._c.decode(A.raw(q), A.f32("alibi_slopes", alibi_slopes, fw), A.f32("sinks", sinks, fw),
                        A.raw(out), lse, None if softmax_scale is None else float(softmax_scale),
                        window, int(sink_tokens), float(softcap), A.threads_arg(threads))

@@ -341,6 +341,11 @@ def test_kv_cache_decode(dtype):
     out = cache.decode(q[:, -1:])
     assert out.shape == (B, 1, HQ, D)
     assert ref.rrmse(out, want[:, -1:]) < (FP32 if dtype == "float32" else 3e-2)
+    out5 = cache.decode(q[:, -5:])  # the last five tokens at once (speculative verify)
+    assert out5.shape == (B, 5, HQ, D)
+    assert ref.rrmse(out5, want[:, -5:]) < (FP32 if dtype == "float32" else 3e-2)
+    with pytest.raises(ValueError, match="cache"):
+        cache.decode(np.zeros((B, T + 1, HQ, D), np.float32))  # more queries than cached tokens
 
 
 def test_sparse_attention_full_selection_is_dense():
