@@ -107,6 +107,10 @@ struct HeadStates {
   void write_snapshot(index_t m, index_t hv, const float* S) const {
     const index_t row =
         in.snapshot_slots.empty() ? m : in.snapshot_slots[static_cast<std::size_t>(m)];
+    if (out.snapshots.stride(3) == 1 && out.snapshots.stride(2) == d.V) {  // one block copy
+      std::copy(S, S + d.K * d.V, out.snapshots.ptr(row, hv, 0, 0));
+      return;
+    }
     for (index_t i = 0; i < d.K; ++i) {
       float* dst = out.snapshots.ptr(row, hv, i, 0);
       const index_t st = out.snapshots.stride(3);

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -97,7 +98,9 @@ void commit_accepted(const VerifyCache& cache, std::span<const std::int64_t> acc
     const index_t n = task / HV, hv = task % HV;
     const index_t m = accepted[static_cast<std::size_t>(n)];
     if (m == 0) return;
-    std::vector<float> S, ws(CommitKernel<P>::workspace_floats(m, K, V));
+    std::vector<float> S;
+    const std::size_t n_ws = CommitKernel<P>::workspace_floats(m, K, V);
+    const std::unique_ptr<float[]> ws(new float[n_ws]);  // not zeroed: every read is written first
     float* block = state.ptr(cache.slot(n), hv, 0, 0);
     if (!contiguous) {
       S.resize(static_cast<std::size_t>(K * V));
@@ -106,7 +109,7 @@ void commit_accepted(const VerifyCache& cache, std::span<const std::int64_t> acc
       block = S.data();
     }
     simd::run_kernel(
-        CommitKernel<P>{cache.at(n, hv), cache.tokens(), m, K, V, block, {ws.data(), ws.size()}});
+        CommitKernel<P>{cache.at(n, hv), cache.tokens(), m, K, V, block, {ws.get(), n_ws}});
     if (!contiguous)
       for (index_t i = 0; i < K; ++i)
         for (index_t j = 0; j < V; ++j) state(cache.slot(n), hv, i, j) = S[i * V + j];

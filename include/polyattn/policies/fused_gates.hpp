@@ -37,6 +37,36 @@ inline float sigmoid(float x) noexcept {
   return 1.f / (1.f + std::exp(-x));
 }
 
+/// softplus on a SIMD batch, for the K channels of a KDA gate row (no division):
+///   softplus(x) = max(x, 0) + log1p(y),  y = exp(−|x|) ∈ (0, 1]
+///   log1p(y) = log(u) + (y − (u − 1))·(1.5 − u/2),  u = 1 + y: the correction restores the
+///              bits of y lost in rounding u (1.5 − u/2 stands for 1/u on a sub-ulp term)
+///   log(u) = e·ln2 + f − f²/2 + f³·P(f),  u = 2^e·(1 + f), 1 + f ∈ [√½, √2]
+///   P: degree 7, fitted here (weighted least squares on Chebyshev nodes) to
+///      (log1p(f) − f + f²/2)/f³; truncation error 0.12 ulp
+/// Measured within 3 ulp of log1p(exp(x)) in double over x ∈ [−80, 30]; 0 where exp(−|x|)
+/// underflows (x < −87: the scalar gives a number below 1e−38). NaN propagates.
+template <class B>
+[[gnu::always_inline]] inline B softplus_batch(B x) noexcept {
+  const B y = simd::exp(-xsimd::abs(x));
+  const B u = B(1.f) + y;
+  const auto big = u > B(1.41421356f);
+  const B f = xsimd::select(big, u * B(0.5f), u) - B(1.f);  // exact (Sterbenz)
+  B p = B(-0.07362867891788483f);
+  p = simd::fma(p, f, B(0.1262032687664032f));
+  p = simd::fma(p, f, B(-0.13202103972434998f));
+  p = simd::fma(p, f, B(0.14227114617824554f));
+  p = simd::fma(p, f, B(-0.16621370613574982f));
+  p = simd::fma(p, f, B(0.19999825954437256f));
+  p = simd::fma(p, f, B(-0.2500085234642029f));
+  p = simd::fma(p, f, B(0.3333335518836975f));
+  const B f2 = f * f;
+  const B log_m = simd::fma(f2 * f, p, simd::fma(B(-0.5f), f2, f));
+  const B correction = (y - (u - B(1.f))) * simd::fma(B(-0.5f), u, B(1.5f));
+  const B log1p_y = xsimd::select(big, B(0.693147180559945f), B(0.f)) + (log_m + correction);
+  return xsimd::max(x, B(0.f)) + log1p_y;
+}
+
 /// x·y in fp32, materialised: the kernels add log decays up (b_t = b_{t−1} + g_t), and a
 /// compiler contracting that into fma(x, y, b) would make a fused gate differ in the last bit
 /// from the same gate materialised by a caller (GCC contracts across inlined calls by default).
@@ -133,6 +163,11 @@ struct KimiDeltaDecay {
         for (index_t i = 0; i < K; ++i) out[i] = log_decay(t, i);
         return;
       }
+      // The row 4 tokens ahead, one cache line at a time: rows lie H·K floats apart, a stride
+      // the hardware prefetcher does not follow across pages, and the math below is too short
+      // to hide a miss per line (measured: the fused row otherwise stalls 3× longer than the
+      // materialised row's copy). Prefetches never fault, also past the last token.
+      for (index_t i = 0; i < K; i += 16) __builtin_prefetch(row + 4 * st + i);
       using B = simd::batch_t<Arch>;
       if (bounded) {
         simd::transform<Arch>(
@@ -146,14 +181,12 @@ struct KimiDeltaDecay {
             K, out, [a = B(A)](B x, B c) { return a * softplus(x + c); }, row, bias);
       }
     }
-    // softplus on a batch: x above 20, else log1p(exp(x)).
     template <class B>
     static B softplus(B x) noexcept {
-      if constexpr (B::size == 1) {
+      if constexpr (B::size == 1)
         return B(gates::softplus(x.get(0)));
-      } else {
-        return xsimd::select(x > B(20.f), x, xsimd::log1p(simd::exp(x)));
-      }
+      else
+        return gates::softplus_batch(x);
     }
   };
   void check(const LinearInputs& in, const LinearDims& d) const {
