@@ -14,6 +14,11 @@
 //       step8               step() over the 8 tokens in one call (the work any verify has to do)
 //       step1x8             step() token by token, 8 calls
 //       checkpoint+step8+restep:<m>   copy the states, step 8, restore, step the m accepted again
+//   hybrid-decode-layer/B:<b>/HV:<h>/threads:<n>   one decode step of a Qwen3-Next-style linear
+//       layer as an engine runs it: short_conv_step (width 4, SiLU, conv states in place) over the
+//       layer's q, k, v channels (HV/2 key heads, K=V=128: D = HV·128 + 2·(HV/2)·128), then the
+//       fused-gate Gated DeltaNet step reading q, k, v as strided views of the conv output (raw
+//       a, b, A_log, dt_bias; qk L2 norm), states [B, HV, K, V] in place; B 1, 8, 64, HV 16, 32
 //
 // Counters: ns_per_head_token (prefill), us per iteration (Time column). Defaults as every
 // polyattn bench binary (3 repetitions, medians; --polyattn_time=cpu for a shared machine).
@@ -26,6 +31,7 @@
 #include <vector>
 
 #include "bench_common.hpp"
+#include "polyattn/conv/short_conv.hpp"
 #include "polyattn/linear/mamba2.hpp"
 #include "polyattn/linear/presets.hpp"
 #include "polyattn/policies/fused_gates.hpp"
@@ -361,6 +367,69 @@ void add_speculative() {
   });
 }
 
+// ---- a whole hybrid decode layer step ------------------------------------------------------
+
+void add_hybrid_decode_layer() {
+  const int all = pb::all_threads();
+  for (const index_t B : {1, 8, 64})
+    for (const index_t HV : {16, 32})
+      for (const int threads : {1, all}) {
+        if (threads == all && all == 1) continue;
+        reg("hybrid-decode-layer/B:" + std::to_string(B) + "/HV:" + std::to_string(HV) +
+                "/threads:" + std::to_string(threads),
+            benchmark::kMicrosecond, [B, HV, threads](benchmark::State& st) {
+              constexpr index_t W = 4;
+              const index_t Hk = HV / 2, D = 2 * Hk * kK + HV * kV;
+              std::vector<float> x, w, cstate, y(sz(B * D)), a, b, A_log, bias, S,
+                  o(sz(B * HV * kV));
+              fill(x, sz(B * D), -1, 1, 41);
+              fill(w, sz(D * W), -0.5f, 0.5f, 42);
+              fill(cstate, sz(B * D * (W - 1)), -1, 1, 43);
+              fill(a, sz(B * HV), -3, 1, 44);
+              fill(b, sz(B * HV), -2, 2, 45);
+              fill(A_log, sz(HV), -1, 1, 46);
+              fill(bias, sz(HV), -1, 1, 47);
+              fill(S, sz(B * HV * kK * kV), -0.1f, 0.1f, 48);
+              const polyattn::conv::ShortConvInputs ci{
+                  .x = polyattn::View3<const float>::contiguous(x.data(), {B, 1, D}),
+                  .weight = polyattn::TensorView<const float, 2>::contiguous(w.data(), {D, W})};
+              const auto cs = polyattn::View3<float>::contiguous(cstate.data(), {B, D, W - 1});
+              const auto yv = polyattn::View3<float>::contiguous(y.data(), {B, 1, D});
+              // q, k, v: strided views of the conv output row [q | k | v] of each sequence.
+              const polyattn::View4<const float>::shape_type qs{D, D, kK, 1};
+              polyattn::LinearInputs in;
+              in.q = polyattn::View4<const float>(y.data(), {B, 1, Hk, kK}, qs);
+              in.k = polyattn::View4<const float>(y.data() + Hk * kK, {B, 1, Hk, kK}, qs);
+              in.v = polyattn::View4<const float>(y.data() + 2 * Hk * kK, {B, 1, HV, kV},
+                                                  {D, D, kV, 1});
+              in.a = polyattn::bth(a.data(), B, 1, HV);
+              in.b = polyattn::bth(b.data(), B, 1, HV);
+              in.A_log = polyattn::View1<const float>::contiguous(A_log.data(), {HV});
+              in.dt_bias = polyattn::View1<const float>::contiguous(bias.data(), {HV});
+              const auto Sv = polyattn::bhkv(S.data(), B, HV, kK, kV);
+              const auto ov = polyattn::bthd(o.data(), B, 1, HV, kV);
+              const auto op = polyattn::presets::make_gated_delta_rule_fused();
+              const polyattn::conv::ShortConvOptions copt{.activation =
+                                                              polyattn::conv::Activation::SiLU};
+              double seconds = 0;
+              auto body = [&](const auto& exec) {
+                const pb::LoopTimer timer(threads);
+                for (auto _ : st) {
+                  polyattn::conv::short_conv_step(ci, copt, cs, yv, exec);
+                  op.step(in, Sv, ov, {}, exec);
+                  benchmark::ClobberMemory();
+                }
+                seconds = timer.per_iteration(st);
+              };
+              if (threads > 1)
+                body(pb::shared_pool());
+              else
+                body(polyattn::Serial{});
+              if (seconds > 0) st.counters["us_per_step"] = seconds * 1e6;
+            });
+      }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -372,6 +441,7 @@ int main(int argc, char** argv) {
   add_fused_decode();
   add_snapshots();
   add_speculative();
+  add_hybrid_decode_layer();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
