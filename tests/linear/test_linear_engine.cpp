@@ -667,6 +667,60 @@ TEST(Speculative, VerifyThenCommitEqualsStepTokenByToken) {
   }
 }
 
+TEST(Speculative, Mamba2VerifyThenCommitEqualsStep) {
+  const Mamba2Data d(2, 6, 2, 4, 1, 8, 700);
+  const Mamba2 op(gates::TimeStep{.softplus = true});
+  const Mamba2Inputs in = d.inputs(false);
+  const index_t blk = d.H * d.P * d.N;
+  std::vector<float> state = d.h0, y(d.x.size(), NAN);
+  linear::VerifyCache cache;
+  op.verify(in, bhkv(std::as_const(state).data(), d.B, d.H, d.P, d.N),
+            bthd(y.data(), d.B, d.T, d.H, d.P), cache);
+  EXPECT_TRUE(same_bits(state, d.h0));
+  // Token by token, remembering each sequence's state after its accepted tokens.
+  const std::vector<std::int64_t> accepted{2, 6};
+  std::vector<float> st = d.h0, ys(y.size());
+  std::vector<std::vector<float>> at(2);
+  for (index_t t = 0; t <= d.T; ++t) {
+    for (index_t b = 0; b < d.B; ++b)
+      if (accepted[sz(b)] == t) at[sz(b)].assign(st.begin() + b * blk, st.begin() + (b + 1) * blk);
+    if (t == d.T) break;
+    const auto row4 = [&](const std::vector<float>& x, index_t h, index_t e) {
+      return View4<const float>(x.data() + t * h * e, {d.B, 1, h, e}, {d.T * h * e, h * e, e, 1});
+    };
+    Mamba2Inputs one = in;
+    one.x = row4(d.x, d.H, d.P);
+    one.Bm = row4(d.Bm, d.G, d.N);
+    one.Cm = row4(d.Cm, d.G, d.N);
+    one.dt = View3<const float>(d.dt.data() + t * d.H, {d.B, 1, d.H}, {d.T * d.H, d.H, 1});
+    op.step(one, bhkv(st.data(), d.B, d.H, d.P, d.N),
+            View4<float>(ys.data() + t * d.H * d.P, {d.B, 1, d.H, d.P},
+                         {d.T * d.H * d.P, d.H * d.P, d.P, 1}));
+  }
+  EXPECT_LT(rel_rmse(y, ys), kRelRmseBound);
+  op.commit(cache, accepted, bhkv(state.data(), d.B, d.H, d.P, d.N));
+  for (index_t b = 0; b < d.B; ++b)
+    EXPECT_LT(rel_rmse(std::vector<float>(state.begin() + b * blk, state.begin() + (b + 1) * blk),
+                       at[sz(b)]),
+              kRelRmseBound)
+        << b;
+  // A cache of another gate shape is refused.
+  linear::VerifyCache kda_cache;
+  {
+    const LinearShape s{.B = 2, .T = 3, .H = 1, .HV = 1, .K = 8, .V = 4};
+    const LinearData ld(s, 71);
+    const auto kop = presets::kda{};
+    LinearInputs kin = ld.inputs(kop.options(), false);
+    std::vector<float> ks(sz(2 * 8 * 4)), ko(ld.v.size());
+    kop.verify(kin, bhkv(std::as_const(ks).data(), 2, 1, 8, 4), bthd(ko.data(), 2, 3, 1, 4),
+               kda_cache);
+  }
+  const std::vector<std::int64_t> one_each{1, 1};
+  expect_error("cache", [&] {
+    presets::gated_delta_rule{}.commit(kda_cache, one_each, bhkv(state.data(), 2, 1, 8, 4));
+  });
+}
+
 TEST(Speculative, NamedErrorsWriteNothing) {
   const LinearShape s{.B = 2, .T = 17, .H = 1, .HV = 1, .K = 8, .V = 8};
   const LinearData data(s, 51);

@@ -11,7 +11,7 @@
 // [B,H,P,N] memory (kernels copy a head's block in and out; no whole-tensor copy). Δ is computed
 // in-kernel by the fused policies Mamba2Decay / Mamba2Update (policies/fused_gates.hpp); the D
 // skip is one pass over y afterwards. Varlen (cu_seqlens) and state pools (state_indices) as in
-// the linear family (docs/conventions.md §3.4).
+// the linear family (docs/conventions.md §3.4); speculative verify + commit as §3.6.
 #pragma once
 
 #include <cstdint>
@@ -67,6 +67,32 @@ class Mamba2 {
     check::required("state", state);
     op().step(linear_inputs(in, y, state, true), transposed(state), y, {.scale = 1.0}, exec);
     add_skip(in, y);
+  }
+
+  /// Speculative verify of T ≤ 16 draft tokens per sequence (linear/speculative.hpp): y for
+  /// each, from `state` [B,H,P,N] (or a pool with in.state_indices), which is only read.
+  template <Executor E = Serial>
+  void verify(const Mamba2Inputs& in, View4<const float> state, View4<float> y,
+              linear::VerifyCache& cache, const E& exec = E{}) const {
+    if (!in.initial_state.absent())
+      throw Error("initial_state", "must be empty in verify(): the state argument is read");
+    check::required("state", state);
+    const LinearInputs lin = linear_inputs(in, y, View4<float>{}, true);
+    const bool pool = !in.state_indices.empty();
+    check::shape_is(
+        "state", state,
+        {pool ? state.size(0) : in.x.size(0), in.x.size(2), in.x.size(3), in.Bm.size(3)},
+        pool ? "[slots,H,P,N] (a state pool)" : "[B,H,P,N]");
+    op().verify(lin, transposed(state), y, cache, {.scale = 1.0}, exec);
+    add_skip(in, y);
+  }
+
+  /// Moves each sequence's state [B,H,P,N] (or the pool the verify read) to its accepted
+  /// prefix, accepted [B] in [0, T].
+  template <Executor E = Serial>
+  void commit(const linear::VerifyCache& cache, std::span<const std::int64_t> accepted,
+              View4<float> state, const E& exec = E{}) const {
+    op().commit(cache, accepted, transposed(state), exec);
   }
 
   const gates::TimeStep& time_step() const { return time_step_; }

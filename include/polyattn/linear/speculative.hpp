@@ -58,6 +58,7 @@ class VerifyCache {
   index_t HV() const { return HV_; }
   index_t K() const { return K_; }
   index_t V() const { return V_; }
+  std::size_t floats_per_head() const { return per_head_; }
   index_t slot(index_t n) const {
     return slots_.empty() ? n : static_cast<index_t>(slots_[static_cast<std::size_t>(n)]);
   }
@@ -78,6 +79,10 @@ void commit_accepted(const VerifyCache& cache, std::span<const std::int64_t> acc
   if (cache.empty()) throw Error("cache", "holds no verified tokens (call verify first)");
   check::required("state", state);
   const index_t N = cache.sequences(), HV = cache.HV(), K = cache.K(), V = cache.V();
+  if (cache.floats_per_head() != kept_floats<P>(cache.tokens(), K, V))
+    throw Error("cache",
+                "was filled by an operator whose gate has another shape (per key "
+                "channel or not); commit with the operator that verified");
   if (static_cast<index_t>(accepted.size()) != N)
     throw Error("accepted", "needs one count per verified sequence (" + std::to_string(N) +
                                 "), got " + std::to_string(accepted.size()));
