@@ -49,7 +49,7 @@ struct RawGates {
     A_log = random_vector(sz(s.HV), seed + 3, -2.f, 0.5f);
     dt_bias = random_vector(sz(s.HV), seed + 4, -1.f, 1.f);
     dt_bias_k = random_vector(sz(s.HV * s.K), seed + 5, -1.f, 1.f);
-    a[3] = 25.f;  // above softplus' threshold
+    if (a.size() > 3) a[3] = 25.f;  // above softplus' threshold
     const auto sp = [](double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); };
     const auto sig = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
     for (index_t i = 0; i < BTH; ++i) {
