@@ -38,13 +38,18 @@
 
 #include "polyattn/args/linear.hpp"
 #include "polyattn/args/softmax.hpp"
+#include "polyattn/conv/short_conv.hpp"
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/executor.hpp"
 #include "polyattn/io/npy.hpp"
 #include "polyattn/linear/chunked.hpp"
+#include "polyattn/linear/mamba2.hpp"
 #include "polyattn/linear/presets.hpp"
+#include "polyattn/policies/fused_gates.hpp"
 #include "polyattn/reference/based.hpp"
+#include "polyattn/reference/conv.hpp"
 #include "polyattn/reference/linear.hpp"
+#include "polyattn/reference/mamba2.hpp"
 #include "polyattn/reference/softmax.hpp"
 #include "polyattn/softmax/decode.hpp"
 #include "polyattn/softmax/flash.hpp"
@@ -61,8 +66,11 @@ using namespace polyattn::tool;  // the command line (run_args.hpp)
 // ---- inputs ---------------------------------------------------------------------------------
 
 // The input files this tool knows about (base names without ".npy").
-constexpr std::string_view kKnownInputs[] = {"q",    "k",  "v",    "g",
-                                             "beta", "h0", "sink", "cu_seqlens"};
+constexpr std::string_view kKnownInputs[] = {
+    "q", "k",    "v",         "g",       "beta", "h0", "sink", "cu_seqlens",  // attention
+    "a", "b",    "A_log",     "dt_bias", "graw",       // raw gates (GDN, KDA)
+    "x", "dt",   "A",         "Bm",      "Cm",   "D",  // mamba2
+    "w", "bias", "conv_state"};                        // short_conv
 
 struct Inputs {
   fs::path dir;
@@ -384,8 +392,108 @@ void run_linear_fast(const Args& a, const polyattn::LinearInputs& li, index_t HV
   throw RunError("internal error: " + a.op_name + " has no fast operator");  // unreachable
 }
 
+// gated_delta_rule / kda from raw gate projections (SPEC §6, docs/conventions.md §2.5): the
+// fused operators, or with --algo reference the oracle on gates formed by the same functions.
+bool raw_gates_given(const Args& a) {
+  std::error_code ec;
+  for (const char* name : {"a", "b", "graw", "A_log", "dt_bias"})
+    if (fs::exists(a.in / (std::string(name) + ".npy"), ec)) return true;
+  return false;
+}
+
+void run_raw_gates(const Args& a) {
+  const bool kda = a.op == Op::Kda;
+  std::error_code ec;
+  for (const char* name : {"g", "beta"})
+    if (fs::exists(a.in / (std::string(name) + ".npy"), ec))
+      throw RunError((a.in / (std::string(name) + ".npy")).string() +
+                     ": given with raw gate inputs (a / graw, b, A_log, dt_bias); give one form");
+  std::set<std::string, std::less<>> required{"q", "k", "v", "b", "A_log", "dt_bias"};
+  required.insert(kda ? "graw" : "a");
+  const Inputs in = load_inputs(a.in, a.op_name, required, {"h0", "cu_seqlens"});
+  const NpyArray& q = float_input(in, "q", 4, "[B,T,H,K]");
+  const NpyArray& k = float_input(in, "k", 4, "[B,T,H,K]");
+  const NpyArray& v = float_input(in, "v", 4, "[B,T,HV,V]");
+  polyattn::LinearInputs li;
+  Rounded rq, rk, rv;
+  li.q = rq.view(q, a.dtype);
+  li.k = rk.view(k, a.dtype);
+  li.v = rv.view(v, a.dtype);
+  li.cu_seqlens = cu_seqlens_input(in);
+  if (kda)
+    li.graw = view4(float_input(in, "graw", 4, "[B,T,HV,K] (raw KDA gate)"));
+  else
+    li.a = view3(float_input(in, "a", 3, "[B,T,HV] (raw GDN gate)"));
+  li.b = view3(float_input(in, "b", 3, "[B,T,HV] (beta logits)"));
+  li.A_log = view1(float_input(in, "A_log", 1, "[HV]"));
+  li.dt_bias = view1(float_input(in, "dt_bias", 1, kda ? "[HV*K]" : "[HV]"));
+  if (in.has("h0")) li.initial_state = view4(float_input(in, "h0", 4, "[N,HV,K,V]"));
+  const index_t N = li.cu_seqlens.empty()
+                        ? q.shape[0]
+                        : std::max<index_t>(0, static_cast<index_t>(li.cu_seqlens.size()) - 1);
+  const index_t B = q.shape[0], T = q.shape[1], HV = v.shape[2], K = q.shape[3], V = v.shape[3];
+  Output o("o.npy", {B, T, HV, V});
+  Output ht("ht.npy", {N, HV, K, V});
+  TypedOutput ot(o, a.dtype);
+  polyattn::LinearOutputs<float> out;
+  out.o = ot.view();
+  out.final_state = ht.view4();
+  if (a.algo == Algo::Reference) {
+    // Validate the raw form as the operator would, then materialise with the same functions.
+    const polyattn::LinearDims d = polyattn::validate_linear_tensors(li, out, false);
+    if (kda)
+      polyattn::KimiDeltaDecay{}.check(li, d);
+    else
+      polyattn::GatedDeltaNetDecay{}.check(li, d);
+    polyattn::SigmoidBetaUpdate{}.check(li, d);
+    namespace gt = polyattn::gates;
+    std::vector<float> g, beta;
+    for (index_t bt = 0; bt < B * T; ++bt)
+      for (index_t h = 0; h < HV; ++h) {
+        const index_t b = bt / T, t = bt % T;
+        beta.push_back(gt::sigmoid(li.b(b, t, h)));
+        if (kda)
+          for (index_t i = 0; i < K; ++i)
+            g.push_back(gt::kda_log_decay(li.graw(b, t, h, i), gt::neg_exp(li.A_log(h)),
+                                          li.dt_bias(h * K + i)));
+        else
+          g.push_back(gt::gdn_log_decay(li.a(b, t, h), gt::neg_exp(li.A_log(h)), li.dt_bias(h)));
+      }
+    polyattn::LinearInputs ri = li;
+    ri.a = {};
+    ri.graw = {};
+    ri.b = {};
+    ri.A_log = {};
+    ri.dt_bias = {};
+    static const float none = 0.0f;
+    if (kda)
+      ri.gk = polyattn::View4<const float>::contiguous(g.empty() ? &none : g.data(), {B, T, HV, K});
+    else
+      ri.g = polyattn::View3<const float>::contiguous(g.empty() ? &none : g.data(), {B, T, HV});
+    ri.beta =
+        polyattn::View3<const float>::contiguous(beta.empty() ? &none : beta.data(), {B, T, HV});
+    polyattn::LinearOptions opt;
+    opt.decay = kda ? polyattn::Decay::VectorPerToken : polyattn::Decay::ScalarPerToken;
+    opt.update = polyattn::Update::Delta;
+    opt.scale = a.scale;
+    opt.qk_l2norm = a.qk_l2norm;
+    polyattn::LinearOutputs<float> ref = out;
+    ref.o = o.view4();
+    polyattn::reference::linear_recurrence<float>(ri, opt, ref);
+    round_output(o, a.dtype);
+  } else if (kda) {
+    forward_fast(polyattn::presets::make_kda_fused(a.qk_l2norm), a, li, out);
+    ot.widen();
+  } else {
+    forward_fast(polyattn::presets::make_gated_delta_rule_fused(a.qk_l2norm), a, li, out);
+    ot.widen();
+  }
+  write_outputs(a.out, {&o, &ht});
+}
+
 void run_linear(const Args& a) {
   const Op op = a.op;
+  if ((op == Op::GatedDeltaRule || op == Op::Kda) && raw_gates_given(a)) return run_raw_gates(a);
   const bool scalar_g = op == Op::SimpleGla || op == Op::GatedDeltaRule;
   const bool vector_g = op == Op::Gla || op == Op::Kda;
   const bool delta = op == Op::DeltaRule || op == Op::GatedDeltaRule || op == Op::Kda;
@@ -584,6 +692,108 @@ void run_softmax(const Args& a) {
   write_outputs(a.out, {&o});
 }
 
+// mamba2 (SPEC §6, docs/conventions.md §4.6): the Mamba2 operator with the chosen algorithm, or
+// the oracle in Mamba2's own layout with --algo reference.
+void run_mamba2(const Args& a) {
+  const Inputs in = load_inputs(a.in, a.op_name, {"x", "dt", "A", "Bm", "Cm"},
+                                {"D", "dt_bias", "h0", "cu_seqlens"});
+  polyattn::Mamba2Inputs mi;
+  mi.x = view4(float_input(in, "x", 4, "[B,T,H,P]"));
+  mi.dt = view3(float_input(in, "dt", 3, "[B,T,H]"));
+  mi.A = view1(float_input(in, "A", 1, "[H]"));
+  mi.Bm = view4(float_input(in, "Bm", 4, "[B,T,G,N]"));
+  mi.Cm = view4(float_input(in, "Cm", 4, "[B,T,G,N]"));
+  if (in.has("D")) mi.D = view1(float_input(in, "D", 1, "[H]"));
+  if (in.has("dt_bias")) mi.dt_bias = view1(float_input(in, "dt_bias", 1, "[H]"));
+  if (in.has("h0")) mi.initial_state = view4(float_input(in, "h0", 4, "[N,H,P,N]"));
+  mi.cu_seqlens = cu_seqlens_input(in);
+  const index_t B = mi.x.size(0), T = mi.x.size(1), H = mi.x.size(2), P = mi.x.size(3);
+  const index_t Ns = mi.Bm.size(3);
+  const index_t seqs = mi.cu_seqlens.empty()
+                           ? B
+                           : std::max<index_t>(0, static_cast<index_t>(mi.cu_seqlens.size()) - 1);
+  Output y("y.npy", {B, T, H, P});
+  Output ht("ht.npy", {seqs, H, P, Ns});
+  const polyattn::gates::TimeStep ts{.softplus = a.dt_softplus};
+  const polyattn::Mamba2 op(ts);
+  const polyattn::Mamba2Outputs out{y.view4(), ht.view4()};
+  const ToolExecutor exec(a.threads);
+  switch (a.algo) {
+    case Algo::Reference: {
+      polyattn::reference::Mamba2Ref r{.x = mi.x,
+                                       .Bm = mi.Bm,
+                                       .Cm = mi.Cm,
+                                       .initial_state = mi.initial_state,
+                                       .dt = mi.dt,
+                                       .A = mi.A,
+                                       .D = mi.D,
+                                       .dt_bias = mi.dt_bias,
+                                       .cu_seqlens = mi.cu_seqlens,
+                                       .dt_softplus = a.dt_softplus};
+      // The fast operator validates every argument (names as in Mamba2); run it on a scratch
+      // output so the oracle sees only checked shapes.
+      Output scratch_y("y.npy", {B, T, H, P});
+      op.forward<polyattn::Recurrent>(mi, {scratch_y.view4(), {}}, exec);
+      std::vector<double> yd(y.data.size()), hd(ht.data.size());
+      polyattn::reference::mamba2(r, polyattn::View4<double>::contiguous(yd.data(), {B, T, H, P}),
+                                  polyattn::View4<double>::contiguous(hd.data(), {seqs, H, P, Ns}));
+      for (std::size_t i = 0; i < yd.size(); ++i) y.data[i] = static_cast<float>(yd[i]);
+      for (std::size_t i = 0; i < hd.size(); ++i) ht.data[i] = static_cast<float>(hd[i]);
+      break;
+    }
+    case Algo::Recurrent:
+      op.forward<polyattn::Recurrent>(mi, out, exec);
+      break;
+    case Algo::Parallel:
+      op.forward<polyattn::Parallel>(mi, out, exec);
+      break;
+    default:
+      switch (a.chunk) {
+        case 16:
+          op.forward<polyattn::Chunked<16>>(mi, out, exec);
+          break;
+        case 32:
+          op.forward<polyattn::Chunked<32>>(mi, out, exec);
+          break;
+        case 128:
+          op.forward<polyattn::Chunked<128>>(mi, out, exec);
+          break;
+        default:
+          op.forward<polyattn::Chunked<64>>(mi, out, exec);
+          break;
+      }
+  }
+  write_outputs(a.out, {&y, &ht});
+}
+
+// short_conv (SPEC §6, docs/conventions.md §7.1): the convolution kernel, or the oracle.
+void run_short_conv(const Args& a) {
+  const Inputs in = load_inputs(a.in, a.op_name, {"x", "w"}, {"bias", "conv_state", "cu_seqlens"});
+  polyattn::conv::ShortConvInputs ci;
+  ci.x = view3(float_input(in, "x", 3, "[B,T,D]"));
+  const NpyArray& w = float_input(in, "w", 2, "[D,W]");
+  ci.weight =
+      polyattn::TensorView<const float, 2>::contiguous(data_of(w), {w.shape[0], w.shape[1]});
+  if (in.has("bias")) ci.bias = view1(float_input(in, "bias", 1, "[D]"));
+  if (in.has("conv_state")) ci.initial_state = view3(float_input(in, "conv_state", 3, "[N,D,W-1]"));
+  ci.cu_seqlens = cu_seqlens_input(in);
+  const polyattn::conv::ShortConvDims d = polyattn::conv::validate_short_conv_inputs(ci);
+  Output y("y.npy", {d.B, d.T, d.D});
+  Output st("conv_state.npy", {d.N, d.D, d.W - 1});
+  const auto y3 = polyattn::View3<float>::contiguous(y.data.empty() ? &y.dummy : y.data.data(),
+                                                     {d.B, d.T, d.D});
+  const auto s3 = polyattn::View3<float>::contiguous(st.data.empty() ? &st.dummy : st.data.data(),
+                                                     {d.N, d.D, d.W - 1});
+  const polyattn::conv::ShortConvOptions opt{.activation = a.silu.value_or(false)
+                                                               ? polyattn::conv::Activation::SiLU
+                                                               : polyattn::conv::Activation::None};
+  if (a.algo == Algo::Reference)
+    polyattn::reference::short_conv<float>(ci, opt, y3, s3);
+  else
+    polyattn::conv::short_conv(ci, opt, {y3, s3}, ToolExecutor(a.threads));
+  write_outputs(a.out, {&y, &st});
+}
+
 // ---- error reporting ------------------------------------------------------------------------
 
 // polyattn::Error names an argument of the C++ API; point the user at the file or flag instead.
@@ -597,11 +807,26 @@ std::string describe(const polyattn::Error& e, const Args& a) {
       {"beta", "beta"},
       {"initial_state", "h0"},
       {"sink", "sink"},
-      {"cu_seqlens", "cu_seqlens"}};
+      {"cu_seqlens", "cu_seqlens"},
+      {"a", "a"},
+      {"b", "b"},
+      {"graw", "graw"},
+      {"A_log", "A_log"},
+      {"dt_bias", "dt_bias"},
+      {"x", "x"},
+      {"dt", "dt"},
+      {"A", "A"},
+      {"Bm", "Bm"},
+      {"Cm", "Cm"},
+      {"D", "D"},
+      {"weight", "w"},
+      {"bias", "bias"}};
   static const std::map<std::string, std::string, std::less<>> to_flag{
       {"scale", "--scale"}, {"window", "--window"}, {"sink_tokens", "--sinks"}};
   const std::string& arg = e.argument();
   std::string msg = e.what();
+  if (a.op == Op::ShortConv && arg.rfind("initial_state", 0) == 0)
+    return (a.in / "conv_state.npy").string() + ": " + msg.substr(msg.find("': ") + 3);
   const std::string prefix = "polyattn: argument '" + arg + "': ";
   if (msg.rfind(prefix, 0) == 0) msg = msg.substr(prefix.size());
   // Arguments such as "q (batch)": the file is the first word, the rest qualifies it.
@@ -634,6 +859,10 @@ int main(int argc, char** argv) {
     args = parse_args(argc, argv);
     if (is_linear(args.op))
       run_linear(args);
+    else if (args.op == Op::Mamba2)
+      run_mamba2(args);
+    else if (args.op == Op::ShortConv)
+      run_short_conv(args);
     else if (args.op == Op::Based)
       run_based(args);
     else

@@ -47,7 +47,14 @@ OP (inputs read from --in DIR; [x] = optional; cu_seqlens.npy (int64 [N+1], B ==
   gla                q k v g[B,T,HV,K] [h0]
   delta_rule         q k v beta[B,T,HV] [h0]
   gated_delta_rule   q k v g[B,T,HV] beta[B,T,HV] [h0]
+                     or raw gates: q k v a[B,T,HV] b[B,T,HV] A_log[HV] dt_bias[HV] [h0]
+                     (g = -exp(A_log) softplus(a + dt_bias), beta = sigmoid(b), in the kernel)
   kda                q k v g[B,T,HV,K] beta[B,T,HV] [h0]
+                     or raw gates: q k v graw[B,T,HV,K] b A_log[HV] dt_bias[HV*K] [h0]
+  mamba2             x[B,T,H,P] dt[B,T,H] A[H] Bm[B,T,G,N] Cm[B,T,G,N] [D[H]] [dt_bias[H]]
+                     [h0[N,H,P,N]]   outputs y.npy [B,T,H,P] and ht.npy [N,H,P,N]
+  short_conv         x[B,T,D] w[D,W] [bias[D]] [conv_state[N,D,W-1]]
+                     outputs y.npy [B,T,D] and conv_state.npy [N,D,W-1]
   based              q k v                              (causal, Taylor-2, normalised, eps 1e-6)
   softmax            q[B,T,HQ,D] k v[B,S,HKV,*] [sink[HQ]]
   forgetting_attn    q k v g[B,S,HQ] [sink[HQ]]         (always causal)
@@ -82,6 +89,8 @@ options:
   --dtype T               fp32 (default), bf16 or fp16: q, k, v are rounded to T (nearest even)
                           and the operator runs on T inputs with a T output; o.npy holds those
                           outputs widened to float32 (states, gates, beta stay fp32; based: fp32)
+  --dt-softplus           mamba2: dt = softplus(dt + dt_bias) (mamba_ssm's dt_softplus)
+  --activation A          short_conv: none (default) or silu
   --kv-dtype T            softmax / forgetting_attn: K and V go through a KV cache of type fp32,
                           bf16, fp16 or int8 (per-token symmetric) and every query row is answered
                           from it by the decode kernel (no cu_seqlens; not with --algo reference)
@@ -110,7 +119,9 @@ enum class Op {
   Kda,
   Based,
   Softmax,
-  ForgettingAttn
+  ForgettingAttn,
+  Mamba2,
+  ShortConv
 };
 
 inline const std::map<std::string, Op, std::less<>>& op_table() {
@@ -124,12 +135,15 @@ inline const std::map<std::string, Op, std::less<>>& op_table() {
                                                         {"kda", Op::Kda},
                                                         {"based", Op::Based},
                                                         {"softmax", Op::Softmax},
-                                                        {"forgetting_attn", Op::ForgettingAttn}};
+                                                        {"forgetting_attn", Op::ForgettingAttn},
+                                                        {"mamba2", Op::Mamba2},
+                                                        {"short_conv", Op::ShortConv}};
   return t;
 }
 
 inline bool is_linear(Op op) {
-  return op != Op::Based && op != Op::Softmax && op != Op::ForgettingAttn;
+  return op != Op::Based && op != Op::Softmax && op != Op::ForgettingAttn && op != Op::Mamba2 &&
+         op != Op::ShortConv;
 }
 inline bool is_softmax(Op op) {
   return op == Op::Softmax || op == Op::ForgettingAttn;
@@ -154,6 +168,8 @@ struct Args {
   Algo algo = Algo::Reference;     // what runs (resolved for the OP by parse_args)
   Dtype dtype = Dtype::f32;        // --dtype: q, k, v and o
   std::optional<Dtype> kv_dtype;   // --kv-dtype: the KV cache of the softmax OPs
+  bool dt_softplus = false;        // --dt-softplus (mamba2)
+  std::optional<bool> silu;        // --activation silu|none (short_conv)
 };
 
 // "fp32" | "bf16" | "fp16" (and "int8" where allowed) → Dtype, else RunError naming the flag.
@@ -196,10 +212,10 @@ inline Args parse_args(int argc, char** argv) {
   bool have_op = false, have_in = false, have_out = false;
   std::set<std::string> seen;
   const std::set<std::string, std::less<>> with_value{
-      "--in",    "--out",     "--scale", "--algo",   "--chunk", "--window",
-      "--sinks", "--threads", "--layer", "--layers", "--dtype", "--kv-dtype"};
+      "--in",      "--out",   "--scale",  "--algo",  "--chunk",    "--window",    "--sinks",
+      "--threads", "--layer", "--layers", "--dtype", "--kv-dtype", "--activation"};
   const std::set<std::string, std::less<>> switches{"--qk-l2norm", "--normalize", "--causal",
-                                                    "--no-causal"};
+                                                    "--no-causal", "--dt-softplus"};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg.rfind("--", 0) != 0) {
@@ -211,7 +227,8 @@ inline Args parse_args(int argc, char** argv) {
       if (it == op_table().end())
         throw RunError("unknown OP '" + arg +
                        "' (expected linear_attn, retention, lightning_attn, simple_gla, gla, "
-                       "delta_rule, gated_delta_rule, kda, based, softmax or forgetting_attn)");
+                       "delta_rule, gated_delta_rule, kda, based, softmax, forgetting_attn, "
+                       "mamba2 or short_conv)");
       a.op = it->second;
       a.op_name = arg;
       have_op = true;
@@ -280,6 +297,12 @@ inline Args parse_args(int argc, char** argv) {
       a.qk_l2norm = true;
     } else if (arg == "--normalize") {
       a.normalize = true;
+    } else if (arg == "--dt-softplus") {
+      a.dt_softplus = true;
+    } else if (arg == "--activation") {
+      if (value != "silu" && value != "none")
+        throw RunError("unknown --activation '" + value + "' (expected silu or none)");
+      a.silu = value == "silu";
     } else if (arg == "--causal" || arg == "--no-causal") {
       if (a.causal) throw RunError("--causal and --no-causal are mutually exclusive");
       a.causal = arg == "--causal";
@@ -288,8 +311,14 @@ inline Args parse_args(int argc, char** argv) {
 
   if (!have_op) throw RunError("missing OP (see --help)");
   // The algorithm that runs: the linear family runs the fp32 operators (default chunked).
-  if (is_linear(a.op)) {
+  if (is_linear(a.op) || a.op == Op::Mamba2) {
     a.algo = a.algo_given.value_or(Algo::Chunked);
+  } else if (a.op == Op::ShortConv) {
+    if (a.algo_given.has_value() && *a.algo_given != Algo::Reference)
+      throw RunError(
+          "short_conv runs its own kernel; --algo recurrent, chunked and parallel "
+          "belong to the linear family (--algo reference runs the oracle)");
+    a.algo = a.algo_given.value_or(Algo::Flash);  // Flash: the op's fast kernel
   } else if (is_softmax(a.op)) {
     if (a.algo_given.has_value() && *a.algo_given != Algo::Reference)
       throw RunError(a.op_name +
@@ -315,7 +344,11 @@ inline Args parse_args(int argc, char** argv) {
   reject(a.window.has_value() && !is_softmax(op), "--window");
   reject(a.sinks.has_value() && !is_softmax(op), "--sinks");
   reject(a.kv_dtype.has_value() && !is_softmax(op), "--kv-dtype");
-  reject(a.dtype != Dtype::f32 && op == Op::Based, "--dtype");
+  reject(a.dtype != Dtype::f32 && (op == Op::Based || op == Op::Mamba2 || op == Op::ShortConv),
+         "--dtype");
+  reject(a.scale.has_value() && (op == Op::Mamba2 || op == Op::ShortConv), "--scale");
+  reject(a.dt_softplus && op != Op::Mamba2, "--dt-softplus");
+  reject(a.silu.has_value() && op != Op::ShortConv, "--activation");
   if (a.kv_dtype && a.algo == Algo::Reference)
     throw RunError("--kv-dtype runs the decode kernel over a KV cache; not with --algo reference");
   if (op == Op::ForgettingAttn && a.causal == false)

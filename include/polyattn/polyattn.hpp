@@ -30,11 +30,14 @@
 #include "polyattn/policies/algorithm.hpp"
 #include "polyattn/policies/decay.hpp"
 #include "polyattn/policies/feature_map.hpp"
+#include "polyattn/policies/fused_gates.hpp"
 #include "polyattn/policies/normalizer.hpp"
 #include "polyattn/policies/update.hpp"
 
+#include "polyattn/linear/mamba2.hpp"
 #include "polyattn/linear/operator.hpp"
 #include "polyattn/linear/presets.hpp"
+#include "polyattn/linear/speculative.hpp"
 
 #include "polyattn/softmax/act.hpp"
 #include "polyattn/softmax/blockrank.hpp"

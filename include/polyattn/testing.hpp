@@ -18,6 +18,7 @@
 #include "polyattn/reference/landmark.hpp"
 #include "polyattn/reference/linear.hpp"
 #include "polyattn/reference/longheads.hpp"
+#include "polyattn/reference/mamba2.hpp"
 #include "polyattn/reference/papers.hpp"
 #include "polyattn/reference/routing.hpp"
 #include "polyattn/reference/row_softmax.hpp"

@@ -194,6 +194,74 @@ std::vector<float> decode_all(typename C::Decoder& dec, const typename C::Inputs
   return o.data;
 }
 
+// Sequence b of a batched view or input set, as a batch of one.
+template <class T, std::size_t R>
+TensorView<T, R> batch_of(const TensorView<T, R>& x, index_t b) {
+  if (x.absent()) return x;
+  auto shape = x.shape();
+  shape[0] = 1;
+  return TensorView<T, R>(x.data() + b * x.stride(0), shape, x.strides());
+}
+inline BasedHybridInputs batch_of(const BasedHybridInputs& in, index_t b) {
+  return {batch_of(in.q, b),     batch_of(in.k, b),     batch_of(in.v, b),
+          batch_of(in.lin_q, b), batch_of(in.lin_k, b), {}};
+}
+inline LolcatsInputs batch_of(const LolcatsInputs& in, index_t b) {
+  return {batch_of(in.q, b),     batch_of(in.k, b),     batch_of(in.v, b),
+          batch_of(in.phi_q, b), batch_of(in.phi_k, b), {}};
+}
+inline LigerInputs batch_of(const LigerInputs& in, index_t b) {
+  return {batch_of(in.q, b),     batch_of(in.k, b), batch_of(in.v, b),  batch_of(in.lin_q, b),
+          batch_of(in.lin_k, b), batch_of(in.g, b), batch_of(in.gk, b), {}};
+}
+
+// A decoder of N sequences of different lengths: a varlen prefill (lens, packed with
+// cu_seqlens), then `steps` steps of one token each. Every sequence's prefill rows and step
+// outputs must be those of a decoder holding that sequence alone, bit for bit (the kernels
+// are per sequence; varlen equals separate calls bitwise). make(B) builds a decoder of B
+// sequences; inputs(data) the combiner's inputs of a HybridData.
+template <class C, class Make, class Inputs>
+void expect_varlen_decoder_matches_separate(const Make& make, const Inputs& inputs,
+                                            const std::vector<index_t>& lens, index_t steps,
+                                            const std::string& what) {
+  const auto N = static_cast<index_t>(lens.size());
+  const HybridData pre(HybridShape::varlen(lens), 500);
+  HybridShape ss;
+  ss.B = N;
+  ss.T = steps;
+  const HybridData st(ss, 600);
+  const index_t H = pre.s.H, V = pre.s.V;
+  typename C::Decoder dec = make(N);
+  Tensor<float, 4> po({1, pre.s.T, H, V}, kSentinel), so({N, steps, H, V}, kSentinel);
+  dec.prefill(inputs(pre), po.view());
+  for (index_t n = 0; n < N; ++n)
+    EXPECT_EQ(dec.position(n), lens[static_cast<std::size_t>(n)]) << what;
+  for (index_t t = 0; t < steps; ++t)
+    dec.step(rows(inputs(st), t, t + 1), rows(so.view(), t, t + 1));
+  for (index_t n = 0; n < N; ++n) {
+    typename C::Decoder one = make(1);
+    const index_t t0 = pre.cu[static_cast<std::size_t>(n)],
+                  t1 = pre.cu[static_cast<std::size_t>(n) + 1];
+    Tensor<float, 4> o1({1, t1 - t0 + steps, H, V}, kSentinel);
+    if (t1 > t0) one.prefill(rows(inputs(pre), t0, t1), rows(o1.view(), 0, t1 - t0));
+    for (index_t t = 0; t < steps; ++t)
+      one.step(rows(batch_of(inputs(st), n), t, t + 1),
+               rows(o1.view(), t1 - t0 + t, t1 - t0 + t + 1));
+    const std::size_t row = static_cast<std::size_t>(H * V);
+    const std::vector<float> want_pre(
+        o1.data.begin(), o1.data.begin() + static_cast<std::ptrdiff_t>((t1 - t0) * H * V));
+    const std::vector<float> got_pre(po.data.begin() + static_cast<std::ptrdiff_t>(t0 * H * V),
+                                     po.data.begin() + static_cast<std::ptrdiff_t>(t1 * H * V));
+    EXPECT_EQ(got_pre, want_pre) << what << " prefill of sequence " << n;
+    for (index_t t = 0; t < steps; ++t) {
+      const auto g0 = so.data.begin() + static_cast<std::ptrdiff_t>((n * steps + t) * H * V);
+      const auto w0 = o1.data.begin() + static_cast<std::ptrdiff_t>((t1 - t0 + t) * H * V);
+      EXPECT_TRUE(std::equal(g0, g0 + static_cast<std::ptrdiff_t>(row), w0))
+          << what << " sequence " << n << " step " << t;
+    }
+  }
+}
+
 // Expects `call` to throw an Error naming `argument` and leave `o` (filled with kSentinel) as is.
 inline void expect_bad(const std::string& argument, const std::function<void()>& call,
                        const std::vector<float>& o, const std::string& what = {}) {

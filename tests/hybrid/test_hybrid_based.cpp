@@ -145,4 +145,15 @@ TEST(BasedHybrid, DecoderResetStartsOver) {
                    "after reset");
 }
 
+TEST(BasedHybrid, DecoderTakesSequencesOfDifferentLengths) {
+  for (index_t w : {1, 6, 40}) {
+    const auto make = [w](index_t B) {
+      return hybrid::BasedHybridDecoder({B, 2, 16, 12, 8, 8}, based_opts(w));
+    };
+    expect_varlen_decoder_matches_separate<BasedHybrid>(
+        make, [](const HybridData& d) { return d.based(); }, {9, 0, 23, 1}, 4,
+        "window " + std::to_string(w));
+  }
+}
+
 }  // namespace

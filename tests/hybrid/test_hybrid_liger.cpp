@@ -110,4 +110,15 @@ TEST(Liger, DecoderReproducesPrefillRows) {
       }
 }
 
+TEST(Liger, DecoderTakesSequencesOfDifferentLengths) {
+  for (bool vec : {false, true}) {
+    const auto make = [](index_t B) {
+      return hybrid::LigerDecoder({B, 2, 16, 12, 8, 8}, liger_opts(5));
+    };
+    expect_varlen_decoder_matches_separate<Liger>(
+        make, [vec](const HybridData& d) { return d.liger(vec); }, {17, 3, 0}, 3,
+        vec ? "vector gate" : "scalar gate");
+  }
+}
+
 }  // namespace

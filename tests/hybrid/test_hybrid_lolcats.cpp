@@ -165,4 +165,15 @@ TEST(Lolcats, DecoderWithLargeScores) {
   }
 }
 
+TEST(Lolcats, DecoderTakesSequencesOfDifferentLengths) {
+  for (index_t w : {1, 4, 30}) {
+    const auto make = [w](index_t B) {
+      return hybrid::LolcatsDecoder({B, 2, 16, 12, 8, 8}, lolcats_opts(w));
+    };
+    expect_varlen_decoder_matches_separate<Lolcats>(
+        make, [](const HybridData& d) { return d.lolcats(); }, {12, 2, 0, 7}, 5,
+        "window " + std::to_string(w));
+  }
+}
+
 }  // namespace

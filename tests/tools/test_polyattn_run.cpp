@@ -20,7 +20,9 @@
 #include "polyattn/args/softmax.hpp"
 #include "polyattn/io/npy.hpp"
 #include "polyattn/reference/based.hpp"
+#include "polyattn/reference/conv.hpp"
 #include "polyattn/reference/linear.hpp"
+#include "polyattn/reference/mamba2.hpp"
 #include "polyattn/reference/softmax.hpp"
 #include "tools/tool_test_util.hpp"
 
@@ -705,6 +707,139 @@ TEST_F(Tool, Help) {
             std::string::npos)
       << r.out;
   EXPECT_EQ(r.err, "");
+}
+
+// ---- raw gate inputs, mamba2, short_conv (SPEC §6) ------------------------------------------
+
+// gated_delta_rule / kda from raw projections: the fused operators (and --algo reference)
+// against the double oracle fed gates formed in double from the same raw inputs.
+TEST_F(Tool, RawGatesGatedDeltaRuleAndKda) {
+  const index_t B = 1, T = 40, H = 1, HV = 2, K = 6, V = 5;
+  for (bool kda : {false, true}) {
+    fs::remove_all(in);
+    fs::create_directories(in);
+    const auto q = put("q", {B, T, H, K}, 1), k = put("k", {B, T, H, K}, 2);
+    const auto v = put("v", {B, T, HV, V}, 3);
+    const auto raw =
+        kda ? put("graw", {B, T, HV, K}, 4, -3.f, 3.f) : put("a", {B, T, HV}, 4, -3.f, 3.f);
+    const auto b = put("b", {B, T, HV}, 5, -3.f, 3.f);
+    const auto A_log = put("A_log", {HV}, 6, -1.f, 0.5f);
+    const auto bias = put("dt_bias", {kda ? HV * K : HV}, 7);
+    std::vector<float> g, beta;
+    const auto sp = [](double x) { return x > 20 ? x : std::log1p(std::exp(x)); };
+    for (index_t t = 0; t < T; ++t)
+      for (index_t h = 0; h < HV; ++h) {
+        const auto i = static_cast<std::size_t>(t * HV + h);
+        const double A = std::exp(double{A_log[static_cast<std::size_t>(h)]});
+        beta.push_back(static_cast<float>(1.0 / (1.0 + std::exp(-double{b[i]}))));
+        if (kda)
+          for (index_t c = 0; c < K; ++c)
+            g.push_back(static_cast<float>(
+                -A * sp(double{raw[i * static_cast<std::size_t>(K) + static_cast<std::size_t>(c)]} +
+                        bias[static_cast<std::size_t>(h * K + c)])));
+        else
+          g.push_back(
+              static_cast<float>(-A * sp(double{raw[i]} + bias[static_cast<std::size_t>(h)])));
+      }
+    polyattn::LinearInputs li;
+    li.q = polyattn::bthd(q.data(), B, T, H, K);
+    li.k = polyattn::bthd(k.data(), B, T, H, K);
+    li.v = polyattn::bthd(v.data(), B, T, HV, V);
+    if (kda)
+      li.gk = polyattn::bthd(g.data(), B, T, HV, K);
+    else
+      li.g = polyattn::bth(g.data(), B, T, HV);
+    li.beta = polyattn::bth(beta.data(), B, T, HV);
+    polyattn::LinearOptions opt;
+    opt.decay = kda ? polyattn::Decay::VectorPerToken : polyattn::Decay::ScalarPerToken;
+    opt.update = polyattn::Update::Delta;
+    opt.qk_l2norm = true;
+    polyattn::test::Tensor<double, 4> o({B, T, HV, V}), ht({B, HV, K, V});
+    polyattn::reference::linear_recurrence<double>(li, opt, {o.view(), ht.view(), {}});
+    const std::string op = kda ? "kda" : "gated_delta_rule";
+    for (const std::string flags :
+         {"--qk-l2norm", "--qk-l2norm --algo recurrent", "--qk-l2norm --algo reference"}) {
+      ASSERT_NO_FATAL_FAILURE(run_ok(op, flags));
+      EXPECT_LT(rel_rmse(get("o.npy", {B, T, HV, V}), o.data), kFastBound) << op << " " << flags;
+      EXPECT_LT(rel_rmse(get("ht.npy", {B, HV, K, V}), ht.data), kFastBound) << op << " " << flags;
+    }
+    fs::remove_all(out);
+    put("g", kda ? std::vector<std::int64_t>{B, T, HV, K} : std::vector<std::int64_t>{B, T, HV}, 8);
+    expect_error(op, "", "give one form");
+    fs::remove(in / "g.npy");
+    fs::remove(in / "A_log.npy");
+    expect_error(op, "", "A_log.npy: missing");
+  }
+}
+
+TEST_F(Tool, Mamba2MatchesItsOracle) {
+  const index_t B = 2, T = 37, H = 4, P = 5, G = 2, N = 6;
+  const auto x = put("x", {B, T, H, P}, 1), dt = put("dt", {B, T, H}, 2, -3.f, 1.f);
+  const auto A = put("A", {H}, 3, -2.f, -0.2f), Bm = put("Bm", {B, T, G, N}, 4);
+  const auto Cm = put("Cm", {B, T, G, N}, 5), D = put("D", {H}, 6);
+  const auto bias = put("dt_bias", {H}, 7), h0 = put("h0", {B, H, P, N}, 8, -0.5f, 0.5f);
+  const polyattn::reference::Mamba2Ref r{
+      .x = polyattn::bthd(x.data(), B, T, H, P),
+      .Bm = polyattn::bthd(Bm.data(), B, T, G, N),
+      .Cm = polyattn::bthd(Cm.data(), B, T, G, N),
+      .initial_state = polyattn::bhkv(h0.data(), B, H, P, N),
+      .dt = polyattn::bth(dt.data(), B, T, H),
+      .A = polyattn::View1<const float>::contiguous(A.data(), {H}),
+      .D = polyattn::View1<const float>::contiguous(D.data(), {H}),
+      .dt_bias = polyattn::View1<const float>::contiguous(bias.data(), {H}),
+      .dt_softplus = true};
+  polyattn::test::Tensor<double, 4> y({B, T, H, P}), ht({B, H, P, N});
+  polyattn::reference::mamba2(r, y.view(), ht.view());
+  for (const std::string flags : {"--dt-softplus", "--dt-softplus --algo recurrent --threads 3",
+                                  "--dt-softplus --chunk 16", "--dt-softplus --algo reference"}) {
+    ASSERT_NO_FATAL_FAILURE(run_ok("mamba2", flags));
+    EXPECT_LT(rel_rmse(get("y.npy", {B, T, H, P}), y.data), kFastBound) << flags;
+    EXPECT_LT(rel_rmse(get("ht.npy", {B, H, P, N}), ht.data), kFastBound) << flags;
+  }
+  fs::remove_all(out);
+  put("A", {H - 1}, 3);
+  const Result e = run("mamba2", "--dt-softplus");
+  EXPECT_EQ(e.code, 2);
+  EXPECT_NE(e.err.find("A.npy: expected shape [4]"), std::string::npos) << e.err;
+  EXPECT_FALSE(fs::exists(out / "y.npy"));
+  put("A", {H}, 3);
+  expect_error("mamba2", "--scale 2", "--scale is not used by mamba2");
+  expect_error("linear_attn", "--dt-softplus", "--dt-softplus is not used");
+}
+
+TEST_F(Tool, ShortConvMatchesItsOracle) {
+  const index_t B = 1, T = 29, D = 300, W = 4;
+  const auto x = put("x", {B, T, D}, 1), w = put("w", {D, W}, 2), bias = put("bias", {D}, 3);
+  const std::vector<std::int64_t> cu{0, 11, 11, 29};
+  polyattn::io::write_npy(in / "cu_seqlens.npy", cu.data(),
+                          std::span<const std::int64_t>(std::vector<std::int64_t>{4}));
+  const auto st = put("conv_state", {3, D, W - 1}, 4);
+  const polyattn::conv::ShortConvInputs ci{
+      .x = polyattn::View3<const float>::contiguous(x.data(), {B, T, D}),
+      .weight = polyattn::TensorView<const float, 2>::contiguous(w.data(), {D, W}),
+      .bias = polyattn::View1<const float>::contiguous(bias.data(), {D}),
+      .initial_state = polyattn::View3<const float>::contiguous(st.data(), {3, D, W - 1}),
+      .cu_seqlens = cu};
+  for (const bool silu : {false, true}) {
+    polyattn::test::Tensor<double, 3> y({B, T, D}), s({3, D, W - 1});
+    polyattn::reference::short_conv<double>(
+        ci,
+        {.activation = silu ? polyattn::conv::Activation::SiLU : polyattn::conv::Activation::None},
+        y.view(), s.view());
+    for (const std::string algo : {"", " --algo reference", " --threads 2"}) {
+      const std::string flags =
+          std::string(silu ? "--activation silu" : "--activation=none") + algo;
+      ASSERT_NO_FATAL_FAILURE(run_ok("short_conv", flags));
+      EXPECT_LT(rel_rmse(get("y.npy", {B, T, D}), y.data), kBound) << flags;
+      EXPECT_LT(rel_rmse(get("conv_state.npy", {3, D, W - 1}), s.data), kBound) << flags;
+    }
+  }
+  fs::remove_all(out);
+  expect_error("short_conv", "--activation relu", "unknown --activation 'relu'");
+  expect_error("short_conv", "--algo chunked", "short_conv runs its own kernel");
+  put("conv_state", {3, D, W}, 4);
+  expect_error("short_conv", "", "conv_state.npy");
+  EXPECT_FALSE(fs::exists(out / "y.npy"));
 }
 
 class ToolErrors : public Tool {

@@ -20,6 +20,15 @@
 //   state_indices   [N] int64       optional state pool: the state tensors above are then pools
 //                                   [slots, ...] and sequence n reads and writes slot
 //                                   state_indices[n] (distinct, in [0, slots)); no copies
+// Raw gate projections, read instead of g / gk / beta by the fused gate policies
+// (policies/fused_gates.hpp), fp32:
+//   a [B,T,HV] (Gated DeltaNet), graw [B,T,HV,K] (KDA), b [B,T,HV] (β = sigmoid(b)),
+//   dt [B,T,HV] (Mamba2), A_log [HV], A [HV] (Mamba2), dt_bias [HV] or [HV·K] (KDA)
+// Snapshots (prefix caching): snapshot_positions [M] int64, the token counts p (0 ≤ p ≤ the
+//   sequence's length, increasing within a sequence) after which the state is written to
+//   LinearOutputs::snapshots [M, HV, K, V] (or, with snapshot_slots [M], to row
+//   snapshot_slots[m] of a pool [slots, HV, K, V]); snapshot_offsets [N+1] says which belong to
+//   sequence n ([offsets[n], offsets[n+1]); may be empty when N == 1).
 // Exactly the gate tensors the decay reads must be given (a stray one is an error, so a
 // mis-composed call cannot silently ignore its gates).
 // Operators take policies (policies/*.hpp), which validate their own gate tensors with the
@@ -67,6 +76,18 @@ struct LinearInputs {
   View3<const float> initial_z;
   std::span<const std::int64_t> cu_seqlens;
   std::span<const std::int64_t> state_indices;  // optional state pool slots, one per sequence
+  // Raw gate projections (fused gate policies only; policies/fused_gates.hpp).
+  View3<const float> a;        // [B,T,HV]   GDN: g = −exp(A_log)·softplus(a + dt_bias)
+  View4<const float> graw;     // [B,T,HV,K] KDA: g = −exp(A_log)·softplus(graw + dt_bias)
+  View3<const float> b;        // [B,T,HV]   β = sigmoid(b)
+  View3<const float> dt;       // [B,T,HV]   Mamba2: Δ = softplus(dt + dt_bias), g = Δ·A
+  View1<const float> A_log;    // [HV]
+  View1<const float> A;        // [HV]       Mamba2 (negative)
+  View1<const float> dt_bias;  // [HV], KDA [HV·K]
+  // Snapshots of the state during prefill (forward only).
+  std::span<const std::int64_t> snapshot_positions;  // [M] token counts per sequence
+  std::span<const std::int64_t> snapshot_offsets;    // [N+1], optional when N == 1
+  std::span<const std::int64_t> snapshot_slots;      // [M], optional: rows of a snapshot pool
 };
 
 /// The slot of sequence n in the state tensors: state_indices[n], or n without a pool.
@@ -92,6 +113,7 @@ struct LinearOutputs {
   typename detail::linear_o_view<Out>::type o;  // Out = float: fp32, bf16 or fp16 (MutEView4)
   View4<Out> final_state;                       // optional
   View3<Out> final_z;                           // optional (Sum normaliser only)
+  View4<Out> snapshots;  // [M,HV,K,V] (or a pool with snapshot_slots), with snapshot_positions
 };
 
 /// Sizes resolved by validate_linear.
@@ -108,6 +130,58 @@ void present_iff(std::string_view name, const View& view, bool needed, std::stri
   if (needed && view.absent()) throw Error(name, std::string("is required ") + std::string(why));
   if (!needed && !view.absent())
     throw Error(name, std::string("was given but is not used ") + std::string(why));
+}
+}  // namespace detail
+
+namespace detail {
+// Snapshot positions, offsets, slots and the snapshots tensor of a call with N sequences.
+template <class Out>
+void check_snapshots(const LinearInputs& in, const LinearOutputs<Out>& out, const LinearDims& d) {
+  const auto& pos = in.snapshot_positions;
+  const auto& off = in.snapshot_offsets;
+  if (pos.empty()) {
+    if (!out.snapshots.absent())
+      throw Error("snapshots", "was given but snapshot_positions is empty");
+    if (!off.empty()) throw Error("snapshot_offsets", "was given but snapshot_positions is empty");
+    if (!in.snapshot_slots.empty())
+      throw Error("snapshot_slots", "was given but snapshot_positions is empty");
+    return;
+  }
+  const auto M = static_cast<index_t>(pos.size());
+  check::required("snapshots", out.snapshots);
+  if (off.empty() && d.N != 1)
+    throw Error("snapshot_offsets",
+                "is required with " + std::to_string(d.N) + " sequences ([N+1], cu-style)");
+  if (!off.empty()) {
+    if (static_cast<index_t>(off.size()) != d.N + 1)
+      throw Error("snapshot_offsets", "expected " + std::to_string(d.N + 1) +
+                                          " entries ([N+1]), got " + std::to_string(off.size()));
+    if (off.front() != 0 || off.back() != M)
+      throw Error("snapshot_offsets",
+                  "must start at 0 and end at the number of snapshot "
+                  "positions " +
+                      std::to_string(M));
+    for (std::size_t i = 1; i < off.size(); ++i)
+      if (off[i] < off[i - 1])
+        throw Error("snapshot_offsets", "must be non-decreasing, but [" + std::to_string(i) +
+                                            "] < [" + std::to_string(i - 1) + "]");
+  }
+  for (index_t n = 0; n < d.N; ++n) {
+    const index_t len = in.cu_seqlens.empty() ? d.T : in.cu_seqlens[n + 1] - in.cu_seqlens[n];
+    const index_t lo = off.empty() ? 0 : off[n], hi = off.empty() ? M : off[n + 1];
+    for (index_t m = lo; m < hi; ++m) {
+      if (pos[m] < 0 || pos[m] > len || (m > lo && pos[m] <= pos[m - 1]))
+        throw Error("snapshot_positions",
+                    "[" + std::to_string(m) + "] = " + std::to_string(pos[m]) + " must be in [0, " +
+                        std::to_string(len) + "] (the length of sequence " + std::to_string(n) +
+                        ") and above the previous position of that sequence");
+    }
+  }
+  check::well_formed("snapshots", out.snapshots);
+  const bool pool = !in.snapshot_slots.empty();
+  check::shape_is("snapshots", out.snapshots, {pool ? out.snapshots.size(0) : M, d.HV, d.K, d.V},
+                  pool ? "[slots,HV,K,V] (a snapshot pool)" : "[M,HV,K,V], M snapshot positions");
+  if (pool) check::slot_indices("snapshot_slots", in.snapshot_slots, M, out.snapshots.size(0));
 }
 }  // namespace detail
 
@@ -160,6 +234,7 @@ LinearDims validate_linear_tensors(const LinearInputs& in, const LinearOutputs<O
     check::well_formed("final_z", out.final_z);
     check::shape_is("final_z", out.final_z, {slots(out.final_z), d.HV, d.K}, zlayout);
   }
+  detail::check_snapshots(in, out, d);
   if (pool) {
     if (in.initial_state.absent() && out.final_state.absent())
       throw Error("state_indices", "was given but there is no initial_state or final_state pool");
@@ -179,6 +254,13 @@ struct GateInputs {
   bool g_gamma = false;  // [HV]
   bool g = false;        // [B,T,HV]
   bool gk = false;       // [B,T,HV,K]
+  // Raw projections of the fused gate policies (policies/fused_gates.hpp).
+  bool a = false;      // [B,T,HV]
+  bool graw = false;   // [B,T,HV,K]
+  bool dt = false;     // [B,T,HV]
+  bool A_log = false;  // [HV]
+  bool A = false;      // [HV]
+  int dt_bias = 0;     // 0: absent; 1: [HV]; K: [HV·K]; -1: optional [HV]
 };
 
 namespace check {
@@ -223,14 +305,50 @@ inline void gate_inputs(const LinearInputs& in, const LinearDims& d, GateInputs 
     check::well_formed("gk", in.gk);
     check::shape_is("gk", in.gk, {d.B, d.T, d.HV, d.K}, "[B,T,HV,K]");
   }
+  detail::present_iff("a", in.a, use.a, why);
+  detail::present_iff("graw", in.graw, use.graw, why);
+  detail::present_iff("dt", in.dt, use.dt, why);
+  detail::present_iff("A_log", in.A_log, use.A_log, why);
+  detail::present_iff("A", in.A, use.A, why);
+  if (use.dt_bias >= 0) detail::present_iff("dt_bias", in.dt_bias, use.dt_bias != 0, why);
+  for (auto [name, x] : {std::pair{"a", &in.a}, std::pair{"dt", &in.dt}})
+    if (!x->absent()) {
+      check::well_formed(name, *x);
+      check::shape_is(name, *x, {d.B, d.T, d.HV}, "[B,T,HV]");
+    }
+  if (!in.graw.absent()) {
+    check::well_formed("graw", in.graw);
+    check::shape_is("graw", in.graw, {d.B, d.T, d.HV, d.K}, "[B,T,HV,K]");
+  }
+  for (auto [name, x] : {std::pair{"A_log", &in.A_log}, std::pair{"A", &in.A}})
+    if (!x->absent()) {
+      check::well_formed(name, *x);
+      check::shape_is(name, *x, {d.HV}, "[HV]");
+    }
+  if (!in.dt_bias.absent()) {
+    check::well_formed("dt_bias", in.dt_bias);
+    if (use.dt_bias > 1)
+      check::shape_is("dt_bias", in.dt_bias, {d.HV * d.K}, "[HV·K], one per value head and key");
+    else
+      check::shape_is("dt_bias", in.dt_bias, {d.HV}, "[HV]");
+  }
 }
 
-/// beta [B,T,HV] is given exactly when the update needs it.
-inline void beta_input(const LinearInputs& in, const LinearDims& d, bool needed) {
-  detail::present_iff("beta", in.beta, needed, "by the delta update");
+/// beta [B,T,HV] is given exactly when the update needs it; with `logits`, b [B,T,HV]
+/// (β = sigmoid(b), the fused form) instead of beta.
+inline void beta_input(const LinearInputs& in, const LinearDims& d, bool needed,
+                       bool logits = false) {
+  detail::present_iff("beta", in.beta, needed && !logits,
+                      logits ? "by this update (it reads the logits b)" : "by the delta update");
+  detail::present_iff("b", in.b, needed && logits,
+                      logits ? "by this update (β = sigmoid(b))" : "by this update (no logits)");
   if (!in.beta.absent()) {
     check::well_formed("beta", in.beta);
     check::shape_is("beta", in.beta, {d.B, d.T, d.HV}, "[B,T,HV]");
+  }
+  if (!in.b.absent()) {
+    check::well_formed("b", in.b);
+    check::shape_is("b", in.b, {d.B, d.T, d.HV}, "[B,T,HV]");
   }
 }
 
@@ -242,10 +360,13 @@ template <class Out>
 void linear_writes_disjoint(const LinearInputs& in, const LinearOutputs<Out>& out) {
   using memory::region;
   writes_disjoint(
-      {region("o", out.o), region("final_state", out.final_state), region("final_z", out.final_z)},
+      {region("o", out.o), region("final_state", out.final_state), region("final_z", out.final_z),
+       region("snapshots", out.snapshots)},
       {region("q", in.q), region("k", in.k), region("v", in.v), region("g_gamma", in.g_gamma),
        region("g", in.g), region("gk", in.gk), region("beta", in.beta),
-       region("initial_state", in.initial_state), region("initial_z", in.initial_z)},
+       region("initial_state", in.initial_state), region("initial_z", in.initial_z),
+       region("a", in.a), region("graw", in.graw), region("b", in.b), region("dt", in.dt),
+       region("A_log", in.A_log), region("A", in.A), region("dt_bias", in.dt_bias)},
       {{"final_state", "initial_state"}, {"final_z", "initial_z"}});
 }
 

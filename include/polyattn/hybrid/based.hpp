@@ -118,10 +118,13 @@ class BasedHybridDecoder {
         cache_(s_.batch, s_.heads, s_.head_dim, s_.value_dim,
                softmax::KVCacheOptions{.capacity = 0, .page_size = s_.page_size}),
         state_(static_cast<std::size_t>(s_.batch * s_.heads * F_ * s_.value_dim), 0.f),
-        z_(static_cast<std::size_t>(s_.batch * s_.heads * F_), 0.f) {}
+        z_(static_cast<std::size_t>(s_.batch * s_.heads * F_), 0.f),
+        pos_(static_cast<std::size_t>(s_.batch), 0) {}
 
   const DecoderShape& shape() const noexcept { return s_; }
-  index_t position() const noexcept { return pos_; }  // tokens held per sequence
+  // Tokens held by sequence b (equal for all after a batched prefill; a varlen prefill
+  // gives each its own).
+  index_t position(index_t b = 0) const { return pos_.at(static_cast<std::size_t>(b)); }
   const softmax::KVCache& cache() const noexcept { return cache_; }
   // The Based branch's state S [B, H, F, V] and key sum z [B, H, F], F = 1 + K + K(K+1)/2.
   View4<const float> state() const {
@@ -135,19 +138,19 @@ class BasedHybridDecoder {
     cache_.clear();
     std::fill(state_.begin(), state_.end(), 0.f);
     std::fill(z_.begin(), z_.end(), 0.f);
-    pos_ = 0;
+    pos_.assign(static_cast<std::size_t>(s_.batch), 0);
   }
 
   // Prefill of a fresh decoder: o [B, T, H, V] as based_hybrid(), and the decoder's state.
   template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
   void prefill(const BasedHybridInputs& in, View4<float> o, const E& exec = E{}) {
     const BasedHybridDims d = validate_based_hybrid(in, opt_, o);
-    detail::check_prefill(in.q, in.v, in.cu_seqlens, s_, pos_);
-    check_lin(d, d.T);
+    const std::vector<index_t> lengths = detail::check_prefill(in.q, in.v, in.cu_seqlens, s_, pos_);
+    check_lin(d, d.T, in.cu_seqlens.empty() ? s_.batch : 1);
     if (d.T == 0) return;
     detail::based_prefill<Algo>(in, opt_, d, o, state_view(), z_view(), exec);
-    detail::fill_cache(cache_, in.k, in.v, opt_.window - 1);
-    pos_ = d.T;
+    detail::fill_cache(cache_, in.k, in.v, opt_.window - 1, in.cu_seqlens);
+    pos_ = lengths;
   }
 
   // One token per sequence: in.q, k [B, 1, H, D], v [B, 1, H, V] (lin_q, lin_k [B, 1, H, K]);
@@ -156,7 +159,7 @@ class BasedHybridDecoder {
   void step(const BasedHybridInputs& in, View4<float> o, const E& exec = E{}) {
     const BasedHybridDims d = validate_based_hybrid(in, opt_, o);
     detail::check_step(in.q, in.v, in.cu_seqlens, s_);
-    check_lin(d, 1);
+    check_lin(d, 1, s_.batch);
     // Based branch: the recurrent kernel on one token, state and key sum updated in place.
     LinearInputs lin;
     lin.q = d.lin_q;
@@ -180,7 +183,7 @@ class BasedHybridDecoder {
         for (index_t e = 0; e < s_.value_dim; ++e)
           o(b, 0, h, e) = olin(b, 0, h, e) + ow(b, 0, h, e);
     detail::drop_behind(cache_, opt_.window - 1);  // the next query needs window − 1 of these
-    ++pos_;
+    for (index_t& p : pos_) ++p;
   }
 
  private:
@@ -191,8 +194,8 @@ class BasedHybridDecoder {
       throw Error("eps", "must be finite and >= 0, got " + std::to_string(opt.eps));
     return s;
   }
-  void check_lin(const BasedHybridDims& d, index_t T) const {
-    check::shape_is("lin_q", d.lin_q, {s_.batch, T, s_.heads, K_},
+  void check_lin(const BasedHybridDims& d, index_t T, index_t B) const {
+    check::shape_is("lin_q", d.lin_q, {B, T, s_.heads, K_},
                     "[B, T, H, K] with the decoder's lin_dim (lin_q defaults to q)");
   }
   View4<float> state_view() {
@@ -207,7 +210,7 @@ class BasedHybridDecoder {
   BasedBranch branch_;
   softmax::KVCache cache_;
   std::vector<float> state_, z_, lin_buf_, win_buf_;
-  index_t pos_ = 0;
+  std::vector<index_t> pos_;  // tokens held per sequence
 };
 
 // Combiner tag for hybrid_attention<BasedHybrid>().

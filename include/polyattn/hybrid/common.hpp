@@ -2,7 +2,8 @@
 //   HybridCombiner          the concept a combiner tag (BasedHybrid, Lolcats, Liger,
 //   AgentAttention)
 //                           satisfies; hybrid_attention<C>() in hybrid.hpp dispatches on it
-//   DecoderShape            sizes of a stateful decoder (B sequences decoded in lock step)
+//   DecoderShape            sizes of a stateful decoder (B sequences, one token each per step;
+//                           a varlen prefill may give them different lengths)
 //   detail::...     the causal sliding-window softmax branch (flash_attention), the window
 //                           KV cache fill with drop_before (O(window + page) memory), row-parallel
 //                           element-wise combination, and the checks every decoder's step runs.
@@ -39,7 +40,8 @@ concept HybridCombiner = requires {
   C::template forward<Chunked<64>>(in, opt, o, Serial{});
 };
 
-// Sizes of a decoder: `batch` sequences advanced together, one token each per step().
+// Sizes of a decoder: `batch` sequences advanced together, one token each per step() (their
+// lengths may differ after a prefill with cu_seqlens).
 struct DecoderShape {
   index_t batch = 0, heads = 0;
   index_t head_dim = 0;    // D of q, k (softmax branch; agents)
@@ -108,14 +110,28 @@ inline void drop_behind(softmax::KVCache& cache, index_t keep) {
 // Appends k, v [B, T, H, ·] to a cache, one page at a time, releasing after each piece every
 // page whose tokens all lie before length − keep, so a long prefill never holds more than about
 // keep + 2 pages per sequence. (Rows dropped at once are still copied: KVCache cannot start a
-// sequence at a later position.)
+// sequence at a later position.) With cu_seqlens (k, v [1, T, H, ·] packed), sequence n's rows
+// go to the cache's sequence n.
 inline void fill_cache(softmax::KVCache& cache, const View4<const float>& k,
-                       const View4<const float>& v, index_t keep) {
-  const index_t T = k.size(1), step = std::max<index_t>(1, cache.page_size());
-  for (index_t t0 = 0; t0 < T; t0 += step) {
-    const index_t t1 = std::min(T, t0 + step);
-    cache.append(rows(k, t0, t1), rows(v, t0, t1));
-    drop_behind(cache, keep);
+                       const View4<const float>& v, index_t keep,
+                       std::span<const std::int64_t> cu = {}) {
+  const index_t step = std::max<index_t>(1, cache.page_size());
+  if (cu.empty()) {
+    const index_t T = k.size(1);
+    for (index_t t0 = 0; t0 < T; t0 += step) {
+      const index_t t1 = std::min(T, t0 + step);
+      cache.append(rows(k, t0, t1), rows(v, t0, t1));
+      drop_behind(cache, keep);
+    }
+    return;
+  }
+  for (std::size_t n = 0; n + 1 < cu.size(); ++n) {
+    const auto b = static_cast<index_t>(n);
+    for (index_t t0 = cu[n]; t0 < cu[n + 1]; t0 += step) {
+      const index_t t1 = std::min<index_t>(cu[n + 1], t0 + step);
+      cache.append_to(b, rows(k, t0, t1), rows(v, t0, t1));
+      cache.drop_before(b, std::max<index_t>(0, cache.length(b) - keep));
+    }
   }
 }
 
@@ -130,18 +146,35 @@ inline void check_step(const View4<const float>& q, const View4<const float>& v,
   check::shape_is("v", v, {s.batch, 1, s.heads, s.value_dim}, "[B, 1, H, V] of the decoder");
 }
 
-// Checks of a decoder's prefill(): a fresh decoder, B sequences of T tokens, no varlen.
-inline void check_prefill(const View4<const float>& q, const View4<const float>& v,
-                          std::span<const std::int64_t> cu, const DecoderShape& s,
-                          index_t position) {
-  if (position != 0)
-    throw Error("decoder", "prefill() needs a fresh decoder, this one holds " +
-                               std::to_string(position) + " tokens per sequence (call reset())");
-  if (!cu.empty())
-    throw Error("cu_seqlens", "is not supported by a decoder (it advances B sequences together)");
-  check::shape_is("q", q, {s.batch, q.size(1), s.heads, s.head_dim}, "[B, T, H, D] of the decoder");
-  check::shape_is("v", v, {s.batch, q.size(1), s.heads, s.value_dim},
-                  "[B, T, H, V] of the decoder");
+// Checks of a decoder's prefill(): a fresh decoder, and either B sequences of T tokens
+// ([B, T, H, ·]) or, with cu_seqlens, the decoder's B sequences of any lengths packed along T
+// ([1, T, H, ·], cu_seqlens [B+1]). Returns each sequence's length.
+inline std::vector<index_t> check_prefill(const View4<const float>& q, const View4<const float>& v,
+                                          std::span<const std::int64_t> cu, const DecoderShape& s,
+                                          const std::vector<index_t>& positions) {
+  for (std::size_t b = 0; b < positions.size(); ++b)
+    if (positions[b] != 0)
+      throw Error("decoder", "prefill() needs a fresh decoder, sequence " + std::to_string(b) +
+                                 " holds " + std::to_string(positions[b]) +
+                                 " tokens (call reset())");
+  if (cu.empty()) {
+    check::shape_is("q", q, {s.batch, q.size(1), s.heads, s.head_dim},
+                    "[B, T, H, D] of the decoder");
+    check::shape_is("v", v, {s.batch, q.size(1), s.heads, s.value_dim},
+                    "[B, T, H, V] of the decoder");
+    return std::vector<index_t>(static_cast<std::size_t>(s.batch), q.size(1));
+  }
+  const index_t N = check::cu_seqlens("cu_seqlens", cu, q.size(0), q.size(1));
+  if (N != s.batch)
+    throw Error("cu_seqlens", "packs " + std::to_string(N) + " sequences, the decoder has " +
+                                  std::to_string(s.batch));
+  check::shape_is("q", q, {1, q.size(1), s.heads, s.head_dim},
+                  "[1, T, H, D]: the decoder's sequences packed");
+  check::shape_is("v", v, {1, q.size(1), s.heads, s.value_dim},
+                  "[1, T, H, V]: the decoder's sequences packed");
+  std::vector<index_t> len;
+  for (std::size_t n = 0; n + 1 < cu.size(); ++n) len.push_back(cu[n + 1] - cu[n]);
+  return len;
 }
 
 // Validates a decoder's sizes at construction.

@@ -89,10 +89,13 @@ class LigerDecoder {
         sscale_(detail::resolve_scale("softmax_scale", opt.softmax_scale, s_.head_dim)),
         cache_(s_.batch, s_.heads, s_.head_dim, s_.value_dim,
                softmax::KVCacheOptions{.capacity = 0, .page_size = s_.page_size}),
-        state_(static_cast<std::size_t>(s_.batch * s_.heads * K_ * s_.value_dim), 0.f) {}
+        state_(static_cast<std::size_t>(s_.batch * s_.heads * K_ * s_.value_dim), 0.f),
+        pos_(static_cast<std::size_t>(s_.batch), 0) {}
 
   const DecoderShape& shape() const noexcept { return s_; }
-  index_t position() const noexcept { return pos_; }
+  // Tokens held by sequence b (equal for all after a batched prefill; a varlen prefill
+  // gives each its own).
+  index_t position(index_t b = 0) const { return pos_.at(static_cast<std::size_t>(b)); }
   const softmax::KVCache& cache() const noexcept { return cache_; }
   View4<const float> state() const {  // GLA state [B, H, K, V]
     return View4<const float>::contiguous(state_.data(), {s_.batch, s_.heads, K_, s_.value_dim});
@@ -101,18 +104,18 @@ class LigerDecoder {
   void reset() {
     cache_.clear();
     std::fill(state_.begin(), state_.end(), 0.f);
-    pos_ = 0;
+    pos_.assign(static_cast<std::size_t>(s_.batch), 0);
   }
 
   template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
   void prefill(const LigerInputs& in, View4<float> o, const E& exec = E{}) {
     const LigerDims d = validate_liger(in, opt_, o);
-    detail::check_prefill(in.q, in.v, in.cu_seqlens, s_, pos_);
-    check_lin(d, d.T);
+    const std::vector<index_t> lengths = detail::check_prefill(in.q, in.v, in.cu_seqlens, s_, pos_);
+    check_lin(d, d.T, in.cu_seqlens.empty() ? s_.batch : 1);
     if (d.T == 0) return;
     detail::liger_prefill<Algo>(in, opt_, d, o, state_view(), exec);
-    detail::fill_cache(cache_, in.k, in.v, opt_.window - 1);
-    pos_ = d.T;
+    detail::fill_cache(cache_, in.k, in.v, opt_.window - 1, in.cu_seqlens);
+    pos_ = lengths;
   }
 
   // One token per sequence: q, k [B,1,H,D], v [B,1,H,V], g [B,1,H] or gk [B,1,H,K]
@@ -121,7 +124,7 @@ class LigerDecoder {
   void step(const LigerInputs& in, View4<float> o, const E& exec = E{}) {
     const LigerDims d = validate_liger(in, opt_, o);
     detail::check_step(in.q, in.v, in.cu_seqlens, s_);
-    check_lin(d, 1);
+    check_lin(d, 1, s_.batch);
     const index_t B = s_.batch, H = s_.heads, V = s_.value_dim;
     const View4<float> og = detail::scratch4(gla_buf_, B, 1, H, V);
     LinearInputs li;
@@ -149,7 +152,7 @@ class LigerDecoder {
         for (index_t e = 0; e < V; ++e)
           o(b, 0, h, e) = alpha * og(b, 0, h, e) + beta * ow(b, 0, h, e);
     detail::drop_behind(cache_, opt_.window - 1);
-    ++pos_;
+    for (index_t& p : pos_) ++p;
   }
 
  private:
@@ -160,8 +163,8 @@ class LigerDecoder {
     detail::check_finite("beta", opt.beta);
     return s;
   }
-  void check_lin(const LigerDims& d, index_t T) const {
-    check::shape_is("lin_q", d.lin_q, {s_.batch, T, s_.heads, K_},
+  void check_lin(const LigerDims& d, index_t T, index_t B) const {
+    check::shape_is("lin_q", d.lin_q, {B, T, s_.heads, K_},
                     "[B, T, H, K] with the decoder's lin_dim (lin_q defaults to q)");
   }
   View4<float> state_view() {
@@ -174,7 +177,7 @@ class LigerDecoder {
   double sscale_;
   softmax::KVCache cache_;
   std::vector<float> state_, gla_buf_, win_buf_;
-  index_t pos_ = 0;
+  std::vector<index_t> pos_;  // tokens held per sequence
 };
 
 // Combiner tag for hybrid_attention<Liger>().

@@ -157,10 +157,13 @@ class LolcatsDecoder {
         scale_(detail::resolve_scale("scale", opt.scale, s_.head_dim)),
         cache_(s_.batch, s_.heads, s_.head_dim + F_, s_.value_dim,
                softmax::KVCacheOptions{.capacity = 0, .page_size = s_.page_size}),
-        state_(static_cast<std::size_t>(s_.batch * s_.heads * F_ * (s_.value_dim + 1)), 0.f) {}
+        state_(static_cast<std::size_t>(s_.batch * s_.heads * F_ * (s_.value_dim + 1)), 0.f),
+        pos_(static_cast<std::size_t>(s_.batch), 0) {}
 
   const DecoderShape& shape() const noexcept { return s_; }
-  index_t position() const noexcept { return pos_; }
+  // Tokens held by sequence b (equal for all after a batched prefill; a varlen prefill
+  // gives each its own).
+  index_t position(index_t b = 0) const { return pos_.at(static_cast<std::size_t>(b)); }
   const softmax::KVCache& cache() const noexcept { return cache_; }
   // Σ_{j ≤ position − 1 − w} φk_j [v_j, 1]ᵀ, [B, H, F, V+1].
   View4<const float> state() const {
@@ -171,22 +174,22 @@ class LolcatsDecoder {
   void reset() {
     cache_.clear();
     std::fill(state_.begin(), state_.end(), 0.f);
-    pos_ = 0;
+    pos_.assign(static_cast<std::size_t>(s_.batch), 0);
   }
 
   template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
   void prefill(const LolcatsInputs& in, View4<float> o, const E& exec = E{}) {
     const LolcatsDims d = validate_lolcats(in, opt_, o);
-    detail::check_prefill(in.q, in.v, in.cu_seqlens, s_, pos_);
-    check::shape_is("phi_q", in.phi_q, {s_.batch, d.T, s_.heads, F_},
-                    "[B, T, H, F] of the decoder");
+    const std::vector<index_t> lengths = detail::check_prefill(in.q, in.v, in.cu_seqlens, s_, pos_);
+    check::shape_is("phi_q", in.phi_q, {in.cu_seqlens.empty() ? s_.batch : 1, d.T, s_.heads, F_},
+                    "[B, T, H, F] of the decoder (B = 1 when packed)");
     if (d.T == 0) return;
     detail::lolcats_prefill<Algo>(in, opt_, d, o, state_view(), exec);
     std::vector<float> kc;
-    const View4<float> kcat = detail::scratch4(kc, s_.batch, d.T, s_.heads, s_.head_dim + F_);
+    const View4<float> kcat = detail::scratch4(kc, d.B, d.T, s_.heads, s_.head_dim + F_);
     concat_keys(in, kcat, d.T);
-    detail::fill_cache(cache_, kcat, in.v, opt_.window);
-    pos_ = d.T;
+    detail::fill_cache(cache_, kcat, in.v, opt_.window, in.cu_seqlens);
+    pos_ = lengths;
   }
 
   // One token per sequence: q, k [B,1,H,D], v [B,1,H,V], phi_q, phi_k [B,1,H,F]; o [B,1,H,V].
@@ -196,7 +199,8 @@ class LolcatsDecoder {
     detail::check_step(in.q, in.v, in.cu_seqlens, s_);
     check::shape_is("phi_q", in.phi_q, {s_.batch, 1, s_.heads, F_}, "[B, 1, H, F] of the decoder");
     const index_t B = s_.batch, H = s_.heads, D = s_.head_dim, V = s_.value_dim, w = opt_.window;
-    const index_t p = pos_;  // position of the new token
+    // pos_[b]: the position of sequence b's new token (sequences may differ after a varlen
+    // prefill)
 
     const View4<float> kcat = detail::scratch4(kcat_buf_, B, 1, H, D + F_);
     concat_keys(in, kcat, 1);
@@ -208,6 +212,7 @@ class LolcatsDecoder {
     const View4<float> vin = detail::scratch4(vin_buf_, B, 1, H, V + 1);
     for (index_t b = 0; b < B; ++b)
       for (index_t h = 0; h < H; ++h) {
+        const index_t p = pos_[static_cast<std::size_t>(b)];
         const bool on = p - w >= 0;
         const softmax::KVCache::Run r =
             on ? cache_.unchecked_run(b, h, p - w) : softmax::KVCache::Run{};
@@ -228,9 +233,10 @@ class LolcatsDecoder {
 
     // Window part straight from the cache (one online-softmax pass in double), then the shared
     // denominator.
-    const index_t j0 = std::max<index_t>(0, p - w + 1);
     exec.parallel_for(B * H, [&](index_t bh) {
       const index_t b = bh / H, h = bh % H;
+      const index_t p = pos_[static_cast<std::size_t>(b)];
+      const index_t j0 = std::max<index_t>(0, p - w + 1);
       std::vector<double> O(static_cast<std::size_t>(V), 0.0);
       softmax::RowStats<double> st = softmax::online::empty<double>();  // m and Z = Σ e^{s − m}
       for (index_t j = j0; j <= p; ++j) {
@@ -252,7 +258,7 @@ class LolcatsDecoder {
                                            (g * Z + Dn));
     });
     detail::drop_behind(cache_, w);  // the next step reads tokens ≥ p + 1 − w
-    ++pos_;
+    for (index_t& p : pos_) ++p;
   }
 
  private:
@@ -264,7 +270,7 @@ class LolcatsDecoder {
   }
   // kcat [B, T, H, D + F] = [k | φk].
   void concat_keys(const LolcatsInputs& in, const View4<float>& kcat, index_t T) const {
-    for (index_t b = 0; b < s_.batch; ++b)
+    for (index_t b = 0; b < kcat.size(0); ++b)
       for (index_t t = 0; t < T; ++t)
         for (index_t h = 0; h < s_.heads; ++h) {
           for (index_t c = 0; c < s_.head_dim; ++c) kcat(b, t, h, c) = in.k(b, t, h, c);
@@ -281,7 +287,7 @@ class LolcatsDecoder {
   double scale_;
   softmax::KVCache cache_;
   std::vector<float> state_, kcat_buf_, kin_buf_, vin_buf_, lin_buf_;
-  index_t pos_ = 0;
+  std::vector<index_t> pos_;  // tokens held per sequence
 };
 
 // Combiner tag for hybrid_attention<Lolcats>().

@@ -5,7 +5,8 @@
 //   1 gates         b_t = Σ_{s≤t} γ_s (chunk-relative), e^{b}           — the decay's hooks
 //   2 gram          QK[t,s] = q_t·k_s Γ[t,s] (s ≤ t), KK (s < t) for the delta rule
 //   3 wy_solve      delta rule: (I + tril(β·KK, −1)) [Uc | W] = [β∘V | β∘e^{b}∘K],
-//                   U = Uc − W S0 (β from the update's hook); additive: U = V
+//                   U = Uc − W S0 (β from the update's hook); additive: U = V (or w_t·V
+//                   with a weighted update)
 //   4 output        O = (e^{b} ∘ Q) S0 + (QK masked s ≤ t) U  [/ (Q·z + eps)]
 //   5 state_pass    S_new = e^{b_L} ∘ S0 + (e^{b_L − b} ∘ K)ᵀ U
 // The policies' compile-time properties (gate shape, delta, running sum) pick each stage's
@@ -72,7 +73,17 @@ void ChunkedKernel<P>::operator()(A) const {
       for (index_t t = 0; t < L; ++t) w.beta[t] = static_cast<float>(p.update.beta(c0 + t));
       stages::wy_solve<A, P::shape>(L, w, vc, S);
     } else {
-      for (index_t t = 0; t < L; ++t) stages::load_row<A>(vc, t, w.U + t * V, V);
+      for (index_t t = 0; t < L; ++t) {
+        stages::load_row<A>(vc, t, w.U + t * V, V);
+        if constexpr (P::weighted)  // u = w_t·v (Mamba2's x·Δ)
+          simd::scale<A>(static_cast<float>(p.update.value_weight(c0 + t)), w.U + t * V, V);
+      }
+    }
+    if (p.keep) {  // speculative verify: what CommitKernel needs for any prefix (one chunk)
+      std::copy(w.Kc, w.Kc + L * K, p.keep);
+      std::copy(w.U, w.U + L * V, p.keep + L * K);
+      if constexpr (P::shape != GateShape::None)
+        std::copy(w.b, w.b + L * w.bK, p.keep + L * (K + V));
     }
     if (want_out)
       stages::chunk_output<A, P::shape, P::running_sum>(L, w, S, w.U, stages::rows_from<A>(o, c0),

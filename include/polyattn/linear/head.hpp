@@ -55,6 +55,10 @@ struct HeadProblem {
   float* delta_out = nullptr;
   float* decay_out = nullptr;
   bool update_state = true;  // false: outputs only, the state is left as it was
+  // Speculative verify (linear/speculative.hpp; one chunk holding all T tokens): the kernel
+  // keeps the chunk's keys Kc [T×K], updates U [T×V] and cumulative log gates b [T×bK] here,
+  // all that a later commit of any prefix needs (CommitKernel).
+  float* keep = nullptr;
 };
 
 // Scratch memory of one kernel call, owned by the caller.

@@ -15,12 +15,16 @@
 
 #include "polyattn/core/simd/dispatch.hpp"
 #include "polyattn/linear/chunked.hpp"
+#include "polyattn/linear/commit.hpp"
 #include "polyattn/linear/recurrent.hpp"
+#include "polyattn/policies/fused_gates.hpp"
 
-// X applied to the two kernels of one policy set (decay, update, normaliser; fully qualified).
+// X applied to the kernels of one policy set (decay, update, normaliser; fully qualified):
+// Recurrent, Chunked and the speculative commit.
 #define POLYATTN_LINEAR_KERNELS_FOR(X, ...)                                               \
   X(::polyattn::linear::RecurrentKernel<::polyattn::linear::LinearPolicies<__VA_ARGS__>>) \
-  X(::polyattn::linear::ChunkedKernel<::polyattn::linear::LinearPolicies<__VA_ARGS__>>)
+  X(::polyattn::linear::ChunkedKernel<::polyattn::linear::LinearPolicies<__VA_ARGS__>>)   \
+  X(::polyattn::linear::CommitKernel<::polyattn::linear::LinearPolicies<__VA_ARGS__>>)
 
 // Additive presets: linear_attn (plain and normalised, Based, Hedgehog), retention / lightning,
 // simple_gla, gla (and Hedgehog with each decay).
@@ -51,8 +55,18 @@
   POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::VectorDecay, ::polyattn::DeltaUpdate, \
                               ::polyattn::NoNormalizer)
 
+// Fused gates (policies/fused_gates.hpp): gated_delta_rule and kda from raw projections, Mamba2.
+#define POLYATTN_LINEAR_FUSED_KERNELS(X)                                                        \
+  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::GatedDeltaNetDecay, ::polyattn::SigmoidBetaUpdate, \
+                              ::polyattn::NoNormalizer)                                         \
+  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::KimiDeltaDecay, ::polyattn::SigmoidBetaUpdate,     \
+                              ::polyattn::NoNormalizer)                                         \
+  POLYATTN_LINEAR_KERNELS_FOR(X, ::polyattn::Mamba2Decay, ::polyattn::Mamba2Update,             \
+                              ::polyattn::NoNormalizer)
+
 #define POLYATTN_LINEAR_KERNELS(X)    \
   POLYATTN_LINEAR_ADDITIVE_KERNELS(X) \
-  POLYATTN_LINEAR_DELTA_KERNELS(X)
+  POLYATTN_LINEAR_DELTA_KERNELS(X)    \
+  POLYATTN_LINEAR_FUSED_KERNELS(X)
 
 POLYATTN_LINEAR_KERNELS(POLYATTN_KERNEL_EXTERN)

@@ -4,6 +4,9 @@
 //   forward<Algo>(inputs, outputs, options, executor)   prefill over [B,T,...] or packed varlen
 //   step(inputs, state, o, options, executor)            decode: T new tokens (usually 1) per
 //                                                         sequence, state [B,HV,K,V] in place
+//   verify(inputs, state, o, cache, options, executor)   speculative: T ≤ 16 draft tokens, the
+//                                                         state only read (linear/speculative.hpp)
+//   commit(cache, accepted, state, executor)             the accepted prefix into the state
 // The feature map is applied to q and k first (into scratch, skipped for Identity); the state's
 // key dimension is the mapped one. The decay, update and normaliser policies validate their own
 // tensors and are bound to each (sequence, value head) for the kernels (linear/head.hpp); the
@@ -37,6 +40,7 @@
 #include "polyattn/linear/kernels.hpp"
 #include "polyattn/linear/policies.hpp"
 #include "polyattn/linear/scheduler.hpp"
+#include "polyattn/linear/speculative.hpp"
 #include "polyattn/policies/algorithm.hpp"
 #include "polyattn/policies/feature_map.hpp"
 
@@ -186,6 +190,46 @@ class LinearAttention {
     step_impl(in, state, z, o, run, exec);
   }
 
+  /// Speculative verify: o for T ≤ 16 draft tokens per sequence (inputs as in step), from
+  /// `state` [B,HV,K,V] (or a pool [slots,HV,K,V] with in.state_indices), which is only read.
+  /// `cache` keeps what commit needs to move the state to any accepted prefix.
+  /// @throws polyattn::Error naming the bad argument; o and cache are then untouched
+  template <Executor E = Serial>
+  void verify(const LinearInputs& in, View4<const float> state, MutEView4 o,
+              linear::VerifyCache& cache, const LinearRunOptions& run = {},
+              const E& exec = E{}) const {
+    if constexpr (NormP::running_sum)
+      throw Error("z", "verify does not support the Sum normaliser (its z is not kept)");
+    if (!in.initial_state.absent())
+      throw Error("initial_state", "must be empty in verify(): the state argument is read");
+    if (!in.cu_seqlens.empty()) throw Error("cu_seqlens", "is not supported by verify()");
+    if (!in.snapshot_positions.empty())
+      throw Error("snapshot_positions", "is not supported by verify() (commit is the snapshot)");
+    check::required("state", state);
+    check::required("q", in.q);
+    if (in.q.size(1) > linear::kMaxVerifyTokens)
+      throw Error("q", "verify takes at most " + std::to_string(linear::kMaxVerifyTokens) +
+                           " draft tokens per sequence, got T=" + std::to_string(in.q.size(1)));
+    check::required("v", in.v);
+    const index_t F = Map::is_identity ? in.q.size(3) : map_.out_dim(in.q.size(3));
+    const bool pool = !in.state_indices.empty();
+    check::shape_is("state", state,
+                    {pool ? state.size(0) : in.q.size(0), in.v.size(2), F, in.v.size(3)},
+                    pool ? "[slots,HV,K,V] (a state pool)" : "[B,HV,K,V]");
+    LinearInputs with_state = in;
+    with_state.initial_state = state;
+    run_impl<Parallel>(with_state, LinearOutputs<float>{.o = o}, run, exec, &cache);
+  }
+
+  /// Moves each sequence's state to the end of its accepted prefix: accepted [B], each in
+  /// [0, T] of the last verify on `cache`; `state` is the tensor (or pool) that verify read.
+  /// @throws polyattn::Error naming the bad argument; state is then untouched
+  template <Executor E = Serial>
+  void commit(const linear::VerifyCache& cache, std::span<const std::int64_t> accepted,
+              View4<float> state, const E& exec = E{}) const {
+    linear::commit_accepted<policies>(cache, accepted, state, exec);
+  }
+
  private:
   template <class E>
   void step_impl(const LinearInputs& in, View4<float> state, View3<float> z, MutEView4 o,
@@ -219,7 +263,8 @@ class LinearAttention {
 
   template <class Algo, class E>
   void run_impl(const LinearInputs& in_raw, const LinearOutputs<float>& out,
-                const LinearRunOptions& run, const E& exec) const {
+                const LinearRunOptions& run, const E& exec,
+                linear::VerifyCache* keep = nullptr) const {
     check::required("q", in_raw.q);
     check::required("k", in_raw.k);
     check::shape_is("k", in_raw.k, in_raw.q.shape(), "same as q [B,T,H,K]");
@@ -244,6 +289,10 @@ class LinearAttention {
     decay_.check(in, d);
     update_.check(in, d);
     check::scale_and_eps(scale_opt, NormP::running_sum, norm_.eps);
+    if (NormP::running_sum && !in.snapshot_positions.empty())
+      throw Error("snapshot_positions",
+                  "snapshots hold S only; not supported with the Sum "
+                  "normaliser");
     {  // against the caller's q and k (in.q, in.k may be the feature map's copies)
       LinearInputs caller = in;
       caller.q = in_raw.q;
@@ -276,6 +325,9 @@ class LinearAttention {
 
     const index_t tasks = d.N * d.HV;
     const auto scale = static_cast<float>(resolved_scale(scale_opt, d.K));
+    if (keep)  // speculative verify: validated, so the cache may now change
+      keep->prepare(d.N, d.HV, d.T, d.K, d.V, linear::kept_floats<policies>(d.T, d.K, d.V),
+                    in.state_indices);
 
     // The problem of tokens [off, off + L) of sequence n, value head hv (no state yet).
     auto problem = [&](index_t n, index_t hv, index_t off, index_t L) {
@@ -302,11 +354,16 @@ class LinearAttention {
       p.o = detail::row_address(o, b, t0, hv);
       p.o_st = o.stride(1);
       p.o_type = o.dtype();
+      if (keep) {
+        p.keep = keep->at(n, hv);
+        p.update_state = false;
+      }
       return p;
     };
-    const linear::HeadStates states{in, out, d, NormP::running_sum};
+    const linear::HeadStates states{in, out, d, NormP::running_sum, keep != nullptr};
     if constexpr (requires { Algo::chunk; }) {
-      if (linear::chunk_parallel_applies<policies>(tasks, exec.concurrency())) {
+      if (in.snapshot_positions.empty() &&
+          linear::chunk_parallel_applies<policies>(tasks, exec.concurrency())) {
         linear::run_chunk_parallel<Algo::chunk>(segs, d, states, problem, exec);
         finish_output(out, o, o_scratch);
         return;

@@ -3,6 +3,8 @@
 //   shape        GateShape of the decay (None / Scalar / KeyChannel)
 //   delta        the update's right-hand side is β(v − Sᵀk) (else u = v)
 //   running_sum  the normaliser keeps z = Σ k and divides by scale·q·z + eps
+//   weighted     additive update with a per-token weight: u = w_t·v (the bound update's
+//                value_weight(t); Mamba2's x·Δ)
 // Kernels are templates on a LinearPolicies<...>; the per-ISA units instantiate the built-in
 // presets' sets (linear/kernels.hpp), a user's set is instantiated where it is used.
 #pragma once
@@ -21,6 +23,9 @@ struct LinearPolicies {
   static constexpr GateShape shape = D::shape;
   static constexpr bool delta = U::delta;
   static constexpr bool running_sum = N::running_sum;
+  static constexpr bool weighted = !U::delta && requires(const bound_update_t<U>& u, index_t t) {
+    { u.value_weight(t) } -> std::convertible_to<float>;
+  };
 };
 
 }  // namespace polyattn::linear

@@ -11,9 +11,12 @@
 //                     φ(q)·φ(k) = 1 + s/√d + s²/(2d), s = q·k — fla's Based (parallel_based with
 //                     its default scale d^-0.5 gives the same scores)
 //   hedgehog<D>       Hedgehog map (caller weights), any decay D, AdditiveUpdate, SumNormalizer
+//   gated_delta_rule_fused, kda_fused   GatedDeltaNetDecay / KimiDeltaDecay with
+//                     SigmoidBetaUpdate: the gates from raw projections (policies/fused_gates.hpp)
 #pragma once
 
 #include "polyattn/linear/operator.hpp"
+#include "polyattn/policies/fused_gates.hpp"
 
 namespace polyattn::presets {
 
@@ -58,6 +61,19 @@ inline gated_delta_rule make_gated_delta_rule(bool qk_l2norm = true) {
 }
 inline kda make_kda(bool qk_l2norm = true) {
   return {Identity{}, VectorDecay{}, DeltaUpdate{qk_l2norm}, NoNormalizer{}};
+}
+
+// Fused gates (policies/fused_gates.hpp): the same kernels fed the layer's raw projections.
+using gated_delta_rule_fused =
+    LinearAttention<Identity, GatedDeltaNetDecay, SigmoidBetaUpdate, NoNormalizer>;
+using kda_fused = LinearAttention<Identity, KimiDeltaDecay, SigmoidBetaUpdate, NoNormalizer>;
+inline gated_delta_rule_fused make_gated_delta_rule_fused(bool qk_l2norm = true) {
+  return {Identity{}, GatedDeltaNetDecay{}, SigmoidBetaUpdate{qk_l2norm}, NoNormalizer{}};
+}
+inline kda_fused make_kda_fused(bool qk_l2norm = true, bool bounded = false,
+                                float lower_bound = -5.f) {
+  return {Identity{}, KimiDeltaDecay{bounded, lower_bound}, SigmoidBetaUpdate{qk_l2norm},
+          NoNormalizer{}};
 }
 
 }  // namespace polyattn::presets

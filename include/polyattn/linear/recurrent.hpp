@@ -193,6 +193,7 @@ void recurrent_run(const HeadProblem<P>& p, const Workspace& ws) {
   } else {
     // Additive: token 0's r = S_oldᵀ(a∘q) is gathered in the same pass that updates S.
     stages::load_row<A>(vr, 0, u, V);
+    if constexpr (P::weighted) simd::scale<A>(static_cast<float>(p.update.value_weight(0)), u, V);
     if (p.T > 1) {
       prepare_token<A>(p, 1, nxt);
       state_pass<A, true, true, false, true>(S, K, V, cur.a, cur.k, u, nxt.kt, nxt.qt, pv, rv2,
@@ -213,6 +214,7 @@ void recurrent_run(const HeadProblem<P>& p, const Workspace& ws) {
       for (index_t j = 0; j < V; ++j) u[j] = beta * (v[j] - pv[j]);
     } else {
       stages::load_row<A>(vr, t, u, V);
+      if constexpr (P::weighted) simd::scale<A>(static_cast<float>(p.update.value_weight(t)), u, V);
     }
     emit(t);
     if (t + 1 < p.T) {

@@ -14,11 +14,17 @@
 // (The delta rule's chunk map is affine with a K×K matrix; propagating it would cost about as
 // much as the chunk itself, so delta policies parallelise over (sequence, head) only.)
 //
+// Snapshots (prefix caching): run_heads splits a sequence at its snapshot positions and copies
+// the state after each piece to its snapshot row; a piece is exactly the computation of a
+// prefill cut at that position. Splits at multiples of the chunk size leave every chunk (and so
+// every bit of o and the final state) as without snapshots.
+//
 // Kernels never allocate; their workspaces are sized and owned here, in the caller's TU.
 #pragma once
 
 #include <algorithm>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "polyattn/args/linear.hpp"
@@ -55,6 +61,15 @@ struct HeadStates {
   const LinearOutputs<float>& out;
   const LinearDims& d;
   bool running_sum;
+  bool read_only = false;  // the kernels only read the state (speculative verify)
+
+  // A read-only state whose [K][V] block is contiguous is read where it is (no copy).
+  const float* read_in_place(index_t n, index_t hv) const {
+    if (!read_only || in.initial_state.absent() || in.initial_state.stride(3) != 1 ||
+        in.initial_state.stride(2) != d.V)
+      return nullptr;
+    return in.initial_state.ptr(state_slot(in, n), hv, 0, 0);
+  }
 
   // When final_state holds each head's [K][V] block contiguously, kernels work in it directly
   // (decode: initial_state is the same memory, so nothing is copied at all).
@@ -79,6 +94,29 @@ struct HeadStates {
     if (!in.initial_z.absent())
       for (index_t i = 0; i < d.K; ++i) z[static_cast<std::size_t>(i)] = in.initial_z(s, hv, i);
   }
+  // Snapshots [lo, hi) of sequence n (none without snapshot_positions).
+  std::pair<index_t, index_t> snapshot_range(index_t n) const {
+    if (in.snapshot_positions.empty()) return {0, 0};
+    if (in.snapshot_offsets.empty()) return {0, static_cast<index_t>(in.snapshot_positions.size())};
+    return {in.snapshot_offsets[static_cast<std::size_t>(n)],
+            in.snapshot_offsets[static_cast<std::size_t>(n) + 1]};
+  }
+  index_t snapshot_position(index_t m) const {
+    return in.snapshot_positions[static_cast<std::size_t>(m)];
+  }
+  void write_snapshot(index_t m, index_t hv, const float* S) const {
+    const index_t row =
+        in.snapshot_slots.empty() ? m : in.snapshot_slots[static_cast<std::size_t>(m)];
+    if (out.snapshots.stride(3) == 1 && out.snapshots.stride(2) == d.V) {  // one block copy
+      std::copy(S, S + d.K * d.V, out.snapshots.ptr(row, hv, 0, 0));
+      return;
+    }
+    for (index_t i = 0; i < d.K; ++i) {
+      float* dst = out.snapshots.ptr(row, hv, i, 0);
+      const index_t st = out.snapshots.stride(3);
+      for (index_t j = 0; j < d.V; ++j) dst[j * st] = S[i * d.V + j];
+    }
+  }
   void store(index_t n, index_t hv, const float* S, const std::vector<float>& z) const {
     const index_t s = state_slot(in, n);
     if (!out.final_state.absent() && out.final_state.ptr(s, hv, 0, 0) != S)
@@ -100,19 +138,31 @@ void run_heads(const std::vector<Segment>& segs, const LinearDims& d, const Head
     const Segment& sg = segs[static_cast<std::size_t>(n)];
     std::vector<float> S, z, scratch;
     float* state = nullptr;
-    if (in_place) {
+    if (const float* ro = states.read_in_place(n, hv)) {  // never written (update_state off)
+      state = const_cast<float*>(ro);
+    } else if (in_place) {
       state = states.final_block(n, hv);
     } else {
       S.resize(static_cast<std::size_t>(d.K * d.V));
       state = S.data();
     }
     states.load(n, hv, state, z);
-    if (sg.length > 0) {
-      auto p = problem(n, hv, index_t{0}, sg.length);
+    auto run_piece = [&](index_t off, index_t L) {
+      if (L <= 0) return;
+      auto p = problem(n, hv, off, L);
       p.state = state;
       p.z = z.empty() ? nullptr : z.data();
       run_head<Algo>(p, scratch);
+    };
+    index_t done = 0;
+    const auto [m0, m1] = states.snapshot_range(n);
+    for (index_t m = m0; m < m1; ++m) {  // pieces ending at the snapshot positions
+      const index_t pos = states.snapshot_position(m);
+      run_piece(done, pos - done);
+      done = pos;
+      states.write_snapshot(m, hv, state);
     }
+    run_piece(done, sg.length - done);
     states.store(n, hv, state, z);
   });
 }

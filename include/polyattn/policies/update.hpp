@@ -11,7 +11,8 @@
 // scheduling possible; delta: the prediction Sᵀk, the WY/UT solve in the chunked form). Hooks:
 //   check(in, dims)        validate the tensors it reads (check::beta_input)
 //   bind(in, b, t0, h)     for delta updates: the step size of one (sequence, value head),
-//                          `float beta(t)` with t relative to t0
+//                          `float beta(t)` with t relative to t0; an additive update may give
+//                          `float value_weight(t)`: then u_t = w_t·v_t (Mamba2's x·Δ)
 //   qk_l2norm              whether q and k are L2-normalised in-kernel
 // Built-in policies also carry `kind` (the Update value of the reference oracle).
 #pragma once

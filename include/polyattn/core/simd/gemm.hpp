@@ -3,10 +3,10 @@
 // (gemm_strided takes A with any row / column strides, e.g. A given as its transpose)
 // The micro-kernel keeps an MR×(NB·W) block of C in registers, broadcasts A[i,k] and streams
 // rows of B (the "broadcast" form, good for the chunk-sized operands of the attention kernels:
-// M, Kd ≤ a few hundred, B resident in L1/L2). Columns past the last full vector use a scalar
-// loop with the same arithmetic. Templated on the Arch tag, so every ISA unit gets its own
-// symbols (Eigen's GEMM entry points are not Arch-specific, so per-ISA units would share one
-// copy at link time — that is why kernels compiled per ISA use this instead).
+// M, Kd ≤ a few hundred, B resident in L1/L2). Columns past the last full vector go through a
+// zero-padded copy with the same arithmetic (gemm_tail). Templated on the Arch tag, so every ISA
+// unit gets its own symbols (Eigen's GEMM entry points are not Arch-specific, so per-ISA units
+// would share one copy at link time — that is why kernels compiled per ISA use this instead).
 #pragma once
 
 #include <cmath>
@@ -86,6 +86,41 @@ inline void gemm_panel(bool acc, std::int64_t M, std::int64_t Kd, float alpha, c
     gemm_rows<A, NB, MR, false>(M, Kd, alpha, a, ars, acs, b, ldb, c, ldc);
 }
 
+// The last R < W columns of C: B's R columns zero-padded to one vector in a stack panel, C's
+// rows through a padded block, and the one-vector micro-kernel over them — the same
+// multiply-adds per element, in the same order, as the scalar loop it replaces (so the same
+// bits), at vector speed: the chunk stages' L×L Gram products of a short chunk (L < W, e.g.
+// a speculative verify of 8 tokens under AVX-512) are all tail. Scalar for Kd > kTailMaxKd.
+template <SimdArch A>
+inline void gemm_tail(std::int64_t M, std::int64_t R, std::int64_t Kd, float alpha, const float* a,
+                      std::int64_t ars, std::int64_t acs, const float* b, std::int64_t ldb,
+                      bool accumulate, float* c, std::int64_t ldc) {
+  constexpr std::int64_t W = static_cast<std::int64_t>(batch_t<A>::size);
+  constexpr std::int64_t kTailMaxKd = 256, kTailRows = 16;
+  if (W == 1 || Kd > kTailMaxKd) {
+    for (std::int64_t j = 0; j < R; ++j)
+      for (std::int64_t i = 0; i < M; ++i) {
+        float s = 0.f;
+        for (std::int64_t k = 0; k < Kd; ++k) s = std::fma(a[i * ars + k * acs], b[k * ldb + j], s);
+        c[i * ldc + j] = accumulate ? std::fma(alpha, s, c[i * ldc + j]) : alpha * s;
+      }
+    return;
+  }
+  alignas(kMaxBatchBytes) float bp[kTailMaxKd * kMaxBatchFloats];
+  alignas(kMaxBatchBytes) float cp[kTailRows * kMaxBatchFloats];
+  for (std::int64_t k = 0; k < Kd; ++k)
+    for (std::int64_t x = 0; x < W; ++x) bp[k * W + x] = x < R ? b[k * ldb + x] : 0.f;
+  for (std::int64_t i0 = 0; i0 < M; i0 += kTailRows) {
+    const std::int64_t mr = M - i0 < kTailRows ? M - i0 : kTailRows;
+    for (std::int64_t r = 0; r < mr; ++r)  // C, or zeros: alpha·s + 0 is alpha·s
+      for (std::int64_t x = 0; x < W; ++x)
+        cp[r * W + x] = accumulate && x < R ? c[(i0 + r) * ldc + x] : 0.f;
+    gemm_rows<A, 1, micro_rows<A>(1), true>(mr, Kd, alpha, a + i0 * ars, ars, acs, bp, W, cp, W);
+    for (std::int64_t r = 0; r < mr; ++r)
+      for (std::int64_t x = 0; x < R; ++x) c[(i0 + r) * ldc + x] = cp[r * W + x];
+  }
+}
+
 }  // namespace detail
 
 // C (= or +=) alpha · A · B with A[i,k] at a[i·ars + k·acs] (row-major A: ars = lda, acs = 1;
@@ -106,12 +141,8 @@ void gemm_strided(std::int64_t M, std::int64_t N, std::int64_t Kd, float alpha, 
       detail::gemm_panel<A, 2>(accumulate, M, Kd, alpha, a, ars, acs, b + j, ldb, c + j, ldc);
   for (; j + W <= Nfull; j += W)
     detail::gemm_panel<A, 1>(accumulate, M, Kd, alpha, a, ars, acs, b + j, ldb, c + j, ldc);
-  for (; j < N; ++j)
-    for (std::int64_t i = 0; i < M; ++i) {
-      float s = 0.f;
-      for (std::int64_t k = 0; k < Kd; ++k) s = std::fma(a[i * ars + k * acs], b[k * ldb + j], s);
-      c[i * ldc + j] = accumulate ? std::fma(alpha, s, c[i * ldc + j]) : alpha * s;
-    }
+  if (j < N)
+    detail::gemm_tail<A>(M, N - j, Kd, alpha, a, ars, acs, b + j, ldb, accumulate, c + j, ldc);
 }
 
 // Row-major A with leading dimension lda.
