@@ -3,9 +3,13 @@
 # installed package config, so consumers get the same functions after find_package(polyattn).
 #
 #   polyattn_arch_flags(<out-var> <isa>)
-#       <isa> is avx512 | avx2 | sse42 | scalar. Sets <out-var> to the GCC/Clang flags enabling
-#       that ISA on x86 (empty for scalar, and empty for every ISA on other processors or
-#       compilers).
+#       <isa> is avx512 | avx2 | sse42 | neon | scalar. Sets <out-var> to the GCC/Clang flags
+#       enabling that ISA on x86 (empty for scalar, for neon, which is the AArch64 baseline and
+#       needs none, and for every ISA on other processors or compilers).
+#
+#   polyattn_arch_supported(<out-var> <isa>)
+#       TRUE when units of <isa> can be built for the target processor with this toolchain:
+#       scalar always; sse42 / avx2 / avx512 on x86 with a GCC-style driver; neon on AArch64.
 #
 #   polyattn_add_arch_units(<target> ISAS <isa>... SOURCES <file>...)
 #       For every source and ISA, writes a wrapper <binary-dir>/polyattn_units/<target>/...cpp
@@ -13,9 +17,10 @@
 #           #include "<absolute path of the source>"
 #       adds it to <target>, compiled with that ISA's flags, and defines POLYATTN_UNIT_<ISA>=1 on
 #       <target> (PUBLIC for libraries, PRIVATE for executables) so dispatch() knows the unit
-#       exists. The listed sources must NOT also be ordinary sources of the target. ISAs whose
-#       flags are unavailable on this toolchain (non-x86, MSVC) are skipped with a message,
-#       except scalar, which needs none. In configurations that optimise below -O2 (Debug, no
+#       exists. The listed sources must NOT also be ordinary sources of the target. ISAs that
+#       polyattn_arch_supported() rejects are skipped: silently (a VERBOSE message) when they
+#       belong to the other processor family (the x86 ISAs on AArch64, neon on x86), so one ISA
+#       list serves both; with a STATUS message otherwise (x86 ISAs with MSVC). In configurations that optimise below -O2 (Debug, no
 #       build type, a sanitizer build at -O1) the units are still compiled with -O2, so that
 #       the std:: and xsimd helpers they use are inlined instead of being emitted as weak
 #       symbols shared with other ISAs (see "Mixing ISA flags" in dispatch.hpp). The ISAs compiled are appended to the target's
@@ -23,15 +28,33 @@
 include_guard(GLOBAL)
 
 # A cache entry so the functions also work when called from a parent project (add_subdirectory).
-set(POLYATTN_ARCH_ISAS scalar sse42 avx2 avx512 CACHE INTERNAL "ISAs polyattn_add_arch_units knows")
+# Lowest first within each processor family (the last one built for a target is its best).
+set(POLYATTN_ARCH_ISAS scalar sse42 avx2 avx512 neon CACHE INTERNAL
+  "ISAs polyattn_add_arch_units knows")
 
-# True on x86 with a GCC-style driver.
-function(_polyattn_arch_x86_gnu out)
-  set(ok FALSE)
+# The processor the code is built for (CMAKE_OSX_ARCHITECTURES when it names one).
+function(_polyattn_arch_processor out)
   set(proc "${CMAKE_SYSTEM_PROCESSOR}")
   if(CMAKE_OSX_ARCHITECTURES)
     set(proc "${CMAKE_OSX_ARCHITECTURES}")
   endif()
+  set(${out} "${proc}" PARENT_SCOPE)
+endfunction()
+
+# True when building for AArch64 (Linux aarch64, Apple arm64, Windows ARM64).
+function(_polyattn_arch_aarch64 out)
+  _polyattn_arch_processor(proc)
+  if(proc MATCHES "^(aarch64|arm64|ARM64)$")
+    set(${out} TRUE PARENT_SCOPE)
+  else()
+    set(${out} FALSE PARENT_SCOPE)
+  endif()
+endfunction()
+
+# True on x86 with a GCC-style driver.
+function(_polyattn_arch_x86_gnu out)
+  set(ok FALSE)
+  _polyattn_arch_processor(proc)
   if(proc MATCHES "^(x86_64|AMD64|amd64|x64|i[3-6]86|x86)$"
      AND CMAKE_CXX_COMPILER_ID MATCHES "^(GNU|Clang|AppleClang|IntelLLVM)$"
      AND NOT CMAKE_CXX_SIMULATE_ID STREQUAL "MSVC")
@@ -95,6 +118,22 @@ function(polyattn_arch_flags out isa)
   set(${out} "${flags}" PARENT_SCOPE)
 endfunction()
 
+function(polyattn_arch_supported out isa)
+  string(TOLOWER "${isa}" isa)
+  set(ok FALSE)
+  if(isa STREQUAL "scalar")
+    set(ok TRUE)
+  elseif(isa STREQUAL "neon")
+    _polyattn_arch_aarch64(ok)
+  elseif(isa IN_LIST POLYATTN_ARCH_ISAS)
+    polyattn_arch_flags(flags ${isa})
+    if(flags)
+      set(ok TRUE)
+    endif()
+  endif()
+  set(${out} ${ok} PARENT_SCOPE)
+endfunction()
+
 function(polyattn_add_arch_units target)
   cmake_parse_arguments(PARSE_ARGV 1 arg "" "" "ISAS;SOURCES")
   if(arg_UNPARSED_ARGUMENTS)
@@ -134,9 +173,16 @@ function(polyattn_add_arch_units target)
       continue()
     endif()
     polyattn_arch_flags(flags ${isa})
-    if(NOT isa STREQUAL "scalar" AND NOT flags)
-      message(STATUS "polyattn: no ${isa} flags for this toolchain; "
-                     "skipping the ${isa} units of ${target}")
+    polyattn_arch_supported(ok ${isa})
+    if(NOT ok)
+      _polyattn_arch_aarch64(arm)
+      if((isa STREQUAL "neon") OR arm)
+        set(level VERBOSE)  # the other processor family's ISA
+      else()
+        set(level STATUS)
+      endif()
+      message(${level} "polyattn: no ${isa} for this processor or toolchain; "
+                       "skipping the ${isa} units of ${target}")
       continue()
     endif()
     _polyattn_unit_optimize(opt)

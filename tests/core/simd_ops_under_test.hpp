@@ -87,6 +87,9 @@ extern template struct polyattn::test::SimdOps<polyattn::simd::avx2>;
 #if defined(POLYATTN_UNIT_SSE42)
 extern template struct polyattn::test::SimdOps<polyattn::simd::sse42>;
 #endif
+#if defined(POLYATTN_UNIT_NEON)
+extern template struct polyattn::test::SimdOps<polyattn::simd::neon>;
+#endif
 #if defined(POLYATTN_UNIT_SCALAR)
 extern template struct polyattn::test::SimdOps<polyattn::simd::scalar_arch>;
 #endif

@@ -42,12 +42,36 @@ static_assert(simd::capped_isa(Isa::avx512, "nonsense") == Isa::avx512);
 static_assert(simd::capped_isa(Isa::sse42, nullptr) == Isa::sse42);
 static_assert(simd::capped_isa(Isa::avx512bf16, "avx512") == Isa::avx512);
 static_assert(simd::choose_isa(Isa::avx512bf16, 0b1111u) == Isa::avx512);  // no unit of its own
+// AArch64's chain, scalar < neon, shares only scalar with x86's.
+static_assert(simd::SimdArch<simd::neon> && simd::isa_of<simd::neon> == Isa::neon);
+static_assert(simd::parse_isa("neon") == Isa::neon);
+static_assert(simd::choose_isa(Isa::neon, 0b1001111u) == Isa::neon);
+static_assert(simd::choose_isa(Isa::neon, 0b0001111u) == Isa::scalar);  // no x86 level on ARM
+static_assert(simd::choose_isa(Isa::amx, 0b1000011u) == Isa::sse42);    // nor neon on x86
+static_assert(simd::isa_at_least(Isa::neon, Isa::scalar) &&
+              !simd::isa_at_least(Isa::neon, Isa::amx) &&
+              !simd::isa_at_least(Isa::amx, Isa::neon) &&
+              !simd::isa_at_least(Isa::scalar, Isa::neon));
+static_assert(simd::isa_at_least(Isa::amx, Isa::avx2) && !simd::isa_at_least(Isa::avx2, Isa::amx));
+static_assert(simd::capped_isa(Isa::neon, "scalar") == Isa::scalar);
+static_assert(simd::capped_isa(Isa::neon, "avx2") == Isa::neon);      // other family: ignored
+static_assert(simd::capped_isa(Isa::avx512, "neon") == Isa::avx512);  // other family: ignored
+static_assert(simd::capped_isa(Isa::scalar, "neon") == Isa::scalar);  // never raised
 
-// The CPU's level from /proc/cpuinfo, independent of the library's cpuid code.
+// The CPU's level from /proc/cpuinfo, independent of the library's cpuid code. AArch64: neon
+// where the Features line lists asimd (qemu-user shows the x86 host's file: no Features line,
+// so the test skips).
 std::optional<Isa> isa_from_proc_cpuinfo() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;
   while (std::getline(in, line)) {
+#if defined(__aarch64__)
+    if (line.rfind("Features", 0) != 0) continue;
+    std::istringstream features(line.substr(line.find(':') + 1));
+    for (std::string w; features >> w;)
+      if (w == "asimd") return Isa::neon;
+    return Isa::scalar;
+#else
     if (line.rfind("flags", 0) != 0) continue;
     std::istringstream words(line.substr(line.find(':') + 1));
     std::set<std::string> f;
@@ -63,15 +87,20 @@ std::optional<Isa> isa_from_proc_cpuinfo() {
     if (!has({"avx512_bf16"})) return Isa::avx512;
     if (!has({"amx_tile", "amx_bf16"})) return Isa::avx512bf16;
     return Isa::amx;  // Linux grants the tile data state on request (5.16 and later)
+#endif
   }
   return std::nullopt;
 }
 
+#if defined(__aarch64__)
+constexpr unsigned kAllUnits = 0b1000001u;  // neon, scalar
+#else
 constexpr unsigned kAllUnits = 0b1111u;
+#endif
 
 TEST(Dispatch, TheseTestsHaveEveryUnit) {
   EXPECT_EQ(POLYATTN_ISA_MASK, kAllUnits);
-  // This TU is compiled for generic x86-64: only scalar is local.
+  // This TU is compiled for generic x86-64: only scalar is local (AArch64: neon and scalar).
   EXPECT_EQ(POLYATTN_LOCAL_ISA_MASK & 1u, 1u);
 }
 
@@ -87,9 +116,7 @@ TEST(Dispatch, BestArchIsTheCpuBestWhenAllUnitsExist) {
   if (std::getenv("POLYATTN_ISA") != nullptr) GTEST_SKIP() << "POLYATTN_ISA is set";
   // With units for every ISA the only limit is the CPU: avx512 on an AVX-512 machine (also
   // when it reaches avx512bf16, an extension level that runs the avx512 units).
-  const Isa tag = static_cast<int>(simd::cpu_isa()) > static_cast<int>(Isa::avx512)
-                      ? Isa::avx512
-                      : simd::cpu_isa();
+  const Isa tag = simd::isa_at_least(simd::cpu_isa(), Isa::avx512) ? Isa::avx512 : simd::cpu_isa();
   EXPECT_EQ(simd::best_arch(), tag);
   EXPECT_EQ(simd::runtime_isa(), simd::cpu_isa());
   std::printf("best_arch() = %s\n", simd::isa_name(simd::best_arch()));
@@ -108,20 +135,22 @@ TEST(Dispatch, CallsTheFunctorWithTheMatchingTag) {
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i);
   const polyattn::test::ProbeResult r = simd::dispatch(Probe{x.data(), 37});
   EXPECT_EQ(r.isa, simd::best_arch());
-  const std::size_t widths[] = {1, 4, 8, 16};
+  const std::size_t widths[] = {1, 4, 8, 16, 0, 0, 4};  // by Isa: scalar … avx512, neon
   EXPECT_EQ(r.width, widths[static_cast<int>(r.isa)]);
-  const char* names[] = {"scalar", "sse4.2", "fma3+avx2", "avx512bw"};
+  const char* names[] = {"scalar", "sse4.2", "fma3+avx2", "avx512bw", "", "", "arm64+neon"};
   EXPECT_STREQ(r.name, names[static_cast<int>(r.isa)]);
   EXPECT_EQ(r.sum, 666.f);
 }
 
 TEST(Dispatch, DispatchToEachIsaTheCpuHas) {
   std::vector<float> x(5, 1.f);
-  for (int i = 0; i <= 3; ++i) {
-    const Isa want = static_cast<Isa>(i);
+  const Isa cpu = simd::cpu_isa();
+  for (Isa want : {Isa::scalar, Isa::sse42, Isa::avx2, Isa::avx512, Isa::neon}) {
     const auto r = simd::dispatch_to(want, Probe{x.data(), 5});
-    const Isa expect =
-        static_cast<int>(want) <= static_cast<int>(simd::cpu_isa()) ? want : simd::cpu_isa();
+    // Lowered to the CPU's level; a level of the other processor family runs scalar.
+    const Isa expect = simd::isa_at_least(cpu, want)                     ? want
+                       : simd::isa_is_arm(want) == simd::isa_is_arm(cpu) ? cpu
+                                                                         : Isa::scalar;
     EXPECT_EQ(r.isa, expect) << "asked for " << simd::isa_name(want);
     EXPECT_EQ(r.sum, 5.f);
   }
@@ -169,7 +198,7 @@ int run_child(const std::string& cap, Isa expect) {
   std::string brief = "--gtest_brief=1";
   char* argv[] = {exe.data(), filter.data(), brief.data(), nullptr};
   pid_t pid = 0;
-  if (posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, envp.data()) != 0) return -1;
+  if (posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, envp.data()) != 0) return -2;
   int status = 0;
   if (waitpid(pid, &status, 0) != pid) return -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -178,10 +207,15 @@ int run_child(const std::string& cap, Isa expect) {
 TEST(Dispatch, EnvCapsTheChoice) {
   if (access("/proc/self/exe", X_OK) != 0) GTEST_SKIP() << "no /proc/self/exe";
   const Isa cpu = simd::cpu_isa();
-  for (int i = 0; i <= static_cast<int>(Isa::amx); ++i) {
+  // Under qemu-user the child (an AArch64 binary) cannot be exec'ed by the x86 host kernel.
+  // (posix_spawn then fails, or its child exits with 127).
+  if (const int rc = run_child("scalar", Isa::scalar); rc == -2 || rc == 127)
+    GTEST_SKIP() << "cannot run /proc/self/exe in a child process (emulated?)";
+  for (int i = 0; i <= static_cast<int>(Isa::neon); ++i) {
     const Isa cap = static_cast<Isa>(i);
-    // The cap lowers the choice but never raises it above the CPU.
-    const Isa expect = static_cast<int>(cap) < static_cast<int>(cpu) ? cap : cpu;
+    // The cap lowers the choice but never raises it above the CPU; a level of the other
+    // processor family is ignored.
+    const Isa expect = simd::isa_at_least(cpu, cap) ? cap : cpu;
     EXPECT_EQ(run_child(simd::isa_name(cap), expect), 0) << "POLYATTN_ISA=" << simd::isa_name(cap);
   }
   // An unknown value is ignored (with a message on stderr).

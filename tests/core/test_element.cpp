@@ -217,11 +217,16 @@ class ConvertTest : public ::testing::Test {
  protected:
   using Ops = ConvertOps<A>;
   void SetUp() override {
-    if (static_cast<int>(simd::isa_of<A>) > static_cast<int>(simd::cpu_isa()))
+    if (!simd::isa_at_least(simd::cpu_isa(), simd::isa_of<A>))
       GTEST_SKIP() << "this CPU lacks " << simd::isa_name(simd::isa_of<A>);
   }
 };
+// The tags of the processor family the test is built for (the other family's cannot be compiled).
+#if defined(__aarch64__)
+using Archs = ::testing::Types<simd::neon, simd::scalar_arch>;
+#else
 using Archs = ::testing::Types<simd::avx512, simd::avx2, simd::sse42, simd::scalar_arch>;
+#endif
 struct ArchName {
   template <class A>
   static std::string GetName(int) {

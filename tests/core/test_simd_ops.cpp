@@ -1,7 +1,8 @@
 // tests/core/test_simd_ops.cpp — the SIMD vector helpers and batch functions, one typed suite per
-// ISA (SimdOps/avx512, SimdOps/avx2, SimdOps/sse42, SimdOps/scalar). The code under test is
-// compiled in per-ISA units (simd_ops_unit.cpp); a suite skips when the CPU lacks its ISA.
-// Every array is an exact-length std::vector so AddressSanitizer catches any tail over-read.
+// ISA (SimdOps/avx512, SimdOps/avx2, SimdOps/sse42, SimdOps/scalar; on AArch64 SimdOps/neon,
+// SimdOps/scalar). The code under test is compiled in per-ISA units (simd_ops_unit.cpp); a suite
+// skips when the CPU lacks its ISA. Every array is an exact-length std::vector so AddressSanitizer
+// catches any tail over-read.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -29,7 +30,7 @@ class SimdOpsTest : public ::testing::Test {
  protected:
   using Ops = SimdOps<A>;
   void SetUp() override {
-    if (static_cast<int>(simd::isa_of<A>) > static_cast<int>(simd::cpu_isa()))
+    if (!simd::isa_at_least(simd::cpu_isa(), simd::isa_of<A>))
       GTEST_SKIP() << "this CPU lacks " << simd::isa_name(simd::isa_of<A>)
                    << " (best: " << simd::isa_name(simd::cpu_isa()) << ")";
   }
@@ -42,7 +43,12 @@ class SimdOpsTest : public ::testing::Test {
   }
 };
 
+// The tags of the processor family the test is built for (the other family's cannot be compiled).
+#if defined(__aarch64__)
+using Archs = ::testing::Types<simd::neon, simd::scalar_arch>;
+#else
 using Archs = ::testing::Types<simd::avx512, simd::avx2, simd::sse42, simd::scalar_arch>;
+#endif
 struct ArchName {
   template <class A>
   static std::string GetName(int) {
@@ -52,7 +58,7 @@ struct ArchName {
 TYPED_TEST_SUITE(SimdOpsTest, Archs, ArchName);
 
 TYPED_TEST(SimdOpsTest, WidthMatchesIsa) {
-  const std::size_t expected[] = {1, 4, 8, 16};
+  const std::size_t expected[] = {1, 4, 8, 16, 0, 0, 4};  // by Isa: scalar … avx512, neon
   EXPECT_EQ(TestFixture::Ops::width(), expected[static_cast<int>(simd::isa_of<TypeParam>)]);
 }
 

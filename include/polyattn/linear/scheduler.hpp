@@ -218,9 +218,18 @@ void run_chunk_parallel(const std::vector<Segment>& segs, const LinearDims& d,
         std::copy(s, s + KV, S0.begin() + item * KV);
         const float* ds = dS.data() + item * KV;
         const float* a = dec.data() + item * d.K;
-        for (index_t i = 0; i < d.K; ++i)
-          for (index_t c = 0; c < d.V; ++c)
-            s[i * d.V + c] = s[i * d.V + c] * a[i] + ds[i * d.V + c];
+        // Two passes, as the serial kernel's state_pass (scale S, then the product accumulates
+        // into it): written as one expression s·a + ds, a compiler that contracts
+        // floating-point expressions (GCC's default -ffp-contract=fast wherever FMA is
+        // baseline: every AArch64 TU, x86 TUs built with -mfma / -march=native) fuses it into
+        // one FMA with a single rounding, and the threaded result no longer has the serial
+        // bits.
+        for (index_t i = 0; i < d.K; ++i) {
+          float* row = s + i * d.V;
+          for (index_t c = 0; c < d.V; ++c) row[c] *= a[i];
+          const float* drow = ds + i * d.V;
+          for (index_t c = 0; c < d.V; ++c) row[c] += drow[c];
+        }
       }
     });
     exec.parallel_for(static_cast<index_t>(items), [&](index_t item) {  // 3: outputs

@@ -531,7 +531,7 @@ FlashPath flash_path(const SoftmaxInputs& in) noexcept {
     return FlashPath::fp32;
   } else {
     const bool amx = in.q.is<bf16>() && in.k.is<bf16>() && in.v.is<bf16>() &&
-                     static_cast<int>(simd::runtime_isa()) >= static_cast<int>(simd::Isa::amx) &&
+                     simd::isa_at_least(simd::runtime_isa(), simd::Isa::amx) &&
                      simd::kernel_isa<FlashTileKernel<Fz>>() == simd::Isa::avx512 &&
                      simd::kernel_isa<FlashPackKernel>() == simd::Isa::avx512;
     return amx ? FlashPath::amx : FlashPath::fp32;

@@ -11,7 +11,8 @@
 //   pack_bf16_pairs(...)     the VNNI pairs of two fp32 rows (a B operand)
 // Each kernel call configures the tiles itself (ldtilecfg) and releases them at the end, so no
 // tile state outlives a call and nothing else in the process is affected. Only defined where
-// AVX-512BW is enabled (the avx512 units); callers check simd::runtime_isa() >= Isa::amx.
+// AVX-512BW is enabled (the avx512 units); callers check
+// isa_at_least(simd::runtime_isa(), Isa::amx).
 #pragma once
 
 #include <cstdint>

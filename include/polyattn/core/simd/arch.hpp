@@ -6,35 +6,39 @@
 //   sse42  = xsimd::sse4_2                (4 floats)
 //   avx2   = xsimd::fma3<xsimd::avx2>     (8 floats, fused multiply-add)
 //   avx512 = xsimd::avx512bw              (16 floats, fused multiply-add)
+//   neon   = xsimd::neon64                (4 floats, fused multiply-add; AArch64 Advanced SIMD)
+// The x86 tags (sse42, avx2, avx512) only run on x86 and neon only on AArch64; scalar runs
+// everywhere.
 // batch_t<Arch> is xsimd::batch<float, Arch>, or ScalarBatch for scalar_arch.
 // ArchTraits<Arch> holds the tunables derived from the register file (width, vector registers,
 // GEMM panel and row blocking; see below); kMaxBatchFloats is the widest batch of any tag, the
 // padding unit of buffers that every ISA reads whole batches from.
 //
 // xsimd only defines batch<float, Arch> in a translation unit compiled with that ISA enabled
-// (-mavx512bw ... sets XSIMD_WITH_AVX512BW). The tag structs always exist, so code may name
-// every tag anywhere, but may instantiate a kernel body for Arch only where compiled<Arch>()
-// holds. Bodies for other ISAs are compiled in per-ISA units (see dispatch.hpp and
-// cmake/PolyattnArch.cmake).
+// (-mavx512bw ... sets XSIMD_WITH_AVX512BW; every AArch64 translation unit has
+// XSIMD_WITH_NEON64). The tag structs always exist, so code may name every tag anywhere, but may
+// instantiate a kernel body for Arch only where compiled<Arch>() holds. Bodies for other ISAs
+// are compiled in per-ISA units (see dispatch.hpp and cmake/PolyattnArch.cmake).
 //
 // Per-ISA namespace. Code with a function body that kernels run lives in the inline namespace
 // POLYATTN_ISA_NS (`namespace polyattn::simd { inline namespace POLYATTN_ISA_NS { ... } }`), whose
 // name says how the translation unit was compiled: unit_avx512 / unit_avx2 / unit_sse42 /
-// unit_scalar inside a per-ISA unit, tu_avx512 / tu_avx2 / tu_sse42 / tu_base elsewhere (from the
-// TU's own flags). Inline functions compiled with AVX-512 flags therefore never share a symbol with
-// the same function compiled for another ISA, and a mixed-ISA binary does not depend on which copy
-// the linker keeps. Types stay outside it (a type must be the same in the caller and the unit),
-// and so do functions whose symbol already names the Arch (templates on the tag or its batch).
-// Nested helper namespaces inside it are called `impl` (a `detail` there would make the outer
-// `detail` ambiguous).
+// unit_neon / unit_scalar inside a per-ISA unit, tu_avx512 / tu_avx2 / tu_sse42 / tu_neon /
+// tu_base elsewhere (from the TU's own flags). Inline functions compiled with AVX-512 flags
+// therefore never share a symbol with the same function compiled for another ISA, and a mixed-ISA
+// binary does not depend on which copy the linker keeps. Types stay outside it (a type must be the
+// same in the caller and the unit), and so do functions whose symbol already names the Arch
+// (templates on the tag or its batch). Nested helper namespaces inside it are called `impl` (a
+// `detail` there would make the outer `detail` ambiguous).
 //
 // Batch functions (namespace polyattn::simd; call them qualified, `simd::fma(a, b, c)`, so that
 // argument-dependent lookup cannot pick xsimd's overloads instead):
-//   fma(a, b, c)   a·b + c; fused on avx2/avx512, two roundings on sse42; on scalar whatever
+//   fma(a, b, c)   a·b + c; fused on avx2/avx512/neon, two roundings on sse42; on scalar whatever
 //                  the compiler makes of a*b+c.
 //   exp(a)         e^a per lane. avx512: our own (below), 0 below ln(FLT_MIN) ≈ −87.34, +inf above
 //                  ≈ 88.72, NaN stays NaN. sse42 / avx2: xsimd, 0 below ≈ −88.376 (no
-//                  subnormals), +inf above ≈ 88.376. scalar: std::exp.
+//                  subnormals), +inf above ≈ 88.376. neon: xsimd's generic exp (as sse42 /
+//                  avx2). scalar: std::exp.
 //   neg_inf_to_zero(a)  0 in the lanes that hold −inf, a elsewhere (online-softmax guards).
 //   below_to(a, t, v)   v in the lanes where a < t, a elsewhere (NaN lanes keep NaN).
 //   tanh(a)        tanh per lane (softcap). xsimd: ±1 for large |a|; scalar: std::tanh.
@@ -84,6 +88,8 @@
 #define POLYATTN_ISA_NS unit_avx2
 #elif defined(POLYATTN_UNIT_ISA_SSE42)
 #define POLYATTN_ISA_NS unit_sse42
+#elif defined(POLYATTN_UNIT_ISA_NEON)
+#define POLYATTN_ISA_NS unit_neon
 #elif defined(POLYATTN_UNIT_ISA_SCALAR)
 #define POLYATTN_ISA_NS unit_scalar
 #elif XSIMD_WITH_AVX512BW
@@ -92,6 +98,8 @@
 #define POLYATTN_ISA_NS tu_avx2
 #elif XSIMD_WITH_SSE4_2
 #define POLYATTN_ISA_NS tu_sse42
+#elif XSIMD_WITH_NEON64
+#define POLYATTN_ISA_NS tu_neon
 #else
 #define POLYATTN_ISA_NS tu_base
 #endif
@@ -114,19 +122,49 @@ struct scalar_arch {
 using avx512 = xsimd::avx512bw;
 using avx2 = xsimd::fma3<xsimd::avx2>;
 using sse42 = xsimd::sse4_2;
+using neon = xsimd::neon64;
 using scalar = scalar_arch;
 
-// The supported instruction sets, ordered: a higher value implies every lower one. Levels
-// above avx512 have no tag (and no units) of their own: they run the avx512 units, and an
-// operator whose kernels have a path for the extension takes it when simd::runtime_isa() (the
-// CPU's level, capped by POLYATTN_ISA) reaches that level:
+// The supported instruction sets. They form two chains, one per processor family, that share
+// scalar: x86  scalar < sse42 < avx2 < avx512 < avx512bf16 < amx,  AArch64  scalar < neon.
+// Within a chain a higher level implies every lower one; levels of different chains are not
+// comparable (compare with isa_at_least, never with the enum's integer values: neon's value is
+// above amx's only so that the x86 values, which are bit positions of dispatch masks, stay as
+// they were). Levels above avx512 have no tag (and no units) of their own: they run the avx512
+// units, and an operator whose kernels have a path for the extension takes it when
+// simd::runtime_isa() (the CPU's level, capped by POLYATTN_ISA) reaches that level:
 //   avx512bf16  AVX512-BF16 (vdpbf16ps). Detected and cappable; no kernel uses it yet: on the
 //               Xeons measured it multiply-adds at half the fp32 FMA rate (docs §9.7)
 //   amx         AMX-BF16 tiles (tdpbf16ps), with the OS's permission for tile data (amx.hpp)
-enum class Isa : int { scalar = 0, sse42 = 1, avx2 = 2, avx512 = 3, avx512bf16 = 4, amx = 5 };
+// neon (AArch64 Advanced SIMD) is part of every AArch64 processor: the level of any of them.
+// BF16 dot products (BFDOT, BFMMLA) and SVE have no level yet.
+enum class Isa : int {
+  scalar = 0,
+  sse42 = 1,
+  avx2 = 2,
+  avx512 = 3,
+  avx512bf16 = 4,
+  amx = 5,
+  neon = 6
+};
+
+// Whether `isa` belongs to the AArch64 chain (neon) rather than to x86's; scalar to neither.
+constexpr bool isa_is_arm(Isa isa) noexcept {
+  return isa == Isa::neon;
+}
+
+// Whether a processor at level `have` also has level `want`: want is scalar, or both lie on the
+// same chain and have is at least want.
+constexpr bool isa_at_least(Isa have, Isa want) noexcept {
+  if (want == Isa::scalar) return true;
+  if (have == Isa::scalar || isa_is_arm(have) != isa_is_arm(want)) return false;
+  return static_cast<int>(have) >= static_cast<int>(want);
+}
 
 constexpr const char* isa_name(Isa isa) noexcept {
   switch (isa) {
+    case Isa::neon:
+      return "neon";
     case Isa::amx:
       return "amx";
     case Isa::avx512bf16:
@@ -154,10 +192,12 @@ template <>
 inline constexpr int isa_index<xsimd::fma3<xsimd::avx2>> = static_cast<int>(Isa::avx2);
 template <>
 inline constexpr int isa_index<xsimd::avx512bw> = static_cast<int>(Isa::avx512);
+template <>
+inline constexpr int isa_index<xsimd::neon64> = static_cast<int>(Isa::neon);
 }  // namespace detail
 
 // What an Arch tag must provide: an empty, default-constructible tag with xsimd's static
-// interface, and be one of the four supported tags above.
+// interface, and be one of the five supported tags above.
 template <class A>
 concept SimdArch =
     std::is_empty_v<A> && std::default_initializable<A> && (detail::isa_index<A> >= 0) && requires {
@@ -171,8 +211,8 @@ template <SimdArch A>
 inline constexpr Isa isa_of = static_cast<Isa>(detail::isa_index<A>);
 
 // True when the current translation unit can instantiate code for Arch (its ISA is enabled
-// by the compile flags): XSIMD_WITH_AVX512BW, XSIMD_WITH_FMA3_AVX2, XSIMD_WITH_SSE4_2;
-// scalar always.
+// by the compile flags): XSIMD_WITH_AVX512BW, XSIMD_WITH_FMA3_AVX2, XSIMD_WITH_SSE4_2,
+// XSIMD_WITH_NEON64 (every AArch64 TU); scalar always.
 template <SimdArch A>
 constexpr bool compiled() noexcept {
   if constexpr (std::is_same_v<A, scalar_arch>)
@@ -188,28 +228,44 @@ constexpr bool compiled() noexcept {
 //                    "batches" are unrolled scalar code, blocked like the widest ISA)
 //   panel_vectors    batches per column panel of the register-blocked products (GEMM, the
 //                    recurrent state pass, decode key blocks): 4 with 32 registers, else 2
+//                    (neon: 32 × 128-bit registers, so 4-batch panels of 16 floats)
+//   lane_operands    the broadcast operand of the micro-kernel occupies one register per row
+//                    (neon: compilers turn the broadcast into FMLA by element, v.4s × v.s[0],
+//                    each row's A value in its own register), not one for the whole block
 //   micro_rows(nb)   rows per GEMM micro-block for a panel of nb batches: MR·nb accumulators,
-//                    nb B-vectors and one broadcast fit the registers, capped at 6 (8 for one-
-//                    batch panels) so that MR·nb ≥ 8 hides the FMA latency without spilling
+//                    nb B-vectors and the broadcast operand(s) fit the registers, capped at 6 (8
+//                    for one-batch panels) so that MR·nb ≥ 8 hides the FMA latency without
+//                    spilling. neon: 5 rows for 4-batch panels (20 accumulators + 4 + 5 = 29;
+//                    GCC 12 spills three accumulators per k step at 6 rows)
 template <SimdArch A>
 struct ArchTraits {
   static constexpr int width = 1;
   static constexpr int vector_registers = 32;
+  static constexpr bool lane_operands = false;
 };
 template <>
 struct ArchTraits<xsimd::sse4_2> {
   static constexpr int width = 4;
   static constexpr int vector_registers = 16;
+  static constexpr bool lane_operands = false;
 };
 template <>
 struct ArchTraits<xsimd::fma3<xsimd::avx2>> {
   static constexpr int width = 8;
   static constexpr int vector_registers = 16;
+  static constexpr bool lane_operands = false;
 };
 template <>
 struct ArchTraits<xsimd::avx512bw> {
   static constexpr int width = 16;
   static constexpr int vector_registers = 32;
+  static constexpr bool lane_operands = false;
+};
+template <>
+struct ArchTraits<xsimd::neon64> {
+  static constexpr int width = 4;
+  static constexpr int vector_registers = 32;  // v0–v31
+  static constexpr bool lane_operands = true;
 };
 
 template <SimdArch A>
@@ -217,7 +273,8 @@ inline constexpr int panel_vectors = ArchTraits<A>::vector_registers >= 32 ? 4 :
 
 template <SimdArch A>
 constexpr int micro_rows(int nb) noexcept {
-  const int fit = (ArchTraits<A>::vector_registers - nb - 1) / nb;
+  const int fit = ArchTraits<A>::lane_operands ? (ArchTraits<A>::vector_registers - nb) / (nb + 1)
+                                               : (ArchTraits<A>::vector_registers - nb - 1) / nb;
   const int cap = nb == 1 ? 8 : 6;
   return fit < cap ? fit : cap;
 }

@@ -7,8 +7,12 @@
 //   bf16 → float  zero-extend and shift left 16 (exact)
 //   float → bf16  integer round to nearest even, NaN kept quiet (no AVX512-BF16 instruction: it
 //                 would flush subnormal inputs)
-//   f16 ↔ float   F16C / AVX-512F vcvtph2ps / vcvtps2ph (nearest even) on avx2 / avx512; the
-//                 scalar integer conversion on sse42 and scalar (and avx2 without -mf16c)
+//   f16 ↔ float   F16C / AVX-512F vcvtph2ps / vcvtps2ph (nearest even) on avx2 / avx512, NEON
+//                 fcvtl / fcvtn on neon (nearest even under the default FPCR.RMode; half
+//                 precision is never flushed by these conversions, and a float subnormal that FZ
+//                 flushes rounds to a signed f16 zero anyway; NaN quieted keeping the top payload
+//                 bits, as the integer code); the scalar integer conversion on sse42 and scalar
+//                 (and avx2 without -mf16c)
 //   int8 → float  sign-extend and convert (exact)
 // convert() handles the last n mod width elements through a width-sized stack buffer, so nothing
 // outside [0, n) is read or written.
@@ -23,6 +27,9 @@
 
 #if defined(__SSE4_1__) || defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
+#endif
+#if XSIMD_WITH_NEON64
+#include <arm_neon.h>
 #endif
 
 namespace polyattn::simd {
@@ -71,6 +78,18 @@ inline __m512i bf16_bits_avx512(__m512 x) noexcept {
 }
 #endif
 
+#if XSIMD_WITH_NEON64
+// The same integer rounding on NEON: bf16 bits in the low 16 bits of each 32-bit lane.
+inline uint32x4_t bf16_bits_neon(float32x4_t x) noexcept {
+  const uint32x4_t u = vreinterpretq_u32_f32(x);
+  const uint32x4_t lsb = vandq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(1));
+  const uint32x4_t r = vshrq_n_u32(vaddq_u32(vaddq_u32(u, vdupq_n_u32(0x7FFF)), lsb), 16);
+  const uint32x4_t nan = vcgtq_u32(vandq_u32(u, vdupq_n_u32(0x7FFFFFFF)), vdupq_n_u32(0x7F800000));
+  const uint32x4_t q = vorrq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(0x40));
+  return vbslq_u32(nan, q, r);
+}
+#endif
+
 }  // namespace impl
 }  // namespace POLYATTN_ISA_NS
 
@@ -116,6 +135,21 @@ inline batch_t<A> load_float(const T* p) noexcept {
     } else {
       const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
       return B(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)));
+    }
+#endif
+  } else if constexpr (std::same_as<A, neon>) {
+#if XSIMD_WITH_NEON64
+    if constexpr (std::same_as<T, bf16>) {
+      const uint16x4_t h = vld1_u16(reinterpret_cast<const std::uint16_t*>(p));
+      return B(vreinterpretq_f32_u32(vshll_n_u16(h, 16)));
+    } else if constexpr (std::same_as<T, f16>) {
+      const uint16x4_t h = vld1_u16(reinterpret_cast<const std::uint16_t*>(p));
+      return B(vcvt_f32_f16(vreinterpret_f16_u16(h)));
+    } else {
+      std::int32_t w;
+      std::memcpy(&w, p, 4);
+      const int16x8_t h = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(w)));
+      return B(vcvtq_f32_s32(vmovl_s16(vget_low_s16(h))));
     }
 #endif
   } else {
@@ -167,6 +201,14 @@ inline void store_float(T* p, batch_t<A> x) noexcept {
       x.store_aligned(f);
       for (int i = 0; i < 8; ++i) p[i] = f16_from(f[i]);
 #endif
+    }
+#endif
+  } else if constexpr (std::same_as<A, neon>) {
+#if XSIMD_WITH_NEON64
+    if constexpr (std::same_as<T, bf16>) {
+      vst1_u16(reinterpret_cast<std::uint16_t*>(p), vmovn_u32(impl::bf16_bits_neon(x)));
+    } else {
+      vst1_u16(reinterpret_cast<std::uint16_t*>(p), vreinterpret_u16_f16(vcvt_f16_f32(x)));
     }
 #endif
   } else {

@@ -6,17 +6,19 @@
 //   simd::dispatch_to(isa,f) the same for a chosen ISA (lowered to what the CPU and the binary
 //                            have); for benchmarks and tests.
 //
-// What the CPU supports is detected once (cpuid, including OS support for the wider register
-// state) and cached in a function-local static. The environment variable
-//   POLYATTN_ISA=scalar|sse42|avx2|avx512|avx512bf16|amx
+// What the CPU supports is detected once (x86: cpuid, including OS support for the wider register
+// state; AArch64: neon, which every AArch64 processor has) and cached in a function-local static.
+// The environment variable
+//   POLYATTN_ISA=scalar|sse42|avx2|avx512|avx512bf16|amx|neon
 // read at that first call, caps the choice: it never raises it above what the CPU has. Tests and
-// benchmarks use it to force each path; an unknown value is reported once on stderr and ignored.
+// benchmarks use it to force each path; an unknown value, or a level of the other processor
+// family (avx2 on AArch64, neon on x86), is reported once on stderr and ignored.
 //
 // "Compiled into the binary" means, for the translation unit that calls dispatch():
 //   * the ISA is enabled by the TU's own compile flags (compiled<Arch>(), e.g. -march=native), or
 //   * the build provides a separately compiled unit for it: polyattn_add_arch_units() (see
-//     cmake/PolyattnArch.cmake) defines POLYATTN_UNIT_AVX512 / _AVX2 / _SSE42 / _SCALAR on the
-//     target and compiles the listed sources once per ISA with that ISA's flags; inside such a
+//     cmake/PolyattnArch.cmake) defines POLYATTN_UNIT_AVX512 / _AVX2 / _SSE42 / _NEON / _SCALAR on
+//     the target and compiles the listed sources once per ISA with that ISA's flags; inside such a
 //     unit POLYATTN_UNIT_ARCH names the unit's tag.
 // So a binary built for generic x86-64 still runs AVX-512 code on a CPU that has it.
 //
@@ -94,14 +96,20 @@
 #else
 #define POLYATTN_DETAIL_BIN_SSE42 0u
 #endif
+#if defined(POLYATTN_UNIT_NEON) || XSIMD_WITH_NEON64
+#define POLYATTN_DETAIL_BIN_NEON 64u
+#else
+#define POLYATTN_DETAIL_BIN_NEON 0u
+#endif
 
 // Bit set (1 << Isa) of the ISAs this TU can run: its own flags plus the declared units.
-#define POLYATTN_ISA_MASK \
-  (1u | POLYATTN_DETAIL_BIN_SSE42 | POLYATTN_DETAIL_BIN_AVX2 | POLYATTN_DETAIL_BIN_AVX512)
+#define POLYATTN_ISA_MASK                                                                   \
+  (1u | POLYATTN_DETAIL_BIN_SSE42 | POLYATTN_DETAIL_BIN_AVX2 | POLYATTN_DETAIL_BIN_AVX512 | \
+   POLYATTN_DETAIL_BIN_NEON)
 // Bit set of the ISAs this TU's own flags enable (units not counted).
 #define POLYATTN_LOCAL_ISA_MASK                                            \
   (1u | (XSIMD_WITH_SSE4_2 ? 2u : 0u) | (XSIMD_WITH_FMA3_AVX2 ? 4u : 0u) | \
-   (XSIMD_WITH_AVX512BW ? 8u : 0u))
+   (XSIMD_WITH_AVX512BW ? 8u : 0u) | (XSIMD_WITH_NEON64 ? 64u : 0u))
 
 // ---- arch units ---------------------------------------------------------------------------
 
@@ -112,6 +120,8 @@
 #define POLYATTN_UNIT_ARCH ::polyattn::simd::avx2
 #elif defined(POLYATTN_UNIT_ISA_SSE42)
 #define POLYATTN_UNIT_ARCH ::polyattn::simd::sse42
+#elif defined(POLYATTN_UNIT_ISA_NEON)
+#define POLYATTN_UNIT_ARCH ::polyattn::simd::neon
 #elif defined(POLYATTN_UNIT_ISA_SCALAR)
 #define POLYATTN_UNIT_ARCH ::polyattn::simd::scalar_arch
 #endif
@@ -139,6 +149,12 @@
 #else
 #define POLYATTN_DETAIL_EXTERN_SSE42(...)
 #endif
+#if defined(POLYATTN_UNIT_NEON)
+#define POLYATTN_DETAIL_EXTERN_NEON(...) \
+  POLYATTN_DETAIL_KERNEL_FOR(extern, ::polyattn::simd::neon, __VA_ARGS__)
+#else
+#define POLYATTN_DETAIL_EXTERN_NEON(...)
+#endif
 #if defined(POLYATTN_UNIT_SCALAR)
 #define POLYATTN_DETAIL_EXTERN_SCALAR(...) \
   POLYATTN_DETAIL_KERNEL_FOR(extern, ::polyattn::simd::scalar_arch, __VA_ARGS__)
@@ -153,7 +169,8 @@
   struct polyattn::simd::kernel_units<__VA_ARGS__> : ::std::true_type {}; \
   POLYATTN_DETAIL_EXTERN_AVX512(__VA_ARGS__)                              \
   POLYATTN_DETAIL_EXTERN_AVX2(__VA_ARGS__)                                \
-  POLYATTN_DETAIL_EXTERN_SSE42(__VA_ARGS__) POLYATTN_DETAIL_EXTERN_SCALAR(__VA_ARGS__)
+  POLYATTN_DETAIL_EXTERN_SSE42(__VA_ARGS__)                               \
+  POLYATTN_DETAIL_EXTERN_NEON(__VA_ARGS__) POLYATTN_DETAIL_EXTERN_SCALAR(__VA_ARGS__)
 
 // One entry of a kernel list, in a unit source: the instantiation for the unit's ISA.
 #if defined(POLYATTN_UNIT_ARCH)
@@ -198,16 +215,18 @@ constexpr bool in_binary(Isa isa) noexcept {
   return (Mask & isa_bit(isa)) != 0;
 }
 
-// The highest ISA <= limit that is in `mask` (scalar is always there).
+// The highest ISA of limit's chain (arch.hpp), at most limit, that is in `mask` (scalar is always
+// there).
 constexpr Isa choose_isa(Isa limit, unsigned mask) noexcept {
   for (int i = static_cast<int>(limit); i > 0; --i)
-    if (mask & (1u << i)) return static_cast<Isa>(i);
+    if ((mask & (1u << i)) && isa_at_least(limit, static_cast<Isa>(i))) return static_cast<Isa>(i);
   return Isa::scalar;
 }
 
-// "scalar" | "sse42" | "avx2" | "avx512" | "avx512bf16" | "amx" → Isa; else nullopt.
+// "scalar" | "sse42" | "avx2" | "avx512" | "avx512bf16" | "amx" | "neon" → Isa; else nullopt.
 constexpr std::optional<Isa> parse_isa(std::string_view s) noexcept {
   if (s == "scalar") return Isa::scalar;
+  if (s == "neon") return Isa::neon;
   if (s == "sse42") return Isa::sse42;
   if (s == "avx2") return Isa::avx2;
   if (s == "avx512") return Isa::avx512;
@@ -216,11 +235,18 @@ constexpr std::optional<Isa> parse_isa(std::string_view s) noexcept {
   return std::nullopt;
 }
 
-// The CPU's level, lowered by a cap string (the value of POLYATTN_ISA; null = no cap).
+// Whether a cap string names a level of the CPU's chain (or scalar, or no level at all).
+constexpr bool cap_applies(Isa cpu, Isa cap) noexcept {
+  return cap == Isa::scalar || cpu == Isa::scalar || isa_is_arm(cap) == isa_is_arm(cpu);
+}
+
+// The CPU's level, lowered by a cap string (the value of POLYATTN_ISA; null = no cap). A cap that
+// is not a level, or a level of the other processor family, is ignored.
 constexpr Isa capped_isa(Isa cpu, const char* cap) noexcept {
   if (cap == nullptr) return cpu;
   const std::optional<Isa> c = parse_isa(cap);
-  if (!c) return cpu;
+  if (!c || !cap_applies(cpu, *c)) return cpu;
+  if (cpu == Isa::scalar) return Isa::scalar;
   return static_cast<int>(*c) < static_cast<int>(cpu) ? *c : cpu;
 }
 
@@ -247,15 +273,19 @@ inline Isa detect_cpu_isa() noexcept {
   const bool avx2 = sse42 && a.fma3_avx2;
   const bool avx512 = avx2 && a.avx512f && a.avx512cd && a.avx512dq && a.avx512bw;
   const bool avx512bf16 = false, amx = false;  // xsimd 8.1 does not detect them
+#elif defined(__aarch64__) || defined(_M_ARM64)
+  return Isa::neon;  // Advanced SIMD is part of every AArch64 processor
 #else
   const bool sse42 = false, avx2 = false, avx512 = false, avx512bf16 = false, amx = false;
 #endif
+#if !(defined(__aarch64__) || defined(_M_ARM64))
   if (amx) return Isa::amx;
   if (avx512bf16) return Isa::avx512bf16;
   if (avx512) return Isa::avx512;
   if (avx2) return Isa::avx2;
   if (sse42) return Isa::sse42;
   return Isa::scalar;
+#endif
 }
 
 inline Isa compute_runtime_isa() noexcept {
@@ -264,8 +294,12 @@ inline Isa compute_runtime_isa() noexcept {
   if (cap != nullptr && !parse_isa(cap))
     std::fprintf(stderr,
                  "polyattn: ignoring POLYATTN_ISA='%s' (expected scalar, sse42, avx2, avx512, "
-                 "avx512bf16 or amx)\n",
+                 "avx512bf16, amx or neon)\n",
                  cap);
+  else if (cap != nullptr && !cap_applies(cpu, *parse_isa(cap)))
+    std::fprintf(stderr,
+                 "polyattn: ignoring POLYATTN_ISA='%s': not a level of this processor (%s)\n", cap,
+                 isa_name(cpu));
   return capped_isa(cpu, cap);
 }
 
@@ -294,8 +328,12 @@ Isa best_arch() noexcept {
 template <unsigned Mask = POLYATTN_ISA_MASK, class F>
 decltype(auto) dispatch_to(Isa isa, F&& f) {
   const Isa cpu = cpu_isa();
-  const Isa lim = static_cast<int>(isa) < static_cast<int>(cpu) ? isa : cpu;
+  // The levels both at most isa and on the CPU: scalar when isa is of the other chain.
+  const Isa lim = isa_at_least(cpu, isa) ? isa : cap_applies(cpu, isa) ? cpu : Isa::scalar;
   switch (choose_isa(lim, Mask)) {
+    case Isa::neon:
+      if constexpr ((Mask & isa_bit(Isa::neon)) != 0) return std::forward<F>(f)(neon{});
+      return std::forward<F>(f)(scalar_arch{});
     case Isa::avx512:
       if constexpr ((Mask & isa_bit(Isa::avx512)) != 0) return std::forward<F>(f)(avx512{});
       [[fallthrough]];
