@@ -17,16 +17,7 @@ jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 # The cross compiler, the emulator, GoogleTest's sources (built for the target by CMake) and the
 # header-only dependencies (the host's headers serve the target).
 pkgs=(cmake make g++-aarch64-linux-gnu qemu-user googletest libeigen3-dev libxsimd-dev xtl-dev)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "polyattn: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+bash scripts/apt-missing.sh "${pkgs[@]}"
 
 t0=$(date +%s)
 cmake --preset aarch64

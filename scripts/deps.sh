@@ -5,16 +5,7 @@
 set -euo pipefail
 pkgs=(cmake make g++ libeigen3-dev libxsimd-dev xtl-dev libgtest-dev libbenchmark-dev python3-numpy
   python3-dev python3-pip)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "polyattn: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+bash "$(dirname "$0")/apt-missing.sh" "${pkgs[@]}"
 
 # PyPI: nanobind (builds the module in the release preset), ml_dtypes (numpy bfloat16) and
 # pytest (the module's tests in ctest). --break-system-packages: Debian marks its python3
