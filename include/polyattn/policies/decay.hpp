@@ -71,6 +71,15 @@ void gate_log_decay_row(const G& gate, index_t t, float* out, index_t K) {
   }
 }
 
+/// Asks for token t's gate row ahead of use, when the gate has a prefetch hook (a row of K
+/// channels per token; scalar gates are a few bytes per token, which the hardware prefetchers
+/// follow).
+template <simd::SimdArch A, class G>
+POLYATTN_ALWAYS_INLINE void gate_prefetch_row(const G& gate, index_t t, index_t K) noexcept {
+  if constexpr (requires { gate.template prefetch_row<A>(t, K); })
+    gate.template prefetch_row<A>(t, K);
+}
+
 struct NoDecay {
   static constexpr GateShape shape = GateShape::None;
   static constexpr Decay kind = Decay::None;
@@ -153,6 +162,10 @@ struct VectorDecay {
       } else {
         for (index_t i = 0; i < K; ++i) out[i] = row[i * cst];
       }
+    }
+    template <simd::SimdArch A>
+    POLYATTN_ALWAYS_INLINE void prefetch_row(index_t t, index_t K) const noexcept {
+      if (cst == 1) simd::prefetch<A>(gk + t * st, K * static_cast<index_t>(sizeof(float)));
     }
   };
   void check(const LinearInputs& in, const LinearDims& d) const {

@@ -81,6 +81,14 @@
 #define POLYATTN_UNROLL
 #endif
 
+// Forces inlining. Used on the prefetch helpers: GCC judges a function whose only effect is a
+// prefetch to be free of side effects and deletes calls to it when it is not inlined.
+#if defined(__GNUC__) || defined(__clang__)
+#define POLYATTN_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define POLYATTN_ALWAYS_INLINE inline
+#endif
+
 // The per-ISA inline namespace of this translation unit (see the header comment).
 #if defined(POLYATTN_UNIT_ISA_AVX512)
 #define POLYATTN_ISA_NS unit_avx512

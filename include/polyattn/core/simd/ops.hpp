@@ -8,6 +8,7 @@
 //   exp(x, out, n)      out[i] = e^x[i]             (out may be x itself; no partial overlap)
 //   exp_inplace(x, n)   x[i] = e^x[i]
 //   transform(n, out, f, x0, x1, ...)  out[i] = f(x0[i], x1[i], ...) with f on whole batches
+//   prefetch<Write>(p, bytes)  requests the cache lines of [p, p + bytes) (a hint: never faults)
 // Any n >= 0 works (n <= 0 is an empty array). The last n mod width elements go through a
 // width-sized stack buffer, so nothing outside [0, n) is ever read or written and a tail
 // element gets exactly the same arithmetic as a full-vector element. dot and sum keep four
@@ -246,6 +247,20 @@ void transform(std::int64_t n, float* out, F&& f, const In*... in) noexcept {
       t.copy_to(out + i, n - i);
     }
   }
+}
+
+// Requests the cache lines of [p, p + bytes), for writing when Write. Always inlined: a call
+// to a function that only prefetches is deleted by GCC as side-effect free.
+template <SimdArch A, bool Write = false>
+POLYATTN_ALWAYS_INLINE void prefetch(const void* p, index_t bytes) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  constexpr index_t kLine = 64;
+  const char* c = static_cast<const char*>(p);
+  for (index_t i = 0; i < bytes; i += kLine) __builtin_prefetch(c + i, Write ? 1 : 0);
+#else
+  (void)p;
+  (void)bytes;
+#endif
 }
 
 // ---- span conveniences (sizes must match; a mismatch throws polyattn::Error) ----------------

@@ -9,6 +9,10 @@
 //   load_row<A>(x, t, dst, n)     row t converted (copied when fp32) into dst
 //   out_row<A>(o, t, buf)         where to compute output row t: in place when o is fp32, else buf
 //   finish_row<A>(o, t, buf, n)   stores buf rounded to o's type (nearest even) unless o is fp32
+//   prefetch_row<A>(x, t, n)      requests row t's cache lines (for writing when x is OutRows):
+//                                 a head's rows lie H·K elements apart, a stride the hardware
+//                                 prefetchers do not follow across pages, so a token loop that
+//                                 does not ask ahead waits for memory on every row
 // The element type is switched on once per row; everything between a load and a store is fp32
 // arithmetic on the kernels' buffers. Every helper is a template on the Arch tag (no
 // ISA-independent symbol in the per-ISA units).
@@ -19,6 +23,7 @@
 
 #include "polyattn/core/element.hpp"
 #include "polyattn/core/simd/convert.hpp"
+#include "polyattn/core/simd/ops.hpp"
 #include "polyattn/core/tensor_view.hpp"
 
 namespace polyattn::linear::stages {
@@ -95,6 +100,19 @@ void finish_row(const OutRows& o, index_t t, const float* buf, index_t n) noexce
     default:
       return;  // computed in place
   }
+}
+
+template <simd::SimdArch A>
+POLYATTN_ALWAYS_INLINE void prefetch_row(const InRows& x, index_t t, index_t n) noexcept {
+  if (x.data == nullptr) return;
+  const auto size = static_cast<index_t>(element_size(x.type));
+  simd::prefetch<A>(static_cast<const char*>(x.data) + t * x.stride * size, n * size);
+}
+template <simd::SimdArch A>
+POLYATTN_ALWAYS_INLINE void prefetch_row(const OutRows& x, index_t t, index_t n) noexcept {
+  if (x.data == nullptr) return;
+  const auto size = static_cast<index_t>(element_size(x.type));
+  simd::prefetch<A, true>(static_cast<const char*>(x.data) + t * x.stride * size, n * size);
 }
 
 }  // namespace polyattn::linear::stages
