@@ -3,10 +3,10 @@
 // Every preset at T = 512 … 65536 (doubling), B1 H1, head dim 128, fp32, on --threads threads
 // (default 1): causal softmax (the flash kernel), sliding-window softmax (window 4096), every
 // linear-family preset and the papers' systems (include/polyattn/papers/: LightNet, SLAB, InLine,
-// MALA, NaLaFormer, Flowformer, Aaren, Titans, Mamba-1, MoM) with their Recurrent and Chunked<64>
-// algorithms (Aaren's and Mamba-1's chunked form is a blocked parallel scan; Titans is recurrent
-// only). For each (variant, T) it
-// runs the operator up to --reps times (default 3; fewer when one run already took more than
+// MALA, NaLaFormer, Flowformer, Aaren, Titans, Mamba-1, MoM, RALA) with their Recurrent and
+// Chunked<64> algorithms (Aaren's and Mamba-1's chunked form is a blocked parallel scan; Titans is
+// recurrent only). For each (variant, T) it runs the operator up to --reps times (default 3; fewer
+// when one run already took more than
 // --budget seconds, default 2) and keeps the median time. It prints
 //   * a table of ns per token for every variant and T (a flat row = cost linear in T),
 //   * the crossover: the first T at which each linear variant is cheaper than causal softmax,
@@ -41,6 +41,7 @@
 #include "polyattn/papers/mean_corrected.hpp"
 #include "polyattn/papers/mom.hpp"
 #include "polyattn/papers/nala.hpp"
+#include "polyattn/papers/rala.hpp"
 #include "polyattn/papers/slab.hpp"
 #include "polyattn/papers/titans.hpp"
 #include "polyattn/softmax/flash.hpp"
@@ -240,6 +241,17 @@ void add_papers(std::vector<Variant>& v) {
              .beta = View3<const float>(d.beta.data(), {M, T, 1}, {0, 1, 1}),
              .weights = View3<const float>::contiguous(d.mom_w.data(), {1, T, M})},
             o, {}, {}, ex);
+      });
+  // RALA: the global query q̄ read from Aaren's query buffer, LePE the width-5 token conv.
+  add_paper(
+      v, "rala",
+      [conv]<class A>(Data& d, index_t, const LinearInputs& in, View4<float> o, const auto& ex) {
+        papers::presets::make_rala().forward<A>(
+            {.q = in.q.as<float>(),
+             .k = in.k.as<float>(),
+             .v = in.v.as<float>(),
+             .q_mean = View3<const float>::contiguous(d.query.data(), {1, 1, kD})},
+            conv(d), {}, {.o = o}, {}, {}, ex);
       });
   // Mamba-1: D = 128 channels, state 16, one group; x = v, dt = q, B and C read from the k and
   // gk buffers (the cost does not depend on the values).
