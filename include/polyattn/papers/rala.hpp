@@ -1,5 +1,6 @@
 // polyattn/papers/rala.hpp — Rank-Augmented Linear Attention (Fan, Huang & He, "Breaking the
-// Low-Rank Dilemma of Linear Attention", CVPR 2025, arXiv 2411.07635, Sec. 4: RALA; the authors'
+// Low-Rank Dilemma of Linear Attention", CVPR 2025, arXiv 2411.07635: its KV-buffer and
+// output-feature rank augmentation; the equation numbers could not be checked here; the authors'
 // code github.com/qhfan/RALA, classfication/RALA.py, GateLinearAttentionNoSilu), in its causal
 // 1-D form, per (sequence, value head hv), q/k head h = hv / G, φ = elu + 1:
 //
