@@ -3,10 +3,10 @@
 // Every preset at T = 512 … 65536 (doubling), B1 H1, head dim 128, fp32, on --threads threads
 // (default 1): causal softmax (the flash kernel), sliding-window softmax (window 4096), every
 // linear-family preset and the papers' systems (include/polyattn/papers/: LightNet, SLAB, InLine,
-// MALA, NaLaFormer, Flowformer, Aaren, Titans, Mamba-1, MoM) with their Recurrent and Chunked<64>
-// algorithms (Aaren's and Mamba-1's chunked form is a blocked parallel scan; Titans is recurrent
-// only). For each (variant, T) it
-// runs the operator up to --reps times (default 3; fewer when one run already took more than
+// MALA, NaLaFormer, Flowformer, Aaren, Titans, Mamba-1, MoM, RALA, SSE) with their Recurrent and
+// Chunked<64> algorithms (Aaren's and Mamba-1's chunked form is a blocked parallel scan; Titans is
+// recurrent only). For each (variant, T) it runs the operator up to --reps times (default 3; fewer
+// when one run already took more than
 // --budget seconds, default 2) and keeps the median time. It prints
 //   * a table of ns per token for every variant and T (a flat row = cost linear in T),
 //   * the crossover: the first T at which each linear variant is cheaper than causal softmax,
@@ -41,7 +41,9 @@
 #include "polyattn/papers/mean_corrected.hpp"
 #include "polyattn/papers/mom.hpp"
 #include "polyattn/papers/nala.hpp"
+#include "polyattn/papers/rala.hpp"
 #include "polyattn/papers/slab.hpp"
+#include "polyattn/papers/sse.hpp"
 #include "polyattn/papers/titans.hpp"
 #include "polyattn/softmax/flash.hpp"
 
@@ -67,6 +69,7 @@ struct Data {
   std::vector<float> conv, query;  // the papers' systems: a width-5 token conv, Aaren's query
   std::vector<float> ssm_a;        // Mamba-1's A [kD, 16]
   std::vector<float> mom_w;        // MoM's routing weights [T, 4]
+  std::vector<float> sse_e;        // SSE's router logits [T, 4]
   index_t T = 0;
   void ensure(index_t T_) {
     if (T_ <= T) return;
@@ -240,6 +243,39 @@ void add_papers(std::vector<Variant>& v) {
              .beta = View3<const float>(d.beta.data(), {M, T, 1}, {0, 1, 1}),
              .weights = View3<const float>::contiguous(d.mom_w.data(), {1, T, M})},
             o, {}, {}, ex);
+      });
+  // RALA: the global query q̄ read from Aaren's query buffer, LePE the width-5 token conv.
+  add_paper(
+      v, "rala",
+      [conv]<class A>(Data& d, index_t, const LinearInputs& in, View4<float> o, const auto& ex) {
+        papers::presets::make_rala().forward<A>(
+            {.q = in.q.as<float>(),
+             .k = in.k.as<float>(),
+             .v = in.v.as<float>(),
+             .q_mean = View3<const float>::contiguous(d.query.data(), {1, 1, kD})},
+            conv(d), {}, {.o = o}, {}, {}, ex);
+      });
+  // SSE: 4 partitions, one writer and reader per token (router logits favour t mod 4), the shared
+  // state and the partitions reading q, k, gk from the same buffers.
+  add_paper(
+      v, "sse",
+      []<class A>(Data& d, index_t T, const LinearInputs& in, View4<float> o, const auto& ex) {
+        constexpr index_t P = 4;
+        if (d.sse_e.size() < static_cast<std::size_t>(T * P)) {
+          d.sse_e.assign(static_cast<std::size_t>(T * P), 0.f);
+          for (index_t t = 0; t < T; ++t) d.sse_e[t * P + t % P] = 1.f;
+        }
+        const auto gk = bthd<const float>(d.gk.data(), 1, T, 1, kD);
+        papers::presets::make_sse().forward<A>(
+            {.q1 = in.q.as<float>(),
+             .k1 = in.k.as<float>(),
+             .q2 = in.q.as<float>(),
+             .k2 = in.k.as<float>(),
+             .v = in.v.as<float>(),
+             .g1 = gk,
+             .g2 = gk,
+             .e = View3<const float>::contiguous(d.sse_e.data(), {1, T, P})},
+            o, {}, {}, {}, ex);
       });
   // Mamba-1: D = 128 channels, state 16, one group; x = v, dt = q, B and C read from the k and
   // gk buffers (the cost does not depend on the values).

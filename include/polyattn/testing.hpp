@@ -20,6 +20,7 @@
 #include "polyattn/reference/longheads.hpp"
 #include "polyattn/reference/mamba2.hpp"
 #include "polyattn/reference/papers.hpp"
+#include "polyattn/reference/papers2.hpp"
 #include "polyattn/reference/routing.hpp"
 #include "polyattn/reference/row_softmax.hpp"
 #include "polyattn/reference/softmax.hpp"

@@ -1,6 +1,6 @@
 // Strided inputs (docs/conventions.md §8): the papers' operators give the same bits for head-first
 // [B,H,T,D] memory (polyattn::head_first) as for the contiguous [B,T,H,D] layout, and for a thread
-// pool as for Serial.
+// pool as for Serial (RALA's and SSE's extra inputs stay contiguous).
 #include <gtest/gtest.h>
 
 #include "papers/papers_harness.hpp"
@@ -105,6 +105,35 @@ TEST(PapersStrides, HeadFirstAndThreadsGiveTheSameBits) {
                                                {.o = o}, {}, ex);
       },
       "titans");
+  const auto qbar = random_vector(count(B, H, K), 12, 0.3f, 2.f);
+  expect_same_bits(
+      [&](const LinearInputs& in, View4<float> o, const auto& ex) {
+        papers::presets::make_rala().forward<Chunked<16>>(
+            {.q = in.q.as<float>(),
+             .k = in.k.as<float>(),
+             .v = in.v.as<float>(),
+             .q_mean = View3<const float>::contiguous(qbar.data(), {B, H, K})},
+            {.weight = View4<const float>::contiguous(conv_w.data(), {1, 1, V, 4})}, {}, {.o = o},
+            {}, {}, ex);
+      },
+      "rala");
+  const auto gk = random_vector(count(B, T, HV, K), 13, -0.2f, -0.001f);
+  const auto router = random_vector(count(B, T, 3), 14, -2.f, 2.f);
+  expect_same_bits(
+      [&](const LinearInputs& in, View4<float> o, const auto& ex) {
+        const auto g = bthd(gk.data(), B, T, HV, K);
+        papers::presets::make_sse().forward<Chunked<16>>(
+            {.q1 = in.q.as<float>(),
+             .k1 = in.k.as<float>(),
+             .q2 = in.k.as<float>(),
+             .k2 = in.q.as<float>(),
+             .v = in.v.as<float>(),
+             .g1 = g,
+             .g2 = g,
+             .e = View3<const float>::contiguous(router.data(), {B, T, 3})},
+            o, {}, {.writers = 2, .readers = 1}, {}, ex);
+      },
+      "sse");
 }
 
 }  // namespace

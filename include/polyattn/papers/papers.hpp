@@ -1,6 +1,6 @@
 // polyattn/papers/papers.hpp — the papers' systems (README "The papers' systems"), each composed
 // from the library's families: LightNet, SLAB, InLine, MALA, NaLaFormer, Flowformer, Aaren, Titans,
-// Mamba-1, Mixture-of-Memories, and
+// Mamba-1, Mixture-of-Memories, RALA, Sparse State Expansion, and
 // the causal token convolution SLAB and InLine use.
 #pragma once
 
@@ -12,6 +12,8 @@
 #include "polyattn/papers/mean_corrected.hpp"
 #include "polyattn/papers/mom.hpp"
 #include "polyattn/papers/nala.hpp"
+#include "polyattn/papers/rala.hpp"
 #include "polyattn/papers/slab.hpp"
+#include "polyattn/papers/sse.hpp"
 #include "polyattn/papers/titans.hpp"
 #include "polyattn/papers/token_conv.hpp"
