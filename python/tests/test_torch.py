@@ -104,6 +104,38 @@ def test_many_calls_and_core_errors_in_one_process():
             pa.flash_attn_func(qs, ks, vs[:, :5])
 
 
+def test_eager_route_skips_the_dispatcher_with_the_same_results():
+    """Plain eager CPU calls run the op's implementation directly (pt._direct); inputs that need
+    a gradient, or tensor subclasses, go through the registered op. Both give the same bits."""
+    q, k, v, g, beta, h0 = data(8)
+    args = (t(q), t(k), t(v))
+    gates = dict(g=t(g), beta=t(beta))
+    assert pt._direct(args)
+    with torch.no_grad():
+        assert pt._direct((args[0].clone().requires_grad_(),))
+    assert not pt._direct((args[0].clone().requires_grad_(),))
+    direct = [pt.fused_recurrent_gated_delta_rule(*args, **gates, initial_state=t(h0),
+                                                  output_final_state=True),
+              pt.chunk_gated_delta_rule(*args, **gates, output_final_state=True)]
+    q_grad = t(q).requires_grad_()
+    via_op = [pt.fused_recurrent_gated_delta_rule(q_grad, *args[1:], **gates, initial_state=t(h0),
+                                                  output_final_state=True),
+              pt.chunk_gated_delta_rule(q_grad, *args[1:], **gates, output_final_state=True)]
+    for (o1, h1), (o2, h2) in zip(direct, via_op):
+        assert torch.equal(o1, o2.detach()) and torch.equal(h1, h2)
+    # which route ran: the direct route calls pt._IMPLS[name], the op its own registered copy
+    calls = []
+    impl = pt._IMPLS["chunk_gated_delta_rule"]
+    pt._IMPLS["chunk_gated_delta_rule"] = lambda *a: calls.append(1) or impl(*a)
+    try:
+        pt.chunk_gated_delta_rule(*args, **gates)
+        assert calls == [1]
+        pt.chunk_gated_delta_rule(q_grad, *args[1:], **gates)
+        assert calls == [1]
+    finally:
+        pt._IMPLS["chunk_gated_delta_rule"] = impl
+
+
 def _opcheck(op, args):
     torch.library.opcheck(op, args)
 
