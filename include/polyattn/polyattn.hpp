@@ -45,6 +45,7 @@
 #include "polyattn/softmax/decode.hpp"
 #include "polyattn/softmax/flash.hpp"
 #include "polyattn/softmax/hyper.hpp"
+#include "polyattn/softmax/hyper_causal.hpp"
 #include "polyattn/softmax/kv_cache.hpp"
 #include "polyattn/softmax/landmark.hpp"
 #include "polyattn/softmax/longheads.hpp"

@@ -15,6 +15,7 @@
 #include "polyattn/reference/conv.hpp"
 #include "polyattn/reference/hybrid.hpp"
 #include "polyattn/reference/hyper.hpp"
+#include "polyattn/reference/hyper_causal.hpp"
 #include "polyattn/reference/landmark.hpp"
 #include "polyattn/reference/linear.hpp"
 #include "polyattn/reference/longheads.hpp"
