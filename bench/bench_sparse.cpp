@@ -15,6 +15,9 @@
 //                                   of 512 tokens, a 512-token query segment (BlockRank)
 //   fused/clear/r:16/...            softmax::clear_attention, the sequence a (T/256) × 256 image,
 //                                   circle radius 16, no text (CLEAR); not causal
+//   fused/combiner/seg:128/...      softmax::combiner_summaries + combiner_attention, causal,
+//                                   segments of 128 (the authors' default), max pooling
+//                                   (Combiner-Fixed); selector_ms / selector_frac: the summaries
 // T = 32768 (the docs/conventions.md §12 shape) and 4096 (a quick check), 1 and all threads,
 // 64-token blocks. "keep:0.10": the selector's parameter is chosen so that 10% of the causal blocks
 // (nQB·(nQB+1)/2) stay: top-k keeps the diagonal block plus the k best earlier ones by mean-pooled
@@ -193,6 +196,17 @@ double clear_pairs(index_t T) {  // per head
   return pairs;
 }
 
+// Combiner: segments of 128; per head, the query at p sees p − sL + 1 direct keys and s summaries.
+constexpr index_t kCombinerSegment = 128;
+double combiner_pairs(index_t T) {  // per head
+  double pairs = 0;
+  for (index_t p = 0; p < T; ++p) {
+    const index_t s = p / kCombinerSegment;
+    pairs += static_cast<double>(p - s * kCombinerSegment + 1 + s);
+  }
+  return pairs;
+}
+
 ps::WindowSinkSelector window_for(index_t T) {
   const index_t nqb = T / kBlock;
   const index_t w = parameter_for_keep(nqb, [](index_t w) {
@@ -290,6 +304,47 @@ void bm_fused(benchmark::State& st, Run run, index_t T, int threads, double pair
   set_counters(st, seconds, T, kH * pairs, threads);
   st.counters["kept_frac"] = pairs / base_pairs;
   if (const auto it = dense_seconds().find({base, threads}); it != dense_seconds().end())
+    st.counters["speedup_vs_dense"] = it->second / seconds;
+}
+
+// Combiner: the summaries (timed alone, as a selector) and the attention, against dense causal.
+void bm_combiner(benchmark::State& st, index_t T, int threads) {
+  Data& d = data(T);
+  const auto in = inputs(d);
+  const auto o = polyattn::bthd(d.o.data(), 1, T, kH, kD);
+  const polyattn::softmax::CombinerConfig cfg{.segment = kCombinerSegment};
+  double seconds = 0, summary_s = 1e300;
+  with_executor(threads, [&](const auto& exec) {
+    try {
+      for (int r = 0; r < 3; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        benchmark::DoNotOptimize(polyattn::softmax::combiner_summaries(in, kCausal, cfg, exec));
+        summary_s = std::min(summary_s, pb::seconds_since(t0));
+      }
+    } catch (const std::exception& e) {
+      st.SkipWithError(e.what());
+      return;
+    }
+    const pb::LoopTimer timer(threads);
+    for (auto _ : st) {
+      try {
+        polyattn::softmax::combiner_attention(
+            in, kCausal, polyattn::softmax::combiner_summaries(in, kCausal, cfg, exec), o, exec);
+      } catch (const std::exception& e) {
+        st.SkipWithError(e.what());
+        break;
+      }
+      benchmark::ClobberMemory();
+    }
+    seconds = timer.per_iteration(st);
+  });
+  if (seconds <= 0) return;
+  const double t = static_cast<double>(T), pairs = combiner_pairs(T);
+  set_counters(st, seconds, T, kH * pairs, threads);
+  st.counters["kept_frac"] = pairs / (t * (t + 1) / 2);
+  st.counters["selector_ms"] = summary_s * 1e3;
+  st.counters["selector_frac"] = summary_s / seconds;
+  if (const auto it = dense_seconds().find({T, threads}); it != dense_seconds().end())
     st.counters["speedup_vs_dense"] = it->second / seconds;
 }
 
@@ -416,6 +471,8 @@ void register_all() {
               T, threads, cl, t * t, -T);
         });
       }
+      add("fused/combiner/seg:128/" + s,
+          [T, threads](benchmark::State& st) { bm_combiner(st, T, threads); });
       add("sparse-select/topk/" + s,
           [=](benchmark::State& st) { bm_select(st, topk, T, threads); });
       add("sparse-select/window-sinks/" + s,

@@ -42,6 +42,7 @@
 #include "polyattn/softmax/act.hpp"
 #include "polyattn/softmax/blockrank.hpp"
 #include "polyattn/softmax/clear.hpp"
+#include "polyattn/softmax/combiner.hpp"
 #include "polyattn/softmax/decode.hpp"
 #include "polyattn/softmax/flash.hpp"
 #include "polyattn/softmax/hyper.hpp"

@@ -12,6 +12,7 @@
 #include "polyattn/reference/based.hpp"
 #include "polyattn/reference/blockrank.hpp"
 #include "polyattn/reference/clear.hpp"
+#include "polyattn/reference/combiner.hpp"
 #include "polyattn/reference/conv.hpp"
 #include "polyattn/reference/hybrid.hpp"
 #include "polyattn/reference/hyper.hpp"
