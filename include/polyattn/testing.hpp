@@ -14,6 +14,7 @@
 #include "polyattn/reference/clear.hpp"
 #include "polyattn/reference/combiner.hpp"
 #include "polyattn/reference/conv.hpp"
+#include "polyattn/reference/dhsa.hpp"
 #include "polyattn/reference/hybrid.hpp"
 #include "polyattn/reference/hyper.hpp"
 #include "polyattn/reference/hyper_causal.hpp"

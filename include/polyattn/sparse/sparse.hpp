@@ -12,6 +12,7 @@
 // (POLYATTN_SOFTMAX_UNITS) like softmax::flash_attention.
 #pragma once
 
+#include "polyattn/sparse/dhsa.hpp"
 #include "polyattn/sparse/flexprefill.hpp"
 #include "polyattn/sparse/gate.hpp"
 #include "polyattn/sparse/linear_estimate.hpp"
