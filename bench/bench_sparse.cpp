@@ -18,6 +18,9 @@
 //   fused/combiner/seg:128/...      softmax::combiner_summaries + combiner_attention, causal,
 //                                   segments of 128 (the authors' default), max pooling
 //                                   (Combiner-Fixed); selector_ms / selector_frac: the summaries
+//   sparse/hip/keep:0.10/...        sparse_attention(HipSelector): HiP's tree search for top_k − 2
+//                                   blocks beside the diagonal, one sink and one local block (as
+//                                   many blocks per row as top-k keeps)
 //   sparse/dhsa/budget:2048/...     sparse::dhsa_select + dhsa_attention: chunks of 32–256 tokens
 //                                   (fixed pseudo-random bounds), 64-position query blocks, 2048
 //                                   keys per block (64 local, 4 sinks); kept_frac: kept (query,
@@ -223,6 +226,10 @@ std::vector<std::vector<index_t>> dhsa_bounds(index_t T) {
     c.push_back(std::min<index_t>(T, c.back() + 32 + static_cast<index_t>((s >> 8) % 225)));
   }
   return {c};
+}
+
+ps::HipSelector hip_for(index_t T) {
+  return {.block = kBlock, .top_k = std::max<index_t>(topk_for(T).top_k - 2, 1)};
 }
 
 ps::WindowSinkSelector window_for(index_t T) {
@@ -543,6 +550,8 @@ void register_all() {
       }
       add("fused/combiner/seg:128/" + s,
           [T, threads](benchmark::State& st) { bm_combiner(st, T, threads); });
+      add("sparse/hip/keep:0.10/" + s,
+          [=](benchmark::State& st) { bm_sparse(st, hip_for(T), T, threads); });
       add("sparse/dhsa/budget:2048/" + s,
           [T, threads](benchmark::State& st) { bm_dhsa(st, T, threads); });
       add("sparse-select/topk/" + s,
@@ -557,6 +566,8 @@ void register_all() {
       add("sparse-select/linear-topk/" + s, [=](benchmark::State& st) {
         bm_select(st, ps::LinearTopKSelector{.block = kBlock, .top_k = topk.top_k}, T, threads);
       });
+      add("sparse-select/hip/" + s,
+          [=](benchmark::State& st) { bm_select(st, hip_for(T), T, threads); });
       add("sparse-select/power/" + s, [=](benchmark::State& st) {
         bm_select(st, ps::PowerSelector{.block = kBlock}, T, threads);
       });
