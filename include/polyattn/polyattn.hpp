@@ -53,6 +53,7 @@
 #include "polyattn/softmax/mask.hpp"
 #include "polyattn/softmax/modifiers.hpp"
 #include "polyattn/softmax/routing.hpp"
+#include "polyattn/softmax/tensor.hpp"
 
 #include "polyattn/sparse/sparse.hpp"
 

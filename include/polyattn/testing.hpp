@@ -26,3 +26,4 @@
 #include "polyattn/reference/routing.hpp"
 #include "polyattn/reference/row_softmax.hpp"
 #include "polyattn/reference/softmax.hpp"
+#include "polyattn/reference/tensor.hpp"
