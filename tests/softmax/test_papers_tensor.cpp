@@ -50,7 +50,7 @@ TEST(TensorAttention, MatchesTheReference) {
     index_t B, T, S1, S2, HQ, HKV, D, Dv;
     std::optional<double> scale;
   };
-  for (const Config c :
+  for (const Config& c :
        {Config{2, 33, 40, 40, 4, 2, 16, 8, {}}, Config{1, 70, 65, 17, 3, 1, 32, 24, 0.5},
         Config{1, 1, 90, 130, 2, 2, 8, 16, 2.0},
         Config{1, 1100, 70, 9, 1, 1, 8, 8, {}}}) {  // 1100·70 rows: 2 chunks

@@ -51,7 +51,7 @@ TEST(Dhsa, SelectionAndAttentionMatchTheReference) {
     index_t B, T, S, HQ, HKV, max_chunk;
     sparse::DhsaOptions o;
   };
-  for (const Config c :
+  for (const Config& c :
        {Config{2, 300, 300, 4, 2, 40, {.block = 64, .budget = 100, .local = 16, .sinks = 4}},
         Config{1, 333, 333, 3, 1, 90, {.block = 48, .budget = 150, .local = 0, .sinks = 0}},
         Config{1, 37, 300, 4, 4, 25, {.block = 32, .budget = 64, .local = 8, .sinks = 8}},
