@@ -44,6 +44,22 @@
 
 namespace polyattn::sparse {
 
+namespace detail {
+/// Σ_e a_e·b_e in double, four partial sums (e mod 4) added in order.
+inline double hip_dot(const double* a, const double* b, index_t n) noexcept {
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  index_t e = 0;
+  for (; e + 4 <= n; e += 4) {
+    s0 += a[e] * b[e];
+    s1 += a[e + 1] * b[e + 1];
+    s2 += a[e + 2] * b[e + 2];
+    s3 += a[e + 3] * b[e + 3];
+  }
+  for (; e < n; ++e) s0 += a[e] * b[e];
+  return (s0 + s1) + (s2 + s3);
+}
+}  // namespace detail
+
 struct HipSelector {
   index_t block = kDefaultBlock;
   index_t top_k = 8;   // k: blocks found by the tree search, beyond `keep`
@@ -84,22 +100,30 @@ struct HipSelector {
           const index_t key_end = limited ? std::min(r.k0 + r.nk, r.p_last + 1) : r.k0 + r.nk;
           const index_t key_begin =
               opt.window > 0 ? std::max(r.k0, std::max(r.p_first, r.k0) - opt.window + 1) : r.k0;
+          // The scoring rows R' in double, read once per (row, head).
+          std::vector<double> qs, ks(static_cast<std::size_t>(rep * d.D));
+          {
+            index_t i = r.r0 + stride - 1;
+            if (i >= r.r1) i = r.r1 - 1;
+            for (; i < r.r1; i += stride)
+              for (index_t e = 0; e < d.D; ++e)
+                qs.push_back(static_cast<double>(in.q(r.b, i, h, e)));
+          }
+          const std::size_t nrows = qs.size() / static_cast<std::size_t>(d.D);
           const auto score = [&](index_t kb) {
             double& m = memo[static_cast<std::size_t>(kb)];
             if (!std::isnan(m)) return m;
             const index_t j0 = std::max(kb * block, key_begin);
             const index_t j1 = std::min({j0 + rep, (kb + 1) * block, key_end});
+            for (index_t j = j0; j < j1; ++j)
+              for (index_t e = 0; e < d.D; ++e)
+                ks[static_cast<std::size_t>((j - j0) * d.D + e)] =
+                    static_cast<double>(in.k(r.b, j, hk, e));
             double best = -std::numeric_limits<double>::infinity();
-            index_t i = r.r0 + stride - 1;
-            if (i >= r.r1) i = r.r1 - 1;
-            for (; i < r.r1; i += stride)
-              for (index_t j = j0; j < j1; ++j) {
-                double dot = 0.0;
-                for (index_t e = 0; e < d.D; ++e)
-                  dot += static_cast<double>(in.q(r.b, i, h, e)) *
-                         static_cast<double>(in.k(r.b, j, hk, e));
-                best = std::max(best, dot);
-              }
+            for (std::size_t t = 0; t < nrows; ++t)
+              for (index_t j = 0; j < j1 - j0; ++j)
+                best = std::max(best, detail::hip_dot(qs.data() + t * static_cast<std::size_t>(d.D),
+                                                      ks.data() + j * d.D, d.D));
             return m = best;
           };
           struct Branch {
