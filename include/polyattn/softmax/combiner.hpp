@@ -75,45 +75,56 @@ CombinerSummaries combiner_summaries(const SoftmaxInputs& in, const SoftmaxOptio
   s.k.assign(static_cast<std::size_t>(d.B * n * d.HQ * d.D), 0.f);
   s.v.assign(static_cast<std::size_t>(d.B * n * d.HQ * d.Dv), 0.f);
   const auto phi = [&cfg](double x) { return cfg.relu ? std::max(x, 0.0) : x; };
-  const auto pool = [&](const ElementView<4>& x, index_t b, index_t r, index_t xh, index_t dim,
-                        std::vector<double>& out) {
+  // pool_{t ∈ Ω_r} φ(x_t) over rows [L, dim] of x (double).
+  const auto pool = [&](const double* x, index_t dim, std::vector<double>& out) {
     out.assign(static_cast<std::size_t>(dim),
                cfg.pool == CombinerConfig::Pool::Max ? -INFINITY : 0.0);
-    for (index_t t = r * L; t < (r + 1) * L; ++t)
+    for (index_t t = 0; t < L; ++t)
       for (index_t e = 0; e < dim; ++e) {
-        const double y = phi(static_cast<double>(x(b, t, xh, e)));
+        const double y = phi(x[t * dim + e]);
         double& acc = out[static_cast<std::size_t>(e)];
         acc = cfg.pool == CombinerConfig::Pool::Max ? std::max(acc, y) : acc + y;
       }
     if (cfg.pool == CombinerConfig::Pool::Mean)
       for (double& a : out) a /= static_cast<double>(L);
   };
-  exec.parallel_for(d.B * n * d.HQ, [&](std::int64_t item) {
-    const index_t h = item % d.HQ, r = (item / d.HQ) % n, b = item / (d.HQ * n);
-    const index_t hk = h / d.group;
-    std::vector<double> qbar, kbar, w(static_cast<std::size_t>(L)),
-        vbar(static_cast<std::size_t>(d.Dv), 0.0);
-    pool(in.q, b, r, h, d.D, qbar);
-    pool(in.k, b, r, hk, d.D, kbar);
-    double mx = -INFINITY;
-    for (index_t t = 0; t < L; ++t) {
-      double dot = 0.0;
+  // One work item per (batch row, segment, kv head): its keys and values read once.
+  exec.parallel_for(d.B * n * d.HKV, [&](std::int64_t item) {
+    const index_t hk = item % d.HKV, r = (item / d.HKV) % n, b = item / (d.HKV * n);
+    const auto rows = [&](const ElementView<4>& x, index_t xh, index_t dim) {
+      std::vector<double> buf(static_cast<std::size_t>(L * dim));
+      for (index_t t = 0; t < L; ++t)
+        for (index_t e = 0; e < dim; ++e)
+          buf[static_cast<std::size_t>(t * dim + e)] = static_cast<double>(x(b, r * L + t, xh, e));
+      return buf;
+    };
+    const std::vector<double> kr = rows(in.k, hk, d.D), vr = rows(in.v, hk, d.Dv);
+    std::vector<double> qbar, kbar, w(static_cast<std::size_t>(L)), vbar;
+    pool(kr.data(), d.D, kbar);
+    for (index_t h = hk * d.group; h < (hk + 1) * d.group; ++h) {
+      pool(rows(in.q, h, d.D).data(), d.D, qbar);
+      double mx = -INFINITY;
+      for (index_t t = 0; t < L; ++t) {
+        double dot = 0.0;
+        for (index_t e = 0; e < d.D; ++e)
+          dot += qbar[static_cast<std::size_t>(e)] * kr[static_cast<std::size_t>(t * d.D + e)];
+        w[static_cast<std::size_t>(t)] = d.scale * dot;
+        mx = std::max(mx, d.scale * dot);
+      }
+      double z = 0.0;
+      for (double& x : w) z += x = std::exp(x - mx);
+      vbar.assign(static_cast<std::size_t>(d.Dv), 0.0);
+      for (index_t t = 0; t < L; ++t)
+        for (index_t e = 0; e < d.Dv; ++e)
+          vbar[static_cast<std::size_t>(e)] +=
+              w[static_cast<std::size_t>(t)] / z * vr[static_cast<std::size_t>(t * d.Dv + e)];
+      float* kd = s.k.data() + ((b * n + r) * d.HQ + h) * d.D;
+      float* vd = s.v.data() + ((b * n + r) * d.HQ + h) * d.Dv;
       for (index_t e = 0; e < d.D; ++e)
-        dot += qbar[static_cast<std::size_t>(e)] * static_cast<double>(in.k(b, r * L + t, hk, e));
-      w[static_cast<std::size_t>(t)] = d.scale * dot;
-      mx = std::max(mx, d.scale * dot);
-    }
-    double z = 0.0;
-    for (double& x : w) z += x = std::exp(x - mx);
-    for (index_t t = 0; t < L; ++t)
+        kd[e] = static_cast<float>(kbar[static_cast<std::size_t>(e)]);
       for (index_t e = 0; e < d.Dv; ++e)
-        vbar[static_cast<std::size_t>(e)] +=
-            w[static_cast<std::size_t>(t)] / z * static_cast<double>(in.v(b, r * L + t, hk, e));
-    float* kd = s.k.data() + ((b * n + r) * d.HQ + h) * d.D;
-    float* vd = s.v.data() + ((b * n + r) * d.HQ + h) * d.Dv;
-    for (index_t e = 0; e < d.D; ++e) kd[e] = static_cast<float>(kbar[static_cast<std::size_t>(e)]);
-    for (index_t e = 0; e < d.Dv; ++e)
-      vd[e] = static_cast<float>(vbar[static_cast<std::size_t>(e)]);
+        vd[e] = static_cast<float>(vbar[static_cast<std::size_t>(e)]);
+    }
   });
   return s;
 }
