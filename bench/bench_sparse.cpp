@@ -15,6 +15,16 @@
 //                                   of 512 tokens, a 512-token query segment (BlockRank)
 //   fused/clear/r:16/...            softmax::clear_attention, the sequence a (T/256) × 256 image,
 //                                   circle radius 16, no text (CLEAR); not causal
+//   fused/combiner/seg:128/...      softmax::combiner_summaries + combiner_attention, causal,
+//                                   segments of 128 (the authors' default), max pooling
+//                                   (Combiner-Fixed); selector_ms / selector_frac: the summaries
+//   sparse/hip/keep:0.10/...        sparse_attention(HipSelector): HiP's tree search for top_k − 2
+//                                   blocks beside the diagonal, one sink and one local block (as
+//                                   many blocks per row as top-k keeps)
+//   sparse/dhsa/budget:2048/...     sparse::dhsa_select + dhsa_attention: chunks of 32–256 tokens
+//                                   (fixed pseudo-random bounds), 64-position query blocks, 2048
+//                                   keys per block (64 local, 4 sinks); kept_frac: kept (query,
+//                                   key) pairs / causal pairs; selector_ms: dhsa_select alone
 // T = 32768 (the docs/conventions.md §12 shape) and 4096 (a quick check), 1 and all threads,
 // 64-token blocks. "keep:0.10": the selector's parameter is chosen so that 10% of the causal blocks
 // (nQB·(nQB+1)/2) stay: top-k keeps the diagonal block plus the k best earlier ones by mean-pooled
@@ -43,8 +53,10 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <map>
@@ -193,6 +205,33 @@ double clear_pairs(index_t T) {  // per head
   return pairs;
 }
 
+// Combiner: segments of 128; per head, the query at p sees p − sL + 1 direct keys and s summaries.
+constexpr index_t kCombinerSegment = 128;
+double combiner_pairs(index_t T) {  // per head
+  double pairs = 0;
+  for (index_t p = 0; p < T; ++p) {
+    const index_t s = p / kCombinerSegment;
+    pairs += static_cast<double>(p - s * kCombinerSegment + 1 + s);
+  }
+  return pairs;
+}
+
+// DHSA: chunk bounds of 32–256 tokens from a fixed LCG, a budget of 2048 keys per query block.
+constexpr ps::DhsaOptions kDhsa{.block = kBlock, .budget = 2048, .local = 64, .sinks = 4};
+std::vector<std::vector<index_t>> dhsa_bounds(index_t T) {
+  std::vector<index_t> c{0};
+  unsigned s = 7;
+  while (c.back() < T) {
+    s = s * 1664525u + 1013904223u;
+    c.push_back(std::min<index_t>(T, c.back() + 32 + static_cast<index_t>((s >> 8) % 225)));
+  }
+  return {c};
+}
+
+ps::HipSelector hip_for(index_t T) {
+  return {.block = kBlock, .top_k = std::max<index_t>(topk_for(T).top_k - 2, 1)};
+}
+
 ps::WindowSinkSelector window_for(index_t T) {
   const index_t nqb = T / kBlock;
   const index_t w = parameter_for_keep(nqb, [](index_t w) {
@@ -290,6 +329,99 @@ void bm_fused(benchmark::State& st, Run run, index_t T, int threads, double pair
   set_counters(st, seconds, T, kH * pairs, threads);
   st.counters["kept_frac"] = pairs / base_pairs;
   if (const auto it = dense_seconds().find({base, threads}); it != dense_seconds().end())
+    st.counters["speedup_vs_dense"] = it->second / seconds;
+}
+
+// Combiner: the summaries (timed alone, as a selector) and the attention, against dense causal.
+void bm_combiner(benchmark::State& st, index_t T, int threads) {
+  Data& d = data(T);
+  const auto in = inputs(d);
+  const auto o = polyattn::bthd(d.o.data(), 1, T, kH, kD);
+  const polyattn::softmax::CombinerConfig cfg{.segment = kCombinerSegment};
+  double seconds = 0, summary_s = 1e300;
+  with_executor(threads, [&](const auto& exec) {
+    try {
+      for (int r = 0; r < 3; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        benchmark::DoNotOptimize(polyattn::softmax::combiner_summaries(in, kCausal, cfg, exec));
+        summary_s = std::min(summary_s, pb::seconds_since(t0));
+      }
+    } catch (const std::exception& e) {
+      st.SkipWithError(e.what());
+      return;
+    }
+    const pb::LoopTimer timer(threads);
+    for (auto _ : st) {
+      try {
+        polyattn::softmax::combiner_attention(
+            in, kCausal, polyattn::softmax::combiner_summaries(in, kCausal, cfg, exec), o, exec);
+      } catch (const std::exception& e) {
+        st.SkipWithError(e.what());
+        break;
+      }
+      benchmark::ClobberMemory();
+    }
+    seconds = timer.per_iteration(st);
+  });
+  if (seconds <= 0) return;
+  const double t = static_cast<double>(T), pairs = combiner_pairs(T);
+  set_counters(st, seconds, T, kH * pairs, threads);
+  st.counters["kept_frac"] = pairs / (t * (t + 1) / 2);
+  st.counters["selector_ms"] = summary_s * 1e3;
+  st.counters["selector_frac"] = summary_s / seconds;
+  if (const auto it = dense_seconds().find({T, threads}); it != dense_seconds().end())
+    st.counters["speedup_vs_dense"] = it->second / seconds;
+}
+
+// DHSA: the selection (timed alone, as a selector) and the attention, against dense causal.
+void bm_dhsa(benchmark::State& st, index_t T, int threads) {
+  Data& d = data(T);
+  const auto in = inputs(d);
+  const auto o = polyattn::bthd(d.o.data(), 1, T, kH, kD);
+  const auto bounds = dhsa_bounds(T);
+  ps::DhsaSelection sel;
+  double seconds = 0, select_s = 1e300;
+  with_executor(threads, [&](const auto& exec) {
+    try {
+      for (int r = 0; r < 3; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        sel = ps::dhsa_select(in, kDhsa, bounds, exec);
+        select_s = std::min(select_s, pb::seconds_since(t0));
+      }
+    } catch (const std::exception& e) {
+      st.SkipWithError(e.what());
+      return;
+    }
+    const pb::LoopTimer timer(threads);
+    for (auto _ : st) {
+      try {
+        ps::dhsa_attention(in, kCausal, ps::dhsa_select(in, kDhsa, bounds, exec), o, exec);
+      } catch (const std::exception& e) {
+        st.SkipWithError(e.what());
+        break;
+      }
+      benchmark::ClobberMemory();
+    }
+    seconds = timer.per_iteration(st);
+  });
+  if (seconds <= 0) return;
+  double pairs = 0;  // kept (query, key) pairs with j ≤ p, per head
+  for (index_t qb = 0; qb < sel.nqb; ++qb) {
+    const std::uint64_t* w = sel.bits.data() + qb * sel.words;
+    double before = 0;  // kept keys in the words below p's
+    index_t x = 0;
+    for (index_t p = qb * kBlock; p < std::min(T, (qb + 1) * kBlock); ++p) {
+      for (; (x + 1) * 64 <= p; ++x) before += std::popcount(w[x]);
+      const int r = static_cast<int>(p % 64) + 1;
+      pairs += before + std::popcount(r == 64 ? w[x] : w[x] & ((std::uint64_t{1} << r) - 1));
+    }
+  }
+  const double t = static_cast<double>(T);
+  set_counters(st, seconds, T, kH * pairs, threads);
+  st.counters["kept_frac"] = pairs / (t * (t + 1) / 2);
+  st.counters["selector_ms"] = select_s * 1e3;
+  st.counters["selector_frac"] = select_s / seconds;
+  if (const auto it = dense_seconds().find({T, threads}); it != dense_seconds().end())
     st.counters["speedup_vs_dense"] = it->second / seconds;
 }
 
@@ -416,6 +548,12 @@ void register_all() {
               T, threads, cl, t * t, -T);
         });
       }
+      add("fused/combiner/seg:128/" + s,
+          [T, threads](benchmark::State& st) { bm_combiner(st, T, threads); });
+      add("sparse/hip/keep:0.10/" + s,
+          [=](benchmark::State& st) { bm_sparse(st, hip_for(T), T, threads); });
+      add("sparse/dhsa/budget:2048/" + s,
+          [T, threads](benchmark::State& st) { bm_dhsa(st, T, threads); });
       add("sparse-select/topk/" + s,
           [=](benchmark::State& st) { bm_select(st, topk, T, threads); });
       add("sparse-select/window-sinks/" + s,
@@ -428,6 +566,8 @@ void register_all() {
       add("sparse-select/linear-topk/" + s, [=](benchmark::State& st) {
         bm_select(st, ps::LinearTopKSelector{.block = kBlock, .top_k = topk.top_k}, T, threads);
       });
+      add("sparse-select/hip/" + s,
+          [=](benchmark::State& st) { bm_select(st, hip_for(T), T, threads); });
       add("sparse-select/power/" + s, [=](benchmark::State& st) {
         bm_select(st, ps::PowerSelector{.block = kBlock}, T, threads);
       });

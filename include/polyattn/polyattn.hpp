@@ -42,15 +42,18 @@
 #include "polyattn/softmax/act.hpp"
 #include "polyattn/softmax/blockrank.hpp"
 #include "polyattn/softmax/clear.hpp"
+#include "polyattn/softmax/combiner.hpp"
 #include "polyattn/softmax/decode.hpp"
 #include "polyattn/softmax/flash.hpp"
 #include "polyattn/softmax/hyper.hpp"
+#include "polyattn/softmax/hyper_causal.hpp"
 #include "polyattn/softmax/kv_cache.hpp"
 #include "polyattn/softmax/landmark.hpp"
 #include "polyattn/softmax/longheads.hpp"
 #include "polyattn/softmax/mask.hpp"
 #include "polyattn/softmax/modifiers.hpp"
 #include "polyattn/softmax/routing.hpp"
+#include "polyattn/softmax/tensor.hpp"
 
 #include "polyattn/sparse/sparse.hpp"
 

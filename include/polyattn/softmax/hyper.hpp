@@ -16,10 +16,10 @@
 //             every other key masked. This equals the authors' combination of the block attention
 //             and the sampled residual (their lse + log(S/m), merged by add_self_attentions).
 // Requires S % b = 0 and T % (S / b) = 0 (the authors pad with zero keys otherwise, which then
-// take part in the last block's softmax; not reproduced). Not here: the causal variant (the
-// authors recurse on halves and merge), tile skipping (the blocks are scattered over the original
-// positions, so tiles are masked element by element: exact, not a speed path — a kernel that
-// gathers the sorted blocks would be).
+// take part in the last block's softmax; not reproduced). The causal variant (the authors recurse
+// on halves and merge) is softmax/hyper_causal.hpp. Not here: tile skipping (the blocks are
+// scattered over the original positions, so tiles are masked element by element: exact, not a speed
+// path — a kernel that gathers the sorted blocks would be).
 //
 // Kernels: FlashKernelFor<Fusion<HyperMask, HyperShift>>, listed in POLYATTN_HYPER_KERNELS.
 #pragma once

@@ -12,8 +12,10 @@
 // (POLYATTN_SOFTMAX_UNITS) like softmax::flash_attention.
 #pragma once
 
+#include "polyattn/sparse/dhsa.hpp"
 #include "polyattn/sparse/flexprefill.hpp"
 #include "polyattn/sparse/gate.hpp"
+#include "polyattn/sparse/hip.hpp"
 #include "polyattn/sparse/linear_estimate.hpp"
 #include "polyattn/sparse/mass.hpp"
 #include "polyattn/sparse/neighborhood.hpp"
