@@ -252,11 +252,11 @@ void transform(std::int64_t n, float* out, F&& f, const In*... in) noexcept {
 // Requests the cache lines of [p, p + bytes), for writing when Write. Always inlined: a call
 // to a function that only prefetches is deleted by GCC as side-effect free.
 template <SimdArch A, bool Write = false>
-POLYATTN_ALWAYS_INLINE void prefetch(const void* p, index_t bytes) noexcept {
+POLYATTN_ALWAYS_INLINE void prefetch(const void* p, std::int64_t bytes) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
-  constexpr index_t kLine = 64;
+  constexpr std::int64_t kLine = 64;
   const char* c = static_cast<const char*>(p);
-  for (index_t i = 0; i < bytes; i += kLine) __builtin_prefetch(c + i, Write ? 1 : 0);
+  for (std::int64_t i = 0; i < bytes; i += kLine) __builtin_prefetch(c + i, Write ? 1 : 0);
 #else
   (void)p;
   (void)bytes;
