@@ -2,14 +2,14 @@
 # scripts/ci-aarch64.sh — the AArch64 (NEON) check on an x86-64 Debian 12 machine: cross-build with
 # Debian's g++-aarch64-linux-gnu (preset `aarch64`, toolchain cmake/toolchains/aarch64-linux-gnu.cmake)
 # and run the reduced operator suite under qemu-user (test preset `aarch64`). Run as root from any
-# directory; installs only what is missing. Not part of .ci/run; README, "Supported CPUs and ARM".
+# directory; installs only what is missing. .ci/run calls it with UNIT_ISAS=neon.
 #
-#   bash scripts/ci-aarch64.sh            # install, configure, build, reduced suite
-#   JOBS=4 bash scripts/ci-aarch64.sh     # build jobs (default: nproc)
+#   bash scripts/ci-aarch64.sh                  # install, configure, build, reduced suite
+#   JOBS=4 bash scripts/ci-aarch64.sh           # build jobs (default: nproc)
+#   UNIT_ISAS=neon bash scripts/ci-aarch64.sh   # kernel units for NEON only (no .scalar reruns)
 #
-# Measured on the 2-core development VM with other builds running (2026-12-02): clean build of
-# the emulation set 11 min 48 s wall at -j2 (11.5 CPU-minutes); ctest --preset aarch64 (218 tests, -j2) 8 min 55 s wall,
-# 6.1 CPU-minutes.
+# Measured on the 2-core development VM with another build sharing it (2026-12-02, UNIT_ISAS=neon):
+# the emulation set 10.3 CPU-minutes to build; ctest --preset aarch64 (222 tests) ~5 CPU-minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
@@ -20,7 +20,9 @@ pkgs=(cmake make g++-aarch64-linux-gnu qemu-user googletest libeigen3-dev libxsi
 bash scripts/apt-missing.sh "${pkgs[@]}"
 
 t0=$(date +%s)
-cmake --preset aarch64
+isas=()
+if [ -n "${UNIT_ISAS:-}" ]; then isas=(-DPOLYATTN_UNIT_ISAS="$UNIT_ISAS"); fi
+cmake --preset aarch64 "${isas[@]}"
 cmake --build --preset aarch64 -j"$jobs"
 t1=$(date +%s)
 ctest --preset aarch64

@@ -312,15 +312,15 @@ void FlashTileKernel<F>::operator()(A) const {
   // Scratch from a 64-byte boundary (the amx tiles load and store whole cache lines).
   const simd::Scratch<float> buf(
       static_cast<std::size_t>(D * TQ + TK * TQ + Osize + 4 * TQ + std::max(D, Dvp) + 16));
-  float* Qt = simd::align64(buf.data());  // [D][TQ] q of the tile, transposed
-  float* St = Qt + D * TQ;                // [TK][TQ]  scores, then probabilities, transposed
-  float* Ob = St + TK * TQ;               // [TQ][Dvp] unnormalised output (amx: Ot [Dvt][TQ])
-  float* Pt = Ob + Dvt * TQ;              // amx: [Dvt][TQ] this key tile's Vᵀ·Pᵀ
-  float* m = Ob + Osize;                  // running max per query
-  float* l = m + TQ;                      // running sum
-  float* al = l + TQ;                     // this tile's rescale factor e^{m_old − m_new}
-  float* gq = al + TQ;                    // forgetting bias: G_p − G_ref
-  float* row = gq + TQ;                   // one q row (widened) or o row (before rounding)
+  float* Qt = simd::align64(buf.data());       // [D][TQ] q of the tile, transposed
+  float* St = Qt + D * TQ;                     // [TK][TQ]  scores, then probabilities, transposed
+  float* Ob = St + TK * TQ;                    // [TQ][Dvp] unnormalised output (amx: Ot [Dvt][TQ])
+  [[maybe_unused]] float* Pt = Ob + Dvt * TQ;  // amx: [Dvt][TQ] this key tile's Vᵀ·Pᵀ
+  float* m = Ob + Osize;                       // running max per query
+  float* l = m + TQ;                           // running sum
+  float* al = l + TQ;                          // this tile's rescale factor e^{m_old − m_new}
+  float* gq = al + TQ;                         // forgetting bias: G_p − G_ref
+  float* row = gq + TQ;                        // one q row (widened) or o row (before rounding)
   if (M < TQ) std::fill(Qt, Qt + D * TQ, 0.f);
   // The amx path: q as VNNI pairs of channels [Dk2 / 2][TQ], P as pairs of keys [TK / 2][TQ],
   // both bf16 words.
@@ -328,7 +328,7 @@ void FlashTileKernel<F>::operator()(A) const {
   const simd::Scratch<std::uint32_t> words(
       use_bf16 ? static_cast<std::size_t>(P.Dk2 / 2 * TQ + TK / 2 * TQ + 16) : 0);
   std::uint32_t* Qw = nullptr;
-  std::uint32_t* Pw = nullptr;
+  [[maybe_unused]] std::uint32_t* Pw = nullptr;
   if (use_bf16) {
     Qw = simd::align64(words.data());
     Pw = Qw + P.Dk2 / 2 * TQ;
