@@ -399,9 +399,9 @@ TEST(Mamba2, VarlenPoolAndStepAgree) {
   EXPECT_LT(rel_rmse(st, rht2), kRelRmseBound);
 }
 
-// The [B,H,P,N] state is stepped through a transposed view (each head's block copied into the
-// kernels' [N][P] layout and back, in 4×4 blocks plus tails): bit for bit the same linear
-// operator stepping an [B,H,N,P] state in place, for sizes with and without tails.
+// The [B,H,P,N] state is stepped, verified and committed through a transposed view (each head's
+// block copied into the kernels' [N][P] layout and back, in 4×4 blocks plus tails): bit for bit
+// the same linear operator on an [B,H,N,P] state in place, for sizes with and without tails.
 TEST(Mamba2, StepOnItsLayoutIsBitwiseTheKernelLayout) {
   const gates::TimeStep ts{.softplus = true};
   const Mamba2 op(ts);
@@ -435,6 +435,22 @@ TEST(Mamba2, StepOnItsLayoutIsBitwiseTheKernelLayout) {
       lin.step(li, bhkv(np.data(), d.B, d.H, N, P), yrow(y2), {.scale = 1.0});
     }
     EXPECT_TRUE(same_bits(y1, y2)) << "P" << P << " N" << N;
+    // Then verify the 4 tokens again from the stepped states and commit 1, 4 and 0 of them.
+    Mamba2Inputs all = d.inputs(false);
+    all.D = {};
+    LinearInputs li{.q = all.Cm, .k = all.Bm, .v = all.x};
+    li.dt = all.dt;
+    li.A = all.A;
+    li.dt_bias = all.dt_bias;
+    linear::VerifyCache c1, c2;
+    op.verify(all, bhkv(std::as_const(pn).data(), d.B, d.H, P, N),
+              bthd(y1.data(), d.B, d.T, d.H, P), c1);
+    lin.verify(li, bhkv(std::as_const(np).data(), d.B, d.H, N, P),
+               bthd(y2.data(), d.B, d.T, d.H, P), c2, {.scale = 1.0});
+    EXPECT_TRUE(same_bits(y1, y2)) << "verify P" << P << " N" << N;
+    const std::vector<std::int64_t> accepted{1, 4, 0};
+    op.commit(c1, accepted, bhkv(pn.data(), d.B, d.H, P, N));
+    lin.commit(c2, accepted, bhkv(np.data(), d.B, d.H, N, P));
     std::vector<float> back(np.size());
     for (index_t bh = 0; bh < d.B * d.H; ++bh)
       for (index_t p = 0; p < P; ++p)

@@ -21,7 +21,7 @@
 // transpose tiles in registers — a second state layout for every Recurrent / verify / commit
 // instantiation of every ISA unit, which the CI budget does not take; vectorising over N
 // instead would sum each y_j across lanes, a different order and other bits. So the copy stays,
-// done in 4×4 blocks (linear/scheduler.hpp, gather_block / scatter_block: about half the time of
+// done in 4×4 blocks (linear/state_copy.hpp, also for commit(): about half the time of
 // the elementwise loop it replaced; B8 H16 P64 N128 decode ≈ 2.4× the in-place [N][P] step,
 // polyattn-bench-engine fused-gates/decode/mamba2/*). Callers that own their state layout can
 // keep it as [B,H,N,P] and call Mamba2::linear_operator's step directly (adding D·x themselves):
