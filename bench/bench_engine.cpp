@@ -7,6 +7,8 @@
 //       computed beforehand vs Mamba2Decay + Mamba2Update; mamba2/operator: the Mamba2 operator
 //       ([B,H,P,N] state, D skip)
 //   fused-gates/decode/<gdn|kda>/<materialised|fused>/B:8/threads:1   one token, state in place
+//   fused-gates/decode/mamba2/<operator-PN|fused-NP>/B:8/threads:1   one token, H16 P64 N128: the
+//       Mamba2 operator on its [B,H,P,N] state vs the fused linear operator on [B,H,N,P] in place
 //   snapshots/gdn/chunked64/every:<0|64>/threads:1   B1 T4096 prefill, state written after every
 //       64th token ([64, H, K, V]) or not at all
 //   speculative/gdn/B:8/T:8/<case>/threads:1   8 draft tokens per sequence, state pool in place:
@@ -264,6 +266,56 @@ void add_fused_decode() {
       [step](benchmark::State& st) { step(st, ps::make_kda_fused(), L.kda(true)); });
 }
 
+// Mamba2 decode, B8 H16 P64 N128, one group: the Mamba2 operator's step on mamba_ssm's state
+// layout [B,H,P,N] (the kernels work on [N][P] blocks: each head's block is copied in and out
+// transposed) vs the same fused linear operator stepping a [B,H,N,P] state in place (no copy).
+void add_mamba2_decode() {
+  constexpr index_t B = 8, P = 64, N = 128;
+  struct Data {
+    std::vector<float> x, dt, A, bias, Bm, Cm, y, state;
+    polyattn::gates::TimeStep ts{.softplus = true};
+    Data() {
+      fill(x, sz(B * kH * P), -1, 1, 51);
+      fill(dt, sz(B * kH), -4, 0, 52);
+      fill(A, sz(kH), -4, -0.5f, 53);
+      fill(bias, sz(kH), -1, 1, 54);
+      fill(Bm, sz(B * N), -1, 1, 55);
+      fill(Cm, sz(B * N), -1, 1, 56);
+      fill(state, sz(B * kH * P * N), -0.1f, 0.1f, 57);
+      y.assign(x.size(), 0.f);
+    }
+  };
+  static Data M;
+  reg("fused-gates/decode/mamba2/operator-PN/B:8/threads:1", benchmark::kMicrosecond,
+      [](benchmark::State& st) {
+        const polyattn::Mamba2Inputs in{
+            .x = polyattn::bthd(M.x.data(), B, 1, kH, P),
+            .dt = polyattn::bth(M.dt.data(), B, 1, kH),
+            .A = polyattn::View1<const float>::contiguous(M.A.data(), {kH}),
+            .Bm = polyattn::bthd(M.Bm.data(), B, 1, 1, N),
+            .Cm = polyattn::bthd(M.Cm.data(), B, 1, 1, N),
+            .dt_bias = polyattn::View1<const float>::contiguous(M.bias.data(), {kH})};
+        const polyattn::Mamba2 op(M.ts);
+        const auto S = polyattn::bhkv(M.state.data(), B, kH, P, N);
+        const auto y = polyattn::bthd(M.y.data(), B, 1, kH, P);
+        timed(st, static_cast<double>(B * kH), [&] { op.step(in, S, y); });
+      });
+  reg("fused-gates/decode/mamba2/fused-NP/B:8/threads:1", benchmark::kMicrosecond,
+      [](benchmark::State& st) {
+        polyattn::LinearInputs in{.q = polyattn::bthd(M.Cm.data(), B, 1, 1, N),
+                                  .k = polyattn::bthd(M.Bm.data(), B, 1, 1, N),
+                                  .v = polyattn::bthd(M.x.data(), B, 1, kH, P)};
+        in.dt = polyattn::bth(M.dt.data(), B, 1, kH);
+        in.A = polyattn::View1<const float>::contiguous(M.A.data(), {kH});
+        in.dt_bias = polyattn::View1<const float>::contiguous(M.bias.data(), {kH});
+        const auto op = polyattn::Mamba2::linear_operator({}, polyattn::Mamba2Decay{M.ts},
+                                                          polyattn::Mamba2Update{false, M.ts}, {});
+        const auto S = polyattn::bhkv(M.state.data(), B, kH, N, P);
+        const auto y = polyattn::bthd(M.y.data(), B, 1, kH, P);
+        timed(st, static_cast<double>(B * kH), [&] { op.step(in, S, y, {.scale = 1.0}); });
+      });
+}
+
 // ---- snapshots ----------------------------------------------------------------------------
 
 void add_snapshots() {
@@ -439,6 +491,7 @@ int main(int argc, char** argv) {
   add_fused_prefill<polyattn::Recurrent>();
   add_mamba2_prefill<polyattn::Chunked<64>>();
   add_fused_decode();
+  add_mamba2_decode();
   add_snapshots();
   add_speculative();
   add_hybrid_decode_layer();

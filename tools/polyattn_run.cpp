@@ -442,7 +442,8 @@ void run_raw_gates(const Args& a) {
     // Validate the raw form as the operator would, then materialise with the same functions.
     const polyattn::LinearDims d = polyattn::validate_linear_tensors(li, out, false);
     if (kda)
-      polyattn::KimiDeltaDecay{}.check(li, d);
+      polyattn::KimiDeltaDecay{a.lower_bound.has_value(), a.lower_bound.value_or(-5.f)}.check(li,
+                                                                                              d);
     else
       polyattn::GatedDeltaNetDecay{}.check(li, d);
     polyattn::SigmoidBetaUpdate{}.check(li, d);
@@ -452,7 +453,11 @@ void run_raw_gates(const Args& a) {
       for (index_t h = 0; h < HV; ++h) {
         const index_t b = bt / T, t = bt % T;
         beta.push_back(gt::sigmoid(li.b(b, t, h)));
-        if (kda)
+        if (kda && a.lower_bound)
+          for (index_t i = 0; i < K; ++i)
+            g.push_back(gt::kda_bounded_log_decay(li.graw(b, t, h, i), std::exp(li.A_log(h)),
+                                                  li.dt_bias(h * K + i), *a.lower_bound));
+        else if (kda)
           for (index_t i = 0; i < K; ++i)
             g.push_back(gt::kda_log_decay(li.graw(b, t, h, i), gt::neg_exp(li.A_log(h)),
                                           li.dt_bias(h * K + i)));
@@ -482,7 +487,9 @@ void run_raw_gates(const Args& a) {
     polyattn::reference::linear_recurrence<float>(ri, opt, ref);
     round_output(o, a.dtype);
   } else if (kda) {
-    forward_fast(polyattn::presets::make_kda_fused(a.qk_l2norm), a, li, out);
+    forward_fast(polyattn::presets::make_kda_fused(a.qk_l2norm, a.lower_bound.has_value(),
+                                                   a.lower_bound.value_or(-5.f)),
+                 a, li, out);
     ot.widen();
   } else {
     forward_fast(polyattn::presets::make_gated_delta_rule_fused(a.qk_l2norm), a, li, out);
@@ -494,6 +501,10 @@ void run_raw_gates(const Args& a) {
 void run_linear(const Args& a) {
   const Op op = a.op;
   if ((op == Op::GatedDeltaRule || op == Op::Kda) && raw_gates_given(a)) return run_raw_gates(a);
+  if (a.lower_bound)
+    throw RunError(
+        "--lower-bound needs the raw KDA gates (graw.npy, b.npy, A_log.npy, dt_bias.npy); g.npy "
+        "holds gates already formed");
   const bool scalar_g = op == Op::SimpleGla || op == Op::GatedDeltaRule;
   const bool vector_g = op == Op::Gla || op == Op::Kda;
   const bool delta = op == Op::DeltaRule || op == Op::GatedDeltaRule || op == Op::Kda;
@@ -714,7 +725,11 @@ void run_mamba2(const Args& a) {
                            : std::max<index_t>(0, static_cast<index_t>(mi.cu_seqlens.size()) - 1);
   Output y("y.npy", {B, T, H, P});
   Output ht("ht.npy", {seqs, H, P, Ns});
-  const polyattn::gates::TimeStep ts{.softplus = a.dt_softplus};
+  polyattn::gates::TimeStep ts{.softplus = a.dt_softplus};
+  if (a.dt_limit) {
+    ts.min = a.dt_limit->first;
+    ts.max = a.dt_limit->second;
+  }
   const polyattn::Mamba2 op(ts);
   const polyattn::Mamba2Outputs out{y.view4(), ht.view4()};
   const ToolExecutor exec(a.threads);
@@ -729,7 +744,9 @@ void run_mamba2(const Args& a) {
                                        .D = mi.D,
                                        .dt_bias = mi.dt_bias,
                                        .cu_seqlens = mi.cu_seqlens,
-                                       .dt_softplus = a.dt_softplus};
+                                       .dt_softplus = a.dt_softplus,
+                                       .dt_min = ts.min,
+                                       .dt_max = ts.max};
       // The fast operator validates every argument (names as in Mamba2); run it on a scratch
       // output so the oracle sees only checked shapes.
       Output scratch_y("y.npy", {B, T, H, P});
@@ -822,7 +839,11 @@ std::string describe(const polyattn::Error& e, const Args& a) {
       {"weight", "w"},
       {"bias", "bias"}};
   static const std::map<std::string, std::string, std::less<>> to_flag{
-      {"scale", "--scale"}, {"window", "--window"}, {"sink_tokens", "--sinks"}};
+      {"scale", "--scale"},
+      {"window", "--window"},
+      {"sink_tokens", "--sinks"},
+      {"dt_limit", "--dt-limit"},
+      {"lower_bound", "--lower-bound"}};
   const std::string& arg = e.argument();
   std::string msg = e.what();
   if (a.op == Op::ShortConv && arg.rfind("initial_state", 0) == 0)

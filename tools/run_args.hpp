@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 
 #include "polyattn/core/element.hpp"
 #include "polyattn/core/tensor_view.hpp"
@@ -90,6 +91,10 @@ options:
                           and the operator runs on T inputs with a T output; o.npy holds those
                           outputs widened to float32 (states, gates, beta stay fp32; based: fp32)
   --dt-softplus           mamba2: dt = softplus(dt + dt_bias) (mamba_ssm's dt_softplus)
+  --dt-limit MIN,MAX      mamba2: clamp the time step to [MIN, MAX] (mamba_ssm's dt_limit;
+                          0 <= MIN <= MAX, MAX may be inf; default 0,inf = no clamp)
+  --lower-bound L         kda with raw gates: fla's bounded gate
+                          g = L * sigmoid(exp(A_log) * (graw + dt_bias)), L finite and < 0
   --activation A          short_conv: none (default) or silu
   --kv-dtype T            softmax / forgetting_attn: K and V go through a KV cache of type fp32,
                           bf16, fp16 or int8 (per-token symmetric) and every query row is answered
@@ -164,12 +169,14 @@ struct Args {
   std::optional<index_t> window, sinks, layer, layers;
   index_t chunk = kDefaultChunk;
   index_t threads = 1;
-  std::optional<Algo> algo_given;  // --algo as given
-  Algo algo = Algo::Reference;     // what runs (resolved for the OP by parse_args)
-  Dtype dtype = Dtype::f32;        // --dtype: q, k, v and o
-  std::optional<Dtype> kv_dtype;   // --kv-dtype: the KV cache of the softmax OPs
-  bool dt_softplus = false;        // --dt-softplus (mamba2)
-  std::optional<bool> silu;        // --activation silu|none (short_conv)
+  std::optional<Algo> algo_given;                   // --algo as given
+  Algo algo = Algo::Reference;                      // what runs (resolved for the OP by parse_args)
+  Dtype dtype = Dtype::f32;                         // --dtype: q, k, v and o
+  std::optional<Dtype> kv_dtype;                    // --kv-dtype: the KV cache of the softmax OPs
+  bool dt_softplus = false;                         // --dt-softplus (mamba2)
+  std::optional<std::pair<float, float>> dt_limit;  // --dt-limit MIN,MAX (mamba2)
+  std::optional<float> lower_bound;                 // --lower-bound L (kda, raw gates)
+  std::optional<bool> silu;                         // --activation silu|none (short_conv)
 };
 
 // "fp32" | "bf16" | "fp16" (and "int8" where allowed) → Dtype, else RunError naming the flag.
@@ -207,13 +214,31 @@ inline double parse_double(std::string_view flag, const std::string& s) {
   return v;
 }
 
+// --dt-limit MIN,MAX: 0 <= MIN <= MAX, MIN finite, MAX finite or "inf" (both as float).
+inline std::pair<float, float> parse_dt_limit(const std::string& s) {
+  const auto comma = s.find(',');
+  if (comma == std::string::npos)
+    throw RunError("--dt-limit expects MIN,MAX (e.g. 0.001,0.1 or 0,inf), got '" + s + "'");
+  const std::string lo = s.substr(0, comma), hi = s.substr(comma + 1);
+  const double mn = parse_double("--dt-limit MIN", lo);
+  const double mx =
+      hi == "inf" ? std::numeric_limits<double>::infinity() : parse_double("--dt-limit MAX", hi);
+  if (mn < 0.0) throw RunError("--dt-limit MIN must be >= 0, got " + lo);
+  if (mn > std::numeric_limits<float>::max() ||
+      (std::isfinite(mx) && mx > std::numeric_limits<float>::max()))
+    throw RunError("--dt-limit: values must fit a float, got '" + s + "'");
+  if (mx < mn) throw RunError("--dt-limit MAX must be >= MIN, got '" + s + "'");
+  return {static_cast<float>(mn), static_cast<float>(mx)};
+}
+
 inline Args parse_args(int argc, char** argv) {
   Args a;
   bool have_op = false, have_in = false, have_out = false;
   std::set<std::string> seen;
   const std::set<std::string, std::less<>> with_value{
-      "--in",      "--out",   "--scale",  "--algo",  "--chunk",    "--window",    "--sinks",
-      "--threads", "--layer", "--layers", "--dtype", "--kv-dtype", "--activation"};
+      "--in",     "--out",      "--scale",      "--algo",     "--chunk",
+      "--window", "--sinks",    "--threads",    "--layer",    "--layers",
+      "--dtype",  "--kv-dtype", "--activation", "--dt-limit", "--lower-bound"};
   const std::set<std::string, std::less<>> switches{"--qk-l2norm", "--normalize", "--causal",
                                                     "--no-causal", "--dt-softplus"};
   for (int i = 1; i < argc; ++i) {
@@ -299,6 +324,13 @@ inline Args parse_args(int argc, char** argv) {
       a.normalize = true;
     } else if (arg == "--dt-softplus") {
       a.dt_softplus = true;
+    } else if (arg == "--dt-limit") {
+      a.dt_limit = parse_dt_limit(value);
+    } else if (arg == "--lower-bound") {
+      const double lb = parse_double(arg, value);
+      if (!(lb < 0.0) || lb < -static_cast<double>(std::numeric_limits<float>::max()))
+        throw RunError("--lower-bound must be a negative float, got '" + value + "'");
+      a.lower_bound = static_cast<float>(lb);
     } else if (arg == "--activation") {
       if (value != "silu" && value != "none")
         throw RunError("unknown --activation '" + value + "' (expected silu or none)");
@@ -348,6 +380,8 @@ inline Args parse_args(int argc, char** argv) {
          "--dtype");
   reject(a.scale.has_value() && (op == Op::Mamba2 || op == Op::ShortConv), "--scale");
   reject(a.dt_softplus && op != Op::Mamba2, "--dt-softplus");
+  reject(a.dt_limit.has_value() && op != Op::Mamba2, "--dt-limit");
+  reject(a.lower_bound.has_value() && op != Op::Kda, "--lower-bound");
   reject(a.silu.has_value() && op != Op::ShortConv, "--activation");
   if (a.kv_dtype && a.algo == Algo::Reference)
     throw RunError("--kv-dtype runs the decode kernel over a KV cache; not with --algo reference");

@@ -1,10 +1,13 @@
 // Concurrent callers, as an engine has them: several threads calling operators at once, sharing
-// one ThreadPool, and several decoders reading one KVCache. Each result must equal the serial
-// one bit for bit (the executor contract, core/executor.hpp); run under ThreadSanitizer in CI
-// (the tsan preset), which also checks that nothing races.
+// one ThreadPool, and several decoders reading one KVCache; the engine paths (speculative verify +
+// commit into a state pool, prefill with snapshots) on pools of several sizes. Each result must
+// equal the serial one bit for bit (the executor contract, core/executor.hpp); run under
+// ThreadSanitizer in CI (the tsan preset), which also checks that nothing races.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/test_util.hpp"
@@ -114,6 +117,113 @@ TEST(Concurrency, DecodersShareOneCache) {
     });
   for (auto& t : readers) t.join();
   EXPECT_EQ(got, want);
+}
+
+constexpr int kPoolSizes[] = {2, 3, 5};
+
+// Speculative verify of 8 draft tokens from a state pool, then commit of a different accepted
+// prefix per sequence: o and the whole pool as the serial executor's, for GDN (delta rule,
+// gate vector) and Mamba2 (the transposed [P, N] state view).
+TEST(Concurrency, VerifyCommitOnThreadPoolsGetSerialBits) {
+  constexpr index_t B = 3, T = 8, H = 2, K = 16, V = 12, kSlots = 5;
+  const std::vector<std::int64_t> idx{4, 1, 2}, accepted{0, 3, 8};
+  {
+    const auto op = pa::presets::make_gated_delta_rule();
+    const auto q = random_vector(B * T * H * K, 1), k = random_vector(B * T * H * K, 2),
+               v = random_vector(B * T * H * V, 3), g = random_vector(B * T * H, 4, -0.2f, -0.01f),
+               beta = random_vector(B * T * H, 5, 0.05f, 0.95f),
+               pool0 = random_vector(kSlots * H * K * V, 6, -0.5f, 0.5f);
+    const pa::LinearInputs in{.q = pa::bthd(q.data(), B, T, H, K),
+                              .k = pa::bthd(k.data(), B, T, H, K),
+                              .v = pa::bthd(v.data(), B, T, H, V),
+                              .g = pa::bth(g.data(), B, T, H),
+                              .beta = pa::bth(beta.data(), B, T, H),
+                              .state_indices = idx};
+    auto run = [&](const auto& exec) {
+      std::vector<float> pool = pool0, o(B * T * H * V);
+      pa::linear::VerifyCache cache;
+      op.verify(in, pa::bhkv(std::as_const(pool).data(), kSlots, H, K, V),
+                pa::bthd(o.data(), B, T, H, V), cache, {}, exec);
+      op.commit(cache, accepted, pa::bhkv(pool.data(), kSlots, H, K, V), exec);
+      return std::pair{o, pool};
+    };
+    const auto serial = run(pa::Serial{});
+    for (int n : kPoolSizes) {
+      pa::ThreadPool pool(n);
+      const auto got = run(pool);
+      EXPECT_EQ(got.first, serial.first) << "GDN o, " << n << " threads";
+      EXPECT_EQ(got.second, serial.second) << "GDN state pool, " << n << " threads";
+    }
+  }
+  {
+    constexpr index_t P = 8, G = 1, N = 16;
+    const pa::Mamba2 op(pa::gates::TimeStep{.softplus = true});
+    const auto x = random_vector(B * T * H * P, 11), dt = random_vector(B * T * H, 12, -4.f, 1.f),
+               A = random_vector(H, 13, -3.f, -0.2f), Bm = random_vector(B * T * G * N, 14),
+               Cm = random_vector(B * T * G * N, 15), D = random_vector(H, 16),
+               pool0 = random_vector(kSlots * H * P * N, 17, -0.5f, 0.5f);
+    const pa::Mamba2Inputs in{.x = pa::bthd(x.data(), B, T, H, P),
+                              .dt = pa::bth(dt.data(), B, T, H),
+                              .A = pa::View1<const float>::contiguous(A.data(), {H}),
+                              .Bm = pa::bthd(Bm.data(), B, T, G, N),
+                              .Cm = pa::bthd(Cm.data(), B, T, G, N),
+                              .D = pa::View1<const float>::contiguous(D.data(), {H}),
+                              .state_indices = idx};
+    auto run = [&](const auto& exec) {
+      std::vector<float> pool = pool0, y(B * T * H * P);
+      pa::linear::VerifyCache cache;
+      op.verify(in, pa::bhkv(std::as_const(pool).data(), kSlots, H, P, N),
+                pa::bthd(y.data(), B, T, H, P), cache, exec);
+      op.commit(cache, accepted, pa::bhkv(pool.data(), kSlots, H, P, N), exec);
+      return std::pair{y, pool};
+    };
+    const auto serial = run(pa::Serial{});
+    for (int n : kPoolSizes) {
+      pa::ThreadPool pool(n);
+      const auto got = run(pool);
+      EXPECT_EQ(got.first, serial.first) << "Mamba2 y, " << n << " threads";
+      EXPECT_EQ(got.second, serial.second) << "Mamba2 state pool, " << n << " threads";
+    }
+  }
+}
+
+// Prefill of three packed sequences (one empty) with snapshots into a snapshot pool, Chunked
+// and Recurrent: o, final states and every snapshot slot as the serial executor's.
+TEST(Concurrency, SnapshotPrefillOnThreadPoolsGetsSerialBits) {
+  constexpr index_t T = 70, H = 2, K = 16, V = 12, kSlots = 6;
+  const std::vector<std::int64_t> cu{0, 40, 40, 70}, pos{16, 33, 40, 0, 5, 30}, off{0, 3, 4, 6},
+      slots{3, 0, 5, 1, 4, 2};
+  const auto op = pa::presets::make_gated_delta_rule();
+  const auto q = random_vector(T * H * K, 21), k = random_vector(T * H * K, 22),
+             v = random_vector(T * H * V, 23), g = random_vector(T * H, 24, -0.2f, -0.01f),
+             beta = random_vector(T * H, 25, 0.05f, 0.95f),
+             h0 = random_vector(3 * H * K * V, 26, -0.5f, 0.5f);
+  const pa::LinearInputs in{.q = pa::bthd(q.data(), 1, T, H, K),
+                            .k = pa::bthd(k.data(), 1, T, H, K),
+                            .v = pa::bthd(v.data(), 1, T, H, V),
+                            .g = pa::bth(g.data(), 1, T, H),
+                            .beta = pa::bth(beta.data(), 1, T, H),
+                            .initial_state = pa::bhkv(h0.data(), 3, H, K, V),
+                            .cu_seqlens = cu,
+                            .snapshot_positions = pos,
+                            .snapshot_offsets = off,
+                            .snapshot_slots = slots};
+  auto run = [&](auto algo, const auto& exec) {
+    std::vector<float> o(T * H * V), ht(3 * H * K * V), snaps(kSlots * H * K * V, 9.f);
+    op.forward<decltype(algo)>(in,
+                               {.o = pa::bthd(o.data(), 1, T, H, V),
+                                .final_state = pa::bhkv(ht.data(), 3, H, K, V),
+                                .snapshots = pa::bhkv(snaps.data(), kSlots, H, K, V)},
+                               {}, exec);
+    return std::vector<std::vector<float>>{o, ht, snaps};
+  };
+  const auto chunked = run(pa::Chunked<16>{}, pa::Serial{});
+  const auto recurrent = run(pa::Recurrent{}, pa::Serial{});
+  for (int n : kPoolSizes) {
+    pa::ThreadPool pool(n);
+    EXPECT_EQ(run(pa::Chunked<16>{}, pool), chunked) << "Chunked<16>, " << n << " threads";
+    EXPECT_EQ(run(pa::Recurrent{}, pool), recurrent) << "Recurrent, " << n << " threads";
+  }
 }
 
 }  // namespace

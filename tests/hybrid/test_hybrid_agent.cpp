@@ -1,7 +1,8 @@
 // tests/hybrid/test_hybrid_agent.cpp — agent attention (two non-causal softmaxes through n agent
 // tokens): against the double reference over awkward query / key / agent counts (T ≠ S), large
 // scores, no agents or no keys (zeros); identical bits for any thread count; the decoder (agent
-// attention over the prefix seen so far) equals the last row of the reference on each prefix.
+// attention over the prefix seen so far) equals the last row of the reference on each prefix;
+// varlen (cu_seqlens) operator and ragged decoder batches equal one call per sequence, bit for bit.
 #include <gtest/gtest.h>
 
 #include "hybrid/hybrid_harness.hpp"
@@ -134,6 +135,138 @@ TEST(AgentAttention, DecoderContextOnlyPrefill) {
   Tensor<float, 4> o({d.B, 1, d.H, d.V}, kSentinel);
   dec.step({rows(full.q, 20, 21), rows(full.k, 20, 21), rows(full.v, 20, 21), {}}, o.view());
   EXPECT_LT(rel_rmse(o.data, prefix_reference_row(d, 20, {})), kRelRmseBound);
+}
+
+// N sequences packed along T (cu_seqlens, queries = context) with agents [N, n, H, D].
+struct AgentVarlen {
+  std::vector<index_t> lens;
+  std::vector<std::int64_t> cu{0};
+  index_t T = 0, H, D, V, n;
+  Tensor<float, 4> q, k, v, a;
+  AgentVarlen(std::vector<index_t> lens_, index_t H_, index_t D_, index_t V_, index_t n_,
+              std::uint64_t seed)
+      : lens(std::move(lens_)), H(H_), D(D_), V(V_), n(n_) {
+    for (index_t l : lens) cu.push_back(cu.back() + l);
+    T = cu.back();
+    q = random4({1, T, H, D}, seed + 1);
+    k = random4({1, T, H, D}, seed + 2);
+    v = random4({1, T, H, V}, seed + 3);
+    a = random4({N(), n, H, D}, seed + 4);
+  }
+  index_t N() const { return static_cast<index_t>(lens.size()); }
+  index_t t0(index_t i) const { return cu[static_cast<std::size_t>(i)]; }
+  index_t t1(index_t i) const { return cu[static_cast<std::size_t>(i) + 1]; }
+  AgentInputs inputs() const {
+    AgentInputs in{AgentData::view(q), AgentData::view(k), AgentData::view(v), a.cview()};
+    in.cu_seqlens = cu;
+    return in;
+  }
+  // Sequence i alone: batch 1, its rows, its agents.
+  AgentInputs sequence(index_t i) const {
+    const AgentInputs in = inputs();
+    return {rows(in.q, t0(i), t1(i)), rows(in.k, t0(i), t1(i)), rows(in.v, t0(i), t1(i)),
+            batch_of(in.agents, i)};
+  }
+  std::vector<float> slice(const std::vector<float>& o, index_t i) const {
+    return {o.begin() + t0(i) * H * V, o.begin() + t1(i) * H * V};
+  }
+};
+
+TEST(AgentAttention, VarlenEqualsSeparateCallsAndReference) {
+  ThreadPool two(2);
+  std::uint64_t seed = 900;
+  for (const auto& lens : {std::vector<index_t>{17, 0, 40, 1}, std::vector<index_t>{64, 65}}) {
+    const AgentVarlen d(lens, 2, 16, 12, 9, ++seed);
+    AgentOptions opt;
+    opt.scale = 0.3;
+    const auto got =
+        expect_matches_reference<AgentAttention>(d.inputs(), opt, {1, d.T, d.H, d.V}, "varlen");
+    expect_same_bits(got, run_fast<AgentAttention>(d.inputs(), opt, {1, d.T, d.H, d.V}, two),
+                     "varlen 2 threads");
+    for (index_t i = 0; i < d.N(); ++i) {
+      const index_t L = d.t1(i) - d.t0(i);
+      if (L == 0) continue;
+      const auto one = run_fast<AgentAttention>(d.sequence(i), opt, {1, L, d.H, d.V});
+      expect_same_bits(d.slice(got, i), one, "sequence " + std::to_string(i));
+      EXPECT_LT(
+          rel_rmse(d.slice(got, i), run_ref<AgentAttention>(d.sequence(i), opt, {1, L, d.H, d.V})),
+          kRelRmseBound)
+          << "sequence " << i;
+    }
+  }
+}
+
+// A ragged decode batch: a varlen prefill of sequences of lengths 17, 3 and 0, then steps. Each
+// sequence's prefill rows and steps equal a decoder holding it alone, bit for bit, and the
+// double reference over that sequence's prefix.
+TEST(AgentAttention, DecoderTakesSequencesOfDifferentLengths) {
+  constexpr index_t kSteps = 3;
+  const AgentVarlen d({17, 3, 0}, 2, 16, 12, 7, 950);
+  const index_t N = d.N(), H = d.H, V = d.V, D = d.D;
+  const auto sq = random4({N, kSteps, H, D}, 961), sk = random4({N, kSteps, H, D}, 962),
+             sv = random4({N, kSteps, H, V}, 963);
+  AgentOptions opt;
+  opt.scale = 0.4;
+  ThreadPool two(2);
+  auto run = [&](auto& dec, const auto& exec) {
+    Tensor<float, 4> po({1, d.T, H, V}, kSentinel), so({N, kSteps, H, V}, kSentinel);
+    AgentInputs pre = d.inputs();
+    pre.agents = {};
+    dec.prefill(pre, po.view(), exec);
+    for (index_t i = 0; i < N; ++i) EXPECT_EQ(dec.position(i), d.t1(i) - d.t0(i));
+    for (index_t t = 0; t < kSteps; ++t)
+      dec.step(
+          {rows(sq.cview(), t, t + 1), rows(sk.cview(), t, t + 1), rows(sv.cview(), t, t + 1), {}},
+          rows(so.view(), t, t + 1), exec);
+    for (index_t i = 0; i < N; ++i) EXPECT_EQ(dec.position(i), d.t1(i) - d.t0(i) + kSteps);
+    return std::pair{po.data, so.data};
+  };
+  hybrid::AgentDecoder dec(d.a.cview(), V, opt), dec2(d.a.cview(), V, opt);
+  const auto [po, so] = run(dec, Serial{});
+  const auto [po2, so2] = run(dec2, two);
+  expect_same_bits(po, po2, "prefill 2 threads");
+  expect_same_bits(so, so2, "steps 2 threads");
+  for (index_t i = 0; i < N; ++i) {
+    const index_t L = d.t1(i) - d.t0(i);
+    const AgentInputs seq = d.sequence(i);
+    hybrid::AgentDecoder one(seq.agents, V, opt);
+    // This sequence's context followed by its step tokens: the reference's prefixes.
+    Tensor<float, 4> kc({1, L + kSteps, H, D}), vc({1, L + kSteps, H, V});
+    std::copy(d.k.data.begin() + d.t0(i) * H * D, d.k.data.begin() + d.t1(i) * H * D,
+              kc.data.begin());
+    std::copy(d.v.data.begin() + d.t0(i) * H * V, d.v.data.begin() + d.t1(i) * H * V,
+              vc.data.begin());
+    std::copy(sk.data.begin() + i * kSteps * H * D, sk.data.begin() + (i + 1) * kSteps * H * D,
+              kc.data.begin() + L * H * D);
+    std::copy(sv.data.begin() + i * kSteps * H * V, sv.data.begin() + (i + 1) * kSteps * H * V,
+              vc.data.begin() + L * H * V);
+    const std::string what = "sequence " + std::to_string(i);
+    if (L > 0) {
+      Tensor<float, 4> o1({1, L, H, V}, kSentinel);
+      AgentInputs pre = seq;
+      pre.agents = {};
+      one.prefill(pre, o1.view());
+      expect_same_bits(d.slice(po, i), o1.data, what + " prefill");
+      EXPECT_LT(rel_rmse(o1.data, run_ref<AgentAttention>(seq, opt, {1, L, H, V})), kRelRmseBound)
+          << what;
+    }
+    for (index_t t = 0; t < kSteps; ++t) {
+      Tensor<float, 4> o1({1, 1, H, V}, kSentinel);
+      const View4<const float> qt = rows(batch_of(sq.cview(), i), t, t + 1);
+      one.step({qt,
+                rows(batch_of(sk.cview(), i), t, t + 1),
+                rows(batch_of(sv.cview(), i), t, t + 1),
+                {}},
+               o1.view());
+      const std::vector<float> got(so.begin() + (i * kSteps + t) * H * V,
+                                   so.begin() + (i * kSteps + t + 1) * H * V);
+      expect_same_bits(got, o1.data, what + " step " + std::to_string(t));
+      const AgentInputs ref_in{qt, rows(kc.cview(), 0, L + t + 1), rows(vc.cview(), 0, L + t + 1),
+                               seq.agents};
+      EXPECT_LT(rel_rmse(got, run_ref<AgentAttention>(ref_in, opt, {1, 1, H, V})), kRelRmseBound)
+          << what << " step " << t;
+    }
+  }
 }
 
 }  // namespace

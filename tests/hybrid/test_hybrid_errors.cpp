@@ -110,6 +110,25 @@ TEST(HybridErrors, AgentAttention) {
   AgentOptions neg;
   neg.scale = -1.0;
   expect_bad("scale", with([](auto&) {}, neg), o.data);
+  expect_bad("cu_seqlens", with([&](auto& in) { in.cu_seqlens = kCuBad; }), o.data, "B 2");
+
+  // Varlen: q, k, v [1, 6, ...] packed as two sequences, agents [2, n, H, D].
+  auto q1 = random4({1, 6, 2, 8}, 6), k1 = random4({1, 6, 2, 8}, 7), v1 = random4({1, 6, 2, 4}, 8);
+  auto a3 = random4({3, 3, 2, 8}, 9);
+  Tensor<float, 4> o1({1, 6, 2, 4}, kSentinel);
+  const std::vector<std::int64_t> cu{0, 2, 6}, cu_short{0, 2, 5};
+  AgentInputs packed{q1.cview(), k1.cview(), v1.cview(), a.cview()};
+  packed.cu_seqlens = cu;
+  auto with1 = [&](auto f) {
+    auto in = packed;
+    f(in);
+    return [=, out = o1.view()] { hybrid::agent_attention(in, {}, out); };
+  };
+  expect_bad("cu_seqlens", with1([&](auto& in) { in.cu_seqlens = cu_short; }), o1.data);
+  expect_bad("k", with1([&](auto& in) { in.k = rows(k1.cview(), 0, 5); }), o1.data, "S != T");
+  expect_bad("agents", with1([&](auto& in) { in.agents = a3.cview(); }), o1.data, "3 agent rows");
+  hybrid::agent_attention(packed, {}, o1.view());
+  for (float x : o1.data) ASSERT_NE(x, kSentinel);
 }
 
 // A decoder keeps working exactly as before after refusing a call.
@@ -238,6 +257,35 @@ TEST(HybridErrors, AgentDecoder) {
   expect_bad(
       "v", [&] { dec.step(bad_v, ov.view()); }, ov.data, "v");
   EXPECT_EQ(dec.position(), 0);
+
+  // Ragged batches: cu_seqlens in prefill() only, packing the decoder's 2 sequences.
+  auto q1 = random4({1, 6, 2, 8}, 6), k1 = random4({1, 6, 2, 8}, 7), v1 = random4({1, 6, 2, 4}, 8);
+  Tensor<float, 4> o1({1, 6, 2, 4}, kSentinel);
+  const std::vector<std::int64_t> cu{0, 2, 6}, one_seq{0, 6}, cu_one{0, 1, 2};
+  AgentInputs packed{q1.cview(), k1.cview(), v1.cview(), {}};
+  packed.cu_seqlens = one_seq;
+  expect_bad(
+      "cu_seqlens", [&] { dec.prefill(packed, o1.view()); }, o1.data, "1 sequence for 2");
+  packed.cu_seqlens = cu;
+  auto short_k = packed;
+  short_k.k = rows(k1.cview(), 0, 5);
+  expect_bad(
+      "k", [&] { dec.prefill(short_k, o1.view()); }, o1.data, "S != T");
+  auto step_varlen = step_in;
+  step_varlen.cu_seqlens = cu_one;
+  expect_bad(
+      "cu_seqlens", [&] { dec.step(step_varlen, o.view()); }, o.data, "step varlen");
+  EXPECT_EQ(dec.position(0), 0);
+  EXPECT_EQ(dec.position(1), 0);
+  {
+    hybrid::AgentDecoder rag(a.cview(), 4, {});
+    rag.prefill(packed, o1.view());
+    EXPECT_EQ(rag.position(0), 2);
+    EXPECT_EQ(rag.position(1), 4);
+    Tensor<float, 4> o2({1, 6, 2, 4}, kSentinel);
+    expect_bad(
+        "decoder", [&] { rag.prefill(packed, o2.view()); }, o2.data, "prefill after varlen");
+  }
   dec.step(step_in, o.view());
   expect_bad(
       "decoder", [&] { dec.prefill(step_in, o.view()); }, std::vector<float>{}, "prefill");

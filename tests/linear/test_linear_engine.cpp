@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "common/expect_error.hpp"
@@ -396,6 +397,67 @@ TEST(Mamba2, VarlenPoolAndStepAgree) {
                     bhkv(rht2.data(), 1, d.H, d.P, d.N));
   EXPECT_LT(rel_rmse(ys, ry2), kRelRmseBound);
   EXPECT_LT(rel_rmse(st, rht2), kRelRmseBound);
+}
+
+// The [B,H,P,N] state is stepped, verified and committed through a transposed view (each head's
+// block copied into the kernels' [N][P] layout and back, in 4×4 blocks plus tails): bit for bit
+// the same linear operator on an [B,H,N,P] state in place, for sizes with and without tails.
+TEST(Mamba2, StepOnItsLayoutIsBitwiseTheKernelLayout) {
+  const gates::TimeStep ts{.softplus = true};
+  const Mamba2 op(ts);
+  const auto lin = Mamba2::linear_operator({}, Mamba2Decay{ts}, Mamba2Update{false, ts}, {});
+  for (const auto& [P, N] : {std::pair<index_t, index_t>{8, 12}, {5, 7}, {3, 2}, {13, 16}}) {
+    const Mamba2Data d(3, 4, 2, P, 1, N, 800 + static_cast<std::uint64_t>(P * N));
+    std::vector<float> pn = d.h0, np(d.h0.size()), y1(d.x.size()), y2(d.x.size());
+    for (index_t bh = 0; bh < d.B * d.H; ++bh)  // np = pn transposed per head
+      for (index_t p = 0; p < P; ++p)
+        for (index_t n = 0; n < N; ++n) np[sz((bh * N + n) * P + p)] = pn[sz((bh * P + p) * N + n)];
+    for (index_t t = 0; t < d.T; ++t) {
+      const auto row4 = [&](const std::vector<float>& x, index_t h, index_t e) {
+        return View4<const float>(x.data() + t * h * e, {d.B, 1, h, e}, {d.T * h * e, h * e, e, 1});
+      };
+      const auto dt = View3<const float>(d.dt.data() + t * d.H, {d.B, 1, d.H}, {d.T * d.H, d.H, 1});
+      const auto yrow = [&](std::vector<float>& y) {
+        return View4<float>(y.data() + t * d.H * P, {d.B, 1, d.H, P},
+                            {d.T * d.H * P, d.H * P, P, 1});
+      };
+      Mamba2Inputs m{.x = row4(d.x, d.H, P),
+                     .dt = dt,
+                     .A = View1<const float>::contiguous(d.A.data(), {d.H}),
+                     .Bm = row4(d.Bm, d.G, N),
+                     .Cm = row4(d.Cm, d.G, N),
+                     .dt_bias = View1<const float>::contiguous(d.bias.data(), {d.H})};
+      op.step(m, bhkv(pn.data(), d.B, d.H, P, N), yrow(y1));
+      LinearInputs li{.q = m.Cm, .k = m.Bm, .v = m.x};
+      li.dt = m.dt;
+      li.A = m.A;
+      li.dt_bias = m.dt_bias;
+      lin.step(li, bhkv(np.data(), d.B, d.H, N, P), yrow(y2), {.scale = 1.0});
+    }
+    EXPECT_TRUE(same_bits(y1, y2)) << "P" << P << " N" << N;
+    // Then verify the 4 tokens again from the stepped states and commit 1, 4 and 0 of them.
+    Mamba2Inputs all = d.inputs(false);
+    all.D = {};
+    LinearInputs li{.q = all.Cm, .k = all.Bm, .v = all.x};
+    li.dt = all.dt;
+    li.A = all.A;
+    li.dt_bias = all.dt_bias;
+    linear::VerifyCache c1, c2;
+    op.verify(all, bhkv(std::as_const(pn).data(), d.B, d.H, P, N),
+              bthd(y1.data(), d.B, d.T, d.H, P), c1);
+    lin.verify(li, bhkv(std::as_const(np).data(), d.B, d.H, N, P),
+               bthd(y2.data(), d.B, d.T, d.H, P), c2, {.scale = 1.0});
+    EXPECT_TRUE(same_bits(y1, y2)) << "verify P" << P << " N" << N;
+    const std::vector<std::int64_t> accepted{1, 4, 0};
+    op.commit(c1, accepted, bhkv(pn.data(), d.B, d.H, P, N));
+    lin.commit(c2, accepted, bhkv(np.data(), d.B, d.H, N, P));
+    std::vector<float> back(np.size());
+    for (index_t bh = 0; bh < d.B * d.H; ++bh)
+      for (index_t p = 0; p < P; ++p)
+        for (index_t n = 0; n < N; ++n)
+          back[sz((bh * P + p) * N + n)] = np[sz((bh * N + n) * P + p)];
+    EXPECT_TRUE(same_bits(pn, back)) << "P" << P << " N" << N;
+  }
 }
 
 TEST(Mamba2, NamedErrorsWriteNothing) {

@@ -11,8 +11,10 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "common/test_util.hpp"
@@ -805,6 +807,113 @@ TEST_F(Tool, Mamba2MatchesItsOracle) {
   put("A", {H}, 3);
   expect_error("mamba2", "--scale 2", "--scale is not used by mamba2");
   expect_error("linear_attn", "--dt-softplus", "--dt-softplus is not used");
+}
+
+// kda with fla's bounded gate (--lower-bound L): g = L·sigmoid(exp(A_log)·(graw + dt_bias)),
+// the fused operator and --algo reference against the double oracle on those gates.
+TEST_F(Tool, KdaLowerBoundMatchesItsOracle) {
+  const index_t B = 1, T = 33, H = 1, HV = 2, K = 6, V = 5;
+  const double L = -3.0;
+  const auto q = put("q", {B, T, H, K}, 1), k = put("k", {B, T, H, K}, 2);
+  const auto v = put("v", {B, T, HV, V}, 3);
+  const auto graw = put("graw", {B, T, HV, K}, 4, -3.f, 3.f);
+  const auto b = put("b", {B, T, HV}, 5, -3.f, 3.f);
+  const auto A_log = put("A_log", {HV}, 6, -1.f, 0.5f);
+  const auto bias = put("dt_bias", {HV * K}, 7);
+  std::vector<float> g, beta;
+  for (index_t t = 0; t < T; ++t)
+    for (index_t h = 0; h < HV; ++h) {
+      const auto i = static_cast<std::size_t>(t * HV + h);
+      const double eA = std::exp(double{A_log[static_cast<std::size_t>(h)]});
+      beta.push_back(static_cast<float>(1.0 / (1.0 + std::exp(-double{b[i]}))));
+      for (index_t c = 0; c < K; ++c) {
+        const auto j = i * static_cast<std::size_t>(K) + static_cast<std::size_t>(c);
+        const double x = eA * (double{graw[j]} + bias[static_cast<std::size_t>(h * K + c)]);
+        g.push_back(static_cast<float>(L / (1.0 + std::exp(-x))));
+      }
+    }
+  polyattn::LinearInputs li;
+  li.q = polyattn::bthd(q.data(), B, T, H, K);
+  li.k = polyattn::bthd(k.data(), B, T, H, K);
+  li.v = polyattn::bthd(v.data(), B, T, HV, V);
+  li.gk = polyattn::bthd(g.data(), B, T, HV, K);
+  li.beta = polyattn::bth(beta.data(), B, T, HV);
+  polyattn::LinearOptions opt;
+  opt.decay = polyattn::Decay::VectorPerToken;
+  opt.update = polyattn::Update::Delta;
+  opt.qk_l2norm = true;
+  polyattn::test::Tensor<double, 4> o({B, T, HV, V}), ht({B, HV, K, V});
+  polyattn::reference::linear_recurrence<double>(li, opt, {o.view(), ht.view(), {}});
+  for (const std::string flags : {"--qk-l2norm --lower-bound -3",
+                                  "--qk-l2norm --lower-bound=-3.0 "
+                                  "--algo recurrent --threads 2",
+                                  "--qk-l2norm --lower-bound -3 --algo reference"}) {
+    ASSERT_NO_FATAL_FAILURE(run_ok("kda", flags));
+    EXPECT_LT(rel_rmse(get("o.npy", {B, T, HV, V}), o.data), kFastBound) << flags;
+    EXPECT_LT(rel_rmse(get("ht.npy", {B, HV, K, V}), ht.data), kFastBound) << flags;
+  }
+  // Without the flag the unbounded gate runs: another state.
+  ASSERT_NO_FATAL_FAILURE(run_ok("kda", "--qk-l2norm"));
+  EXPECT_GT(rel_rmse(get("ht.npy", {B, HV, K, V}), ht.data), 1e-3);
+  fs::remove_all(out);
+  expect_error("kda", "--lower-bound 0", "--lower-bound must be a negative float, got '0'");
+  expect_error("kda", "--lower-bound -1e300", "--lower-bound must be a negative float");
+  expect_error("kda", "--lower-bound x", "--lower-bound expects a finite number, got 'x'");
+  expect_error("kda", "--lower-bound", "--lower-bound needs a value");
+  expect_error("gated_delta_rule", "--lower-bound -5", "--lower-bound is not used by");
+  expect_error("mamba2", "--lower-bound -5", "--lower-bound is not used by mamba2");
+  // With gates already formed (g.npy, beta.npy) there is nothing to bound.
+  for (const char* raw : {"graw", "b", "A_log", "dt_bias"})
+    fs::remove(in / (std::string(raw) + ".npy"));
+  put("g", {B, T, HV, K}, 8, -0.2f, -0.01f);
+  put("beta", {B, T, HV}, 9, 0.1f, 0.9f);
+  expect_error("kda", "--lower-bound -5", "--lower-bound needs the raw KDA gates");
+}
+
+// mamba2 --dt-limit MIN,MAX: Δ clamped to [MIN, MAX] after bias and softplus, as the oracle's
+// dt_min / dt_max (mamba_ssm's dt_limit).
+TEST_F(Tool, Mamba2DtLimitMatchesItsOracle) {
+  const index_t B = 1, T = 29, H = 2, P = 4, G = 1, N = 5;
+  const auto x = put("x", {B, T, H, P}, 11), dt = put("dt", {B, T, H}, 12, -4.f, 2.f);
+  const auto A = put("A", {H}, 13, -2.f, -0.2f), Bm = put("Bm", {B, T, G, N}, 14);
+  const auto Cm = put("Cm", {B, T, G, N}, 15);
+  auto oracle = [&](double lo, double hi) {
+    const polyattn::reference::Mamba2Ref r{
+        .x = polyattn::bthd(x.data(), B, T, H, P),
+        .Bm = polyattn::bthd(Bm.data(), B, T, G, N),
+        .Cm = polyattn::bthd(Cm.data(), B, T, G, N),
+        .dt = polyattn::bth(dt.data(), B, T, H),
+        .A = polyattn::View1<const float>::contiguous(A.data(), {H}),
+        .dt_softplus = true,
+        .dt_min = lo,
+        .dt_max = hi};
+    polyattn::test::Tensor<double, 4> y({B, T, H, P}), ht({B, H, P, N});
+    polyattn::reference::mamba2(r, y.view(), ht.view());
+    return std::pair{y.data, ht.data};
+  };
+  const auto [y, ht] = oracle(0.25, 1.5);
+  for (const std::string flags :
+       {"--dt-softplus --dt-limit 0.25,1.5", "--dt-softplus --dt-limit=0.25,1.5 --algo recurrent",
+        "--dt-softplus --dt-limit 0.25,1.5 --chunk 16 --threads 2",
+        "--dt-softplus --dt-limit 0.25,1.5 --algo reference"}) {
+    ASSERT_NO_FATAL_FAILURE(run_ok("mamba2", flags));
+    EXPECT_LT(rel_rmse(get("y.npy", {B, T, H, P}), y), kFastBound) << flags;
+    EXPECT_LT(rel_rmse(get("ht.npy", {B, H, P, N}), ht), kFastBound) << flags;
+  }
+  // 0,inf is no clamp; the clamp above changes the result.
+  const auto [y0, ht0] = oracle(0.0, std::numeric_limits<double>::infinity());
+  ASSERT_NO_FATAL_FAILURE(run_ok("mamba2", "--dt-softplus --dt-limit 0,inf"));
+  EXPECT_LT(rel_rmse(get("y.npy", {B, T, H, P}), y0), kFastBound);
+  EXPECT_GT(rel_rmse(get("y.npy", {B, T, H, P}), y), 1e-3);
+  fs::remove_all(out);
+  expect_error("mamba2", "--dt-limit 0.1", "--dt-limit expects MIN,MAX");
+  expect_error("mamba2", "--dt-limit -1,2", "--dt-limit MIN must be >= 0, got -1");
+  expect_error("mamba2", "--dt-limit 2,1", "--dt-limit MAX must be >= MIN, got '2,1'");
+  expect_error("mamba2", "--dt-limit 0,nan", "--dt-limit MAX expects a finite number, got 'nan'");
+  expect_error("mamba2", "--dt-limit inf,inf", "--dt-limit MIN expects a finite number");
+  expect_error("mamba2", "--dt-limit 0,1e300", "--dt-limit: values must fit a float");
+  expect_error("mamba2", "--dt-limit 0,1 --dt-limit 0,2", "--dt-limit given more than once");
+  expect_error("linear_attn", "--dt-limit 0,1", "--dt-limit is not used by linear_attn");
 }
 
 TEST_F(Tool, ShortConvMatchesItsOracle) {

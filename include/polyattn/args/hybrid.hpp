@@ -76,7 +76,10 @@ struct AgentInputs {
   View4<const float> q;       // [B, T, H, D]
   View4<const float> k;       // [B, S, H, D]
   View4<const float> v;       // [B, S, H, V]
-  View4<const float> agents;  // [B, n, H, D]
+  View4<const float> agents;  // [B, n, H, D]; with cu_seqlens [N, n, H, D]
+  // Optional varlen [N+1]: N sequences packed along T (B == 1, S == T: each sequence's queries
+  // are its own context tokens); sequence i uses agents row i and sees only its own keys.
+  std::span<const std::int64_t> cu_seqlens;
 };
 struct AgentOptions {
   std::optional<double> scale;  // both softmaxes, default D^-0.5
@@ -105,6 +108,7 @@ struct LigerDims : HybridDims {
 };
 struct AgentDims {
   index_t B = 0, T = 0, S = 0, H = 0, D = 0, V = 0, n = 0;
+  index_t N = 0;  // sequences: B, or len(cu_seqlens) − 1
   double scale = 1.0;
 };
 
@@ -273,9 +277,16 @@ AgentDims validate_agent(const AgentInputs& in, const AgentOptions& opt,
   r.S = in.k.size(1);
   r.V = in.v.size(3);
   r.n = in.agents.size(1);
-  check::shape_is("k", in.k, {r.B, r.S, r.H, r.D}, "batch, heads and head dim of q");
+  r.N = check::cu_seqlens("cu_seqlens", in.cu_seqlens, r.B, r.T);
+  if (in.cu_seqlens.empty())
+    check::shape_is("k", in.k, {r.B, r.S, r.H, r.D}, "batch, heads and head dim of q");
+  else
+    check::shape_is("k", in.k, {r.B, r.T, r.H, r.D},
+                    "[1, T, H, D] with cu_seqlens: packed with q (S == T)");
   check::shape_is("v", in.v, {r.B, r.S, r.H, r.V}, "[B, S, H, V] from k");
-  check::shape_is("agents", in.agents, {r.B, r.n, r.H, r.D}, "[B, n, H, D] from q");
+  check::shape_is("agents", in.agents, {r.N, r.n, r.H, r.D},
+                  in.cu_seqlens.empty() ? "[B, n, H, D] from q"
+                                        : "[N, n, H, D]: one row per sequence of cu_seqlens");
   check::required("o", o);
   check::shape_is("o", o, {r.B, r.T, r.H, r.V}, "[B, T, H, V] from q and v");
   r.scale = detail::hybrid_args::resolve_scale("scale", opt.scale, r.D);

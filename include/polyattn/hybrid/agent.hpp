@@ -6,7 +6,10 @@
 //
 // (reference::agent_attention; scale defaults to D^-½; n = 0 or S = 0 give zeros.)
 //   agent_attention(in, opt, o, exec)   two flash_attention calls (non-causal), exact up to
-//                                       fp32 rounding; cost O((T + S)·n·(D + V)).
+//                                       fp32 rounding; cost O((T + S)·n·(D + V)). Varlen:
+//                                       cu_seqlens packs N sequences along T (S == T, each
+//                                       sequence's queries are its own context), agents
+//                                       [N, n, H, D]; each sequence runs as a call of its own.
 //
 // Decode. Agent attention is not causal: every output row depends on every key, so a prefill
 // row has no causal decode counterpart. AgentDecoder defines decode as agent attention over the
@@ -19,7 +22,9 @@
 // are fixed per sequence (given at construction): models that pool agents from the queries
 // must recompute them, which has no incremental form. prefill(q, k, v) absorbs S context tokens
 // (flash_attention with lse seeds m = lse, l = 1, O = AV) and returns the NON-causal prefill
-// output of its T queries (agent_attention on that context), as the operator does.
+// output of its T queries (agent_attention on that context), as the operator does; with
+// cu_seqlens the B sequences come packed with different lengths (ragged batch, as the other
+// hybrid decoders take) and each continues from its own position(b).
 #pragma once
 
 #include <algorithm>
@@ -48,22 +53,53 @@ void full_softmax(const View4<const float>& q, const View4<const float>& k,
   softmax::flash_attention(in, opt, o, lse, exec);
 }
 
-// The two passes of a validated call; AV [B, n, H, V] and lse [B, n, H] are kept for decoders.
+// The two passes over one batch of equal-length sequences into o, AV av [B, n, H, V] and the
+// agents' lse [B, n, H] (kept for decoders).
 template <class E>
-void agent_prefill(const AgentInputs& in, const AgentDims& d, View4<float> o,
-                   std::vector<float>& av_buf, std::vector<float>& lse_buf, const E& exec) {
-  if (d.B == 0 || d.H == 0 || d.V == 0) return;
-  const View4<float> av = scratch4(av_buf, d.B, d.n, d.H, d.V);
-  lse_buf.resize(static_cast<std::size_t>(d.B * d.n * d.H));
+void agent_passes(const AgentInputs& in, const AgentDims& d, View4<float> o, View4<float> av,
+                  View3<float> lse, const E& exec) {
   if (d.n > 0) {
-    full_softmax(in.agents, in.k, in.v, d.scale, av,
-                 View3<float>::contiguous(lse_buf.data(), {d.B, d.n, d.H}), exec);
+    full_softmax(in.agents, in.k, in.v, d.scale, av, lse, exec);
     full_softmax(in.q, in.agents, View4<const float>(av), d.scale, o, {}, exec);
   } else {  // no agents: every query sees nothing
     for_rows(d.B, d.T, exec, [&](index_t b, index_t t) {
       for (index_t h = 0; h < d.H; ++h)
         for (index_t e = 0; e < d.V; ++e) o(b, t, h, e) = 0.f;
     });
+  }
+}
+
+// A validated call; AV [N, n, H, V] and lse [N, n, H] are kept for decoders. With cu_seqlens
+// each sequence runs alone (its rows of q, k, v, its row of the agents), as a call holding only
+// it would: varlen equals separate calls bit for bit. An empty sequence writes nothing.
+template <class E>
+void agent_prefill(const AgentInputs& in, const AgentDims& d, View4<float> o,
+                   std::vector<float>& av_buf, std::vector<float>& lse_buf, const E& exec) {
+  if (d.N == 0 || d.H == 0 || d.V == 0) return;
+  const View4<float> av = scratch4(av_buf, d.N, d.n, d.H, d.V);
+  lse_buf.resize(static_cast<std::size_t>(d.N * d.n * d.H));
+  const View3<float> lse = View3<float>::contiguous(lse_buf.data(), {d.N, d.n, d.H});
+  if (in.cu_seqlens.empty()) {
+    agent_passes(in, d, o, av, lse, exec);
+    return;
+  }
+  for (index_t i = 0; i < d.N; ++i) {
+    const index_t t0 = in.cu_seqlens[static_cast<std::size_t>(i)];
+    const index_t t1 = in.cu_seqlens[static_cast<std::size_t>(i) + 1];
+    if (t1 == t0) continue;
+    AgentInputs one;
+    one.q = rows(in.q, t0, t1);
+    one.k = rows(in.k, t0, t1);
+    one.v = rows(in.v, t0, t1);
+    one.agents =
+        View4<const float>(in.agents.ptr(i, 0, 0, 0), {1, d.n, d.H, d.D}, in.agents.strides());
+    AgentDims di = d;
+    di.B = di.N = 1;
+    di.T = di.S = t1 - t0;
+    const View4<float> oi(o.ptr(0, t0, 0, 0), {1, t1 - t0, d.H, d.V}, o.strides());
+    const View4<float> avi(av.ptr(i, 0, 0, 0), {1, d.n, d.H, d.V}, av.strides());
+    const View3<float> lsei(lse.ptr(i, 0, 0), {1, d.n, d.H}, lse.strides());
+    agent_passes(one, di, oi, avi, lsei, exec);
   }
 }
 
@@ -108,28 +144,39 @@ class AgentDecoder {
     reset();
   }
 
-  index_t position() const noexcept { return pos_; }  // context tokens absorbed per sequence
+  // Context tokens absorbed by sequence b (equal for all after a batched prefill; a varlen
+  // prefill gives each its own).
+  index_t position(index_t b = 0) const { return pos_.at(static_cast<std::size_t>(b)); }
   index_t agents() const noexcept { return n_; }
 
   void reset() {
     std::fill(m_.begin(), m_.end(), -std::numeric_limits<double>::infinity());
     std::fill(l_.begin(), l_.end(), 0.0);
     std::fill(O_.begin(), O_.end(), 0.0);
-    pos_ = 0;
+    pos_.assign(static_cast<std::size_t>(B_), 0);
   }
 
   // A fresh decoder absorbs the context k, v [B, S, H, ·] and answers q [B, T, H, D]
-  // (non-causally, as agent_attention; T may be 0). o [B, T, H, V].
+  // (non-causally, as agent_attention; T may be 0). o [B, T, H, V]. Sequences of different
+  // lengths: q, k, v [1, T, H, ·] packed with in.cu_seqlens [B+1] (lengths may be 0; each
+  // sequence's queries are its context tokens); sequence b then continues from position(b), and
+  // its outputs are bit for bit those of a decoder holding it alone.
   template <Executor E = Serial>
   void prefill(const AgentInputs& in, View4<float> o, const E& exec = E{}) {
     const AgentDims d = validate_call(in, o, -1);
-    if (pos_ != 0)
-      throw Error("decoder", "prefill() needs a fresh decoder, this one holds " +
-                                 std::to_string(pos_) + " tokens per sequence (call reset())");
+    for (std::size_t b = 0; b < pos_.size(); ++b)
+      if (pos_[b] != 0)
+        throw Error("decoder", "prefill() needs a fresh decoder, sequence " + std::to_string(b) +
+                                   " holds " + std::to_string(pos_[b]) + " tokens (call reset())");
     std::vector<float> av, lse;
     detail::agent_prefill(with_agents(in), d, o, av, lse, exec);
-    if (d.S == 0 || n_ == 0) return;
-    for (index_t b = 0; b < B_; ++b)
+    const bool varlen = !in.cu_seqlens.empty();
+    for (index_t b = 0; b < B_; ++b) {
+      const index_t len = varlen ? in.cu_seqlens[static_cast<std::size_t>(b) + 1] -
+                                       in.cu_seqlens[static_cast<std::size_t>(b)]
+                                 : d.S;
+      pos_[static_cast<std::size_t>(b)] = len;
+      if (len == 0) continue;
       for (index_t h = 0; h < H_; ++h)
         for (index_t a = 0; a < n_; ++a) {
           const std::size_t i = slot(b, h, a);
@@ -140,7 +187,7 @@ class AgentDecoder {
             O_[i * static_cast<std::size_t>(V_) + static_cast<std::size_t>(e)] =
                 av[(li * static_cast<std::size_t>(V_)) + static_cast<std::size_t>(e)];
         }
-    pos_ = d.S;
+    }
   }
 
   // One token per sequence: q, k [B, 1, H, D], v [B, 1, H, V]; o [B, 1, H, V] (see above).
@@ -184,7 +231,7 @@ class AgentDecoder {
       for (index_t e = 0; e < V_; ++e)
         o(b, 0, h, e) = n_ > 0 ? static_cast<float>(acc[static_cast<std::size_t>(e)] / den) : 0.f;
     });
-    ++pos_;
+    for (index_t& p : pos_) ++p;
   }
 
  private:
@@ -202,22 +249,36 @@ class AgentDecoder {
     full.agents = agents_view();
     return full;
   }
-  // Validates a call (tokens = 1: step(), T = S = 1; −1: prefill(), any T, S); returns its sizes.
+  // Validates a call (tokens = 1: step(), T = S = 1; −1: prefill(), any T, S, or the decoder's
+  // B sequences packed with cu_seqlens); returns its sizes.
   AgentDims validate_call(const AgentInputs& in, const View4<float>& o, index_t tokens) const {
     check::well_formed("agents", in.agents);
     if (!in.agents.absent())
       throw Error("agents",
                   "are held by the decoder (given at construction); leave in.agents empty");
+    const bool varlen = !in.cu_seqlens.empty();
+    if (varlen) {
+      if (tokens > 0)
+        throw Error("cu_seqlens",
+                    "is not supported by step() (it advances the B sequences together)");
+      check::required("q", in.q);
+      const index_t N = check::cu_seqlens("cu_seqlens", in.cu_seqlens, in.q.size(0), in.q.size(1));
+      if (N != B_)
+        throw Error("cu_seqlens", "packs " + std::to_string(N) + " sequences, the decoder has " +
+                                      std::to_string(B_));
+    }
     AgentInputs full = with_agents(in);
     if (n_ == 0) full.agents = View4<const float>(&dummy_, {B_, 0, H_, D_}, {0, 0, 0, 0});
     const AgentDims d = validate_agent(full, opt_, o);
     const index_t T = tokens < 0 ? d.T : tokens, S = tokens < 0 ? d.S : tokens;
-    check::shape_is("q", in.q, {B_, T, H_, D_},
-                    tokens < 0
+    const index_t B = varlen ? 1 : B_;
+    check::shape_is("q", in.q, {B, T, H_, D_},
+                    varlen ? "[1, T, H, D]: the decoder's sequences packed"
+                    : tokens < 0
                         ? "[B, T, H, D] of the decoder's agents"
                         : "[B, 1, H, D] of the decoder's agents: one new token per sequence");
-    check::shape_is("k", in.k, {B_, S, H_, D_}, "[B, S, H, D] of the decoder's agents");
-    check::shape_is("v", in.v, {B_, S, H_, V_}, "[B, S, H, V] of the decoder");
+    check::shape_is("k", in.k, {B, S, H_, D_}, "[B, S, H, D] of the decoder's agents");
+    check::shape_is("v", in.v, {B, S, H_, V_}, "[B, S, H, V] of the decoder");
     return d;
   }
 
@@ -226,7 +287,7 @@ class AgentDecoder {
   AgentOptions opt_;
   std::vector<float> agents_;
   std::vector<double> m_, l_, O_;  // per (b, h, agent): running max, sum, numerator [V]
-  index_t pos_ = 0;
+  std::vector<index_t> pos_;       // context tokens per sequence
   float dummy_ = 0.f;
 };
 

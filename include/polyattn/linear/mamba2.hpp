@@ -8,10 +8,24 @@
 // group, state [B,H,P,N] (mamba_ssm's layout). On the linear family's terms (SPEC §2): q = C,
 // k = B (G query/key heads), v = x (H value heads, GVA), g = Δ·A, u = Δ·v, scale 1, state
 // [B,H,N,P] — the transpose, which the operator passes as a strided view of the caller's
-// [B,H,P,N] memory (kernels copy a head's block in and out; no whole-tensor copy). Δ is computed
-// in-kernel by the fused policies Mamba2Decay / Mamba2Update (policies/fused_gates.hpp); the D
-// skip is one pass over y afterwards. Varlen (cu_seqlens) and state pools (state_indices) as in
-// the linear family (docs/conventions.md §3.4); speculative verify + commit as §3.6.
+// [B,H,P,N] memory (kernels copy a head's block in and out, see below; no whole-tensor copy). Δ is
+// computed in-kernel by the fused policies Mamba2Decay / Mamba2Update (policies/fused_gates.hpp);
+// the D skip is one pass over y afterwards. Varlen (cu_seqlens) and state pools (state_indices) as
+// in the linear family (docs/conventions.md §3.4); speculative verify + commit as §3.6.
+//
+// Why step() still copies each head's block (in, transposed, and back out) every call: the
+// kernels hold S as [K][V] rows and vectorise over V, so output lane j sums its K terms in key
+// order, y_j = Σ_i S[i][j]·C_i, one multiply-add per i per lane. In the caller's [P][N] memory
+// row i of S is a column with stride N. Working there directly, with the same bits, needs either
+// gathers / scatters of those columns (no scatter below AVX-512) or per-ISA kernels that
+// transpose tiles in registers — a second state layout for every Recurrent / verify / commit
+// instantiation of every ISA unit, which the CI budget does not take; vectorising over N
+// instead would sum each y_j across lanes, a different order and other bits. So the copy stays,
+// done in 4×4 blocks (linear/state_copy.hpp, also for commit(): about half the time of
+// the elementwise loop it replaced; B8 H16 P64 N128 decode ≈ 2.4× the in-place [N][P] step,
+// polyattn-bench-engine fused-gates/decode/mamba2/*). Callers that own their state layout can
+// keep it as [B,H,N,P] and call Mamba2::linear_operator's step directly (adding D·x themselves):
+// no copy at all.
 #pragma once
 
 #include <cstdint>

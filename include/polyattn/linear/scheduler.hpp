@@ -23,6 +23,7 @@
 #pragma once
 
 #include <algorithm>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -34,6 +35,7 @@
 #include "polyattn/linear/chunked.hpp"
 #include "polyattn/linear/head.hpp"
 #include "polyattn/linear/recurrent.hpp"
+#include "polyattn/linear/state_copy.hpp"
 #include "polyattn/policies/algorithm.hpp"
 
 namespace polyattn::linear {
@@ -86,8 +88,8 @@ struct HeadStates {
     if (in.initial_state.absent()) {
       std::fill(S, S + d.K * d.V, 0.f);
     } else if (in.initial_state.ptr(s, hv, 0, 0) != S) {
-      for (index_t i = 0; i < d.K; ++i)
-        for (index_t j = 0; j < d.V; ++j) S[i * d.V + j] = in.initial_state(s, hv, i, j);
+      gather_block(in.initial_state.ptr(s, hv, 0, 0), in.initial_state.stride(2),
+                   in.initial_state.stride(3), S, d.K, d.V);
     }
     if (!running_sum) return;
     z.assign(static_cast<std::size_t>(d.K), 0.f);
@@ -120,8 +122,8 @@ struct HeadStates {
   void store(index_t n, index_t hv, const float* S, const std::vector<float>& z) const {
     const index_t s = state_slot(in, n);
     if (!out.final_state.absent() && out.final_state.ptr(s, hv, 0, 0) != S)
-      for (index_t i = 0; i < d.K; ++i)
-        for (index_t j = 0; j < d.V; ++j) out.final_state(s, hv, i, j) = S[i * d.V + j];
+      scatter_block(S, d.K, d.V, out.final_state.ptr(s, hv, 0, 0), out.final_state.stride(2),
+                    out.final_state.stride(3));
     if (!out.final_z.absent())
       for (index_t i = 0; i < d.K; ++i) out.final_z(s, hv, i) = z[static_cast<std::size_t>(i)];
   }
@@ -136,15 +138,16 @@ void run_heads(const std::vector<Segment>& segs, const LinearDims& d, const Head
   exec.parallel_for(d.N * d.HV, [&](index_t task) {
     const index_t n = task / d.HV, hv = task % d.HV;
     const Segment& sg = segs[static_cast<std::size_t>(n)];
-    std::vector<float> S, z, scratch;
+    std::unique_ptr<float[]> S;  // default-initialised: load() writes every element
+    std::vector<float> z, scratch;
     float* state = nullptr;
     if (const float* ro = states.read_in_place(n, hv)) {  // never written (update_state off)
       state = const_cast<float*>(ro);
     } else if (in_place) {
       state = states.final_block(n, hv);
     } else {
-      S.resize(static_cast<std::size_t>(d.K * d.V));
-      state = S.data();
+      S.reset(new float[static_cast<std::size_t>(d.K * d.V)]);
+      state = S.get();
     }
     states.load(n, hv, state, z);
     auto run_piece = [&](index_t off, index_t L) {

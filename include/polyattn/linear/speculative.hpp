@@ -25,6 +25,7 @@
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/core/validate.hpp"
 #include "polyattn/linear/commit.hpp"
+#include "polyattn/linear/state_copy.hpp"
 
 namespace polyattn::linear {
 
@@ -109,15 +110,14 @@ void commit_accepted(const VerifyCache& cache, std::span<const std::int64_t> acc
     float* block = state.ptr(cache.slot(n), hv, 0, 0);
     if (!contiguous) {
       S.resize(static_cast<std::size_t>(K * V));
-      for (index_t i = 0; i < K; ++i)
-        for (index_t j = 0; j < V; ++j) S[i * V + j] = state(cache.slot(n), hv, i, j);
+      gather_block(block, state.stride(2), state.stride(3), S.data(), K, V);
       block = S.data();
     }
     simd::run_kernel(
         CommitKernel<P>{cache.at(n, hv), cache.tokens(), m, K, V, block, {ws.get(), n_ws}});
     if (!contiguous)
-      for (index_t i = 0; i < K; ++i)
-        for (index_t j = 0; j < V; ++j) state(cache.slot(n), hv, i, j) = S[i * V + j];
+      scatter_block(S.data(), K, V, state.ptr(cache.slot(n), hv, 0, 0), state.stride(2),
+                    state.stride(3));
   });
 }
 

@@ -205,16 +205,22 @@ void agent_attention(const AgentInputs& in, const AgentOptions& opt, TensorView<
   using detail::RowMat;
   const AgentDims d = validate_agent(in, opt, o);
 
-  for (index_t b = 0; b < d.B; ++b) {
+  // Sequence i: batch row i, or packed rows [cu[i], cu[i+1]) of row 0 (queries = context).
+  for (index_t i = 0; i < d.N; ++i) {
+    const bool varlen = !in.cu_seqlens.empty();
+    const index_t b = varlen ? 0 : i;
+    const index_t q0 = varlen ? in.cu_seqlens[static_cast<std::size_t>(i)] : 0;
+    const index_t q1 = varlen ? in.cu_seqlens[static_cast<std::size_t>(i) + 1] : d.T;
+    const index_t s0 = varlen ? q0 : 0, s1 = varlen ? q1 : d.S;
     for (index_t h = 0; h < d.H; ++h) {
-      const RowMat Q = detail::rows(in.q, b, 0, d.T, h).cast<double>();       // [T × D]
-      const RowMat K = detail::rows(in.k, b, 0, d.S, h).cast<double>();       // [S × D]
-      const RowMat V = detail::rows(in.v, b, 0, d.S, h).cast<double>();       // [S × V]
-      const RowMat A = detail::rows(in.agents, b, 0, d.n, h).cast<double>();  // [n × D]
+      const RowMat Q = detail::rows(in.q, b, q0, q1 - q0, h).cast<double>();  // [T × D]
+      const RowMat K = detail::rows(in.k, b, s0, s1 - s0, h).cast<double>();  // [S × D]
+      const RowMat V = detail::rows(in.v, b, s0, s1 - s0, h).cast<double>();  // [S × V]
+      const RowMat A = detail::rows(in.agents, i, 0, d.n, h).cast<double>();  // [n × D]
       // Agents attend to the keys, then the queries attend to the agents.
       const RowMat AV = detail::softmax_rows(d.scale * (A * K.transpose())) * V;  // [n × V]
       const RowMat O = detail::softmax_rows(d.scale * (Q * A.transpose())) * AV;  // [T × V]
-      for (index_t i = 0; i < d.T; ++i) detail::store(o, b, i, h, O.row(i).transpose());
+      for (index_t r = q0; r < q1; ++r) detail::store(o, b, r, h, O.row(r - q0).transpose());
     }
   }
 }
