@@ -118,10 +118,12 @@ def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None, cach
     older = L - (W - 1)  # columns the kernel does not keep: shifted here
     keep = None
     if older > 0:
-        x32 = A.f32("x", x3, fw)
-        cat = (A._torch().cat if fw == "torch" else __import__("numpy").concatenate)
-        keep = cat([conv_state, x32], -1)[..., T:T + older].copy() if fw == "numpy" else \
-            cat([conv_state, x32], -1)[..., T:T + older].clone()
+        if T + older <= L:  # all kept columns are in the state (decode, T = 1): no concatenation
+            src = conv_state[..., T:T + older]
+        else:
+            cat = (A._torch().cat if fw == "torch" else __import__("numpy").concatenate)
+            src = cat([conv_state, A.f32("x", x3, fw)], -1)[..., T:T + older]
+        keep = src.copy() if fw == "numpy" else src.clone()
     dt = A.dtype_name(x3)
     x32 = _f32_act("x", x3, fw)
     y = A.empty(fw, (x3.shape[0], T, x3.shape[1]), "float32")

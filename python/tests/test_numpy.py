@@ -384,6 +384,13 @@ def test_short_conv_prefill_and_update():
     want0, _ = ref.short_conv(x, w, bias, None, silu=True)
     assert ref.rrmse(np.stack(outs, 1), want0) < FP32
     assert np.array_equal(state, np.swapaxes(x[:, -W:], 1, 2))
+    # several tokens per update: the kept column from the state (T = 2) or from x (T = 4)
+    for step in (2, 4):
+        state = np.zeros((B, D, W), np.float32)
+        outs = [pa.causal_conv1d_update(np.swapaxes(x[:, t:t + step], 1, 2), state, w, bias,
+                                        "silu") for t in range(0, T, step)]
+        assert ref.rrmse(np.swapaxes(np.concatenate(outs, -1), 1, 2), want0) < FP32
+        assert np.array_equal(state, np.swapaxes(x[:, -W:], 1, 2))
     before = state.copy()
     with pytest.raises(ValueError, match="weight"):
         pa.causal_conv1d_update(x[:, 0], state, w[:-1], bias, "silu")
