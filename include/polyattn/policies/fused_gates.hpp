@@ -167,7 +167,7 @@ struct KimiDeltaDecay {
       // the hardware prefetcher does not follow across pages, and the math below is too short
       // to hide a miss per line (measured: the fused row otherwise stalls 3× longer than the
       // materialised row's copy). Prefetches never fault, also past the last token.
-      for (index_t i = 0; i < K; i += 16) __builtin_prefetch(row + 4 * st + i);
+      simd::prefetch<Arch>(row + 4 * st, K * static_cast<index_t>(sizeof(float)));
       using B = simd::batch_t<Arch>;
       if (bounded) {
         simd::transform<Arch>(

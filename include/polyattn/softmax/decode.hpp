@@ -39,6 +39,7 @@
 #include "polyattn/core/simd/convert.hpp"
 #include "polyattn/core/simd/dispatch.hpp"
 #include "polyattn/core/simd/gemm.hpp"
+#include "polyattn/core/simd/ops.hpp"
 #include "polyattn/core/simd/scratch.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/core/validate.hpp"
@@ -84,7 +85,6 @@ namespace detail {
 // Decode streams the cache once; the hardware prefetchers alone left a single thread at a
 // third of its streaming bandwidth, so rows kPrefetchRows ahead are requested explicitly.
 inline constexpr index_t kPrefetchRows = 8;
-inline constexpr index_t kLineBytes = 64;  // bytes per cache line
 
 // out[g·ld + u] = q_g · k_u for GB query rows (fp32) and KB key rows of element type KV (all
 // Dp long, Dp a multiple of the batch width; keys widened in registers), GB·KB accumulators.
@@ -123,16 +123,6 @@ void dot_block(const float* q, const KV* k, index_t Dp, float* out, index_t ld) 
 // Helpers of the kernel without an Arch parameter: per-ISA namespace (core/simd/arch.hpp).
 inline namespace POLYATTN_ISA_NS {
 namespace impl {
-
-inline void prefetch_bytes(const void* p, index_t bytes) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-  const char* c = static_cast<const char*>(p);
-  for (index_t i = 0; i < bytes; i += detail::kLineBytes) __builtin_prefetch(c + i);
-#else
-  (void)p;
-  (void)bytes;
-#endif
-}
 
 // Whether key j may be seen by the query at position p.
 inline bool decode_visible(const SoftmaxOptions& opt, index_t p, index_t j) noexcept {
@@ -218,7 +208,7 @@ void DecodeSplitKernel<KV>::operator()(A) const {
       const index_t kq = std::min(KQ, cnt - t);
       const KV* keys = r.template keys<KV>();
       if (t + detail::kPrefetchRows + KQ <= cnt)
-        impl::prefetch_bytes(keys + (t + detail::kPrefetchRows) * Dp, KQ * Dp * kKeyBytes);
+        simd::prefetch<A>(keys + (t + detail::kPrefetchRows) * Dp, KQ * Dp * kKeyBytes);
       float* out = s + (j + t - j0);
       for (index_t g = 0; g < R;) {
         const index_t gb = R - g >= 4 ? 4 : (R - g >= 2 ? 2 : 1);
@@ -301,7 +291,7 @@ void DecodeSplitKernel<KV>::operator()(A) const {
       const KV* vrow[KB];
       for (index_t u = 0; u < KB; ++u) vrow[u] = values + (t + std::min(u, kb - 1)) * Dvp;
       if (t + detail::kPrefetchRows + KB <= cnt)
-        impl::prefetch_bytes(values + (t + detail::kPrefetchRows) * Dvp, KB * Dvp * kKeyBytes);
+        simd::prefetch<A>(values + (t + detail::kPrefetchRows) * Dvp, KB * Dvp * kKeyBytes);
       for (index_t g = 0; g < R; ++g) {
         float* pg = s + g * npad + (j + t - j0);
         // Padding lanes of a short group reuse the last row with weight 0; an int8 row's
