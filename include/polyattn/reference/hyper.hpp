@@ -20,28 +20,70 @@
 
 namespace polyattn::reference {
 
+// The steps both HyperAttention references take (this file and hyper_causal.hpp).
+namespace hyper_steps {
+
+// Gray code of every r-bit LSH bin (the authors' order of the angular-LSH buckets).
+inline std::vector<std::int32_t> gray_codes(index_t r) {
+  std::vector<std::int32_t> gray{0, 1};
+  for (index_t k = 2; k <= r; ++k)
+    for (std::int64_t i = static_cast<std::int64_t>(gray.size()) - 1; i >= 0; --i)
+      gray.push_back(gray[static_cast<std::size_t>(i)] + (1 << (k - 1)));
+  return gray;
+}
+
+// The Gray-ordered angular-LSH code of row (b, t, xh) of x: bit k is x·proj[:, k] > 0.
+inline std::int32_t lsh_code(const ElementView<4>& x, index_t b, index_t t, index_t xh, index_t D,
+                             const std::vector<float>& proj, index_t r,
+                             const std::vector<std::int32_t>& gray) {
+  int bin = 0;
+  for (index_t k = 0; k < r; ++k) {
+    double dot = 0.0;
+    for (index_t e = 0; e < D; ++e)
+      dot += static_cast<double>(x(b, t, xh, e)) * proj[static_cast<std::size_t>(e * r + k)];
+    bin += dot > 0.0 ? (1 << k) : 0;
+  }
+  return gray[static_cast<std::size_t>(bin)];
+}
+
+// Softmax of query (b, i, h) over `keys` of kv head hk: out [Dv] = Σ p_j v_j; returns its lse
+// plus logw (−inf, out zero, when there are no keys).
+inline double softmax_over_keys(const SoftmaxInputs& in, const SoftmaxDims& d, index_t b, index_t i,
+                                index_t h, index_t hk, const std::vector<index_t>& keys,
+                                double logw, double* out) {
+  for (index_t e = 0; e < d.Dv; ++e) out[e] = 0.0;
+  if (keys.empty()) return -std::numeric_limits<double>::infinity();
+  std::vector<double> s;
+  for (const index_t j : keys) {
+    double dot = 0.0;
+    for (index_t e = 0; e < d.D; ++e)
+      dot += static_cast<double>(in.q(b, i, h, e)) * in.k(b, j, hk, e);
+    s.push_back(d.scale * dot);
+  }
+  const double mx = *std::max_element(s.begin(), s.end());
+  double z = 0.0;
+  for (std::size_t c = 0; c < keys.size(); ++c) {
+    const double w = std::exp(s[c] - mx);
+    z += w;
+    for (index_t e = 0; e < d.Dv; ++e) out[e] += w * in.v(b, keys[c], hk, e);
+  }
+  for (index_t e = 0; e < d.Dv; ++e) out[e] /= z;
+  return mx + std::log(z) + logw;
+}
+
+}  // namespace hyper_steps
+
 template <class Out>
   requires(std::is_same_v<Out, float> || std::is_same_v<Out, double>)
 void hyper_attention(const SoftmaxInputs& in, const std::vector<float>& proj, index_t r,
                      index_t block, const std::vector<std::int64_t>& samples, index_t m,
                      TensorView<Out, 4> o) {
   const SoftmaxDims d = validate(in, SoftmaxOptions{}, o);
-  std::vector<std::int32_t> gray{0, 1};
-  for (index_t k = 2; k <= r; ++k)
-    for (std::int64_t i = static_cast<std::int64_t>(gray.size()) - 1; i >= 0; --i)
-      gray.push_back(gray[static_cast<std::size_t>(i)] + (1 << (k - 1)));
+  const std::vector<std::int32_t> gray = hyper_steps::gray_codes(r);
   const auto sorted = [&](const ElementView<4>& x, index_t b, index_t n, index_t xh) {
     std::vector<std::int32_t> code(static_cast<std::size_t>(n));
-    for (index_t t = 0; t < n; ++t) {
-      int bin = 0;
-      for (index_t k = 0; k < r; ++k) {
-        double dot = 0.0;
-        for (index_t e = 0; e < d.D; ++e)
-          dot += static_cast<double>(x(b, t, xh, e)) * proj[static_cast<std::size_t>(e * r + k)];
-        bin += dot > 0.0 ? (1 << k) : 0;
-      }
-      code[static_cast<std::size_t>(t)] = gray[static_cast<std::size_t>(bin)];
-    }
+    for (index_t t = 0; t < n; ++t)
+      code[static_cast<std::size_t>(t)] = hyper_steps::lsh_code(x, b, t, xh, d.D, proj, r, gray);
     std::vector<index_t> idx(static_cast<std::size_t>(n));
     std::iota(idx.begin(), idx.end(), index_t{0});
     std::stable_sort(idx.begin(), idx.end(), [&](index_t a, index_t c) {
@@ -56,29 +98,6 @@ void hyper_attention(const SoftmaxInputs& in, const std::vector<float>& proj, in
       const std::vector<index_t> qo = sorted(in.q, b, d.T, h), ko = sorted(in.k, b, d.S, hk);
       for (index_t t = 0; t < d.T; ++t) {
         const index_t i = qo[static_cast<std::size_t>(t)], blk = t / qbs;
-        // Softmax over a list of keys (each with a log-weight): returns lse, fills out.
-        const auto attend = [&](const std::vector<index_t>& keys, double logw,
-                                std::vector<double>& out) {
-          out.assign(static_cast<std::size_t>(d.Dv), 0.0);
-          if (keys.empty()) return -std::numeric_limits<double>::infinity();
-          std::vector<double> s;
-          for (const index_t j : keys) {
-            double dot = 0.0;
-            for (index_t e = 0; e < d.D; ++e)
-              dot += static_cast<double>(in.q(b, i, h, e)) * in.k(b, j, hk, e);
-            s.push_back(d.scale * dot);
-          }
-          const double mx = *std::max_element(s.begin(), s.end());
-          double z = 0.0;
-          for (std::size_t c = 0; c < keys.size(); ++c) {
-            const double w = std::exp(s[c] - mx);
-            z += w;
-            for (index_t e = 0; e < d.Dv; ++e)
-              out[static_cast<std::size_t>(e)] += w * in.v(b, keys[c], hk, e);
-          }
-          for (double& x : out) x /= z;
-          return mx + std::log(z) + logw;
-        };
         std::vector<index_t> in_block, sampled;
         for (index_t rank = blk * block; rank < (blk + 1) * block; ++rank)
           in_block.push_back(ko[static_cast<std::size_t>(rank)]);
@@ -86,10 +105,12 @@ void hyper_attention(const SoftmaxInputs& in, const std::vector<float>& proj, in
           const std::int64_t rank = samples[static_cast<std::size_t>((b * d.HQ + h) * m + c)];
           if (rank / block != blk) sampled.push_back(ko[static_cast<std::size_t>(rank)]);
         }
-        std::vector<double> o1, o2;
-        const double l1 = attend(in_block, 0.0, o1);
-        const double l2 =
-            attend(sampled, std::log(static_cast<double>(d.S) / static_cast<double>(m)), o2);
+        std::vector<double> o1(static_cast<std::size_t>(d.Dv)), o2(o1.size());
+        const double l1 =
+            hyper_steps::softmax_over_keys(in, d, b, i, h, hk, in_block, 0.0, o1.data());
+        const double l2 = hyper_steps::softmax_over_keys(
+            in, d, b, i, h, hk, sampled,
+            std::log(static_cast<double>(d.S) / static_cast<double>(m)), o2.data());
         const double c1 = l2 == -INFINITY ? 1.0 : 1.0 / (1.0 + std::exp(l2 - l1));
         for (index_t e = 0; e < d.Dv; ++e)
           o(b, i, h, e) = static_cast<Out>(c1 * o1[static_cast<std::size_t>(e)] +

@@ -19,6 +19,7 @@
 
 #include "polyattn/args/softmax.hpp"
 #include "polyattn/core/tensor_view.hpp"
+#include "polyattn/reference/hyper.hpp"
 
 namespace polyattn::reference {
 
@@ -30,10 +31,7 @@ void hyper_causal_attention(const SoftmaxInputs& in, const std::vector<float>& p
                             TensorView<Out, 4> o) {
   const SoftmaxDims d = validate(in, SoftmaxOptions{}, o);
   const double ninf = -std::numeric_limits<double>::infinity();
-  std::vector<std::int32_t> gray{0, 1};
-  for (index_t k = 2; k <= r; ++k)
-    for (std::int64_t i = static_cast<std::int64_t>(gray.size()) - 1; i >= 0; --i)
-      gray.push_back(gray[static_cast<std::size_t>(i)] + (1 << (k - 1)));
+  const std::vector<std::int32_t> gray = hyper_steps::gray_codes(r);
   index_t L = 0;
   for (index_t n = d.T; n > min_len; n /= 2) ++L;
   const index_t nblocks = (index_t{1} << L) - 1;
@@ -45,36 +43,12 @@ void hyper_causal_attention(const SoftmaxInputs& in, const std::vector<float>& p
     for (index_t h = 0; h < d.HQ; ++h) {
       const index_t hk = h / d.group;
       const auto code = [&](const ElementView<4>& x, index_t t, index_t xh) {
-        int bin = 0;
-        for (index_t k = 0; k < r; ++k) {
-          double dot = 0.0;
-          for (index_t e = 0; e < d.D; ++e)
-            dot += static_cast<double>(x(b, t, xh, e)) * proj[static_cast<std::size_t>(e * r + k)];
-          bin += dot > 0.0 ? (1 << k) : 0;
-        }
-        return gray[static_cast<std::size_t>(bin)];
+        return hyper_steps::lsh_code(x, b, t, xh, d.D, proj, r, gray);
       };
       // Softmax of query i over a list of keys, lse shifted by logw.
       const auto attend = [&](index_t i, const std::vector<index_t>& keys, double logw,
                               double* out) {
-        for (index_t e = 0; e < d.Dv; ++e) out[e] = 0.0;
-        if (keys.empty()) return ninf;
-        std::vector<double> s;
-        for (const index_t j : keys) {
-          double dot = 0.0;
-          for (index_t e = 0; e < d.D; ++e)
-            dot += static_cast<double>(in.q(b, i, h, e)) * in.k(b, j, hk, e);
-          s.push_back(d.scale * dot);
-        }
-        const double mx = *std::max_element(s.begin(), s.end());
-        double z = 0.0;
-        for (std::size_t c = 0; c < keys.size(); ++c) {
-          const double w = std::exp(s[c] - mx);
-          z += w;
-          for (index_t e = 0; e < d.Dv; ++e) out[e] += w * in.v(b, keys[c], hk, e);
-        }
-        for (index_t e = 0; e < d.Dv; ++e) out[e] /= z;
-        return mx + std::log(z) + logw;
+        return hyper_steps::softmax_over_keys(in, d, b, i, h, hk, keys, logw, out);
       };
       // add_self_attentions, with the exact lse.
       const auto merge = [&](double* o1, double& l1, const double* o2, double l2) {
