@@ -283,7 +283,7 @@ void delta_run(const HeadProblem<P>& p, const Workspace& ws) {
   const stages::InRows vr{p.v, p.v_st, p.v_type};
   const stages::OutRows orow{p.o, p.o_st, p.o_type};
 
-  for (index_t t = 0; t <= kRowsAhead; ++t) prefetch_token<A>(p, t);
+  for (index_t t = 0; t < kRowsAhead; ++t) prefetch_token<A>(p, t);  // the loop asks from 2 on
   prepare_token<A>(p, 0, cur);
   decay_products<A>(cur, K);
   state_pass<A, false, true>(S, K, V, cur.a, cur.k, u, cur.kt, cur.qt, pv, rv);
