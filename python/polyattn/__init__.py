@@ -4,14 +4,16 @@ numpy arrays and torch CPU tensors (float32, bfloat16, float16) go in and come o
 framework and type, through DLPack / the buffer protocol without copies where the layout
 allows (any strides, e.g. head-first memory as a transposed view). Kernels run with the GIL
 released on polyattn's thread pool: ``threads=`` on every function (default: every CPU this
-process may use; ``set_num_threads`` changes the default). Forward only (no autograd).
+process may use; ``set_num_threads`` changes the default; ``set_thread_runtime("openmp")`` runs
+them on the OpenMP threads torch already has, which ``polyattn.torch`` selects on import).
+Forward only (no autograd).
 Bad arguments raise ValueError / TypeError naming the argument, before anything is written.
 
 ``polyattn.torch`` registers the same functions as torch custom ops and patches Hugging Face
 transformers' CPU fallbacks (``polyattn.torch.patch_transformers()``).
 """
 
-from ._arrays import get_num_threads, set_num_threads
+from ._arrays import get_num_threads, get_thread_runtime, set_num_threads, set_thread_runtime
 from ._arrays import _C
 from ._conv import causal_conv1d_fn, causal_conv1d_update, short_conv
 from ._linear import (
@@ -59,10 +61,12 @@ __all__ = [
     "fused_recurrent_gdn",
     "fused_recurrent_kda",
     "get_num_threads",
+    "get_thread_runtime",
     "isa",
     "parallel_based",
     "retention_g_gamma",
     "set_num_threads",
+    "set_thread_runtime",
     "short_conv",
     "sparse_attention",
 ]

@@ -27,9 +27,35 @@ def set_num_threads(n: int | None) -> None:
     _default_threads = 0 if n is None else int(n)
 
 
+def set_thread_runtime(runtime: str) -> str:
+    """Where kernels run their work items: ``"pool"``, polyattn's own thread pool (the default),
+    or ``"openmp"``, the OpenMP runtime another library already loaded in this process (torch's
+    libgomp), so that polyattn's calls inside a model use the framework's worker threads
+    instead of a second set that competes with them for the cores (``polyattn.torch`` selects it
+    on import). With ``"openmp"`` the default thread count is the runtime's
+    (``torch.set_num_threads``). Returns the runtime's library path ("" for the pool); raises
+    RuntimeError when no OpenMP runtime is loaded."""
+    if runtime == "pool":
+        return _C.use_openmp_runtime(False)
+    if runtime != "openmp":
+        raise ValueError(f"polyattn: argument 'runtime': must be 'pool' or 'openmp', got {runtime!r}")
+    library = _C.use_openmp_runtime(True)
+    if not library:
+        raise RuntimeError("polyattn: no OpenMP runtime is loaded in this process "
+                           "(import torch first); the thread pool stays in use")
+    return library
+
+
+def get_thread_runtime() -> str:
+    return "openmp" if _C.openmp_max_threads() > 0 else "pool"
+
+
 def get_num_threads() -> int:
     if _default_threads:
         return _default_threads
+    omp = _C.openmp_max_threads()
+    if omp > 0:
+        return omp
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

@@ -31,6 +31,14 @@ _NS = "polyattn"
 
 _IMPLS = {}
 
+# Kernels run on torch's own OpenMP worker threads rather than on polyattn's pool: inside a model
+# the two sets of workers would compete for the cores (polyattn.set_thread_runtime). A torch
+# without a loaded OpenMP runtime keeps the pool.
+try:
+    _pa.set_thread_runtime("openmp")
+except RuntimeError:
+    pass
+
 
 def _custom_op(name, **kwargs):
     """torch.library.custom_op(polyattn::name), keeping the plain function for _call."""

@@ -1,6 +1,6 @@
-// python/src/common.hpp — array conversion and thread pools shared by the module's translation
-// units (python/src/module.cpp: linear family and short convolution; softmax.cpp: softmax, KV
-// cache, sparse selectors).
+// python/src/common.hpp — array conversion and executors (thread pools, the OpenMP route) shared by
+// the module's translation units (python/src/module.cpp: linear family and short convolution;
+// softmax.cpp: softmax, KV cache, sparse selectors).
 //
 // The private ABI of _polyattn (python/polyattn/_core.py is its only caller):
 //   - inputs are read-only CPU arrays of any strides (numpy through the buffer protocol or
@@ -20,6 +20,7 @@
 #include <nanobind/stl/string.h>
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -29,6 +30,7 @@
 #include <string>
 #include <thread>
 
+#include "openmp_runtime.hpp"
 #include "polyattn/core/element_view.hpp"
 #include "polyattn/core/executor.hpp"
 #include "polyattn/core/tensor_view.hpp"
@@ -155,6 +157,55 @@ inline const ThreadPool& pool(int threads) {
   auto& p = pools[threads];
   if (!p) p = std::make_unique<ThreadPool>(threads);
   return *p;
+}
+
+/// Where the kernels' work items run: polyattn's pool (the default) or, once
+/// use_openmp_runtime(true) found one, the OpenMP runtime already loaded in the process
+/// (torch's; openmp_runtime.hpp says why).
+class ModuleExecutor {
+ public:
+  explicit ModuleExecutor(int threads);
+  int concurrency() const noexcept { return omp_ ? omp_->concurrency() : pool_->concurrency(); }
+  template <class F>
+  void parallel_for(std::int64_t n, F&& fn) const {
+    if (omp_)
+      omp_->parallel_for(n, fn);
+    else
+      pool_->parallel_for(n, fn);
+  }
+
+ private:
+  const ThreadPool* pool_ = nullptr;
+  std::optional<OpenMPExecutor> omp_;
+};
+
+/// The runtime use_openmp_runtime(true) found; nullptr while polyattn's pool is in use.
+inline std::atomic<const OpenMPRuntime*>& openmp_runtime() {
+  static std::atomic<const OpenMPRuntime*> rt{nullptr};
+  return rt;
+}
+
+/// Switches to the process's OpenMP runtime (true) or back to the pool (false); returns the
+/// runtime's library path, or "" when none is loaded (the pool stays in use).
+inline std::string use_openmp_runtime(bool on) {
+  static std::mutex mu;
+  static std::optional<OpenMPRuntime> found;  // set once, never moved afterwards
+  std::lock_guard<std::mutex> lock(mu);
+  if (!on) {
+    openmp_runtime().store(nullptr);
+    return "";
+  }
+  if (!found) found = OpenMPRuntime::find();
+  openmp_runtime().store(found ? &*found : nullptr);
+  return found ? found->library : "";
+}
+
+inline ModuleExecutor::ModuleExecutor(int threads) {
+  if (const OpenMPRuntime* rt = openmp_runtime().load()) {
+    omp_.emplace(*rt, threads > 0 ? threads : rt->max_threads());
+  } else {
+    pool_ = &pool(threads);
+  }
 }
 
 void bind_softmax(nb::module_& m);

@@ -19,7 +19,7 @@ namespace {
 template <class Op>
 void run_linear(const Op& op, bool recurrent, const LinearInputs& in,
                 const LinearOutputs<float>& out, const LinearRunOptions& run, int threads) {
-  const ThreadPool& exec = pool(threads);
+  const ModuleExecutor exec(threads);
   nb::gil_scoped_release release;
   if (recurrent)
     op.template forward<Recurrent>(in, out, run, exec);
@@ -98,7 +98,7 @@ void short_conv(const In& x, const In& weight, const OptIn& bias, const OptIn& i
                                    .final_state = f32_out<3>(final_state, "final_state")};
   const conv::ShortConvOptions opt{.activation =
                                        silu ? conv::Activation::SiLU : conv::Activation::None};
-  const ThreadPool& exec = pool(threads);
+  const ModuleExecutor exec(threads);
   nb::gil_scoped_release release;
   conv::short_conv(in, opt, out, exec);
 }
@@ -110,7 +110,7 @@ void short_conv_step(const In& x, const In& weight, const OptIn& bias, const Opt
   const auto yv = f32_out<3>(OptOut(y), "y");
   const conv::ShortConvOptions opt{.activation =
                                        silu ? conv::Activation::SiLU : conv::Activation::None};
-  const ThreadPool& exec = pool(threads);
+  const ModuleExecutor exec(threads);
   nb::gil_scoped_release release;
   conv::short_conv_step(in, opt, st, yv, exec);
 }
@@ -138,5 +138,12 @@ NB_MODULE(_polyattn, m) {
   m.def("short_conv_step", &short_conv_step, arg("x"), arg("weight"), arg("bias").none(),
         arg("state_indices").none(), arg("state"), arg("y"), arg("silu"), arg("threads"));
   m.def("isa", &isa, "The instruction set the kernels dispatch to on this machine.");
+  m.def("use_openmp_runtime", &use_openmp_runtime, arg("on"),
+        "Run kernels on the OpenMP runtime already loaded in the process (True) or on "
+        "polyattn's pool (False); returns the runtime's library, or '' when none is loaded.");
+  m.def("openmp_max_threads", [] {
+    const OpenMPRuntime* rt = openmp_runtime().load();
+    return rt ? rt->max_threads() : 0;
+  });
   bind_softmax(m);
 }

@@ -38,7 +38,7 @@ void flash(const In& q, const In& k, const In& v, const OptIn& cu_seqlens,
   const SoftmaxOptions opt = options(scale, causal, window, sink_tokens, softcap);
   const auto ov = element_out<4>(o, "out");
   const auto lv = f32_out<3>(lse, "softmax_lse");
-  const ThreadPool& exec = pool(threads);
+  const ModuleExecutor exec(threads);
   nb::gil_scoped_release release;
   softmax::flash_attention(in, opt, ov, lv, exec);
 }
@@ -69,7 +69,7 @@ void cache_decode(const Cache& holder, const In& q, const OptIn& alibi_slopes, c
   const SoftmaxOptions opt = options(scale, true, window, sink_tokens, softcap);
   const auto ov = element_out<4>(o, "out");
   const auto lv = f32_out<3>(lse, "softmax_lse");
-  const ThreadPool& exec = pool(threads);
+  const ModuleExecutor exec(threads);
   nb::gil_scoped_release release;
   softmax::flash_decode(in, *holder.c, opt, ov, lv, exec);
 }
@@ -77,7 +77,7 @@ void cache_decode(const Cache& holder, const In& q, const OptIn& alibi_slopes, c
 template <class S>
 void run_sparse(const S& sel, const SoftmaxInputs& in, const SoftmaxOptions& opt, View4<float> o,
                 int threads) {
-  const ThreadPool& exec = pool(threads);
+  const ModuleExecutor exec(threads);
   nb::gil_scoped_release release;
   sparse::sparse_attention(sel, in, opt, o, exec);
 }

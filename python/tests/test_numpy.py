@@ -292,6 +292,44 @@ def test_threads_give_identical_bits():
     assert np.array_equal(a, b)
 
 
+def test_openmp_runtime_gives_the_pools_bits():
+    """set_thread_runtime("openmp") runs the kernels on an OpenMP runtime already in the process
+    (torch's libgomp in practice; here the system's, loaded through ctypes, unless torch's is)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("gomp")
+    if name is None:
+        pytest.skip("no libgomp on this machine")
+    ctypes.CDLL(name)
+    before = pa.get_thread_runtime()  # polyattn.torch, imported by other tests, selects openmp
+    r = rng(12)
+    q, k, v = qkv(r, 2, 130, 4, 32, 4, 32)
+    g = log_gate(r, 2, 130, 4)
+    beta = r.random((2, 130, 4)).astype(np.float32)
+    x, w = randn(r, 2, 24, 40), randn(r, 24, 4)  # causal-conv1d's [B, D, T]
+    with pytest.raises(ValueError, match="runtime"):
+        pa.set_thread_runtime("tbb")
+    try:
+        assert pa.set_thread_runtime("pool") == ""
+        assert pa.get_thread_runtime() == "pool"
+        want = pa.chunk_gated_delta_rule(q, k, v, g, beta, threads=3)[0]
+        want_conv = pa.causal_conv1d_fn(x, w, activation="silu", threads=3)
+        library = pa.set_thread_runtime("openmp")
+        assert "omp" in library and pa.get_thread_runtime() == "openmp"
+        ctypes.CDLL(library).omp_set_num_threads(3)  # the runtime found (maybe torch's)
+        assert pa.get_num_threads() == 3  # the runtime's count is the default
+        for threads in (None, 1, 2, 5):
+            assert np.array_equal(
+                pa.chunk_gated_delta_rule(q, k, v, g, beta, threads=threads)[0], want)
+            assert np.array_equal(
+                pa.causal_conv1d_fn(x, w, activation="silu", threads=threads), want_conv)
+        with pytest.raises(ValueError, match="beta"):  # errors still come before any work
+            pa.chunk_gated_delta_rule(q, k, v, g, beta[:, :7], threads=3)
+    finally:
+        pa.set_thread_runtime(before)
+
+
 # ---- softmax, KV cache, sparse --------------------------------------------------------------
 
 

@@ -176,3 +176,22 @@ def test_conv_update_matches_prefill_in_place():
     ys = [pt.causal_conv1d_update(x[:, :, i], state, w, None, "silu") for i in range(10)]
     assert ref.rrmse(torch.stack(ys, -1).numpy(), full.numpy()) < FP32
     assert torch.equal(state, x[:, :, -3:])
+
+
+def test_kernels_run_on_torchs_openmp_threads():
+    """polyattn.torch selects the OpenMP runtime torch loaded (where it has one), with torch's
+    thread count as the default, and gives the pool's bits."""
+    if pa.get_thread_runtime() != "openmp":
+        pytest.skip("this torch build has no OpenMP runtime loaded")
+    q, k, v, g, beta, _ = data(4, T=70)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert pa.get_num_threads() == 3
+        o = pt.chunk_gated_delta_rule(t(q), t(k), t(v), t(g), t(beta))[0]
+        pa.set_thread_runtime("pool")
+        want = pt.chunk_gated_delta_rule(t(q), t(k), t(v), t(g), t(beta), threads=3)[0]
+        assert torch.equal(o, want)
+    finally:
+        pa.set_thread_runtime("openmp")
+        torch.set_num_threads(old)
