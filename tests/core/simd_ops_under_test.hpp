@@ -27,6 +27,8 @@ struct SimdOps {
   // red = {reduce_add(a), reduce_max(a)}.
   static void batch_ops(const float* a, const float* b, const float* c, float* fma_out,
                         float* exp_out, float* max_out, float* max_nan_out, float* red);
+  // out[i] = reduce_add_rows(rows)[i]: the sum of row i of a width() × width() matrix.
+  static void reduce_rows(const float* rows, float* out);
 };
 
 template <simd::SimdArch A>
@@ -72,6 +74,13 @@ void SimdOps<A>::batch_ops(const float* a, const float* b, const float* c, float
   simd::max_nan(va, vb).store_unaligned(max_nan_out);
   red[0] = simd::reduce_add(va);
   red[1] = simd::reduce_max(va);
+}
+template <simd::SimdArch A>
+void SimdOps<A>::reduce_rows(const float* rows, float* out) {
+  using B = simd::batch_t<A>;
+  B r[B::size];
+  for (std::size_t i = 0; i < B::size; ++i) r[i] = B::load_unaligned(rows + i * B::size);
+  simd::reduce_add_rows(r).store_unaligned(out);
 }
 
 }  // namespace polyattn::test

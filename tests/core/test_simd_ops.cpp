@@ -304,6 +304,36 @@ TYPED_TEST(SimdOpsTest, BatchFunctions) {
   }
 }
 
+// Lane i of reduce_add_rows holds row i's sum: exact for integer-valued rows (every partial sum
+// representable), so a lane-order slip (xsimd 8.1's AVX-512 haddp has one) cannot pass; random
+// rows within the bound of a W-term sum; a NaN stays in its own row's lane.
+TYPED_TEST(SimdOpsTest, ReduceAddRowsKeepsTheRowOrder) {
+  using Ops = typename TestFixture::Ops;
+  const std::size_t w = Ops::width();
+  std::vector<float> rows(w * w), out(w);
+  for (std::size_t i = 0; i < w; ++i)
+    for (std::size_t j = 0; j < w; ++j) rows[i * w + j] = static_cast<float>(100 * i + j * j % 7);
+  Ops::reduce_rows(rows.data(), out.data());
+  for (std::size_t i = 0; i < w; ++i) {
+    float want = 0.f;
+    for (std::size_t j = 0; j < w; ++j) want += rows[i * w + j];
+    EXPECT_EQ(out[i], want) << "row " << i;
+  }
+  rows = random_vector(w * w, 204, -3.f, 3.f);
+  Ops::reduce_rows(rows.data(), out.data());
+  for (std::size_t i = 0; i < w; ++i) {
+    double want = 0, mag = 0;
+    for (std::size_t j = 0; j < w; ++j) {
+      want += rows[i * w + j];
+      mag += std::abs(double(rows[i * w + j]));
+    }
+    EXPECT_NEAR(out[i], want, static_cast<double>(w) * kU * mag) << "row " << i;
+  }
+  rows[(w - 1) * w + w / 2] = kNaN;
+  Ops::reduce_rows(rows.data(), out.data());
+  for (std::size_t i = 0; i < w; ++i) EXPECT_EQ(std::isnan(out[i]), i == w - 1) << "row " << i;
+}
+
 TEST(SimdOpsSpan, SizeMismatchNamesTheArgument) {
   const std::vector<float> a(3, 1.f), b(4, 1.f);
   try {

@@ -111,10 +111,20 @@ void dot_block(const float* q, const KV* k, index_t Dp, float* out, index_t ld) 
       }
     }
   }
+  // W sums at a time, every dot product through the same reduction tree (rows past GB·KB are
+  // zeros), so a row's score does not depend on the block it was computed in.
+  constexpr int N = GB * KB,
+                NP = (N + static_cast<int>(W) - 1) / static_cast<int>(W) * static_cast<int>(W);
+  Bt rows[NP];
+  POLYATTN_UNROLL
+  for (int i = 0; i < NP; ++i) rows[i] = i < N ? acc[i / KB][i % KB] : Bt(0.f);
+  float sums[NP];
+  for (int c = 0; c < NP; c += static_cast<int>(W))
+    simd::reduce_add_rows(rows + c).store_unaligned(sums + c);
   POLYATTN_UNROLL
   for (int g = 0; g < GB; ++g) {
     POLYATTN_UNROLL
-    for (int u = 0; u < KB; ++u) out[g * ld + u] = simd::reduce_add(acc[g][u]);
+    for (int u = 0; u < KB; ++u) out[g * ld + u] = sums[g * KB + u];
   }
 }
 
@@ -174,11 +184,10 @@ void DecodeSplitKernel<KV>::operator()(A) const {
   if (lo >= jhi && sink_hi <= j0) return;  // nothing visible here
 
   const index_t n = j1 - j0, npad = (n + W - 1) / W * W;
-  const simd::Scratch<float> buf(static_cast<std::size_t>(R * Dp + R * npad + npad + 4 * R));
+  const simd::Scratch<float> buf(static_cast<std::size_t>(R * Dp + R * npad + npad));
   float* q = buf.data();
   float* s = q + R * Dp;
   float* gk = s + R * npad;
-  float* pw = gk + npad;  // weights of the keys in flight, [R][4]
   for (index_t r = 0; r < R; ++r) {
     const index_t t = token_of(r), h = hk * G + r % G;
     for (index_t e = 0; e < Dp; ++e) q[r * Dp + e] = e < D ? P.in->q(b, t, h, e) * P.scale : 0.f;
@@ -253,9 +262,16 @@ void DecodeSplitKernel<KV>::operator()(A) const {
     mods.alibi = alibi;
     if (alibi) mods.alibi_slope = P.in->alibi_slopes(h);
     if (mods.any<A>()) mods.apply<A>(srow, RowContext{p, j0, npad, 0.f, gk});
-    for (index_t c = 0; c < n; ++c)
-      if (!impl::decode_visible(opt, p, j0 + c)) srow[c] = ninf;
-    for (index_t c = n; c < npad; ++c) srow[c] = ninf;
+    // −inf where decode_visible(p, j) fails, as ranges: keys after p, and with a window the
+    // non-sink keys at or below p − window (a per-key test here cost ~18 % of an int8 decode).
+    const auto mask = [&](index_t from, index_t to) {
+      from = std::clamp<index_t>(from - j0, 0, npad);
+      to = std::clamp<index_t>(to - j0, from, npad);
+      std::fill(srow + from, srow + to, ninf);
+    };
+    mask(p + 1, j0 + n);
+    mask(j0 + n, j0 + npad);  // the padding past the split's n keys
+    if (opt.window > 0) mask(std::max(j0, opt.sink_tokens), p - opt.window + 1);
 
     Bt mx(ninf);
     for (index_t c = 0; c < npad; c += W) mx = simd::max_nan(mx, Bt::load_unaligned(srow + c));
@@ -276,63 +292,70 @@ void DecodeSplitKernel<KV>::operator()(A) const {
     l_out[slot] = simd::reduce_add(sum);
   }
 
-  // O_r += Σ_j p_rj v_j, keys in order (four at a time) so that V streams through memory once,
-  // sequentially (a GEMM's column panels would walk the rows of V once per panel); each V vector
-  // feeds all R rows and each O vector is loaded and stored once per four keys. A block that
-  // some row does not fully see (near the diagonal of T > 1, or at a window's edge) adds, per
-  // row, only the keys that row sees: a weight of 0 times a non-finite value would be NaN.
-  // Every row sees key j when j <= p_lo and j is a sink key or inside the last query's window.
+  // O_r += Σ_j p_rj v_j over the keys row r sees, in key order. A panel of up to 4 rows × NV
+  // vectors of O stays in registers while every key of the split streams past (each loaded V
+  // vector feeds the panel's rows; an int8 row's value scale folds into the weight). Keeping O
+  // in memory instead cost a load and a store of O per row, vector and 4 keys, and the store port
+  // bound the loop (perf, int8 decode: the O store alone 17 % of the kernel). Every row sees
+  // key j when j <= p_lo and j is a sink key or inside the last query's window; otherwise rows
+  // add only the keys they see (a weight of 0 times a non-finite value would be NaN).
   const index_t all_from = opt.window > 0 ? p_hi - opt.window + 1 : 0;
-  constexpr index_t KB = 4;
-  for_visible([&](const KVCache::Run& r, index_t j, index_t cnt) {
-    for (index_t t = 0; t < cnt; t += KB) {
-      const index_t kb = std::min(KB, cnt - t);
-      const KV* values = r.template values<KV>();
-      const KV* vrow[KB];
-      for (index_t u = 0; u < KB; ++u) vrow[u] = values + (t + std::min(u, kb - 1)) * Dvp;
-      if (t + detail::kPrefetchRows + KB <= cnt)
-        simd::prefetch<A>(values + (t + detail::kPrefetchRows) * Dvp, KB * Dvp * kKeyBytes);
-      for (index_t g = 0; g < R; ++g) {
-        float* pg = s + g * npad + (j + t - j0);
-        // Padding lanes of a short group reuse the last row with weight 0; an int8 row's
-        // scale folds into its weight.
-        for (index_t u = kb; u < KB; ++u) pw[g * KB + u] = 0.f;
-        for (index_t u = 0; u < kb; ++u)
-          pw[g * KB + u] = quantised ? pg[u] * r.v_scale[t + u] : pg[u];
-      }
-      const index_t ja = j + t, jb = ja + kb;  // this block's keys
-      if (jb - 1 > p_lo || (jb > opt.sink_tokens && ja < all_from)) {
-        for (index_t g = 0; g < R; ++g) {
-          const index_t p = len - T + token_of(g);
-          float* Og = orow.data()[g];
-          for (index_t u = 0; u < kb; ++u) {
-            if (!impl::decode_visible(opt, p, j + t + u)) continue;
-            const Bt w(pw[g * KB + u]);
-            for (index_t e = 0; e < Dvp; e += W)
-              simd::fma(w, simd::load_float<A>(vrow[u] + e), Bt::load_unaligned(Og + e))
-                  .store_unaligned(Og + e);
-          }
-        }
-        continue;
-      }
-      for (index_t e = 0; e < Dvp; e += W) {
-        Bt ve[KB];
-        POLYATTN_UNROLL
-        for (index_t u = 0; u < KB; ++u) {
-          ve[u] = simd::load_float<A>(vrow[u] + e);
-        }
-        for (index_t g = 0; g < R; ++g) {
-          float* Og = orow.data()[g] + e;
-          Bt acc = Bt::load_unaligned(Og);
-          POLYATTN_UNROLL
-          for (index_t u = 0; u < KB; ++u) {
-            acc = simd::fma(Bt(pw[g * KB + u]), ve[u], acc);
-          }
-          acc.store_unaligned(Og);
-        }
-      }
+  const auto seen_by_all = [&](index_t j) {
+    return j <= p_lo && (j < opt.sink_tokens || j >= all_from);
+  };
+  constexpr int NV = simd::ArchTraits<A>::vector_registers >= 32 ? 4 : 2;
+  const auto panel = [&]<int NR, int PV>(index_t g0, index_t e0) {
+    Bt acc[NR][PV];
+    POLYATTN_UNROLL
+    for (int r = 0; r < NR; ++r) {
+      POLYATTN_UNROLL
+      for (int u = 0; u < PV; ++u) acc[r][u] = Bt::load_unaligned(orow.data()[g0 + r] + e0 + u * W);
     }
-  });
+    const bool prefetch = g0 == 0 && e0 == 0;  // the first pass over V requests whole rows
+    for_visible([&](const KVCache::Run& run, index_t j, index_t cnt) {
+      const KV* values = run.template values<KV>();
+      for (index_t t = 0; t < cnt; ++t) {
+        if (prefetch && t + detail::kPrefetchRows < cnt)
+          simd::prefetch<A>(values + (t + detail::kPrefetchRows) * Dvp, Dvp * kKeyBytes);
+        Bt ve[PV];
+        POLYATTN_UNROLL
+        for (int u = 0; u < PV; ++u) ve[u] = simd::load_float<A>(values + t * Dvp + e0 + u * W);
+        const index_t jj = j + t;
+        const bool all = seen_by_all(jj);
+        POLYATTN_UNROLL
+        for (int r = 0; r < NR; ++r) {
+          if (!all && !impl::decode_visible(opt, len - T + token_of(g0 + r), jj)) continue;
+          float w = s[(g0 + r) * npad + (jj - j0)];
+          if constexpr (quantised) w *= run.v_scale[t];
+          const Bt wb(w);
+          POLYATTN_UNROLL
+          for (int u = 0; u < PV; ++u) acc[r][u] = simd::fma(wb, ve[u], acc[r][u]);
+        }
+      }
+    });
+    POLYATTN_UNROLL
+    for (int r = 0; r < NR; ++r) {
+      POLYATTN_UNROLL
+      for (int u = 0; u < PV; ++u) acc[r][u].store_unaligned(orow.data()[g0 + r] + e0 + u * W);
+    }
+  };
+  const auto rows = [&]<int NR>(index_t g0) {
+    index_t e0 = 0;
+    for (; e0 + NV * W <= Dvp; e0 += NV * W) panel.template operator()<NR, NV>(g0, e0);
+    for (; e0 < Dvp; e0 += W) panel.template operator()<NR, 1>(g0, e0);
+  };
+  for (index_t g0 = 0; g0 < R;) {
+    if (R - g0 >= 4) {
+      rows.template operator()<4>(g0);
+      g0 += 4;
+    } else if (R - g0 >= 2) {
+      rows.template operator()<2>(g0);
+      g0 += 2;
+    } else {
+      rows.template operator()<1>(g0);
+      g0 += 1;
+    }
+  }
 }
 
 /// Decode: o [B, T, HQ, Dv] for the last T tokens of each sequence (q [B, T, HQ, D]; T = 1 is
