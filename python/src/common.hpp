@@ -19,9 +19,11 @@
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -186,18 +188,26 @@ inline std::atomic<const OpenMPRuntime*>& openmp_runtime() {
 }
 
 /// Switches to the process's OpenMP runtime (true) or back to the pool (false); returns the
-/// runtime's library path, or "" when none is loaded (the pool stays in use).
+/// runtime's library path, or "" when none is loaded (the pool stays in use). Looked up again on
+/// every switch (torch may be imported later than another library that loaded an OpenMP).
 inline std::string use_openmp_runtime(bool on) {
   static std::mutex mu;
-  static std::optional<OpenMPRuntime> found;  // set once, never moved afterwards
+  static std::list<OpenMPRuntime> seen;  // never erased: executors may still point at one
   std::lock_guard<std::mutex> lock(mu);
   if (!on) {
     openmp_runtime().store(nullptr);
     return "";
   }
-  if (!found) found = OpenMPRuntime::find();
-  openmp_runtime().store(found ? &*found : nullptr);
-  return found ? found->library : "";
+  const std::optional<OpenMPRuntime> found = OpenMPRuntime::find();
+  if (!found) {
+    openmp_runtime().store(nullptr);
+    return "";
+  }
+  auto it = std::find_if(seen.begin(), seen.end(),
+                         [&](const OpenMPRuntime& r) { return r.library == found->library; });
+  if (it == seen.end()) it = seen.insert(seen.end(), *found);
+  openmp_runtime().store(&*it);
+  return it->library;
 }
 
 inline ModuleExecutor::ModuleExecutor(int threads) {

@@ -26,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "polyattn/core/executor.hpp"
 
@@ -37,12 +38,16 @@ struct OpenMPRuntime {
   int (*max_threads)() = nullptr;  // omp_get_max_threads: torch.set_num_threads sets it
   std::string library;             // the shared object it came from
 
-  /// The OpenMP runtime among the shared objects loaded now (the first found), or nothing.
+  /// The OpenMP runtime among the shared objects loaded now, or nothing: torch's own copy when
+  /// several are loaded (numpy's BLAS may bring the system's libgomp), else the first found.
   /// Never loads a library: the handle is to the copy already mapped (RTLD_NOLOAD).
   static std::optional<OpenMPRuntime> find() {
-    std::string path;
-    dl_iterate_phdr(&OpenMPRuntime::match, &path);
-    if (path.empty()) return std::nullopt;
+    std::vector<std::string> found;
+    dl_iterate_phdr(&OpenMPRuntime::collect, &found);
+    if (found.empty()) return std::nullopt;
+    std::string path = found.front();
+    for (const std::string& f : found)
+      if (f.find("/torch/") != std::string::npos) path = f;
     void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD);
     if (handle == nullptr) return std::nullopt;
     OpenMPRuntime r;
@@ -54,15 +59,15 @@ struct OpenMPRuntime {
   }
 
  private:
-  static int match(dl_phdr_info* info, std::size_t, void* out) {
+  static int collect(dl_phdr_info* info, std::size_t, void* out) {
     const std::string_view name = info->dlpi_name ? info->dlpi_name : "";
     const std::string_view base = name.substr(name.find_last_of('/') + 1);
     for (std::string_view lib : {"libgomp", "libiomp5", "libomp"})
       if (base.starts_with(lib)) {
-        *static_cast<std::string*>(out) = std::string(name);
-        return 1;  // stop at the first
+        static_cast<std::vector<std::string>*>(out)->emplace_back(name);
+        break;
       }
-    return 0;
+    return 0;  // every loaded object
   }
 };
 
