@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "polyattn/args/softmax.hpp"
+#include "polyattn/core/buffer.hpp"
 #include "polyattn/core/element_view.hpp"
 #include "polyattn/core/executor.hpp"
 #include "polyattn/core/simd/amx.hpp"
@@ -102,17 +103,17 @@ struct FlashProblem {
   View3<float> lse;      // optional [B, T, HQ]
   View3<float> row_max;  // optional [B, T, HQ]
   std::vector<SeqRange> seqs;
-  index_t Dvp = 0;            // Dv rounded up to kPadV
-  std::vector<float> kp, vp;  // packed K rows [nk][D] / padded V rows [nk][Dvp]
+  index_t Dvp = 0;       // Dv rounded up to kPadV
+  Buffer<float> kp, vp;  // packed K rows [nk][D] / padded V rows [nk][Dvp] (written by the pack)
   // The amx path (bf16 q, k, v and the level reached; FlashPath) packs instead of kp / vp: K as
   // bf16 pairs of channels [nk rounded up to 32][Dk2 / 2] in kw, V transposed, bf16 [Dvt][ldv]
   // in vt (ldv = nk rounded up to kTileK, per sequence), both zero padded, and per (sequence,
   // kv head, key tile) whether that tile of V is all finite.
   FlashPath path = FlashPath::fp32;
-  index_t Dk2 = 0;  // D rounded up to 32
-  index_t Dvt = 0;  // Dv rounded up to 32
-  std::vector<std::uint32_t> kw;
-  std::vector<std::uint16_t> vt;
+  index_t Dk2 = 0;           // D rounded up to 32
+  index_t Dvt = 0;           // Dv rounded up to 32
+  Buffer<std::uint32_t> kw;  // every element written by the pack, padding included
+  Buffer<std::uint16_t> vt;
   std::uint32_t* kw64 = nullptr;  // kw / vt from their first 64-byte boundary: tile rows are
   std::uint16_t* vt64 = nullptr;  // whole cache lines (misaligned tiles cost ~1.5x measured)
   std::vector<index_t> ldv;       // amx: per sequence
@@ -229,10 +230,11 @@ inline void pack_bf16_sequence(FlashProblem& P, const SeqRange& sq, index_t seq,
   };
   for (index_t j = 0; j < sq.nk; ++j)
     for (index_t c = 0; c < C2; ++c) kw[j * C2 + c] = kbits(j, 2 * c) | kbits(j, 2 * c + 1) << 16;
+  std::fill(kw + sq.nk * C2, kw + round_up(sq.nk, 32) * C2, 0u);  // (the buffer is not zeroed)
   const index_t ld = P.ldv[static_cast<std::size_t>(seq)];
   std::uint16_t* vt = P.vt64 + P.vp_off[item];
-  for (index_t j = 0; j < sq.nk; ++j)
-    for (index_t e = 0; e < Dv; ++e) vt[e * ld + j] = vbits(j, e);
+  for (index_t e = 0; e < P.Dvt; ++e)
+    for (index_t j = 0; j < ld; ++j) vt[e * ld + j] = vbits(j, e);
   for (index_t t = 0; t * kTileK < sq.nk; ++t) {
     bool finite = true;
     for (index_t j = t * kTileK; j < std::min(sq.nk, (t + 1) * kTileK); ++j)
@@ -598,14 +600,14 @@ void run_flash(const SoftmaxInputs& in, const SoftmaxOptions& opt, const Fz& fus
     }
   }
   if (amx) {  // item blocks are whole cache lines; the bases are aligned to one
-    P.kw.resize(kp_size + 16);
-    P.vt.resize(vp_size + 32);
+    P.kw.allocate(kp_size + 16);
+    P.vt.allocate(vp_size + 32);
     P.kw64 = simd::align64(P.kw.data());
     P.vt64 = simd::align64(P.vt.data());
     P.v_finite.resize(vf_size);
   } else {
-    P.kp.resize(kp_size);
-    P.vp.resize(vp_size);
+    P.kp.allocate(kp_size);
+    P.vp.allocate(vp_size);
   }
   P.G.resize(g_size);
   exec.parallel_for(nseq * d.HKV, [&](index_t item) {
