@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "common/expect_error.hpp"
+#include "common/precision.hpp"
 #include "linear_harness.hpp"
 #include "polyattn/core/element.hpp"
 #include "polyattn/core/executor.hpp"
@@ -41,32 +42,6 @@
 
 namespace polyattn::test {
 namespace {
-
-template <Element T>
-std::vector<T> narrow(const std::vector<float>& x) {
-  std::vector<T> r(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) r[i] = from_float<T>(x[i]);
-  return r;
-}
-template <Element T>
-std::vector<float> widen(const std::vector<T>& x) {
-  std::vector<float> r(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) r[i] = to_float(x[i]);
-  return r;
-}
-template <Element T>
-void round_all(std::vector<float>& x) {
-  for (auto& e : x) e = round_to<T>(e);
-}
-template <Element T>
-constexpr double kBound = std::same_as<T, bf16> ? 8e-3 : 2e-3;  // SPEC §8, a T output
-template <Element T>
-constexpr const char* kName = std::same_as<T, bf16> ? "bf16" : "fp16";
-
-template <class X>
-bool same_bits(const std::vector<X>& a, const std::vector<X>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(X)) == 0;
-}
 
 // The worst errors seen by a test, per element type.
 struct Worst {
