@@ -4,9 +4,11 @@
 //                           satisfies; hybrid_attention<C>() in hybrid.hpp dispatches on it
 //   DecoderShape            sizes of a stateful decoder (B sequences, one token each per step;
 //                           a varlen prefill may give them different lengths)
-//   detail::...     the causal sliding-window softmax branch (flash_attention), the window
+//   detail::...             the causal sliding-window softmax branch (flash_attention), the window
 //                           KV cache fill with drop_before (O(window + page) memory), row-parallel
-//                           element-wise combination, and the checks every decoder's step runs.
+//                           element-wise combination, slices of views of any element type
+//                           (part, rows), rows widened to fp32 scratch (widened), and the checks
+//                           every decoder's step runs.
 // Element types: inputs of any element type go to the kernels as they are (they widen on load);
 // the hybrids' own loops read rows widened by apply_rows(Identity{}, ·) (policies/feature_map.hpp);
 // a combination is formed in fp32 and rounded once into a bf16 / fp16 o (core/fp32_output.hpp).
