@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/test_util.hpp"
+#include "polyattn/core/element.hpp"
 #include "polyattn/core/executor.hpp"
 #include "polyattn/hybrid/hybrid.hpp"
 #include "polyattn/reference/hybrid.hpp"
@@ -114,6 +115,10 @@ TensorView<T, R> rows(const TensorView<T, R>& x, index_t t0, index_t t1) {
   shape[1] = t1 - t0;
   return TensorView<T, R>(x.data() + t0 * x.stride(1), shape, x.strides());
 }
+inline EView4 rows(const EView4& x, index_t t0, index_t t1) {
+  if (x.absent()) return x;
+  return x.visit([&](auto xv) { return EView4(rows(xv, t0, t1)); });
+}
 inline BasedHybridInputs rows(const BasedHybridInputs& in, index_t t0, index_t t1) {
   return {rows(in.q, t0, t1),     rows(in.k, t0, t1),     rows(in.v, t0, t1),
           rows(in.lin_q, t0, t1), rows(in.lin_k, t0, t1), {}};
@@ -126,12 +131,17 @@ inline LigerInputs rows(const LigerInputs& in, index_t t0, index_t t1) {
   return {rows(in.q, t0, t1),     rows(in.k, t0, t1), rows(in.v, t0, t1),  rows(in.lin_q, t0, t1),
           rows(in.lin_k, t0, t1), rows(in.g, t0, t1), rows(in.gk, t0, t1), {}};
 }
+inline AgentInputs rows(const AgentInputs& in, index_t t0, index_t t1) {
+  return {rows(in.q, t0, t1), rows(in.k, t0, t1), rows(in.v, t0, t1), in.agents, {}};
+}
 
-// Fast operator of combiner C (tiling Algo, executor exec) into a fresh sentinel-filled buffer.
-template <hybrid::HybridCombiner C, LinearAlgorithm Algo = Chunked<64>, class E = Serial>
-std::vector<float> run_fast(const typename C::Inputs& in, const typename C::Options& opt,
-                            std::array<index_t, 4> oshape, const E& exec = E{}) {
-  Tensor<float, 4> o(oshape, kSentinel);
+// Fast operator of combiner C (tiling Algo, executor exec) into a fresh sentinel-filled buffer of
+// element type Out.
+template <hybrid::HybridCombiner C, LinearAlgorithm Algo = Chunked<64>, class E = Serial,
+          Element Out = float>
+std::vector<Out> run_fast(const typename C::Inputs& in, const typename C::Options& opt,
+                          std::array<index_t, 4> oshape, const E& exec = E{}) {
+  Tensor<Out, 4> o(oshape, from_float<Out>(kSentinel));
   hybrid::hybrid_attention<C, Algo>(in, opt, o.view(), exec);
   return o.data;
 }
@@ -181,12 +191,13 @@ std::vector<float> expect_matches_reference(const typename C::Inputs& in,
 }
 
 // Decodes all T tokens of `in` with a decoder of combiner C: prefill of the first `prefill_len`
-// (skipped when 0), then one step per token. Returns the [B, T, H, V] outputs.
-template <class C, class E = Serial>
-std::vector<float> decode_all(typename C::Decoder& dec, const typename C::Inputs& in,
-                              std::array<index_t, 4> oshape, index_t prefill_len,
-                              const E& exec = E{}) {
-  Tensor<float, 4> o(oshape, kSentinel);
+// (skipped when 0), then one step per token. Returns the [B, T, H, V] outputs (of element type
+// Out).
+template <class C, Element Out = float, class E = Serial>
+std::vector<Out> decode_all(typename C::Decoder& dec, const typename C::Inputs& in,
+                            std::array<index_t, 4> oshape, index_t prefill_len,
+                            const E& exec = E{}) {
+  Tensor<Out, 4> o(oshape, from_float<Out>(kSentinel));
   const index_t T = oshape[1];
   if (prefill_len > 0) dec.prefill(rows(in, 0, prefill_len), rows(o.view(), 0, prefill_len), exec);
   for (index_t t = prefill_len; t < T; ++t)
@@ -201,6 +212,10 @@ TensorView<T, R> batch_of(const TensorView<T, R>& x, index_t b) {
   auto shape = x.shape();
   shape[0] = 1;
   return TensorView<T, R>(x.data() + b * x.stride(0), shape, x.strides());
+}
+inline EView4 batch_of(const EView4& x, index_t b) {
+  if (x.absent()) return x;
+  return x.visit([&](auto xv) { return EView4(batch_of(xv, b)); });
 }
 inline BasedHybridInputs batch_of(const BasedHybridInputs& in, index_t b) {
   return {batch_of(in.q, b),     batch_of(in.k, b),     batch_of(in.v, b),

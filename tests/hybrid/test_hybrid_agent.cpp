@@ -126,10 +126,11 @@ TEST(AgentAttention, DecoderContextOnlyPrefill) {
   hybrid::AgentDecoder dec(d.inputs().agents, d.V, {});
   const AgentInputs full = d.inputs();
   Tensor<float, 4> none({d.B, 0, d.H, d.V});
-  AgentInputs ctx{View4<const float>(full.q.data(), {d.B, 0, d.H, d.D}, full.q.strides()),
-                  rows(full.k, 0, 20),
-                  rows(full.v, 0, 20),
-                  {}};
+  AgentInputs ctx{
+      View4<const float>(full.q.as<float>().data(), {d.B, 0, d.H, d.D}, full.q.strides()),
+      rows(full.k, 0, 20),
+      rows(full.v, 0, 20),
+      {}};
   dec.prefill(ctx, View4<float>(&none.data.emplace_back(0.f), {d.B, 0, d.H, d.V}, {0, 0, 0, 0}));
   EXPECT_EQ(dec.position(), 20);
   Tensor<float, 4> o({d.B, 1, d.H, d.V}, kSentinel);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/precision.hpp"
 #include "common/test_util.hpp"
 #include "polyattn/core/error.hpp"
 
@@ -29,10 +30,6 @@ void expect_error_untouched(F&& f, const std::string& arg, const std::vector<flo
   }
   EXPECT_EQ(std::memcmp(before.data(), guard.data(), before.size() * sizeof(float)), 0)
       << what << ": output changed";
-}
-
-inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 }  // namespace polyattn::test

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "papers/nala_ref_map.hpp"
 #include "papers/papers_harness.hpp"
 #include "polyattn/papers/inline_attention.hpp"
 #include "polyattn/papers/mean_corrected.hpp"
@@ -47,19 +48,6 @@ struct Data {
     return {View3<const float>::contiguous(z0.data(), {s.B, s.HV, F}),
             View3<const float>::contiguous(m0.data(), {s.B, s.HV, s.V}),
             View1<const float>::contiguous(n0.data(), {s.B})};
-  }
-};
-
-// NaLaFormer's maps as the reference writes them (reference::nala_*_features), as FeatureMaps.
-template <bool Query>
-struct RefNalaMap {
-  static constexpr bool is_identity = false;
-  static constexpr const char* name() noexcept { return "ref_nala"; }
-  index_t out_dim(index_t d) const { return 2 * d; }
-  void apply(const float* x, index_t d, float* out) const {
-    const std::vector<double> in(x, x + d);
-    const auto f = Query ? reference::nala_query_features(in) : reference::nala_key_features(in);
-    for (std::size_t i = 0; i < f.size(); ++i) out[i] = static_cast<float>(f[i]);
   }
 };
 

@@ -40,7 +40,7 @@ std::vector<double> run(F f, const In& in, const Opt& opt, std::array<index_t, 4
   return o.data;
 }
 
-std::array<index_t, 4> out_shape(const View4<const float>& q, const View4<const float>& v) {
+std::array<index_t, 4> out_shape(const polyattn::EView4& q, const polyattn::EView4& v) {
   return {q.size(0), q.size(1), q.size(2), v.size(3)};
 }
 

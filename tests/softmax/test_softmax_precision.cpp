@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/expect_error.hpp"
+#include "common/precision.hpp"
 #include "common/test_util.hpp"
 #include "polyattn/core/element.hpp"
 #include "polyattn/reference/softmax.hpp"
@@ -36,25 +37,6 @@ using polyattn::test::random_vector;
 using polyattn::test::rel_rmse;
 using softmax::KVCache;
 using softmax::KVCacheOptions;
-
-template <Element T>
-std::vector<T> to_elements(const std::vector<float>& x) {
-  std::vector<T> out(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) out[i] = from_float<T>(x[i]);
-  return out;
-}
-template <Element T>
-std::vector<float> widened(const std::vector<T>& x) {
-  std::vector<float> out(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) out[i] = to_float(x[i]);
-  return out;
-}
-template <Element T>
-double bound_for() {
-  if constexpr (std::is_same_v<T, bf16>) return 8e-3;
-  if constexpr (std::is_same_v<T, f16>) return 2e-3;
-  return test::kRelRmseBound;
-}
 
 struct Case {
   index_t B = 2, T = 70, S = 70, HQ = 4, HKV = 2, D = 64, Dv = 48;
@@ -144,8 +126,8 @@ TYPED_TEST(SoftmaxPrecision, PrefillMatchesReferenceOnRoundedInputs) {
   std::uint64_t seed = 100;
   for (const Case& c : prefill_cases()) {
     const Data d(c, seed += 10);
-    const auto q = to_elements<T>(d.q), k = to_elements<T>(d.k), v = to_elements<T>(d.v);
-    const auto qf = widened(q), kf = widened(k), vf = widened(v);
+    const auto q = test::narrow<T>(d.q), k = test::narrow<T>(d.k), v = test::narrow<T>(d.v);
+    const auto qf = test::widen(q), kf = test::widen(k), vf = test::widen(v);
     const std::vector<double> want = reference(d.inputs(qf, kf, vf), d.options());
 
     std::vector<float> of(d.out_size(), -7.f);
@@ -153,14 +135,14 @@ TYPED_TEST(SoftmaxPrecision, PrefillMatchesReferenceOnRoundedInputs) {
     // fp32 products: the fp32 bound. bf16 products (AMX) round the softmax weights to bf16:
     // SPEC §8's bf16 bound (measured ≤ 1.8e-3 on these cases).
     const bool bf16_products = softmax::uses_bf16_products(d.inputs(q, k, v));
-    EXPECT_LT(rel_rmse(of, want), bf16_products ? bound_for<bf16>() : test::kRelRmseBound)
+    EXPECT_LT(rel_rmse(of, want), bf16_products ? test::kBound<bf16> : test::kRelRmseBound)
         << c.str() << " fp32 o" << (bf16_products ? " (bf16 products)" : "");
 
     std::vector<T> ot(d.out_size(), from_float<T>(-7.f));
     softmax::flash_attention(d.inputs(q, k, v), d.options(), bthd(ot.data(), c.B, c.T, c.HQ, c.Dv),
                              ThreadPool(2));
-    const std::vector<float> otf = widened(ot);
-    EXPECT_LT(rel_rmse(otf, want), bound_for<T>()) << c.str();
+    const std::vector<float> otf = test::widen(ot);
+    EXPECT_LT(rel_rmse(otf, want), test::kBound<T>) << c.str();
     for (std::size_t i = 0; i < of.size(); ++i)
       ASSERT_EQ(otf[i], round_to<T>(of[i])) << c.str() << " element " << i;
   }
@@ -172,8 +154,8 @@ TYPED_TEST(SoftmaxPrecision, MixedElementTypes) {
   using T = TypeParam;
   const Case c{.causal = true};
   const Data d(c, 7);
-  const auto q = to_elements<T>(d.q), k = to_elements<T>(d.k), v = to_elements<T>(d.v);
-  const auto qf = widened(q), kf = widened(k), vf = widened(v);
+  const auto q = test::narrow<T>(d.q), k = test::narrow<T>(d.k), v = test::narrow<T>(d.v);
+  const auto qf = test::widen(q), kf = test::widen(k), vf = test::widen(v);
   const std::vector<double> want = reference(d.inputs(qf, kf, vf), d.options());
   std::vector<float> o1(d.out_size()), o2(d.out_size());
   softmax::flash_attention(d.inputs(qf, k, v), d.options(), bthd(o1.data(), c.B, c.T, c.HQ, c.Dv));
@@ -191,7 +173,7 @@ TYPED_TEST(SoftmaxPrecision, MaskedNonFiniteValuesDoNotLeak) {
   Data d(c, 21);
   const index_t bad = 50;  // key 50: seen by queries 50..69 only
   d.v[static_cast<std::size_t>(bad * c.Dv + 3)] = std::numeric_limits<float>::quiet_NaN();
-  const auto q = to_elements<T>(d.q), k = to_elements<T>(d.k), v = to_elements<T>(d.v);
+  const auto q = test::narrow<T>(d.q), k = test::narrow<T>(d.k), v = test::narrow<T>(d.v);
   std::vector<T> o(d.out_size());
   softmax::flash_attention(d.inputs(q, k, v), d.options(), bthd(o.data(), c.B, c.T, c.HQ, c.Dv));
   for (index_t i = 0; i < c.T; ++i)
@@ -211,8 +193,8 @@ TYPED_TEST(SoftmaxPrecision, SparseSelectsAsWidenedAndMatchesReference) {
   using T = TypeParam;
   const Case c{.B = 1, .T = 300, .S = 300, .HQ = 2, .HKV = 1, .D = 64, .Dv = 32, .causal = true};
   const Data d(c, 31);
-  const auto q = to_elements<T>(d.q), k = to_elements<T>(d.k), v = to_elements<T>(d.v);
-  const auto qf = widened(q), kf = widened(k), vf = widened(v);
+  const auto q = test::narrow<T>(d.q), k = test::narrow<T>(d.k), v = test::narrow<T>(d.v);
+  const auto qf = test::widen(q), kf = test::widen(k), vf = test::widen(v);
   const sparse::TopKSelector sel{.block = 32, .top_k = 2};
   BlockMask mask_t, mask_f;
   std::vector<float> of(d.out_size(), -7.f);
@@ -230,8 +212,8 @@ TYPED_TEST(SoftmaxPrecision, SparseSelectsAsWidenedAndMatchesReference) {
   SoftmaxOptions with_mask = d.options();
   with_mask.block_mask = &mask_f;
   const std::vector<double> want = reference(d.inputs(qf, kf, vf), with_mask);
-  const std::vector<float> otf = widened(ot);
-  EXPECT_LT(rel_rmse(otf, want), bound_for<T>());
+  const std::vector<float> otf = test::widen(ot);
+  EXPECT_LT(rel_rmse(otf, want), test::kBound<T>);
   std::vector<float> ot32(d.out_size(), -7.f);  // T inputs, fp32 output: same kernel path as ot
   BlockMask mask_t32;
   sparse::sparse_attention(sel, d.inputs(q, k, v), d.options(),
@@ -245,8 +227,8 @@ TYPED_TEST(SoftmaxPrecision, StridedViews) {
   using T = TypeParam;
   const Case c{.B = 2, .T = 40, .S = 40, .HQ = 2, .HKV = 2, .D = 32, .Dv = 32, .causal = true};
   const Data d(c, 11);
-  const auto q = to_elements<T>(d.q), k = to_elements<T>(d.k), v = to_elements<T>(d.v);
-  const auto qf = widened(q), kf = widened(k), vf = widened(v);
+  const auto q = test::narrow<T>(d.q), k = test::narrow<T>(d.k), v = test::narrow<T>(d.v);
+  const auto qf = test::widen(q), kf = test::widen(k), vf = test::widen(v);
   // The same bytes read as head-first [B, H, T, D]: a different but valid problem.
   SoftmaxInputs hf, hf32;
   hf.q = head_first(q.data(), c.B, c.T, c.HQ, c.D);
@@ -263,7 +245,7 @@ TYPED_TEST(SoftmaxPrecision, StridedViews) {
   softmax::flash_attention(hf, d.options(), o);
   std::vector<float> got;
   for (std::size_t i = 0; i < ob.size(); i += 2) got.push_back(to_float(ob[i]));
-  EXPECT_LT(rel_rmse(got, want), bound_for<T>());
+  EXPECT_LT(rel_rmse(got, want), test::kBound<T>);
   for (std::size_t i = 1; i < ob.size(); i += 2) ASSERT_EQ(to_float(ob[i]), -7.f) << i;
 }
 
@@ -314,8 +296,8 @@ TEST_P(DecodePrecision, MatchesReferenceOnStoredValues) {
   auto v = random_vector(static_cast<std::size_t>(B * S * HKV * Dv), 2);
   for (std::size_t i = 0; i < k.size(); i += 37) k[i] *= 6.f;  // outlier channels, as in LLMs
   const auto qv = random_vector(static_cast<std::size_t>(B * HQ * D), 3, -2.f, 2.f);
-  const auto q16 = to_elements<bf16>(qv);
-  const auto qf = widened(q16);
+  const auto q16 = test::narrow<bf16>(qv);
+  const auto qf = test::widen(q16);
 
   KVCache cache(
       B, HKV, D, Dv,
@@ -332,11 +314,11 @@ TEST_P(DecodePrecision, MatchesReferenceOnStoredValues) {
     v2.insert(v2.end(), vb + s1 * HKV * Dv, vb + S * HKV * Dv);
   }
   cache.append(bthd(k1.data(), B, s1, HKV, D), bthd(v1.data(), B, s1, HKV, Dv));
-  const auto k2b = to_elements<bf16>(k2), v2b = to_elements<bf16>(v2);
+  const auto k2b = test::narrow<bf16>(k2), v2b = test::narrow<bf16>(v2);
   cache.append(bthd(k2b.data(), B, S - s1, HKV, D), bthd(v2b.data(), B, S - s1, HKV, Dv));
   // What went in: the first piece as fp32, the second already rounded to bf16.
   std::vector<float> kin, vin;
-  const auto k2r = widened(k2b), v2r = widened(v2b);
+  const auto k2r = test::widen(k2b), v2r = test::widen(v2b);
   for (index_t b = 0; b < B; ++b) {
     kin.insert(kin.end(), k1.begin() + b * s1 * HKV * D, k1.begin() + (b + 1) * s1 * HKV * D);
     kin.insert(kin.end(), k2r.begin() + b * (S - s1) * HKV * D,
@@ -370,8 +352,9 @@ TEST_P(DecodePrecision, MatchesReferenceOnStoredValues) {
 
     // The last Tv tokens at once (speculative verify): the last Tv rows of the causal prefill.
     const index_t Tv = 9;
-    const auto qv9 = to_elements<bf16>(random_vector(static_cast<std::size_t>(B * Tv * HQ * D), 4));
-    const auto qf9 = widened(qv9);
+    const auto qv9 =
+        test::narrow<bf16>(random_vector(static_cast<std::size_t>(B * Tv * HQ * D), 4));
+    const auto qf9 = test::widen(qv9);
     rin.q = bthd(qf9.data(), B, Tv, HQ, D);
     const std::vector<double> want9 = reference(rin, ref_opt);
     std::vector<float> o9(static_cast<std::size_t>(B * Tv * HQ * Dv));

@@ -12,16 +12,27 @@
 //
 // Each validate_* checks every argument (output included) and throws polyattn::Error naming the
 // bad one before anything is written; it returns the resolved sizes and scales.
+//
+// Element types (docs/conventions.md §9.7): q, k, v and the other activations (lin_q, lin_k,
+// phi_q, phi_k, agents) are ElementViews of fp32, bf16 or fp16 (typed views convert implicitly);
+// o is any of the three in the fast operators (MutEView4), float or double in the references.
+// Based, LoLCATs and Liger feed their activations to a linear-family operator, which takes one
+// element type: all of a call's activations must have q's type (Error naming the first that
+// differs). Agent attention is two softmax calls, which take any mix. Gates (g, gk) are fp32;
+// everything is accumulated in fp32.
 #pragma once
 
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/overlap.hpp"
 #include "polyattn/core/tensor_view.hpp"
@@ -32,9 +43,9 @@ namespace polyattn {
 // ---- argument structs ---------------------------------------------------------------------
 
 struct BasedHybridInputs {
-  View4<const float> q, k;                   // softmax branch [B, T, H, D]
-  View4<const float> v;                      // shared values [B, T, H, V]
-  View4<const float> lin_q, lin_k;           // optional Based branch [B, T, H, K]; default q, k
+  EView4 q, k;                               // softmax branch [B, T, H, D]
+  EView4 v;                                  // shared values [B, T, H, V]
+  EView4 lin_q, lin_k;                       // optional Based branch [B, T, H, K]; default q, k
   std::span<const std::int64_t> cu_seqlens;  // optional varlen [N+1], B == 1
 };
 struct BasedHybridOptions {
@@ -45,9 +56,9 @@ struct BasedHybridOptions {
 };
 
 struct LolcatsInputs {
-  View4<const float> q, k;                   // softmax (window) branch [B, T, H, D]
-  View4<const float> v;                      // [B, T, H, V]
-  View4<const float> phi_q, phi_k;           // feature-mapped q, k [B, T, H, F] (required)
+  EView4 q, k;                               // softmax (window) branch [B, T, H, D]
+  EView4 v;                                  // [B, T, H, V]
+  EView4 phi_q, phi_k;                       // feature-mapped q, k [B, T, H, F] (required)
   std::span<const std::int64_t> cu_seqlens;  // optional varlen [N+1], B == 1
 };
 struct LolcatsOptions {
@@ -57,9 +68,9 @@ struct LolcatsOptions {
 };
 
 struct LigerInputs {
-  View4<const float> q, k;                   // softmax branch [B, T, H, D]
-  View4<const float> v;                      // shared values [B, T, H, V]
-  View4<const float> lin_q, lin_k;           // optional GLA branch [B, T, H, K]; default q, k
+  EView4 q, k;                               // softmax branch [B, T, H, D]
+  EView4 v;                                  // shared values [B, T, H, V]
+  EView4 lin_q, lin_k;                       // optional GLA branch [B, T, H, K]; default q, k
   View3<const float> g;                      // scalar log-gate [B, T, H]      } exactly
   View4<const float> gk;                     // vector log-gate [B, T, H, K]   } one of these
   std::span<const std::int64_t> cu_seqlens;  // optional varlen [N+1], B == 1
@@ -73,10 +84,10 @@ struct LigerOptions {
 };
 
 struct AgentInputs {
-  View4<const float> q;       // [B, T, H, D]
-  View4<const float> k;       // [B, S, H, D]
-  View4<const float> v;       // [B, S, H, V]
-  View4<const float> agents;  // [B, n, H, D]; with cu_seqlens [N, n, H, D]
+  EView4 q;       // [B, T, H, D]
+  EView4 k;       // [B, S, H, D]
+  EView4 v;       // [B, S, H, V]
+  EView4 agents;  // [B, n, H, D]; with cu_seqlens [N, n, H, D]
   // Optional varlen [N+1]: N sequences packed along T (B == 1, S == T: each sequence's queries
   // are its own context tokens); sequence i uses agents row i and sees only its own keys.
   std::span<const std::int64_t> cu_seqlens;
@@ -92,8 +103,8 @@ struct HybridDims {
 };
 
 struct BasedHybridDims : HybridDims {
-  View4<const float> lin_q, lin_k;  // the Based branch's q, k (lin_q/lin_k or q/k)
-  index_t K = 0;                    // their feature dim
+  EView4 lin_q, lin_k;  // the Based branch's q, k (lin_q/lin_k or q/k)
+  index_t K = 0;        // their feature dim
   double based_scale = 1.0, softmax_scale = 1.0;
 };
 struct LolcatsDims : HybridDims {
@@ -101,7 +112,7 @@ struct LolcatsDims : HybridDims {
   double scale = 1.0, gamma = 1.0;
 };
 struct LigerDims : HybridDims {
-  View4<const float> lin_q, lin_k;
+  EView4 lin_q, lin_k;
   index_t K = 0;
   bool vector_gate = false;  // gk given (else g)
   double gla_scale = 1.0, softmax_scale = 1.0;
@@ -115,8 +126,7 @@ struct AgentDims {
 namespace detail::hybrid_args {
 
 // q, k [B,T,H,D] and v [B,T,H,V] of a causal hybrid.
-inline HybridDims check_causal_qkv(const View4<const float>& q, const View4<const float>& k,
-                                   const View4<const float>& v) {
+inline HybridDims check_causal_qkv(const EView4& q, const EView4& k, const EView4& v) {
   check::required("q", q);
   check::required("k", k);
   check::required("v", v);
@@ -127,7 +137,7 @@ inline HybridDims check_causal_qkv(const View4<const float>& q, const View4<cons
 }
 
 // An optional [B,T,H,·] tensor; returns its last dim (or `fallback` when absent).
-inline index_t check_bth(std::string_view name, const View4<const float>& x, const HybridDims& d,
+inline index_t check_bth(std::string_view name, const EView4& x, const HybridDims& d,
                          index_t fallback, bool required) {
   check::well_formed(name, x);  // rejects null data with a non-empty shape
   if (x.absent()) {
@@ -154,20 +164,30 @@ inline void check_finite(std::string_view name, double x) {
   if (!std::isfinite(x)) throw Error(name, "must be finite, got " + std::to_string(x));
 }
 
-template <class Out>
-void check_out(const TensorView<Out, 4>& o, const std::array<index_t, 4>& want) {
+// The given activations (name, view) have q's element type (module comment).
+inline void same_type_as_q(const EView4& q,
+                           std::initializer_list<std::pair<std::string_view, EView4>> xs) {
+  for (const auto& [name, x] : xs)
+    if (!x.absent() && x.dtype() != q.dtype())
+      throw Error(name, std::string("is ") + std::string(dtype_name(x.dtype())) + " but q is " +
+                            std::string(dtype_name(q.dtype())) +
+                            ": q, k, v and the hybrid's other activations must have the same "
+                            "element type (its linear branch takes one)");
+}
+
+template <StridedView O>
+void check_out(const O& o, const std::array<index_t, 4>& want) {
   check::required("o", o);
   check::shape_is("o", o, want, "[B, T, H, V] from q and v");
 }
 
 // The linear branch's q/k (lin_q/lin_k, defaulting to q/k), validated; K is their feature dim.
 struct LinearQK {
-  View4<const float> q, k;
+  EView4 q, k;
   index_t K;
 };
-inline LinearQK linear_qk(const View4<const float>& q, const View4<const float>& k,
-                          const View4<const float>& lin_q, const View4<const float>& lin_k,
-                          const HybridDims& d) {
+inline LinearQK linear_qk(const EView4& q, const EView4& k, const EView4& lin_q,
+                          const EView4& lin_k, const HybridDims& d) {
   LinearQK r{lin_q.absent() ? q : lin_q, lin_k.absent() ? k : lin_k, 0};
   r.K = check_bth("lin_q", lin_q, d, d.D, false);
   check_bth("lin_k", lin_k, d, d.D, false);
@@ -179,9 +199,9 @@ inline LinearQK linear_qk(const View4<const float>& q, const View4<const float>&
 
 // ---- validation -----------------------------------------------------------------------------
 
-template <class Out>
+template <StridedView O>
 BasedHybridDims validate_based_hybrid(const BasedHybridInputs& in, const BasedHybridOptions& opt,
-                                      const TensorView<Out, 4>& o) {
+                                      const O& o) {
   namespace h = detail::hybrid_args;
   BasedHybridDims r;
   static_cast<HybridDims&>(r) = h::check_causal_qkv(in.q, in.k, in.v);
@@ -189,6 +209,7 @@ BasedHybridDims validate_based_hybrid(const BasedHybridInputs& in, const BasedHy
   r.lin_q = qk.q;
   r.lin_k = qk.k;
   r.K = qk.K;
+  h::same_type_as_q(in.q, {{"k", in.k}, {"v", in.v}, {"lin_q", in.lin_q}, {"lin_k", in.lin_k}});
   check::cu_seqlens("cu_seqlens", in.cu_seqlens, r.B, r.T);
   h::check_out(o, {r.B, r.T, r.H, r.V});
   h::check_window(opt.window);
@@ -203,15 +224,15 @@ BasedHybridDims validate_based_hybrid(const BasedHybridInputs& in, const BasedHy
   return r;
 }
 
-template <class Out>
-LolcatsDims validate_lolcats(const LolcatsInputs& in, const LolcatsOptions& opt,
-                             const TensorView<Out, 4>& o) {
+template <StridedView O>
+LolcatsDims validate_lolcats(const LolcatsInputs& in, const LolcatsOptions& opt, const O& o) {
   namespace h = detail::hybrid_args;
   LolcatsDims r;
   static_cast<HybridDims&>(r) = h::check_causal_qkv(in.q, in.k, in.v);
   r.F = h::check_bth("phi_q", in.phi_q, r, 0, true);
   h::check_bth("phi_k", in.phi_k, r, 0, true);
   check::shape_is("phi_k", in.phi_k, in.phi_q.shape(), "same as phi_q");
+  h::same_type_as_q(in.q, {{"k", in.k}, {"v", in.v}, {"phi_q", in.phi_q}, {"phi_k", in.phi_k}});
   check::cu_seqlens("cu_seqlens", in.cu_seqlens, r.B, r.T);
   h::check_out(o, {r.B, r.T, r.H, r.V});
   h::check_window(opt.window);
@@ -225,9 +246,8 @@ LolcatsDims validate_lolcats(const LolcatsInputs& in, const LolcatsOptions& opt,
   return r;
 }
 
-template <class Out>
-LigerDims validate_liger(const LigerInputs& in, const LigerOptions& opt,
-                         const TensorView<Out, 4>& o) {
+template <StridedView O>
+LigerDims validate_liger(const LigerInputs& in, const LigerOptions& opt, const O& o) {
   namespace h = detail::hybrid_args;
   LigerDims r;
   static_cast<HybridDims&>(r) = h::check_causal_qkv(in.q, in.k, in.v);
@@ -235,6 +255,7 @@ LigerDims validate_liger(const LigerInputs& in, const LigerOptions& opt,
   r.lin_q = qk.q;
   r.lin_k = qk.k;
   r.K = qk.K;
+  h::same_type_as_q(in.q, {{"k", in.k}, {"v", in.v}, {"lin_q", in.lin_q}, {"lin_k", in.lin_k}});
   check::well_formed("g", in.g);
   check::well_formed("gk", in.gk);
   if (in.g.absent() == in.gk.absent())
@@ -262,9 +283,8 @@ LigerDims validate_liger(const LigerInputs& in, const LigerOptions& opt,
   return r;
 }
 
-template <class Out>
-AgentDims validate_agent(const AgentInputs& in, const AgentOptions& opt,
-                         const TensorView<Out, 4>& o) {
+template <StridedView O>
+AgentDims validate_agent(const AgentInputs& in, const AgentOptions& opt, const O& o) {
   check::required("q", in.q);
   check::required("k", in.k);
   check::required("v", in.v);

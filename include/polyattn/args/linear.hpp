@@ -278,14 +278,6 @@ inline void qkv_element_types(const LinearInputs& in) {
   same("v", in.v);
 }
 
-/// For operators built on the family that take fp32 only (not ported to bf16 / fp16): q, k and
-/// v are fp32; `who` names the operator in the Error ("q is bf16, but <who> takes fp32").
-inline void qkv_fp32(const LinearInputs& in, std::string_view who) {
-  check::dtype_is("q", in.q, Dtype::f32, who);
-  check::dtype_is("k", in.k, Dtype::f32, who);
-  check::dtype_is("v", in.v, Dtype::f32, who);
-}
-
 /// Exactly the gate tensors in `use` are given, with their shapes (a stray gate is an error, so
 /// a mis-composed call cannot silently ignore its gates).
 inline void gate_inputs(const LinearInputs& in, const LinearDims& d, GateInputs use,

@@ -25,6 +25,11 @@
 // output of its T queries (agent_attention on that context), as the operator does; with
 // cu_seqlens the B sequences come packed with different lengths (ragged batch, as the other
 // hybrid decoders take) and each continues from its own position(b).
+//
+// Element types: q, k, v and agents fp32, bf16 or fp16, any mix (the two passes are softmax
+// calls, which take any mix and widen on load); o any of the three (the second pass writes it,
+// rounding once). AV and the decoder's state are fp32 / double; the decoder keeps its agents as
+// fp32 (widened exactly) and reads each step's q, k, v rows widened.
 #pragma once
 
 #include <algorithm>
@@ -41,9 +46,8 @@ namespace detail {
 
 // Non-causal softmax attention of q [B,Tq,H,D] to k, v (full), into o (and lse when given).
 template <class E>
-void full_softmax(const View4<const float>& q, const View4<const float>& k,
-                  const View4<const float>& v, double scale, View4<float> o, View3<float> lse,
-                  const E& exec) {
+void full_softmax(const EView4& q, const EView4& k, const EView4& v, double scale,
+                  const MutEView4& o, View3<float> lse, const E& exec) {
   SoftmaxInputs in;
   in.q = q;
   in.k = k;
@@ -56,16 +60,18 @@ void full_softmax(const View4<const float>& q, const View4<const float>& k,
 // The two passes over one batch of equal-length sequences into o, AV av [B, n, H, V] and the
 // agents' lse [B, n, H] (kept for decoders).
 template <class E>
-void agent_passes(const AgentInputs& in, const AgentDims& d, View4<float> o, View4<float> av,
+void agent_passes(const AgentInputs& in, const AgentDims& d, const MutEView4& o, View4<float> av,
                   View3<float> lse, const E& exec) {
   if (d.n > 0) {
     full_softmax(in.agents, in.k, in.v, d.scale, av, lse, exec);
     full_softmax(in.q, in.agents, View4<const float>(av), d.scale, o, {}, exec);
   } else {  // no agents: every query sees nothing
+    const Fp32Output out(o);
     for_rows(d.B, d.T, exec, [&](index_t b, index_t t) {
       for (index_t h = 0; h < d.H; ++h)
-        for (index_t e = 0; e < d.V; ++e) o(b, t, h, e) = 0.f;
+        for (index_t e = 0; e < d.V; ++e) out.view()(b, t, h, e) = 0.f;
     });
+    out.finish();
   }
 }
 
@@ -73,7 +79,7 @@ void agent_passes(const AgentInputs& in, const AgentDims& d, View4<float> o, Vie
 // each sequence runs alone (its rows of q, k, v, its row of the agents), as a call holding only
 // it would: varlen equals separate calls bit for bit. An empty sequence writes nothing.
 template <class E>
-void agent_prefill(const AgentInputs& in, const AgentDims& d, View4<float> o,
+void agent_prefill(const AgentInputs& in, const AgentDims& d, const MutEView4& o,
                    std::vector<float>& av_buf, std::vector<float>& lse_buf, const E& exec) {
   if (d.N == 0 || d.H == 0 || d.V == 0) return;
   const View4<float> av = scratch4(av_buf, d.N, d.n, d.H, d.V);
@@ -91,12 +97,11 @@ void agent_prefill(const AgentInputs& in, const AgentDims& d, View4<float> o,
     one.q = rows(in.q, t0, t1);
     one.k = rows(in.k, t0, t1);
     one.v = rows(in.v, t0, t1);
-    one.agents =
-        View4<const float>(in.agents.ptr(i, 0, 0, 0), {1, d.n, d.H, d.D}, in.agents.strides());
+    one.agents = part(in.agents, 0, i, i + 1);
     AgentDims di = d;
     di.B = di.N = 1;
     di.T = di.S = t1 - t0;
-    const View4<float> oi(o.ptr(0, t0, 0, 0), {1, t1 - t0, d.H, d.V}, o.strides());
+    const MutEView4 oi = rows(o, t0, t1);
     const View4<float> avi(av.ptr(i, 0, 0, 0), {1, d.n, d.H, d.V}, av.strides());
     const View3<float> lsei(lse.ptr(i, 0, 0), {1, d.n, d.H}, lse.strides());
     agent_passes(one, di, oi, avi, lsei, exec);
@@ -107,7 +112,7 @@ void agent_prefill(const AgentInputs& in, const AgentDims& d, View4<float> o,
 
 // Agent attention (see the header comment). Validates everything before writing o.
 template <Executor E = Serial>
-void agent_attention(const AgentInputs& in, const AgentOptions& opt, View4<float> o,
+void agent_attention(const AgentInputs& in, const AgentOptions& opt, MutEView4 o,
                      const E& exec = E{}) {
   const AgentDims d = validate_agent(in, opt, o);
   std::vector<float> av, lse;
@@ -119,7 +124,7 @@ void agent_attention(const AgentInputs& in, const AgentOptions& opt, View4<float
 // Thread safety: one call at a time per decoder; different decoders are independent.
 class AgentDecoder {
  public:
-  AgentDecoder(View4<const float> agents, index_t value_dim, const AgentOptions& opt) {
+  AgentDecoder(EView4 agents, index_t value_dim, const AgentOptions& opt) {
     check::required("agents", agents);
     check::positive("agents (batch)", agents.size(0));
     check::positive("agents (heads)", agents.size(2));
@@ -132,12 +137,7 @@ class AgentDecoder {
     V_ = value_dim;
     scale_ = detail::resolve_scale("scale", opt.scale, D_);
     opt_ = opt;
-    agents_.resize(static_cast<std::size_t>(B_ * n_ * H_ * D_));
-    const View4<float> a = agents_view_mut();
-    for (index_t b = 0; b < B_; ++b)
-      for (index_t i = 0; i < n_; ++i)
-        for (index_t h = 0; h < H_; ++h)
-          for (index_t c = 0; c < D_; ++c) a(b, i, h, c) = agents(b, i, h, c);
+    detail::widened(agents, agents_);
     m_.resize(static_cast<std::size_t>(B_ * H_ * n_));
     l_.resize(m_.size());
     O_.resize(m_.size() * static_cast<std::size_t>(V_));
@@ -162,7 +162,7 @@ class AgentDecoder {
   // sequence's queries are its context tokens); sequence b then continues from position(b), and
   // its outputs are bit for bit those of a decoder holding it alone.
   template <Executor E = Serial>
-  void prefill(const AgentInputs& in, View4<float> o, const E& exec = E{}) {
+  void prefill(const AgentInputs& in, MutEView4 o, const E& exec = E{}) {
     const AgentDims d = validate_call(in, o, -1);
     for (std::size_t b = 0; b < pos_.size(); ++b)
       if (pos_[b] != 0)
@@ -192,10 +192,14 @@ class AgentDecoder {
 
   // One token per sequence: q, k [B, 1, H, D], v [B, 1, H, V]; o [B, 1, H, V] (see above).
   template <Executor E = Serial>
-  void step(const AgentInputs& in, View4<float> o, const E& exec = E{}) {
+  void step(const AgentInputs& in, MutEView4 o, const E& exec = E{}) {
     validate_call(in, o, 1);
     const double ninf = -std::numeric_limits<double>::infinity();
     const View4<const float> A = agents_view();
+    const View4<float> q = detail::widened(in.q, q_buf_), k = detail::widened(in.k, k_buf_),
+                       v = detail::widened(in.v, v_buf_);
+    const Fp32Output out(o);
+    const View4<float> ob = out.view();
     exec.parallel_for(B_ * H_, [&](index_t bh) {
       const index_t b = bh / H_, h = bh % H_;
       auto dot = [&](const View4<const float>& x, index_t a) {
@@ -207,19 +211,19 @@ class AgentDecoder {
       // Absorb (k, v) into every agent's online softmax.
       for (index_t a = 0; a < n_; ++a) {
         const std::size_t i = slot(b, h, a);
-        const double s = dot(in.k, a), M = std::max(m_[i], s);
+        const double s = dot(k, a), M = std::max(m_[i], s);
         const double c_old = m_[i] == ninf ? 0.0 : std::exp(m_[i] - M), c_new = std::exp(s - M);
         l_[i] = l_[i] * c_old + c_new;
         double* Oa = O_.data() + i * static_cast<std::size_t>(V_);
         for (index_t e = 0; e < V_; ++e)
-          Oa[e] = Oa[e] * c_old + c_new * static_cast<double>(in.v(b, 0, h, e));
+          Oa[e] = Oa[e] * c_old + c_new * static_cast<double>(v(b, 0, h, e));
         m_[i] = M;
       }
       // The query reads the agents: softmax over a of scale·q·A_a, weights on AV_a = O_a / l_a.
       std::vector<double> u(static_cast<std::size_t>(n_)), acc(static_cast<std::size_t>(V_), 0.0);
       double mu = ninf;
       for (index_t a = 0; a < n_; ++a)
-        mu = std::max(mu, u[static_cast<std::size_t>(a)] = dot(in.q, a));
+        mu = std::max(mu, u[static_cast<std::size_t>(a)] = dot(q, a));
       double den = 0.0;
       for (index_t a = 0; a < n_; ++a) {
         const std::size_t i = slot(b, h, a);
@@ -229,8 +233,9 @@ class AgentDecoder {
         for (index_t e = 0; e < V_; ++e) acc[static_cast<std::size_t>(e)] += p * Oa[e] / l_[i];
       }
       for (index_t e = 0; e < V_; ++e)
-        o(b, 0, h, e) = n_ > 0 ? static_cast<float>(acc[static_cast<std::size_t>(e)] / den) : 0.f;
+        ob(b, 0, h, e) = n_ > 0 ? static_cast<float>(acc[static_cast<std::size_t>(e)] / den) : 0.f;
     });
+    out.finish();
     for (index_t& p : pos_) ++p;
   }
 
@@ -241,9 +246,6 @@ class AgentDecoder {
   View4<const float> agents_view() const {
     return View4<const float>::contiguous(agents_.data(), {B_, n_, H_, D_});
   }
-  View4<float> agents_view_mut() {
-    return View4<float>::contiguous(agents_.data(), {B_, n_, H_, D_});
-  }
   AgentInputs with_agents(const AgentInputs& in) const {
     AgentInputs full = in;
     full.agents = agents_view();
@@ -251,7 +253,7 @@ class AgentDecoder {
   }
   // Validates a call (tokens = 1: step(), T = S = 1; −1: prefill(), any T, S, or the decoder's
   // B sequences packed with cu_seqlens); returns its sizes.
-  AgentDims validate_call(const AgentInputs& in, const View4<float>& o, index_t tokens) const {
+  AgentDims validate_call(const AgentInputs& in, const MutEView4& o, index_t tokens) const {
     check::well_formed("agents", in.agents);
     if (!in.agents.absent())
       throw Error("agents",
@@ -285,7 +287,7 @@ class AgentDecoder {
   index_t B_ = 0, n_ = 0, H_ = 0, D_ = 0, V_ = 0;
   double scale_ = 1.0;
   AgentOptions opt_;
-  std::vector<float> agents_;
+  std::vector<float> agents_, q_buf_, k_buf_, v_buf_;  // agents [B, n, H, D]; scratch
   std::vector<double> m_, l_, O_;  // per (b, h, agent): running max, sum, numerator [V]
   std::vector<index_t> pos_;       // context tokens per sequence
   float dummy_ = 0.f;
@@ -297,7 +299,7 @@ struct AgentAttention {
   using Options = AgentOptions;
   using Decoder = AgentDecoder;
   template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
-  static void forward(const Inputs& in, const Options& opt, View4<float> o, const E& exec = E{}) {
+  static void forward(const Inputs& in, const Options& opt, MutEView4 o, const E& exec = E{}) {
     agent_attention(in, opt, o, exec);
   }
 };

@@ -16,6 +16,10 @@
 //       (pages behind the window are released) + the Based state [B,H,F,V] and key sum z [B,H,F].
 // Both branches are computed in fp32 by the library's kernels; the result is approximate only
 // in the float rounding of each (rel. RMSE ~1e-7 against the double reference).
+// Element types: q, k, v, lin_q, lin_k fp32, bf16 or fp16 (one type, args/hybrid.hpp), passed to
+// the kernels as they are (they widen on load); o any of the three: the sum is formed in fp32 and
+// rounded once (a bf16 o is the fp32 o rounded to nearest even). The decoder's window cache and
+// states are fp32.
 #pragma once
 
 #include <cmath>
@@ -67,7 +71,7 @@ namespace detail {
 // The prefill of a validated call; final_state / final_z (optional) receive the Based state.
 template <class Algo, class E>
 void based_prefill(const BasedHybridInputs& in, const BasedHybridOptions& opt,
-                   const BasedHybridDims& d, View4<float> o, View4<float> final_state,
+                   const BasedHybridDims& d, const MutEView4& o, View4<float> final_state,
                    View3<float> final_z, const E& exec) {
   if (o.numel() == 0) return;
   // Window branch first, into scratch: should it fail, o is still untouched.
@@ -80,20 +84,23 @@ void based_prefill(const BasedHybridInputs& in, const BasedHybridOptions& opt,
   lin.k = d.lin_k;
   lin.v = in.v;
   lin.cu_seqlens = in.cu_seqlens;
+  const Fp32Output out(o);  // the sum, in fp32 (in o itself when o is fp32)
+  const View4<float> os = out.view();
   based_branch(d.based_scale, opt.eps)
-      .forward<Algo>(lin, LinearOutputs<float>{o, final_state, final_z}, LinearRunOptions{1.0},
+      .forward<Algo>(lin, LinearOutputs<float>{os, final_state, final_z}, LinearRunOptions{1.0},
                      exec);
   for_rows(d.B, d.T, exec, [&](index_t b, index_t t) {
     for (index_t h = 0; h < d.H; ++h)
-      for (index_t e = 0; e < d.V; ++e) o(b, t, h, e) += ow(b, t, h, e);
+      for (index_t e = 0; e < d.V; ++e) os(b, t, h, e) += ow(b, t, h, e);
   });
+  out.finish();
 }
 
 }  // namespace detail
 
 // Based hybrid prefill (see the header comment). Validates everything before writing o.
 template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
-void based_hybrid(const BasedHybridInputs& in, const BasedHybridOptions& opt, View4<float> o,
+void based_hybrid(const BasedHybridInputs& in, const BasedHybridOptions& opt, MutEView4 o,
                   const E& exec = E{}) {
   const BasedHybridDims d = validate_based_hybrid(in, opt, o);
   detail::based_prefill<Algo>(in, opt, d, o, {}, {}, exec);
@@ -143,7 +150,7 @@ class BasedHybridDecoder {
 
   // Prefill of a fresh decoder: o [B, T, H, V] as based_hybrid(), and the decoder's state.
   template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
-  void prefill(const BasedHybridInputs& in, View4<float> o, const E& exec = E{}) {
+  void prefill(const BasedHybridInputs& in, MutEView4 o, const E& exec = E{}) {
     const BasedHybridDims d = validate_based_hybrid(in, opt_, o);
     const std::vector<index_t> lengths = detail::check_prefill(in.q, in.v, in.cu_seqlens, s_, pos_);
     check_lin(d, d.T, in.cu_seqlens.empty() ? s_.batch : 1);
@@ -156,7 +163,7 @@ class BasedHybridDecoder {
   // One token per sequence: in.q, k [B, 1, H, D], v [B, 1, H, V] (lin_q, lin_k [B, 1, H, K]);
   // o [B, 1, H, V].
   template <Executor E = Serial>
-  void step(const BasedHybridInputs& in, View4<float> o, const E& exec = E{}) {
+  void step(const BasedHybridInputs& in, MutEView4 o, const E& exec = E{}) {
     const BasedHybridDims d = validate_based_hybrid(in, opt_, o);
     detail::check_step(in.q, in.v, in.cu_seqlens, s_);
     check_lin(d, 1, s_.batch);
@@ -178,10 +185,12 @@ class BasedHybridDecoder {
     sopt.window = opt_.window;
     const View4<float> ow = detail::scratch4(win_buf_, s_.batch, 1, s_.heads, s_.value_dim);
     softmax::flash_decode(softmax::DecodeInputs{in.q, {}, {}}, cache_, sopt, ow, exec);
+    const Fp32Output out(o);
     for (index_t b = 0; b < s_.batch; ++b)
       for (index_t h = 0; h < s_.heads; ++h)
         for (index_t e = 0; e < s_.value_dim; ++e)
-          o(b, 0, h, e) = olin(b, 0, h, e) + ow(b, 0, h, e);
+          out.view()(b, 0, h, e) = olin(b, 0, h, e) + ow(b, 0, h, e);
+    out.finish();
     detail::drop_behind(cache_, opt_.window - 1);  // the next query needs window − 1 of these
     for (index_t& p : pos_) ++p;
   }
@@ -219,7 +228,7 @@ struct BasedHybrid {
   using Options = BasedHybridOptions;
   using Decoder = BasedHybridDecoder;
   template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
-  static void forward(const Inputs& in, const Options& opt, View4<float> o, const E& exec = E{}) {
+  static void forward(const Inputs& in, const Options& opt, MutEView4 o, const E& exec = E{}) {
     based_hybrid<Algo>(in, opt, o, exec);
   }
 };

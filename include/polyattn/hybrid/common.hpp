@@ -4,9 +4,14 @@
 //                           satisfies; hybrid_attention<C>() in hybrid.hpp dispatches on it
 //   DecoderShape            sizes of a stateful decoder (B sequences, one token each per step;
 //                           a varlen prefill may give them different lengths)
-//   detail::...     the causal sliding-window softmax branch (flash_attention), the window
+//   detail::...             the causal sliding-window softmax branch (flash_attention), the window
 //                           KV cache fill with drop_before (O(window + page) memory), row-parallel
-//                           element-wise combination, and the checks every decoder's step runs.
+//                           element-wise combination, slices of views of any element type
+//                           (part, rows), rows widened to fp32 scratch (widened), and the checks
+//                           every decoder's step runs.
+// Element types: inputs of any element type go to the kernels as they are (they widen on load);
+// the hybrids' own loops read rows widened by apply_rows(Identity{}, ·) (policies/feature_map.hpp);
+// a combination is formed in fp32 and rounded once into a bf16 / fp16 o (core/fp32_output.hpp).
 // Every combiner needs the per-ISA kernel units of both families linked (POLYATTN_KERNEL_UNITS).
 #pragma once
 
@@ -19,11 +24,14 @@
 #include "polyattn/args/hybrid.hpp"
 #include "polyattn/args/linear.hpp"
 #include "polyattn/args/softmax.hpp"
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/executor.hpp"
+#include "polyattn/core/fp32_output.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/core/validate.hpp"
 #include "polyattn/policies/algorithm.hpp"
+#include "polyattn/policies/feature_map.hpp"
 #include "polyattn/softmax/flash.hpp"
 #include "polyattn/softmax/kv_cache.hpp"
 
@@ -36,7 +44,7 @@ concept HybridCombiner = requires {
   typename C::Inputs;
   typename C::Options;
   typename C::Decoder;
-} && requires(const typename C::Inputs& in, const typename C::Options& opt, View4<float> o) {
+} && requires(const typename C::Inputs& in, const typename C::Options& opt, MutEView4 o) {
   C::template forward<Chunked<64>>(in, opt, o, Serial{});
 };
 
@@ -66,11 +74,18 @@ inline View4<float> scratch4(std::vector<float>& buf, index_t B, index_t T, inde
   return View4<float>::contiguous(buf.data(), {B, T, H, X});
 }
 
+// x [B, T, H, X] of any element type widened exactly into fp32 scratch (apply_rows with the
+// identity map), for the few rows a decoder step or its cache reads in its own loops.
+inline View4<float> widened(const EView4& x, std::vector<float>& buf) {
+  const View4<float> w = scratch4(buf, x.size(0), x.size(1), x.size(2), x.size(3));
+  apply_rows(Identity{}, x, w);
+  return w;
+}
+
 // Causal sliding-window softmax branch SWA_w(q, k, v) into o (and lse when given).
 template <Executor E>
-void swa(const View4<const float>& q, const View4<const float>& k, const View4<const float>& v,
-         std::span<const std::int64_t> cu, index_t window, double scale, View4<float> o,
-         View3<float> lse, const E& exec) {
+void swa(const EView4& q, const EView4& k, const EView4& v, std::span<const std::int64_t> cu,
+         index_t window, double scale, View4<float> o, View3<float> lse, const E& exec) {
   SoftmaxInputs in;
   in.q = q;
   in.k = k;
@@ -95,10 +110,19 @@ void for_rows(index_t B, index_t T, const E& exec, F&& fn) {
   });
 }
 
+// x restricted to [i0, i1) along dimension dim (the same memory; EView4 or MutEView4).
+template <class View>
+View part(const View& x, std::size_t dim, index_t i0, index_t i1) {
+  auto shape = x.shape();
+  shape[dim] = i1 - i0;
+  return x.visit([&](auto xv) {
+    return View(decltype(xv)(xv.data() + i0 * x.stride(dim), shape, x.strides()));
+  });
+}
 // Rows [t0, t1) of a [B, T, H, X] view.
-inline View4<const float> rows(const View4<const float>& x, index_t t0, index_t t1) {
-  return View4<const float>(x.ptr(0, t0, 0, 0), {x.size(0), t1 - t0, x.size(2), x.size(3)},
-                            x.strides());
+template <class View>
+View rows(const View& x, index_t t0, index_t t1) {
+  return part(x, 1, t0, t1);
 }
 
 // Releases the pages of every sequence that only hold tokens before length − keep.
@@ -112,8 +136,7 @@ inline void drop_behind(softmax::KVCache& cache, index_t keep) {
 // keep + 2 pages per sequence. (Rows dropped at once are still copied: KVCache cannot start a
 // sequence at a later position.) With cu_seqlens (k, v [1, T, H, ·] packed), sequence n's rows
 // go to the cache's sequence n.
-inline void fill_cache(softmax::KVCache& cache, const View4<const float>& k,
-                       const View4<const float>& v, index_t keep,
+inline void fill_cache(softmax::KVCache& cache, const EView4& k, const EView4& v, index_t keep,
                        std::span<const std::int64_t> cu = {}) {
   const index_t step = std::max<index_t>(1, cache.page_size());
   if (cu.empty()) {
@@ -137,8 +160,8 @@ inline void fill_cache(softmax::KVCache& cache, const View4<const float>& k,
 
 // Checks of a decoder's step() beyond the combiner's own validation (which already tied k, v
 // and the optional inputs to q): one new token for each of the decoder's sequences, no varlen.
-inline void check_step(const View4<const float>& q, const View4<const float>& v,
-                       std::span<const std::int64_t> cu, const DecoderShape& s) {
+inline void check_step(const EView4& q, const EView4& v, std::span<const std::int64_t> cu,
+                       const DecoderShape& s) {
   if (!cu.empty())
     throw Error("cu_seqlens", "is not supported by a decoder (it advances B sequences together)");
   check::shape_is("q", q, {s.batch, 1, s.heads, s.head_dim},
@@ -149,7 +172,7 @@ inline void check_step(const View4<const float>& q, const View4<const float>& v,
 // Checks of a decoder's prefill(): a fresh decoder, and either B sequences of T tokens
 // ([B, T, H, ·]) or, with cu_seqlens, the decoder's B sequences of any lengths packed along T
 // ([1, T, H, ·], cu_seqlens [B+1]). Returns each sequence's length.
-inline std::vector<index_t> check_prefill(const View4<const float>& q, const View4<const float>& v,
+inline std::vector<index_t> check_prefill(const EView4& q, const EView4& v,
                                           std::span<const std::int64_t> cu, const DecoderShape& s,
                                           const std::vector<index_t>& positions) {
   for (std::size_t b = 0; b < positions.size(); ++b)

@@ -10,6 +10,9 @@
 // linear branch tiled by Algo (Chunked<64> by default; ignored by agent attention). Argument
 // structs and validation: polyattn/args/hybrid.hpp (the same as the naive references in
 // polyattn/reference/hybrid.hpp). Link the kernel units of both families (POLYATTN_KERNEL_UNITS).
+// Element types: q, k, v and the other activations fp32, bf16 or fp16 (one type for Based,
+// LoLCATs and Liger; any mix for agent attention), o any of the three; gates fp32, accumulation
+// fp32 (args/hybrid.hpp).
 #pragma once
 
 #include "polyattn/hybrid/agent.hpp"
@@ -21,7 +24,7 @@
 namespace polyattn::hybrid {
 
 template <HybridCombiner C, LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
-void hybrid_attention(const typename C::Inputs& in, const typename C::Options& opt, View4<float> o,
+void hybrid_attention(const typename C::Inputs& in, const typename C::Options& opt, MutEView4 o,
                       const E& exec = E{}) {
   C::template forward<Algo>(in, opt, o, exec);
 }

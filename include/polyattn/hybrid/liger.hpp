@@ -13,6 +13,9 @@
 //   LigerDecoder                    prefill() then step(): paged window KV cache + GLA state
 //       [B, H, K, V] advanced by LinearAttention::step (either gate kind on any step).
 // Approximate only in fp32 rounding of each branch.
+// Element types: q, k, v, lin_q, lin_k fp32, bf16 or fp16 (one type, args/hybrid.hpp), passed to
+// the kernels as they are (they widen on load); g, gk fp32; o any of the three: the mix is formed
+// in fp32 and rounded once. The decoder's window cache and GLA state are fp32.
 #pragma once
 
 #include <algorithm>
@@ -49,7 +52,7 @@ void liger_gla(const LigerInputs& in, const LigerDims& d, View4<float> o_gla,
 
 template <class Algo, class E>
 void liger_prefill(const LigerInputs& in, const LigerOptions& opt, const LigerDims& d,
-                   View4<float> o, View4<float> final_state, const E& exec) {
+                   const MutEView4& o, View4<float> final_state, const E& exec) {
   if (o.numel() == 0) return;
   std::vector<float> gbuf;
   View4<float> og;
@@ -57,20 +60,23 @@ void liger_prefill(const LigerInputs& in, const LigerOptions& opt, const LigerDi
     og = scratch4(gbuf, d.B, d.T, d.H, d.V);
     liger_gla<Algo>(in, d, og, final_state, exec);
   }
-  swa(in.q, in.k, in.v, in.cu_seqlens, opt.window, d.softmax_scale, o, {}, exec);
+  const Fp32Output out(o);  // the mix, in fp32 (in o itself when o is fp32)
+  const View4<float> os = out.view();
+  swa(in.q, in.k, in.v, in.cu_seqlens, opt.window, d.softmax_scale, os, {}, exec);
   const float alpha = static_cast<float>(opt.alpha), beta = static_cast<float>(opt.beta);
   for_rows(d.B, d.T, exec, [&](index_t b, index_t t) {
     for (index_t h = 0; h < d.H; ++h)
       for (index_t e = 0; e < d.V; ++e)
-        o(b, t, h, e) = (og.absent() ? 0.f : alpha * og(b, t, h, e)) + beta * o(b, t, h, e);
+        os(b, t, h, e) = (og.absent() ? 0.f : alpha * og(b, t, h, e)) + beta * os(b, t, h, e);
   });
+  out.finish();
 }
 
 }  // namespace detail
 
 // Liger prefill (see the header comment). Validates everything before writing o.
 template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
-void liger(const LigerInputs& in, const LigerOptions& opt, View4<float> o, const E& exec = E{}) {
+void liger(const LigerInputs& in, const LigerOptions& opt, MutEView4 o, const E& exec = E{}) {
   const LigerDims d = validate_liger(in, opt, o);
   detail::liger_prefill<Algo>(in, opt, d, o, {}, exec);
 }
@@ -108,7 +114,7 @@ class LigerDecoder {
   }
 
   template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
-  void prefill(const LigerInputs& in, View4<float> o, const E& exec = E{}) {
+  void prefill(const LigerInputs& in, MutEView4 o, const E& exec = E{}) {
     const LigerDims d = validate_liger(in, opt_, o);
     const std::vector<index_t> lengths = detail::check_prefill(in.q, in.v, in.cu_seqlens, s_, pos_);
     check_lin(d, d.T, in.cu_seqlens.empty() ? s_.batch : 1);
@@ -121,7 +127,7 @@ class LigerDecoder {
   // One token per sequence: q, k [B,1,H,D], v [B,1,H,V], g [B,1,H] or gk [B,1,H,K]
   // (lin_q, lin_k [B,1,H,K]); o [B,1,H,V].
   template <Executor E = Serial>
-  void step(const LigerInputs& in, View4<float> o, const E& exec = E{}) {
+  void step(const LigerInputs& in, MutEView4 o, const E& exec = E{}) {
     const LigerDims d = validate_liger(in, opt_, o);
     detail::check_step(in.q, in.v, in.cu_seqlens, s_);
     check_lin(d, 1, s_.batch);
@@ -147,10 +153,12 @@ class LigerDecoder {
     const View4<float> ow = detail::scratch4(win_buf_, B, 1, H, V);
     softmax::flash_decode(softmax::DecodeInputs{in.q, {}, {}}, cache_, sopt, ow, exec);
     const float alpha = static_cast<float>(opt_.alpha), beta = static_cast<float>(opt_.beta);
+    const Fp32Output out(o);
     for (index_t b = 0; b < B; ++b)
       for (index_t h = 0; h < H; ++h)
         for (index_t e = 0; e < V; ++e)
-          o(b, 0, h, e) = alpha * og(b, 0, h, e) + beta * ow(b, 0, h, e);
+          out.view()(b, 0, h, e) = alpha * og(b, 0, h, e) + beta * ow(b, 0, h, e);
+    out.finish();
     detail::drop_behind(cache_, opt_.window - 1);
     for (index_t& p : pos_) ++p;
   }
@@ -186,7 +194,7 @@ struct Liger {
   using Options = LigerOptions;
   using Decoder = LigerDecoder;
   template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
-  static void forward(const Inputs& in, const Options& opt, View4<float> o, const E& exec = E{}) {
+  static void forward(const Inputs& in, const Options& opt, MutEView4 o, const E& exec = E{}) {
     liger<Algo>(in, opt, o, exec);
   }
 };

@@ -32,6 +32,12 @@
 // (softmax/online_softmax.hpp) over the window's keys gives m, Σ e^{s−m} and Σ e^{s−m} v, the
 // reference's form — and folds the token leaving the window (p − w) into the lagged state
 // [B, H, F, V+1] with LinearAttention::step. Pages behind p − w are released.
+//
+// Element types: q, k, v, phi_q, phi_k fp32, bf16 or fp16 (one type, args/hybrid.hpp); o any of
+// the three (formed in fp32, rounded once). The prefill hands q, k, v and φq to the kernels as
+// they are (they widen on load) and builds the delayed k', v' in the inputs' own type (copies, and
+// 0 and 1 are exact in every type), so the linear call gets one type. The decoder keeps an fp32
+// cache and state; its own loops read q, φq and the keys widened (apply_rows, exact).
 #pragma once
 
 #include <algorithm>
@@ -50,12 +56,14 @@ namespace polyattn::hybrid {
 
 namespace detail {
 
-// k' [B,T,H,F] and v' [B,T,H,V+1]: φk and [v, 1] delayed by `lag` tokens within each sequence
-// (zero rows before), one task per (sequence, head).
-template <class E>
-void lagged_kv(const LolcatsInputs& in, const LolcatsDims& d, index_t lag, View4<float> kl,
-               View4<float> vl, const E& exec) {
-  const std::vector<Segment> segs = segments(d.B, d.T, in.cu_seqlens);
+// k' [B,T,H,F] and v' [B,T,H,V+1] of element type T (that of φk and v): φk and [v, 1] delayed by
+// `lag` tokens within each sequence (zero rows before), one task per (sequence, head).
+template <Element T, class E>
+void lagged_kv(const TensorView<const T, 4>& phi_k, const TensorView<const T, 4>& v,
+               std::span<const std::int64_t> cu, const LolcatsDims& d, index_t lag,
+               TensorView<T, 4> kl, TensorView<T, 4> vl, const E& exec) {
+  const std::vector<Segment> segs = segments(d.B, d.T, cu);
+  const T zero = from_float<T>(0.f), one = from_float<T>(1.f);
   exec.parallel_for(static_cast<index_t>(segs.size()) * d.H, [&](index_t task) {
     const Segment& sg = segs[static_cast<std::size_t>(task / d.H)];
     const index_t h = task % d.H;
@@ -63,11 +71,32 @@ void lagged_kv(const LolcatsInputs& in, const LolcatsDims& d, index_t lag, View4
       const index_t t = sg.begin + p, src = t - lag;
       const bool on = p >= lag;
       for (index_t c = 0; c < d.F; ++c)
-        kl(sg.batch, t, h, c) = on ? in.phi_k(sg.batch, src, h, c) : 0.f;
-      for (index_t e = 0; e < d.V; ++e)
-        vl(sg.batch, t, h, e) = on ? in.v(sg.batch, src, h, e) : 0.f;
-      vl(sg.batch, t, h, d.V) = on ? 1.f : 0.f;
+        kl(sg.batch, t, h, c) = on ? phi_k(sg.batch, src, h, c) : zero;
+      for (index_t e = 0; e < d.V; ++e) vl(sg.batch, t, h, e) = on ? v(sg.batch, src, h, e) : zero;
+      vl(sg.batch, t, h, d.V) = on ? one : zero;
     }
+  });
+}
+
+// [N, Dn] = the lagged linear part (module comment, step 2) into lin [B,T,H,V+1]; final_state
+// (optional) receives the lagged state.
+template <class Algo, class E>
+void lagged_linear(const LolcatsInputs& in, const LolcatsDims& d, index_t lag, View4<float> lin,
+                   View4<float> final_state, const E& exec) {
+  in.phi_k.visit([&](auto pk) {
+    using T = std::remove_const_t<std::remove_reference_t<decltype(*pk.data())>>;
+    std::vector<T> kbuf(static_cast<std::size_t>(d.B * d.T * d.H * d.F)),
+        vbuf(static_cast<std::size_t>(d.B * d.T * d.H * (d.V + 1)));
+    const auto kl = TensorView<T, 4>::contiguous(kbuf.data(), {d.B, d.T, d.H, d.F});
+    const auto vl = TensorView<T, 4>::contiguous(vbuf.data(), {d.B, d.T, d.H, d.V + 1});
+    lagged_kv(pk, in.v.as<T>(), in.cu_seqlens, d, lag, kl, vl, exec);
+    LinearInputs li;
+    li.q = in.phi_q;
+    li.k = kl;
+    li.v = vl;
+    li.cu_seqlens = in.cu_seqlens;
+    presets::linear_attn{}.forward<Algo>(li, LinearOutputs<float>{lin, final_state, {}},
+                                         LinearRunOptions{1.0}, exec);
   });
 }
 
@@ -81,7 +110,7 @@ inline double window_share(double gamma, float lse, float m) {
 // Prefill of a validated call; final_state (optional) receives the lagged state [N, H, F, V+1].
 template <class Algo, class E>
 void lolcats_prefill(const LolcatsInputs& in, const LolcatsOptions& opt, const LolcatsDims& d,
-                     View4<float> o, View4<float> final_state, const E& exec) {
+                     const MutEView4& o, View4<float> final_state, const E& exec) {
   if (o.numel() == 0) return;
   const index_t w = opt.window;
   std::vector<float> wbuf, lse_buf, m_buf;
@@ -103,22 +132,15 @@ void lolcats_prefill(const LolcatsInputs& in, const LolcatsOptions& opt, const L
     softmax::flash_attention(si, so, softmax::FlashOutputs{ow, lse, m}, exec);
   }
 
-  std::vector<float> kbuf, vbuf, lbuf;
+  std::vector<float> lbuf;
   View4<float> lin;  // [B, T, H, V+1] = [N, Dn]; absent when F == 0 (no outside part)
   if (d.F > 0) {
-    const View4<float> kl = scratch4(kbuf, d.B, d.T, d.H, d.F);
-    const View4<float> vl = scratch4(vbuf, d.B, d.T, d.H, d.V + 1);
-    lagged_kv(in, d, w, kl, vl, exec);
     lin = scratch4(lbuf, d.B, d.T, d.H, d.V + 1);
-    LinearInputs li;
-    li.q = in.phi_q;
-    li.k = kl;
-    li.v = vl;
-    li.cu_seqlens = in.cu_seqlens;
-    presets::linear_attn{}.forward<Algo>(li, LinearOutputs<float>{lin, final_state, {}},
-                                         LinearRunOptions{1.0}, exec);
+    lagged_linear<Algo>(in, d, w, lin, final_state, exec);
   }
   // o = (Z o_w + N) / (Z + Dn), in double.
+  const Fp32Output out(o);
+  const View4<float> os = out.view();
   for_rows(d.B, d.T, exec, [&](index_t b, index_t t) {
     for (index_t h = 0; h < d.H; ++h) {
       const double Z = window_share(d.gamma, lse(b, t, h), m(b, t, h));
@@ -126,18 +148,18 @@ void lolcats_prefill(const LolcatsInputs& in, const LolcatsOptions& opt, const L
       const double inv = 1.0 / (Z + Dn);
       for (index_t e = 0; e < d.V; ++e) {
         const double N = lin.absent() ? 0.0 : static_cast<double>(lin(b, t, h, e));
-        o(b, t, h, e) = static_cast<float>((Z * static_cast<double>(ow(b, t, h, e)) + N) * inv);
+        os(b, t, h, e) = static_cast<float>((Z * static_cast<double>(ow(b, t, h, e)) + N) * inv);
       }
     }
   });
+  out.finish();
 }
 
 }  // namespace detail
 
 // LoLCATs prefill (see the header comment). Validates everything before writing o.
 template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
-void lolcats(const LolcatsInputs& in, const LolcatsOptions& opt, View4<float> o,
-             const E& exec = E{}) {
+void lolcats(const LolcatsInputs& in, const LolcatsOptions& opt, MutEView4 o, const E& exec = E{}) {
   const LolcatsDims d = validate_lolcats(in, opt, o);
   detail::lolcats_prefill<Algo>(in, opt, d, o, {}, exec);
 }
@@ -178,7 +200,7 @@ class LolcatsDecoder {
   }
 
   template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
-  void prefill(const LolcatsInputs& in, View4<float> o, const E& exec = E{}) {
+  void prefill(const LolcatsInputs& in, MutEView4 o, const E& exec = E{}) {
     const LolcatsDims d = validate_lolcats(in, opt_, o);
     const std::vector<index_t> lengths = detail::check_prefill(in.q, in.v, in.cu_seqlens, s_, pos_);
     check::shape_is("phi_q", in.phi_q, {in.cu_seqlens.empty() ? s_.batch : 1, d.T, s_.heads, F_},
@@ -187,14 +209,14 @@ class LolcatsDecoder {
     detail::lolcats_prefill<Algo>(in, opt_, d, o, state_view(), exec);
     std::vector<float> kc;
     const View4<float> kcat = detail::scratch4(kc, d.B, d.T, s_.heads, s_.head_dim + F_);
-    concat_keys(in, kcat, d.T);
+    concat_keys(in, kcat);
     detail::fill_cache(cache_, kcat, in.v, opt_.window, in.cu_seqlens);
     pos_ = lengths;
   }
 
   // One token per sequence: q, k [B,1,H,D], v [B,1,H,V], phi_q, phi_k [B,1,H,F]; o [B,1,H,V].
   template <Executor E = Serial>
-  void step(const LolcatsInputs& in, View4<float> o, const E& exec = E{}) {
+  void step(const LolcatsInputs& in, MutEView4 o, const E& exec = E{}) {
     const LolcatsDims d = validate_lolcats(in, opt_, o);
     detail::check_step(in.q, in.v, in.cu_seqlens, s_);
     check::shape_is("phi_q", in.phi_q, {s_.batch, 1, s_.heads, F_}, "[B, 1, H, F] of the decoder");
@@ -203,7 +225,7 @@ class LolcatsDecoder {
     // prefill)
 
     const View4<float> kcat = detail::scratch4(kcat_buf_, B, 1, H, D + F_);
-    concat_keys(in, kcat, 1);
+    concat_keys(in, kcat);
     cache_.append(kcat, in.v);
 
     // Lagged linear part: fold token p − w (leaving the window now) into the state, then
@@ -223,7 +245,7 @@ class LolcatsDecoder {
     const View4<float> lin = detail::scratch4(lin_buf_, B, 1, H, V + 1);
     if (F_ > 0) {
       LinearInputs li;
-      li.q = in.phi_q;
+      li.q = detail::widened(in.phi_q, phiq_buf_);  // the fp32 k', v' rows come from the cache
       li.k = kin;
       li.v = vin;
       presets::linear_attn{}.step(li, state_view(), lin, LinearRunOptions{1.0}, exec);
@@ -232,7 +254,10 @@ class LolcatsDecoder {
     }
 
     // Window part straight from the cache (one online-softmax pass in double), then the shared
-    // denominator.
+    // denominator (rounded into o once).
+    const View4<float> q = detail::widened(in.q, q_buf_);
+    const Fp32Output out(o);
+    const View4<float> ob = out.view();
     exec.parallel_for(B * H, [&](index_t bh) {
       const index_t b = bh / H, h = bh % H;
       const index_t p = pos_[static_cast<std::size_t>(b)];
@@ -243,7 +268,7 @@ class LolcatsDecoder {
         const softmax::KVCache::Run r = cache_.unchecked_run(b, h, j);
         double dot = 0.0;
         for (index_t c = 0; c < D; ++c)
-          dot += static_cast<double>(in.q(b, 0, h, c)) * r.keys<float>()[c];
+          dot += static_cast<double>(q(b, 0, h, c)) * r.keys<float>()[c];
         const double s = scale_ * dot;
         const softmax::RowAdvance<double> adv = softmax::online::advance(st.m, s);
         const double a = std::exp(s - adv.shift);
@@ -254,9 +279,10 @@ class LolcatsDecoder {
       }
       const double g = d.gamma, Z = st.l, Dn = lin(b, 0, h, V);
       for (index_t e = 0; e < V; ++e)
-        o(b, 0, h, e) = static_cast<float>((g * O[static_cast<std::size_t>(e)] + lin(b, 0, h, e)) /
-                                           (g * Z + Dn));
+        ob(b, 0, h, e) = static_cast<float>((g * O[static_cast<std::size_t>(e)] + lin(b, 0, h, e)) /
+                                            (g * Z + Dn));
     });
+    out.finish();
     detail::drop_behind(cache_, w);  // the next step reads tokens ≥ p + 1 − w
     for (index_t& p : pos_) ++p;
   }
@@ -268,14 +294,14 @@ class LolcatsDecoder {
     check::finite_positive("window_factor", opt.window_factor);
     return s;
   }
-  // kcat [B, T, H, D + F] = [k | φk].
-  void concat_keys(const LolcatsInputs& in, const View4<float>& kcat, index_t T) const {
-    for (index_t b = 0; b < kcat.size(0); ++b)
-      for (index_t t = 0; t < T; ++t)
-        for (index_t h = 0; h < s_.heads; ++h) {
-          for (index_t c = 0; c < s_.head_dim; ++c) kcat(b, t, h, c) = in.k(b, t, h, c);
-          for (index_t c = 0; c < F_; ++c) kcat(b, t, h, s_.head_dim + c) = in.phi_k(b, t, h, c);
-        }
+  // kcat [B, T, H, D + F] = [k | φk], widened exactly.
+  void concat_keys(const LolcatsInputs& in, const View4<float>& kcat) const {
+    const auto columns = [&](index_t c0, index_t n) {
+      return View4<float>(kcat.ptr(0, 0, 0, c0), {kcat.size(0), kcat.size(1), kcat.size(2), n},
+                          kcat.strides());
+    };
+    apply_rows(Identity{}, in.k, columns(0, s_.head_dim));
+    apply_rows(Identity{}, in.phi_k, columns(s_.head_dim, F_));
   }
   View4<float> state_view() {
     return View4<float>::contiguous(state_.data(), {s_.batch, s_.heads, F_, s_.value_dim + 1});
@@ -286,7 +312,7 @@ class LolcatsDecoder {
   index_t F_;
   double scale_;
   softmax::KVCache cache_;
-  std::vector<float> state_, kcat_buf_, kin_buf_, vin_buf_, lin_buf_;
+  std::vector<float> state_, kcat_buf_, kin_buf_, vin_buf_, lin_buf_, phiq_buf_, q_buf_;
   std::vector<index_t> pos_;  // tokens held per sequence
 };
 
@@ -296,7 +322,7 @@ struct Lolcats {
   using Options = LolcatsOptions;
   using Decoder = LolcatsDecoder;
   template <LinearAlgorithm Algo = Chunked<64>, Executor E = Serial>
-  static void forward(const Inputs& in, const Options& opt, View4<float> o, const E& exec = E{}) {
+  static void forward(const Inputs& in, const Options& opt, MutEView4 o, const E& exec = E{}) {
     lolcats<Algo>(in, opt, o, exec);
   }
 };

@@ -22,15 +22,19 @@
 //   [ Σφq (K) | Σφk (K) | Σ O·φk (K) | Σ I·φq (K) | Σ e^{ĉ} | n ]
 // given together with the linear state [N,HV,K,V] (both or neither), for prefill in pieces and
 // decode.
-// Element types: fp32 only (not ported to bf16 / fp16): a bf16 / fp16 q, k, v or o in the
-// LinearInputs / LinearOutputs is an Error naming it (docs/conventions.md §9.8).
+// Element types: q, k, v fp32, bf16 or fp16 (one type, as the linear family), o any of the three.
+// The flow pass reads q, k, v widened exactly (q̃, φk, ṽ are fp32 scratch in any case), and o is
+// formed in fp32 and rounded once after the allocation (papers/fp32_linear_outputs.hpp), so bf16
+// inputs give the fp32 operator's bits on the widened values (docs/conventions.md §9.8).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "polyattn/core/element.hpp"
 #include "polyattn/linear/presets.hpp"
+#include "polyattn/papers/fp32_linear_outputs.hpp"
 
 namespace polyattn::papers {
 
@@ -51,7 +55,7 @@ class Flowformer {
 
   /// Decode: state [B,HV,K,V] and flow [B,H,4K+2] read and updated in place.
   template <Executor E = Serial>
-  void step(const LinearInputs& in, View4<float> state, View3<float> flow, View4<float> o,
+  void step(const LinearInputs& in, View4<float> state, View3<float> flow, MutEView4 o,
             const E& exec = E{}) const {
     if (!in.initial_state.absent())
       throw Error("initial_state",
@@ -72,8 +76,7 @@ class Flowformer {
     check::required("k", in_raw.k);
     check::required("v", in_raw.v);
     check::required("o", out.o);
-    check::qkv_fp32(in_raw, "papers::Flowformer");  // fp32 only (not ported to bf16 / fp16)
-    check::dtype_is("o", out.o, Dtype::f32, "papers::Flowformer");
+    check::qkv_element_types(in_raw);
     check::shape_is("k", in_raw.k, in_raw.q.shape(), "same as q [B,T,H,K]");
     if (!in_raw.g.absent() || !in_raw.gk.absent() || !in_raw.g_gamma.absent() ||
         !in_raw.beta.absent() || !in_raw.initial_z.absent() || !out.final_z.absent())
@@ -114,78 +117,83 @@ class Flowformer {
     const auto vv = View4<float>::contiguous(vt.data(), {B, T, HV, V});
     std::vector<double> fin(static_cast<std::size_t>(N * H * W));
     const auto segs = segments(B, T, in_raw.cu_seqlens);
-    const auto qin = in_raw.q.as<float>(), kin = in_raw.k.as<float>(), vin = in_raw.v.as<float>();
     const double eps = eps_;
     std::vector<double> qs(static_cast<std::size_t>(K)), ks(qs.size()), ko(qs.size()),
         qi(qs.size()), fq(qs.size()), fk(qs.size());
     auto sigmoid = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
-    for (index_t n = 0; n < N; ++n) {
-      const Segment& sg = segs[static_cast<std::size_t>(n)];
-      for (index_t h = 0; h < H; ++h) {
-        auto f0 = [&](index_t j) {
-          return flow0.absent() ? 0.0 : static_cast<double>(flow0(n, h, j));
-        };
-        for (index_t d = 0; d < K; ++d) {
-          qs[d] = f0(d);
-          ks[d] = f0(K + d);
-          ko[d] = f0(2 * K + d);
-          qi[d] = f0(3 * K + d);
+    // q, k, v of their element type X (one for all three), read widened.
+    in_raw.q.visit([&](auto qin) {
+      using X = std::remove_cvref_t<decltype(*qin.data())>;
+      const auto kin = in_raw.k.as<X>(), vin = in_raw.v.as<X>();
+      for (index_t n = 0; n < N; ++n) {
+        const Segment& sg = segs[static_cast<std::size_t>(n)];
+        for (index_t h = 0; h < H; ++h) {
+          auto f0 = [&](index_t j) {
+            return flow0.absent() ? 0.0 : static_cast<double>(flow0(n, h, j));
+          };
+          for (index_t d = 0; d < K; ++d) {
+            qs[d] = f0(d);
+            ks[d] = f0(K + d);
+            ko[d] = f0(2 * K + d);
+            qi[d] = f0(3 * K + d);
+          }
+          double esum = f0(4 * K), cnt = f0(4 * K + 1);
+          for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
+            cnt += 1.0;
+            for (index_t d = 0; d < K; ++d) {
+              fq[d] = sigmoid(to_float(qin(sg.batch, t, h, d)));
+              fk[d] = sigmoid(to_float(kin(sg.batch, t, h, d)));
+              qs[d] += fq[d];
+              ks[d] += fk[d];
+            }
+            double in_den = 0.0, out_den = 0.0;
+            for (index_t d = 0; d < K; ++d) {
+              in_den += (fq[d] + eps) * (ks[d] + eps);
+              out_den += (fk[d] + eps) * (qs[d] + eps);
+            }
+            const double I = cnt / in_den, O = cnt / out_den;
+            double sink = 0.0, source = 0.0;
+            for (index_t d = 0; d < K; ++d) {
+              ko[d] += O * fk[d];
+              qi[d] += I * fq[d];
+              sink += (fq[d] + eps) * (ko[d] + eps);
+              source += (fk[d] + eps) * (qi[d] + eps);
+            }
+            sink /= cnt;
+            source = std::clamp(source / cnt, -1.0, 1.0);
+            const double e = std::exp(source);
+            esum += e;
+            const double w = cnt * e / esum;
+            alloc[static_cast<std::size_t>((sg.batch * T + t) * H + h)] =
+                static_cast<float>(sigmoid(sink));
+            for (index_t d = 0; d < K; ++d) {
+              qv(sg.batch, t, h, d) = static_cast<float>(I / cnt * fq[d]);
+              kv(sg.batch, t, h, d) = static_cast<float>(fk[d]);
+            }
+            for (index_t g = 0; g < G; ++g)
+              for (index_t j = 0; j < V; ++j)
+                vv(sg.batch, t, h * G + g, j) =
+                    static_cast<float>(w * to_float(vin(sg.batch, t, h * G + g, j)));
+          }
+          double* f = fin.data() + (n * H + h) * W;
+          for (index_t d = 0; d < K; ++d) {
+            f[d] = qs[d];
+            f[K + d] = ks[d];
+            f[2 * K + d] = ko[d];
+            f[3 * K + d] = qi[d];
+          }
+          f[4 * K] = esum;
+          f[4 * K + 1] = cnt;
         }
-        double esum = f0(4 * K), cnt = f0(4 * K + 1);
-        for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
-          cnt += 1.0;
-          for (index_t d = 0; d < K; ++d) {
-            fq[d] = sigmoid(qin(sg.batch, t, h, d));
-            fk[d] = sigmoid(kin(sg.batch, t, h, d));
-            qs[d] += fq[d];
-            ks[d] += fk[d];
-          }
-          double in_den = 0.0, out_den = 0.0;
-          for (index_t d = 0; d < K; ++d) {
-            in_den += (fq[d] + eps) * (ks[d] + eps);
-            out_den += (fk[d] + eps) * (qs[d] + eps);
-          }
-          const double I = cnt / in_den, O = cnt / out_den;
-          double sink = 0.0, source = 0.0;
-          for (index_t d = 0; d < K; ++d) {
-            ko[d] += O * fk[d];
-            qi[d] += I * fq[d];
-            sink += (fq[d] + eps) * (ko[d] + eps);
-            source += (fk[d] + eps) * (qi[d] + eps);
-          }
-          sink /= cnt;
-          source = std::clamp(source / cnt, -1.0, 1.0);
-          const double e = std::exp(source);
-          esum += e;
-          const double w = cnt * e / esum;
-          alloc[static_cast<std::size_t>((sg.batch * T + t) * H + h)] =
-              static_cast<float>(sigmoid(sink));
-          for (index_t d = 0; d < K; ++d) {
-            qv(sg.batch, t, h, d) = static_cast<float>(I / cnt * fq[d]);
-            kv(sg.batch, t, h, d) = static_cast<float>(fk[d]);
-          }
-          for (index_t g = 0; g < G; ++g)
-            for (index_t j = 0; j < V; ++j)
-              vv(sg.batch, t, h * G + g, j) =
-                  static_cast<float>(w * vin(sg.batch, t, h * G + g, j));
-        }
-        double* f = fin.data() + (n * H + h) * W;
-        for (index_t d = 0; d < K; ++d) {
-          f[d] = qs[d];
-          f[K + d] = ks[d];
-          f[2 * K + d] = ko[d];
-          f[3 * K + d] = qi[d];
-        }
-        f[4 * K] = esum;
-        f[4 * K + 1] = cnt;
       }
-    }
+    });
     LinearInputs in = in_raw;
     in.q = qv;
     in.k = kv;
     in.v = vv;
-    core_.template forward<Algo>(in, out, {.scale = 1.0}, exec);
-    const auto of = out.o.as<float>();
+    const Fp32LinearOutputs o32(in_raw, out);
+    core_.template forward<Algo>(in, o32.outputs(), {.scale = 1.0}, exec);
+    const View4<float>& of = o32.o();
     for (index_t n = 0; n < N; ++n) {
       const Segment& sg = segs[static_cast<std::size_t>(n)];
       for (index_t t = sg.begin; t < sg.begin + sg.length; ++t)
@@ -194,6 +202,7 @@ class Flowformer {
           for (index_t j = 0; j < V; ++j) of(sg.batch, t, hv, j) *= a;
         }
     }
+    o32.finish();
     if (!flow_out.absent())
       for (index_t n = 0; n < N; ++n)
         for (index_t h = 0; h < H; ++h)

@@ -11,10 +11,12 @@
 // passes r as a TokenConv kernel [N or 1, HV or 1, V, W] (predicting it is the model's business;
 // a causal model must predict it from what it has seen). No bias (the authors' residual has
 // none; TokenConv's bias is accepted if given).
-// Element types: fp32 only (not ported to bf16 / fp16): a bf16 / fp16 q, k, v or o in the
-// LinearInputs / LinearOutputs is an Error naming it (docs/conventions.md §9.8).
+// Element types: q, k, v fp32, bf16 or fp16 (one type, as the linear family), o any of the three:
+// as MeanCorrectedLinear, with the residual read from v widened and added in fp32 before the one
+// rounding of o (papers/fp32_linear_outputs.hpp; docs/conventions.md §9.8).
 #pragma once
 
+#include "polyattn/papers/fp32_linear_outputs.hpp"
 #include "polyattn/papers/mean_corrected.hpp"
 #include "polyattn/papers/token_conv.hpp"
 
@@ -34,20 +36,23 @@ class InLine {
                const LinearOutputs<float>& out, const MeanState<float>& fin,
                const LinearRunOptions& run = {}, const E& exec = E{}) const {
     check_residual(in, residual, cache);
-    check::dtype_is("o", out.o, Dtype::f32, "papers::InLine");
-    attn_.template forward<Algo>(in, init, out, fin, run, exec);
-    token_conv_add_unchecked(in.v.as<float>(), residual, cache, in.cu_seqlens, out.o.as<float>());
+    const Fp32LinearOutputs o32(in, out);
+    attn_.template forward<Algo>(in, init, o32.outputs(), fin, run, exec);
+    token_conv_add_unchecked(in.v, residual, cache, in.cu_seqlens, o32.o());
+    o32.finish();
   }
 
   /// Decode: state, mean state and the residual's cache [B,HV,W−1,V] in place.
   template <Executor E = Serial>
   void step(const LinearInputs& in, View4<float> state, const MeanState<float>& mean,
-            const TokenConv& residual, View4<float> conv_cache, View4<float> o,
+            const TokenConv& residual, View4<float> conv_cache, MutEView4 o,
             const LinearRunOptions& run = {}, const E& exec = E{}) const {
     const TokenConvCache cache{conv_cache, conv_cache};
     check_residual(in, residual, cache);
-    attn_.step(in, state, mean, o, run, exec);
-    token_conv_add_unchecked(in.v.as<float>(), residual, cache, {}, o);
+    const Fp32LinearOutputs o32(in, {.o = o});
+    attn_.step(in, state, mean, o32.o(), run, exec);
+    token_conv_add_unchecked(in.v, residual, cache, {}, o32.o());
+    o32.finish();
   }
 
  private:
@@ -55,7 +60,6 @@ class InLine {
                              const TokenConvCache& cache) {
     check::required("q", in.q);
     check::required("v", in.v);
-    check::qkv_fp32(in, "papers::InLine");  // fp32 only (not ported to bf16 / fp16)
     const index_t N = check::cu_seqlens("cu_seqlens", in.cu_seqlens, in.q.size(0), in.q.size(1));
     check_token_conv(residual, cache, N, in.v.size(2), in.v.size(3));
   }

@@ -20,8 +20,11 @@
 // Chunked<C>, Parallel, step; GVA (HV = G·H: the gate of head h serves its G value heads) and
 // varlen as the family. The paper's multi-dimensional positional encodings (MD-TPE, MD-LRPE), the
 // short convolutions and the output gate of the layer are outside the operator.
-// Element types: fp32 only (not ported to bf16 / fp16): a bf16 / fp16 q, k, v or o in the
-// LinearInputs / LinearOutputs is an Error naming it (docs/conventions.md §9.8).
+// Element types: q, k, v fp32, bf16 or fp16 (one type, as the linear family), o any of the three
+// (written by the kernels, rounded once). silu(q) and k̃ are fp32 scratch formed from q, k read
+// widened exactly; since the kernels take one element type, a bf16 / fp16 v is widened into fp32
+// scratch too (one copy of v). bf16 inputs give the fp32 operator's bits on the widened values
+// (docs/conventions.md §9.8).
 #pragma once
 
 #include <algorithm>
@@ -30,6 +33,7 @@
 #include <optional>
 #include <vector>
 
+#include "polyattn/core/element.hpp"
 #include "polyattn/linear/presets.hpp"
 
 namespace polyattn::papers {
@@ -66,7 +70,7 @@ class LightNet {
 
   /// Decode: state [B,HV,K,V] and log_z [B,H,K] read and updated in place.
   template <Executor E = Serial>
-  void step(const LinearInputs& in, View4<float> state, View3<float> log_z, View4<float> o,
+  void step(const LinearInputs& in, View4<float> state, View3<float> log_z, MutEView4 o,
             const LinearRunOptions& run = {}, const E& exec = E{}) const {
     if (!in.initial_state.absent())
       throw Error("initial_state",
@@ -86,8 +90,7 @@ class LightNet {
     check::required("q", in_raw.q);
     check::required("k", in_raw.k);
     check::required("v", in_raw.v);
-    check::qkv_fp32(in_raw, "papers::LightNet");  // fp32 only (not ported to bf16 / fp16)
-    check::dtype_is("o", out.o, Dtype::f32, "papers::LightNet");
+    check::qkv_element_types(in_raw);
     check::shape_is("k", in_raw.k, in_raw.q.shape(), "same as q [B,T,H,K]");
     if (!in_raw.gk.absent() || !in_raw.g.absent() || !in_raw.g_gamma.absent())
       throw Error(!in_raw.gk.absent()  ? "gk"
@@ -121,32 +124,44 @@ class LightNet {
     const auto kv = View4<float>::contiguous(kt.data(), {B, T, H, K});
     const auto gv = View4<float>::contiguous(gk.data(), {B, T, HV, K});
     apply_rows(Silu{}, in_raw.q, qv);
-    const auto kin = in_raw.k.as<float>();
     const auto segs = segments(B, T, in_raw.cu_seqlens);
     std::vector<double> zf(static_cast<std::size_t>(N * H * K));
-    for (index_t n = 0; n < N; ++n) {
-      const Segment& sg = segs[static_cast<std::size_t>(n)];
-      for (index_t h = 0; h < H; ++h)
-        for (index_t i = 0; i < K; ++i) {
-          double z = z0.absent() ? -std::numeric_limits<double>::infinity() : z0(n, h, i);
-          for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
-            const double k = kin(sg.batch, t, h, i);
-            const double hi = std::max(z, k), lo = std::min(z, k);
-            const double zn = hi + std::log1p(std::exp(lo - hi));  // logaddexp(z, k)
-            // δ_{t−1} = 0 (z = −inf): the gate multiplies a zero state; 0 keeps chunk sums finite.
-            const double gamma = std::isinf(z) && z < 0 ? 0.0 : z - zn;
-            kv(sg.batch, t, h, i) = static_cast<float>(std::exp(k - zn));
-            for (index_t g = 0; g < G; ++g)
-              gv(sg.batch, t, h * G + g, i) = static_cast<float>(gamma);
-            z = zn;
+    in_raw.k.visit([&](auto kin) {  // k of its element type, read widened
+      for (index_t n = 0; n < N; ++n) {
+        const Segment& sg = segs[static_cast<std::size_t>(n)];
+        for (index_t h = 0; h < H; ++h)
+          for (index_t i = 0; i < K; ++i) {
+            double z = z0.absent() ? -std::numeric_limits<double>::infinity() : z0(n, h, i);
+            for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
+              const double k = to_float(kin(sg.batch, t, h, i));
+              const double hi = std::max(z, k), lo = std::min(z, k);
+              const double zn = hi + std::log1p(std::exp(lo - hi));  // logaddexp(z, k)
+              // δ_{t−1} = 0 (z = −inf): the gate multiplies a zero state; 0 keeps chunk sums
+              // finite.
+              const double gamma = std::isinf(z) && z < 0 ? 0.0 : z - zn;
+              kv(sg.batch, t, h, i) = static_cast<float>(std::exp(k - zn));
+              for (index_t g = 0; g < G; ++g)
+                gv(sg.batch, t, h * G + g, i) = static_cast<float>(gamma);
+              z = zn;
+            }
+            zf[static_cast<std::size_t>((n * H + h) * K + i)] = z;
           }
-          zf[static_cast<std::size_t>((n * H + h) * K + i)] = z;
-        }
-    }
+      }
+    });
     LinearInputs in = in_raw;
     in.q = qv;
     in.k = kv;
     in.gk = gv;
+    std::vector<float> vw;
+    if (!in_raw.v.is<float>()) {  // the kernels take one element type: v widened like q̃, k̃
+      vw.resize(static_cast<std::size_t>(std::max<index_t>(in_raw.v.numel(), 1)));
+      const auto vv = View4<float>::contiguous(vw.data(), in_raw.v.shape());
+      apply_rows(Identity{}, in_raw.v, vv);
+      in.v = vv;
+    }
+    check::writes_disjoint({memory::region("o", out.o)},  // the kernels see copies of q, k (v)
+                           {memory::region("q", in_raw.q), memory::region("k", in_raw.k),
+                            memory::region("v", in_raw.v)});
     gla_.template forward<Algo>(in, out, run, exec);
     if (!z_out.absent())
       for (index_t n = 0; n < N; ++n)

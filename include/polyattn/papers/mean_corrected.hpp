@@ -24,8 +24,12 @@
 // double. GVA (HV = G·H), varlen (cu_seqlens) and decode (step) as the rest of the family. The
 // mean state: z [N,HV,K] (K after φ), m [N,HV,V], n [N] (float, exact to 2^24 tokens); all three
 // or none (none = zeros).
-// Element types: fp32 only (not ported to bf16 / fp16): a bf16 / fp16 q, k, v or o in the
-// LinearInputs / LinearOutputs is an Error naming it (docs/conventions.md §9.8).
+// Element types: q, k, v fp32, bf16 or fp16 (one type, as the linear family), o any of the three.
+// With identity maps the kernels get the typed views; with a feature map they get the fp32 mapped
+// q, k and v widened into fp32 scratch too (the family takes one element type: one copy of v).
+// The correction pass reads q, k, v widened exactly, and o is formed in fp32 and rounded once
+// (papers/fp32_linear_outputs.hpp), so bf16 inputs give the fp32 operator's bits on the widened
+// values (docs/conventions.md §9.8).
 #pragma once
 
 #include <algorithm>
@@ -35,7 +39,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "polyattn/core/element.hpp"
 #include "polyattn/linear/presets.hpp"
+#include "polyattn/papers/fp32_linear_outputs.hpp"
 
 namespace polyattn::papers {
 
@@ -104,8 +110,8 @@ class MeanCorrectedLinear {
 
   /// Decode: state [B,HV,K,V] and the mean state (z, m, n) read and updated in place.
   template <Executor E = Serial>
-  void step(const LinearInputs& in, View4<float> state, const MeanState<float>& mean,
-            View4<float> o, const LinearRunOptions& run = {}, const E& exec = E{}) const {
+  void step(const LinearInputs& in, View4<float> state, const MeanState<float>& mean, MutEView4 o,
+            const LinearRunOptions& run = {}, const E& exec = E{}) const {
     if (!in.initial_state.absent())
       throw Error("initial_state",
                   "must be empty in step(): the state argument is read and updated in place");
@@ -145,8 +151,7 @@ class MeanCorrectedLinear {
     check::required("k", in_raw.k);
     check::required("v", in_raw.v);
     check::required("o", out.o);
-    check::qkv_fp32(in_raw, "papers::MeanCorrectedLinear");  // fp32 only (not ported)
-    check::dtype_is("o", out.o, Dtype::f32, "papers::MeanCorrectedLinear");
+    check::qkv_element_types(in_raw);
     check::shape_is("k", in_raw.k, in_raw.q.shape(), "same as q [B,T,H,K]");
     if (!in_raw.initial_z.absent())
       throw Error("initial_z", "is not used: the mean state (init.z) carries the key sum");
@@ -163,7 +168,7 @@ class MeanCorrectedLinear {
     check_mean_state("fin", fin, N, HV, K, V);
 
     // φ(q), φ(k) once, for the kernels and for the correction pass.
-    std::vector<float> qm, km;
+    std::vector<float> qm, km, vw;
     LinearInputs in = in_raw;
     if constexpr (!Map::is_identity || !KeyMap::is_identity) {
       // (At least one element, so that an empty call still passes non-null views.)
@@ -175,16 +180,38 @@ class MeanCorrectedLinear {
       apply_rows(key_map_, in_raw.k, kv);
       in.q = qv;
       in.k = kv;
+      if (!in_raw.v.is<float>()) {  // the kernels take one element type: v widened to fp32 too
+        vw.resize(static_cast<std::size_t>(std::max<index_t>(in_raw.v.numel(), 1)));
+        const auto vv = View4<float>::contiguous(vw.data(), in_raw.v.shape());
+        apply_rows(Identity{}, in_raw.v, vv);
+        in.v = vv;
+      }
     }
     const std::optional<double> scale_opt = run.scale ? run.scale : default_scale_;
     // The kernels validate the rest (shapes, GVA, states) before writing o or final_state.
-    core_.template forward<Algo>(in, out, {.scale = scale_opt}, exec);
+    const Fp32LinearOutputs o32(in_raw, out);
+    core_.template forward<Algo>(in, o32.outputs(), {.scale = scale_opt}, exec);
+    // The correction pass, on q, k (mapped or raw) and v of their element types.
+    in.q.visit([&](auto qf) {
+      using Tqk = std::remove_cvref_t<decltype(*qf.data())>;
+      in.v.visit([&](auto vf) {
+        correct(qf, in.k.as<Tqk>(), vf, in.cu_seqlens, init, o32.o(), fin,
+                resolved_scale(scale_opt, K));
+      });
+    });
+    o32.finish();
+  }
 
-    const index_t H = qs[2], G = HV / H;
-    const double scale = resolved_scale(scale_opt, K);
-    const auto qf = in.q.as<float>(), kf = in.k.as<float>(), vf = in.v.as<float>();
-    const auto of = out.o.as<float>();
-    const auto segs = segments(qs[0], qs[1], in.cu_seqlens);
+  // o ← α·o + γ·m token by token (header comment), with z, m, n from init; fin receives them.
+  template <class Tqk, class Tv>
+  void correct(const TensorView<const Tqk, 4>& qf, const TensorView<const Tqk, 4>& kf,
+               const TensorView<const Tv, 4>& vf, std::span<const std::int64_t> cu,
+               const MeanState<const float>& init, const View4<float>& of,
+               const MeanState<float>& fin, double scale) const {
+    const auto& qs = qf.shape();
+    const index_t K = qs[3], HV = vf.size(2), V = vf.size(3), H = qs[2], G = HV / H;
+    const auto segs = segments(qs[0], qs[1], cu);
+    const auto N = static_cast<index_t>(segs.size());
     std::vector<double> counts(static_cast<std::size_t>(N));
     for (index_t n = 0; n < N; ++n) counts[n] = init.absent() ? 0.0 : init.count(n);
     std::vector<double> z(static_cast<std::size_t>(K)), m(static_cast<std::size_t>(V));
@@ -198,10 +225,10 @@ class MeanCorrectedLinear {
         for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
           double s = 0.0;
           for (index_t i = 0; i < K; ++i) {
-            z[i] += kf(sg.batch, t, h, i);
-            s += static_cast<double>(qf(sg.batch, t, h, i)) * z[i];
+            z[i] += to_float(kf(sg.batch, t, h, i));
+            s += static_cast<double>(to_float(qf(sg.batch, t, h, i))) * z[i];
           }
-          for (index_t j = 0; j < V; ++j) m[j] += vf(sg.batch, t, hv, j);
+          for (index_t j = 0; j < V; ++j) m[j] += to_float(vf(sg.batch, t, hv, j));
           cnt += 1.0;
           const MeanCoefficients c = corr_.coefficients(scale * s, cnt);
           for (index_t j = 0; j < V; ++j) {

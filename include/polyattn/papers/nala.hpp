@@ -18,6 +18,8 @@
 // sum with its n-scaled eps in the correction pass. Left to the caller: the RoPE the authors
 // apply to φq, φk inside the numerator only, the depthwise conv on v (papers::token_conv_add),
 // the output gate and norm.
+// Element types: as MeanCorrectedLinear (mean_corrected.hpp): q, k, v fp32, bf16 or fp16 (one
+// type), o any of the three.
 #pragma once
 
 #include <cmath>

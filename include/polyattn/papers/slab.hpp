@@ -15,11 +15,14 @@
 // Composition: the linear part is LinearAttention<Relu, NoDecay, AdditiveUpdate,
 // SumNormalizer{1e-6}> with scale 1 (Recurrent, Chunked<C>, Parallel, step with z), the local part
 // papers::token_conv_add with weight [1, 1 or HV, V, W] and bias [V].
-// Element types: fp32 only (not ported to bf16 / fp16): a bf16 / fp16 q, k, v or o in the
-// LinearInputs / LinearOutputs is an Error naming it (docs/conventions.md §9.8).
+// Element types: q, k, v fp32, bf16 or fp16 (one type, as the linear family), o any of the three:
+// the linear part gets the typed views (the kernels convert on load), the conv reads v widened,
+// and the sum is formed in fp32 and rounded once (papers/fp32_linear_outputs.hpp), so bf16 inputs
+// give the fp32 operator's bits on the widened values (docs/conventions.md §9.8).
 #pragma once
 
 #include "polyattn/linear/presets.hpp"
+#include "polyattn/papers/fp32_linear_outputs.hpp"
 #include "polyattn/papers/token_conv.hpp"
 
 namespace polyattn::papers {
@@ -44,20 +47,23 @@ class Slab {
                const LinearOutputs<float>& out, const LinearRunOptions& run = {},
                const E& exec = E{}) const {
     check_conv(in, conv, cache);
-    check::dtype_is("o", out.o, Dtype::f32, "papers::Slab");
-    linear_.template forward<Algo>(in, out, run, exec);
-    token_conv_add_unchecked(in.v.as<float>(), conv, cache, in.cu_seqlens, out.o.as<float>());
+    const Fp32LinearOutputs o32(in, out);
+    linear_.template forward<Algo>(in, o32.outputs(), run, exec);
+    token_conv_add_unchecked(in.v, conv, cache, in.cu_seqlens, o32.o());
+    o32.finish();
   }
 
   /// Decode: state [B,HV,K,V], z [B,HV,K] and the conv cache [B,HV,W−1,V] in place.
   template <Executor E = Serial>
   void step(const LinearInputs& in, View4<float> state, View3<float> z, const TokenConv& conv,
-            View4<float> conv_cache, View4<float> o, const LinearRunOptions& run = {},
+            View4<float> conv_cache, MutEView4 o, const LinearRunOptions& run = {},
             const E& exec = E{}) const {
     const TokenConvCache cache{conv_cache, conv_cache};
     check_conv(in, conv, cache);
-    linear_.step(in, state, z, o, run, exec);
-    token_conv_add_unchecked(in.v.as<float>(), conv, cache, {}, o);
+    const Fp32LinearOutputs o32(in, {.o = o});
+    linear_.step(in, state, z, o32.o(), run, exec);
+    token_conv_add_unchecked(in.v, conv, cache, {}, o32.o());
+    o32.finish();
   }
 
  private:
@@ -65,7 +71,6 @@ class Slab {
                          const TokenConvCache& cache) {
     check::required("q", in.q);
     check::required("v", in.v);
-    check::qkv_fp32(in, "papers::Slab");  // fp32 only (not ported to bf16 / fp16)
     const index_t N = check::cu_seqlens("cu_seqlens", in.cu_seqlens, in.q.size(0), in.q.size(1));
     check_token_conv(conv, cache, N, in.v.size(2), in.v.size(3));
   }

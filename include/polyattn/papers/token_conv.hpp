@@ -11,8 +11,9 @@
 // [N, HX, W−1, V] (the last W−1 inputs of the previous call, oldest first) or zeros; the
 // optional cache_out receives the last W−1 inputs after this call (it may alias cache_in: the
 // old values are read first), which is how decode carries the convolution.
-// Sums are formed in double and added once to o. Arguments are checked before anything is
-// written (polyattn::Error naming the argument).
+// Sums are formed in double and added once to o. x may be fp32, bf16 or fp16 (widened exactly as
+// it is read; the cache holds the widened values), o and the cache are fp32. Arguments are checked
+// before anything is written (polyattn::Error naming the argument).
 #pragma once
 
 #include <algorithm>
@@ -21,6 +22,8 @@
 #include <span>
 #include <vector>
 
+#include "polyattn/core/element.hpp"
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/sequences.hpp"
 #include "polyattn/core/tensor_view.hpp"
@@ -64,12 +67,11 @@ inline void check_token_conv(const TokenConv& conv, const TokenConvCache& cache,
   check_cache("conv_cache.out", cache.out);
 }
 
-/// o += causal depthwise conv of x (see the header comment). Call check_token_conv first, or use
-/// token_conv_add, which checks.
-inline void token_conv_add_unchecked(const View4<const float>& x, const TokenConv& conv,
-                                     const TokenConvCache& cache,
-                                     std::span<const std::int64_t> cu_seqlens,
-                                     const View4<float>& o) {
+namespace detail::token_conv {
+// The body of token_conv_add_unchecked for x of element type X.
+template <Element X>
+void add(const TensorView<const X, 4>& x, const TokenConv& conv, const TokenConvCache& cache,
+         std::span<const std::int64_t> cu_seqlens, const View4<float>& o) {
   const index_t B = x.size(0), T = x.size(1), HX = x.size(2), V = x.size(3);
   const index_t W = conv.width(), Hist = W - 1;
   const auto segs = segments(B, T, cu_seqlens);
@@ -85,7 +87,7 @@ inline void token_conv_add_unchecked(const View4<const float>& x, const TokenCon
           hist[static_cast<std::size_t>(j)] = cache.in.absent() ? 0.f : cache.in(n, h, j, c);
         // Input at position p relative to the sequence start (p < 0: history).
         auto input = [&](index_t p) -> double {
-          if (p >= 0) return x(sg.batch, sg.begin + p, h, c);
+          if (p >= 0) return to_float(x(sg.batch, sg.begin + p, h, c));
           return hist[static_cast<std::size_t>(Hist + p)];
         };
         const double b = conv.bias.absent() ? 0.0 : conv.bias(c);
@@ -104,8 +106,19 @@ inline void token_conv_add_unchecked(const View4<const float>& x, const TokenCon
   }
 }
 
+}  // namespace detail::token_conv
+
+/// o += causal depthwise conv of x (see the header comment). Call check_token_conv first, or use
+/// token_conv_add, which checks.
+inline void token_conv_add_unchecked(const ElementView<4>& x, const TokenConv& conv,
+                                     const TokenConvCache& cache,
+                                     std::span<const std::int64_t> cu_seqlens,
+                                     const View4<float>& o) {
+  x.visit([&](auto xv) { detail::token_conv::add(xv, conv, cache, cu_seqlens, o); });
+}
+
 /// Checked form: x [B,T,HX,V], o of the same shape, cu_seqlens as everywhere (§1.4).
-inline void token_conv_add(const View4<const float>& x, const TokenConv& conv,
+inline void token_conv_add(const ElementView<4>& x, const TokenConv& conv,
                            const TokenConvCache& cache, std::span<const std::int64_t> cu_seqlens,
                            const View4<float>& o) {
   check::required("v", x);

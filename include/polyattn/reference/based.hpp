@@ -16,6 +16,7 @@
 #include <string>
 #include <type_traits>
 
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/sequences.hpp"
 #include "polyattn/core/tensor_view.hpp"
@@ -25,9 +26,9 @@
 namespace polyattn::reference {
 
 struct BasedInputs {
-  TensorView<const float, 4> q;              // [B, T, H, K]
-  TensorView<const float, 4> k;              // [B, T, H, K]
-  TensorView<const float, 4> v;              // [B, T, H, V]
+  ElementView<4> q;                          // [B, T, H, K]  fp32, bf16 or fp16 (widened exactly)
+  ElementView<4> k;                          // [B, T, H, K]
+  ElementView<4> v;                          // [B, T, H, V]
   std::span<const std::int64_t> cu_seqlens;  // optional varlen [N+1], B == 1
 };
 

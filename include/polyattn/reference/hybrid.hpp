@@ -14,8 +14,9 @@
 // SWA_w is causal sliding-window softmax attention (reference::softmax_attention with causal and
 // window w). Based is reference::based_attention. lin_q / lin_k are the linear branch's queries
 // and keys (default: q and k). Every argument is validated (polyattn/args/hybrid.hpp, shared with
-// the fast operators of polyattn/hybrid/) before any output is written. Eigen in double, one
-// query row (lolcats) or one head (agent) at a time: no tiling, no chunking.
+// the fast operators of polyattn/hybrid/) before any output is written; bf16 / fp16 inputs are
+// widened exactly (the reference of a typed call is the same call on the widened values). Eigen
+// in double, one query row (lolcats) or one head (agent) at a time: no tiling, no chunking.
 #pragma once
 
 #include <algorithm>
@@ -59,9 +60,9 @@ namespace detail {
 using HybridDims = polyattn::HybridDims;
 
 // Causal sliding-window softmax of q, k, v into a double [B,T,H,V] buffer (already validated).
-inline std::vector<double> swa(const View4<const float>& q, const View4<const float>& k,
-                               const View4<const float>& v, std::span<const std::int64_t> cu,
-                               index_t window, double scale, const HybridDims& d) {
+inline std::vector<double> swa(const EView4& q, const EView4& k, const EView4& v,
+                               std::span<const std::int64_t> cu, index_t window, double scale,
+                               const HybridDims& d) {
   std::vector<double> buf(static_cast<std::size_t>(d.B * d.T * d.H * d.V));
   SoftmaxInputs in;
   in.q = q;
@@ -85,7 +86,7 @@ template <class Out>
 void based_hybrid(const BasedHybridInputs& in, const BasedHybridOptions& opt,
                   TensorView<Out, 4> o) {
   const BasedHybridDims d = validate_based_hybrid(in, opt, o);
-  const View4<const float> lq = d.lin_q, lk = d.lin_k;
+  const EView4 lq = d.lin_q, lk = d.lin_k;
   const double bscale = d.based_scale, sscale = d.softmax_scale;
 
   // Based (Taylor linear) branch, normalised.
@@ -146,7 +147,7 @@ template <class Out>
   requires(std::is_same_v<Out, float> || std::is_same_v<Out, double>)
 void liger(const LigerInputs& in, const LigerOptions& opt, TensorView<Out, 4> o) {
   const LigerDims d = validate_liger(in, opt, o);
-  const View4<const float> lq = d.lin_q, lk = d.lin_k;
+  const EView4 lq = d.lin_q, lk = d.lin_k;
   const index_t K = d.K;
   const double gscale = d.gla_scale, sscale = d.softmax_scale;
 
