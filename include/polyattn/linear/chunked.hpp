@@ -5,8 +5,8 @@
 //   1 gates         b_t = Σ_{s≤t} γ_s (chunk-relative), e^{b}           — the decay's hooks
 //   2 gram          QK[t,s] = q_t·k_s Γ[t,s] (s ≤ t), KK (s < t) for the delta rule
 //   3 wy_solve      delta rule: (I + tril(β·KK, −1)) [Uc | W] = [β∘V | β∘e^{b}∘K],
-//                   U = Uc − W S0 (β from the update's hook); additive: U = V (or w_t·V
-//                   with a weighted update)
+//                   U = Uc − W S0 (the chunk's β from the update's hooks); additive: U = V
+//                   (or w_t·V with a weighted update, the weights in β's buffer)
 //   4 output        O = (e^{b} ∘ Q) S0 + (QK masked s ≤ t) U  [/ (Q·z + eps)]
 //   5 state_pass    S_new = e^{b_L} ∘ S0 + (e^{b_L − b} ∘ K)ᵀ U
 // The policies' compile-time properties (gate shape, delta, running sum) pick each stage's
@@ -70,13 +70,13 @@ void ChunkedKernel<P>::operator()(A) const {
     stages::cumulative_gates<A, P::shape>(p.gate, c0, L, K, w.b, w.eb);
     stages::gated_gram<A, P::shape>(L, w, want_out, P::delta);
     if constexpr (P::delta) {
-      for (index_t t = 0; t < L; ++t) w.beta[t] = static_cast<float>(p.update.beta(c0 + t));
+      update_betas<A>(p.update, c0, w.beta, L);
       stages::wy_solve<A, P::shape>(L, w, vc, S);
     } else {
+      if constexpr (P::weighted) update_value_weights<A>(p.update, c0, w.beta, L);  // w_t
       for (index_t t = 0; t < L; ++t) {
         stages::load_row<A>(vc, t, w.U + t * V, V);
-        if constexpr (P::weighted)  // u = w_t·v (Mamba2's x·Δ)
-          simd::scale<A>(static_cast<float>(p.update.value_weight(c0 + t)), w.U + t * V, V);
+        if constexpr (P::weighted) simd::scale<A>(w.beta[t], w.U + t * V, V);  // u = w_t·v
       }
     }
     if (p.keep) {  // speculative verify: what CommitKernel needs for any prefix (one chunk)

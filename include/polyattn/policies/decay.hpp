@@ -15,6 +15,9 @@
 //   bind(in, b, t0, h)       the gate of one (sequence, value head) from token t0 on: a small
 //                            value type the kernels call, token index t relative to t0:
 //                              Scalar:      float log_decay(t)
+//                                           optional: template <SimdArch A>
+//                                           void log_decays(t0, float* out, n) — tokens
+//                                           t0 .. t0+n−1 at once (default: log_decay in a loop)
 //                              KeyChannel:  float log_decay(t, i)   (key channel i)
 //                                           optional: template <SimdArch A>
 //                                           void log_decay_row(t, float* out, K) — the K values
@@ -68,6 +71,22 @@ void gate_log_decay_row(const G& gate, index_t t, float* out, index_t K) {
     gate.template log_decay_row<A>(t, out, K);
   } else {
     for (index_t i = 0; i < K; ++i) out[i] = gate.log_decay(t, i);
+  }
+}
+
+/// A scalar gate's optional SIMD hook: the log decays of n tokens from t0 at once.
+template <class G, class A>
+concept HasLogDecays = requires(const G& g, index_t t0, float* out, index_t n) {
+  g.template log_decays<A>(t0, out, n);
+};
+
+/// out[t] = γ of token t0 + t (t < n) of a scalar gate: its SIMD hook when it has one.
+template <simd::SimdArch A, class G>
+void gate_log_decays(const G& gate, index_t t0, float* out, index_t n) {
+  if constexpr (HasLogDecays<G, A>) {
+    gate.template log_decays<A>(t0, out, n);
+  } else {
+    for (index_t t = 0; t < n; ++t) out[t] = static_cast<float>(gate.log_decay(t0 + t));
   }
 }
 

@@ -9,10 +9,13 @@
 //   Mamba2Decay         g_t = Δ_t · A[h],  Δ_t = clamp(softplus(dt_t + dt_bias[h]), dt_min, dt_max)
 //   Mamba2Update        additive with u_t = Δ_t · v_t (Mamba2's x·dt), Δ_t as above
 // softplus(x) = log1p(exp(x)), the identity above 20 (PyTorch's threshold); sigmoid(x) =
-// 1 / (1 + exp(−x)). The per-token scalars are one call of the scalar functions below per
-// (token, value head), the same code a caller would use to materialise them, so a fused run and
-// a run on gates computed with these functions agree bit for bit. KDA's K per-channel values go
-// through a SIMD row hook (log_decay_row), within a few ulp of the scalar function.
+// 1 / (1 + exp(−x)). The scalar functions below are what a caller would use to materialise the
+// gates; the recurrent / step paths call them once per (token, value head), so those runs agree
+// bit for bit with a run on gates computed with them. The chunked kernel takes a chunk's
+// per-token scalars at once through SIMD hooks (log_decays, betas, value_weights: softplus_batch,
+// sigmoid_batch), and KDA's K per-channel values go through a SIMD row hook (log_decay_row):
+// within a few ulp of the scalar functions (bitwise on the scalar ISA), so its outputs agree with
+// a materialised run to fp32 rounding.
 #pragma once
 
 #include <cmath>
@@ -67,6 +70,30 @@ template <class B>
   return xsimd::max(x, B(0.f)) + log1p_y;
 }
 
+/// sigmoid on a SIMD batch: 1 / (1 + exp(−x)) with simd::exp (the scalar function on one lane).
+template <class B>
+[[gnu::always_inline]] inline B sigmoid_batch(B x) noexcept {
+  return B(1.f) / (B(1.f) + simd::exp(-x));
+}
+
+/// out[t] = f(x[t·st]) for t < n: batch_fn on whole batches of Arch (the short last one
+/// zero-padded, so a token's value does not depend on where it falls in a chunk: a verify of T
+/// tokens and a chunked run round it alike), scalar_fn per token on the scalar ISA (bitwise the
+/// scalar functions there). Strided inputs are gathered into out first.
+template <simd::SimdArch Arch, class FB, class FS>
+void per_token(const float* x, index_t st, float* out, index_t n, FB batch_fn,
+               FS scalar_fn) noexcept {
+  if constexpr (simd::batch_t<Arch>::size == 1) {
+    for (index_t t = 0; t < n; ++t) out[t] = scalar_fn(x[t * st]);
+  } else {
+    if (st != 1) {
+      for (index_t t = 0; t < n; ++t) out[t] = x[t * st];
+      x = out;
+    }
+    simd::transform<Arch>(n, out, batch_fn, x);
+  }
+}
+
 /// x·y in fp32, materialised: the kernels add log decays up (b_t = b_{t−1} + g_t), and a
 /// compiler contracting that into fma(x, y, b) would make a fused gate differ in the last bit
 /// from the same gate materialised by a caller (GCC contracts across inlined calls by default).
@@ -107,6 +134,12 @@ struct TimeStep {
     if (softplus) x = gates::softplus(x);
     return x < min ? min : (x > max ? max : x);  // NaN stays NaN
   }
+  /// The same on a batch of dt + bias (softplus_batch; NaN stays NaN through the selects).
+  template <class B>
+  B batch(B x) const noexcept {
+    if (softplus) x = softplus_batch(x);
+    return xsimd::select(x < B(min), B(min), xsimd::select(x > B(max), B(max), x));
+  }
   void check() const {
     if (!(min >= 0.f) || !(max >= min) || std::isnan(max))
       throw Error("dt_limit", "must satisfy 0 <= min <= max, got (" + std::to_string(min) + ", " +
@@ -125,6 +158,15 @@ struct GatedDeltaNetDecay {
     float neg_A, bias;
     float log_decay(index_t t) const noexcept {
       return gates::gdn_log_decay(a[t * st], neg_A, bias);
+    }
+    // g = −exp(A_log)·softplus(a + dt_bias) of n tokens from t0.
+    template <simd::SimdArch Arch>
+    void log_decays(index_t t0, float* out, index_t n) const noexcept {
+      using B = simd::batch_t<Arch>;
+      gates::per_token<Arch>(
+          a + t0 * st, st, out, n,
+          [m = B(neg_A), c = B(bias)](auto x) { return m * gates::softplus_batch(x + c); },
+          [this](float x) { return gates::gdn_log_decay(x, neg_A, bias); });
     }
   };
   void check(const LinearInputs& in, const LinearDims& d) const {
@@ -172,9 +214,7 @@ struct KimiDeltaDecay {
       if (bounded) {
         simd::transform<Arch>(
             K, out,
-            [a = B(A), lo = B(lower)](B x, B c) {
-              return lo * (B(1.f) / (B(1.f) + simd::exp(-(a * (x + c)))));
-            },
+            [a = B(A), lo = B(lower)](B x, B c) { return lo * gates::sigmoid_batch(a * (x + c)); },
             row, bias);
       } else {
         simd::transform<Arch>(
@@ -216,6 +256,13 @@ struct SigmoidBetaUpdate {
     const float* b;  // b[t·st]
     index_t st;
     float beta(index_t t) const noexcept { return gates::sigmoid(b[t * st]); }
+    // β = sigmoid(b) of n tokens from t0.
+    template <simd::SimdArch Arch>
+    void betas(index_t t0, float* out, index_t n) const noexcept {
+      gates::per_token<Arch>(
+          b + t0 * st, st, out, n, [](auto x) { return gates::sigmoid_batch(x); },
+          [](float x) { return gates::sigmoid(x); });
+    }
   };
   void check(const LinearInputs& in, const LinearDims& d) const {
     check::beta_input(in, d, true, true);
@@ -233,6 +280,15 @@ struct BoundTimeStep {
   float bias;
   gates::TimeStep step;
   float operator()(index_t t) const noexcept { return step(dt[t * st], bias); }
+  // Δ·mul of n tokens from t0 (mul = 1: Δ itself, exactly).
+  template <simd::SimdArch Arch>
+  void times(index_t t0, float* out, index_t n, float mul) const noexcept {
+    using B = simd::batch_t<Arch>;
+    gates::per_token<Arch>(
+        dt + t0 * st, st, out, n,
+        [this, m = B(mul), c = B(bias)](auto x) { return step.batch(x + c) * m; },
+        [this, mul](float x) { return gates::exact_product(step(x, bias), mul); });
+  }
 };
 inline BoundTimeStep bind_time_step(const LinearInputs& in, const gates::TimeStep& step, index_t b,
                                     index_t t0, index_t h) {
@@ -248,6 +304,11 @@ struct Mamba2Decay {
     detail::BoundTimeStep dt;
     float A;
     float log_decay(index_t t) const noexcept { return gates::mamba2_log_decay(dt(t), A); }
+    // g = Δ·A of n tokens from t0.
+    template <simd::SimdArch Arch>
+    void log_decays(index_t t0, float* out, index_t n) const noexcept {
+      dt.times<Arch>(t0, out, n, A);
+    }
   };
   void check(const LinearInputs& in, const LinearDims& d) const {
     time_step.check();
@@ -268,6 +329,11 @@ struct Mamba2Update {
   struct Bound {
     detail::BoundTimeStep dt;
     float value_weight(index_t t) const noexcept { return dt(t); }
+    // w = Δ of n tokens from t0.
+    template <simd::SimdArch Arch>
+    void value_weights(index_t t0, float* out, index_t n) const noexcept {
+      dt.times<Arch>(t0, out, n, 1.f);
+    }
   };
   void check(const LinearInputs& in, const LinearDims& d) const {
     check::beta_input(in, d, false);

@@ -12,7 +12,11 @@
 //   check(in, dims)        validate the tensors it reads (check::beta_input)
 //   bind(in, b, t0, h)     for delta updates: the step size of one (sequence, value head),
 //                          `float beta(t)` with t relative to t0; an additive update may give
-//                          `float value_weight(t)`: then u_t = w_t·v_t (Mamba2's x·Δ)
+//                          `float value_weight(t)`: then u_t = w_t·v_t (Mamba2's x·Δ).
+//                          Optional SIMD hooks for n tokens from t0 at once (the chunked
+//                          kernel's; default: the per-token function in a loop):
+//                          template <SimdArch A> void betas(t0, float* out, n) /
+//                          value_weights(t0, float* out, n)
 //   qk_l2norm              whether q and k are L2-normalised in-kernel
 // Built-in policies also carry `kind` (the Update value of the reference oracle).
 #pragma once
@@ -21,6 +25,7 @@
 #include <type_traits>
 
 #include "polyattn/args/linear.hpp"
+#include "polyattn/core/simd/arch.hpp"
 
 namespace polyattn {
 
@@ -44,6 +49,35 @@ concept UpdatePolicy = requires { typename std::bool_constant<P::delta>; } &&
 template <UpdatePolicy P>
 using bound_update_t = decltype(std::declval<const P&>().bind(std::declval<const LinearInputs&>(),
                                                               index_t{}, index_t{}, index_t{}));
+
+/// A bound update's optional SIMD hooks: β, or the value weights, of n tokens from t0 at once.
+template <class U, class A>
+concept HasBetas =
+    requires(const U& u, index_t t0, float* out, index_t n) { u.template betas<A>(t0, out, n); };
+template <class U, class A>
+concept HasValueWeights = requires(const U& u, index_t t0, float* out, index_t n) {
+  u.template value_weights<A>(t0, out, n);
+};
+
+/// out[t] = β of token t0 + t (t < n): the update's SIMD hook when it has one.
+template <simd::SimdArch A, class U>
+void update_betas(const U& u, index_t t0, float* out, index_t n) {
+  if constexpr (HasBetas<U, A>) {
+    u.template betas<A>(t0, out, n);
+  } else {
+    for (index_t t = 0; t < n; ++t) out[t] = static_cast<float>(u.beta(t0 + t));
+  }
+}
+
+/// out[t] = w of token t0 + t (t < n) of a weighted additive update: its SIMD hook when it has one.
+template <simd::SimdArch A, class U>
+void update_value_weights(const U& u, index_t t0, float* out, index_t n) {
+  if constexpr (HasValueWeights<U, A>) {
+    u.template value_weights<A>(t0, out, n);
+  } else {
+    for (index_t t = 0; t < n; ++t) out[t] = static_cast<float>(u.value_weight(t0 + t));
+  }
+}
 
 struct AdditiveUpdate {
   static constexpr bool delta = false;

@@ -6,7 +6,7 @@
 //   QK  [C×C] (C)   gated Gram q·k, s ≤ t                    KK  [C×C] (C)  gated Gram k·k, s < t
 //   R   [C×(V+K)]   delta right-hand side [β v | β e^b k], solved in place into [Uc | W]
 //   U   [C×V] (V)   values (additive) or the solved update   O   [C×V] (V)  outputs
-//   beta[C]         β of the chunk's tokens
+//   beta[C]         β of the chunk's tokens (a weighted additive update: its weights w_t)
 //   b   [C×bK]      cumulative log gates (bK = K for key-channel gates, 1 otherwise)
 //   eb  [C×bK]      e^{b}
 //   extra [C×K + K] scratch of the Gram and state stages

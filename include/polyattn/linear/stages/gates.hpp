@@ -2,8 +2,9 @@
 //
 //   b_t = Σ_{s ≤ t} γ_s        (chunk-relative, t < L; one value per token, or per key channel)
 //   eb_t = e^{b_t}             with e^x := 0 for x < kFlushLog
-// γ comes from the decay policy's bound gate (policies/decay.hpp) through its hooks, so a new
-// decay only provides log_decay(). Gates relative to the chunk start are never an absolute
+// γ comes from the decay policy's bound gate (policies/decay.hpp) through its hooks (a chunk's
+// tokens at once, or K channels a row, where the gate has a SIMD hook), so a new decay only
+// provides log_decay(). Gates relative to the chunk start are never an absolute
 // product, so nothing overflows at any T. Decay factors below e^kFlushLog (≈ 1e-30) are set to
 // exactly 0: they cannot change an fp32 result built from O(1) terms, and keeping them would
 // push the products into subnormal numbers, which run many times slower on x86 (seen with
@@ -35,8 +36,9 @@ template <simd::SimdArch A, GateShape Shape, class Gate>
 void cumulative_gates(const Gate& gate, index_t c0, index_t L, index_t K, float* b, float* eb) {
   using B = simd::batch_t<A>;
   if constexpr (Shape == GateShape::Scalar) {
-    for (index_t t = 0; t < L; ++t)
-      b[t] = (t == 0 ? 0.f : b[t - 1]) + static_cast<float>(gate.log_decay(c0 + t));
+    gate_log_decays<A>(gate, c0, b, L);  // γ (the gate's SIMD hook), then b_t = b_{t−1} + γ_t
+    float acc = 0.f;
+    for (index_t t = 0; t < L; ++t) b[t] = acc = acc + b[t];
     decay_exp<A>(b, eb, L);
   } else if constexpr (Shape == GateShape::KeyChannel) {
     for (index_t t = 0; t < L; ++t) {
