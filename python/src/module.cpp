@@ -1,6 +1,6 @@
 // python/src/module.cpp — the _polyattn extension: the linear family and the short convolution
-// (softmax, KV cache and sparse selectors are in softmax.cpp). See common.hpp for the private
-// ABI; python/polyattn/ holds the public, fla-named functions built on it.
+// (softmax, KV cache and sparse selectors are in softmax.cpp; Mamba2 in mamba2.cpp). See common.hpp
+// for the private ABI; python/polyattn/ holds the public, fla-named functions built on it.
 //
 // The linear operators run Chunked<64> (prefill) or Recurrent (fused_recurrent_*, decode); every
 // algorithm gives the same numbers up to fp32 rounding (docs/conventions.md §4), so fla's
@@ -146,4 +146,5 @@ NB_MODULE(_polyattn, m) {
     return rt ? rt->max_threads() : 0;
   });
   bind_softmax(m);
+  bind_mamba2(m);
 }
