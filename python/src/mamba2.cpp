@@ -8,7 +8,9 @@
 //   y = (y + D[h,p]·x) · silu(z),  D [H] (a stride-0 view [H,P]) or [H,P]
 // (Mamba2's own skip is a serial pass and takes D [H] only; mamba_ssm also accepts D [H,P]).
 // Everything, z and D included, is checked before the kernel runs: nothing is written on error.
-#include <cmath>
+#include <algorithm>
+#include <bit>
+#include <cstdint>
 #include <string>
 
 #include "common.hpp"
@@ -40,25 +42,57 @@ TensorView<const float, 2> skip_weights(const OptIn& D, index_t H, index_t P) {
   return d;
 }
 
-// y = (y + D·x) · silu(z) over [B,T,H,P], one (b, t) row per work item.
+// exp(x), branch-free so that a loop of it vectorises at -O3 on the baseline ISA (std::exp is a
+// scalar call): Cody-Waite reduction x = n·ln2 + r, Cephes' degree-6 expf polynomial (about
+// 1 ulp), 2^n from the exponent bits; x clamped to [-87, 88] (silu's sigmoid saturates well
+// before: its absolute error there is below 1e-36). NaN propagates.
+inline float exp_vec(float x) noexcept {
+  x = x < -87.f ? -87.f : (x > 88.f ? 88.f : x);
+  const float n = (x * 1.44269504f + 12582912.f) - 12582912.f;  // round to nearest
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  return p * std::bit_cast<float>((static_cast<std::int32_t>(n) + 127) << 23);
+}
+
+// y = (y + D·x) · silu(z) over [B,T,H,P], one (b, t) row per work item. Measured (B1 T1024 H32
+// P64, 2 threads): the gate with std::exp on 4-index TensorView addressing cost 2.5× numpy's
+// y·silu(z); gathered into a block and computed with exp_vec it is below numpy's, and decode
+// needs no extra Python-side passes.
 template <class E>
 void skip_and_gate(const View4<const float>& x, const TensorView<const float, 2>& D,
                    const View4<const float>& z, const View4<float>& y, const E& exec) {
   if (D.absent() && z.absent()) return;
   const auto& s = x.shape();
   const index_t T = s[1], H = s[2], P = s[3];
+  const index_t ys = y.stride(3), xs = x.stride(3), Ds = D.absent() ? 0 : D.stride(1),
+                zs = z.absent() ? 0 : z.stride(3);
+  constexpr index_t kBlock = 64;
   exec.parallel_for(s[0] * T, [&](std::int64_t i) {
     const index_t b = i / T, t = i % T;
-    for (index_t h = 0; h < H; ++h)
-      for (index_t p = 0; p < P; ++p) {
-        float v = y(b, t, h, p);
-        if (!D.absent()) v += D(h, p) * x(b, t, h, p);
-        if (!z.absent()) {
-          const float g = z(b, t, h, p);
-          v *= g / (1.f + std::exp(-g));
-        }
-        y(b, t, h, p) = v;
+    float gate[kBlock];
+    for (index_t h = 0; h < H; ++h) {
+      float* yp = y.ptr(b, t, h, 0);
+      if (!D.absent()) {
+        const float* xp = x.ptr(b, t, h, 0);
+        const float* dp = D.ptr(h, 0);
+        for (index_t p = 0; p < P; ++p) yp[p * ys] += dp[p * Ds] * xp[p * xs];
       }
+      if (z.absent()) continue;
+      const float* zp = z.ptr(b, t, h, 0);
+      for (index_t p0 = 0; p0 < P; p0 += kBlock) {
+        const index_t n = std::min(kBlock, P - p0);
+        for (index_t j = 0; j < n; ++j) gate[j] = zp[(p0 + j) * zs];
+        for (index_t j = 0; j < n; ++j) gate[j] = gate[j] / (1.f + exp_vec(-gate[j]));
+        for (index_t j = 0; j < n; ++j) yp[(p0 + j) * ys] *= gate[j];
+      }
+    }
   });
 }
 
