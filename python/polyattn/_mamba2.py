@@ -56,6 +56,27 @@ def _seq_idx_to_cu(seq_idx, B, T, fw):
     return _A.as_tensor_like(cu, fw)
 
 
+def _packed(seq_idx, cu_seqlens, initial_states, B, T, fw):
+    """(cu_seqlens as int64 or None, initial states) from cu_seqlens and / or seq_idx; with
+    seq_idx, a [1, ...] initial state is the first sequence's and the others start from zeros
+    (mamba_ssm)."""
+    cu = _A.int64("cu_seqlens", cu_seqlens, fw)
+    if seq_idx is None:
+        return cu, initial_states
+    from_idx = _seq_idx_to_cu(seq_idx, B, T, fw)
+    if cu is None:
+        cu = from_idx
+    elif not np.array_equal(np.asarray(cu), np.asarray(from_idx)):
+        raise ValueError("polyattn: argument 'seq_idx': describes other sequences than cu_seqlens")
+    N = int(cu.shape[0]) - 1
+    h0 = initial_states
+    if h0 is not None and h0.ndim == 4 and h0.shape[0] == 1 and N > 1:
+        first = _A.f32("initial_states", h0, fw)
+        h0 = _A.zeros(fw, (N,) + tuple(h0.shape[1:]))
+        h0[:1] = first
+    return cu, h0
+
+
 def mamba_chunk_scan_combined(
     x,
     dt,
@@ -99,15 +120,7 @@ def mamba_chunk_scan_combined(
                 f"polyattn: argument '{name}': expected shape [B, T, G, N] with B, T of x "
                 f"{list(x.shape)} (B and C alike), got {list(t.shape)}"
             )
-    cu = _A.int64("cu_seqlens", cu_seqlens, fw)
-    if seq_idx is not None:
-        from_idx = _seq_idx_to_cu(seq_idx, Bsz, T, fw)
-        if cu is None:
-            cu = _A.int64("seq_idx", from_idx, fw)
-        elif not np.array_equal(np.asarray(cu), np.asarray(from_idx)):
-            raise ValueError(
-                "polyattn: argument 'seq_idx': describes other sequences than cu_seqlens"
-            )
+    cu, h0 = _packed(seq_idx, cu_seqlens, initial_states, Bsz, T, fw)
     if return_varlen_states and cu is None:
         raise ValueError(
             "polyattn: argument 'return_varlen_states': needs cu_seqlens (packed sequences)"
@@ -118,11 +131,7 @@ def mamba_chunk_scan_combined(
             f"got x of shape {list(x.shape)}"
         )
     N = _A.nseq(Bsz, cu)
-    h0 = _A.f32("initial_states", initial_states, fw)
-    if seq_idx is not None and h0 is not None and h0.ndim == 4 and h0.shape[0] == 1 and N > 1:
-        first = h0
-        h0 = _A.zeros(fw, (N,) + tuple(h0.shape[1:]))
-        h0[:1] = first
+    h0 = _A.f32("initial_states", h0, fw)
     lo, hi = dt_limit
     ht = None
     if return_final_states or return_varlen_states:
