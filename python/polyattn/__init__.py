@@ -32,6 +32,7 @@ from ._linear import (
     parallel_based,
     retention_g_gamma,
 )
+from ._mamba2 import mamba_chunk_scan_combined, selective_state_update
 from ._softmax import KVCache, flash_attn_func, flash_attn_varlen_func, sparse_attention
 
 __version__ = "0.1.0"
@@ -63,8 +64,10 @@ __all__ = [
     "get_num_threads",
     "get_thread_runtime",
     "isa",
+    "mamba_chunk_scan_combined",
     "parallel_based",
     "retention_g_gamma",
+    "selective_state_update",
     "set_num_threads",
     "set_thread_runtime",
     "short_conv",

@@ -8,6 +8,12 @@ polyattn's own keyword arguments, after fla's: ``threads`` (default: every CPU) 
 gated delta rule and KDA functions, ``state_indices`` (an int64 [N] vector: ``initial_state`` is
 then a float32 state pool [slots, HV, K, V] that sequence n reads from and writes back to, slot
 ``state_indices[n]``, in place; the pool is returned as the final state).
+
+Raw gates (Gated DeltaNet, KDA): with ``use_gate_in_kernel=True`` and
+``use_beta_sigmoid_in_kernel=True`` (and A_log, dt_bias given, allow_neg_eigval off) the gate and
+beta are computed in the kernel by the fused C++ policies (policies/fused_gates.hpp), nothing
+materialised; the other combinations compute g / beta here (``_gdn_gate``, ``_kda_gate``,
+``_beta``) with the same functions, so both paths agree within fp32 rounding.
 """
 
 from __future__ import annotations
@@ -49,6 +55,12 @@ def _run(
     threads=None,
     z=False,
     initial_z=None,
+    a=None,
+    graw=None,
+    b=None,
+    A_log=None,
+    dt_bias=None,
+    lower_bound=None,
 ):
     fw = A.framework("q", q)
     A.check_act("q", q)
@@ -105,11 +117,17 @@ def _run(
         initial_z,
         cu,
         idx,
+        a,
+        graw,
+        b,
+        A_log,
+        dt_bias,
         A.raw(o),
         ht_view,
         zt,
         None if scale is None else float(scale),
         bool(qk_l2norm),
+        None if lower_bound is None else float(lower_bound),
         A.threads_arg(threads),
     )
     if idx is not None:
@@ -152,6 +170,18 @@ def _kda_gate(g, A_log, dt_bias, lower_bound, fw):
     return float(lower_bound) * A.sigmoid(A.exp(a) * g)
 
 
+def _fused(use_gate, use_beta_sigmoid, allow_neg_eigval, A_log, dt_bias, fw, *others):
+    """The raw gate and beta's sigmoid both requested in-kernel, with what the fused C++
+    policies read (A_log, dt_bias; no extra gate): the kwargs of _run that make the kernel
+    compute g and beta itself (policies/fused_gates.hpp), nothing materialised. None: compute
+    them here (_gdn_gate / _kda_gate / _beta) and pass them materialised."""
+    if not (use_gate and use_beta_sigmoid) or allow_neg_eigval or A_log is None \
+            or dt_bias is None or any(o is not None for o in others):
+        return None
+    return {"A_log": A.f32("A_log", A_log, fw).reshape(-1),
+            "dt_bias": A.f32("dt_bias", dt_bias, fw).reshape(-1)}
+
+
 def _state_out(ht, output_final_state, state_indices):
     return ht if (output_final_state or state_indices is not None) else None
 
@@ -186,7 +216,18 @@ def chunk_gated_delta_rule(
     if cp_context is not None:
         raise ValueError("polyattn: argument 'cp_context': context parallelism is not supported")
     fw = A.framework("q", q)
-    if kwargs.get("use_gate_in_kernel", False):
+    use_gate = kwargs.get("use_gate_in_kernel", False)
+    fused = _fused(use_gate, use_beta_sigmoid_in_kernel, allow_neg_eigval, kwargs.get("A_log"),
+                   kwargs.get("dt_bias"), fw)
+    if fused is not None:
+        o, ht, _ = _run(
+            "gated_delta_rule_fused", False, q, k, v, a=A.f32("g", g, fw),
+            b=A.f32("beta", beta, fw), scale=scale, initial_state=initial_state,
+            output_final_state=output_final_state, qk_l2norm=use_qk_l2norm_in_kernel,
+            state_v_first=state_v_first, cu_seqlens=cu_seqlens, state_indices=state_indices,
+            threads=threads, **fused)
+        return o, _state_out(ht, output_final_state, state_indices)
+    if use_gate:
         g = _gdn_gate(g, kwargs.get("A_log"), kwargs.get("dt_bias"), fw)
     o, ht, _ = _run(
         "gated_delta_rule",
@@ -241,6 +282,16 @@ def fused_recurrent_gated_delta_rule(
     if use_gate_in_kernel:
         if g is None:
             raise ValueError("polyattn: argument 'g': is required with use_gate_in_kernel=True")
+        fused = _fused(True, use_beta_sigmoid_in_kernel and beta is not None, allow_neg_eigval,
+                       A_log, dt_bias, fw, gk)
+        if fused is not None:
+            o, ht, _ = _run(
+                "gated_delta_rule_fused", True, q, k, v, a=A.f32("g", g, fw),
+                b=A.f32("beta", beta, fw), scale=scale, initial_state=initial_state,
+                output_final_state=output_final_state, qk_l2norm=use_qk_l2norm_in_kernel,
+                state_v_first=state_v_first, cu_seqlens=cu_seqlens,
+                state_indices=state_indices, threads=threads, **fused)
+            return o, _state_out(ht, output_final_state, state_indices)
         g = _gdn_gate(g, A_log, dt_bias, fw)
     if beta is None:
         beta = A.zeros(fw, v.shape[:3]) + 1.0
@@ -267,6 +318,18 @@ def fused_recurrent_gated_delta_rule(
         state_indices=state_indices,
         threads=threads,
     )
+    return o, _state_out(ht, output_final_state, state_indices)
+
+
+def _kda_fused(recurrent, q, k, v, g, beta, fused, lower_bound, scale, initial_state,
+               output_final_state, qk_l2norm, state_v_first, cu_seqlens, state_indices,
+               threads, fw):
+    """KDA with the gate (plain, or bounded with lower_bound) and beta's sigmoid in-kernel."""
+    o, ht, _ = _run(
+        "kda_fused", recurrent, q, k, v, graw=A.f32("g", g, fw), b=A.f32("beta", beta, fw),
+        scale=scale, initial_state=initial_state, output_final_state=output_final_state,
+        qk_l2norm=qk_l2norm, state_v_first=state_v_first, cu_seqlens=cu_seqlens,
+        state_indices=state_indices, threads=threads, lower_bound=lower_bound, **fused)
     return o, _state_out(ht, output_final_state, state_indices)
 
 
@@ -306,6 +369,12 @@ def chunk_kda(
     if cp_context is not None:
         raise ValueError("polyattn: argument 'cp_context': context parallelism is not supported")
     fw = A.framework("q", q)
+    fused = _fused(use_gate_in_kernel, use_beta_sigmoid_in_kernel, allow_neg_eigval,
+                   kwargs.get("A_log"), kwargs.get("dt_bias"), fw)
+    if fused is not None:
+        return _kda_fused(False, q, k, v, g, beta, fused, lower_bound, scale, initial_state,
+                          output_final_state, use_qk_l2norm_in_kernel, state_v_first,
+                          cu_seqlens, state_indices, threads, fw)
     if use_gate_in_kernel:
         g = _kda_gate(g, kwargs.get("A_log"), kwargs.get("dt_bias"), lower_bound, fw)
     o, ht, _ = _run(
@@ -354,6 +423,12 @@ def fused_recurrent_kda(
     """KDA token by token (decode): returns (o, final_state or None)."""
     _head_first(kwargs)
     fw = A.framework("q", q)
+    fused = _fused(use_gate_in_kernel, use_beta_sigmoid_in_kernel, allow_neg_eigval, A_log,
+                   dt_bias, fw)
+    if fused is not None:
+        return _kda_fused(True, q, k, v, g, beta, fused, lower_bound, scale, initial_state,
+                          output_final_state, use_qk_l2norm_in_kernel, state_v_first,
+                          cu_seqlens, state_indices, threads, fw)
     if use_gate_in_kernel:
         g = _kda_gate(g, A_log, dt_bias, lower_bound, fw)
     o, ht, _ = _run(

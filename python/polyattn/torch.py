@@ -7,8 +7,9 @@ plain-PyTorch fallbacks, and Mamba2's mixers run their SSD scan on polyattn. Nee
 
 Ops (namespace ``polyattn``, all CPU, forward only): chunk_gated_delta_rule,
 fused_recurrent_gated_delta_rule, chunk_kda, fused_recurrent_kda, chunk_gla, chunk_simple_gla,
-chunk_delta_rule, chunk_linear_attn, parallel_based, flash_attn, causal_conv1d,
-causal_conv1d_update (mutates conv_state). Custom ops cannot return None, so the ops return an
+chunk_delta_rule, chunk_linear_attn, parallel_based, mamba_chunk_scan_combined,
+selective_state_update (mutates state), flash_attn, causal_conv1d, causal_conv1d_update (mutates
+conv_state). Custom ops cannot return None, so the ops return an
 empty float32 tensor where fla returns None; the wrappers here map it back.
 
 The wrappers go through the registered op only where its machinery is needed (torch.compile /
@@ -231,6 +232,55 @@ def _op_parallel_based(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float], 
 @_op_parallel_based.register_fake
 def _(q, k, v, scale, use_norm, threads):
     return q.new_empty((q.shape[0], q.shape[1], v.shape[2], v.shape[3]))
+
+
+# ---- Mamba2 -----------------------------------------------------------------------------------
+
+
+@_custom_op("mamba_chunk_scan_combined", mutates_args=())
+def _op_mamba_chunk_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                         D: Optional[Tensor], z: Optional[Tensor], dt_bias: Optional[Tensor],
+                         initial_states: Optional[Tensor], cu_seqlens: Optional[Tensor],
+                         dt_softplus: bool, dt_min: float, dt_max: float, return_states: bool,
+                         threads: int) -> tuple[Tensor, Tensor]:
+    """y [B, T, H, P] (x's type) and every sequence's final state [N, H, P, N_state] (empty
+    without return_states)."""
+    varlen = cu_seqlens is not None
+    out = _pa.mamba_chunk_scan_combined(
+        x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states,
+        cu_seqlens=cu_seqlens, dt_softplus=dt_softplus, dt_limit=(dt_min, dt_max),
+        return_final_states=return_states and not varlen,
+        return_varlen_states=return_states and varlen, threads=threads or None)
+    return out if return_states else (out, _none_state(x))
+
+
+@_op_mamba_chunk_scan.register_fake
+def _(x, dt, A, B, C, D, z, dt_bias, initial_states, cu_seqlens, dt_softplus, dt_min, dt_max,
+      return_states, threads):
+    if not return_states:
+        return x.new_empty(x.shape), _none_state(x)
+    N = _nseq(x, cu_seqlens)
+    return x.new_empty(x.shape), x.new_empty((N, x.shape[2], x.shape[3], B.shape[3]),
+                                             dtype=torch.float32)
+
+
+@_custom_op("selective_state_update", mutates_args=("state",))
+def _op_selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor,
+                               C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
+                               dt_bias: Optional[Tensor], dt_softplus: bool,
+                               state_batch_indices: Optional[Tensor], threads: int) -> Tensor:
+    """state float32 [B, H, P, N] (or a pool with state_batch_indices) updated in place; out
+    [B, H, P] in x's type."""
+    out = _pa.selective_state_update(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias,
+                                     dt_softplus=dt_softplus,
+                                     state_batch_indices=state_batch_indices,
+                                     threads=threads or None)
+    return out.contiguous()
+
+
+@_op_selective_state_update.register_fake
+def _(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, threads):
+    return x.new_empty(x.shape)
 
 
 # ---- softmax and short convolution ------------------------------------------------------------
@@ -493,6 +543,37 @@ def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None, cach
     return y.squeeze(-1) if squeeze else y
 
 
+def mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size=None, D=None, z=None, dt_bias=None,
+                              initial_states=None, seq_idx=None, cu_seqlens=None,
+                              dt_softplus=False, dt_limit=(0.0, float("inf")),
+                              return_final_states=False, return_varlen_states=False, *,
+                              threads=None):
+    """mamba_ssm's mamba_chunk_scan_combined through the custom op (polyattn's docstring);
+    seq_idx is mapped onto cu_seqlens here (it reads seq_idx's values)."""
+    cu, h0 = _pa._mamba2._packed(seq_idx, cu_seqlens, initial_states, x.shape[0], x.shape[1],
+                                 "torch")
+    if return_varlen_states and cu is None:
+        raise ValueError(
+            "polyattn: argument 'return_varlen_states': needs cu_seqlens (packed sequences)")
+    y, ht = _call("mamba_chunk_scan_combined", x, dt, A, B, C, D, z, dt_bias, h0, cu,
+                  bool(dt_softplus), float(dt_limit[0]), float(dt_limit[1]),
+                  bool(return_final_states or return_varlen_states), _threads(threads))
+    out = (y,)
+    if return_final_states:
+        out += (ht if cu is None else ht[-1:],)
+    if return_varlen_states:
+        out += (ht,)
+    return out[0] if len(out) == 1 else out
+
+
+def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
+                           dt_softplus=False, state_batch_indices=None, *, threads=None):
+    """mamba_ssm's selective_state_update (Mamba2's tied shapes) through the custom op: state
+    float32, updated in place; returns out [B, H, P]."""
+    return _call("selective_state_update", state, x, dt, A, B, C, D, z, dt_bias,
+                 bool(dt_softplus), state_batch_indices, _threads(threads))
+
+
 # ---- transformers ---------------------------------------------------------------------------
 
 
@@ -657,63 +738,41 @@ def _hf_mamba2_chunk_scan(hidden_states, dt, A, B, C, chunk_size=None, D=None, d
                           initial_states=None, dt_softplus=False,
                           dt_limit=(0.0, float("inf")), return_final_states=False, z=None,
                           seq_idx=None, cu_seqlens=None, **kwargs):
-    """transformers' mamba2_chunk_scan (mamba_ssm's mamba_chunk_scan_combined) on polyattn:
-    x [B, T, H, P], dt [B, T, H], A [H], B and C [B, T, G, N], D [H] (or [H, P]), states
-    [B, H, P, N]. The SSD scan is simple_gla with q = C, k = B (G heads, GVA), v = x·dt,
-    g = A·dt, scale 1, the state V-first; plus the D·x skip. Returns fp32, as the torch
-    reference does. z, seq_idx and cu_seqlens (packed sequences) go to the original."""
-    F = torch.nn.functional
-    if z is not None or seq_idx is not None or cu_seqlens is not None or A.dim() != 1 \
-            or dt.dim() != 3 or hidden_states.dim() != 4:
+    """transformers' mamba2_chunk_scan (mamba_ssm's mamba_chunk_scan_combined) on polyattn's
+    Mamba2 op: x [B, T, H, P], dt [B, T, H] raw (dt_bias, softplus and dt_limit applied in the
+    kernel), A [H], B and C [B, T, G, N], D [H] or [H, P], z, states [B, H, P, N]. Returns fp32,
+    as the torch reference does. seq_idx needs batch 1 (packed sequences); cu_seqlens without
+    seq_idx (mamba_ssm then only uses it for the varlen states) goes to the original."""
+    if A.dim() != 1 or dt.dim() != 3 or hidden_states.dim() != 4 or \
+            (seq_idx is not None and hidden_states.shape[0] != 1) or \
+            (cu_seqlens is not None and seq_idx is None):
         raise _Unsupported
-    Bsz, T, H, P = hidden_states.shape
-    dt = dt.float()
-    if dt_bias is not None:
-        dt = dt + dt_bias.float()
-    if dt_softplus:
-        dt = F.softplus(dt)
-    dt = torch.clamp(dt, dt_limit[0], dt_limit[1])
-    x = hidden_states.float()
-    h0 = None if initial_states is None else initial_states.float()
-    o, ht = chunk_simple_gla(C.float(), B.float(), x * dt[..., None], g=A.float() * dt,
-                             scale=1.0, initial_state=h0, output_final_state=return_final_states,
-                             state_v_first=True)
-    if D is not None:
-        o = o + x * (D.float()[:, None] if D.dim() == 1 else D.float())
-    return (o, ht) if return_final_states else o
+    return mamba_chunk_scan_combined(
+        hidden_states.float(), dt, A, B, C, D=D, z=z, dt_bias=dt_bias,
+        initial_states=initial_states, seq_idx=seq_idx, cu_seqlens=cu_seqlens,
+        dt_softplus=dt_softplus, dt_limit=dt_limit, return_final_states=return_final_states,
+        return_varlen_states=bool(kwargs.get("return_varlen_states", False)))
 
 
 def _hf_mamba2_state_update(state, hidden_states, dt, A, B, C, D=None, dt_bias=None,
                             dt_softplus=False, z=None, state_batch_indices=None, **kwargs):
     """transformers' mamba2_selective_state_update (mamba_ssm's selective_state_update), one
-    decode step on polyattn: state [B, H, P, N] updated in place, x [B, H, P], dt [B, H, P],
-    A [H, P, N], D and dt_bias [H, P] (per head, expanded), B and C [B, G, N]; optional gate z
-    (out·silu(z)). The same simple_gla step as the chunked scan, with T = 1."""
-    F = torch.nn.functional
-    if state_batch_indices is not None or hidden_states.dim() != 3 or B.dim() != 3 \
-            or dt.dim() != 3 or A.dim() != 3:
+    decode step on polyattn's Mamba2 op: state [B, H, P, N] updated in place (a pool with
+    state_batch_indices), x [B, H, P], dt [B, H, P] and A [H, P, N] per head (expanded), D and
+    dt_bias [H, P], B and C [B, G, N]; optional gate z (out·silu(z)). The time step is computed
+    in the kernel. Per-channel dt / A (not tied) go to the original."""
+    if hidden_states.dim() != 3 or B.dim() != 3 or state.dim() != 4:
         raise _Unsupported
-    Bsz, H, P = hidden_states.shape
-    G, N = B.shape[1], B.shape[2]
-    dt = _per_head(dt, (2,)).float()
-    if dt_bias is not None:
-        dt = dt + (_per_head(dt_bias, (1,)) if dt_bias.dim() == 2 else dt_bias).float()
-    if dt_softplus:
-        dt = F.softplus(dt)
-    a = _per_head(A, (1, 2)).float()
-    x = hidden_states.float()
-    o, ht = chunk_simple_gla(C.float().reshape(Bsz, 1, G, N), B.float().reshape(Bsz, 1, G, N),
-                             (x * dt[..., None]).reshape(Bsz, 1, H, P),
-                             g=(a * dt).reshape(Bsz, 1, H), scale=1.0,
-                             initial_state=state.float(), output_final_state=True,
-                             state_v_first=True)
-    state.copy_(ht.to(state.dtype))
-    out = o.reshape(Bsz, H, P)
-    if D is not None:
-        out = out + x * (D.float()[:, None] if D.dim() == 1 else D.float())
-    if z is not None:
-        out = out * F.silu(z.float())
-    return out.to(hidden_states.dtype)
+    dt = _per_head(dt, (2,)) if dt.dim() == 3 else dt
+    A = _per_head(A, (1, 2)) if A.dim() == 3 else A
+    if dt_bias is not None and dt_bias.dim() == 2:
+        dt_bias = _per_head(dt_bias, (1,))
+    st = state if state.dtype == torch.float32 else state.float()  # the op updates fp32 states
+    out = selective_state_update(st, hidden_states, dt, A, B, C, D=D, z=z, dt_bias=dt_bias,
+                                 dt_softplus=dt_softplus, state_batch_indices=state_batch_indices)
+    if st is not state:
+        state.copy_(st)
+    return out
 
 
 _GLOBALS = {
@@ -765,9 +824,10 @@ _ATTRS = {
 
 def _make_mamba2_forward(mod, original, handle):
     """Mamba2Mixer.torch_forward on polyattn: the in_proj split, the depthwise conv (SiLU) with
-    its cache, then the SSD scan as simple_gla (q = C, k = B with n_groups heads, v = x·dt,
-    g = A·dt, scale 1; the cache's [B, H, head_dim, state] state is polyattn's V-first layout),
-    the D skip, the gated norm and out_proj. Activations other than SiLU go to the original."""
+    its cache, then the SSD scan on polyattn's Mamba2 op (the time step softplus(dt + dt_bias)
+    clamped to time_step_limit, and the D skip, in the kernel; the cache's [B, H, head_dim,
+    state] state is Mamba2's own layout), the gated norm and out_proj. Activations other than
+    SiLU go to the original."""
     F = torch.nn.functional
     mask_padding = getattr(mod, "apply_mask_to_padding_states", None)
 
@@ -811,17 +871,15 @@ def _make_mamba2_forward(mod, original, handle):
                                    activation="silu").transpose(1, 2)
         xbc = mask_padding(xbc, attention_mask)
         x, Bm, Cm = torch.split(xbc, [I, G * N, G * N], dim=-1)
-        dt = F.softplus(dt + self.dt_bias)
-        dt = torch.clamp(dt, self.time_step_limit[0], self.time_step_limit[1]).float()
-        A = -torch.exp(self.A_log.float())
-        x = x.reshape(Bsz, T, H, P).float()
         h0 = cache_params.layers[layer].recurrent_states.float() if cached else None
-        o, ssm_state = chunk_simple_gla(
-            Cm.reshape(Bsz, T, G, N).float(), Bm.reshape(Bsz, T, G, N).float(),
-            x * dt[..., None], g=A * dt, scale=1.0, initial_state=h0,
-            output_final_state=cache_params is not None, state_v_first=True)
-        y = o + self.D.float()[:, None] * x
+        lo, hi = self.time_step_limit
+        y = mamba_chunk_scan_combined(
+            x.reshape(Bsz, T, H, P).float(), dt, -torch.exp(self.A_log.float()),
+            Bm.reshape(Bsz, T, G, N), Cm.reshape(Bsz, T, G, N), D=self.D, dt_bias=self.dt_bias,
+            initial_states=h0, dt_softplus=True, dt_limit=(float(lo), float(hi)),
+            return_final_states=cache_params is not None)
         if cache_params is not None:
+            y, ssm_state = y
             cache_params.update_recurrent_state(ssm_state, layer_idx=layer)
         y = self.norm(y.reshape(Bsz, T, H * P), gate)
         return self.out_proj(y.to(dtype))
@@ -930,6 +988,8 @@ __all__ = [
     "fused_chunk_linear_attn",
     "fused_recurrent_gated_delta_rule",
     "fused_recurrent_kda",
+    "mamba_chunk_scan_combined",
     "parallel_based",
     "patch_transformers",
+    "selective_state_update",
 ]

@@ -1,6 +1,6 @@
 // python/src/common.hpp — array conversion and executors (thread pools, the OpenMP route) shared by
 // the module's translation units (python/src/module.cpp: linear family and short convolution;
-// softmax.cpp: softmax, KV cache, sparse selectors).
+// softmax.cpp: softmax, KV cache, sparse selectors; mamba2.cpp: Mamba2).
 //
 // The private ABI of _polyattn (python/polyattn/_core.py is its only caller):
 //   - inputs are read-only CPU arrays of any strides (numpy through the buffer protocol or
@@ -219,5 +219,6 @@ inline ModuleExecutor::ModuleExecutor(int threads) {
 }
 
 void bind_softmax(nb::module_& m);
+void bind_mamba2(nb::module_& m);
 
 }  // namespace polyattn::py

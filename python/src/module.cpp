@@ -1,6 +1,6 @@
 // python/src/module.cpp — the _polyattn extension: the linear family and the short convolution
-// (softmax, KV cache and sparse selectors are in softmax.cpp). See common.hpp for the private
-// ABI; python/polyattn/ holds the public, fla-named functions built on it.
+// (softmax, KV cache and sparse selectors are in softmax.cpp; Mamba2 in mamba2.cpp). See common.hpp
+// for the private ABI; python/polyattn/ holds the public, fla-named functions built on it.
 //
 // The linear operators run Chunked<64> (prefill) or Recurrent (fused_recurrent_*, decode); every
 // algorithm gives the same numbers up to fp32 rounding (docs/conventions.md §4), so fla's
@@ -28,12 +28,16 @@ void run_linear(const Op& op, bool recurrent, const LinearInputs& in,
 }
 
 // kind: linear_attn | linear_attn_normalized | constant (g_gamma) | simple_gla | gla |
-// delta_rule | gated_delta_rule | kda | based | based_unnormalized.
+// delta_rule | gated_delta_rule | kda | based | based_unnormalized, and the fused gates
+// (policies/fused_gates.hpp) gated_delta_rule_fused (a, A_log, dt_bias, b) | kda_fused (graw,
+// A_log, dt_bias, b; lower_bound given: fla's bounded gate).
 void linear(const std::string& kind, bool recurrent, const In& q, const In& k, const In& v,
             const OptIn& g, const OptIn& gk, const OptIn& g_gamma, const OptIn& beta,
             const OptIn& initial_state, const OptIn& initial_z, const OptIn& cu_seqlens,
-            const OptIn& state_indices, const Out& o, const OptOut& final_state,
-            const OptOut& final_z, std::optional<double> scale, bool qk_l2norm, int threads) {
+            const OptIn& state_indices, const OptIn& a, const OptIn& graw, const OptIn& b,
+            const OptIn& A_log, const OptIn& dt_bias, const Out& o, const OptOut& final_state,
+            const OptOut& final_z, std::optional<double> scale, bool qk_l2norm,
+            std::optional<double> lower_bound, int threads) {
   LinearInputs in;
   in.q = element_in<4>(q, "q");
   in.k = element_in<4>(k, "k");
@@ -46,6 +50,11 @@ void linear(const std::string& kind, bool recurrent, const In& q, const In& k, c
   in.initial_z = f32_in<3>(initial_z, "initial_state");
   in.cu_seqlens = i64_in(cu_seqlens, "cu_seqlens");
   in.state_indices = i64_in(state_indices, "state_indices");
+  in.a = f32_in<3>(a, "g");  // fla passes the raw gates as g, with use_gate_in_kernel=True
+  in.graw = f32_in<4>(graw, "g");
+  in.b = f32_in<3>(b, "beta");
+  in.A_log = f32_in<1>(A_log, "A_log");
+  in.dt_bias = f32_in<1>(dt_bias, "dt_bias");
   const LinearOutputs<float> out{.o = element_out<4>(o, "o"),
                                  .final_state = f32_out<4>(final_state, "final_state"),
                                  .final_z = f32_out<3>(final_z, "final_state")};
@@ -67,6 +76,12 @@ void linear(const std::string& kind, bool recurrent, const In& q, const In& k, c
     run_linear(make_gated_delta_rule(qk_l2norm), recurrent, in, out, run, threads);
   else if (kind == "kda")
     run_linear(make_kda(qk_l2norm), recurrent, in, out, run, threads);
+  else if (kind == "gated_delta_rule_fused")  // reads a, A_log, dt_bias, b
+    run_linear(make_gated_delta_rule_fused(qk_l2norm), recurrent, in, out, run, threads);
+  else if (kind == "kda_fused")  // reads graw, A_log, dt_bias [HV·K], b
+    run_linear(make_kda_fused(qk_l2norm, lower_bound.has_value(),
+                              static_cast<float>(lower_bound.value_or(-5.0))),
+               recurrent, in, out, run, threads);
   else if (kind == "based")
     run_linear(make_based(), recurrent, in, out, run, threads);
   else if (kind == "based_unnormalized")
@@ -130,8 +145,10 @@ NB_MODULE(_polyattn, m) {
   m.def("linear", &linear, arg("kind"), arg("recurrent"), arg("q"), arg("k"), arg("v"),
         arg("g").none(), arg("gk").none(), arg("g_gamma").none(), arg("beta").none(),
         arg("initial_state").none(), arg("initial_z").none(), arg("cu_seqlens").none(),
-        arg("state_indices").none(), arg("o"), arg("final_state").none(), arg("final_z").none(),
-        arg("scale").none(), arg("qk_l2norm"), arg("threads"));
+        arg("state_indices").none(), arg("a").none(), arg("graw").none(), arg("b").none(),
+        arg("A_log").none(), arg("dt_bias").none(), arg("o"), arg("final_state").none(),
+        arg("final_z").none(), arg("scale").none(), arg("qk_l2norm"), arg("lower_bound").none(),
+        arg("threads"));
   m.def("short_conv", &short_conv, arg("x"), arg("weight"), arg("bias").none(),
         arg("initial_state").none(), arg("cu_seqlens").none(), arg("state_indices").none(),
         arg("y"), arg("final_state").none(), arg("silu"), arg("threads"));
@@ -146,4 +163,5 @@ NB_MODULE(_polyattn, m) {
     return rt ? rt->max_threads() : 0;
   });
   bind_softmax(m);
+  bind_mamba2(m);
 }

@@ -133,3 +133,38 @@ def short_conv(x, w, bias=None, h0=None, silu=False):
     if silu:
         y = y / (1 + np.exp(-y))
     return y, np.swapaxes(xx[:, T:], 1, 2) if W > 1 else np.zeros((B, D, 0))
+
+
+def mamba2_ssd(x, dt, A, B, C, D=None, z=None, dt_bias=None, softplus=False,
+               dt_limit=(0.0, np.inf), h0=None, cu=None):
+    """Mamba2's SSD token by token in its own layout, state h [H, P, N] per sequence:
+    d = clamp(softplus(dt + dt_bias), dt_limit); h = exp(d A) h + d x B^T; y = h C + D x;
+    y *= silu(z). x [B,T,H,P], dt [B,T,H], A [H], B and C [B,T,G,N], D [H] or [H,P].
+    Returns (y, final states [Nseq,H,P,N])."""
+    x, dt, A, B, C = f64(x), f64(dt), f64(A), f64(B), f64(C)
+    Bsz, T, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    grp = np.arange(H) // (H // G)
+    Dm = None if D is None else np.broadcast_to(f64(D).reshape(H, -1), (H, P))
+    seqs = [(b, 0, T) for b in range(Bsz)] if cu is None else [
+        (0, int(cu[n]), int(cu[n + 1])) for n in range(len(cu) - 1)]
+    y = np.zeros((Bsz, T, H, P))
+    h_out = np.zeros((len(seqs), H, P, N))
+    for n, (b, t0, t1) in enumerate(seqs):
+        h = np.zeros((H, P, N)) if h0 is None else f64(h0)[n].copy()
+        for t in range(t0, t1):
+            d = dt[b, t] + (0 if dt_bias is None else f64(dt_bias))
+            if softplus:
+                d = np.where(d > 20, d, np.log1p(np.exp(np.minimum(d, 20))))
+            d = np.clip(d, dt_limit[0], dt_limit[1])
+            Bt, Ct = B[b, t][grp], C[b, t][grp]  # [H, N]
+            h = np.exp(d * A)[:, None, None] * h + (d[:, None] * x[b, t])[:, :, None] * Bt[:, None, :]
+            yt = np.einsum("hpn,hn->hp", h, Ct)
+            if Dm is not None:
+                yt = yt + Dm * x[b, t]
+            if z is not None:
+                zt = f64(z)[b, t]
+                yt = yt * zt / (1 + np.exp(-zt))
+            y[b, t] = yt
+        h_out[n] = h
+    return y, h_out

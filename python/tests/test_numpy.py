@@ -120,6 +120,53 @@ def test_kda_and_gate_in_kernel():
     assert ref.rrmse(ob, want_b) < FP32
 
 
+@pytest.mark.parametrize("lower_bound", [None, -5.0])
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_fused_gates_equal_the_python_gates(recurrent, lower_bound):
+    """use_gate_in_kernel with use_beta_sigmoid_in_kernel runs the fused C++ policies (g and beta
+    computed in the kernel from a / graw, A_log, dt_bias, b); the same call with beta's sigmoid
+    taken outside runs the Python-computed gates. Same numbers within fp32 rounding."""
+    r = rng(17)
+    B, T, H, HV, K, V = 2, 70, 2, 4, 16, 16
+    q, k, v = qkv(r, B, T, H, K, HV, V)
+    b = randn(r, B, T, HV)
+    beta = (1 / (1 + np.exp(-b))).astype(np.float32)
+    A_log = randn(r, HV) * 0.5
+    h0 = randn(r, B, HV, K, V) * 0.1
+    kw = dict(initial_state=h0, output_final_state=True, use_qk_l2norm_in_kernel=True,
+              use_gate_in_kernel=True, A_log=A_log)
+    cases = []
+    if lower_bound is None:  # Gated DeltaNet (no bounded form)
+        fn = pa.fused_recurrent_gated_delta_rule if recurrent else pa.chunk_gated_delta_rule
+        cases.append((fn, randn(r, B, T, HV) * 3, randn(r, HV)))
+    fn = pa.fused_recurrent_kda if recurrent else pa.chunk_kda
+    cases.append((fn, randn(r, B, T, HV, K) * 2, randn(r, HV * K)))
+    for fn, graw, dt_bias in cases:
+        lb = {} if fn in (pa.chunk_gated_delta_rule, pa.fused_recurrent_gated_delta_rule) \
+            else {"lower_bound": lower_bound}
+        o1, h1 = fn(q, k, v, g=graw, beta=b, use_beta_sigmoid_in_kernel=True, dt_bias=dt_bias,
+                    **lb, **kw)
+        o2, h2 = fn(q, k, v, g=graw, beta=beta, dt_bias=dt_bias, **lb, **kw)
+        assert ref.rrmse(o1, o2) < 1e-6 and ref.rrmse(h1, h2) < 1e-6, fn.__name__
+    # state pools go through the fused path too (updated in place)
+    pool = np.concatenate([h0, h0 + 1]).astype(np.float32)
+    idx = np.array([2, 1])
+    start = pool[idx]  # a copy: the pool is updated in place
+    fn, graw, dt_bias = cases[-1]
+    o3, p3 = fn(q, k, v, g=graw, beta=b, use_beta_sigmoid_in_kernel=True, dt_bias=dt_bias,
+                lower_bound=lower_bound, state_indices=idx,
+                **{**kw, "initial_state": pool})
+    want, want_h = fn(q, k, v, g=graw, beta=beta, dt_bias=dt_bias, lower_bound=lower_bound,
+                      **{**kw, "initial_state": start})
+    assert p3 is pool and ref.rrmse(o3, want) < 1e-6 and ref.rrmse(pool[idx], want_h) < 1e-6
+    with pytest.raises(ValueError, match="'A_log'"):
+        fn(q, k, v, g=graw, beta=b, use_beta_sigmoid_in_kernel=True, dt_bias=dt_bias,
+           **{**kw, "A_log": A_log[:1]})
+    with pytest.raises(ValueError, match="'lower_bound'"):
+        pa.chunk_kda(q, k, v, g=cases[-1][1], beta=b, use_beta_sigmoid_in_kernel=True,
+                     dt_bias=cases[-1][2], lower_bound=1.0, **kw)
+
+
 def test_gla_simple_gla_retention_delta():
     r = rng(4)
     B, T, H, K, V = 2, 64, 3, 16, 20

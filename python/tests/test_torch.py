@@ -165,6 +165,61 @@ def test_opcheck():
     _opcheck(ops.causal_conv1d.default, (x, w, torch.randn(12), None, True, None, 1))
     _opcheck(ops.causal_conv1d_update.default, (x[..., :1].contiguous(), torch.randn(2, 12, 4),
                                                 w, None, True, 1))
+    X, DT, A_ = torch.randn(1, 9, 2, 4), torch.randn(1, 9, 2), -torch.rand(2) - 0.1
+    BB, CC = torch.randn(1, 9, 1, 8), torch.randn(1, 9, 1, 8)
+    _opcheck(ops.mamba_chunk_scan_combined.default,
+             (X, DT, A_, BB, CC, torch.randn(2), torch.randn(1, 9, 2, 4), torch.randn(2),
+              torch.randn(1, 2, 4, 8), None, True, 0.0, float("inf"), True, 1))
+    _opcheck(ops.mamba_chunk_scan_combined.default,
+             (X, DT, A_, BB, CC, None, None, None, None, torch.tensor([0, 4, 9]), False, 0.0, 1.0,
+              False, 1))
+    _opcheck(ops.selective_state_update.default,
+             (torch.randn(2, 2, 4, 8), torch.randn(2, 2, 4), torch.randn(2, 2), A_,
+              torch.randn(2, 1, 8), torch.randn(2, 1, 8), torch.randn(2), None, torch.randn(2),
+              True, None, 1))
+
+
+def test_mamba2_ops_and_tied_decode():
+    """Mamba2 through polyattn (torch in, torch out) and the custom ops; decode with the
+    expanded (stride-0) dt / A / dt_bias transformers passes, chained, equals the prefill."""
+    r = np.random.default_rng(12)
+    B, T, H, P, G, N = 2, 11, 4, 8, 2, 16
+
+    def f(*shape, s=1.0):
+        return (r.standard_normal(shape) * s).astype(np.float32)
+
+    x, dt, A, Bm, C, z = f(B, T, H, P), f(B, T, H), -np.exp(f(H, s=0.5)), f(B, T, G, N, s=0.5), \
+        f(B, T, G, N, s=0.5), f(B, T, H, P)
+    D, bias, h0 = f(H), f(H, s=0.5), f(B, H, P, N, s=0.3)
+    want_y, want_h = ref.mamba2_ssd(x, dt, A, Bm, C, D=D, z=z, dt_bias=bias, softplus=True, h0=h0)
+    for fn in (pa.mamba_chunk_scan_combined, pt.mamba_chunk_scan_combined):
+        y, h = fn(t(x), t(dt), t(A), t(Bm), t(C), D=t(D), z=t(z), dt_bias=t(bias),
+                  initial_states=t(h0), dt_softplus=True, return_final_states=True)
+        assert isinstance(y, torch.Tensor) and y.dtype == torch.float32
+        assert ref.rrmse(y.numpy(), want_y) < FP32 and ref.rrmse(h.numpy(), want_h) < FP32
+    state = t(h0).clone()
+    A_tied = t(A)[:, None, None].expand(-1, P, N)
+    bias_tied = t(bias)[:, None].expand(-1, P)
+    for i in range(T):
+        dt_tied = t(dt[:, i])[:, :, None].expand(-1, -1, P)
+        out = pt.selective_state_update(state, t(x[:, i]), dt_tied, A_tied, t(Bm[:, i]),
+                                        t(C[:, i]), D=t(D), z=t(z[:, i]), dt_bias=bias_tied,
+                                        dt_softplus=True)
+        assert ref.rrmse(out.numpy(), want_y[:, i]) < FP32
+    assert ref.rrmse(state.numpy(), want_h) < FP32
+    # the transformers replacements: fp32 out, bf16 states round-tripped
+    y = pt._hf_mamba2_chunk_scan(t(x), t(dt), t(A), t(Bm), t(C), D=t(D), dt_bias=t(bias),
+                                 dt_softplus=True)
+    want_y, _ = ref.mamba2_ssd(x, dt, A, Bm, C, D=D, dt_bias=bias, softplus=True)
+    assert y.dtype == torch.float32 and ref.rrmse(y.numpy(), want_y) < FP32
+    st = t(h0).to(torch.bfloat16)
+    want_y, want_h = ref.mamba2_ssd(x[:, :1], dt[:, :1], A, Bm[:, :1], C[:, :1], D=D,
+                                    dt_bias=bias, softplus=True, h0=st.float().numpy())
+    out = pt._hf_mamba2_state_update(st, t(x[:, 0]), t(dt[:, 0])[:, :, None].expand(-1, -1, P),
+                                     A_tied, t(Bm[:, 0]), t(C[:, 0]), t(D)[:, None].expand(-1, P),
+                                     dt_bias=bias_tied, dt_softplus=True)
+    assert ref.rrmse(out.numpy(), want_y[:, 0]) < FP32
+    assert ref.rrmse(st.float().numpy(), want_h) < 8e-3
 
 
 def test_conv_update_matches_prefill_in_place():
