@@ -217,8 +217,17 @@ def swap_last(x):
     return x.transpose(-1, -2) if is_torch(x) else np.swapaxes(x, -1, -2)
 
 
-def nseq(B: int, cu) -> int:
-    return B if cu is None else int(cu.shape[0]) - 1
+def nseq(B: int, cu, name: str | None = None, x=None) -> int:
+    """Sequences: B, or len(cu_seqlens) − 1 when packed; with `name`, packed sequences need
+    batch size 1 (ValueError naming cu_seqlens and showing the shape of x, the argument `name`)."""
+    if cu is None:
+        return B
+    if name is not None and B != 1:
+        raise ValueError(
+            f"polyattn: argument 'cu_seqlens': needs batch size 1 (sequences packed along T), "
+            f"got {name} of shape {list(x.shape)}"
+        )
+    return int(cu.shape[0]) - 1
 
 
 # ---- element-wise math on either framework (gates computed outside the kernels) ----

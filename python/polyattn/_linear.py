@@ -73,12 +73,7 @@ def _run(
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     cu = A.int64("cu_seqlens", cu_seqlens, fw)
-    if cu is not None and B != 1:
-        raise ValueError(
-            f"polyattn: argument 'cu_seqlens': needs batch size 1 (sequences packed along T), "
-            f"got q of shape {list(q.shape)}"
-        )
-    N = A.nseq(B, cu)
+    N = A.nseq(B, cu, "q", q)
     idx = A.int64("state_indices", state_indices, fw)
     h0 = initial_state
     if h0 is not None:

@@ -56,11 +56,15 @@ def _seq_idx_to_cu(seq_idx, B, T, fw):
     return _A.as_tensor_like(cu, fw)
 
 
-def _packed(seq_idx, cu_seqlens, initial_states, B, T, fw):
+def _packed(seq_idx, cu_seqlens, initial_states, B, T, fw, varlen_states=False):
     """(cu_seqlens as int64 or None, initial states) from cu_seqlens and / or seq_idx; with
     seq_idx, a [1, ...] initial state is the first sequence's and the others start from zeros
-    (mamba_ssm)."""
+    (mamba_ssm). varlen_states (return_varlen_states) needs one of them."""
     cu = _A.int64("cu_seqlens", cu_seqlens, fw)
+    if varlen_states and cu is None and seq_idx is None:
+        raise ValueError(
+            "polyattn: argument 'return_varlen_states': needs cu_seqlens (packed sequences)"
+        )
     if seq_idx is None:
         return cu, initial_states
     from_idx = _seq_idx_to_cu(seq_idx, B, T, fw)
@@ -120,17 +124,8 @@ def mamba_chunk_scan_combined(
                 f"polyattn: argument '{name}': expected shape [B, T, G, N] with B, T of x "
                 f"{list(x.shape)} (B and C alike), got {list(t.shape)}"
             )
-    cu, h0 = _packed(seq_idx, cu_seqlens, initial_states, Bsz, T, fw)
-    if return_varlen_states and cu is None:
-        raise ValueError(
-            "polyattn: argument 'return_varlen_states': needs cu_seqlens (packed sequences)"
-        )
-    if cu is not None and Bsz != 1:
-        raise ValueError(
-            f"polyattn: argument 'cu_seqlens': needs batch size 1 (sequences packed along T), "
-            f"got x of shape {list(x.shape)}"
-        )
-    N = _A.nseq(Bsz, cu)
+    cu, h0 = _packed(seq_idx, cu_seqlens, initial_states, Bsz, T, fw, return_varlen_states)
+    N = _A.nseq(Bsz, cu, "x", x)
     h0 = _A.f32("initial_states", h0, fw)
     lo, hi = dt_limit
     ht = None

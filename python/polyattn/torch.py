@@ -551,10 +551,7 @@ def mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size=None, D=None, z=None, d
     """mamba_ssm's mamba_chunk_scan_combined through the custom op (polyattn's docstring);
     seq_idx is mapped onto cu_seqlens here (it reads seq_idx's values)."""
     cu, h0 = _pa._mamba2._packed(seq_idx, cu_seqlens, initial_states, x.shape[0], x.shape[1],
-                                 "torch")
-    if return_varlen_states and cu is None:
-        raise ValueError(
-            "polyattn: argument 'return_varlen_states': needs cu_seqlens (packed sequences)")
+                                 "torch", return_varlen_states)
     y, ht = _call("mamba_chunk_scan_combined", x, dt, A, B, C, D, z, dt_bias, h0, cu,
                   bool(dt_softplus), float(dt_limit[0]), float(dt_limit[1]),
                   bool(return_final_states or return_varlen_states), _threads(threads))
