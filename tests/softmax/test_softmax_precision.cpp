@@ -249,6 +249,66 @@ TYPED_TEST(SoftmaxPrecision, StridedViews) {
   for (std::size_t i = 1; i < ob.size(); i += 2) ASSERT_EQ(to_float(ob[i]), -7.f) << i;
 }
 
+// Long rows whose maximum moves a lot (the bf16-product path raises its reference max only when
+// a group's max passes it by more than τ, and then rescales; flash_amx.hpp): scores rising by
+// 0.28 per key (a rescale in every group), falling (none after the first), and random data with
+// a window, sink tokens, a forgetting gate and a sink logit over group boundaries. The output meets
+// the bound against the reference; lse and row_max equal the fp32 path's on the widened inputs
+// (they do not depend on the rounding of the weights).
+TYPED_TEST(SoftmaxPrecision, MovingMaximaKeepOutputAndStatistics) {
+  using T = TypeParam;
+  enum class Shape { rising, falling, random };
+  for (const Shape shape : {Shape::rising, Shape::falling, Shape::random}) {
+    const bool rnd = shape == Shape::random;
+    const Case c{.B = 1,
+                 .T = 600,
+                 .S = 600,
+                 .HQ = 2,
+                 .HKV = 1,
+                 .D = 32,
+                 .Dv = 80,
+                 .causal = true,
+                 .gate = rnd,
+                 .window = rnd ? 300 : 0,
+                 .sinks = rnd ? 4 : 0};
+    Data d(c, 31);
+    if (!rnd) {  // q = 1, k_j = 0.05 j (or 0.05 (S − j)) in every channel: s_ij = 0.28 · (..)
+      std::fill(d.q.begin(), d.q.end(), 1.f);
+      for (index_t j = 0; j < c.S; ++j)
+        for (index_t e = 0; e < c.D; ++e)
+          d.k[static_cast<std::size_t>(j * c.D + e)] =
+              0.05f * static_cast<float>(shape == Shape::rising ? j : c.S - j);
+    }
+    const auto q = test::narrow<T>(d.q), k = test::narrow<T>(d.k), v = test::narrow<T>(d.v);
+    const auto qf = test::widen(q), kf = test::widen(k), vf = test::widen(v);
+    const std::vector<float> sinks = {0.5f, -1.f};
+    SoftmaxInputs in = d.inputs(q, k, v), in32 = d.inputs(qf, kf, vf);
+    if (rnd) in.sink = in32.sink = View1<const float>::contiguous(sinks.data(), {c.HQ});
+    const std::vector<double> want = reference(in32, d.options());
+    const std::size_t rows = static_cast<std::size_t>(c.T * c.HQ);
+    std::vector<float> o(d.out_size()), o32(d.out_size());
+    std::vector<float> lse(rows), lse32(rows), mx(rows), mx32(rows);
+    softmax::flash_attention(
+        in, d.options(),
+        softmax::FlashOutputs{bthd(o.data(), c.B, c.T, c.HQ, c.Dv), bth(lse.data(), c.B, c.T, c.HQ),
+                              bth(mx.data(), c.B, c.T, c.HQ)});
+    softmax::flash_attention(
+        in32, d.options(),
+        softmax::FlashOutputs{bthd(o32.data(), c.B, c.T, c.HQ, c.Dv),
+                              bth(lse32.data(), c.B, c.T, c.HQ), bth(mx32.data(), c.B, c.T, c.HQ)});
+    const bool bf16_products = softmax::uses_bf16_products(in);
+    const char* name = shape == Shape::rising    ? "rising"
+                       : shape == Shape::falling ? "falling"
+                                                 : "random";
+    EXPECT_LT(rel_rmse(o, want), bf16_products ? test::kBound<bf16> : test::kRelRmseBound) << name;
+    EXPECT_LT(rel_rmse(o32, want), test::kRelRmseBound) << name;
+    for (std::size_t i = 0; i < rows; ++i) {
+      ASSERT_NEAR(lse[i], lse32[i], 2e-5f * (1.f + std::fabs(lse32[i]))) << name << " row " << i;
+      ASSERT_NEAR(mx[i], mx32[i], 2e-5f * (1.f + std::fabs(mx32[i]))) << name << " row " << i;
+    }
+  }
+}
+
 // ---- decode over typed caches ----------------------------------------------------------------
 
 // The value an int8 cache row holds for x (the documented rule of kv_cache.hpp).

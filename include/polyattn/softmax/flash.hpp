@@ -18,7 +18,9 @@
 // and V as fp32 rows padded to a multiple of simd::kMaxBatchFloats (any input strides and element
 // types are handled there; the q tile is widened and transposed into a local buffer). q, k, v and
 // o may each be fp32, bf16 or fp16 (ElementView, docs/conventions.md §9.7): every product and the
-// softmax run in fp32, and each o row is rounded once, after its normalisation. Forgetting-gate
+// softmax run in fp32, and each o row is rounded once, after its normalisation. With bf16 q, k, v
+// at the amx level the work items run flash_amx.hpp's body instead (AMX-BF16 tiles, bf16 weights,
+// a lazily raised reference max). Forgetting-gate
 // cumsums are formed in double. Work items are (sequence, query head, query tile), each computed by
 // one thread in a fixed order: results are bitwise identical for every executor. Memory: o, lse and
 // row_max must not share memory with each other or with q, k, v, g, the ALiBi slopes or the sink
@@ -30,7 +32,6 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -47,87 +48,14 @@
 #include "polyattn/core/simd/scratch.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/core/validate.hpp"
+#include "polyattn/softmax/flash_amx.hpp"
+#include "polyattn/softmax/flash_problem.hpp"
 #include "polyattn/softmax/fusion.hpp"
 #include "polyattn/softmax/mask.hpp"
 #include "polyattn/softmax/modifiers.hpp"
 #include "polyattn/softmax/online_softmax.hpp"
 
 namespace polyattn::softmax {
-
-// Whether this compiler builds the amx path into avx512 code (GCC / Clang on x86-64).
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-#define POLYATTN_FLASH_AMX 1
-#else
-#define POLYATTN_FLASH_AMX 0
-#endif
-
-#ifndef POLYATTN_FLASH_TQ
-#define POLYATTN_FLASH_TQ 64
-#define POLYATTN_FLASH_TK 64
-#endif
-inline constexpr index_t kTileQ = POLYATTN_FLASH_TQ;  // query rows per work item
-// Keys per inner tile (a multiple of every batch width).
-inline constexpr index_t kTileK = POLYATTN_FLASH_TK;
-// Packed V / O rows are padded to a multiple of this (whole batches of every ISA).
-inline constexpr index_t kPadV = simd::kMaxBatchFloats;
-static_assert(kTileQ % simd::kMaxBatchFloats == 0 && kTileK % simd::kMaxBatchFloats == 0,
-              "tiles must hold whole batches of every ISA");
-
-constexpr index_t round_up(index_t x, index_t m) noexcept {
-  return (x + m - 1) / m * m;
-}
-
-// One sequence of the call: queries [q0, q0 + nq) and keys [k0, k0 + nk) of batch row b.
-struct SeqRange {
-  index_t b, q0, nq, k0, nk;
-};
-
-/// Outputs of flash_attention: o is required, lse and row_max are optional (absent views).
-struct FlashOutputs {
-  MutEView4 o;           // [B, T, HQ, Dv] fp32, bf16 or fp16; a query that sees no key gets zeros
-  View3<float> lse;      // [B, T, HQ]: log(Σ_{j visible} e^{s_ij} [+ e^{sink}]), −inf if none
-  View3<float> row_max;  // [B, T, HQ]: max_{j visible} s_ij of the scores the kernel used (after
-                         // the modifiers; the sink logit not included), −inf if none
-};
-
-// How the products of a call are computed: fp32 FMA (any element types) or AMX-BF16 tiles (bf16
-// q, k, v on the amx level; see uses_bf16_products()).
-enum class FlashPath : std::uint8_t { fp32, amx };
-
-// Everything the per-tile kernel reads, prepared by flash_attention().
-struct FlashProblem {
-  SoftmaxDims d;
-  const SoftmaxInputs* in = nullptr;
-  const SoftmaxOptions* opt = nullptr;
-  MutEView4 o;
-  View3<float> lse;      // optional [B, T, HQ]
-  View3<float> row_max;  // optional [B, T, HQ]
-  std::vector<SeqRange> seqs;
-  index_t Dvp = 0;       // Dv rounded up to kPadV
-  Buffer<float> kp, vp;  // packed K rows [nk][D] / padded V rows [nk][Dvp] (written by the pack)
-  // The amx path (bf16 q, k, v and the level reached; FlashPath) packs instead of kp / vp: K as
-  // bf16 pairs of channels [nk rounded up to 32][Dk2 / 2] in kw, V transposed, bf16 [Dvt][ldv]
-  // in vt (ldv = nk rounded up to kTileK, per sequence), both zero padded, and per (sequence,
-  // kv head, key tile) whether that tile of V is all finite.
-  FlashPath path = FlashPath::fp32;
-  index_t Dk2 = 0;           // D rounded up to 32
-  index_t Dvt = 0;           // Dv rounded up to 32
-  Buffer<std::uint32_t> kw;  // every element written by the pack, padding included
-  Buffer<std::uint16_t> vt;
-  std::uint32_t* kw64 = nullptr;  // kw / vt from their first 64-byte boundary: tile rows are
-  std::uint16_t* vt64 = nullptr;  // whole cache lines (misaligned tiles cost ~1.5x measured)
-  std::vector<index_t> ldv;       // amx: per sequence
-  std::vector<std::uint8_t> v_finite;
-  std::vector<std::size_t> vf_off;
-  std::vector<std::size_t> kp_off;  // per (sequence, kv head): [seq · HKV + hk]
-  std::vector<std::size_t> vp_off;
-  std::vector<double> G;           // forgetting gate cumsum per (sequence, q head, key)
-  std::vector<std::size_t> g_off;  // [seq · HQ + h]
-};
-
-struct FlashTask {
-  index_t seq, head, tile;
-};
 
 // The SIMD body for one work item under fusion F (defined below; the per-ISA units instantiate
 // it for OptionsFusion, a user's unit for their own F).
@@ -210,39 +138,6 @@ inline void gate_cumsums(FlashProblem& P, const SeqRange& sq, index_t seq, index
   }
 }
 
-// The amx packing of (sequence, kv head) from bf16 k and v: K rows as pairs of consecutive
-// channels [nk][Dk2 / 2] (rows up to the next multiple of 32 stay zero), V transposed [Dvt][ldv]
-// (zero padded), and per key tile whether V is all finite.
-inline void pack_bf16_sequence(FlashProblem& P, const SeqRange& sq, index_t seq,
-                               index_t hk) noexcept {
-  const SoftmaxInputs& in = *P.in;
-  const index_t D = P.d.D, Dv = P.d.Dv, C2 = P.Dk2 / 2;
-  const std::size_t item = static_cast<std::size_t>(seq * P.d.HKV + hk);
-  std::uint32_t* kw = P.kw64 + P.kp_off[item];
-  std::uint8_t* fin = P.v_finite.data() + P.vf_off[item];
-  const auto k = in.k.as<bf16>();
-  const auto v = in.v.as<bf16>();
-  const auto kbits = [&](index_t j, index_t e) -> std::uint32_t {
-    return e < D ? k(sq.b, sq.k0 + j, hk, e).bits : 0u;
-  };
-  const auto vbits = [&](index_t j, index_t e) -> std::uint16_t {
-    return j < sq.nk && e < Dv ? v(sq.b, sq.k0 + j, hk, e).bits : std::uint16_t{0};
-  };
-  for (index_t j = 0; j < sq.nk; ++j)
-    for (index_t c = 0; c < C2; ++c) kw[j * C2 + c] = kbits(j, 2 * c) | kbits(j, 2 * c + 1) << 16;
-  std::fill(kw + sq.nk * C2, kw + round_up(sq.nk, 32) * C2, 0u);  // (the buffer is not zeroed)
-  const index_t ld = P.ldv[static_cast<std::size_t>(seq)];
-  std::uint16_t* vt = P.vt64 + P.vp_off[item];
-  for (index_t e = 0; e < P.Dvt; ++e)
-    for (index_t j = 0; j < ld; ++j) vt[e * ld + j] = vbits(j, e);
-  for (index_t t = 0; t * kTileK < sq.nk; ++t) {
-    bool finite = true;
-    for (index_t j = t * kTileK; j < std::min(sq.nk, (t + 1) * kTileK); ++j)
-      for (index_t e = 0; e < Dv; ++e) finite = finite && (vbits(j, e) & 0x7F80u) != 0x7F80u;
-    fin[t] = finite ? 1 : 0;
-  }
-}
-
 }  // namespace impl
 }  // namespace POLYATTN_ISA_NS
 
@@ -254,7 +149,7 @@ void FlashPackKernel::operator()(A) const {
   const index_t D = P.d.D, Dv = P.d.Dv, Dvp = P.Dvp;
   if constexpr (std::is_same_v<A, simd::avx512>) {
     if (P.path != FlashPath::fp32) {
-      impl::pack_bf16_sequence(P, sq, seq, hk);
+      impl::pack_amx_operands(P, sq, seq, hk);
       impl::gate_cumsums(P, sq, seq, hk);
       return;
     }
@@ -286,7 +181,7 @@ void FlashTileKernel<F>::operator()(A) const {
   const SeqRange& sq = P.seqs[static_cast<std::size_t>(task.seq)];
   const index_t h = task.head, hk = h / P.d.group;
   const index_t D = P.d.D, Dv = P.d.Dv, Dvp = P.Dvp;
-  const index_t r0 = task.tile * TQ, r1 = std::min(r0 + TQ, sq.nq), M = r1 - r0;
+  const index_t r0 = task.tile * P.tq, r1 = std::min(r0 + P.tq, sq.nq), M = r1 - r0;
   const index_t offset = sq.nk - sq.nq;  // key position of query row r is r + offset
   const index_t p0 = r0 + offset;        // ... of the tile's first row
   const float ninf = -std::numeric_limits<float>::infinity();
@@ -302,54 +197,31 @@ void FlashTileKernel<F>::operator()(A) const {
   constexpr bool avx512_tag = std::is_same_v<A, simd::avx512>;
   const FlashPath path = avx512_tag ? P.path : FlashPath::fp32;
   const bool amx = path == FlashPath::amx;
-  const index_t Dvt = amx ? P.Dvt : 0;
-#if POLYATTN_HAVE_AMX
-  std::optional<simd::AmxScope> amx_tiles;  // the tile configuration, for this work item
-  if (amx) amx_tiles.emplace();
-#endif
 
-  // Scratch (lanes past M are padding queries with zero q: finite scores, never written out).
-  // The amx path keeps O transposed, Ot [Dvt][TQ], so that its tiles hold P·V's columns.
-  const index_t Osize = amx ? 2 * Dvt * TQ : TQ * Dvp;  // amx: Ot, then this tile's Vᵀ·Pᵀ
-  // Scratch from a 64-byte boundary (the amx tiles load and store whole cache lines).
+  // Scratch from a 64-byte boundary (lanes past M are padding queries with zero q: finite
+  // scores, never written out), written before it is read. The amx path (flash_amx.hpp) keeps O
+  // transposed, Ot [Dvt][tq], and packs its own operands; the fp32 path holds q transposed and
+  // the scores here.
+  const index_t tq = P.tq;  // kTileQ, or kAmxTileQ on the amx path
+  constexpr index_t R = std::max(kTileQ, kAmxTileQ);
+  const index_t Osize = amx ? P.Dvt * tq : TQ * Dvp;
+  const index_t QSsize = amx ? 0 : D * TQ + TK * TQ;
   const simd::Scratch<float> buf(
-      static_cast<std::size_t>(D * TQ + TK * TQ + Osize + 4 * TQ + std::max(D, Dvp) + 16));
-  float* Qt = simd::align64(buf.data());       // [D][TQ] q of the tile, transposed
-  float* St = Qt + D * TQ;                     // [TK][TQ]  scores, then probabilities, transposed
-  float* Ob = St + TK * TQ;                    // [TQ][Dvp] unnormalised output (amx: Ot [Dvt][TQ])
-  [[maybe_unused]] float* Pt = Ob + Dvt * TQ;  // amx: [Dvt][TQ] this key tile's Vᵀ·Pᵀ
-  float* m = Ob + Osize;                       // running max per query
-  float* l = m + TQ;                           // running sum
-  float* al = l + TQ;                          // this tile's rescale factor e^{m_old − m_new}
-  float* gq = al + TQ;                         // forgetting bias: G_p − G_ref
-  float* row = gq + TQ;                        // one q row (widened) or o row (before rounding)
-  if (M < TQ) std::fill(Qt, Qt + D * TQ, 0.f);
-  // The amx path: q as VNNI pairs of channels [Dk2 / 2][TQ], P as pairs of keys [TK / 2][TQ],
-  // both bf16 words.
-  const bool use_bf16 = amx;
-  const simd::Scratch<std::uint32_t> words(
-      use_bf16 ? static_cast<std::size_t>(P.Dk2 / 2 * TQ + TK / 2 * TQ + 16) : 0);
-  std::uint32_t* Qw = nullptr;
-  [[maybe_unused]] std::uint32_t* Pw = nullptr;
-  if (use_bf16) {
-    Qw = simd::align64(words.data());
-    Pw = Qw + P.Dk2 / 2 * TQ;
-    const auto q = in.q.as<bf16>();
-    for (index_t r = 0; r < M; ++r)
-      for (index_t e = 0; e < D; ++e)
-        Qw[(e / 2) * TQ + r] |= static_cast<std::uint32_t>(q(sq.b, sq.q0 + r0 + r, h, e).bits)
-                                << (16 * (e % 2));
-  } else {
-    in.q.visit([&](auto q) {  // rows read in order (q rows are HQ·D elements apart)
-      for (index_t r = 0; r < M; ++r) {
-        detail::widen_row<A>(q.ptr(sq.b, sq.q0 + r0 + r, h, 0), q.stride(3), row, D);
-        for (index_t e = 0; e < D; ++e) Qt[e * TQ + r] = row[e];
-      }
-    });
-  }
-  std::fill(Ob, Ob + (amx ? Dvt * TQ : Osize), 0.f);
-  std::fill(m, m + TQ, ninf);
-  std::fill(l, l + TQ, 0.f);
+      static_cast<std::size_t>(QSsize + Osize + 5 * R + std::max(D, Dvp) + 16),
+      simd::uninitialized);
+  float* Ob = simd::align64(buf.data());  // [TQ][Dvp] unnormalised output (amx: Ot [Dvt][tq])
+  float* m = Ob + Osize;                  // running max per query (amx: the reference max)
+  float* mt = m + R;                      // amx: the true running max (row_max)
+  float* l = mt + R;                      // running sum
+  float* al = l + R;                      // this tile's rescale factor e^{m_old − m_new}
+  float* gq = al + R;                     // forgetting bias: G_p − G_ref
+  float* row = gq + R;                    // one q row (widened) or o row (before rounding)
+  float* Qt = row + std::max(D, Dvp);     // fp32: [D][TQ] q of the tile, transposed
+  float* St = Qt + D * TQ;                // fp32: [TK][TQ] scores, then probabilities, transposed
+  std::fill(Ob, Ob + Osize, 0.f);
+  std::fill(m, m + tq, ninf);
+  std::fill(mt, mt + tq, ninf);
+  std::fill(l, l + tq, 0.f);
 
   const double* G = nullptr;
   double g_ref = 0.0;
@@ -357,85 +229,85 @@ void FlashTileKernel<F>::operator()(A) const {
   if (gated) {
     G = P.G.data() + P.g_off[static_cast<std::size_t>(task.seq * P.d.HQ + h)];
     g_ref = G_at(std::min(p0, sq.nk - 1));
-    for (index_t r = 0; r < TQ; ++r) gq[r] = r < M ? static_cast<float>(G_at(p0 + r) - g_ref) : 0.f;
+    for (index_t r = 0; r < tq; ++r) gq[r] = r < M ? static_cast<float>(G_at(p0 + r) - g_ref) : 0.f;
   }
-
-  const std::size_t item = static_cast<std::size_t>(task.seq * P.d.HKV + hk);
-  const float* kp = use_bf16 ? nullptr : P.kp.data() + P.kp_off[item];
-  const float* vp = use_bf16 ? nullptr : P.vp.data() + P.vp_off[item];
   const RowRange rows{r0, r1, offset};
-  const index_t tiles = (sq.nk + TK - 1) / TK;
 
-  for (index_t t = 0; t < tiles; ++t) {
-    const index_t j0 = t * TK, n = std::min(TK, sq.nk - j0);
-    const TileClass cls = hook_classify<A>(fz, rows, {j0, j0 + n});
-    if (cls == TileClass::Skip) continue;
+#if POLYATTN_HAVE_AMX
+  if constexpr (avx512_tag) {
+    if (amx)
+      impl::flash_amx_tiles<A>(
+          impl::AmxFrame{&P, &sq, task.seq, h, hk, rows, M, p0, G, g_ref, gq, Ob, m, mt, l}, fz);
+  }
+#endif
+  if (!amx) {
+    if (M < TQ) std::fill(Qt, Qt + D * TQ, 0.f);
+    in.q.visit([&](auto q) {  // rows read in order (q rows are HQ·D elements apart)
+      for (index_t r = 0; r < M; ++r) {
+        detail::widen_row<A>(q.ptr(sq.b, sq.q0 + r0 + r, h, 0), q.stride(3), row, D);
+        for (index_t e = 0; e < D; ++e) Qt[e * TQ + r] = row[e];
+      }
+    });
+    const std::size_t item = static_cast<std::size_t>(task.seq * P.d.HKV + hk);
+    const float* kp = P.kp.data() + P.kp_off[item];
+    const float* vp = P.vp.data() + P.vp_off[item];
+    const index_t tiles = (sq.nk + TK - 1) / TK;
+
+    for (index_t t = 0; t < tiles; ++t) {
+      const index_t j0 = t * TK, n = std::min(TK, sq.nk - j0);
+      const TileClass cls = hook_classify<A>(fz, rows, {j0, j0 + n});
+      if (cls == TileClass::Skip) continue;
 
       // Sᵀ = scale · K_tile Q_tileᵀ: one row per key, the tile's queries along the lanes.
-#if POLYATTN_HAVE_AMX
-    if constexpr (avx512_tag) {
-      if (amx) {  // 32 keys × 32 queries per tile block, then the scale
-        const index_t C2 = P.Dk2 / 2;
-        const std::uint32_t* kt = P.kw64 + P.kp_off[item] + j0 * C2;
-        for (index_t kb = 0; kb < n; kb += 32)
-          for (index_t qb = 0; qb < TQ; qb += 32)
-            simd::amx_block_2x2(kt + kb * C2, C2 * 4, Qw + qb, TQ * 4, P.Dk2 / 32, false,
-                                St + kb * TQ + qb, TQ);
-        simd::scale<A>(static_cast<float>(P.d.scale), St, n * TQ);
-      }
-    }
-#endif
-    if (!use_bf16)
       simd::gemm<A>(n, TQ, D, static_cast<float>(P.d.scale), kp + j0 * D, D, Qt, TQ, false, St, TQ);
 
-    B mx[TQ / W];
-    POLYATTN_UNROLL
-    for (index_t v = 0; v < TQ / W; ++v) mx[v] = B(ninf);
-    for (index_t c = 0; c < n; ++c) {
-      float* srow = St + c * TQ;
-      const index_t j = j0 + c;
-      if (hook_modifies<A>(fz)) {
-        const float gk = gated ? static_cast<float>(G[j] - g_ref) : 0.f;
-        fz.template apply_keys<A>(srow, KeyContext{j, p0, TQ, gk, gq});
-      }
-      if (cls == TileClass::CausalPartial) {  // queries r with p0 + r < j do not see key j
-        std::fill(srow, srow + std::clamp<index_t>(j - p0, 0, TQ), ninf);
-      } else if (cls == TileClass::Partial) {
-        for (index_t r = 0; r < M; ++r)
-          if (!hook_visible<A>(fz, r0 + r, p0 + r, j)) srow[r] = ninf;
-      }
+      B mx[TQ / W];
       POLYATTN_UNROLL
-      for (index_t v = 0; v < TQ / W; ++v) {
-        mx[v] = simd::max_nan(mx[v], B::load_unaligned(srow + v * W));
+      for (index_t v = 0; v < TQ / W; ++v) mx[v] = B(ninf);
+      for (index_t c = 0; c < n; ++c) {
+        float* srow = St + c * TQ;
+        const index_t j = j0 + c;
+        if (hook_modifies<A>(fz)) {
+          const float gk = gated ? static_cast<float>(G[j] - g_ref) : 0.f;
+          fz.template apply_keys<A>(srow, KeyContext{j, p0, TQ, gk, gq});
+        }
+        if (cls == TileClass::CausalPartial) {  // queries r with p0 + r < j do not see key j
+          std::fill(srow, srow + std::clamp<index_t>(j - p0, 0, TQ), ninf);
+        } else if (cls == TileClass::Partial) {
+          for (index_t r = 0; r < M; ++r)
+            if (!hook_visible<A>(fz, r0 + r, p0 + r, j)) srow[r] = ninf;
+        }
+        POLYATTN_UNROLL
+        for (index_t v = 0; v < TQ / W; ++v) {
+          mx[v] = simd::max_nan(mx[v], B::load_unaligned(srow + v * W));
+        }
       }
-    }
 
-    // Online softmax, vertically: every lane is one query. Lanes that have seen nothing yet
-    // keep m = −inf and shift by 0, so that e^{−inf − 0} = 0.
-    B mu[TQ / W], sum[TQ / W];
-    POLYATTN_UNROLL
-    for (index_t v = 0; v < TQ / W; ++v) {
-      const RowAdvance<B> st = online::advance(B::load_unaligned(m + v * W), mx[v]);
-      mu[v] = st.shift;
-      st.alpha.store_unaligned(al + v * W);
-      st.m.store_unaligned(m + v * W);
-      sum[v] = B(0.f);
-    }
-    for (index_t c = 0; c < n; ++c) {
-      float* srow = St + c * TQ;
+      // Online softmax, vertically: every lane is one query. Lanes that have seen nothing yet
+      // keep m = −inf and shift by 0, so that e^{−inf − 0} = 0.
+      B mu[TQ / W], sum[TQ / W];
       POLYATTN_UNROLL
       for (index_t v = 0; v < TQ / W; ++v) {
-        const B e = simd::exp(B::load_unaligned(srow + v * W) - mu[v]);
-        e.store_unaligned(srow + v * W);
-        sum[v] += e;
+        const RowAdvance<B> st = online::advance(B::load_unaligned(m + v * W), mx[v]);
+        mu[v] = st.shift;
+        st.alpha.store_unaligned(al + v * W);
+        st.m.store_unaligned(m + v * W);
+        sum[v] = B(0.f);
       }
-    }
-    POLYATTN_UNROLL
-    for (index_t v = 0; v < TQ / W; ++v) {
-      online::accumulate(B::load_unaligned(l + v * W), B::load_unaligned(al + v * W), sum[v])
-          .store_unaligned(l + v * W);
-    }
-    if (!amx) {  // (the amx path rescales Ot where it adds this tile's P·V)
+      for (index_t c = 0; c < n; ++c) {
+        float* srow = St + c * TQ;
+        POLYATTN_UNROLL
+        for (index_t v = 0; v < TQ / W; ++v) {
+          const B e = simd::exp(B::load_unaligned(srow + v * W) - mu[v]);
+          e.store_unaligned(srow + v * W);
+          sum[v] += e;
+        }
+      }
+      POLYATTN_UNROLL
+      for (index_t v = 0; v < TQ / W; ++v) {
+        online::accumulate(B::load_unaligned(l + v * W), B::load_unaligned(al + v * W), sum[v])
+            .store_unaligned(l + v * W);
+      }
       for (index_t r = 0; r < M; ++r) {
         if (al[r] == 1.f) continue;
         const B ab(al[r]);
@@ -443,58 +315,18 @@ void FlashTileKernel<F>::operator()(A) const {
         for (index_t e = 0; e < Dvp; e += W)
           (B::load_unaligned(orow + e) * ab).store_unaligned(orow + e);
       }
-    }
-    // O += P V with P = (Sᵀ)ᵀ read through strides. In a partial tile a masked key has weight 0,
-    // and 0 · NaN = NaN: when the tile's V holds a non-finite value, rows add only the keys
-    // they see (as the reference does), so a NaN or Inf never leaks past the mask.
-#if POLYATTN_HAVE_AMX
-    if constexpr (avx512_tag) {
-      if (amx) {  // P rounded to bf16 pairs of keys; Ot [Dvt × TQ] += Vᵀ · Pᵀ
-        const bool finite = P.v_finite[P.vf_off[item] + static_cast<std::size_t>(t)] != 0;
-        const index_t ld = P.ldv[static_cast<std::size_t>(task.seq)];
-        const std::uint16_t* vtp = P.vt64 + P.vp_off[item] + j0;
-        if (is_partial(cls) && !finite) {    // only the visible keys, each row on its own
-          for (index_t e = 0; e < Dvt; ++e)  // Ot's rows hold the queries along the lanes
-            for (index_t v = 0; v < TQ; v += W)
-              (B::load_unaligned(Ob + e * TQ + v) * B::load_unaligned(al + v))
-                  .store_unaligned(Ob + e * TQ + v);
-          for (index_t c = 0; c < n; ++c) {
-            for (index_t e = 0; e < Dv; ++e) row[e] = to_float(bf16{vtp[e * ld + c]});
-            for (index_t r = 0; r < M; ++r) {
-              if (!hook_visible<A>(fz, r0 + r, p0 + r, j0 + c)) continue;
-              const float pr = St[c * TQ + r];
-              for (index_t e = 0; e < Dv; ++e) Ob[e * TQ + r] += pr * row[e];
-            }
-          }
-        } else {  // 32 value channels × 32 queries per tile block, 32 keys per step
-          const index_t n2 = round_up(n, 32);
-          std::fill(St + n * TQ, St + n2 * TQ, 0.f);
-          for (index_t c = 0; c < n2 / 2; ++c)
-            simd::pack_bf16_pairs(St + 2 * c * TQ, St + (2 * c + 1) * TQ, Pw + c * TQ, TQ);
-          // This tile's Vᵀ·Pᵀ into fresh tiles (no tile reloads of Ot, which the vector code
-          // just wrote), then Ot = Ot·α + (Vᵀ·Pᵀ) in one vertical pass.
-          for (index_t e0 = 0; e0 < Dvt; e0 += 32)
-            for (index_t qb = 0; qb < TQ; qb += 32)
-              simd::amx_block_2x2(vtp + e0 * ld, ld * 2, Pw + qb, TQ * 4, n2 / 32, false,
-                                  Pt + e0 * TQ + qb, TQ);
-          for (index_t e = 0; e < Dvt; ++e)
-            for (index_t v = 0; v < TQ; v += W)
-              simd::fma(B::load_unaligned(Ob + e * TQ + v), B::load_unaligned(al + v),
-                        B::load_unaligned(Pt + e * TQ + v))
-                  .store_unaligned(Ob + e * TQ + v);
-        }
-        continue;
+      // O += P V with P = (Sᵀ)ᵀ read through strides. In a partial tile a masked key has weight 0,
+      // and 0 · NaN = NaN: when the tile's V holds a non-finite value, rows add only the keys
+      // they see (as the reference does), so a NaN or Inf never leaks past the mask.
+      const float* vt = vp + j0 * Dvp;
+      if (is_partial(cls) && !detail::all_finite<A>(vt, n * Dvp)) {
+        for (index_t r = 0; r < M; ++r)
+          for (index_t c = 0; c < n; ++c)
+            if (hook_visible<A>(fz, r0 + r, p0 + r, j0 + c))
+              simd::axpy<A>(St[c * TQ + r], vt + c * Dvp, Ob + r * Dvp, Dvp);
+      } else {
+        simd::gemm_strided<A>(M, Dvp, n, 1.f, St, 1, TQ, vt, Dvp, true, Ob, Dvp);
       }
-    }
-#endif
-    const float* vt = vp + j0 * Dvp;
-    if (is_partial(cls) && !detail::all_finite<A>(vt, n * Dvp)) {
-      for (index_t r = 0; r < M; ++r)
-        for (index_t c = 0; c < n; ++c)
-          if (hook_visible<A>(fz, r0 + r, p0 + r, j0 + c))
-            simd::axpy<A>(St[c * TQ + r], vt + c * Dvp, Ob + r * Dvp, Dvp);
-    } else {
-      simd::gemm_strided<A>(M, Dvp, n, 1.f, St, 1, TQ, vt, Dvp, true, Ob, Dvp);
     }
   }
 
@@ -503,7 +335,7 @@ void FlashTileKernel<F>::operator()(A) const {
   P.o.visit([&](auto o) {
     for (index_t r = 0; r < M; ++r) {
       const index_t t = sq.q0 + r0 + r;
-      if (!P.row_max.absent()) P.row_max(sq.b, t, h) = m[r];
+      if (!P.row_max.absent()) P.row_max(sq.b, t, h) = amx ? mt[r] : m[r];
       if (m[r] == ninf) {  // exact zeros, whatever O picked up from non-finite values
         std::fill(row, row + Dv, 0.f);
         if (!P.lse.absent()) P.lse(sq.b, t, h) = ninf;
@@ -511,7 +343,7 @@ void FlashTileKernel<F>::operator()(A) const {
         const RowStats<float> st{m[r], l[r]};
         const RowResult<float> res = has_sink ? online::finish(st, sink) : online::finish(st);
         if (amx) {
-          for (index_t e = 0; e < Dv; ++e) row[e] = Ob[e * TQ + r] * res.mul;
+          for (index_t e = 0; e < Dv; ++e) row[e] = Ob[e * tq + r] * res.mul;
         } else {
           const float* orow = Ob + r * Dvp;
           for (index_t e = 0; e < Dv; ++e) row[e] = orow[e] * res.mul;
@@ -583,11 +415,9 @@ void run_flash(const SoftmaxInputs& in, const SoftmaxOptions& opt, const Fz& fus
       P.kp_off.push_back(kp_size);
       P.vp_off.push_back(vp_size);
       P.vf_off.push_back(vf_size);
-      if (amx) {  // K rows up to a multiple of 32, Vᵀ rows of ldv keys (zero padded)
-        const index_t ld = round_up(nk, kTileK);
-        if (hk == 0) P.ldv.push_back(ld);
+      if (amx) {  // keys up to a multiple of 32 (flash_amx.hpp): whole cache lines per item
         kp_size += static_cast<std::size_t>(round_up(nk, 32) * (P.Dk2 / 2));
-        vp_size += static_cast<std::size_t>(P.Dvt * ld);
+        vp_size += static_cast<std::size_t>(round_up(nk, 32) * P.Dvt);
         vf_size += static_cast<std::size_t>((nk + kTileK - 1) / kTileK);
       } else {
         kp_size += static_cast<std::size_t>(nk * d.D);
@@ -614,20 +444,25 @@ void run_flash(const SoftmaxInputs& in, const SoftmaxOptions& opt, const Fz& fus
     simd::run_kernel(FlashPackKernel{&P, item / d.HKV, item % d.HKV});
   });
 
-  // Work items, the most expensive first under a causal mask (later query tiles see more keys).
+  // Work items: (sequence, query head, tile of P.tq query rows). Consecutive items share K and V
+  // (the tiles of one kv head, then its next q head), so that one thread finds them in its cache
+  // and concurrent threads in the shared one; under a causal mask each kv head's later query
+  // tiles, which see more keys, come first, and the sequences go longest first, so that the
+  // items left at the end are short ones.
+  P.tq = amx ? kAmxTileQ : kTileQ;
+  std::vector<index_t> order(static_cast<std::size_t>(nseq));
+  for (index_t s = 0; s < nseq; ++s) order[static_cast<std::size_t>(s)] = s;
+  std::stable_sort(order.begin(), order.end(), [&](index_t a, index_t b) {
+    return P.seqs[static_cast<std::size_t>(a)].nk > P.seqs[static_cast<std::size_t>(b)].nk;
+  });
   std::vector<FlashTask> tasks;
-  for (index_t s = 0; s < nseq; ++s) {
-    const index_t nq = P.seqs[static_cast<std::size_t>(s)].nq;
-    const index_t qtiles = (nq + kTileQ - 1) / kTileQ;
-    for (index_t t = 0; t < qtiles; ++t)
-      for (index_t h = 0; h < d.HQ; ++h) tasks.push_back({s, h, opt.causal ? qtiles - 1 - t : t});
+  for (const index_t s : order) {
+    const index_t qtiles = (P.seqs[static_cast<std::size_t>(s)].nq + P.tq - 1) / P.tq;
+    for (index_t hk = 0; hk < d.HKV; ++hk)
+      for (index_t t = 0; t < qtiles; ++t)
+        for (index_t h = hk * d.group; h < (hk + 1) * d.group; ++h)
+          tasks.push_back({s, h, opt.causal ? qtiles - 1 - t : t});
   }
-  if (opt.causal)
-    std::stable_sort(tasks.begin(), tasks.end(), [&](const FlashTask& a, const FlashTask& b) {
-      const auto& sa = P.seqs[static_cast<std::size_t>(a.seq)];
-      const auto& sb = P.seqs[static_cast<std::size_t>(b.seq)];
-      return a.tile * kTileQ + sa.nk - sa.nq > b.tile * kTileQ + sb.nk - sb.nq;
-    });
   exec.parallel_for(static_cast<index_t>(tasks.size()), [&](index_t i) {
     simd::run_kernel(FlashTileKernel<Fz>{&P, &fusion, tasks[static_cast<std::size_t>(i)]});
   });

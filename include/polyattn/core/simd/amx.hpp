@@ -8,11 +8,15 @@
 //                            amx level is never reported (dispatch.hpp)
 //   amx_block_2x2(...)       C (2 × 2 tiles: 32 × 32 fp32 at c, ldc) += Σ over k steps of 32
 //                            of A (2 row tiles) · B (2 column tiles); C loaded first, or zero
-//   pack_bf16_pairs(...)     the VNNI pairs of two fp32 rows (a B operand)
+//   bf16_pairs(x0, x1)       the VNNI pairs of two fp32 vectors (a row of a B operand)
 // Each kernel call configures the tiles itself (ldtilecfg) and releases them at the end, so no
 // tile state outlives a call and nothing else in the process is affected. Only defined where
 // AVX-512BW is enabled (the avx512 units); callers check
 // isa_at_least(simd::runtime_isa(), Isa::amx).
+// POLYATTN_AMX_EMULATE=1 (CMake option of the same name, for tests on CPUs without AMX) computes
+// amx_block_2x2 with scalar code (the same products: bf16 inputs, fp32 sums, denormal inputs
+// flushed; the order of the sums may differ from the tiles') and reports the amx level on any CPU
+// with AVX512-BF16, so that the kernels' amx code paths (layouts, packing, softmax) run there.
 #pragma once
 
 #include <cstdint>
@@ -29,7 +33,9 @@ namespace polyattn::simd {
 
 /// Whether the OS lets this process use AMX tile data (asked once; Linux ≥ 5.16).
 inline bool amx_os_permits() noexcept {
-#if defined(__linux__) && defined(__x86_64__) && defined(SYS_arch_prctl)
+#if defined(POLYATTN_AMX_EMULATE) && POLYATTN_AMX_EMULATE
+  return true;
+#elif defined(__linux__) && defined(__x86_64__) && defined(SYS_arch_prctl)
   static const bool ok = [] {
     constexpr long kGetPerm = 0x1022, kReqPerm = 0x1023, kXtileData = 18;
     if (syscall(SYS_arch_prctl, kReqPerm, kXtileData) != 0) return false;
@@ -51,6 +57,11 @@ inline bool amx_os_permits() noexcept {
 
 #define POLYATTN_TARGET_AMX \
   __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16")))
+#if defined(POLYATTN_AMX_EMULATE) && POLYATTN_AMX_EMULATE
+#define POLYATTN_AMX_EMULATED 1
+#else
+#define POLYATTN_AMX_EMULATED 0
+#endif
 
 namespace polyattn::simd {
 inline namespace POLYATTN_ISA_NS {
@@ -70,22 +81,52 @@ static_assert(sizeof(AmxConfig) == 64);
 /// Holds the tile configuration for its lifetime on this thread (ldtilecfg / tilerelease).
 class AmxScope {
  public:
+#if POLYATTN_AMX_EMULATED
+  AmxScope() noexcept = default;
+#else
   POLYATTN_TARGET_AMX AmxScope() noexcept {
     static const AmxConfig cfg;
     _tile_loadconfig(&cfg);
   }
   POLYATTN_TARGET_AMX ~AmxScope() { _tile_release(); }
+#endif
   AmxScope(const AmxScope&) = delete;
   AmxScope& operator=(const AmxScope&) = delete;
 };
 
-/// C (32 × 32 fp32 at c, row stride ldc floats) (= or +=) Σ_{s < steps} A_s · B_s, where step s
-/// takes A rows [0, 32) × bf16 columns [32 s, 32 s + 32) at a (row stride lda bytes) and B
-/// pair-rows [16 s, 16 s + 16) × 32 columns at b (row stride ldb bytes). Tiles: C 0–3, A 4–5,
-/// B 6–7. Needs an AmxScope on this thread.
-POLYATTN_TARGET_AMX inline void amx_block_2x2(const void* a, std::int64_t lda, const void* b,
-                                              std::int64_t ldb, std::int64_t steps, bool accumulate,
-                                              float* c, std::int64_t ldc) {
+/// C (32 × 32 fp32 at c, row stride ldc floats) (= or +=) Σ_{s < steps} A_s · B_s, where A_s is
+/// 32 rows × 32 bf16 columns at a + s · a_step bytes (row stride lda bytes) and B_s 16 pair-rows ×
+/// 32 columns at b + s · b_step bytes (row stride ldb bytes). Tiles: C 0–3, A 4–5, B 6–7. Needs
+/// an AmxScope on this thread.
+POLYATTN_TARGET_AMX inline void amx_block_2x2(const void* a, std::int64_t lda, std::int64_t a_step,
+                                              const void* b, std::int64_t ldb, std::int64_t b_step,
+                                              std::int64_t steps, bool accumulate, float* c,
+                                              std::int64_t ldc) {
+  const char* ap = static_cast<const char*>(a);
+  const char* bp = static_cast<const char*>(b);
+#if POLYATTN_AMX_EMULATED
+  const auto value = [](const char* p) {  // bf16 → fp32, denormals → 0
+    std::uint16_t h;
+    std::memcpy(&h, p, 2);
+    if ((h & 0x7F80u) == 0) h &= 0x8000u;
+    const std::uint32_t bits = static_cast<std::uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  };
+  for (int i = 0; i < 32; ++i)
+    for (int j = 0; j < 32; ++j) {
+      float acc = accumulate ? c[i * ldc + j] : 0.f;
+      for (std::int64_t s = 0; s < steps; ++s) {
+        const char* arow = ap + s * a_step + i * lda;
+        const char* bcol = bp + s * b_step + j * 4;
+        for (int k = 0; k < 16; ++k)  // pair k: A columns 2k, 2k + 1; B pair-row k
+          acc += value(arow + 4 * k) * value(bcol + k * ldb) +
+                 value(arow + 4 * k + 2) * value(bcol + k * ldb + 2);
+      }
+      c[i * ldc + j] = acc;
+    }
+#else
   const std::int64_t ldcb = ldc * 4;
   if (accumulate) {
     _tile_loadd(0, c, ldcb);
@@ -98,13 +139,11 @@ POLYATTN_TARGET_AMX inline void amx_block_2x2(const void* a, std::int64_t lda, c
     _tile_zero(2);
     _tile_zero(3);
   }
-  const char* ap = static_cast<const char*>(a);
-  const char* bp = static_cast<const char*>(b);
   for (std::int64_t s = 0; s < steps; ++s) {
-    _tile_loadd(4, ap + s * 64, lda);
-    _tile_loadd(5, ap + 16 * lda + s * 64, lda);
-    _tile_loadd(6, bp + s * 16 * ldb, ldb);
-    _tile_loadd(7, bp + s * 16 * ldb + 64, ldb);
+    _tile_loadd(4, ap + s * a_step, lda);
+    _tile_loadd(5, ap + s * a_step + 16 * lda, lda);
+    _tile_loadd(6, bp + s * b_step, ldb);
+    _tile_loadd(7, bp + s * b_step + 64, ldb);
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 4, 7);
     _tile_dpbf16ps(2, 5, 6);
@@ -114,18 +153,16 @@ POLYATTN_TARGET_AMX inline void amx_block_2x2(const void* a, std::int64_t lda, c
   _tile_stored(1, c + 16, ldcb);
   _tile_stored(2, c + 16 * ldc, ldcb);
   _tile_stored(3, c + 16 * ldc + 16, ldcb);
+#endif
 }
 
-/// out[i] = bf16(x0[i]) | bf16(x1[i]) << 16 for i in [0, n), n % 16 == 0 (nearest even): the
-/// VNNI pairs of two fp32 rows, a B operand of amx_block_2x2.
-POLYATTN_TARGET_AMX inline void pack_bf16_pairs(const float* x0, const float* x1,
-                                                std::uint32_t* out, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; i += 16) {
-    const __m512i lo = impl::bf16_bits_avx512(_mm512_loadu_ps(x0 + i));
-    const __m512i hi = impl::bf16_bits_avx512(_mm512_loadu_ps(x1 + i));
-    _mm512_storeu_si512(static_cast<void*>(out + i),
-                        _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
-  }
+/// The VNNI pairs of two fp32 vectors: word i = bf16(x0[i]) | bf16(x1[i]) << 16 (nearest even,
+/// AVX512-BF16), a 16-column row of a B operand of amx_block_2x2.
+POLYATTN_TARGET_AMX inline __m512i bf16_pairs(__m512 x0, __m512 x1) {
+  // cvtne2ps gives x0's 16 bf16 in words 0–15 and x1's in 16–31; the permute interleaves them.
+  const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                       23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
 }
 
 }  // namespace POLYATTN_ISA_NS

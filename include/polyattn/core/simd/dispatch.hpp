@@ -264,8 +264,12 @@ inline Isa detect_cpu_isa() noexcept {
                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
   const bool avx512bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
   // AMX also needs the OS to grant the tile data state (asked once, only on such CPUs).
+#if defined(POLYATTN_AMX_EMULATE) && POLYATTN_AMX_EMULATE
+  const bool amx = avx512bf16;  // amx.hpp: the tile products computed in software
+#else
   const bool amx = avx512bf16 && __builtin_cpu_supports("amx-tile") &&
                    __builtin_cpu_supports("amx-bf16") && amx_os_permits();
+#endif
 #elif defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
   // Other compilers: xsimd's cpuid (8.1 does not check the OS-enabled register state).
   const auto a = xsimd::available_architectures();

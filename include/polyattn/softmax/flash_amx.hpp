@@ -1,0 +1,315 @@
+// polyattn/softmax/flash_amx.hpp — the AMX-BF16 body of the tiled softmax prefill (flash.hpp),
+// for bf16 q, k, v on the amx level. Per work item (kAmxTileQ queries of one head), over groups
+// of up to kAmxKeys keys (whole kTileK tiles the mask does not skip):
+//   Sᵀ [keys][queries] = scale · K Qᵀ      tiles: A = K rows as bf16 channel pairs, B = q pairs
+//   Sᵀ ← modifiers, masks;  m_t = max over the group (per query, vertically)
+//   m_ref raised only where m_t > m_ref + τ (τ = 8 ln 2), then Otᵀ, l ×= e^{m_ref_old − m_ref}
+//   P = e^{S − m_ref} ≤ e^τ = 256, rounded to bf16 pairs of keys;  l += Σ P (fp32, unrounded)
+//   Otᵀ [Dv][queries] += Vᵀ Pᵀ             tiles: A = Vᵀ in blocks of 32 keys, B = P pairs,
+//                                          C = Otᵀ itself (accumulated in the tiles)
+// The lazy reference max (as FlashAttention-4 does) is the same softmax: o = Ot / l with both
+// relative to m_ref; it removes the per-tile rescale pass over the output (Dv·kTileQ values per
+// group), which with a plain online max costs more than the group's exponentials. The true max
+// is kept apart for row_max. Partial groups whose V holds a NaN or Inf add only the keys each
+// query sees (so a masked non-finite value never leaks), with the same bf16 weights.
+// The packing (once per sequence and kv head, shared by every query tile and q head of a group):
+//   K: [keys ↑ 32][Dk2 / 2] u32, word c of key j = k[j][2c] | k[j][2c + 1] << 16 (zero padded)
+//   V: [keys ↑ 32 / 32][Dvt][32] bf16, block b row e = v[32b .. 32b + 31][e] — tile rows are 64
+//      contiguous bytes, so a tile load touches 16 consecutive lines (a plain Vᵀ with a row per
+//      channel puts a tile's 16 rows one sequence length apart, in one L1 set)
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "polyattn/core/element.hpp"
+#include "polyattn/core/simd/amx.hpp"
+#include "polyattn/core/simd/arch.hpp"
+#include "polyattn/core/simd/scratch.hpp"
+#include "polyattn/softmax/flash_problem.hpp"
+#include "polyattn/softmax/fusion.hpp"
+#include "polyattn/softmax/mask.hpp"
+#include "polyattn/softmax/modifiers.hpp"
+
+#ifndef POLYATTN_FLASH_AMX_KEYS
+#define POLYATTN_FLASH_AMX_KEYS 256
+#endif
+#ifndef POLYATTN_FLASH_AMX_ROWS
+#define POLYATTN_FLASH_AMX_ROWS 64
+#endif
+
+namespace polyattn::softmax {
+
+// Query rows per work item of the amx path, and keys per group (whole key tiles).
+inline constexpr index_t kAmxTileQ = POLYATTN_FLASH_AMX_ROWS;
+inline constexpr index_t kAmxKeys = POLYATTN_FLASH_AMX_KEYS;
+static_assert(kAmxKeys % kTileK == 0 && kTileK % 32 == 0 && kAmxTileQ % 32 == 0,
+              "amx groups are whole key tiles of whole 32-key / 32-query blocks");
+// τ: the reference max is raised when a group's max exceeds it by more than this (e^τ = 256).
+inline constexpr float kAmxLazyMax = 5.54517744f;
+
+inline namespace POLYATTN_ISA_NS {
+namespace impl {
+
+// The amx packing of (sequence seq, kv head hk) from bf16 k and v (layouts above), and per key
+// tile whether V is all finite.
+inline void pack_amx_operands(FlashProblem& P, const SeqRange& sq, index_t seq,
+                              index_t hk) noexcept {
+  const SoftmaxInputs& in = *P.in;
+  const index_t D = P.d.D, Dv = P.d.Dv, C2 = P.Dk2 / 2, Dvt = P.Dvt;
+  const index_t nk = sq.nk, nk32 = round_up(nk, 32);
+  const std::size_t item = static_cast<std::size_t>(seq * P.d.HKV + hk);
+  std::uint32_t* kw = P.kw64 + P.kp_off[item];
+  std::uint16_t* vt = P.vt64 + P.vp_off[item];
+  const auto k = in.k.as<bf16>();
+  const auto v = in.v.as<bf16>();
+  for (index_t j = 0; j < nk; ++j) {  // pairs of channels are a key row's own memory order
+    auto* dst = reinterpret_cast<std::uint16_t*>(kw + j * C2);
+    const bf16* src = k.ptr(sq.b, sq.k0 + j, hk, 0);
+    const index_t st = k.stride(3);
+    if (st == 1) {
+      std::memcpy(dst, src, static_cast<std::size_t>(D) * sizeof(bf16));
+    } else {
+      for (index_t e = 0; e < D; ++e) dst[e] = src[e * st].bits;
+    }
+    std::fill(dst + D, dst + 2 * C2, std::uint16_t{0});
+  }
+  std::fill(kw + nk * C2, kw + nk32 * C2, 0u);
+  for (index_t b0 = 0; b0 < nk32; b0 += 32) {
+    std::uint16_t* blk = vt + b0 * Dvt;  // [Dvt][32]
+    for (index_t jj = 0; jj < 32; ++jj) {
+      if (b0 + jj < nk) {
+        const bf16* src = v.ptr(sq.b, sq.k0 + b0 + jj, hk, 0);
+        const index_t st = v.stride(3);
+        for (index_t e = 0; e < Dv; ++e) blk[e * 32 + jj] = src[e * st].bits;
+      } else {
+        for (index_t e = 0; e < Dv; ++e) blk[e * 32 + jj] = 0;
+      }
+    }
+    std::fill(blk + Dv * 32, blk + Dvt * 32, std::uint16_t{0});
+  }
+  std::uint8_t* fin = P.v_finite.data() + P.vf_off[item];
+  for (index_t t = 0; t * kTileK < nk; ++t) {  // padding is zeros, so whole blocks can be checked
+    const std::uint16_t* x = vt + t * kTileK * Dvt;
+    const index_t cnt = (std::min(nk32, (t + 1) * kTileK) - t * kTileK) * Dvt;
+    bool finite = true;
+    for (index_t i = 0; i < cnt; ++i) finite &= (x[i] & 0x7F80u) != 0x7F80u;
+    fin[t] = finite ? 1 : 0;
+  }
+}
+
+#if POLYATTN_HAVE_AMX
+
+// What the work item's kernel (flash.hpp) prepared for the amx body, and where it leaves the
+// unnormalised output and the row statistics for the common finish.
+struct AmxFrame {
+  const FlashProblem* P;
+  const SeqRange* sq;
+  index_t seq, h, hk;
+  RowRange rows;    // the work item's query rows
+  index_t M, p0;    // rows in the tile; key position of its first row
+  const double* G;  // forgetting gate cumsums of (sequence, head), or null
+  double g_ref;     // G at the tile's reference position
+  const float* gq;  // G_p − G_ref per query
+  float* Ot;        // [Dvt][kAmxTileQ] zeros in, Σ P·V (relative to m) out
+  float* m;         // [kAmxTileQ] −inf in; the reference max out
+  float* mt;        // [kAmxTileQ] −inf in; the true max out (row_max)
+  float* l;         // [kAmxTileQ] zeros in; Σ e^{s − m} out
+};
+
+// P = e^{kx·S + nsh} for the key pairs [0, pairs) of Sᵀ [2 · pairs][TQ]: sum += Σ P (fp32),
+// Pw [pairs][TQ] = P rounded to bf16 pairs of keys, and with Track mx = max(mx, S) per lane.
+template <class B, index_t TQ, bool Track>
+POLYATTN_TARGET_AMX inline void amx_exp_pairs(const float* St, index_t pairs, B kx, const B* nsh,
+                                              B* sum, B* mx, std::uint32_t* Pw) {
+  constexpr index_t W = static_cast<index_t>(B::size);
+  for (index_t c = 0; c < pairs; ++c) {
+    const float* s0 = St + 2 * c * TQ;
+    for (index_t v = 0; v < TQ / W; ++v) {
+      const B x0 = B::load_aligned(s0 + v * W), x1 = B::load_aligned(s0 + TQ + v * W);
+      if constexpr (Track) mx[v] = simd::max_nan(mx[v], simd::max_nan(x0, x1));
+      const B e0 = simd::exp(simd::fma(x0, kx, nsh[v])), e1 = simd::exp(simd::fma(x1, kx, nsh[v]));
+      sum[v] += e0 + e1;
+      _mm512_store_si512(static_cast<void*>(Pw + c * TQ + v * W), simd::bf16_pairs(e0, e1));
+    }
+  }
+}
+
+template <simd::SimdArch A, class Bound>
+POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
+  using B = simd::batch_t<A>;
+  constexpr index_t W = static_cast<index_t>(B::size);
+  constexpr index_t TQ = kAmxTileQ, TK = kTileK, KA = kAmxKeys, NG = KA / TK;
+  static_assert(W == 16, "the amx body runs in the avx512 units");
+  const FlashProblem& P = *f.P;
+  const SeqRange& sq = *f.sq;
+  const index_t C2 = P.Dk2 / 2, Dvt = P.Dvt, Dv = P.d.Dv, D = P.d.D;
+  const index_t r0 = f.rows.r0, p0 = f.p0, M = f.M;
+  const float ninf = -std::numeric_limits<float>::infinity();
+  const B scale(static_cast<float>(P.d.scale));
+  const bool modifies = hook_modifies<A>(fz);
+  const bool fold = !modifies && static_cast<float>(P.d.scale) > 0.f;  // (an fp32 underflow)
+  const B kx(fold ? static_cast<float>(P.d.scale) : 1.f);
+  const std::size_t item = static_cast<std::size_t>(f.seq * P.d.HKV + f.hk);
+  const std::uint32_t* kw = P.kw64 + P.kp_off[item];
+  const std::uint16_t* vt = P.vt64 + P.vp_off[item];
+  const std::uint8_t* finite = P.v_finite.data() + P.vf_off[item];
+
+  // St [KA][TQ] fp32; Qw [C2][TQ] (zero padding) and Pw [KA / 2][TQ] u32.
+  const simd::Scratch<float> sbuf(static_cast<std::size_t>(KA * TQ + Dvt + 16),
+                                  simd::uninitialized);
+  const simd::Scratch<std::uint32_t> wbuf(static_cast<std::size_t>((C2 + KA / 2) * TQ + 16),
+                                          simd::uninitialized);
+  float* St = simd::align64(sbuf.data());
+  float* vrow = St + KA * TQ;
+  std::uint32_t* Qw = simd::align64(wbuf.data());
+  std::uint32_t* Pw = Qw + C2 * TQ;
+  std::fill(Qw, Qw + C2 * TQ, 0u);
+  const auto q = P.in->q.as<bf16>();
+  for (index_t r = 0; r < M; ++r) {
+    const bf16* src = q.ptr(sq.b, sq.q0 + r0 + r, f.h, 0);
+    const index_t st = q.stride(3);
+    for (index_t e = 0; e < D; ++e)
+      Qw[(e / 2) * TQ + r] |= static_cast<std::uint32_t>(src[e * st].bits) << (16 * (e % 2));
+  }
+
+  const simd::AmxScope tiles;
+  const index_t ntiles = (sq.nk + TK - 1) / TK;
+  for (index_t t = 0; t < ntiles;) {
+    // The group: up to NG consecutive key tiles, none skipped by the mask.
+    TileClass cls[NG];
+    index_t g = 0;
+    bool stopped = false;
+    for (; g < NG && t + g < ntiles; ++g) {
+      const index_t a = (t + g) * TK;
+      cls[g] = hook_classify<A>(fz, f.rows, KeyRange{a, std::min(a + TK, sq.nk)});
+      if (cls[g] == TileClass::Skip) {
+        stopped = true;
+        break;
+      }
+    }
+    const index_t t0 = t;
+    t += g + (stopped ? 1 : 0);
+    if (g == 0) continue;
+    const index_t j0 = t0 * TK, n = std::min((t0 + g) * TK, sq.nk) - j0, n2 = round_up(n, 32);
+
+    // P = e^{kx·S − m_ref}, optimistically, block by block of 32 keys right after the block's
+    // scores (so that they are read while in L1, and the vector work of one block overlaps the
+    // tiles of the next), finding the group's max on the way: kept where no lane's max passes
+    // m_ref + τ (the usual case once a row has seen keys). Else (and in a row's first group)
+    // m_ref is raised in those lanes (or is NaN), with α = e^{m_ref_old − m_ref_new} rescaling
+    // Ot and l there (0 where nothing was seen yet), and P is formed again from Sᵀ.
+    B mref[TQ / W], nsh[TQ / W], sum[TQ / W], mx[TQ / W], al[TQ / W];
+    bool fresh = false;  // some lane has m_ref = −inf or NaN
+    for (index_t v = 0; v < TQ / W; ++v) {
+      mref[v] = B::load_aligned(f.m + v * W);
+      nsh[v] = B(0.f) - simd::neg_inf_to_zero(mref[v]);
+      fresh = fresh || xsimd::any((mref[v] == B(ninf)) || (mref[v] != mref[v]));
+      sum[v] = B(0.f);
+      mx[v] = B(ninf);
+    }
+    for (index_t kb = 0; kb < n2; kb += 32) {
+      // Sᵀ = K Qᵀ: 32 keys × 32 queries per tile block, 32 channels per step.
+      for (index_t qb = 0; qb < TQ; qb += 32)
+        simd::amx_block_2x2(kw + (j0 + kb) * C2, C2 * 4, 64, Qw + qb, TQ * 4, 16 * TQ * 4,
+                            P.Dk2 / 32, false, St + kb * TQ + qb, TQ);
+      // The scores as the softmax sees them are kx · Sᵀ: with modifiers the rows are scaled
+      // and modified here (kx = 1); without, the scale is folded into the exponent.
+      for (index_t c = kb; c < std::min(kb + 32, n); ++c) {
+        const TileClass sc = cls[c / TK];
+        if (fold && !is_partial(sc)) continue;
+        float* srow = St + c * TQ;
+        const index_t j = j0 + c;
+        if (!fold) {
+          for (index_t v = 0; v < TQ / W; ++v)
+            (B::load_aligned(srow + v * W) * scale).store_aligned(srow + v * W);
+          if (modifies) {
+            const float gk = f.G != nullptr ? static_cast<float>(f.G[j] - f.g_ref) : 0.f;
+            fz.template apply_keys<A>(srow, KeyContext{j, p0, TQ, gk, f.gq});
+          }
+        }
+        if (sc == TileClass::CausalPartial) {  // queries r with p0 + r < j do not see key j
+          std::fill(srow, srow + std::clamp<index_t>(j - p0, 0, TQ), ninf);
+        } else if (sc == TileClass::Partial) {
+          for (index_t r = 0; r < M; ++r)
+            if (!hook_visible<A>(fz, r0 + r, p0 + r, j)) srow[r] = ninf;
+        }
+      }
+      if (kb + 32 > n)  // keys of the last block past the sequence
+        std::fill(St + n * TQ, St + (kb + 32) * TQ, ninf);
+      if (!fresh) amx_exp_pairs<B, TQ, true>(St + kb * TQ, 16, kx, nsh, sum, mx, Pw + kb / 2 * TQ);
+    }
+    bool kept = false;
+    if (!fresh) {
+      bool grow = false;
+      for (index_t v = 0; v < TQ / W; ++v) {
+        const B tmax = kx * mx[v];
+        grow = grow || xsimd::any((tmax > mref[v] + B(kAmxLazyMax)) || (tmax != tmax));
+      }
+      kept = !grow;
+    } else {
+      for (index_t c = 0; c < n2; ++c)
+        for (index_t v = 0; v < TQ / W; ++v)
+          mx[v] = simd::max_nan(mx[v], B::load_aligned(St + c * TQ + v * W));
+    }
+    bool rescale = false;
+    for (index_t v = 0; v < TQ / W; ++v) {
+      const B tmax = kx * mx[v];
+      simd::max_nan(B::load_aligned(f.mt + v * W), tmax).store_aligned(f.mt + v * W);
+      if (kept) {
+        al[v] = B(1.f);
+        continue;
+      }
+      const B mnew = simd::max_nan(mref[v], tmax);
+      const auto grow = (mnew > mref[v] + B(kAmxLazyMax)) || (mnew != mnew);
+      const B m1 = xsimd::select(grow, mnew, mref[v]);
+      nsh[v] = B(0.f) - simd::neg_inf_to_zero(m1);
+      al[v] = xsimd::select(grow, simd::exp(mref[v] + nsh[v]), B(1.f));
+      m1.store_aligned(f.m + v * W);
+      rescale = rescale || xsimd::any(grow && (mref[v] != B(ninf)));
+    }
+    if (!kept) {
+      for (index_t v = 0; v < TQ / W; ++v) sum[v] = B(0.f);
+      amx_exp_pairs<B, TQ, false>(St, n2 / 2, kx, nsh, sum, mx, Pw);
+    }
+    for (index_t v = 0; v < TQ / W; ++v)
+      simd::fma(B::load_aligned(f.l + v * W), al[v], sum[v]).store_aligned(f.l + v * W);
+    if (rescale)
+      for (index_t e = 0; e < Dvt; ++e)
+        for (index_t v = 0; v < TQ / W; ++v)
+          (B::load_aligned(f.Ot + e * TQ + v * W) * al[v]).store_aligned(f.Ot + e * TQ + v * W);
+
+    // Otᵀ += Vᵀ Pᵀ. A masked key has weight 0, and 0 · NaN = NaN: where a partial tile's V holds
+    // a non-finite value, each query adds only the keys it sees.
+    bool all_finite = true;
+    for (index_t i = 0; i < g; ++i)
+      all_finite = all_finite && (!is_partial(cls[i]) || finite[t0 + i]);
+    if (all_finite) {  // 32 value channels × 32 queries per block, 32 keys per step
+      for (index_t e0 = 0; e0 < Dvt; e0 += 32)
+        for (index_t qb = 0; qb < TQ; qb += 32)
+          simd::amx_block_2x2(vt + j0 * Dvt + e0 * 32, 64, Dvt * 64, Pw + qb, TQ * 4, 16 * TQ * 4,
+                              n2 / 32, true, f.Ot + e0 * TQ + qb, TQ);
+    } else {
+      for (index_t c = 0; c < n; ++c) {
+        const index_t j = j0 + c;
+        const std::uint16_t* blk = vt + (j / 32) * 32 * Dvt + j % 32;
+        for (index_t e = 0; e < Dv; ++e) vrow[e] = to_float(bf16{blk[e * 32]});
+        for (index_t r = 0; r < M; ++r) {
+          if (!hook_visible<A>(fz, r0 + r, p0 + r, j)) continue;
+          const std::uint32_t w = Pw[(c / 2) * TQ + r];
+          const float pr = to_float(bf16{static_cast<std::uint16_t>(c % 2 ? w >> 16 : w)});
+          for (index_t e = 0; e < Dv; ++e) f.Ot[e * TQ + r] += pr * vrow[e];
+        }
+      }
+    }
+  }
+}
+
+#endif  // POLYATTN_HAVE_AMX
+
+}  // namespace impl
+}  // namespace POLYATTN_ISA_NS
+}  // namespace polyattn::softmax
