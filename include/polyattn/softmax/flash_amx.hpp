@@ -199,18 +199,21 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
     // P = e^{kx·S − m_ref}, optimistically, block by block of 32 keys right after the block's
     // scores (so that they are read while in L1, and the vector work of one block overlaps the
     // tiles of the next), finding the group's max on the way: kept where no lane's max passes
-    // m_ref + τ (the usual case once a row has seen keys). Else (and in a row's first group)
-    // m_ref is raised in those lanes (or is NaN), with α = e^{m_ref_old − m_ref_new} rescaling
-    // Ot and l there (0 where nothing was seen yet), and P is formed again from Sᵀ.
+    // m_ref + τ (the usual case once a row has seen keys; a row's first m_ref is the max of its
+    // first block). Else m_ref is raised in those lanes (or is NaN), with α =
+    // e^{m_ref_old − m_ref_new} rescaling Ot and l there (0 where nothing was seen yet), and P
+    // is formed again from Sᵀ.
     B mref[TQ / W], nsh[TQ / W], sum[TQ / W], mx[TQ / W], al[TQ / W];
-    bool fresh = false;  // some lane has m_ref = −inf or NaN
+    bool fresh = false, nan_ref = false;  // some lane has m_ref = −inf / NaN
     for (index_t v = 0; v < TQ / W; ++v) {
       mref[v] = B::load_aligned(f.m + v * W);
       nsh[v] = B(0.f) - simd::neg_inf_to_zero(mref[v]);
-      fresh = fresh || xsimd::any((mref[v] == B(ninf)) || (mref[v] != mref[v]));
+      fresh = fresh || xsimd::any(mref[v] == B(ninf));
+      nan_ref = nan_ref || xsimd::any(mref[v] != mref[v]);
       sum[v] = B(0.f);
       mx[v] = B(ninf);
     }
+    fresh = fresh || nan_ref;
     for (index_t kb = 0; kb < n2; kb += 32) {
       // Sᵀ = K Qᵀ: 32 keys × 32 queries per tile block, 32 channels per step.
       for (index_t qb = 0; qb < TQ; qb += 32)
@@ -240,6 +243,16 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
       }
       if (kb + 32 > n)  // keys of the last block past the sequence
         std::fill(St + n * TQ, St + (kb + 32) * TQ, ninf);
+      if (kb == 0 && fresh && !nan_ref) {  // a row's first keys: m_ref from its first block
+        for (index_t v = 0; v < TQ / W; ++v) {
+          B bm(ninf);
+          for (index_t c = 0; c < 32; ++c)
+            bm = simd::max_nan(bm, B::load_aligned(St + c * TQ + v * W));
+          mref[v] = xsimd::select(mref[v] == B(ninf), kx * bm, mref[v]);
+          nsh[v] = B(0.f) - simd::neg_inf_to_zero(mref[v]);
+        }
+        fresh = false;  // lanes still at −inf (or now NaN) fail the check below
+      }
       if (!fresh) amx_exp_pairs<B, TQ, true>(St + kb * TQ, 16, kx, nsh, sum, mx, Pw + kb / 2 * TQ);
     }
     bool kept = false;
@@ -259,10 +272,12 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
     for (index_t v = 0; v < TQ / W; ++v) {
       const B tmax = kx * mx[v];
       simd::max_nan(B::load_aligned(f.mt + v * W), tmax).store_aligned(f.mt + v * W);
-      if (kept) {
+      if (kept) {  // (with the seeded lanes' m_ref; their l and Ot are still 0)
+        mref[v].store_aligned(f.m + v * W);
         al[v] = B(1.f);
         continue;
       }
+      mref[v] = B::load_aligned(f.m + v * W);  // the reference before this group
       const B mnew = simd::max_nan(mref[v], tmax);
       const auto grow = (mnew > mref[v] + B(kAmxLazyMax)) || (mnew != mnew);
       const B m1 = xsimd::select(grow, mnew, mref[v]);
