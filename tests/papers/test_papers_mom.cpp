@@ -51,8 +51,9 @@ struct Data {
   std::vector<double> expected(bool with_h0) const {
     std::vector<double> r(count(B, T, HV, V));
     const auto in = inputs(with_h0);
-    reference::mixture_of_memories<double>(in.q, in.k, in.v, in.g, in.beta, in.weights,
-                                           in.initial_state, bthd(r.data(), B, T, HV, V));
+    reference::mixture_of_memories<double>(in.q.as<float>(), in.k.as<float>(), in.v.as<float>(),
+                                           in.g, in.beta, in.weights, in.initial_state,
+                                           bthd(r.data(), B, T, HV, V));
     return r;
   }
 };

@@ -57,10 +57,10 @@ void expect_matches(const Data& d, bool with_state, const papers::TitansOptions&
                                           .final_memory = bhkv(m.data(), s.B, s.HV, s.K, s.V)},
                                          opt);
   std::vector<double> ro(o.size()), rm(m.size());
-  reference::titans<double>(in.q, in.k, in.v, in.alpha, in.eta, in.theta, in.initial_memory,
-                            in.initial_momentum, {}, opt.scale.value_or(1.0), opt.qk_l2norm,
-                            bthd(ro.data(), s.B, s.T, s.HV, s.V),
-                            bhkv(rm.data(), s.B, s.HV, s.K, s.V));
+  reference::titans<double>(
+      in.q.as<float>(), in.k.as<float>(), in.v.as<float>(), in.alpha, in.eta, in.theta,
+      in.initial_memory, in.initial_momentum, {}, opt.scale.value_or(1.0), opt.qk_l2norm,
+      bthd(ro.data(), s.B, s.T, s.HV, s.V), bhkv(rm.data(), s.B, s.HV, s.K, s.V));
   EXPECT_LT(rel_rmse(o, ro), kRelRmseBound) << what << " output";
   EXPECT_LT(rel_rmse(m, rm), kRelRmseBound) << what << " final memory";
 }

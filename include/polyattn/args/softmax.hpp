@@ -17,7 +17,6 @@
 #include <optional>
 #include <span>
 #include <string>
-#include <string_view>
 
 #include "polyattn/core/block_mask.hpp"
 #include "polyattn/core/element_view.hpp"
@@ -58,14 +57,6 @@ struct SoftmaxDims {
   bool varlen = false;
   double scale = 1.0;  // resolved scale
 };
-
-/// The operators of the softmax family that read q, k, v as fp32 only (the papers' operators,
-/// for now) call this: a bf16 / fp16 view is a clear error naming the argument.
-inline void require_fp32_qkv(const SoftmaxInputs& in, std::string_view op) {
-  check::dtype_is("q", in.q, Dtype::f32, op);
-  check::dtype_is("k", in.k, Dtype::f32, op);
-  check::dtype_is("v", in.v, Dtype::f32, op);
-}
 
 /// Checks every argument except the output; throws polyattn::Error naming the argument.
 inline SoftmaxDims validate(const SoftmaxInputs& in, const SoftmaxOptions& opt) {

@@ -25,6 +25,10 @@
 // as the linear family; a sequence with no token passes its state through. Every output row has
 // seen at least its own token, so c > 0 wherever o is formed. The paper's stacked Aaren layers,
 // with a learned query per layer, are a model's business: this is one layer's attention.
+// Element types (docs/conventions.md §9.8): k, v fp32, bf16 or fp16, one type for both (else an
+// Error naming v), read widened exactly; o of any of the three, formed in fp32 and rounded once
+// (core/fp32_output.hpp); the query and the state fp32. bf16 / fp16 inputs give the fp32
+// operator's bits on the widened values.
 #pragma once
 
 #include <algorithm>
@@ -32,9 +36,12 @@
 #include <limits>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/executor.hpp"
+#include "polyattn/core/fp32_output.hpp"
 #include "polyattn/core/sequences.hpp"
 #include "polyattn/core/validate.hpp"
 #include "polyattn/policies/algorithm.hpp"
@@ -51,8 +58,8 @@ struct AarenState {
 
 struct AarenInputs {
   TensorView<const float, 2> query;  // [H,K] learned query per q/k head
-  View4<const float> k;              // [B,T,H,K]
-  View4<const float> v;              // [B,T,HV,V]
+  EView4 k;                          // [B,T,H,K] fp32, bf16 or fp16
+  EView4 v;                          // [B,T,HV,V] of k's element type
   std::span<const std::int64_t> cu_seqlens;
   AarenState<const float> initial;  // optional
 };
@@ -90,18 +97,23 @@ class Aaren {
   /// @throws polyattn::Error naming the bad argument; outputs are then untouched
   template <class Algo = Recurrent, Executor E = Serial>
     requires(std::same_as<Algo, Recurrent> || requires { Algo::chunk; })
-  void forward(const AarenInputs& in, View4<float> o, const AarenState<float>& final_state = {},
+  void forward(const AarenInputs& in, MutEView4 o, const AarenState<float>& final_state = {},
                const AarenOptions& opt = {}, const E& exec = E{}) const {
     const Dims d = validate(in, o, final_state, opt);
-    if constexpr (std::same_as<Algo, Recurrent>)
-      run_recurrent(in, d, o, final_state, exec);
-    else
-      run_scan(in, d, Algo::chunk, o, final_state, exec);
+    const Fp32Output o32(o);
+    in.k.visit([&](auto k) {  // k, v of their element type, read widened
+      const auto v = in.v.as<typename decltype(k)::value_type>();
+      if constexpr (std::same_as<Algo, Recurrent>)
+        run_recurrent(in, k, v, d, o32.view(), final_state, exec);
+      else
+        run_scan(in, k, v, d, Algo::chunk, o32.view(), final_state, exec);
+    });
+    o32.finish();
   }
 
   /// Decode: T' new tokens per sequence (usually 1), state [B,HV(,V)] read and updated in place.
   template <Executor E = Serial>
-  void step(const AarenInputs& in, const AarenState<float>& state, View4<float> o,
+  void step(const AarenInputs& in, const AarenState<float>& state, MutEView4 o,
             const AarenOptions& opt = {}, const E& exec = E{}) const {
     if (!in.initial.absent())
       throw Error("initial", "must be empty in step(): the state argument is updated in place");
@@ -137,7 +149,7 @@ class Aaren {
     check::shape_is(p + ".a", s.a, {N, HV, V}, "[N,HV,V]");
   }
 
-  static Dims validate(const AarenInputs& in, const View4<float>& o, const AarenState<float>& fin,
+  static Dims validate(const AarenInputs& in, const MutEView4& o, const AarenState<float>& fin,
                        const AarenOptions& opt) {
     check::required("query", in.query);
     check::required("k", in.k);
@@ -152,6 +164,10 @@ class Aaren {
     check::heads_divide("v", d.H, d.HV);
     check::positive("v (value dim)", d.V);
     check::shape_is("v", in.v, {d.B, d.T, d.HV, d.V}, "[B,T,HV,V] with B,T of k");
+    if (in.v.dtype() != in.k.dtype())
+      throw Error("v", std::string("is ") + std::string(dtype_name(in.v.dtype())) + " but k is " +
+                           std::string(dtype_name(in.k.dtype())) +
+                           ": k and v must have the same element type");
     check::shape_is("o", o, {d.B, d.T, d.HV, d.V}, "[B,T,HV,V]");
     d.N = check::cu_seqlens("cu_seqlens", in.cu_seqlens, d.B, d.T);
     check_state("initial", in.initial, d.N, d.HV, d.V);
@@ -163,11 +179,20 @@ class Aaren {
   }
 
   // s = scale·q_h·k_t, the dot in double, rounded once.
-  static float score(const AarenInputs& in, const Dims& d, index_t b, index_t t, index_t h) {
+  template <class X>
+  static float score(const AarenInputs& in, const View4<const X>& k, const Dims& d, index_t b,
+                     index_t t, index_t h) {
     double acc = 0.0;
     for (index_t i = 0; i < d.K; ++i)
-      acc += static_cast<double>(in.query(h, i)) * static_cast<double>(in.k(b, t, h, i));
+      acc += static_cast<double>(in.query(h, i)) * static_cast<double>(to_float(k(b, t, h, i)));
     return static_cast<float>(d.scale * acc);
+  }
+
+  // v_t of value head hv widened into dst [V].
+  template <class X>
+  static void load_v(const View4<const X>& v, index_t b, index_t t, index_t hv, float* dst,
+                     index_t V) {
+    for (index_t j = 0; j < V; ++j) dst[j] = to_float(v(b, t, hv, j));
   }
 
   // The carried triple of (n, hv): the initial state or the identity.
@@ -198,19 +223,20 @@ class Aaren {
     for (index_t j = 0; j < V; ++j) o(b, t, hv, j) = a[j] * inv;
   }
 
-  template <class E>
-  static void run_recurrent(const AarenInputs& in, const Dims& d, const View4<float>& o,
-                            const AarenState<float>& fin, const E& exec) {
+  template <class X, class E>
+  static void run_recurrent(const AarenInputs& in, const View4<const X>& k, const View4<const X>& v,
+                            const Dims& d, const View4<float>& o, const AarenState<float>& fin,
+                            const E& exec) {
     const auto segs = segments(d.B, d.T, in.cu_seqlens);
     exec.parallel_for(d.N * d.HV, [&](std::int64_t task) {
       const index_t n = task / d.HV, hv = task % d.HV, h = hv / (d.HV / d.H);
       const Segment& sg = segs[static_cast<std::size_t>(n)];
-      std::vector<float> a(static_cast<std::size_t>(d.V)), v(static_cast<std::size_t>(d.V));
+      std::vector<float> a(static_cast<std::size_t>(d.V)), vt(a.size());
       float m, c;
       load(in, d, n, hv, m, c, a.data());
       for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
-        for (index_t j = 0; j < d.V; ++j) v[j] = in.v(sg.batch, t, hv, j);
-        detail::aaren::push(m, c, a.data(), score(in, d, sg.batch, t, h), v.data(), d.V);
+        load_v(v, sg.batch, t, hv, vt.data(), d.V);
+        detail::aaren::push(m, c, a.data(), score(in, k, d, sg.batch, t, h), vt.data(), d.V);
         emit(o, sg.batch, t, hv, c, a.data(), d.V);
       }
       store(fin, d, n, hv, m, c, a.data());
@@ -220,8 +246,9 @@ class Aaren {
   // Blocked prefix scan (see the header comment). Per (sequence, head): local scans per chunk
   // into scratch (m, c per token, a per token in o itself), chunk carries in order, then every
   // token ⊕ its carry.
-  template <class E>
-  static void run_scan(const AarenInputs& in, const Dims& d, index_t C, const View4<float>& o,
+  template <class X, class E>
+  static void run_scan(const AarenInputs& in, const View4<const X>& k, const View4<const X>& v,
+                       const Dims& d, index_t C, const View4<float>& o,
                        const AarenState<float>& fin, const E& exec) {
     const auto segs = segments(d.B, d.T, in.cu_seqlens);
     // Work items: (sequence, head, chunk), numbered in order.
@@ -252,11 +279,11 @@ class Aaren {
       const Segment& sg = segs[static_cast<std::size_t>(n)];
       const index_t h = hv / (d.HV / d.H);
       const index_t t0 = sg.begin + chunk * C, t1 = std::min(t0 + C, sg.begin + sg.length);
-      std::vector<float> a(static_cast<std::size_t>(d.V), 0.f), v(a.size());
+      std::vector<float> a(static_cast<std::size_t>(d.V), 0.f), vt(a.size());
       float m = -std::numeric_limits<float>::infinity(), c = 0.f;
       for (index_t t = t0; t < t1; ++t) {
-        for (index_t j = 0; j < d.V; ++j) v[j] = in.v(sg.batch, t, hv, j);
-        detail::aaren::push(m, c, a.data(), score(in, d, sg.batch, t, h), v.data(), d.V);
+        load_v(v, sg.batch, t, hv, vt.data(), d.V);
+        detail::aaren::push(m, c, a.data(), score(in, k, d, sg.batch, t, h), vt.data(), d.V);
         for (index_t j = 0; j < d.V; ++j) o(sg.batch, t, hv, j) = a[j];
         lm[token_slot(sg.batch, t, hv)] = m;
         lc[token_slot(sg.batch, t, hv)] = c;

@@ -21,20 +21,27 @@
 // Layouts: q [B,T,H,K]; k [M·B,T,H,K], v [M·B,T,HV,V], g, beta [M·B,T,HV] with row m·B + b for
 // memory m of sequence b; states [M·B,HV,K,V] likewise. No cu_seqlens (B sequences of T tokens).
 // Decode: step(), the state updated in place.
+// Element types (docs/conventions.md §9.8): q, k, v fp32, bf16 or fp16, one type for all three
+// (else an Error naming k or v), widened exactly as they are gathered (the packed fp32 copy the
+// call makes in any case); o of any of the three, the weighted sum formed in fp32 and rounded
+// once (core/fp32_output.hpp); g, β, the weights and the states fp32. bf16 / fp16 inputs give the
+// fp32 operator's bits on the widened values.
 #pragma once
 
 #include <algorithm>
 #include <array>
 #include <vector>
 
+#include "polyattn/core/element_view.hpp"
+#include "polyattn/core/fp32_output.hpp"
 #include "polyattn/linear/presets.hpp"
 
 namespace polyattn::papers {
 
 struct MomInputs {
-  View4<const float> q;              // [B,T,H,K]
-  View4<const float> k;              // [M·B,T,H,K]
-  View4<const float> v;              // [M·B,T,HV,V]
+  EView4 q;                          // [B,T,H,K] fp32, bf16 or fp16 (one type for q, k, v)
+  EView4 k;                          // [M·B,T,H,K]
+  EView4 v;                          // [M·B,T,HV,V]
   View3<const float> g, beta;        // [M·B,T,HV]
   View3<const float> weights;        // [B,T,M] routing weights, 0 = not routed
   View4<const float> initial_state;  // optional [M·B,HV,K,V]
@@ -45,8 +52,8 @@ class MixtureOfMemories {
   /// Decode: the new tokens (usually 1) of B sequences, state [M·B,HV,K,V] read and updated in
   /// place (a memory not routed to keeps its state bit for bit).
   template <Executor E = Serial>
-  void step(const MomInputs& in, View4<float> state, View4<float> o,
-            const LinearRunOptions& run = {}, const E& exec = E{}) const {
+  void step(const MomInputs& in, View4<float> state, MutEView4 o, const LinearRunOptions& run = {},
+            const E& exec = E{}) const {
     if (!in.initial_state.absent())
       throw Error("initial_state",
                   "must be empty in step(): the state argument is read and updated in place");
@@ -58,7 +65,7 @@ class MixtureOfMemories {
 
   /// @throws polyattn::Error naming the bad argument; outputs are then untouched
   template <LinearAlgorithm Algo = Recurrent, Executor E = Serial>
-  void forward(const MomInputs& in, View4<float> o, View4<float> final_state = {},
+  void forward(const MomInputs& in, MutEView4 o, View4<float> final_state = {},
                const LinearRunOptions& run = {}, const E& exec = E{}) const {
     check::required("q", in.q);
     check::required("weights", in.weights);
@@ -79,6 +86,7 @@ class MixtureOfMemories {
     check::shape_is("g", in.g, {M * B, T, HV}, "[M·B,T,HV]");
     check::required("beta", in.beta);
     check::shape_is("beta", in.beta, {M * B, T, HV}, "[M·B,T,HV]");
+    check::qkv_element_types({.q = in.q, .k = in.k, .v = in.v});
     // The packed call checks the heads and the states before anything is written.
     // Gather: for memory m of sequence b (packed sequence m·B + b), its routed tokens in order.
     std::vector<std::int64_t> cu(static_cast<std::size_t>(M * B) + 1, 0);
@@ -95,24 +103,28 @@ class MixtureOfMemories {
     };
     std::vector<float> pq(n(L, H, K)), pk(n(L, H, K)), pv(n(L, HV, V)), pg(n(L, HV, 1)),
         pb(n(L, HV, 1)), po(n(L, HV, V));
-    for (index_t seq = 0; seq < M * B; ++seq) {
-      const index_t b = seq % B;
-      for (auto r = cu[static_cast<std::size_t>(seq)]; r < cu[static_cast<std::size_t>(seq) + 1];
-           ++r) {
-        const index_t t = src[static_cast<std::size_t>(r)];
-        for (index_t h = 0; h < H; ++h)
-          for (index_t i = 0; i < K; ++i) {
-            pq[static_cast<std::size_t>((r * H + h) * K + i)] = in.q(b, t, h, i);
-            pk[static_cast<std::size_t>((r * H + h) * K + i)] = in.k(seq, t, h, i);
+    in.q.visit([&](auto qx) {  // q, k, v of their element type X (one for all three), widened
+      using X = typename decltype(qx)::value_type;
+      const auto kx = in.k.as<X>(), vx = in.v.as<X>();
+      for (index_t seq = 0; seq < M * B; ++seq) {
+        const index_t b = seq % B;
+        for (auto r = cu[static_cast<std::size_t>(seq)]; r < cu[static_cast<std::size_t>(seq) + 1];
+             ++r) {
+          const index_t t = src[static_cast<std::size_t>(r)];
+          for (index_t h = 0; h < H; ++h)
+            for (index_t i = 0; i < K; ++i) {
+              pq[static_cast<std::size_t>((r * H + h) * K + i)] = to_float(qx(b, t, h, i));
+              pk[static_cast<std::size_t>((r * H + h) * K + i)] = to_float(kx(seq, t, h, i));
+            }
+          for (index_t hv = 0; hv < HV; ++hv) {
+            pg[static_cast<std::size_t>(r * HV + hv)] = in.g(seq, t, hv);
+            pb[static_cast<std::size_t>(r * HV + hv)] = in.beta(seq, t, hv);
+            for (index_t j = 0; j < V; ++j)
+              pv[static_cast<std::size_t>((r * HV + hv) * V + j)] = to_float(vx(seq, t, hv, j));
           }
-        for (index_t hv = 0; hv < HV; ++hv) {
-          pg[static_cast<std::size_t>(r * HV + hv)] = in.g(seq, t, hv);
-          pb[static_cast<std::size_t>(r * HV + hv)] = in.beta(seq, t, hv);
-          for (index_t j = 0; j < V; ++j)
-            pv[static_cast<std::size_t>((r * HV + hv) * V + j)] = in.v(seq, t, hv, j);
         }
       }
-    }
+    });
     const LinearInputs packed{.q = bthd<const float>(pq.data(), 1, L, H, K),
                               .k = bthd<const float>(pk.data(), 1, L, H, K),
                               .v = bthd<const float>(pv.data(), 1, L, HV, V),
@@ -122,11 +134,13 @@ class MixtureOfMemories {
                               .cu_seqlens = cu};
     gdn_.template forward<Algo>(
         packed, {.o = bthd(po.data(), 1, L, HV, V), .final_state = final_state}, run, exec);
-    // Scatter: o_t = Σ_m w_{t,m} o_{t,m}, memories in order.
+    // Scatter: o_t = Σ_m w_{t,m} o_{t,m}, memories in order, in fp32, rounded once into o.
+    const Fp32Output o32(o);
+    const View4<float>& of = o32.view();
     for (index_t b = 0; b < B; ++b)
       for (index_t t = 0; t < T; ++t)
         for (index_t hv = 0; hv < HV; ++hv)
-          for (index_t j = 0; j < V; ++j) o(b, t, hv, j) = 0.f;
+          for (index_t j = 0; j < V; ++j) of(b, t, hv, j) = 0.f;
     for (index_t seq = 0; seq < M * B; ++seq) {
       const index_t m = seq / B, b = seq % B;
       for (auto r = cu[static_cast<std::size_t>(seq)]; r < cu[static_cast<std::size_t>(seq) + 1];
@@ -135,9 +149,10 @@ class MixtureOfMemories {
         const float w = in.weights(b, t, m);
         for (index_t hv = 0; hv < HV; ++hv)
           for (index_t j = 0; j < V; ++j)
-            o(b, t, hv, j) += w * po[static_cast<std::size_t>((r * HV + hv) * V + j)];
+            of(b, t, hv, j) += w * po[static_cast<std::size_t>((r * HV + hv) * V + j)];
       }
     }
+    o32.finish();
   }
 
  private:

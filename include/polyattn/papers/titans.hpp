@@ -25,6 +25,10 @@
 // States: memory S and momentum U, [N,HV,K,V] each, both or neither (zeros). GVA and varlen as
 // the linear family; fp32 with the dot products accumulated in fp32 (the compiler vectorises
 // the row loops).
+// Element types (docs/conventions.md §9.8): q, k, v fp32, bf16 or fp16, one type for all three
+// (else an Error naming k or v), read widened exactly; o of any of the three, formed in fp32 and
+// rounded once (core/fp32_output.hpp); α, η, θ and the states fp32. bf16 / fp16 inputs give the
+// fp32 operator's bits on the widened values.
 #pragma once
 
 #include <cmath>
@@ -32,14 +36,16 @@
 #include <vector>
 
 #include "polyattn/args/linear.hpp"
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/executor.hpp"
+#include "polyattn/core/fp32_output.hpp"
 #include "polyattn/core/sequences.hpp"
 
 namespace polyattn::papers {
 
 struct TitansInputs {
-  View4<const float> q, k;               // [B,T,H,K]
-  View4<const float> v;                  // [B,T,HV,V]
+  EView4 q, k;                           // [B,T,H,K] fp32, bf16 or fp16 (one type for q, k, v)
+  EView4 v;                              // [B,T,HV,V]
   View3<const float> alpha, eta, theta;  // [B,T,HV]: forgetting, momentum decay, learning rate
   View4<const float> initial_memory;     // optional [N,HV,K,V]
   View4<const float> initial_momentum;   // optional [N,HV,K,V] (with initial_memory)
@@ -47,7 +53,7 @@ struct TitansInputs {
 };
 
 struct TitansOutputs {
-  View4<float> o;               // [B,T,HV,V]
+  MutEView4 o;                  // [B,T,HV,V] fp32, bf16 or fp16
   View4<float> final_memory;    // optional
   View4<float> final_momentum;  // optional
 };
@@ -69,7 +75,7 @@ class Titans {
 
   /// Decode: memory and momentum [B,HV,K,V] read and updated in place.
   template <Executor E = Serial>
-  void step(const TitansInputs& in, View4<float> memory, View4<float> momentum, View4<float> o,
+  void step(const TitansInputs& in, View4<float> memory, View4<float> momentum, MutEView4 o,
             const TitansOptions& opt = {}, const E& exec = E{}) const {
     if (!in.initial_memory.absent() || !in.initial_momentum.absent())
       throw Error(in.initial_memory.absent() ? "initial_momentum" : "initial_memory",
@@ -94,6 +100,7 @@ class Titans {
                           .cu_seqlens = in.cu_seqlens};
     const LinearDims d = validate_linear_tensors(
         li, LinearOutputs<float>{.o = out.o, .final_state = out.final_memory}, false);
+    check::qkv_element_types(li);
     for (auto [name, x] :
          {std::pair{"alpha", in.alpha}, std::pair{"eta", in.eta}, std::pair{"theta", in.theta}}) {
       check::required(name, x);
@@ -120,62 +127,71 @@ class Titans {
     const auto segs = segments(d.B, d.T, in.cu_seqlens);
     const auto scale = static_cast<float>(opt.scale.value_or(1.0));
     const index_t K = d.K, V = d.V;
-    exec.parallel_for(d.N * d.HV, [&](std::int64_t task) {
-      const index_t n = static_cast<index_t>(task / d.HV), hv = static_cast<index_t>(task % d.HV);
-      const index_t h = hv / d.group();
-      const Segment& sg = segs[static_cast<std::size_t>(n)];
-      const auto KV = static_cast<std::size_t>(K * V);
-      std::vector<float> S(KV, 0.f), U(KV, 0.f), q(static_cast<std::size_t>(K)), k(q.size()),
-          p(static_cast<std::size_t>(V)), e(p.size()), o(p.size());
-      if (!in.initial_memory.absent())
+    const Fp32Output o32(out.o);
+    const View4<float>& out_o = o32.view();
+    // q, k, v of their element type X (one for all three), read widened.
+    in.q.visit([&](auto qx) {
+      using X = typename decltype(qx)::value_type;
+      const auto kx = in.k.as<X>(), vx = in.v.as<X>();
+      exec.parallel_for(d.N * d.HV, [&](std::int64_t task) {
+        const index_t n = static_cast<index_t>(task / d.HV), hv = static_cast<index_t>(task % d.HV);
+        const index_t h = hv / d.group();
+        const Segment& sg = segs[static_cast<std::size_t>(n)];
+        const auto KV = static_cast<std::size_t>(K * V);
+        std::vector<float> S(KV, 0.f), U(KV, 0.f), q(static_cast<std::size_t>(K)), k(q.size()),
+            p(static_cast<std::size_t>(V)), e(p.size()), o(p.size());
+        if (!in.initial_memory.absent())
+          for (index_t i = 0; i < K; ++i)
+            for (index_t j = 0; j < V; ++j) {
+              S[i * V + j] = in.initial_memory(n, hv, i, j);
+              U[i * V + j] = in.initial_momentum(n, hv, i, j);
+            }
+        for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
+          float qn = 0.f, kn = 0.f;
+          for (index_t i = 0; i < K; ++i) {
+            q[i] = to_float(qx(sg.batch, t, h, i));
+            k[i] = to_float(kx(sg.batch, t, h, i));
+            qn += q[i] * q[i];
+            kn += k[i] * k[i];
+          }
+          const float qs =
+              opt.qk_l2norm ? scale / std::sqrt(qn + static_cast<float>(kL2NormEps)) : scale;
+          const float ks =
+              opt.qk_l2norm ? 1.f / std::sqrt(kn + static_cast<float>(kL2NormEps)) : 1.f;
+          for (index_t i = 0; i < K; ++i) {
+            q[i] *= qs;
+            k[i] *= ks;
+          }
+          // p = S_{t−1}ᵀ k, the memory's prediction before this token.
+          std::fill(p.begin(), p.end(), 0.f);
+          for (index_t i = 0; i < K; ++i) {
+            const float* row = S.data() + i * V;
+            for (index_t j = 0; j < V; ++j) p[j] = k[i] * row[j] + p[j];
+          }
+          const float a = 1.f - in.alpha(sg.batch, t, hv), eta = in.eta(sg.batch, t, hv),
+                      theta = in.theta(sg.batch, t, hv);
+          // −θ∇ℓ = θ k (v − p)ᵀ, row by row.
+          for (index_t j = 0; j < V; ++j) e[j] = theta * (to_float(vx(sg.batch, t, hv, j)) - p[j]);
+          std::fill(o.begin(), o.end(), 0.f);
+          for (index_t i = 0; i < K; ++i) {
+            float* srow = S.data() + i * V;
+            float* urow = U.data() + i * V;
+            for (index_t j = 0; j < V; ++j) {
+              urow[j] = eta * urow[j] + k[i] * e[j];
+              srow[j] = a * srow[j] + urow[j];
+              o[j] = q[i] * srow[j] + o[j];
+            }
+          }
+          for (index_t j = 0; j < V; ++j) out_o(sg.batch, t, hv, j) = o[j];
+        }
         for (index_t i = 0; i < K; ++i)
           for (index_t j = 0; j < V; ++j) {
-            S[i * V + j] = in.initial_memory(n, hv, i, j);
-            U[i * V + j] = in.initial_momentum(n, hv, i, j);
+            if (!out.final_memory.absent()) out.final_memory(n, hv, i, j) = S[i * V + j];
+            if (!out.final_momentum.absent()) out.final_momentum(n, hv, i, j) = U[i * V + j];
           }
-      for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
-        float qn = 0.f, kn = 0.f;
-        for (index_t i = 0; i < K; ++i) {
-          q[i] = in.q(sg.batch, t, h, i);
-          k[i] = in.k(sg.batch, t, h, i);
-          qn += q[i] * q[i];
-          kn += k[i] * k[i];
-        }
-        const float qs =
-            opt.qk_l2norm ? scale / std::sqrt(qn + static_cast<float>(kL2NormEps)) : scale;
-        const float ks = opt.qk_l2norm ? 1.f / std::sqrt(kn + static_cast<float>(kL2NormEps)) : 1.f;
-        for (index_t i = 0; i < K; ++i) {
-          q[i] *= qs;
-          k[i] *= ks;
-        }
-        // p = S_{t−1}ᵀ k, the memory's prediction before this token.
-        std::fill(p.begin(), p.end(), 0.f);
-        for (index_t i = 0; i < K; ++i) {
-          const float* row = S.data() + i * V;
-          for (index_t j = 0; j < V; ++j) p[j] = k[i] * row[j] + p[j];
-        }
-        const float a = 1.f - in.alpha(sg.batch, t, hv), eta = in.eta(sg.batch, t, hv),
-                    theta = in.theta(sg.batch, t, hv);
-        for (index_t j = 0; j < V; ++j)
-          e[j] = theta * (in.v(sg.batch, t, hv, j) - p[j]);  // −θ∇ℓ = θ k (v − p)ᵀ, row by row
-        std::fill(o.begin(), o.end(), 0.f);
-        for (index_t i = 0; i < K; ++i) {
-          float* srow = S.data() + i * V;
-          float* urow = U.data() + i * V;
-          for (index_t j = 0; j < V; ++j) {
-            urow[j] = eta * urow[j] + k[i] * e[j];
-            srow[j] = a * srow[j] + urow[j];
-            o[j] = q[i] * srow[j] + o[j];
-          }
-        }
-        for (index_t j = 0; j < V; ++j) out.o(sg.batch, t, hv, j) = o[j];
-      }
-      for (index_t i = 0; i < K; ++i)
-        for (index_t j = 0; j < V; ++j) {
-          if (!out.final_memory.absent()) out.final_memory(n, hv, i, j) = S[i * V + j];
-          if (!out.final_momentum.absent()) out.final_momentum(n, hv, i, j) = U[i * V + j];
-        }
+      });
     });
+    o32.finish();
   }
 };
 

@@ -27,6 +27,12 @@
 // fp32 lse, one (row, key) at a time in plain loops: O(T²·D) per calibrated head, run once per
 // prompt, not a tiled kernel.
 //
+// Element types (docs/conventions.md §9.7): q, k, v fp32, bf16 or fp16, any mix (the tiled
+// kernel widens them on load; the detection widens each q row and a head's keys exactly); o of
+// any of the three, formed in fp32 and rounded once (core/fp32_output.hpp). T inputs give the
+// fp32 operator's bits on the widened values, except where all-bf16 inputs take the AMX products
+// (softmax::uses_bf16_products; bf16-level error then, §9.7).
+//
 // Kernels: FlashKernelFor<Fusion<ActSinkMask>>, listed in POLYATTN_ACT_KERNELS.
 #pragma once
 
@@ -37,8 +43,10 @@
 #include <vector>
 
 #include "polyattn/args/softmax.hpp"
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/error.hpp"
 #include "polyattn/core/executor.hpp"
+#include "polyattn/core/fp32_output.hpp"
 #include "polyattn/softmax/flash.hpp"
 #include "polyattn/softmax/fusion.hpp"
 
@@ -140,14 +148,21 @@ inline void act_check_options(const SoftmaxInputs& in, const SoftmaxOptions& opt
   if (!in.g.absent()) throw Error("g", "is not supported by ACT");
   if (!in.sink.absent()) throw Error("sink", "is not supported by ACT");
 }
+
+// Row (b, t, h) of x widened into dst [x.size(3)] (the element type switched on once per row).
+inline void act_widen_row(const EView4& x, index_t b, index_t t, index_t h, float* dst) {
+  x.visit([&](auto v) {
+    for (index_t e = 0; e < x.size(3); ++e) dst[e] = to_float(v(b, t, h, e));
+  });
+}
 }  // namespace detail
 
-/// ACT's calibrated attention (see the header comment): o [B, T, HQ, Dv].
+/// ACT's calibrated attention (see the header comment): o [B, T, HQ, Dv] fp32, bf16 or fp16.
 /// @throws polyattn::Error naming the bad argument (sinks, beta, a score modifier), before
 ///         anything is written
 template <Executor E = Serial>
 void act_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, const ActSinks& sinks,
-                   double beta, View4<float> o, const E& exec = E{}) {
+                   double beta, MutEView4 o, const E& exec = E{}) {
   const SoftmaxDims d = validate(in, opt, o);
   detail::act_check_options(in, opt);
   sinks.check(d);
@@ -160,6 +175,7 @@ void act_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, const Act
   const auto view3 = [&](std::vector<float>& x) { return bth(x.data(), d.B, d.T, d.HQ); };
   flash_attention(in, opt, with_mask(ActSinkMask{&sinks, true}), view4(os), view3(ls), exec);
   flash_attention(in, opt, with_mask(ActSinkMask{&sinks, false}), view4(orest), view3(lr), exec);
+  const Fp32Output o32(o);
   for (index_t b = 0; b < d.B; ++b)
     for (index_t t = 0; t < d.T; ++t)
       for (index_t h = 0; h < d.HQ; ++h) {
@@ -175,9 +191,10 @@ void act_attention(const SoftmaxInputs& in, const SoftmaxOptions& opt, const Act
         for (index_t e = 0; e < d.Dv; ++e) {
           const std::size_t at = row * static_cast<std::size_t>(d.Dv) + static_cast<std::size_t>(e);
           const double x = (ws != 0.0 ? ws * os[at] : 0.0) + (wr != 0.0 ? wr * orest[at] : 0.0);
-          o(b, t, h, e) = static_cast<float>(x);
+          o32.view()(b, t, h, e) = static_cast<float>(x);
         }
       }
+  o32.finish();
 }
 
 /// ACT's sink detection (see the header comment) for the query heads with calibrate[h] ≠ 0
@@ -190,7 +207,6 @@ ActSinks detect_act_sinks(const SoftmaxInputs& in, const SoftmaxOptions& opt,
                           const std::vector<std::uint8_t>& calibrate, double alpha,
                           const E& exec = E{}) {
   const SoftmaxDims d = validate(in, opt);
-  require_fp32_qkv(in, "ACT's sink detection");
   detail::act_check_options(in, opt);
   if (!opt.causal || opt.window > 0 || opt.block_mask != nullptr)
     throw Error("opt", "ACT's sink detection needs causal attention without window or block mask");
@@ -215,15 +231,19 @@ ActSinks detect_act_sinks(const SoftmaxInputs& in, const SoftmaxOptions& opt,
     }
     std::vector<double> received(static_cast<std::size_t>(nk), 0.0);
     std::vector<index_t> rows(static_cast<std::size_t>(nk), 0);
+    // The sequence's keys of kv head hk and one query row, widened exactly.
+    std::vector<float> keys(static_cast<std::size_t>(nk * d.D)), q(static_cast<std::size_t>(d.D));
+    for (index_t j = 0; j < nk; ++j)
+      detail::act_widen_row(in.k, b, k0 + j, hk, keys.data() + j * d.D);
     for (index_t i = 0; i < nq; ++i) {
       const index_t p = i + nk - nq;
       const double l = lse[static_cast<std::size_t>((b * d.T + q0 + i) * d.HQ + h)];
       if (p < 0 || l == -INFINITY) continue;
-      const float* q = in.q.as<float>().ptr(b, q0 + i, h, 0);
+      detail::act_widen_row(in.q, b, q0 + i, h, q.data());
       for (index_t j = 0; j <= p; ++j) {
         float dot = 0.f;
-        const float* k = in.k.as<float>().ptr(b, k0 + j, hk, 0);
-        for (index_t e = 0; e < d.D; ++e) dot += q[e * in.q.stride(3)] * k[e * in.k.stride(3)];
+        const float* k = keys.data() + j * d.D;
+        for (index_t e = 0; e < d.D; ++e) dot += q[e] * k[e];
         received[static_cast<std::size_t>(j)] += std::exp(d.scale * dot - l);
         ++rows[static_cast<std::size_t>(j)];
       }
