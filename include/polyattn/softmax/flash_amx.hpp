@@ -197,12 +197,12 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
     const index_t j0 = t0 * TK, n = std::min((t0 + g) * TK, sq.nk) - j0, n2 = round_up(n, 32);
 
     // P = e^{kx·S − m_ref}, optimistically, block by block of 32 keys right after the block's
-    // scores (so that they are read while in L1, and the vector work of one block overlaps the
-    // tiles of the next), finding the group's max on the way: kept where no lane's max passes
-    // m_ref + τ (the usual case once a row has seen keys; a row's first m_ref is the max of its
-    // first block). Else m_ref is raised in those lanes (or is NaN), with α =
-    // e^{m_ref_old − m_ref_new} rescaling Ot and l there (0 where nothing was seen yet), and P
-    // is formed again from Sᵀ.
+    // scores (so that they are read while still in L1, and the out-of-order core can run one
+    // block's vector work beside the next block's tiles), finding the group's max on the way.
+    // Kept where no lane's max passes m_ref + τ (the usual case once a row has seen keys; a
+    // row's first m_ref is the max of its first block). Else m_ref is raised in those lanes (or
+    // is NaN), with α = e^{m_ref_old − m_ref_new} rescaling Ot and l there (0 where nothing was
+    // seen yet), and P is formed again from Sᵀ.
     B mref[TQ / W], nsh[TQ / W], sum[TQ / W], mx[TQ / W], al[TQ / W];
     bool fresh = false, nan_ref = false;  // some lane has m_ref = −inf / NaN
     for (index_t v = 0; v < TQ / W; ++v) {
