@@ -331,14 +331,19 @@ void FlashTileKernel<F>::operator()(A) const {
   }
 
   // o = O / l, with the sink logit in the denominator; rows that saw no key output zeros.
-  // Each row is finished in fp32, then rounded once to o's element type.
+  // Each row is finished in fp32, then rounded once to o's element type. lse and row_max are
+  // written through their strides here: TensorView's accessor, where a unit built with little
+  // optimisation leaves it out of line, would be one symbol for every ISA (dispatch.hpp).
+  const auto stat = [&](const View3<float>& x, index_t t) -> float& {
+    return x.data()[sq.b * x.stride(0) + t * x.stride(1) + h * x.stride(2)];
+  };
   P.o.visit([&](auto o) {
     for (index_t r = 0; r < M; ++r) {
       const index_t t = sq.q0 + r0 + r;
-      if (!P.row_max.absent()) P.row_max(sq.b, t, h) = amx ? mt[r] : m[r];
+      if (!P.row_max.absent()) stat(P.row_max, t) = amx ? mt[r] : m[r];
       if (m[r] == ninf) {  // exact zeros, whatever O picked up from non-finite values
         std::fill(row, row + Dv, 0.f);
-        if (!P.lse.absent()) P.lse(sq.b, t, h) = ninf;
+        if (!P.lse.absent()) stat(P.lse, t) = ninf;
       } else {
         const RowStats<float> st{m[r], l[r]};
         const RowResult<float> res = has_sink ? online::finish(st, sink) : online::finish(st);
@@ -348,7 +353,7 @@ void FlashTileKernel<F>::operator()(A) const {
           const float* orow = Ob + r * Dvp;
           for (index_t e = 0; e < Dv; ++e) row[e] = orow[e] * res.mul;
         }
-        if (!P.lse.absent()) P.lse(sq.b, t, h) = res.lse;
+        if (!P.lse.absent()) stat(P.lse, t) = res.lse;
       }
       detail::narrow_row<A>(row, o.ptr(sq.b, t, h, 0), o.stride(3), Dv);
     }
