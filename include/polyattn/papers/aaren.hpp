@@ -164,10 +164,7 @@ class Aaren {
     check::heads_divide("v", d.H, d.HV);
     check::positive("v (value dim)", d.V);
     check::shape_is("v", in.v, {d.B, d.T, d.HV, d.V}, "[B,T,HV,V] with B,T of k");
-    if (in.v.dtype() != in.k.dtype())
-      throw Error("v", std::string("is ") + std::string(dtype_name(in.v.dtype())) + " but k is " +
-                           std::string(dtype_name(in.k.dtype())) +
-                           ": k and v must have the same element type");
+    check::dtype_is("v", in.v, in.k.dtype(), "Aaren (one element type for k and v, k's)");
     check::shape_is("o", o, {d.B, d.T, d.HV, d.V}, "[B,T,HV,V]");
     d.N = check::cu_seqlens("cu_seqlens", in.cu_seqlens, d.B, d.T);
     check_state("initial", in.initial, d.N, d.HV, d.V);

@@ -252,6 +252,7 @@ void FlashTileKernel<F>::operator()(A) const {
     const float* kp = P.kp.data() + P.kp_off[item];
     const float* vp = P.vp.data() + P.vp_off[item];
     const index_t tiles = (sq.nk + TK - 1) / TK;
+    const bool modifies = hook_modifies<A>(fz);
 
     for (index_t t = 0; t < tiles; ++t) {
       const index_t j0 = t * TK, n = std::min(TK, sq.nk - j0);
@@ -267,16 +268,8 @@ void FlashTileKernel<F>::operator()(A) const {
       for (index_t c = 0; c < n; ++c) {
         float* srow = St + c * TQ;
         const index_t j = j0 + c;
-        if (hook_modifies<A>(fz)) {
-          const float gk = gated ? static_cast<float>(G[j] - g_ref) : 0.f;
-          fz.template apply_keys<A>(srow, KeyContext{j, p0, TQ, gk, gq});
-        }
-        if (cls == TileClass::CausalPartial) {  // queries r with p0 + r < j do not see key j
-          std::fill(srow, srow + std::clamp<index_t>(j - p0, 0, TQ), ninf);
-        } else if (cls == TileClass::Partial) {
-          for (index_t r = 0; r < M; ++r)
-            if (!hook_visible<A>(fz, r0 + r, p0 + r, j)) srow[r] = ninf;
-        }
+        const float gk = gated ? static_cast<float>(G[j] - g_ref) : 0.f;
+        hook_key_row<A>(fz, modifies, cls, srow, KeyContext{j, p0, TQ, gk, gq}, r0, M);
         POLYATTN_UNROLL
         for (index_t v = 0; v < TQ / W; ++v) {
           mx[v] = simd::max_nan(mx[v], B::load_unaligned(srow + v * W));

@@ -226,20 +226,11 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
         if (fold && !is_partial(sc)) continue;
         float* srow = St + c * TQ;
         const index_t j = j0 + c;
-        if (!fold) {
+        if (!fold)
           for (index_t v = 0; v < TQ / W; ++v)
             (B::load_aligned(srow + v * W) * scale).store_aligned(srow + v * W);
-          if (modifies) {
-            const float gk = f.G != nullptr ? static_cast<float>(f.G[j] - f.g_ref) : 0.f;
-            fz.template apply_keys<A>(srow, KeyContext{j, p0, TQ, gk, f.gq});
-          }
-        }
-        if (sc == TileClass::CausalPartial) {  // queries r with p0 + r < j do not see key j
-          std::fill(srow, srow + std::clamp<index_t>(j - p0, 0, TQ), ninf);
-        } else if (sc == TileClass::Partial) {
-          for (index_t r = 0; r < M; ++r)
-            if (!hook_visible<A>(fz, r0 + r, p0 + r, j)) srow[r] = ninf;
-        }
+        const float gk = f.G != nullptr ? static_cast<float>(f.G[j] - f.g_ref) : 0.f;
+        hook_key_row<A>(fz, modifies, sc, srow, KeyContext{j, p0, TQ, gk, f.gq}, r0, M);
       }
       if (kb + 32 > n)  // keys of the last block past the sequence
         std::fill(St + n * TQ, St + (kb + 32) * TQ, ninf);

@@ -42,7 +42,9 @@
 // functions work too, relying on being inlined into the kernel.
 #pragma once
 
+#include <algorithm>
 #include <concepts>
+#include <limits>
 #include <type_traits>
 #include <utility>
 
@@ -143,6 +145,22 @@ bool hook_modifies(const B& b) {
     return b.template modifies<A>();
   else
     return b.modifies();
+}
+/// One key row of scores held transposed (key c.j, the c.n queries from key position c.p0 along
+/// the lanes, as the flash kernels hold them): the bound fusion's modifiers when `modifies`, then
+/// −inf where a partial tile's mask hides the key (CausalPartial: p0 + r < j; Partial:
+/// visible() of query rows r0 + r, r < M).
+template <simd::SimdArch A, class Bound>
+void hook_key_row(const Bound& fz, bool modifies, TileClass cls, float* srow, const KeyContext& c,
+                  index_t r0, index_t M) {
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  if (modifies) fz.template apply_keys<A>(srow, c);
+  if (cls == TileClass::CausalPartial) {
+    std::fill(srow, srow + std::clamp<index_t>(c.j - c.p0, 0, c.n), ninf);
+  } else if (cls == TileClass::Partial) {
+    for (index_t r = 0; r < M; ++r)
+      if (!hook_visible<A>(fz, r0 + r, c.p0 + r, c.j)) srow[r] = ninf;
+  }
 }
 
 // ---- binding a user's mask / modifier ---------------------------------------------------------
