@@ -37,6 +37,7 @@
 #include "linear_harness.hpp"
 #include "polyattn/core/element.hpp"
 #include "polyattn/core/executor.hpp"
+#include "polyattn/core/simd/dispatch.hpp"
 #include "polyattn/papers/lightnet.hpp"
 #include "polyattn/reference/based.hpp"
 
@@ -91,6 +92,9 @@ LinearInputs reference_inputs(const Op& op, LinearInputs in) {
   return in;
 }
 
+// Problems that ran on AMX tiles (Linear.uses_bf16_products), for the record.
+int tile_checks = 0;
+
 // One problem at element type T with algorithm Algo: the fp32 operator on the rounded values,
 // T inputs with fp32 o, T inputs with T o, and the double reference (module comment).
 template <class Algo, Element T, class Op, class E = Serial>
@@ -115,10 +119,18 @@ void check_types(const Op& op, const LinearData& data, bool with_h0,
   op.template forward<Algo>(inT, {.o = ov(oF.data()), .final_state = sv(htF.data())}, {}, exec);
   op.template forward<Algo>(inT, {.o = ov(oT.data()), .final_state = sv(htT.data())}, {}, exec);
   const std::string tag = what + " " + Algo::name + " " + kName<T>;
-  EXPECT_TRUE(same_bits(oF, o32)) << tag << ": fp32 o from " << kName<T> << " inputs";
-  EXPECT_TRUE(same_bits(htF, ht32)) << tag << ": final state, fp32 o";
-  EXPECT_TRUE(same_bits(htT, ht32)) << tag << ": final state, " << kName<T> << " o";
-  EXPECT_TRUE(same_bits(oT, narrow<T>(o32))) << tag << ": o rounded once";
+  if (op.template uses_bf16_products<Algo>(inT)) {
+    // AMX tiles (chunked_amx.hpp): not the fp32 path's bits, but the same state whatever o's
+    // type, a T o that is the fp32 o rounded once, and the fp32 bounds below.
+    ++tile_checks;
+    EXPECT_TRUE(same_bits(htT, htF)) << tag << ": final state, " << kName<T> << " o (tiles)";
+    EXPECT_TRUE(same_bits(oT, narrow<T>(oF))) << tag << ": o rounded once (tiles)";
+  } else {
+    EXPECT_TRUE(same_bits(oF, o32)) << tag << ": fp32 o from " << kName<T> << " inputs";
+    EXPECT_TRUE(same_bits(htF, ht32)) << tag << ": final state, fp32 o";
+    EXPECT_TRUE(same_bits(htT, ht32)) << tag << ": final state, " << kName<T> << " o";
+    EXPECT_TRUE(same_bits(oT, narrow<T>(o32))) << tag << ": o rounded once";
+  }
 
   std::vector<double> ro(no), rht(ns);
   reference::linear_recurrence<double>(
@@ -146,8 +158,9 @@ void for_each_preset(index_t HV, F&& f) {
 
 template <class Algo, Element T>
 void sweep(Worst& worst) {
+  // The last shape's K and V are multiples of 32: AMX tiles where the machine has them.
   const LinearShape shapes[] = {
-      {1, 1, 1, 1, 16, 16}, {2, 63, 2, 4, 60, 17}, {1, 130, 1, 2, 64, 48}};
+      {1, 1, 1, 1, 16, 16}, {2, 63, 2, 4, 60, 17}, {1, 130, 1, 2, 64, 48}, {2, 100, 2, 4, 64, 32}};
   std::uint64_t seed = 100;
   for (const LinearShape& s : shapes) {
     for_each_preset(s.HV, [&](const auto& op, const char* name, bool positive) {
@@ -161,11 +174,17 @@ void sweep(Worst& worst) {
 template <Element T>
 void sweep_all_algorithms(const char* test) {
   Worst worst;
+  const int tiles_before = tile_checks;
   sweep<Recurrent, T>(worst);
   sweep<Chunked<16>, T>(worst);
   sweep<Chunked<64>, T>(worst);
   sweep<Parallel, T>(worst);
   worst.print(test, kName<T>);
+  const bool amx =
+      std::is_same_v<T, bf16> && simd::isa_at_least(simd::runtime_isa(), simd::Isa::amx);
+  if (amx) EXPECT_GT(tile_checks, tiles_before) << "no problem ran on the AMX tiles";
+  std::printf("[precision] %s %s: %d problems on AMX tiles\n", test, kName<T>,
+              tile_checks - tiles_before);
 }
 
 TEST(LinearPrecision, EveryPresetAlgorithmBf16) {
@@ -198,18 +217,21 @@ TEST(LinearPrecision, LongSequenceExtremeGates) {
 
 // Packed sequences (one empty) with grouped value heads (HV = 3H).
 TEST(LinearPrecision, VarlenWithGroupedValueHeads) {
-  const LinearShape s{1, 165, 2, 6, 24, 40};
   const std::vector<std::int64_t> cu{0, 37, 37, 100, 165};
   Worst wb, wh;
   std::uint64_t seed = 800;
-  const auto run = [&](const auto& op, const char* name, bool positive) {
-    const LinearData data(s, seed++, 1.0, positive);
-    check_types<Recurrent, bf16>(op, data, false, cu, name, wb);
-    check_types<Chunked<32>, bf16>(op, data, false, cu, name, wb);
-    check_types<Chunked<16>, f16>(op, data, false, cu, name, wh);
-    check_types<Parallel, f16>(op, data, false, cu, name, wh);
-  };
-  for_each_preset(s.HV, run);
+  for (const LinearShape s :
+       {LinearShape{1, 165, 2, 6, 24, 40}, LinearShape{1, 165, 1, 3, 32, 64}}) {
+    const auto run = [&](const auto& op, const char* name, bool positive) {
+      const LinearData data(s, seed++, 1.0, positive);
+      check_types<Recurrent, bf16>(op, data, false, cu, name, wb);
+      check_types<Chunked<32>, bf16>(op, data, false, cu, name, wb);
+      check_types<Parallel, bf16>(op, data, false, cu, name, wb);
+      check_types<Chunked<16>, f16>(op, data, false, cu, name, wh);
+      check_types<Parallel, f16>(op, data, false, cu, name, wh);
+    };
+    for_each_preset(s.HV, run);
+  }
   wb.print("varlen + GVA", "bf16");
   wh.print("varlen + GVA", "fp16");
 }

@@ -14,14 +14,17 @@
 // form), limited to T ≤ kParallelMaxT. q, k, v and o may each be fp32, bf16 or fp16
 // (HeadProblem's types): rows are converted into the chunk buffers at stages 0 and 3 (additive:
 // the copy of V into U) and output rows rounded at stage 4 (stages/rows.hpp); fp32 rows are read
-// and written in place as before, so every stage between is the fp32 code.
+// and written in place as before, so every stage between is the fp32 code. At the amx level, bf16
+// q, k and v run the same stages with their matrix products on AMX tiles (chunked_amx.hpp).
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
+#include <type_traits>
 
 #include "polyattn/core/simd/arch.hpp"
 #include "polyattn/core/simd/dispatch.hpp"
+#include "polyattn/linear/chunked_amx.hpp"
 #include "polyattn/linear/head.hpp"
 #include "polyattn/linear/stages/chunk_buffers.hpp"
 #include "polyattn/linear/stages/chunk_inputs.hpp"
@@ -44,10 +47,27 @@ struct ChunkedKernel {
   index_t chunk;
 
   static constexpr std::size_t workspace_floats(index_t chunk, index_t K, index_t V) {
-    return stages::ChunkBuffers::floats(chunk, K, V, P::shape == GateShape::KeyChannel);
+    const index_t Ct = (chunk + 31) / 32 * 32;  // the tile path's chunk buffers (amx level)
+    return stages::ChunkBuffers::floats(Ct, K, V, P::shape == GateShape::KeyChannel) +
+           stages::TileOperands::floats(Ct, K, V);
   }
   template <simd::SimdArch A>
   void operator()(A) const;
+
+  // Whether this call runs on AMX tiles (chunked_amx.hpp): the avx512 body at the amx level,
+  // q, k and v bf16, K and V multiples of 32, not a speculative verify (whose commit replays
+  // the fp32 stages).
+  template <simd::SimdArch A>
+  bool on_tiles() const noexcept {
+    const HeadProblem<P>& p = *problem;
+    if constexpr (!std::is_same_v<A, simd::avx512> || !POLYATTN_HAVE_AMX) {
+      return false;
+    } else {
+      return p.q_type == Dtype::bf16 && p.k_type == Dtype::bf16 && p.v_type == Dtype::bf16 &&
+             p.K % 32 == 0 && p.V % 32 == 0 && !p.keep &&
+             simd::isa_at_least(simd::runtime_isa(), simd::Isa::amx);
+    }
+  }
 };
 
 template <class P>
@@ -55,9 +75,18 @@ template <simd::SimdArch A>
 void ChunkedKernel<P>::operator()(A) const {
   const HeadProblem<P>& p = *problem;
   if (p.T <= 0) return;
+  const bool key_channel = P::shape == GateShape::KeyChannel;
+#if POLYATTN_HAVE_AMX
+  if (on_tiles<A>()) {
+    const index_t Ct = (chunk + 31) / 32 * 32;  // rows of the padded chunk buffers
+    float* operands = workspace.data + stages::ChunkBuffers::floats(Ct, p.K, p.V, key_channel);
+    return stages::chunked_on_tiles<A>(
+        p, chunk, stages::ChunkBuffers::carve(workspace, Ct, p.K, p.V, key_channel),
+        stages::carve_tile_operands<A>(operands, Ct, p.K, p.V));
+  }
+#endif
   const index_t C = std::min(chunk, p.T), K = p.K, V = p.V;
-  const stages::ChunkBuffers w =
-      stages::ChunkBuffers::carve(workspace, C, K, V, P::shape == GateShape::KeyChannel);
+  const stages::ChunkBuffers w = stages::ChunkBuffers::carve(workspace, C, K, V, key_channel);
   float* S = p.state;
   const bool want_out = p.o != nullptr;
   const stages::InRows q{p.q, p.q_st, p.q_type}, k{p.k, p.k_st, p.k_type}, v{p.v, p.v_st, p.v_type};

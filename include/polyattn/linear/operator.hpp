@@ -162,6 +162,24 @@ class LinearAttention {
     run_impl<Algo>(in, out, run, exec);
   }
 
+  /// Whether forward<Algo>(in, ...) runs its chunk products on AMX-BF16 tiles
+  /// (linear/chunked_amx.hpp): Chunked<C> or Parallel, bf16 q, k and v reaching the kernels (no
+  /// feature map, whose rows are fp32), K and V multiples of 32, and simd::runtime_isa()
+  /// reaching amx (POLYATTN_ISA caps it). The tiles multiply the bf16 inputs exactly and the
+  /// fp32 quantities (state, updates, gated scores) split in two bf16 halves, so results stay
+  /// within fp32 accuracy of the fp32 path but do not share its bits; key-channel decays round
+  /// their gated Gram operands to bf16 once (docs/conventions.md §9.8).
+  template <LinearAlgorithm Algo>
+  bool uses_bf16_products(const LinearInputs& in) const noexcept {
+    if constexpr (std::is_same_v<Algo, Recurrent> || !Map::is_identity) {
+      return false;
+    } else {
+      return in.q.is<bf16>() && in.k.is<bf16>() && in.v.is<bf16>() && in.q.size(3) % 32 == 0 &&
+             in.v.size(3) % 32 == 0 && simd::isa_at_least(simd::runtime_isa(), simd::Isa::amx) &&
+             simd::kernel_isa<linear::ChunkedKernel<policies>>() == simd::Isa::avx512;
+    }
+  }
+
   /// Decode: the new tokens of B sequences (q, k [B,T,H,K], v [B,T,HV,V], gates, beta; T is
   /// usually 1), `state` [B,HV,K,V] read and updated in place, o [B,T,HV,V] (q, k, v and o may
   /// be bf16 / fp16 as in forward; state stays fp32). With

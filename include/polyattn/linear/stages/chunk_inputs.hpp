@@ -15,9 +15,11 @@
 
 namespace polyattn::linear::stages {
 
+// qn / kn (when non-null) receive the row factors: Q[t] = qn[t]·q_t, Kc[t] = kn[t]·k_t.
 template <simd::SimdArch A>
 void load_queries_keys(index_t L, index_t K, const InRows& q, const InRows& k, float scale,
-                       bool l2norm, float* Q, float* Kc) {
+                       bool l2norm, float* Q, float* Kc, float* qn_out = nullptr,
+                       float* kn_out = nullptr) {
   using B = simd::batch_t<A>;
   for (index_t t = 0; t < L; ++t) {
     const float* qt = row_f32<A>(q, t, Q + t * K, K);
@@ -27,6 +29,8 @@ void load_queries_keys(index_t L, index_t K, const InRows& q, const InRows& k, f
       qn = scale / std::sqrt(simd::dot<A>(qt, qt, K) + static_cast<float>(kL2NormEps));
       kn = 1.f / std::sqrt(simd::dot<A>(kt, kt, K) + static_cast<float>(kL2NormEps));
     }
+    if (qn_out) qn_out[t] = qn;
+    if (kn_out) kn_out[t] = kn;
     simd::transform<A>(
         K, Q + t * K, [qb = B(qn)](B x) { return x * qb; }, qt);
     simd::transform<A>(

@@ -19,6 +19,26 @@
 
 namespace polyattn::linear::stages {
 
+// The output rows of a chunk from w.O: divided by Q_t·z + eps after z ← z + k_t with the Sum
+// normaliser, and written to o (rounded to o's type).
+template <simd::SimdArch A, bool RunningSum>
+void finish_outputs(index_t L, const ChunkBuffers& w, const OutRows& o, float* z, float eps) {
+  using B = simd::batch_t<A>;
+  const index_t K = w.K, V = w.V;
+  for (index_t t = 0; t < L; ++t) {
+    float inv = 1.f;
+    if constexpr (RunningSum) {
+      simd::transform<A>(
+          K, z, [](B zz, B k) { return zz + k; }, z, w.Kc + t * K);
+      inv = 1.f / (simd::dot<A>(w.Q + t * K, z, K) + eps);
+    }
+    float* ot = out_row<A>(o, t, w.O + t * V);
+    simd::transform<A>(
+        V, ot, [ib = B(inv)](B x) { return x * ib; }, w.O + t * V);
+    finish_row<A>(o, t, w.O + t * V, V);
+  }
+}
+
 template <simd::SimdArch A, GateShape Shape, bool RunningSum>
 void chunk_output(index_t L, const ChunkBuffers& w, const float* S0, const float* U,
                   const OutRows& o, float* z, float eps) {
@@ -42,18 +62,7 @@ void chunk_output(index_t L, const ChunkBuffers& w, const float* S0, const float
     const index_t r1 = std::min(L, r0 + kStrip);
     simd::gemm<A>(r1 - r0, V, r1, 1.f, w.QK + r0 * C, C, U, V, true, w.O + r0 * V, V);
   }
-  for (index_t t = 0; t < L; ++t) {
-    float inv = 1.f;
-    if constexpr (RunningSum) {
-      simd::transform<A>(
-          K, z, [](B zz, B k) { return zz + k; }, z, w.Kc + t * K);
-      inv = 1.f / (simd::dot<A>(w.Q + t * K, z, K) + eps);
-    }
-    float* ot = out_row<A>(o, t, w.O + t * V);
-    simd::transform<A>(
-        V, ot, [ib = B(inv)](B x) { return x * ib; }, w.O + t * V);
-    finish_row<A>(o, t, w.O + t * V, V);
-  }
+  finish_outputs<A, RunningSum>(L, w, o, z, eps);
 }
 
 // fp32 outputs o_t at o + t·o_st.

@@ -16,19 +16,16 @@
 
 namespace polyattn::linear::stages {
 
-// w.tmp is overwritten (the gated keys).
+// The rows k_s ∘ e^{b_L − b_s} (≤ 1 factors) of the chunk's keys in w.tmp, or Kc itself when the
+// policy does not decay; returns where they are.
 template <simd::SimdArch A, GateShape Shape>
-void state_pass(index_t L, const ChunkBuffers& w, const float* U, float* S, float* delta,
-                float* decay) {
+const float* gated_state_keys(index_t L, const ChunkBuffers& w) {
   using B = simd::batch_t<A>;
-  const index_t K = w.K, V = w.V;
-  const float* Ke = w.Kc;  // rows k_s, weighted by e^{b_L − b_s} (≤ 1) when the policy decays
-  if constexpr (Shape != GateShape::None) {
+  const index_t K = w.K;
+  if constexpr (Shape == GateShape::None) {
+    return w.Kc;
+  } else {
     const float* bL = w.b + (L - 1) * w.bK;
-    const float* ebL = w.eb + (L - 1) * w.bK;
-    if (!delta)
-      for (index_t i = 0; i < K; ++i)
-        simd::scale<A>(Shape == GateShape::KeyChannel ? ebL[i] : ebL[0], S + i * V, V);
     float* e = w.tmp;
     for (index_t s = 0; s < L; ++s) {
       if constexpr (Shape == GateShape::KeyChannel) {
@@ -42,16 +39,41 @@ void state_pass(index_t L, const ChunkBuffers& w, const float* U, float* S, floa
             w.Kc + s * K);
       }
     }
-    Ke = e;
+    return e;
   }
+}
+
+// S ← e^{b_L} ∘ S (rows of S are key channels) at the end of a chunk of L tokens.
+template <simd::SimdArch A, GateShape Shape>
+void decay_state(index_t L, const ChunkBuffers& w, float* S) {
+  if constexpr (Shape != GateShape::None) {
+    const float* ebL = w.eb + (L - 1) * w.bK;
+    for (index_t i = 0; i < w.K; ++i)
+      simd::scale<A>(Shape == GateShape::KeyChannel ? ebL[i] : ebL[0], S + i * w.V, w.V);
+  }
+}
+
+// decay [K] = e^{b_L} per key channel (1 without decay): the chunk's factor on its initial state.
+template <simd::SimdArch A, GateShape Shape>
+void chunk_decay(index_t L, const ChunkBuffers& w, float* decay) {
+  for (index_t i = 0; i < w.K; ++i) {
+    if constexpr (Shape == GateShape::None)
+      decay[i] = 1.f;
+    else
+      decay[i] = w.eb[(L - 1) * w.bK + (Shape == GateShape::KeyChannel ? i : 0)];
+  }
+}
+
+// w.tmp is overwritten (the gated keys).
+template <simd::SimdArch A, GateShape Shape>
+void state_pass(index_t L, const ChunkBuffers& w, const float* U, float* S, float* delta,
+                float* decay) {
+  const index_t K = w.K, V = w.V;
+  if (!delta) decay_state<A, Shape>(L, w, S);
+  const float* Ke = gated_state_keys<A, Shape>(L, w);
   if (delta) {
     simd::gemm_strided<A>(K, V, L, 1.f, Ke, 1, K, U, V, false, delta, V);
-    for (index_t i = 0; i < K; ++i) {
-      if constexpr (Shape == GateShape::None)
-        decay[i] = 1.f;
-      else
-        decay[i] = w.eb[(L - 1) * w.bK + (Shape == GateShape::KeyChannel ? i : 0)];
-    }
+    chunk_decay<A, Shape>(L, w, decay);
   } else {
     simd::gemm_strided<A>(K, V, L, 1.f, Ke, 1, K, U, V, true, S, V);
   }

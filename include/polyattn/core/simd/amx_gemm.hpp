@@ -1,0 +1,129 @@
+// polyattn/core/simd/amx_gemm.hpp — matrix products on AMX-BF16 tiles (amx.hpp) whose operands
+// are formed in fp32 by the kernel (the chunked linear family's stages):
+//   pack_amx_a(rows, rows_p, cols_p, row, hi, lo, ld)    A [rows_p × cols_p] bf16, row-major
+//   pack_amx_b(rows, rows_p, cols, row, hi, lo, ld)      B [rows_p × cols] as VNNI pairs: word
+//                                                        (c, j) = bf16 B[2c, j] | B[2c+1, j] << 16
+//   transpose_words(rows, cols, src, lds, dst, ldd)      dst[j][i] = src[i][j] (32-bit words):
+//                                                        an A operand's bf16 rows read as pairs
+//                                                        are the B operand of its transpose
+//   amx_gemm(M, N, Kd, a, b, accumulate, c, ldc, blocks) C [M × N] fp32 (=, +=) A [M × Kd] · B
+// M, N and Kd are multiples of 32 (the callers pad with zero rows / columns). `row(r, c)` gives
+// the 16 floats of row r from column c (c a multiple of 16) for r < rows; rows from `rows` to
+// rows_p are zero. Each operand is bf16 (nearest even, subnormals flushed as the tiles do) or,
+// where lo is given, split: x = hi + lo with hi = bf16(x), lo = bf16(x − hi), about 16
+// significant bits, and the product takes the three terms
+//   A·B ≈ Ahi·Bhi + Ahi·Blo + Alo·Bhi          (Alo·Blo, below 2⁻¹⁶ relative, left out)
+// so that quantities carried from chunk to chunk (a state, the delta rule's updates) keep close
+// to fp32 accuracy while the products still run on the tiles. blocks: every 32 × 32 block of C,
+// only those on or below the block diagonal (a causal Gram), or every block with the inner sum
+// stopping at the block diagonal (a causal mask times values). Needs an AmxScope on the thread.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "polyattn/core/simd/amx.hpp"
+
+#if POLYATTN_HAVE_AMX
+
+namespace polyattn::simd {
+inline namespace POLYATTN_ISA_NS {
+
+struct AmxA {  // [rows][ld] bf16 (ld a multiple of 32)
+  const std::uint16_t* hi = nullptr;
+  const std::uint16_t* lo = nullptr;  // optional low half of a split operand
+  std::int64_t ld = 0;
+};
+struct AmxB {  // [Kd / 2][ld] VNNI words
+  const std::uint32_t* hi = nullptr;
+  const std::uint32_t* lo = nullptr;
+  std::int64_t ld = 0;
+};
+
+enum class AmxBlocks : std::uint8_t { all, lower, causal_inner };
+
+// The 16 fp32 values of 16 bf16 (exact).
+POLYATTN_TARGET_AMX inline __m512 bf16_widen(__m256i h) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+POLYATTN_TARGET_AMX inline __m256i bf16_round(__m512 x) {
+  return (__m256i)_mm512_cvtneps_pbh(x);
+}
+
+template <class Row>
+POLYATTN_TARGET_AMX void pack_amx_a(std::int64_t rows, std::int64_t rows_p, std::int64_t cols_p,
+                                    const Row& row, std::uint16_t* hi, std::uint16_t* lo,
+                                    std::int64_t ld) {
+  for (std::int64_t r = 0; r < rows_p; ++r)
+    for (std::int64_t c = 0; c < cols_p; c += 16) {
+      const __m512 x = r < rows ? __m512(row(r, c)) : _mm512_setzero_ps();
+      const __m256i h = bf16_round(x);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi + r * ld + c), h);
+      if (lo)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo + r * ld + c),
+                            bf16_round(_mm512_sub_ps(x, bf16_widen(h))));
+    }
+}
+
+// Word j of the result: bf16(x0[j]) | bf16(x1[j]) << 16; lo (when non-null) the same pairs of
+// the remainders x − bf16(x).
+POLYATTN_TARGET_AMX inline __m512i amx_pairs(__m512 x0, __m512 x1, __m512i* lo) {
+  const __m256i h0 = bf16_round(x0), h1 = bf16_round(x1);
+  const auto words = [](__m256i a, __m256i b) {
+    return _mm512_or_si512(_mm512_cvtepu16_epi32(a),
+                           _mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+  };
+  if (lo)
+    *lo = words(bf16_round(_mm512_sub_ps(x0, bf16_widen(h0))),
+                bf16_round(_mm512_sub_ps(x1, bf16_widen(h1))));
+  return words(h0, h1);
+}
+
+template <class Row>
+POLYATTN_TARGET_AMX void pack_amx_b(std::int64_t rows, std::int64_t rows_p, std::int64_t cols,
+                                    const Row& row, std::uint32_t* hi, std::uint32_t* lo,
+                                    std::int64_t ld) {
+  for (std::int64_t p = 0; p < rows_p / 2; ++p)
+    for (std::int64_t j = 0; j < cols; j += 16) {
+      const __m512 x0 = 2 * p < rows ? __m512(row(2 * p, j)) : _mm512_setzero_ps();
+      const __m512 x1 = 2 * p + 1 < rows ? __m512(row(2 * p + 1, j)) : _mm512_setzero_ps();
+      __m512i l;
+      const __m512i h = amx_pairs(x0, x1, lo ? &l : nullptr);
+      _mm512_storeu_si512(hi + p * ld + j, h);
+      if (lo) _mm512_storeu_si512(lo + p * ld + j, l);
+    }
+}
+
+inline void transpose_words(std::int64_t rows, std::int64_t cols, const std::uint32_t* src,
+                            std::int64_t lds, std::uint32_t* dst, std::int64_t ldd) {
+  constexpr std::int64_t kB = 16;  // blocks of 16 × 16 words: both sides stay in a few lines
+  for (std::int64_t i0 = 0; i0 < rows; i0 += kB)
+    for (std::int64_t j0 = 0; j0 < cols; j0 += kB)
+      for (std::int64_t j = j0; j < std::min(cols, j0 + kB); ++j)
+        for (std::int64_t i = i0; i < std::min(rows, i0 + kB); ++i)
+          dst[j * ldd + i] = src[i * lds + j];
+}
+
+POLYATTN_TARGET_AMX inline void amx_gemm(std::int64_t M, std::int64_t N, std::int64_t Kd,
+                                         const AmxA& a, const AmxB& b, bool accumulate, float* c,
+                                         std::int64_t ldc, AmxBlocks blocks = AmxBlocks::all) {
+  const std::int64_t lda = a.ld * 2, ldb = b.ld * 4, b_step = 16 * ldb;
+  for (std::int64_t i0 = 0; i0 < M; i0 += 32) {
+    const std::int64_t kd = blocks == AmxBlocks::causal_inner ? std::min(Kd, i0 + 32) : Kd;
+    for (std::int64_t j0 = 0; j0 < N; j0 += 32) {
+      if (blocks == AmxBlocks::lower && j0 > i0) break;
+      float* cb = c + i0 * ldc + j0;
+      amx_block_2x2(a.hi + i0 * a.ld, lda, 64, b.hi + j0, ldb, b_step, kd / 32, accumulate, cb,
+                    ldc);
+      if (b.lo)
+        amx_block_2x2(a.hi + i0 * a.ld, lda, 64, b.lo + j0, ldb, b_step, kd / 32, true, cb, ldc);
+      if (a.lo)
+        amx_block_2x2(a.lo + i0 * a.ld, lda, 64, b.hi + j0, ldb, b_step, kd / 32, true, cb, ldc);
+    }
+  }
+}
+
+}  // namespace POLYATTN_ISA_NS
+}  // namespace polyattn::simd
+
+#endif  // POLYATTN_HAVE_AMX

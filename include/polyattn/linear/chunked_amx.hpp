@@ -1,0 +1,274 @@
+// polyattn/linear/chunked_amx.hpp — the Chunked<C> algorithm with its matrix products on AMX-BF16
+// tiles (core/simd/amx_gemm.hpp), for bf16 q, k and v at the amx level. The stages and their
+// order are chunked.hpp's, and the vector work between the products (norms, gates, the delta
+// rule's in-chunk substitution, normaliser, output rounding) is the same fp32 code. With
+// q̂_t = qn_t·q_t and k̂_t = kn_t·k_t the scaled / L2-normalised rows (chunk_inputs.hpp), per chunk:
+//   QK[t,s] = qn_t kn_s Γ[t,s] (q_t·k_s)   KK[t,s] = kn_t kn_s Γ[t,s] (k_t·k_s)
+//                                          (tiles on the bf16 input rows, lower 32 × 32 blocks;
+//                                          key-channel gates: (q̂ ∘ e^{b})(k̂ ∘ e^{−b})ᵀ and
+//                                          (k̂ ∘ e^{b})(k̂ ∘ e^{−b})ᵀ split, or the fp32 strips)
+//   U = Uc − W S0                          −W and S0 split hi + lo
+//   O = qn ∘ e^{b} ∘ (q S0) + (QK masked) U   (key-channel gates: (q̂ ∘ e^{b}) S0, split)
+//   ΔS = kᵀ (kn ∘ e^{b_L − b} ∘ U)         (key-channel gates: (k̂ ∘ e^{b_L − b})ᵀ U, split)
+//   S ← e^{b_L} ∘ S + ΔS
+// Precision: the tiles multiply the bf16 inputs themselves (exact), or a split x = hi + lo of an
+// fp32 operand (about 16 bits; amx_gemm.hpp), with fp32 sums; the row factors go on afterwards
+// in fp32. So every product is within about 2⁻¹⁶ relative of the fp32 path's, outputs and
+// states stay within the fp32 bounds against the double reference, and the state does not drift
+// by bf16 steps over long sequences (the fla kernels round every tl.dot operand to bf16 instead).
+// Used when K and V are multiples of 32 and the call is not a speculative verify (chunked.hpp:
+// on_tiles).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "polyattn/core/simd/amx_gemm.hpp"
+#include "polyattn/linear/head.hpp"
+#include "polyattn/linear/stages/chunk_buffers.hpp"
+#include "polyattn/linear/stages/chunk_inputs.hpp"
+#include "polyattn/linear/stages/gates.hpp"
+#include "polyattn/linear/stages/gram.hpp"
+#include "polyattn/linear/stages/output.hpp"
+#include "polyattn/linear/stages/rows.hpp"
+#include "polyattn/linear/stages/state_pass.hpp"
+#include "polyattn/linear/stages/wy_solve.hpp"
+#include "polyattn/policies/update.hpp"
+
+#if POLYATTN_HAVE_AMX
+
+namespace polyattn::linear::stages {
+
+template <simd::SimdArch A>
+TileOperands carve_tile_operands(float* base, index_t C, index_t K, index_t V) noexcept {
+  auto addr = (reinterpret_cast<std::uintptr_t>(base) + 63) / 64 * 64;
+  const auto take = [&addr](index_t n_bf16) {
+    void* p = reinterpret_cast<void*>(addr);
+    addr += TileOperands::line_words(n_bf16) * 4;
+    return p;
+  };
+  TileOperands x;
+  x.Qb = static_cast<std::uint16_t*>(take(C * K));
+  x.Kb = static_cast<std::uint16_t*>(take(C * K));
+  x.Tb = static_cast<std::uint16_t*>(take(C * K));
+  x.Ql = static_cast<std::uint16_t*>(take(C * K));
+  x.Kl = static_cast<std::uint16_t*>(take(C * K));
+  x.Tl = static_cast<std::uint16_t*>(take(C * K));
+  x.Wh = static_cast<std::uint16_t*>(take(C * K));
+  x.Wl = static_cast<std::uint16_t*>(take(C * K));
+  x.Ah = static_cast<std::uint16_t*>(take(C * C));
+  x.Al = static_cast<std::uint16_t*>(take(C * C));
+  x.Keh = static_cast<std::uint16_t*>(take(K * C));
+  x.Kel = static_cast<std::uint16_t*>(take(K * C));
+  x.Kp = static_cast<std::uint32_t*>(take(K * C));
+  x.Kpl = static_cast<std::uint32_t*>(take(K * C));
+  x.Sh = static_cast<std::uint32_t*>(take(K * V));
+  x.Sl = static_cast<std::uint32_t*>(take(K * V));
+  x.Uh = static_cast<std::uint32_t*>(take(C * V));
+  x.Ul = static_cast<std::uint32_t*>(take(C * V));
+  x.Fh = static_cast<std::uint32_t*>(take(C * V));
+  x.Fl = static_cast<std::uint32_t*>(take(C * V));
+  x.dS = static_cast<float*>(take(2 * K * V));
+  x.qn = static_cast<float*>(take(2 * C));
+  x.kn = static_cast<float*>(take(2 * C));
+  return x;
+}
+
+// Rows [0, L) of an fp32 matrix (row stride ld) as the 16-float loads pack_amx_* ask for.
+template <simd::SimdArch A>
+auto fp32_rows(const float* m, index_t ld) {
+  return [m, ld](std::int64_t r, std::int64_t c) { return _mm512_loadu_ps(m + r * ld + c); };
+}
+
+// Lanes c .. c + 15 of a row, those at n and beyond zero.
+template <simd::SimdArch A>
+POLYATTN_TARGET_AMX __m512 load_first(const float* row, std::int64_t c, std::int64_t n) {
+  const __mmask16 keep =
+      c >= n ? __mmask16(0)
+             : static_cast<__mmask16>((2u << std::min<std::int64_t>(n - 1 - c, 15)) - 1);
+  return _mm512_maskz_loadu_ps(keep, row + c);
+}
+
+// Rows [0, L) of bf16 input x (row stride x.stride) into dst [Lp][K], rows L .. Lp zero.
+template <simd::SimdArch A>
+void copy_bf16_rows(const InRows& x, index_t L, index_t Lp, index_t K, std::uint16_t* dst) {
+  const auto* src = static_cast<const std::uint16_t*>(x.data);
+  for (index_t t = 0; t < L; ++t)
+    std::copy(src + t * x.stride, src + t * x.stride + K, dst + t * K);
+  std::fill(dst + L * K, dst + Lp * K, std::uint16_t{0});
+}
+
+// dst [cols][rows] = src [rows][cols] for 16-bit elements.
+template <simd::SimdArch A>
+void transpose_bf16(index_t rows, index_t cols, const std::uint16_t* src, std::uint16_t* dst) {
+  constexpr index_t kB = 32;
+  for (index_t i0 = 0; i0 < rows; i0 += kB)
+    for (index_t j = 0; j < cols; ++j)
+      for (index_t i = i0; i < std::min(rows, i0 + kB); ++i) dst[j * rows + i] = src[i * cols + j];
+}
+
+// The key operand of the Grams: Kp [K/2][Lp] pairs = the bf16 rows [Lp][K] read as words and
+// transposed (B[i][s] = key s's channel i).
+template <simd::SimdArch A>
+void gram_key_pairs(index_t Lp, index_t K, const std::uint16_t* rows, std::uint32_t* Kp) {
+  simd::transpose_words(Lp, K / 2, reinterpret_cast<const std::uint32_t*>(rows), K / 2, Kp, Lp);
+}
+
+// QK (want_qk) and KK (want_kk) of a chunk of L ≤ Lp tokens into w.QK / w.KK, on the tiles.
+// Scalar gates or none: from x.Qb / x.Kb, the chunk's bf16 input rows, and the row factors.
+template <simd::SimdArch A, GateShape Shape>
+void tile_gram(index_t L, index_t Lp, const ChunkBuffers& w, const TileOperands& x, bool want_qk,
+               bool want_kk) {
+  using B = simd::batch_t<A>;
+  const index_t K = w.K, C = w.C;
+  const auto products = [&](simd::AmxA qa, simd::AmxA ka, simd::AmxB kb) {
+    if (want_qk) simd::amx_gemm(Lp, Lp, K, qa, kb, false, w.QK, C, simd::AmxBlocks::lower);
+    if (want_kk) simd::amx_gemm(Lp, Lp, K, ka, kb, false, w.KK, C, simd::AmxBlocks::lower);
+  };
+  if constexpr (Shape != GateShape::KeyChannel) {
+    gram_key_pairs<A>(Lp, K, x.Kb, x.Kp);
+    products({x.Qb, nullptr, K}, {x.Kb, nullptr, K}, {x.Kp, nullptr, Lp});
+    // Row t times its factor, column s times kn_s·Γ[t,s] (Γ = e^{b_t − b_s}, or 1).
+    float* e = w.extra;
+    for (index_t t = 0; t < L; ++t) {
+      if constexpr (Shape == GateShape::Scalar)
+        simd::transform<A>(
+            t + 1, e, [bt = B(w.b[t])](B bs, B kn) { return decay_exp1<A>(bt - bs) * kn; }, w.b,
+            x.kn);
+      else
+        std::copy(x.kn, x.kn + t + 1, e);
+      const auto row = [&](float* m, float f) {
+        simd::transform<A>(
+            t + 1, m + t * C, [fb = B(f)](B v, B g) { return v * g * fb; }, m + t * C, e);
+      };
+      if (want_qk) row(w.QK, x.qn[t]);
+      if (want_kk) row(w.KK, x.kn[t]);
+    }
+  } else {
+    bool factor = true;  // gram.hpp: (Q ∘ e^{b})(K ∘ e^{−b})ᵀ while e^{−b} stays in range
+    for (index_t i = 0; i < K && factor; ++i) factor = w.b[(L - 1) * K + i] > -kFactorRange;
+    if (!factor) return gated_gram_strips<A>(L, w, want_qk, want_kk);
+    const auto gated = [&w, K](const float* m, bool inverse) {
+      return [m, b = w.b, eb = w.eb, K, inverse](std::int64_t r, std::int64_t c) {
+        const B v = B::load_unaligned(m + r * K + c);
+        return inverse ? v * simd::exp(B(0.f) - B::load_unaligned(b + r * K + c))
+                       : v * B::load_unaligned(eb + r * K + c);
+      };
+    };
+    simd::pack_amx_a(L, Lp, K, gated(w.Kc, true), x.Tb, x.Tl, K);  // split, then as pairs
+    gram_key_pairs<A>(Lp, K, x.Tb, x.Kp);
+    gram_key_pairs<A>(Lp, K, x.Tl, x.Kpl);
+    if (want_qk) simd::pack_amx_a(L, Lp, K, gated(w.Q, false), x.Qb, x.Ql, K);
+    if (want_kk) simd::pack_amx_a(L, Lp, K, gated(w.Kc, false), x.Kb, x.Kl, K);
+    products({x.Qb, x.Ql, K}, {x.Kb, x.Kl, K}, {x.Kp, x.Kpl, Lp});
+  }
+}
+
+// The chunk loop of ChunkedKernel<P> on the tiles (chunked.hpp checks eligibility): chunks of
+// `chunk` tokens; w and x carved for w.C ≥ chunk rows, a multiple of 32.
+template <simd::SimdArch A, class P>
+void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers& w,
+                      const TileOperands& x) {
+  using B = simd::batch_t<A>;
+  constexpr GateShape Shape = P::shape;
+  constexpr bool key_channel = Shape == GateShape::KeyChannel;
+  const simd::AmxScope tiles;
+  const index_t K = p.K, V = p.V, RW = w.rw(), C = w.C;
+  float* S = p.state;
+  const bool want_out = p.o != nullptr;
+  const InRows q{p.q, p.q_st, p.q_type}, k{p.k, p.k_st, p.k_type}, v{p.v, p.v_st, p.v_type};
+  const OutRows o{p.o, p.o_st, p.o_type};
+  for (index_t c0 = 0; c0 < p.T; c0 += chunk) {
+    const index_t L = std::min(chunk, p.T - c0), Lp = (L + 31) / 32 * 32;
+    const InRows qc = rows_from<A>(q, c0), kc = rows_from<A>(k, c0), vc = rows_from<A>(v, c0);
+    load_queries_keys<A>(L, K, qc, kc, p.scale, p.qk_l2norm, w.Q, w.Kc, x.qn, x.kn);
+    if constexpr (!key_channel) {
+      if (want_out) copy_bf16_rows<A>(qc, L, Lp, K, x.Qb);
+      copy_bf16_rows<A>(kc, L, Lp, K, x.Kb);
+    }
+    cumulative_gates<A, Shape>(p.gate, c0, L, K, w.b, w.eb);
+    tile_gram<A, Shape>(L, Lp, w, x, want_out, P::delta);
+    if (P::delta || want_out)  // S0 as pairs, split: right operand of W S0 and the output
+      simd::pack_amx_b(K, K, V, fp32_rows<A>(S, V), x.Sh, x.Sl, V);
+    const float* U = w.U;
+    index_t ldu = V;
+    if constexpr (P::delta) {
+      update_betas<A>(p.update, c0, w.beta, L);
+      wy_local_solve<A, Shape>(L, w, vc);  // R = [Uc | W]
+      const auto minus_w = [r = w.R + V, RW](std::int64_t t, std::int64_t c) {
+        return B(0.f) - B::load_unaligned(r + t * RW + c);
+      };
+      simd::pack_amx_a(L, Lp, K, minus_w, x.Wh, x.Wl, K);
+      simd::amx_gemm(Lp, V, K, {x.Wh, x.Wl, K}, {x.Sh, x.Sl, V}, true, w.R, RW);  // Uc − W S0
+      U = w.R;
+      ldu = RW;
+    } else {
+      if constexpr (P::weighted) update_value_weights<A>(p.update, c0, w.beta, L);  // w_t
+      for (index_t t = 0; t < L; ++t) {
+        load_row<A>(vc, t, w.U + t * V, V);
+        if constexpr (P::weighted) simd::scale<A>(w.beta[t], w.U + t * V, V);  // u = w_t·v
+      }
+    }
+    simd::pack_amx_b(L, Lp, V, fp32_rows<A>(U, ldu), x.Uh, x.Ul, V);
+    if (want_out) {
+      if constexpr (key_channel) {  // (q̂ ∘ e^{b}) S0, split
+        const auto gated_q = [q = w.Q, eb = w.eb, K](std::int64_t t, std::int64_t c) {
+          return B::load_unaligned(q + t * K + c) * B::load_unaligned(eb + t * K + c);
+        };
+        simd::pack_amx_a(L, Lp, K, gated_q, x.Qb, x.Ql, K);
+        simd::amx_gemm(Lp, V, K, {x.Qb, x.Ql, K}, {x.Sh, x.Sl, V}, false, w.O, V);
+      } else {  // q S0 on the input rows, then each row times qn_t e^{b_t}
+        simd::amx_gemm(Lp, V, K, {x.Qb, nullptr, K}, {x.Sh, x.Sl, V}, false, w.O, V);
+        for (index_t t = 0; t < L; ++t)
+          simd::scale<A>(Shape == GateShape::Scalar ? x.qn[t] * w.eb[t] : x.qn[t], w.O + t * V, V);
+      }
+      const auto masked_scores = [qk = w.QK, C](std::int64_t t, std::int64_t c) {
+        return load_first<A>(qk + t * C, c, t + 1);
+      };
+      simd::pack_amx_a(L, Lp, Lp, masked_scores, x.Ah, x.Al, Lp);
+      simd::amx_gemm(Lp, V, Lp, {x.Ah, x.Al, Lp}, {x.Uh, x.Ul, V}, true, w.O, V,
+                     simd::AmxBlocks::causal_inner);
+      finish_outputs<A, P::running_sum>(L, w, rows_from<A>(o, c0), p.z, p.eps);
+    }
+    if (!p.update_state && !p.delta_out) continue;
+    // ΔS on the tiles from zero, then S ← e^{b_L} ∘ S + ΔS in two rounded passes: the
+    // chunk-parallel scheduler combines its pieces the same way, so both give the same bits
+    // (scheduler.hpp).
+    simd::AmxA keys{x.Keh, nullptr, Lp};
+    simd::AmxB updates{x.Fh, x.Fl, V};
+    if constexpr (key_channel) {  // (k̂ ∘ e^{b_L − b})ᵀ, split, times U
+      const float* Ke = gated_state_keys<A, Shape>(L, w);
+      simd::transpose(L, K, Ke, K, w.Kt, C);  // [K][L] in w.Kt, columns L.. masked below
+      const auto key_rows = [kt = w.Kt, C, L](std::int64_t i, std::int64_t c) {
+        return load_first<A>(kt + i * C, c, L);
+      };
+      simd::pack_amx_a(K, K, Lp, key_rows, x.Keh, x.Kel, Lp);
+      keys.lo = x.Kel;
+      updates = {x.Uh, x.Ul, V};
+    } else {  // kᵀ (the input rows) times kn ∘ e^{b_L − b} ∘ U, split
+      transpose_bf16<A>(Lp, K, x.Kb, x.Keh);
+      float* f = w.extra;
+      for (index_t t = 0; t < L; ++t) {
+        const float e = Shape == GateShape::Scalar ? w.b[L - 1] - w.b[t] : 0.f;
+        f[t] = x.kn[t] * std::exp(e < kFlushLog ? -1000.f : e);
+      }
+      const auto scaled = [U, ldu, f](std::int64_t t, std::int64_t c) {
+        return B::load_unaligned(U + t * ldu + c) * B(f[t]);
+      };
+      simd::pack_amx_b(L, Lp, V, scaled, x.Fh, x.Fl, V);
+    }
+    float* dS = p.delta_out ? p.delta_out : x.dS;
+    simd::amx_gemm(K, V, Lp, keys, updates, false, dS, V);
+    if (p.delta_out) {
+      chunk_decay<A, Shape>(L, w, p.decay_out);
+      continue;
+    }
+    decay_state<A, Shape>(L, w, S);
+    simd::transform<A>(
+        K * V, S, [](B s, B d) { return s + d; }, S, dS);
+  }
+}
+
+}  // namespace polyattn::linear::stages
+
+#endif  // POLYATTN_HAVE_AMX
