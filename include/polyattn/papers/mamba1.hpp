@@ -26,6 +26,14 @@
 // [Nseq, D, N] (mamba's ssm_state layout), initial optional, final optional; y [B,T,D]. Varlen
 // with cu_seqlens as the linear family. The input projection, the short conv on x and the
 // output projection of the Mamba block are outside the operator.
+// Element types (docs/conventions.md §9.8): the activations x, dt, B, C and z — what a bf16 / fp16
+// Mamba block produces (in_proj gives x and z, x_proj and dt_proj give dt, B and C) — are fp32,
+// bf16 or fp16, one type for all five (else an Error naming dt, B, C or z), read widened
+// exactly; y of any of the three, formed in fp32 and rounded once (core/fp32_output.hpp; the
+// blocked scan keeps its local part there between passes). The parameters A, D and dt_bias and
+// the states are fp32, as in mamba_ssm's selective_scan_fn (u, delta, variable B / C and z of the
+// input's type, A, D and delta_bias fp32); Δ, Δ·A and the scan run in fp32 as before. bf16 / fp16
+// inputs give the fp32 operator's bits on the widened values.
 #pragma once
 
 #include <algorithm>
@@ -33,7 +41,9 @@
 #include <span>
 #include <vector>
 
+#include "polyattn/core/element_view.hpp"
 #include "polyattn/core/executor.hpp"
+#include "polyattn/core/fp32_output.hpp"
 #include "polyattn/core/sequences.hpp"
 #include "polyattn/core/validate.hpp"
 #include "polyattn/policies/algorithm.hpp"
@@ -41,13 +51,13 @@
 namespace polyattn::papers {
 
 struct SelectiveScanInputs {
-  View3<const float> x;              // [B,T,D]
-  View3<const float> dt;             // [B,T,D] (before bias and softplus)
+  ElementView<3> x;                  // [B,T,D] fp32, bf16 or fp16 (one type for x, dt, B, C, z)
+  ElementView<3> dt;                 // [B,T,D] (before bias and softplus)
   TensorView<const float, 2> A;      // [D,N] (negative in practice: −exp(A_log))
-  View4<const float> Bm, Cm;         // [B,T,G,N]
+  ElementView<4> Bm, Cm;             // [B,T,G,N]
   View1<const float> D;              // optional [D]
   View1<const float> dt_bias;        // optional [D]
-  View3<const float> z;              // optional [B,T,D]
+  ElementView<3> z;                  // optional [B,T,D]
   View3<const float> initial_state;  // optional [Nseq,D,N]
   std::span<const std::int64_t> cu_seqlens;
 };
@@ -60,18 +70,25 @@ class SelectiveScan {
  public:
   template <class Algo = Recurrent, Executor E = Serial>
     requires(std::same_as<Algo, Recurrent> || requires { Algo::chunk; })
-  void forward(const SelectiveScanInputs& in, View3<float> y, View3<float> final_state = {},
+  void forward(const SelectiveScanInputs& in, MutElementView<3> y, View3<float> final_state = {},
                const SelectiveScanOptions& opt = {}, const E& exec = E{}) const {
     const Dims d = validate(in, y, final_state);
-    if constexpr (std::same_as<Algo, Recurrent>)
-      run_recurrent(in, d, y, final_state, opt, exec);
-    else
-      run_scan(in, d, Algo::chunk, y, final_state, opt, exec);
+    const Fp32Output y32(as_rank4(y));  // y formed in fp32, rounded once at the end
+    const View3<float> yf = as_rank3(y32.view());
+    in.x.visit([&](auto xv) {  // x, dt, B, C, z of their element type X, read widened
+      using X = typename decltype(xv)::value_type;
+      const Acts<X> a{xv, in.dt.as<X>(), in.Bm.as<X>(), in.Cm.as<X>(), in.z.as<X>()};
+      if constexpr (std::same_as<Algo, Recurrent>)
+        run_recurrent(in, a, d, yf, final_state, opt, exec);
+      else
+        run_scan(in, a, d, Algo::chunk, yf, final_state, opt, exec);
+    });
+    y32.finish();
   }
 
   /// Decode: state [B,D,N] read and updated in place.
   template <Executor E = Serial>
-  void step(const SelectiveScanInputs& in, View3<float> state, View3<float> y,
+  void step(const SelectiveScanInputs& in, View3<float> state, MutElementView<3> y,
             const SelectiveScanOptions& opt = {}, const E& exec = E{}) const {
     if (!in.initial_state.absent())
       throw Error("initial_state",
@@ -89,7 +106,27 @@ class SelectiveScan {
   };
   static constexpr index_t kChannelBlock = 16;  // channels per work item
 
-  static Dims validate(const SelectiveScanInputs& in, const View3<float>& y,
+  // The activations of element type X (one type, checked by validate).
+  template <Element X>
+  struct Acts {
+    View3<const X> x, dt;
+    View4<const X> Bm, Cm;
+    View3<const X> z;  // absent when not given
+  };
+
+  // y [B,T,D] as [B,T,1,D] (core/fp32_output.hpp takes rank 4), and back.
+  static MutEView4 as_rank4(const MutElementView<3>& y) {
+    return y.visit([](auto v) {
+      using T = typename decltype(v)::value_type;
+      return MutEView4(TensorView<T, 4>(v.data(), {v.size(0), v.size(1), 1, v.size(2)},
+                                        {v.stride(0), v.stride(1), 0, v.stride(2)}));
+    });
+  }
+  static View3<float> as_rank3(const View4<float>& y) {
+    return {y.data(), {y.size(0), y.size(1), y.size(3)}, {y.stride(0), y.stride(1), y.stride(3)}};
+  }
+
+  static Dims validate(const SelectiveScanInputs& in, const MutElementView<3>& y,
                        const View3<float>& fin) {
     check::required("x", in.x);
     check::required("dt", in.dt);
@@ -122,6 +159,10 @@ class SelectiveScan {
       check::shape_is("z", in.z, xs, "same as x [B,T,D]");
     }
     check::shape_is("y", y, xs, "same as x [B,T,D]");
+    for (const auto& [name, v] : {std::pair{"dt", in.dt}, std::pair{"z", in.z}})
+      check::dtype_is(name, v, in.x.dtype(), kOneType);
+    check::dtype_is("B", in.Bm, in.x.dtype(), kOneType);
+    check::dtype_is("C", in.Cm, in.x.dtype(), kOneType);
     d.S = check::cu_seqlens("cu_seqlens", in.cu_seqlens, d.B, d.T);
     if (!in.initial_state.absent()) {
       check::well_formed("initial_state", in.initial_state);
@@ -134,35 +175,42 @@ class SelectiveScan {
     return d;
   }
 
-  static float delta(const SelectiveScanInputs& in, const SelectiveScanOptions& opt, index_t b,
-                     index_t t, index_t c) {
-    double v = in.dt(b, t, c);
+  static constexpr const char* kOneType =
+      "the selective scan (one element type for x, dt, B, C and z, x's)";
+
+  template <Element X>
+  static float delta(const SelectiveScanInputs& in, const Acts<X>& a,
+                     const SelectiveScanOptions& opt, index_t b, index_t t, index_t c) {
+    double v = to_float(a.dt(b, t, c));
     if (!in.dt_bias.absent()) v += in.dt_bias(c);
     if (opt.dt_softplus) v = v > 20.0 ? v : std::log1p(std::exp(v));  // torch's threshold
     return static_cast<float>(v);
   }
 
   // y[c] of token t from the state row h[c][·] (C·h + D x, gated by silu(z)).
-  static float readout(const SelectiveScanInputs& in, const Dims& d, index_t b, index_t t,
-                       const float* h, index_t g) {
+  template <Element X>
+  static float readout(const Acts<X>& a, const Dims& d, index_t b, index_t t, const float* h,
+                       index_t g) {
     float acc = 0.f;
-    for (index_t n = 0; n < d.N; ++n) acc = in.Cm(b, t, g, n) * h[n] + acc;
+    for (index_t n = 0; n < d.N; ++n) acc = to_float(a.Cm(b, t, g, n)) * h[n] + acc;
     return acc;
   }
-  static float finish(const SelectiveScanInputs& in, index_t b, index_t t, index_t c, float acc) {
-    const float xv = in.x(b, t, c);
+  template <Element X>
+  static float finish(const SelectiveScanInputs& in, const Acts<X>& a, index_t b, index_t t,
+                      index_t c, float acc) {
+    const float xv = to_float(a.x(b, t, c));
     if (!in.D.absent()) acc = in.D(c) * xv + acc;
-    if (!in.z.absent()) {
-      const double zv = in.z(b, t, c);
+    if (!a.z.absent()) {
+      const double zv = to_float(a.z(b, t, c));
       acc = static_cast<float>(acc * (zv / (1.0 + std::exp(-zv))));
     }
     return acc;
   }
 
-  template <class E>
-  static void run_recurrent(const SelectiveScanInputs& in, const Dims& d, const View3<float>& y,
-                            const View3<float>& fin, const SelectiveScanOptions& opt,
-                            const E& exec) {
+  template <Element X, class E>
+  static void run_recurrent(const SelectiveScanInputs& in, const Acts<X>& a, const Dims& d,
+                            const View3<float>& y, const View3<float>& fin,
+                            const SelectiveScanOptions& opt, const E& exec) {
     const auto segs = segments(d.B, d.T, in.cu_seqlens);
     const index_t blocks = (d.D + kChannelBlock - 1) / kChannelBlock;
     exec.parallel_for(d.S * blocks, [&](std::int64_t task) {
@@ -177,11 +225,11 @@ class SelectiveScan {
       for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
         for (index_t c = c0; c < c1; ++c) {
           const index_t g = c / (d.D / d.G);
-          const float dl = delta(in, opt, sg.batch, t, c), xv = in.x(sg.batch, t, c);
+          const float dl = delta(in, a, opt, sg.batch, t, c), xv = to_float(a.x(sg.batch, t, c));
           float* hc = h.data() + (c - c0) * d.N;
           for (index_t n = 0; n < d.N; ++n)
-            hc[n] = std::exp(dl * in.A(c, n)) * hc[n] + dl * in.Bm(sg.batch, t, g, n) * xv;
-          y(sg.batch, t, c) = finish(in, sg.batch, t, c, readout(in, d, sg.batch, t, hc, g));
+            hc[n] = std::exp(dl * in.A(c, n)) * hc[n] + dl * to_float(a.Bm(sg.batch, t, g, n)) * xv;
+          y(sg.batch, t, c) = finish(in, a, sg.batch, t, c, readout(a, d, sg.batch, t, hc, g));
         }
       }
       if (!fin.absent())
@@ -192,8 +240,8 @@ class SelectiveScan {
 
   // Blocked scan (see the header comment): local scans from zero with the cumulative log decay,
   // carries in chunk order, then the carry's contribution C_t·(exp(cum_t) ⊙ carry) added.
-  template <class E>
-  static void run_scan(const SelectiveScanInputs& in, const Dims& d, index_t Cn,
+  template <Element X, class E>
+  static void run_scan(const SelectiveScanInputs& in, const Acts<X>& a, const Dims& d, index_t Cn,
                        const View3<float>& y, const View3<float>& fin,
                        const SelectiveScanOptions& opt, const E& exec) {
     const auto segs = segments(d.B, d.T, in.cu_seqlens);
@@ -227,14 +275,14 @@ class SelectiveScan {
       for (index_t t = t0; t < t1; ++t)
         for (index_t c = c0; c < c1; ++c) {
           const index_t g = c / (d.D / d.G);
-          const float dl = delta(in, opt, sg.batch, t, c), xv = in.x(sg.batch, t, c);
+          const float dl = delta(in, a, opt, sg.batch, t, c), xv = to_float(a.x(sg.batch, t, c));
           float* hc = hh + c * d.N;
           for (index_t n = 0; n < d.N; ++n) {
             const float la = dl * in.A(c, n);
             cum[c * d.N + n] += la;
-            hc[n] = std::exp(la) * hc[n] + dl * in.Bm(sg.batch, t, g, n) * xv;
+            hc[n] = std::exp(la) * hc[n] + dl * to_float(a.Bm(sg.batch, t, g, n)) * xv;
           }
-          y(sg.batch, t, c) = readout(in, d, sg.batch, t, hc, g);  // local part only
+          y(sg.batch, t, c) = readout(a, d, sg.batch, t, hc, g);  // local part only
         }
     });
     // 2. Carries in order per (sequence, channel block); the final state.
@@ -274,14 +322,14 @@ class SelectiveScan {
       for (index_t t = t0; t < t1; ++t)
         for (index_t c = c0; c < c1; ++c) {
           const index_t g = c / (d.D / d.G);
-          const float dl = delta(in, opt, sg.batch, t, c);
+          const float dl = delta(in, a, opt, sg.batch, t, c);
           float acc = y(sg.batch, t, c);
           for (index_t n = 0; n < d.N; ++n) {
             float& cu = cum[(c - c0) * d.N + n];
             cu += dl * in.A(c, n);
-            acc = in.Cm(sg.batch, t, g, n) * std::exp(cu) * cin[c * d.N + n] + acc;
+            acc = to_float(a.Cm(sg.batch, t, g, n)) * std::exp(cu) * cin[c * d.N + n] + acc;
           }
-          y(sg.batch, t, c) = finish(in, sg.batch, t, c, acc);
+          y(sg.batch, t, c) = finish(in, a, sg.batch, t, c, acc);
         }
     });
   }

@@ -32,7 +32,12 @@
 // over all queries), applies RoPE to q and k in the numerator only (φ(q)·mean(φk) is the
 // denominator) — positional encodings are the model's business here, as MALA's; it multiplies k
 // by α·n and then kv by n^-1, which cancel. The projections are the model's.
-// Element types: fp32 only.
+// Element types (docs/conventions.md §9.8): q, k, v and the output features' gate fp32, bf16 or
+// fp16, one type for all four (else an Error naming k, v or gate), read widened exactly (φ(q),
+// k̃ and, when it is not fp32, v go to the kernels as fp32 scratch, as for LightNet; LePE reads v
+// widened); o of any of the three, formed in fp32 (normalised, + LePE, ⊙ gate) and rounded once
+// (core/fp32_output.hpp); q̄, the states, log C and the LePE kernel and cache fp32. bf16 / fp16
+// inputs give the fp32 operator's bits on the widened values.
 #pragma once
 
 #include <algorithm>
@@ -42,16 +47,20 @@
 #include <span>
 #include <vector>
 
+#include "polyattn/core/element_view.hpp"
+#include "polyattn/core/fp32_output.hpp"
+#include "polyattn/core/overlap.hpp"
 #include "polyattn/linear/presets.hpp"
 #include "polyattn/papers/token_conv.hpp"
 
 namespace polyattn::papers {
 
 struct RalaInputs {
-  View4<const float> q, k;                   // [B,T,H,K] raw (φ = elu+1 applied here)
-  View4<const float> v;                      // [B,T,HV,V]
+  EView4 q, k;                               // [B,T,H,K] raw (φ = elu+1 applied here), fp32,
+                                             // bf16 or fp16 (one type for q, k, v, gate)
+  EView4 v;                                  // [B,T,HV,V]
   View3<const float> q_mean;                 // [N,H,K] the global query q̄ (mapped)
-  View4<const float> gate;                   // optional [B,T,HV,V]: o = (y + LePE) ⊙ gate
+  EView4 gate;                               // optional [B,T,HV,V]: o = (y + LePE) ⊙ gate
   View4<const float> initial_state;          // optional [N,HV,K,V] S = Σ α φk vᵀ
   View3<const float> initial_z;              // [N,H,K] Σ α φk (with initial_state)
   TensorView<const float, 2> initial_log_c;  // [N,H] log Σ e^{s} (with initial_state)
@@ -59,7 +68,7 @@ struct RalaInputs {
 };
 
 struct RalaOutputs {
-  View4<float> o;                    // [B,T,HV,V]
+  MutEView4 o;                       // [B,T,HV,V] fp32, bf16 or fp16
   View4<float> final_state;          // optional [N,HV,K,V]
   View3<float> final_z;              // optional [N,H,K]
   TensorView<float, 2> final_log_c;  // optional [N,H]
@@ -71,8 +80,8 @@ struct RalaOptions {
 };
 
 /// q̄ of the paper: mean of φ(q) = elu(q)+1 over each sequence. q [B,T,H,K] -> out [N,H,K]
-/// (an empty sequence gets zeros).
-inline void rala_query_mean(const View4<const float>& q, std::span<const std::int64_t> cu_seqlens,
+/// (an empty sequence gets zeros). q fp32, bf16 or fp16 (read widened), out fp32.
+inline void rala_query_mean(const EView4& q, std::span<const std::int64_t> cu_seqlens,
                             const View3<float>& out) {
   check::required("q", q);
   const index_t B = q.size(0), T = q.size(1), H = q.size(2), K = q.size(3);
@@ -80,19 +89,21 @@ inline void rala_query_mean(const View4<const float>& q, std::span<const std::in
   check::required("q_mean", out);
   check::shape_is("q_mean", out, {N, H, K}, "[N,H,K]");
   const auto segs = segments(B, T, cu_seqlens);
-  for (index_t n = 0; n < N; ++n) {
-    const Segment& sg = segs[static_cast<std::size_t>(n)];
-    for (index_t h = 0; h < H; ++h)
-      for (index_t i = 0; i < K; ++i) {
-        double acc = 0.0;
-        for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
-          const double x = q(sg.batch, t, h, i);
-          acc += x > 0.0 ? x + 1.0 : std::exp(x);
+  q.visit([&](auto qx) {  // q of its element type, read widened
+    for (index_t n = 0; n < N; ++n) {
+      const Segment& sg = segs[static_cast<std::size_t>(n)];
+      for (index_t h = 0; h < H; ++h)
+        for (index_t i = 0; i < K; ++i) {
+          double acc = 0.0;
+          for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
+            const double x = to_float(qx(sg.batch, t, h, i));
+            acc += x > 0.0 ? x + 1.0 : std::exp(x);
+          }
+          out(n, h, i) =
+              static_cast<float>(sg.length > 0 ? acc / static_cast<double>(sg.length) : 0.0);
         }
-        out(n, h, i) =
-            static_cast<float>(sg.length > 0 ? acc / static_cast<double>(sg.length) : 0.0);
-      }
-  }
+    }
+  });
 }
 
 class Rala {
@@ -110,7 +121,7 @@ class Rala {
   /// conv has a weight of width > 1) read and updated in place.
   template <Executor E = Serial>
   void step(const RalaInputs& in, View4<float> state, View3<float> z, TensorView<float, 2> log_c,
-            const TokenConv& conv, View4<float> conv_cache, View4<float> o,
+            const TokenConv& conv, View4<float> conv_cache, MutEView4 o,
             const RalaOptions& opt = {}, const LinearRunOptions& run = {},
             const E& exec = E{}) const {
     if (!in.initial_state.absent() || !in.initial_z.absent() || !in.initial_log_c.absent())
@@ -152,6 +163,9 @@ class Rala {
       check::well_formed("gate", in.gate);
       check::shape_is("gate", in.gate, {B, T, HV, V}, "same as v [B,T,HV,V]");
     }
+    for (const auto& [name, x] :
+         {std::pair{"k", in.k}, std::pair{"v", in.v}, std::pair{"gate", in.gate}})
+      check::dtype_is(name, x, in.q.dtype(), "RALA (one element type for q, k, v and gate, q's)");
     if (!opt.eps || !std::isfinite(opt.eps) || opt.eps < 0)
       throw Error("eps", "must be finite and positive, got " + std::to_string(opt.eps));
     if (run.scale)
@@ -165,6 +179,10 @@ class Rala {
                   : in.initial_log_c.absent() ? "initial_log_c"
                                               : "initial_state",
                   "initial_state, initial_z and initial_log_c come together");
+    // The kernels see scratch copies of q, k (and v), and o is written before the gate is read.
+    check::writes_disjoint({memory::region("o", out.o)},
+                           {memory::region("q", in.q), memory::region("k", in.k),
+                            memory::region("v", in.v), memory::region("gate", in.gate)});
     if (has0) {
       check::well_formed("initial_z", in.initial_z);
       check::shape_is("initial_z", in.initial_z, {N, H, K}, "[N,H,K]");
@@ -198,68 +216,82 @@ class Rala {
     std::vector<double> zf(static_cast<std::size_t>(std::max<index_t>(N * H * K, 1))),
         cf(static_cast<std::size_t>(std::max<index_t>(N * H, 1)));
     std::vector<double> z(static_cast<std::size_t>(K)), phik(static_cast<std::size_t>(K));
-    for (index_t n = 0; n < N; ++n) {
-      const Segment& sg = segs[static_cast<std::size_t>(n)];
-      for (index_t h = 0; h < H; ++h) {
-        double logc = -std::numeric_limits<double>::infinity();
-        for (index_t i = 0; i < K; ++i) z[static_cast<std::size_t>(i)] = 0.0;
-        if (has0) {
-          logc = in.initial_log_c(n, h);
-          for (index_t i = 0; i < K; ++i) z[static_cast<std::size_t>(i)] = in.initial_z(n, h, i);
-        }
-        for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
-          double sc = 0.0;
-          for (index_t i = 0; i < K; ++i) {
-            const double x = in.k(sg.batch, t, h, i);
-            const double p = x > 0.0 ? x + 1.0 : std::exp(x);
-            phik[static_cast<std::size_t>(i)] = p;
-            sc += static_cast<double>(in.q_mean(n, h, i)) * p;
+    in.k.visit([&](auto kx) {  // k of its element type, read widened
+      for (index_t n = 0; n < N; ++n) {
+        const Segment& sg = segs[static_cast<std::size_t>(n)];
+        for (index_t h = 0; h < H; ++h) {
+          double logc = -std::numeric_limits<double>::infinity();
+          for (index_t i = 0; i < K; ++i) z[static_cast<std::size_t>(i)] = 0.0;
+          if (has0) {
+            logc = in.initial_log_c(n, h);
+            for (index_t i = 0; i < K; ++i) z[static_cast<std::size_t>(i)] = in.initial_z(n, h, i);
           }
-          sc *= scale;
-          const double hi = std::max(logc, sc), lo = std::min(logc, sc);
-          const double lc = hi + std::log1p(std::exp(lo - hi));  // logaddexp(log C, s)
-          const double gamma = std::isinf(logc) && logc < 0 ? 0.0 : logc - lc;
-          const double w = std::exp(sc - lc), decay = std::exp(gamma);
-          double d = 0.0;
-          for (index_t i = 0; i < K; ++i) {
-            const auto ii = static_cast<std::size_t>(i);
-            const double kk = w * phik[ii];
-            kv(sg.batch, t, h, i) = static_cast<float>(kk);
-            z[ii] = decay * z[ii] + kk;
-            d += static_cast<double>(qv(sg.batch, t, h, i)) * z[ii];
+          for (index_t t = sg.begin; t < sg.begin + sg.length; ++t) {
+            double sc = 0.0;
+            for (index_t i = 0; i < K; ++i) {
+              const double x = to_float(kx(sg.batch, t, h, i));
+              const double p = x > 0.0 ? x + 1.0 : std::exp(x);
+              phik[static_cast<std::size_t>(i)] = p;
+              sc += static_cast<double>(in.q_mean(n, h, i)) * p;
+            }
+            sc *= scale;
+            const double hi = std::max(logc, sc), lo = std::min(logc, sc);
+            const double lc = hi + std::log1p(std::exp(lo - hi));  // logaddexp(log C, s)
+            const double gamma = std::isinf(logc) && logc < 0 ? 0.0 : logc - lc;
+            const double w = std::exp(sc - lc), decay = std::exp(gamma);
+            double d = 0.0;
+            for (index_t i = 0; i < K; ++i) {
+              const auto ii = static_cast<std::size_t>(i);
+              const double kk = w * phik[ii];
+              kv(sg.batch, t, h, i) = static_cast<float>(kk);
+              z[ii] = decay * z[ii] + kk;
+              d += static_cast<double>(qv(sg.batch, t, h, i)) * z[ii];
+            }
+            den[static_cast<std::size_t>((sg.batch * T + t) * H + h)] = d + opt.eps;
+            for (index_t g = 0; g < G; ++g)
+              gv[static_cast<std::size_t>((sg.batch * T + t) * HV + h * G + g)] =
+                  static_cast<float>(gamma);
+            logc = lc;
           }
-          den[static_cast<std::size_t>((sg.batch * T + t) * H + h)] = d + opt.eps;
-          for (index_t g = 0; g < G; ++g)
-            gv[static_cast<std::size_t>((sg.batch * T + t) * HV + h * G + g)] =
-                static_cast<float>(gamma);
-          logc = lc;
+          cf[static_cast<std::size_t>(n * H + h)] = logc;
+          for (index_t i = 0; i < K; ++i)
+            zf[static_cast<std::size_t>((n * H + h) * K + i)] = z[static_cast<std::size_t>(i)];
         }
-        cf[static_cast<std::size_t>(n * H + h)] = logc;
-        for (index_t i = 0; i < K; ++i)
-          zf[static_cast<std::size_t>((n * H + h) * K + i)] = z[static_cast<std::size_t>(i)];
       }
+    });
+    LinearInputs lin{.q = qv,
+                     .k = kv,
+                     .v = in.v,
+                     .g = View3<const float>::contiguous(gv.data(), {B, T, HV}),
+                     .initial_state = in.initial_state,
+                     .cu_seqlens = in.cu_seqlens};
+    std::vector<float> vw;
+    if (!in.v.is<float>()) {  // the kernels take one element type: v widened like φ(q), k̃
+      vw.resize(static_cast<std::size_t>(std::max<index_t>(in.v.numel(), 1)));
+      const auto vv = View4<float>::contiguous(vw.data(), in.v.shape());
+      apply_rows(Identity{}, in.v, vv);
+      lin.v = vv;
     }
-    const LinearInputs lin{.q = qv,
-                           .k = kv,
-                           .v = in.v,
-                           .g = View3<const float>::contiguous(gv.data(), {B, T, HV}),
-                           .initial_state = in.initial_state,
-                           .cu_seqlens = in.cu_seqlens};
-    gla_.template forward<Algo>(lin, {.o = out.o, .final_state = out.final_state}, run, exec);
+    const Fp32Output o32(out.o);  // o formed in fp32, rounded once at the end
+    const View4<float>& o = o32.view();
+    gla_.template forward<Algo>(lin, {.o = o, .final_state = out.final_state}, run, exec);
     // Normalise, then LePE, then the output features.
     for (index_t b = 0; b < B; ++b)
       for (index_t t = 0; t < T; ++t)
         for (index_t hv = 0; hv < HV; ++hv) {
           const double dd = den[static_cast<std::size_t>((b * T + t) * H + hv / G)];
           for (index_t j = 0; j < V; ++j)
-            out.o(b, t, hv, j) = static_cast<float>(static_cast<double>(out.o(b, t, hv, j)) / dd);
+            o(b, t, hv, j) = static_cast<float>(static_cast<double>(o(b, t, hv, j)) / dd);
         }
-    if (!conv.weight.absent()) token_conv_add_unchecked(in.v, conv, cache, in.cu_seqlens, out.o);
+    if (!conv.weight.absent()) token_conv_add_unchecked(in.v, conv, cache, in.cu_seqlens, o);
     if (!in.gate.absent())
-      for (index_t b = 0; b < B; ++b)
-        for (index_t t = 0; t < T; ++t)
-          for (index_t hv = 0; hv < HV; ++hv)
-            for (index_t j = 0; j < V; ++j) out.o(b, t, hv, j) *= in.gate(b, t, hv, j);
+      in.gate.visit([&](auto gx) {  // the gate of its element type, read widened
+        for (index_t b = 0; b < B; ++b)
+          for (index_t t = 0; t < T; ++t)
+            for (index_t hv = 0; hv < HV; ++hv)
+              for (index_t j = 0; j < V; ++j) o(b, t, hv, j) *= to_float(gx(b, t, hv, j));
+      });
+    o32.finish();
     for (index_t n = 0; n < N; ++n)
       for (index_t h = 0; h < H; ++h) {
         if (!out.final_log_c.absent())

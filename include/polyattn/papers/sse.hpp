@@ -30,7 +30,12 @@
 // enters with k = 0 and g = 0), and the read-outs are summed back per token (shared state first,
 // partitions in order). States [(1+P)·N, HV, K, V], row p·N + n (p = 0 the shared state).
 // GVA and varlen (cu_seqlens) as the family; decode: step() with the state in place.
-// Element types: fp32 only.
+// Element types (docs/conventions.md §9.8): q1, k1, q2, k2, v fp32, bf16 or fp16, one type for
+// all five (else an Error naming the first of k1, q2, k2, v that differs from q1), read widened
+// exactly as they are gathered into the packed fp32 rows (the copy made anyway); o of any of the
+// three, the read-outs summed in fp32 and rounded once (core/fp32_output.hpp); g1, g2, the
+// router logits e and the states fp32. bf16 / fp16 inputs give the fp32 operator's bits on the
+// widened values.
 #pragma once
 
 #include <algorithm>
@@ -38,14 +43,17 @@
 #include <span>
 #include <vector>
 
+#include "polyattn/core/element_view.hpp"
+#include "polyattn/core/fp32_output.hpp"
 #include "polyattn/linear/presets.hpp"
 
 namespace polyattn::papers {
 
 struct SseInputs {
-  View4<const float> q1, k1;  // [B,T,H,K] the shared state's query and key
-  View4<const float> q2, k2;  // [B,T,H,K] the partitions' (one set for all partitions)
-  View4<const float> v;       // [B,T,HV,V]
+  EView4 q1, k1;              // [B,T,H,K] the shared state's query and key: fp32, bf16 or
+                              // fp16, one type for q1, k1, q2, k2, v
+  EView4 q2, k2;              // [B,T,H,K] the partitions' (one set for all partitions)
+  EView4 v;                   // [B,T,HV,V]
   View4<const float> g1, g2;  // [B,T,HV,K] log-decays (≤ 0) of the shared state, partitions
   View3<const float> e;       // [B,T,P] router logits
   View4<const float> initial_state;  // optional [(1+P)·N,HV,K,V], row p·N + n
@@ -77,7 +85,7 @@ class SparseStateExpansion {
  public:
   /// Prefill. @throws polyattn::Error naming the bad argument; outputs are then untouched
   template <LinearAlgorithm Algo = Recurrent, Executor E = Serial>
-  void forward(const SseInputs& in, View4<float> o, View4<float> final_state = {},
+  void forward(const SseInputs& in, MutEView4 o, View4<float> final_state = {},
                const SseOptions& opt = {}, const LinearRunOptions& run = {},
                const E& exec = E{}) const {
     check::required("q1", in.q1);
@@ -90,11 +98,13 @@ class SparseStateExpansion {
          {std::pair{"k1", in.k1}, std::pair{"q2", in.q2}, std::pair{"k2", in.k2}}) {
       check::required(name, x);
       check::shape_is(name, x, qs, "same as q1 [B,T,H,K]");
+      check::dtype_is(name, x, in.q1.dtype(), kOneType);
     }
     check::required("v", in.v);
     check::heads_divide("v", H, in.v.size(2));
     const index_t HV = in.v.size(2), V = in.v.size(3);
     check::shape_is("v", in.v, {B, T, HV, V}, "[B,T,HV,V]");
+    check::dtype_is("v", in.v, in.q1.dtype(), kOneType);
     check::shape_is("o", o, {B, T, HV, V}, "same as v [B,T,HV,V]");
     for (const auto& [name, x] : {std::pair{"g1", in.g1}, std::pair{"g2", in.g2}}) {
       check::required(name, x);
@@ -151,32 +161,37 @@ class SparseStateExpansion {
     };
     std::vector<float> pq(sz(L, H, K)), pk(sz(L, H, K)), pv(sz(L, HV, V)), pg(sz(L, HV, K)),
         po(sz(L, HV, V));
-    for (index_t p = 0; p <= P; ++p)
-      for (index_t n = 0; n < N; ++n)
-        for (auto r = cu[static_cast<std::size_t>(p * N + n)];
-             r < cu[static_cast<std::size_t>(p * N + n) + 1]; ++r) {
-          const Row& x = src[static_cast<std::size_t>(r)];
-          const auto at = static_cast<std::size_t>((x.batch * T + x.t) * P + p - 1);
-          const double a_q = p == 0 ? 1.0 : (rd[at] ? eta[at] : 0.0);
-          const double a_k = p == 0 ? 1.0 : (wr[at] ? eta[at] : 0.0);
-          const bool decays = p == 0 || wr[at];
-          const auto& q = p == 0 ? in.q1 : in.q2;
-          const auto& k = p == 0 ? in.k1 : in.k2;
-          const auto& g = p == 0 ? in.g1 : in.g2;
-          for (index_t h = 0; h < H; ++h)
-            for (index_t i = 0; i < K; ++i) {
-              const auto d = static_cast<std::size_t>((r * H + h) * K + i);
-              pq[d] = static_cast<float>(a_q * q(x.batch, x.t, h, i));
-              pk[d] = static_cast<float>(a_k * k(x.batch, x.t, h, i));
+    in.q1.visit([&](auto q1) {  // q1, k1, q2, k2, v of their element type X, read widened
+      using X = typename decltype(q1)::value_type;
+      const auto k1 = in.k1.as<X>(), q2 = in.q2.as<X>(), k2 = in.k2.as<X>(), vx = in.v.as<X>();
+      for (index_t p = 0; p <= P; ++p)
+        for (index_t n = 0; n < N; ++n)
+          for (auto r = cu[static_cast<std::size_t>(p * N + n)];
+               r < cu[static_cast<std::size_t>(p * N + n) + 1]; ++r) {
+            const Row& x = src[static_cast<std::size_t>(r)];
+            const auto at = static_cast<std::size_t>((x.batch * T + x.t) * P + p - 1);
+            const double a_q = p == 0 ? 1.0 : (rd[at] ? eta[at] : 0.0);
+            const double a_k = p == 0 ? 1.0 : (wr[at] ? eta[at] : 0.0);
+            const bool decays = p == 0 || wr[at];
+            const auto& q = p == 0 ? q1 : q2;
+            const auto& k = p == 0 ? k1 : k2;
+            const auto& g = p == 0 ? in.g1 : in.g2;
+            for (index_t h = 0; h < H; ++h)
+              for (index_t i = 0; i < K; ++i) {
+                const auto d = static_cast<std::size_t>((r * H + h) * K + i);
+                pq[d] = static_cast<float>(a_q * to_float(q(x.batch, x.t, h, i)));
+                pk[d] = static_cast<float>(a_k * to_float(k(x.batch, x.t, h, i)));
+              }
+            for (index_t hv = 0; hv < HV; ++hv) {
+              for (index_t i = 0; i < K; ++i)
+                pg[static_cast<std::size_t>((r * HV + hv) * K + i)] =
+                    decays ? g(x.batch, x.t, hv, i) : 0.f;
+              for (index_t j = 0; j < V; ++j)
+                pv[static_cast<std::size_t>((r * HV + hv) * V + j)] =
+                    to_float(vx(x.batch, x.t, hv, j));
             }
-          for (index_t hv = 0; hv < HV; ++hv) {
-            for (index_t i = 0; i < K; ++i)
-              pg[static_cast<std::size_t>((r * HV + hv) * K + i)] =
-                  decays ? g(x.batch, x.t, hv, i) : 0.f;
-            for (index_t j = 0; j < V; ++j)
-              pv[static_cast<std::size_t>((r * HV + hv) * V + j)] = in.v(x.batch, x.t, hv, j);
           }
-        }
+    });
     const LinearInputs packed{.q = bthd<const float>(pq.data(), 1, L, H, K),
                               .k = bthd<const float>(pk.data(), 1, L, H, K),
                               .v = bthd<const float>(pv.data(), 1, L, HV, V),
@@ -185,23 +200,27 @@ class SparseStateExpansion {
                               .cu_seqlens = cu};
     gla_.template forward<Algo>(
         packed, {.o = bthd(po.data(), 1, L, HV, V), .final_state = final_state}, run, exec);
-    // Scatter: o_t = Σ_p read-out of state p at t (p = 0 first); unread rows add exact zeros.
+    // Scatter: o_t = Σ_p read-out of state p at t (p = 0 first), in fp32; unread rows add exact
+    // zeros. A bf16 / fp16 o gets the sum rounded once.
+    const Fp32Output o32(o);
+    const View4<float>& of = o32.view();
     for (index_t b = 0; b < B; ++b)
       for (index_t t = 0; t < T; ++t)
         for (index_t hv = 0; hv < HV; ++hv)
-          for (index_t j = 0; j < V; ++j) o(b, t, hv, j) = 0.f;
+          for (index_t j = 0; j < V; ++j) of(b, t, hv, j) = 0.f;
     for (index_t r = 0; r < L; ++r) {
       const Row& x = src[static_cast<std::size_t>(r)];
       for (index_t hv = 0; hv < HV; ++hv)
         for (index_t j = 0; j < V; ++j)
-          o(x.batch, x.t, hv, j) += po[static_cast<std::size_t>((r * HV + hv) * V + j)];
+          of(x.batch, x.t, hv, j) += po[static_cast<std::size_t>((r * HV + hv) * V + j)];
     }
+    o32.finish();
   }
 
   /// Decode: the new tokens (usually 1) of B sequences, state [(1+P)·B,HV,K,V] read and updated
   /// in place (a partition neither written nor read keeps its bits).
   template <Executor E = Serial>
-  void step(const SseInputs& in, View4<float> state, View4<float> o, const SseOptions& opt = {},
+  void step(const SseInputs& in, View4<float> state, MutEView4 o, const SseOptions& opt = {},
             const LinearRunOptions& run = {}, const E& exec = E{}) const {
     if (!in.initial_state.absent())
       throw Error("initial_state",
@@ -214,6 +233,7 @@ class SparseStateExpansion {
   }
 
  private:
+  static constexpr const char* kOneType = "SSE (one element type for q1, k1, q2, k2 and v, q1's)";
   ::polyattn::presets::gla gla_{};
 };
 

@@ -435,11 +435,11 @@ inline std::vector<double> nala_key_features(const std::vector<double>& k) {
   return f;
 }
 
-/// o += causal depthwise conv of x (papers/token_conv.hpp), history from cache_in or zeros.
+/// o += causal depthwise conv of x (papers/token_conv.hpp), history from cache_in or zeros; x
+/// fp32, bf16 or fp16, read widened.
 template <class Out>
-void token_conv(const View4<const float>& x, const papers::TokenConv& conv,
-                View4<const float> cache_in, std::span<const std::int64_t> cu_seqlens,
-                const View4<Out>& o) {
+void token_conv(const ElementView<4>& x, const papers::TokenConv& conv, View4<const float> cache_in,
+                std::span<const std::int64_t> cu_seqlens, const View4<Out>& o) {
   const index_t B = x.size(0), T = x.size(1), HX = x.size(2), V = x.size(3);
   const index_t W = conv.width();
   const auto segs = segments(B, T, cu_seqlens);
