@@ -278,18 +278,35 @@ void set_counters(benchmark::State& st, double seconds, index_t T, double pairs,
   if (seconds > 0) st.counters["tokens/s"] = static_cast<double>(T) / seconds;
 }
 
-// ---- cases --------------------------------------------------------------------------------------
+double causal_pairs(index_t T) {  // per head
+  const double t = static_cast<double>(T);
+  return t * (t + 1) / 2;
+}
 
-void bm_dense(benchmark::State& st, index_t T, int threads, bool causal = true) {
-  Data& d = data(T);
-  const auto in = inputs(d);
-  const auto o = polyattn::bthd(d.o.data(), 1, T, kH, kD);
+// speedup_vs_dense against the dense case keyed `base` (T: causal, −T: full), when it ran.
+void set_speedup(benchmark::State& st, double seconds, index_t base, int threads) {
+  if (const auto it = dense_seconds().find({base, threads}); it != dense_seconds().end())
+    st.counters["speedup_vs_dense"] = it->second / seconds;
+}
+
+// selector_ms / selector_frac of a selection taking select_s, and the speedup over dense causal.
+void set_selector_counters(benchmark::State& st, double seconds, double select_s, index_t T,
+                           int threads) {
+  st.counters["selector_ms"] = select_s * 1e3;
+  st.counters["selector_frac"] = select_s / seconds;
+  set_speedup(st, seconds, T, threads);
+}
+
+// Times run(exec) in the benchmark's loop on `threads` threads: seconds per iteration, 0 when it
+// threw (the benchmark is then skipped with the error).
+template <class Run>
+double time_loop(benchmark::State& st, int threads, Run&& run) {
   double seconds = 0;
   with_executor(threads, [&](const auto& exec) {
     const pb::LoopTimer timer(threads);
     for (auto _ : st) {
       try {
-        polyattn::softmax::flash_attention(in, causal ? kCausal : kFull, o, exec);
+        run(exec);
       } catch (const std::exception& e) {
         st.SkipWithError(e.what());
         break;
@@ -298,38 +315,79 @@ void bm_dense(benchmark::State& st, index_t T, int threads, bool causal = true) 
     }
     seconds = timer.per_iteration(st);
   });
+  return seconds;
+}
+
+// A selection and the attention on it: select(exec) alone, best of 3 into select_s (outside the
+// loop), then attend(exec) timed as time_loop does. 0 when either threw.
+template <class Select, class Attend>
+double time_selected(benchmark::State& st, int threads, double& select_s, Select&& select,
+                     Attend&& attend) {
+  select_s = 1e300;
+  try {
+    with_executor(threads, [&](const auto& exec) {
+      for (int r = 0; r < 3; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        select(exec);
+        select_s = std::min(select_s, pb::seconds_since(t0));
+      }
+    });
+  } catch (const std::exception& e) {
+    st.SkipWithError(e.what());
+    return 0;
+  }
+  return time_loop(st, threads, attend);
+}
+
+// ---- cases --------------------------------------------------------------------------------------
+// Each case is bm_<name>(st, T, threads), or bm_sparse / bm_select of a selector.
+
+template <bool causal>
+void bm_dense(benchmark::State& st, index_t T, int threads) {
+  Data& d = data(T);
+  const auto in = inputs(d);
+  const auto o = polyattn::bthd(d.o.data(), 1, T, kH, kD);
+  const double seconds = time_loop(st, threads, [&](const auto& exec) {
+    polyattn::softmax::flash_attention(in, causal ? kCausal : kFull, o, exec);
+  });
   if (seconds > 0) dense_seconds()[{causal ? T : -T, threads}] = seconds;
   const double t = static_cast<double>(T);
-  set_counters(st, seconds, T, kH * (causal ? t * (t + 1) / 2 : t * t), threads);
+  set_counters(st, seconds, T, kH * (causal ? causal_pairs(T) : t * t), threads);
 }
 
 // A fused-mask operator run(in, o, exec) with `pairs` visible (query, key) pairs per head, against
-// the dense case keyed `base` (T: causal, −T: full).
+// the dense case keyed `base` (T: causal, −T: full) with base_pairs.
 template <class Run>
 void bm_fused(benchmark::State& st, Run run, index_t T, int threads, double pairs,
               double base_pairs, index_t base) {
   Data& d = data(T);
   const auto in = inputs(d);
   const auto o = polyattn::bthd(d.o.data(), 1, T, kH, kD);
-  double seconds = 0;
-  with_executor(threads, [&](const auto& exec) {
-    const pb::LoopTimer timer(threads);
-    for (auto _ : st) {
-      try {
-        run(in, o, exec);
-      } catch (const std::exception& e) {
-        st.SkipWithError(e.what());
-        break;
-      }
-      benchmark::ClobberMemory();
-    }
-    seconds = timer.per_iteration(st);
-  });
+  const double seconds = time_loop(st, threads, [&](const auto& exec) { run(in, o, exec); });
   if (seconds <= 0) return;
   set_counters(st, seconds, T, kH * pairs, threads);
   st.counters["kept_frac"] = pairs / base_pairs;
-  if (const auto it = dense_seconds().find({base, threads}); it != dense_seconds().end())
-    st.counters["speedup_vs_dense"] = it->second / seconds;
+  set_speedup(st, seconds, base, threads);
+}
+
+void bm_blockrank(benchmark::State& st, index_t T, int threads) {
+  const auto layout = blockrank_for(T);
+  bm_fused(
+      st,
+      [&](const auto& in, const auto& o, const auto& exec) {
+        polyattn::softmax::blockrank_attention(in, kCausal, layout, o, exec);
+      },
+      T, threads, blockrank_pairs(T), causal_pairs(T), T);
+}
+
+void bm_clear(benchmark::State& st, index_t T, int threads) {
+  const double t = static_cast<double>(T);
+  bm_fused(
+      st,
+      [&](const auto& in, const auto& o, const auto& exec) {
+        polyattn::softmax::clear_attention(in, kFull, clear_for(T), o, exec);
+      },
+      T, threads, clear_pairs(T), t * t, -T);
 }
 
 // Combiner: the summaries (timed alone, as a selector) and the attention, against dense causal.
@@ -338,39 +396,22 @@ void bm_combiner(benchmark::State& st, index_t T, int threads) {
   const auto in = inputs(d);
   const auto o = polyattn::bthd(d.o.data(), 1, T, kH, kD);
   const polyattn::softmax::CombinerConfig cfg{.segment = kCombinerSegment};
-  double seconds = 0, summary_s = 1e300;
-  with_executor(threads, [&](const auto& exec) {
-    try {
-      for (int r = 0; r < 3; ++r) {
-        const auto t0 = std::chrono::steady_clock::now();
-        benchmark::DoNotOptimize(polyattn::softmax::combiner_summaries(in, kCausal, cfg, exec));
-        summary_s = std::min(summary_s, pb::seconds_since(t0));
-      }
-    } catch (const std::exception& e) {
-      st.SkipWithError(e.what());
-      return;
-    }
-    const pb::LoopTimer timer(threads);
-    for (auto _ : st) {
-      try {
-        polyattn::softmax::combiner_attention(
-            in, kCausal, polyattn::softmax::combiner_summaries(in, kCausal, cfg, exec), o, exec);
-      } catch (const std::exception& e) {
-        st.SkipWithError(e.what());
-        break;
-      }
-      benchmark::ClobberMemory();
-    }
-    seconds = timer.per_iteration(st);
-  });
+  namespace psm = polyattn::softmax;
+  double summary_s = 0;
+  const double seconds = time_selected(
+      st, threads, summary_s,
+      [&](const auto& exec) {
+        benchmark::DoNotOptimize(psm::combiner_summaries(in, kCausal, cfg, exec));
+      },
+      [&](const auto& exec) {
+        psm::combiner_attention(in, kCausal, psm::combiner_summaries(in, kCausal, cfg, exec), o,
+                                exec);
+      });
   if (seconds <= 0) return;
-  const double t = static_cast<double>(T), pairs = combiner_pairs(T);
+  const double pairs = combiner_pairs(T);
   set_counters(st, seconds, T, kH * pairs, threads);
-  st.counters["kept_frac"] = pairs / (t * (t + 1) / 2);
-  st.counters["selector_ms"] = summary_s * 1e3;
-  st.counters["selector_frac"] = summary_s / seconds;
-  if (const auto it = dense_seconds().find({T, threads}); it != dense_seconds().end())
-    st.counters["speedup_vs_dense"] = it->second / seconds;
+  st.counters["kept_frac"] = pairs / causal_pairs(T);
+  set_selector_counters(st, seconds, summary_s, T, threads);
 }
 
 // DHSA: the selection (timed alone, as a selector) and the attention, against dense causal.
@@ -380,30 +421,13 @@ void bm_dhsa(benchmark::State& st, index_t T, int threads) {
   const auto o = polyattn::bthd(d.o.data(), 1, T, kH, kD);
   const auto bounds = dhsa_bounds(T);
   ps::DhsaSelection sel;
-  double seconds = 0, select_s = 1e300;
-  with_executor(threads, [&](const auto& exec) {
-    try {
-      for (int r = 0; r < 3; ++r) {
-        const auto t0 = std::chrono::steady_clock::now();
-        sel = ps::dhsa_select(in, kDhsa, bounds, exec);
-        select_s = std::min(select_s, pb::seconds_since(t0));
-      }
-    } catch (const std::exception& e) {
-      st.SkipWithError(e.what());
-      return;
-    }
-    const pb::LoopTimer timer(threads);
-    for (auto _ : st) {
-      try {
+  double select_s = 0;
+  const double seconds = time_selected(
+      st, threads, select_s,
+      [&](const auto& exec) { sel = ps::dhsa_select(in, kDhsa, bounds, exec); },
+      [&](const auto& exec) {
         ps::dhsa_attention(in, kCausal, ps::dhsa_select(in, kDhsa, bounds, exec), o, exec);
-      } catch (const std::exception& e) {
-        st.SkipWithError(e.what());
-        break;
-      }
-      benchmark::ClobberMemory();
-    }
-    seconds = timer.per_iteration(st);
-  });
+      });
   if (seconds <= 0) return;
   double pairs = 0;  // kept (query, key) pairs with j ≤ p, per head
   for (index_t qb = 0; qb < sel.nqb; ++qb) {
@@ -416,13 +440,16 @@ void bm_dhsa(benchmark::State& st, index_t T, int threads) {
       pairs += before + std::popcount(r == 64 ? w[x] : w[x] & ((std::uint64_t{1} << r) - 1));
     }
   }
-  const double t = static_cast<double>(T);
   set_counters(st, seconds, T, kH * pairs, threads);
-  st.counters["kept_frac"] = pairs / (t * (t + 1) / 2);
-  st.counters["selector_ms"] = select_s * 1e3;
-  st.counters["selector_frac"] = select_s / seconds;
-  if (const auto it = dense_seconds().find({T, threads}); it != dense_seconds().end())
-    st.counters["speedup_vs_dense"] = it->second / seconds;
+  st.counters["kept_frac"] = pairs / causal_pairs(T);
+  set_selector_counters(st, seconds, select_s, T, threads);
+}
+
+// Selected blocks / causal blocks of the mask.
+double kept_blocks(const polyattn::BlockMask& mask) {
+  double kept = 0;
+  for (const auto b : mask.bytes()) kept += b;
+  return kept / (kH * causal_blocks(mask.q_blocks()));
 }
 
 template <class Sel>
@@ -431,40 +458,17 @@ void bm_sparse(benchmark::State& st, Sel sel, index_t T, int threads) {
   const auto in = inputs(d);
   const auto o = polyattn::bthd(d.o.data(), 1, T, kH, kD);
   polyattn::BlockMask mask;
-  double seconds = 0, select_s = 1e300;
-  with_executor(threads, [&](const auto& exec) {
-    try {
-      for (int r = 0; r < 3; ++r) {  // the selector alone, also sizing the mask
-        const auto t0 = std::chrono::steady_clock::now();
-        sel.select(in, kCausal, mask, exec);
-        select_s = std::min(select_s, pb::seconds_since(t0));
-      }
-    } catch (const std::exception& e) {
-      st.SkipWithError(e.what());
-      return;
-    }
-    const pb::LoopTimer timer(threads);
-    for (auto _ : st) {
-      try {
-        ps::sparse_attention(sel, in, kCausal, o, mask, exec);
-      } catch (const std::exception& e) {
-        st.SkipWithError(e.what());
-        break;
-      }
-      benchmark::ClobberMemory();
-    }
-    seconds = timer.per_iteration(st);
-  });
+  double select_s = 0;
+  const double seconds = time_selected(
+      st, threads, select_s,
+      [&](const auto& exec) { sel.select(in, kCausal, mask, exec); },  // also sizes the mask
+      [&](const auto& exec) { ps::sparse_attention(sel, in, kCausal, o, mask, exec); });
   if (seconds <= 0) return;
-  double pairs = 0, kept = 0;
+  double pairs = 0;
   for (index_t h = 0; h < kH; ++h) pairs += visible_pairs(mask, h, T);
-  for (const auto b : mask.bytes()) kept += b;
   set_counters(st, seconds, T, pairs, threads);
-  st.counters["kept_frac"] = kept / (kH * causal_blocks(mask.q_blocks()));
-  st.counters["selector_ms"] = select_s * 1e3;
-  st.counters["selector_frac"] = select_s / seconds;
-  if (const auto it = dense_seconds().find({T, threads}); it != dense_seconds().end())
-    st.counters["speedup_vs_dense"] = it->second / seconds;
+  st.counters["kept_frac"] = kept_blocks(mask);
+  set_selector_counters(st, seconds, select_s, T, threads);
 }
 
 template <class Sel>
@@ -472,27 +476,15 @@ void bm_select(benchmark::State& st, Sel sel, index_t T, int threads) {
   Data& d = data(T);
   const auto in = inputs(d);
   polyattn::BlockMask mask;
-  double seconds = 0;
-  with_executor(threads, [&](const auto& exec) {
-    const pb::LoopTimer timer(threads);
-    for (auto _ : st) {
-      try {
-        sel.select(in, kCausal, mask, exec);
-      } catch (const std::exception& e) {
-        st.SkipWithError(e.what());
-        break;
-      }
-      benchmark::DoNotOptimize(mask.bytes().data());
-    }
-    seconds = timer.per_iteration(st);
+  const double seconds = time_loop(st, threads, [&](const auto& exec) {
+    sel.select(in, kCausal, mask, exec);
+    benchmark::DoNotOptimize(mask.bytes().data());
   });
   if (seconds <= 0) return;
-  double kept = 0;
-  for (const auto b : mask.bytes()) kept += b;
   // No attention FLOPs here: tokens/s and ns_per_head_token only.
   st.counters["tokens/s"] = static_cast<double>(T) / seconds;
   st.counters["ns_per_head_token"] = seconds * 1e9 / static_cast<double>(T * kH);
-  st.counters["kept_frac"] = kept / (kH * causal_blocks(mask.q_blocks()));
+  st.counters["kept_frac"] = kept_blocks(mask);
 }
 
 // ---- registration -------------------------------------------------------------------------------
@@ -509,70 +501,49 @@ void add(const std::string& name, F&& f) {
       ->Unit(benchmark::kMillisecond);
 }
 
+using Case = void (*)(benchmark::State&, index_t, int);
+
+// The cases of one T and thread count, in this order (a dense case before those that compare
+// with it).
+void register_shape(index_t T, int threads) {
+  const std::string s = "/" + shape(T, threads);
+  const auto plain = [&](const std::string& name, Case bm) {
+    add(name + s, [=](benchmark::State& st) { bm(st, T, threads); });
+  };
+  const auto sparse = [&](const std::string& name, auto sel) {
+    add("sparse/" + name + s, [=](benchmark::State& st) { bm_sparse(st, sel, T, threads); });
+  };
+  const auto select = [&](const std::string& name, auto sel) {
+    add("sparse-select/" + name + s, [=](benchmark::State& st) { bm_select(st, sel, T, threads); });
+  };
+  const auto topk = topk_for(T);
+  const auto window = window_for(T);
+  const auto hip = hip_for(T);
+  const auto& seer = seer_for(T).sel;
+  plain("sparse/dense-causal", bm_dense<true>);
+  sparse("topk/keep:0.10", topk);
+  sparse("window-sinks/keep:0.10", window);
+  plain("sparse/dense-full", bm_dense<false>);
+  sparse("seer-gate/keep:0.10", seer);
+  plain("fused/blockrank/docs:512", bm_blockrank);
+  plain("fused/clear/r:16", bm_clear);
+  plain("fused/combiner/seg:128", bm_combiner);
+  sparse("hip/keep:0.10", hip);
+  plain("sparse/dhsa/budget:2048", bm_dhsa);
+  select("topk", topk);
+  select("window-sinks", window);
+  select("seer-gate", seer);
+  select("mass:0.9", ps::MassSelector{.block = kBlock, .gamma = 0.9});
+  select("linear-topk", ps::LinearTopKSelector{.block = kBlock, .top_k = topk.top_k});
+  select("hip", hip);
+  select("power", ps::PowerSelector{.block = kBlock});
+}
+
 void register_all() {
   std::vector<int> thread_counts{1};
   if (pb::all_threads() > 1) thread_counts.push_back(pb::all_threads());
-  for (const index_t T : {index_t{32768}, index_t{4096}}) {
-    for (const int threads : thread_counts) {
-      const std::string s = shape(T, threads);
-      const auto topk = topk_for(T);
-      const auto window = window_for(T);
-      add("sparse/dense-causal/" + s,
-          [T, threads](benchmark::State& st) { bm_dense(st, T, threads); });
-      add("sparse/topk/keep:0.10/" + s,
-          [=](benchmark::State& st) { bm_sparse(st, topk, T, threads); });
-      add("sparse/window-sinks/keep:0.10/" + s,
-          [=](benchmark::State& st) { bm_sparse(st, window, T, threads); });
-      add("sparse/dense-full/" + s,
-          [T, threads](benchmark::State& st) { bm_dense(st, T, threads, false); });
-      add("sparse/seer-gate/keep:0.10/" + s,
-          [=](benchmark::State& st) { bm_sparse(st, seer_for(T).sel, T, threads); });
-      {
-        const double t = static_cast<double>(T);
-        const double br = blockrank_pairs(T), cl = clear_pairs(T);
-        add("fused/blockrank/docs:512/" + s, [=](benchmark::State& st) {
-          const auto layout = blockrank_for(T);
-          bm_fused(
-              st,
-              [&](const auto& in, const auto& o, const auto& exec) {
-                polyattn::softmax::blockrank_attention(in, kCausal, layout, o, exec);
-              },
-              T, threads, br, t * (t + 1) / 2, T);
-        });
-        add("fused/clear/r:16/" + s, [=](benchmark::State& st) {
-          bm_fused(
-              st,
-              [&](const auto& in, const auto& o, const auto& exec) {
-                polyattn::softmax::clear_attention(in, kFull, clear_for(T), o, exec);
-              },
-              T, threads, cl, t * t, -T);
-        });
-      }
-      add("fused/combiner/seg:128/" + s,
-          [T, threads](benchmark::State& st) { bm_combiner(st, T, threads); });
-      add("sparse/hip/keep:0.10/" + s,
-          [=](benchmark::State& st) { bm_sparse(st, hip_for(T), T, threads); });
-      add("sparse/dhsa/budget:2048/" + s,
-          [T, threads](benchmark::State& st) { bm_dhsa(st, T, threads); });
-      add("sparse-select/topk/" + s,
-          [=](benchmark::State& st) { bm_select(st, topk, T, threads); });
-      add("sparse-select/window-sinks/" + s,
-          [=](benchmark::State& st) { bm_select(st, window, T, threads); });
-      add("sparse-select/seer-gate/" + s,
-          [=](benchmark::State& st) { bm_select(st, seer_for(T).sel, T, threads); });
-      add("sparse-select/mass:0.9/" + s, [=](benchmark::State& st) {
-        bm_select(st, ps::MassSelector{.block = kBlock, .gamma = 0.9}, T, threads);
-      });
-      add("sparse-select/linear-topk/" + s, [=](benchmark::State& st) {
-        bm_select(st, ps::LinearTopKSelector{.block = kBlock, .top_k = topk.top_k}, T, threads);
-      });
-      add("sparse-select/hip/" + s,
-          [=](benchmark::State& st) { bm_select(st, hip_for(T), T, threads); });
-      add("sparse-select/power/" + s, [=](benchmark::State& st) {
-        bm_select(st, ps::PowerSelector{.block = kBlock}, T, threads);
-      });
-    }
-  }
+  for (const index_t T : {index_t{32768}, index_t{4096}})
+    for (const int threads : thread_counts) register_shape(T, threads);
 }
 
 void print_figures() {

@@ -92,18 +92,9 @@ inline SoftmaxDims validate(const SoftmaxInputs& in, const SoftmaxOptions& opt) 
                 "length of q (" +
                     std::to_string(d.T) + "), got shape " + shape_string(in.k.shape()));
 
-  check::well_formed("g", in.g);  // rejects null data with a non-empty shape
-  if (!in.g.absent()) {
-    check::shape_is("g", in.g, {d.B, d.S, d.HQ}, "[B, S, HQ] from q and k");
-  }
-  check::well_formed("alibi_slopes", in.alibi_slopes);  // rejects null data with a non-empty shape
-  if (!in.alibi_slopes.absent()) {
-    check::shape_is("alibi_slopes", in.alibi_slopes, {d.HQ}, "[HQ] from q");
-  }
-  check::well_formed("sink", in.sink);  // rejects null data with a non-empty shape
-  if (!in.sink.absent()) {
-    check::shape_is("sink", in.sink, {d.HQ}, "[HQ] from q");
-  }
+  check::optional_shape("g", in.g, {d.B, d.S, d.HQ}, "[B, S, HQ] from q and k");
+  check::optional_shape("alibi_slopes", in.alibi_slopes, {d.HQ}, "[HQ] from q");
+  check::optional_shape("sink", in.sink, {d.HQ}, "[HQ] from q");
 
   if (opt.scale) {
     check::finite_positive("scale", *opt.scale);

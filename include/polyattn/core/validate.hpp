@@ -45,6 +45,14 @@ void required(std::string_view name, const V& v) {
   well_formed(name, v);
 }
 
+// A required pointer argument (a fusion policy's plan, gates or selection): *p, else an Error
+// naming it.
+template <class T>
+const T& not_null(std::string_view name, const T* p) {
+  if (p == nullptr) throw Error(name, "is required but null");
+  return *p;
+}
+
 // Exact shape match; `what` explains where the expectation comes from.
 template <StridedView V>
 void shape_is(std::string_view name, const V& v, const std::array<index_t, V::rank>& expected,
@@ -68,6 +76,15 @@ void dtype_is(std::string_view name, const detail::ElementViewBase<M, R>& v, Dty
   if (!v.absent() && v.dtype() != want)
     throw Error(name, std::string("is ") + std::string(dtype_name(v.dtype())) + ", but " +
                           std::string(why) + " takes " + std::string(dtype_name(want)));
+}
+
+// An optional argument: absent, or well formed (null data with a non-empty shape is an error)
+// with the expected shape.
+template <StridedView V>
+void optional_shape(std::string_view name, const V& v, const std::array<index_t, V::rank>& expected,
+                    std::string_view what = {}) {
+  well_formed(name, v);
+  if (!v.absent()) shape_is(name, v, expected, what);
 }
 
 inline void positive(std::string_view name, index_t value) {

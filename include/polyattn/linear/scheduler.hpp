@@ -88,8 +88,9 @@ struct HeadStates {
     if (in.initial_state.absent()) {
       std::fill(S, S + d.K * d.V, 0.f);
     } else if (in.initial_state.ptr(s, hv, 0, 0) != S) {
-      gather_block(in.initial_state.ptr(s, hv, 0, 0), in.initial_state.stride(2),
-                   in.initial_state.stride(3), S, d.K, d.V);
+      copy_block({in.initial_state.ptr(s, hv, 0, 0), in.initial_state.stride(2),
+                  in.initial_state.stride(3)},
+                 working_block(S, d.V), d.K, d.V);
     }
     if (!running_sum) return;
     z.assign(static_cast<std::size_t>(d.K), 0.f);
@@ -109,21 +110,17 @@ struct HeadStates {
   void write_snapshot(index_t m, index_t hv, const float* S) const {
     const index_t row =
         in.snapshot_slots.empty() ? m : in.snapshot_slots[static_cast<std::size_t>(m)];
-    if (out.snapshots.stride(3) == 1 && out.snapshots.stride(2) == d.V) {  // one block copy
-      std::copy(S, S + d.K * d.V, out.snapshots.ptr(row, hv, 0, 0));
-      return;
-    }
-    for (index_t i = 0; i < d.K; ++i) {
-      float* dst = out.snapshots.ptr(row, hv, i, 0);
-      const index_t st = out.snapshots.stride(3);
-      for (index_t j = 0; j < d.V; ++j) dst[j * st] = S[i * d.V + j];
-    }
+    copy_block(working_block(S, d.V),
+               {out.snapshots.ptr(row, hv, 0, 0), out.snapshots.stride(2), out.snapshots.stride(3)},
+               d.K, d.V);
   }
   void store(index_t n, index_t hv, const float* S, const std::vector<float>& z) const {
     const index_t s = state_slot(in, n);
     if (!out.final_state.absent() && out.final_state.ptr(s, hv, 0, 0) != S)
-      scatter_block(S, d.K, d.V, out.final_state.ptr(s, hv, 0, 0), out.final_state.stride(2),
-                    out.final_state.stride(3));
+      copy_block(
+          working_block(S, d.V),
+          {out.final_state.ptr(s, hv, 0, 0), out.final_state.stride(2), out.final_state.stride(3)},
+          d.K, d.V);
     if (!out.final_z.absent())
       for (index_t i = 0; i < d.K; ++i) out.final_z(s, hv, i) = z[static_cast<std::size_t>(i)];
   }

@@ -110,14 +110,14 @@ void commit_accepted(const VerifyCache& cache, std::span<const std::int64_t> acc
     float* block = state.ptr(cache.slot(n), hv, 0, 0);
     if (!contiguous) {
       S.resize(static_cast<std::size_t>(K * V));
-      gather_block(block, state.stride(2), state.stride(3), S.data(), K, V);
+      copy_block({block, state.stride(2), state.stride(3)}, working_block(S.data(), V), K, V);
       block = S.data();
     }
     simd::run_kernel(
         CommitKernel<P>{cache.at(n, hv), cache.tokens(), m, K, V, block, {ws.get(), n_ws}});
     if (!contiguous)
-      scatter_block(S.data(), K, V, state.ptr(cache.slot(n), hv, 0, 0), state.stride(2),
-                    state.stride(3));
+      copy_block(working_block<const float>(S.data(), V),
+                 {state.ptr(cache.slot(n), hv, 0, 0), state.stride(2), state.stride(3)}, K, V);
   });
 }
 

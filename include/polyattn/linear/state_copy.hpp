@@ -2,6 +2,7 @@
 // working layout (contiguous [K][V]) and a caller's strided memory: HeadStates' load / store
 // (scheduler.hpp) and the commit of a speculative verify (speculative.hpp) when the caller's
 // block is not [K][V] rows, as Mamba2's [P][N] state seen as [N][P] (linear/mamba2.hpp).
+//   dst[i·dst.si + j·dst.sj] = src[i·src.si + j·src.sj],  0 ≤ i < K, 0 ≤ j < V
 // Plain copies (no arithmetic), used on the caller's side only, never in the per-ISA units.
 #pragma once
 
@@ -11,53 +12,50 @@
 
 namespace polyattn::linear {
 
-/// Copies a K×V block between a head's working state (contiguous [K][V]) and strided memory,
-/// element (i, j) at mem[i·si + j·sj]: whole rows when sj == 1; for a transposed layout
-/// (si == 1, e.g. Mamba2's [P][N] state seen as [N][P]) in 4×4 blocks read and written as four
-/// runs of four floats each (about 1.8× faster than the elementwise loop, which the compiler
-/// leaves scalar); anything else elementwise. A copy: the bits are those of the elementwise loop.
-inline void gather_block(const float* mem, index_t si, index_t sj, float* S, index_t K, index_t V) {
-  if (sj == 1) {
-    for (index_t i = 0; i < K; ++i) std::copy(mem + i * si, mem + i * si + V, S + i * V);
-    return;
-  }
-  index_t K4 = 0, V4 = 0;
-  if (si == 1) {
-    K4 = K / 4 * 4;
-    V4 = V / 4 * 4;
-    for (index_t j0 = 0; j0 < V4; j0 += 4)
-      for (index_t i0 = 0; i0 < K4; i0 += 4) {
-        float t[4][4];
-        for (index_t a = 0; a < 4; ++a)
-          for (index_t b = 0; b < 4; ++b) t[a][b] = mem[(j0 + a) * sj + i0 + b];
-        for (index_t b = 0; b < 4; ++b)
-          for (index_t a = 0; a < 4; ++a) S[(i0 + b) * V + j0 + a] = t[a][b];
-      }
-  }
-  for (index_t i = 0; i < K; ++i)  // what the blocks left: rows ≥ K4, or columns ≥ V4
-    for (index_t j = i < K4 ? V4 : 0; j < V; ++j) S[i * V + j] = mem[i * si + j * sj];
+/// One side of a block copy: element (i, j) at p[i·si + j·sj].
+template <class T>
+struct StridedBlock {
+  T* p;
+  index_t si, sj;
+  T& operator()(index_t i, index_t j) const { return p[i * si + j * sj]; }
+};
+
+/// A head's working state, contiguous [K][V].
+template <class T>
+StridedBlock<T> working_block(T* S, index_t V) {
+  return {S, V, 1};
 }
-inline void scatter_block(const float* S, index_t K, index_t V, float* mem, index_t si,
-                          index_t sj) {
-  if (sj == 1) {
-    for (index_t i = 0; i < K; ++i) std::copy(S + i * V, S + i * V + V, mem + i * si);
+
+/// Transposes a 4×4 tile: dst[b·ds + a] = src[a·ss + b], four runs of four floats read, four
+/// written.
+inline void transpose_tile(const float* src, index_t ss, float* dst, index_t ds) {
+  float t[4][4];
+  for (index_t a = 0; a < 4; ++a)
+    for (index_t b = 0; b < 4; ++b) t[a][b] = src[a * ss + b];
+  for (index_t b = 0; b < 4; ++b)
+    for (index_t a = 0; a < 4; ++a) dst[b * ds + a] = t[a][b];
+}
+
+/// Copies a K×V block, in either direction between working state and memory: whole rows when
+/// both sides' rows are unit-stride; between a transposed side (si == 1, e.g. Mamba2's [P][N]
+/// state seen as [N][P]) and a row-major one (sj == 1) in 4×4 tiles, each side read or written
+/// as four runs of four floats along its own unit stride (about 1.8× faster than the
+/// elementwise loop, which the compiler leaves scalar); anything else elementwise. A copy: the
+/// bits are those of the elementwise loop.
+inline void copy_block(StridedBlock<const float> src, StridedBlock<float> dst, index_t K,
+                       index_t V) {
+  if (src.sj == 1 && dst.sj == 1) {
+    for (index_t i = 0; i < K; ++i) std::copy(&src(i, 0), &src(i, 0) + V, &dst(i, 0));
     return;
   }
-  index_t K4 = 0, V4 = 0;
-  if (si == 1) {
-    K4 = K / 4 * 4;
-    V4 = V / 4 * 4;
-    for (index_t j0 = 0; j0 < V4; j0 += 4)
-      for (index_t i0 = 0; i0 < K4; i0 += 4) {
-        float t[4][4];
-        for (index_t b = 0; b < 4; ++b)
-          for (index_t a = 0; a < 4; ++a) t[b][a] = S[(i0 + b) * V + j0 + a];
-        for (index_t a = 0; a < 4; ++a)
-          for (index_t b = 0; b < 4; ++b) mem[(j0 + a) * sj + i0 + b] = t[b][a];
-      }
-  }
-  for (index_t i = 0; i < K; ++i)
-    for (index_t j = i < K4 ? V4 : 0; j < V; ++j) mem[i * si + j * sj] = S[i * V + j];
+  const bool tiles = (src.si == 1 && dst.sj == 1) || (src.sj == 1 && dst.si == 1);
+  const index_t K4 = tiles ? K / 4 * 4 : 0, V4 = tiles ? V / 4 * 4 : 0;
+  const index_t src_runs = src.si == 1 ? src.sj : src.si, dst_runs = dst.si == 1 ? dst.sj : dst.si;
+  for (index_t j0 = 0; j0 < V4; j0 += 4)
+    for (index_t i0 = 0; i0 < K4; i0 += 4)
+      transpose_tile(&src(i0, j0), src_runs, &dst(i0, j0), dst_runs);
+  for (index_t i = 0; i < K; ++i)  // what the tiles left: rows ≥ K4, or columns ≥ V4
+    for (index_t j = i < K4 ? V4 : 0; j < V; ++j) dst(i, j) = src(i, j);
 }
 
 }  // namespace polyattn::linear

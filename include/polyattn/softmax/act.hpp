@@ -36,6 +36,7 @@
 // Kernels: FlashKernelFor<Fusion<ActSinkMask>>, listed in POLYATTN_ACT_KERNELS.
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -96,10 +97,8 @@ class ActSinks {
 
   void check(const SoftmaxDims& d) const {
     if (B_ != d.B || HQ_ != d.HQ || S_ != d.S)
-      throw Error("sinks", "expected [B, HQ, S] = [" + std::to_string(d.B) + "," +
-                               std::to_string(d.HQ) + "," + std::to_string(d.S) + "], got [" +
-                               std::to_string(B_) + "," + std::to_string(HQ_) + "," +
-                               std::to_string(S_) + "]");
+      throw Error("sinks", "expected [B, HQ, S] = " + shape_string(std::array{d.B, d.HQ, d.S}) +
+                               ", got " + shape_string(std::array{B_, HQ_, S_}));
   }
 
  private:
@@ -134,10 +133,7 @@ struct ActSinkMask {
     return {sinks->bits_of(c.batch, c.head) + c.k_offset,
             sinks->prefix_of(c.batch, c.head) + c.k_offset, keep_sinks};
   }
-  void check(const SoftmaxDims& d) const {
-    if (sinks == nullptr) throw Error("sinks", "is required but null");
-    sinks->check(d);
-  }
+  void check(const SoftmaxDims& d) const { check::not_null("sinks", sinks).check(d); }
 };
 static_assert(FusionMask<ActSinkMask>);
 

@@ -158,9 +158,9 @@ struct BlockRankMask {
   /// Run by flash_attention before anything is written (the sequence count; blockrank_attention
   /// checks the sequences' lengths too).
   void check(const SoftmaxDims& d) const {
-    if (layout == nullptr) throw Error("blockrank_bounds", "is required but null");
-    if (layout->num_seqs() != d.num_seqs)
-      throw Error("blockrank_bounds", "has " + std::to_string(layout->num_seqs()) +
+    const BlockRankLayout& l = check::not_null("blockrank_bounds", layout);
+    if (l.num_seqs() != d.num_seqs)
+      throw Error("blockrank_bounds", "has " + std::to_string(l.num_seqs()) +
                                           " sequences; the call has " + std::to_string(d.num_seqs));
   }
 };

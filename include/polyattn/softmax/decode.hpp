@@ -383,12 +383,9 @@ void flash_decode(const DecodeInputs& in, const KVCache& cache, const SoftmaxOpt
                          std::to_string(HKV));
   check::required("o", o);
   check::shape_is("o", o, {B, T, HQ, Dv}, "[B, T, HQ, value_dim] of the cache and q");
-  check::well_formed("lse", lse);  // rejects null data with a non-empty shape
-  if (!lse.absent()) check::shape_is("lse", lse, {B, T, HQ}, "[B, T, HQ] from q");
-  check::well_formed("alibi_slopes", in.alibi_slopes);
-  if (!in.alibi_slopes.absent()) check::shape_is("alibi_slopes", in.alibi_slopes, {HQ}, "[HQ]");
-  check::well_formed("sink", in.sink);
-  if (!in.sink.absent()) check::shape_is("sink", in.sink, {HQ}, "[HQ]");
+  check::optional_shape("lse", lse, {B, T, HQ}, "[B, T, HQ] from q");
+  check::optional_shape("alibi_slopes", in.alibi_slopes, {HQ}, "[HQ]");
+  check::optional_shape("sink", in.sink, {HQ}, "[HQ]");
   {
     using memory::region;
     check::writes_disjoint(

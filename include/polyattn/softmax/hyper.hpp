@@ -25,6 +25,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <numeric>
@@ -47,9 +48,7 @@ struct HyperPlan {
   std::vector<float> shift;
   void check(const SoftmaxDims& d) const {
     if (B != d.B || HQ != d.HQ || T != d.T || S != d.S)
-      throw Error("plan", "made for [B, HQ, T, S] = [" + std::to_string(B) + "," +
-                              std::to_string(HQ) + "," + std::to_string(T) + "," +
-                              std::to_string(S) + "]");
+      throw Error("plan", "made for [B, HQ, T, S] = " + shape_string(std::array{B, HQ, T, S}));
     if (d.varlen) throw Error("cu_seqlens", "HyperAttention takes no packed sequences");
   }
 };
@@ -171,10 +170,7 @@ struct HyperMask {
   Bound bind(const HeadContext& c) const {
     return {detail::hyper_head<A>(*plan, c)};
   }
-  void check(const SoftmaxDims& d) const {
-    if (plan == nullptr) throw Error("plan", "is required but null");
-    plan->check(d);
-  }
+  void check(const SoftmaxDims& d) const { check::not_null("plan", plan).check(d); }
 };
 static_assert(FusionMask<HyperMask>);
 
@@ -203,10 +199,7 @@ struct HyperShift {
   Bound bind(const HeadContext& c) const {
     return {detail::hyper_head<A>(*plan, c)};
   }
-  void check(const SoftmaxDims& d) const {
-    if (plan == nullptr) throw Error("plan", "is required but null");
-    plan->check(d);
-  }
+  void check(const SoftmaxDims& d) const { check::not_null("plan", plan).check(d); }
 };
 static_assert(FusionModifier<HyperShift>);
 

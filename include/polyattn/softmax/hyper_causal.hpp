@@ -38,6 +38,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -66,8 +67,7 @@ struct HyperCausalPlan {
   std::vector<float> shift;         // [L, B, HQ, T]
   void check(const SoftmaxDims& d) const {
     if (B != d.B || HQ != d.HQ || T != d.T || T != d.S)
-      throw Error("plan", "made for [B, HQ, T = S] = [" + std::to_string(B) + "," +
-                              std::to_string(HQ) + "," + std::to_string(T) + "]");
+      throw Error("plan", "made for [B, HQ, T = S] = " + shape_string(std::array{B, HQ, T}));
     if (d.varlen) throw Error("cu_seqlens", "HyperAttention takes no packed sequences");
   }
 };
@@ -275,10 +275,7 @@ struct HyperCausalMask {
   Bound bind(const HeadContext& c) const {
     return {detail::hyper_causal_head<A>(*plan, c)};
   }
-  void check(const SoftmaxDims& d) const {
-    if (plan == nullptr) throw Error("plan", "is required but null");
-    plan->check(d);
-  }
+  void check(const SoftmaxDims& d) const { check::not_null("plan", plan).check(d); }
 };
 static_assert(FusionMask<HyperCausalMask>);
 
@@ -300,10 +297,7 @@ struct HyperCausalShift {
   Bound bind(const HeadContext& c) const {
     return {detail::hyper_causal_head<A>(*plan, c)};
   }
-  void check(const SoftmaxDims& d) const {
-    if (plan == nullptr) throw Error("plan", "is required but null");
-    plan->check(d);
-  }
+  void check(const SoftmaxDims& d) const { check::not_null("plan", plan).check(d); }
 };
 static_assert(FusionModifier<HyperCausalShift>);
 

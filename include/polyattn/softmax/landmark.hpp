@@ -25,6 +25,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -45,11 +46,8 @@ struct LandmarkGates {
   std::vector<float> beta;
   void check(const SoftmaxDims& d) const {
     if (B != d.B || HQ != d.HQ || T != d.T || S != d.S)
-      throw Error("gates", "made for [B, HQ, T, S] = [" + std::to_string(B) + "," +
-                               std::to_string(HQ) + "," + std::to_string(T) + "," +
-                               std::to_string(S) + "], the call has [" + std::to_string(d.B) + "," +
-                               std::to_string(d.HQ) + "," + std::to_string(d.T) + "," +
-                               std::to_string(d.S) + "]");
+      throw Error("gates", "made for [B, HQ, T, S] = " + shape_string(std::array{B, HQ, T, S}) +
+                               ", the call has " + shape_string(std::array{d.B, d.HQ, d.T, d.S}));
     if (d.varlen) throw Error("cu_seqlens", "Landmark attention takes no packed sequences");
   }
 };
@@ -126,10 +124,7 @@ struct LandmarkMask {
   Bound bind(const HeadContext&) const noexcept {
     return {gates->block + 1};
   }
-  void check(const SoftmaxDims& d) const {
-    if (gates == nullptr) throw Error("gates", "is required but null");
-    gates->check(d);
-  }
+  void check(const SoftmaxDims& d) const { check::not_null("gates", gates).check(d); }
 };
 static_assert(FusionMask<LandmarkMask>);
 
@@ -162,10 +157,7 @@ struct LandmarkBias {
     return {{g.beta.data() + (c.batch * g.HQ + c.head) * g.T * g.nb, g.nb, g.block + 1,
              c.keys - c.queries, c.queries}};
   }
-  void check(const SoftmaxDims& d) const {
-    if (gates == nullptr) throw Error("gates", "is required but null");
-    gates->check(d);
-  }
+  void check(const SoftmaxDims& d) const { check::not_null("gates", gates).check(d); }
 };
 static_assert(FusionModifier<LandmarkBias>);
 

@@ -25,6 +25,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -56,10 +57,8 @@ struct LongHeadsSelection {
   }
   void check(const SoftmaxDims& d) const {
     if (B != d.B || HQ != d.HQ || T != d.T)
-      throw Error("selection", "made for [B, HQ, T] = [" + std::to_string(B) + "," +
-                                   std::to_string(HQ) + "," + std::to_string(T) +
-                                   "], the call has [" + std::to_string(d.B) + "," +
-                                   std::to_string(d.HQ) + "," + std::to_string(d.T) + "]");
+      throw Error("selection", "made for [B, HQ, T] = " + shape_string(std::array{B, HQ, T}) +
+                                   ", the call has " + shape_string(std::array{d.B, d.HQ, d.T}));
   }
 };
 
@@ -214,9 +213,9 @@ struct LongHeadsMask {
     return {s.chunks.data() + (c.batch * s.HQ + c.head) * s.T * s.n, s.n, s.chunk};
   }
   void check(const SoftmaxDims& d) const {
-    if (selection == nullptr) throw Error("selection", "is required but null");
+    const LongHeadsSelection& s = check::not_null("selection", selection);
     detail::longheads_check_call(d);
-    selection->check(d);
+    s.check(d);
   }
 };
 static_assert(FusionMask<LongHeadsMask>);

@@ -30,6 +30,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -58,11 +59,9 @@ struct RoutingAssignment {
   }
   void check(const SoftmaxDims& d) const {
     if (B != d.B || HQ != d.HQ || T != d.T || S != d.S)
-      throw Error("routing", "assignment for [B, HQ, T, S] = [" + std::to_string(B) + "," +
-                                 std::to_string(HQ) + "," + std::to_string(T) + "," +
-                                 std::to_string(S) + "], the call has [" + std::to_string(d.B) +
-                                 "," + std::to_string(d.HQ) + "," + std::to_string(d.T) + "," +
-                                 std::to_string(d.S) + "]");
+      throw Error("routing",
+                  "assignment for [B, HQ, T, S] = " + shape_string(std::array{B, HQ, T, S}) +
+                      ", the call has " + shape_string(std::array{d.B, d.HQ, d.T, d.S}));
     if (q.size() != static_cast<std::size_t>(B * HQ * T) ||
         k.size() != static_cast<std::size_t>(B * HQ * S))
       throw Error("routing", "word counts do not match [B, HQ, T] and [B, HQ, S]");
@@ -96,10 +95,7 @@ struct RoutingMask {
     return {a.q.data() + (c.batch * a.HQ + c.head) * a.T + c.q_offset,
             a.k.data() + (c.batch * a.HQ + c.head) * a.S + c.k_offset};
   }
-  void check(const SoftmaxDims& d) const {
-    if (routing == nullptr) throw Error("routing", "is required but null");
-    routing->check(d);
-  }
+  void check(const SoftmaxDims& d) const { check::not_null("routing", routing).check(d); }
 };
 static_assert(FusionMask<RoutingMask>);
 

@@ -29,6 +29,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -70,8 +71,7 @@ struct DhsaSelection {
   }
   void check(const SoftmaxDims& d) const {
     if (B != d.B || T != d.T || S != d.S)
-      throw Error("selection", "made for [B, T, S] = [" + std::to_string(B) + "," +
-                                   std::to_string(T) + "," + std::to_string(S) + "]");
+      throw Error("selection", "made for [B, T, S] = " + shape_string(std::array{B, T, S}));
     if (d.varlen) throw Error("cu_seqlens", "DHSA takes no packed sequences");
   }
 };
@@ -220,10 +220,7 @@ struct DhsaMask {
     return {sel->bits.data() + c.batch * sel->nqb * sel->words, sel->words, sel->block, sel->first,
             sel->S};
   }
-  void check(const SoftmaxDims& d) const {
-    if (sel == nullptr) throw Error("selection", "is required but null");
-    sel->check(d);
-  }
+  void check(const SoftmaxDims& d) const { check::not_null("selection", sel).check(d); }
 };
 static_assert(softmax::FusionMask<DhsaMask>);
 
