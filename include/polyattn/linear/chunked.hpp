@@ -31,6 +31,7 @@
 #include "polyattn/linear/stages/gates.hpp"
 #include "polyattn/linear/stages/gram.hpp"
 #include "polyattn/linear/stages/output.hpp"
+#include "polyattn/linear/stages/prefetch.hpp"
 #include "polyattn/linear/stages/rows.hpp"
 #include "polyattn/linear/stages/state_pass.hpp"
 #include "polyattn/linear/stages/wy_solve.hpp"
@@ -55,8 +56,8 @@ struct ChunkedKernel {
   void operator()(A) const;
 
   // Whether this call runs on AMX tiles (chunked_amx.hpp): the avx512 body at the amx level,
-  // q, k and v bf16, K and V multiples of 32, not a speculative verify (whose commit replays
-  // the fp32 stages).
+  // q, k and v bf16, K and V multiples of 32, chunks of at most 128 tokens, not a speculative
+  // verify (whose commit replays the fp32 stages).
   template <simd::SimdArch A>
   bool on_tiles() const noexcept {
     const HeadProblem<P>& p = *problem;
@@ -64,7 +65,7 @@ struct ChunkedKernel {
       return false;
     } else {
       return p.q_type == Dtype::bf16 && p.k_type == Dtype::bf16 && p.v_type == Dtype::bf16 &&
-             p.K % 32 == 0 && p.V % 32 == 0 && !p.keep &&
+             p.K % 32 == 0 && p.V % 32 == 0 && chunk <= 128 && !p.keep &&
              simd::isa_at_least(simd::runtime_isa(), simd::Isa::amx);
     }
   }
@@ -77,12 +78,14 @@ void ChunkedKernel<P>::operator()(A) const {
   if (p.T <= 0) return;
   const bool key_channel = P::shape == GateShape::KeyChannel;
 #if POLYATTN_HAVE_AMX
-  if (on_tiles<A>()) {
-    const index_t Ct = (chunk + 31) / 32 * 32;  // rows of the padded chunk buffers
-    float* operands = workspace.data + stages::ChunkBuffers::floats(Ct, p.K, p.V, key_channel);
-    return stages::chunked_on_tiles<A>(
-        p, chunk, stages::ChunkBuffers::carve(workspace, Ct, p.K, p.V, key_channel),
-        stages::carve_tile_operands<A>(operands, Ct, p.K, p.V));
+  if constexpr (std::is_same_v<A, simd::avx512>) {
+    if (on_tiles<A>()) {
+      const index_t Ct = (chunk + 31) / 32 * 32;  // rows of the padded chunk buffers
+      float* operands = workspace.data + stages::ChunkBuffers::floats(Ct, p.K, p.V, key_channel);
+      return stages::chunked_on_tiles<A>(
+          p, chunk, stages::ChunkBuffers::carve(workspace, Ct, p.K, p.V, key_channel),
+          stages::carve_tile_operands<A>(operands, Ct, p.K, p.V));
+    }
   }
 #endif
   const index_t C = std::min(chunk, p.T), K = p.K, V = p.V;
@@ -91,7 +94,9 @@ void ChunkedKernel<P>::operator()(A) const {
   const bool want_out = p.o != nullptr;
   const stages::InRows q{p.q, p.q_st, p.q_type}, k{p.k, p.k_st, p.k_type}, v{p.v, p.v_st, p.v_type};
   const stages::OutRows o{p.o, p.o_st, p.o_type};
+  stages::prefetch_tokens<A>(p, 0, C);
   for (index_t c0 = 0; c0 < p.T; c0 += C) {
+    stages::prefetch_tokens<A>(p, c0 + C, c0 + 2 * C);  // the next chunk, while this one computes
     const index_t L = std::min(C, p.T - c0);
     const stages::InRows vc = stages::rows_from<A>(v, c0);
     stages::load_queries_keys<A>(L, K, stages::rows_from<A>(q, c0), stages::rows_from<A>(k, c0),

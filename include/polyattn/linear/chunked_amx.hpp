@@ -7,7 +7,9 @@
 //                                          (tiles on the bf16 input rows, lower 32 × 32 blocks;
 //                                          key-channel gates: (q̂ ∘ e^{b})(k̂ ∘ e^{−b})ᵀ and
 //                                          (k̂ ∘ e^{b})(k̂ ∘ e^{−b})ᵀ split, or the fp32 strips)
-//   U = Uc − W S0                          −W and S0 split hi + lo
+//   U = T (β ∘ (V − e^{b} ∘ k̂ S0))        T = (I + tril(β·KK, −1))⁻¹ by fp32 substitution (the
+//                                          WY form Uc − W S0 with Uc = T(β∘V), W = T(β∘e^{b}∘K̂));
+//                                          T and the bracket split, S0 split hi + lo
 //   O = qn ∘ e^{b} ∘ (q S0) + (QK masked) U   (key-channel gates: (q̂ ∘ e^{b}) S0, split)
 //   ΔS = kᵀ (kn ∘ e^{b_L − b} ∘ U)         (key-channel gates: (k̂ ∘ e^{b_L − b})ᵀ U, split)
 //   S ← e^{b_L} ∘ S + ΔS
@@ -16,11 +18,12 @@
 // in fp32. So every product is within about 2⁻¹⁶ relative of the fp32 path's, outputs and
 // states stay within the fp32 bounds against the double reference, and the state does not drift
 // by bf16 steps over long sequences (the fla kernels round every tl.dot operand to bf16 instead).
-// Used when K and V are multiples of 32 and the call is not a speculative verify (chunked.hpp:
-// on_tiles).
+// Used when K and V are multiples of 32, chunks hold at most 128 tokens (T's substitution is
+// cubic in the chunk) and the call is not a speculative verify (chunked.hpp: on_tiles).
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "polyattn/core/simd/amx_gemm.hpp"
@@ -30,6 +33,7 @@
 #include "polyattn/linear/stages/gates.hpp"
 #include "polyattn/linear/stages/gram.hpp"
 #include "polyattn/linear/stages/output.hpp"
+#include "polyattn/linear/stages/prefetch.hpp"
 #include "polyattn/linear/stages/rows.hpp"
 #include "polyattn/linear/stages/state_pass.hpp"
 #include "polyattn/linear/stages/wy_solve.hpp"
@@ -54,8 +58,6 @@ TileOperands carve_tile_operands(float* base, index_t C, index_t K, index_t V) n
   x.Ql = static_cast<std::uint16_t*>(take(C * K));
   x.Kl = static_cast<std::uint16_t*>(take(C * K));
   x.Tl = static_cast<std::uint16_t*>(take(C * K));
-  x.Wh = static_cast<std::uint16_t*>(take(C * K));
-  x.Wl = static_cast<std::uint16_t*>(take(C * K));
   x.Ah = static_cast<std::uint16_t*>(take(C * C));
   x.Al = static_cast<std::uint16_t*>(take(C * C));
   x.Keh = static_cast<std::uint16_t*>(take(K * C));
@@ -89,22 +91,28 @@ POLYATTN_TARGET_AMX __m512 load_first(const float* row, std::int64_t c, std::int
   return _mm512_maskz_loadu_ps(keep, row + c);
 }
 
-// Rows [0, L) of bf16 input x (row stride x.stride) into dst [Lp][K], rows L .. Lp zero.
+// Rows [0, L) of bf16 input x (row stride x.stride) into dst [Lp][K] (rows L .. Lp zero) and,
+// when f is non-null, each row's factor f_t = scale / ‖x_t‖ (L2-normalised, ‖x‖ as
+// chunk_inputs.hpp forms it) or scale: the rows the tiles multiply and the factors that go on
+// afterwards.
 template <simd::SimdArch A>
-void copy_bf16_rows(const InRows& x, index_t L, index_t Lp, index_t K, std::uint16_t* dst) {
+POLYATTN_TARGET_AMX void copy_bf16_rows(const InRows& x, index_t L, index_t Lp, index_t K,
+                                        std::uint16_t* dst, float* f, float scale, bool l2norm) {
   const auto* src = static_cast<const std::uint16_t*>(x.data);
-  for (index_t t = 0; t < L; ++t)
-    std::copy(src + t * x.stride, src + t * x.stride + K, dst + t * K);
+  for (index_t t = 0; t < L; ++t) {
+    const std::uint16_t* row = src + t * x.stride;
+    __m512 ss = _mm512_setzero_ps();
+    for (index_t c = 0; c < K; c += 16) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + t * K + c), h);
+      const __m512 v = simd::bf16_widen(h);
+      ss = _mm512_fmadd_ps(v, v, ss);
+    }
+    if (f)
+      f[t] = l2norm ? scale / std::sqrt(_mm512_reduce_add_ps(ss) + static_cast<float>(kL2NormEps))
+                    : scale;
+  }
   std::fill(dst + L * K, dst + Lp * K, std::uint16_t{0});
-}
-
-// dst [cols][rows] = src [rows][cols] for 16-bit elements.
-template <simd::SimdArch A>
-void transpose_bf16(index_t rows, index_t cols, const std::uint16_t* src, std::uint16_t* dst) {
-  constexpr index_t kB = 32;
-  for (index_t i0 = 0; i0 < rows; i0 += kB)
-    for (index_t j = 0; j < cols; ++j)
-      for (index_t i = i0; i < std::min(rows, i0 + kB); ++i) dst[j * rows + i] = src[i * cols + j];
 }
 
 // The key operand of the Grams: Kp [K/2][Lp] pairs = the bf16 rows [Lp][K] read as words and
@@ -164,6 +172,47 @@ void tile_gram(index_t L, index_t Lp, const ChunkBuffers& w, const TileOperands&
   }
 }
 
+// In place on m (rows of stride ld): m ← T = (I + tril(β ∘ m, −1))⁻¹ for rows t < L ≤ 128, by
+// forward substitution T_t = e_t − β_t Σ_{s<t} m[t,s] T_s (row t of m is read before it is
+// overwritten); T's rows hold zeros after the diagonal up to the next multiple of 16.
+template <simd::SimdArch A>
+POLYATTN_TARGET_AMX void unit_lower_inverse(index_t L, float* m, index_t ld, const float* beta) {
+  for (index_t t = 0; t < L; ++t) {
+    float* row = m + t * ld;
+    const index_t nv = t / 16 + 1;  // vectors of T's row t (columns ≤ t)
+    __m512 acc[8], odd[8];          // two chains (even and odd s) halve the FMA latency per row
+    for (index_t j = 0; j < nv; ++j) acc[j] = odd[j] = _mm512_setzero_ps();
+    index_t s = 0;
+    for (; s + 1 < t; s += 2) {
+      const __m512 a0 = _mm512_set1_ps(row[s]), a1 = _mm512_set1_ps(row[s + 1]);
+      const float *t0 = m + s * ld, *t1 = t0 + ld;
+      for (index_t j = 0; j <= s / 16; ++j) {  // row s holds vectors j ≤ s / 16
+        acc[j] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(t0 + 16 * j), acc[j]);
+        odd[j] = _mm512_fmadd_ps(a1, _mm512_loadu_ps(t1 + 16 * j), odd[j]);
+      }
+      if ((s + 1) % 16 == 0) {  // row s + 1 starts a vector of its own
+        const index_t j = (s + 1) / 16;
+        odd[j] = _mm512_fmadd_ps(a1, _mm512_loadu_ps(t1 + 16 * j), odd[j]);
+      }
+    }
+    if (s < t) {
+      const __m512 a = _mm512_set1_ps(row[s]);
+      for (index_t j = 0; j <= s / 16; ++j)
+        acc[j] = _mm512_fmadd_ps(a, _mm512_loadu_ps(m + s * ld + 16 * j), acc[j]);
+    }
+    const __m512 nb = _mm512_set1_ps(-beta[t]);
+    for (index_t j = 0; j < nv; ++j) {
+      acc[j] = _mm512_add_ps(acc[j], odd[j]);
+      const index_t c = 16 * j;
+      const __mmask16 keep = static_cast<__mmask16>((2u << std::min<index_t>(t - c, 15)) - 1);
+      __m512 r = _mm512_maskz_mov_ps(keep, _mm512_mul_ps(nb, acc[j]));
+      if (t < c + 16)
+        r = _mm512_mask_mov_ps(r, static_cast<__mmask16>(1u << (t - c)), _mm512_set1_ps(1.f));
+      _mm512_storeu_ps(row + c, r);
+    }
+  }
+}
+
 // The chunk loop of ChunkedKernel<P> on the tiles (chunked.hpp checks eligibility): chunks of
 // `chunk` tokens; w and x carved for w.C ≥ chunk rows, a multiple of 32.
 template <simd::SimdArch A, class P>
@@ -173,35 +222,59 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
   constexpr GateShape Shape = P::shape;
   constexpr bool key_channel = Shape == GateShape::KeyChannel;
   const simd::AmxScope tiles;
-  const index_t K = p.K, V = p.V, RW = w.rw(), C = w.C;
+  const index_t K = p.K, V = p.V, C = w.C;
   float* S = p.state;
   const bool want_out = p.o != nullptr;
   const InRows q{p.q, p.q_st, p.q_type}, k{p.k, p.k_st, p.k_type}, v{p.v, p.v_st, p.v_type};
   const OutRows o{p.o, p.o_st, p.o_type};
+  prefetch_tokens<A>(p, 0, chunk);
   for (index_t c0 = 0; c0 < p.T; c0 += chunk) {
+    prefetch_tokens<A>(p, c0 + chunk, c0 + 2 * chunk);  // the next chunk (stages/prefetch.hpp)
     const index_t L = std::min(chunk, p.T - c0), Lp = (L + 31) / 32 * 32;
     const InRows qc = rows_from<A>(q, c0), kc = rows_from<A>(k, c0), vc = rows_from<A>(v, c0);
-    load_queries_keys<A>(L, K, qc, kc, p.scale, p.qk_l2norm, w.Q, w.Kc, x.qn, x.kn);
-    if constexpr (!key_channel) {
-      if (want_out) copy_bf16_rows<A>(qc, L, Lp, K, x.Qb);
-      copy_bf16_rows<A>(kc, L, Lp, K, x.Kb);
+    if constexpr (key_channel || P::running_sum) {  // q̂, k̂ in fp32 for the gates / normaliser
+      load_queries_keys<A>(L, K, qc, kc, p.scale, p.qk_l2norm, w.Q, w.Kc, x.qn, x.kn);
+    }
+    if constexpr (!key_channel) {  // the input rows and their factors
+      const bool factors = !P::running_sum;
+      if (want_out)
+        copy_bf16_rows<A>(qc, L, Lp, K, x.Qb, factors ? x.qn : nullptr, p.scale, p.qk_l2norm);
+      copy_bf16_rows<A>(kc, L, Lp, K, x.Kb, factors ? x.kn : nullptr, 1.f, p.qk_l2norm);
     }
     cumulative_gates<A, Shape>(p.gate, c0, L, K, w.b, w.eb);
     tile_gram<A, Shape>(L, Lp, w, x, want_out, P::delta);
-    if (P::delta || want_out)  // S0 as pairs, split: right operand of W S0 and the output
+    if (P::delta || want_out)  // S0 as pairs, split: right operand of k S0 and q S0
       simd::pack_amx_b(K, K, V, fp32_rows<A>(S, V), x.Sh, x.Sl, V);
     const float* U = w.U;
     index_t ldu = V;
     if constexpr (P::delta) {
       update_betas<A>(p.update, c0, w.beta, L);
-      wy_local_solve<A, Shape>(L, w, vc);  // R = [Uc | W]
-      const auto minus_w = [r = w.R + V, RW](std::int64_t t, std::int64_t c) {
-        return B(0.f) - B::load_unaligned(r + t * RW + c);
+      // U = T (β ∘ (V − e^{b} ∘ K̂ S0)) with T = (I + tril(β·KK, −1))⁻¹ (header comment).
+      unit_lower_inverse<A>(L, w.KK, C, w.beta);  // T in w.KK
+      if constexpr (key_channel) {                // (k̂ ∘ e^{b}) S0, split
+        const auto gated_k = [kc = w.Kc, eb = w.eb, K](std::int64_t t, std::int64_t c) {
+          return B::load_unaligned(kc + t * K + c) * B::load_unaligned(eb + t * K + c);
+        };
+        simd::pack_amx_a(L, Lp, K, gated_k, x.Kb, x.Kl, K);
+        simd::amx_gemm(Lp, V, K, {x.Kb, x.Kl, K}, {x.Sh, x.Sl, V}, false, w.U, V);
+      } else {  // k S0 on the input rows; the row factors kn_t e^{b_t} go on below
+        simd::amx_gemm(Lp, V, K, {x.Kb, nullptr, K}, {x.Sh, x.Sl, V}, false, w.U, V);
+      }
+      for (index_t t = 0; t < L; ++t) {  // Y_t = β_t (v_t − f_t P_t) in w.U
+        float f = key_channel ? 1.f : x.kn[t];
+        if constexpr (Shape == GateShape::Scalar) f *= w.eb[t];
+        float* y = w.U + t * V;
+        const float* vt = row_f32<A>(vc, t, w.O + t * V, V);
+        simd::transform<A>(
+            V, y, [fb = B(f), bb = B(w.beta[t])](B v, B pv) { return bb * (v - fb * pv); }, vt, y);
+      }
+      simd::pack_amx_b(L, Lp, V, fp32_rows<A>(w.U, V), x.Fh, x.Fl, V);
+      const auto lower = [tt = w.KK, C](std::int64_t t, std::int64_t c) {
+        return load_first<A>(tt + t * C, c, t + 1);
       };
-      simd::pack_amx_a(L, Lp, K, minus_w, x.Wh, x.Wl, K);
-      simd::amx_gemm(Lp, V, K, {x.Wh, x.Wl, K}, {x.Sh, x.Sl, V}, true, w.R, RW);  // Uc − W S0
-      U = w.R;
-      ldu = RW;
+      simd::pack_amx_a(L, Lp, Lp, lower, x.Ah, x.Al, Lp);
+      simd::amx_gemm(Lp, V, Lp, {x.Ah, x.Al, Lp}, {x.Fh, x.Fl, V}, false, w.U, V,
+                     simd::AmxBlocks::causal_inner);
     } else {
       if constexpr (P::weighted) update_value_weights<A>(p.update, c0, w.beta, L);  // w_t
       for (index_t t = 0; t < L; ++t) {
@@ -238,7 +311,8 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
     simd::AmxB updates{x.Fh, x.Fl, V};
     if constexpr (key_channel) {  // (k̂ ∘ e^{b_L − b})ᵀ, split, times U
       const float* Ke = gated_state_keys<A, Shape>(L, w);
-      simd::transpose(L, K, Ke, K, w.Kt, C);  // [K][L] in w.Kt, columns L.. masked below
+      simd::transpose_words(Lp, K, reinterpret_cast<const std::uint32_t*>(Ke), K,
+                            reinterpret_cast<std::uint32_t*>(w.Kt), C);  // columns L.. masked
       const auto key_rows = [kt = w.Kt, C, L](std::int64_t i, std::int64_t c) {
         return load_first<A>(kt + i * C, c, L);
       };
@@ -246,7 +320,7 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
       keys.lo = x.Kel;
       updates = {x.Uh, x.Ul, V};
     } else {  // kᵀ (the input rows) times kn ∘ e^{b_L − b} ∘ U, split
-      transpose_bf16<A>(Lp, K, x.Kb, x.Keh);
+      simd::bf16_rows_from_pairs(K / 2, Lp, x.Kp, x.Keh);  // kᵀ from the Grams' key pairs
       float* f = w.extra;
       for (index_t t = 0; t < L; ++t) {
         const float e = Shape == GateShape::Scalar ? w.b[L - 1] - w.b[t] : 0.f;

@@ -163,7 +163,8 @@ class LinearAttention {
   }
 
   /// Whether forward<Algo>(in, ...) runs its chunk products on AMX-BF16 tiles
-  /// (linear/chunked_amx.hpp): Chunked<C> or Parallel, bf16 q, k and v reaching the kernels (no
+  /// (linear/chunked_amx.hpp): Chunked<C> or Parallel (every sequence at most 128 tokens), bf16
+  /// q, k and v reaching the kernels (no
   /// feature map, whose rows are fp32), K and V multiples of 32, and simd::runtime_isa()
   /// reaching amx (POLYATTN_ISA caps it). The tiles multiply the bf16 inputs exactly and the
   /// fp32 quantities (state, updates, gated scores) split in two bf16 halves, so results stay
@@ -174,8 +175,16 @@ class LinearAttention {
     if constexpr (std::is_same_v<Algo, Recurrent> || !Map::is_identity) {
       return false;
     } else {
-      return in.q.is<bf16>() && in.k.is<bf16>() && in.v.is<bf16>() && in.q.size(3) % 32 == 0 &&
-             in.v.size(3) % 32 == 0 && simd::isa_at_least(simd::runtime_isa(), simd::Isa::amx) &&
+      index_t longest = in.q.size(1);  // Parallel: one chunk per sequence
+      if (!in.cu_seqlens.empty()) {
+        longest = 0;
+        for (std::size_t n = 0; n + 1 < in.cu_seqlens.size(); ++n)
+          longest = std::max<index_t>(longest, in.cu_seqlens[n + 1] - in.cu_seqlens[n]);
+      }
+      if constexpr (requires { Algo::chunk; }) longest = std::min<index_t>(longest, Algo::chunk);
+      return longest <= 128 && in.q.is<bf16>() && in.k.is<bf16>() && in.v.is<bf16>() &&
+             in.q.size(3) % 32 == 0 && in.v.size(3) % 32 == 0 &&
+             simd::isa_at_least(simd::runtime_isa(), simd::Isa::amx) &&
              simd::kernel_isa<linear::ChunkedKernel<policies>>() == simd::Isa::avx512;
     }
   }

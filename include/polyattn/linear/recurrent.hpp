@@ -37,6 +37,7 @@
 #include "polyattn/core/simd/ops.hpp"
 #include "polyattn/linear/head.hpp"
 #include "polyattn/linear/stages/gates.hpp"
+#include "polyattn/linear/stages/prefetch.hpp"
 #include "polyattn/linear/stages/rows.hpp"
 
 namespace polyattn::linear {
@@ -257,17 +258,6 @@ void group_pass(float* S, index_t K, index_t V, const float* coef, const float* 
 // pass takes microseconds, so two tokens cover a memory miss with room to spare).
 inline constexpr index_t kRowsAhead = 2;
 
-// Requests the q, k, v, gate and o rows of token t (nothing past the last token).
-template <simd::SimdArch A, class P>
-POLYATTN_ALWAYS_INLINE void prefetch_token(const HeadProblem<P>& p, index_t t) noexcept {
-  if (t >= p.T) return;
-  stages::prefetch_row<A>(stages::InRows{p.q, p.q_st, p.q_type}, t, p.K);
-  stages::prefetch_row<A>(stages::InRows{p.k, p.k_st, p.k_type}, t, p.K);
-  stages::prefetch_row<A>(stages::InRows{p.v, p.v_st, p.v_type}, t, p.V);
-  stages::prefetch_row<A>(stages::OutRows{p.o, p.o_st, p.o_type}, t, p.V);
-  if constexpr (P::shape == GateShape::KeyChannel) gate_prefetch_row<A>(p.gate, t, p.K);
-}
-
 // Delta-rule updates: one fused pass per token (header comment).
 template <simd::SimdArch A, class P>
 void delta_run(const HeadProblem<P>& p, const Workspace& ws) {
@@ -283,12 +273,13 @@ void delta_run(const HeadProblem<P>& p, const Workspace& ws) {
   const stages::InRows vr{p.v, p.v_st, p.v_type};
   const stages::OutRows orow{p.o, p.o_st, p.o_type};
 
-  for (index_t t = 0; t < kRowsAhead; ++t) prefetch_token<A>(p, t);  // the loop asks from 2 on
+  for (index_t t = 0; t < kRowsAhead; ++t)
+    stages::prefetch_token<A>(p, t);  // the loop asks from 2 on
   prepare_token<A>(p, 0, cur);
   decay_products<A>(cur, K);
   state_pass<A, false, true>(S, K, V, cur.a, cur.k, u, cur.kt, cur.qt, pv, rv);
   for (index_t t = 0; t < p.T; ++t) {
-    prefetch_token<A>(p, t + kRowsAhead);
+    stages::prefetch_token<A>(p, t + kRowsAhead);
     const float beta = static_cast<float>(p.update.beta(t));
     const float* v = stages::row_f32<A>(vr, t, u, V);  // in place, or converted into u
     for (index_t j = 0; j < V; ++j) u[j] = beta * (v[j] - pv[j]);
@@ -342,12 +333,12 @@ void additive_run(const HeadProblem<P>& p, const Workspace& ws) {
   const stages::InRows vr{p.v, p.v_st, p.v_type};
   const stages::OutRows orow{p.o, p.o_st, p.o_type};
 
-  for (index_t t = 0; t < L; ++t) prefetch_token<A>(p, t);
+  for (index_t t = 0; t < L; ++t) stages::prefetch_token<A>(p, t);
   for (index_t t0 = 0; t0 < p.T; t0 += L) {
     const int n = static_cast<int>(std::min<index_t>(L, p.T - t0));
     for (int l = 0; l < n; ++l) {
       const index_t t = t0 + l;
-      prefetch_token<A>(p, t + L);  // one group ahead, a token's rows at a time
+      stages::prefetch_token<A>(p, t + L);  // one group ahead, a token's rows at a time
       prepare_token<A>(p, t, TokenPrep{kk[l], qq[l], a, nullptr, nullptr});
       for (index_t i = 0; i < K; ++i) {
         float* c = coef + (i * n + l) * 3;

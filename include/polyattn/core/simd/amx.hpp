@@ -6,15 +6,17 @@
 //   amx_os_permits()         asks Linux for the tile data state once (arch_prctl
 //                            ARCH_REQ_XCOMP_PERM); false elsewhere or when refused, and then the
 //                            amx level is never reported (dispatch.hpp)
-//   amx_block_2x2(...)       C (2 × 2 tiles: 32 × 32 fp32 at c, ldc) += Σ over k steps of 32
-//                            of A (2 row tiles) · B (2 column tiles); C loaded first, or zero
+//   amx_block_sum(terms, n)  C (2 × 2 tiles: 32 × 32 fp32 at c, ldc) += Σ over n products, each
+//                            Σ over k steps of 32 of A (2 row tiles) · B (2 column tiles); C
+//                            loaded first, or zero, and stored once at the end
+//   amx_block_2x2(...)       the same for one product
 //   bf16_pairs(x0, x1)       the VNNI pairs of two fp32 vectors (a row of a B operand)
 // Each kernel call configures the tiles itself (ldtilecfg) and releases them at the end, so no
 // tile state outlives a call and nothing else in the process is affected. Only defined where
 // AVX-512BW is enabled (the avx512 units); callers check
 // isa_at_least(simd::runtime_isa(), Isa::amx).
 // POLYATTN_AMX_EMULATE=1 (CMake option of the same name, for tests on CPUs without AMX) computes
-// amx_block_2x2 with scalar code (the same products: bf16 inputs, fp32 sums, denormal inputs
+// amx_block_sum with scalar code (the same products: bf16 inputs, fp32 sums, denormal inputs
 // flushed; the order of the sums may differ from the tiles') and reports the amx level on any CPU
 // with AVX512-BF16, so that the kernels' amx code paths (layouts, packing, softmax) run there.
 #pragma once
@@ -94,16 +96,21 @@ class AmxScope {
   AmxScope& operator=(const AmxScope&) = delete;
 };
 
-/// C (32 × 32 fp32 at c, row stride ldc floats) (= or +=) Σ_{s < steps} A_s · B_s, where A_s is
-/// 32 rows × 32 bf16 columns at a + s · a_step bytes (row stride lda bytes) and B_s 16 pair-rows ×
-/// 32 columns at b + s · b_step bytes (row stride ldb bytes). Tiles: C 0–3, A 4–5, B 6–7. Needs
-/// an AmxScope on this thread.
-POLYATTN_TARGET_AMX inline void amx_block_2x2(const void* a, std::int64_t lda, std::int64_t a_step,
-                                              const void* b, std::int64_t ldb, std::int64_t b_step,
-                                              std::int64_t steps, bool accumulate, float* c,
-                                              std::int64_t ldc) {
-  const char* ap = static_cast<const char*>(a);
-  const char* bp = static_cast<const char*>(b);
+/// One product of a block sum: A_s is 32 rows × 32 bf16 columns at a + s · a_step bytes (row
+/// stride lda bytes), B_s 16 pair-rows × 32 columns at b + s · b_step bytes (row stride ldb
+/// bytes), for s < steps.
+struct AmxTerm {
+  const void* a;
+  std::int64_t lda, a_step;
+  const void* b;
+  std::int64_t ldb, b_step, steps;
+};
+
+/// C (32 × 32 fp32 at c, row stride ldc floats) (= or +=) Σ over the n terms of Σ_s A_s · B_s,
+/// with C held in tiles 0–3 across all of them (A in 4–5, B in 6–7). Needs an AmxScope on this
+/// thread.
+POLYATTN_TARGET_AMX inline void amx_block_sum(const AmxTerm* terms, int n, bool accumulate,
+                                              float* c, std::int64_t ldc) {
 #if POLYATTN_AMX_EMULATED
   const auto value = [](const char* p) {  // bf16 → fp32, denormals → 0
     std::uint16_t h;
@@ -117,12 +124,15 @@ POLYATTN_TARGET_AMX inline void amx_block_2x2(const void* a, std::int64_t lda, s
   for (int i = 0; i < 32; ++i)
     for (int j = 0; j < 32; ++j) {
       float acc = accumulate ? c[i * ldc + j] : 0.f;
-      for (std::int64_t s = 0; s < steps; ++s) {
-        const char* arow = ap + s * a_step + i * lda;
-        const char* bcol = bp + s * b_step + j * 4;
-        for (int k = 0; k < 16; ++k)  // pair k: A columns 2k, 2k + 1; B pair-row k
-          acc += value(arow + 4 * k) * value(bcol + k * ldb) +
-                 value(arow + 4 * k + 2) * value(bcol + k * ldb + 2);
+      for (int m = 0; m < n; ++m) {
+        const AmxTerm& t = terms[m];
+        for (std::int64_t s = 0; s < t.steps; ++s) {
+          const char* arow = static_cast<const char*>(t.a) + s * t.a_step + i * t.lda;
+          const char* bcol = static_cast<const char*>(t.b) + s * t.b_step + j * 4;
+          for (int k = 0; k < 16; ++k)  // pair k: A columns 2k, 2k + 1; B pair-row k
+            acc += value(arow + 4 * k) * value(bcol + k * t.ldb) +
+                   value(arow + 4 * k + 2) * value(bcol + k * t.ldb + 2);
+        }
       }
       c[i * ldc + j] = acc;
     }
@@ -139,21 +149,35 @@ POLYATTN_TARGET_AMX inline void amx_block_2x2(const void* a, std::int64_t lda, s
     _tile_zero(2);
     _tile_zero(3);
   }
-  for (std::int64_t s = 0; s < steps; ++s) {
-    _tile_loadd(4, ap + s * a_step, lda);
-    _tile_loadd(5, ap + s * a_step + 16 * lda, lda);
-    _tile_loadd(6, bp + s * b_step, ldb);
-    _tile_loadd(7, bp + s * b_step + 64, ldb);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
+  for (int m = 0; m < n; ++m) {
+    const AmxTerm& t = terms[m];
+    const char* ap = static_cast<const char*>(t.a);
+    const char* bp = static_cast<const char*>(t.b);
+    for (std::int64_t s = 0; s < t.steps; ++s) {
+      _tile_loadd(4, ap + s * t.a_step, t.lda);
+      _tile_loadd(5, ap + s * t.a_step + 16 * t.lda, t.lda);
+      _tile_loadd(6, bp + s * t.b_step, t.ldb);
+      _tile_loadd(7, bp + s * t.b_step + 64, t.ldb);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
   }
   _tile_stored(0, c, ldcb);
   _tile_stored(1, c + 16, ldcb);
   _tile_stored(2, c + 16 * ldc, ldcb);
   _tile_stored(3, c + 16 * ldc + 16, ldcb);
 #endif
+}
+
+/// C (32 × 32 fp32 at c, row stride ldc floats) (= or +=) Σ_{s < steps} A_s · B_s (one AmxTerm).
+POLYATTN_TARGET_AMX inline void amx_block_2x2(const void* a, std::int64_t lda, std::int64_t a_step,
+                                              const void* b, std::int64_t ldb, std::int64_t b_step,
+                                              std::int64_t steps, bool accumulate, float* c,
+                                              std::int64_t ldc) {
+  const AmxTerm term{a, lda, a_step, b, ldb, b_step, steps};
+  amx_block_sum(&term, 1, accumulate, c, ldc);
 }
 
 /// The VNNI pairs of two fp32 vectors: word i = bf16(x0[i]) | bf16(x1[i]) << 16 (nearest even,

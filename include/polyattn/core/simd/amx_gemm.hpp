@@ -3,9 +3,12 @@
 //   pack_amx_a(rows, rows_p, cols_p, row, hi, lo, ld)    A [rows_p × cols_p] bf16, row-major
 //   pack_amx_b(rows, rows_p, cols, row, hi, lo, ld)      B [rows_p × cols] as VNNI pairs: word
 //                                                        (c, j) = bf16 B[2c, j] | B[2c+1, j] << 16
-//   transpose_words(rows, cols, src, lds, dst, ldd)      dst[j][i] = src[i][j] (32-bit words):
-//                                                        an A operand's bf16 rows read as pairs
-//                                                        are the B operand of its transpose
+//   transpose_words(rows, cols, src, lds, dst, ldd)      dst[j][i] = src[i][j] (32-bit words,
+//                                                        16 × 16 blocks): an A operand's bf16
+//                                                        rows read as pairs are the B operand of
+//                                                        its transpose
+//   bf16_rows_from_pairs(m, n, pairs, dst)               those pairs split back into the bf16
+//                                                        rows of the transpose (an A operand)
 //   amx_gemm(M, N, Kd, a, b, accumulate, c, ldc, blocks) C [M × N] fp32 (=, +=) A [M × Kd] · B
 // M, N and Kd are multiples of 32 (the callers pad with zero rows / columns). `row(r, c)` gives
 // the 16 floats of row r from column c (c a multiple of 16) for r < rows; rows from `rows` to
@@ -94,14 +97,56 @@ POLYATTN_TARGET_AMX void pack_amx_b(std::int64_t rows, std::int64_t rows_p, std:
     }
 }
 
-inline void transpose_words(std::int64_t rows, std::int64_t cols, const std::uint32_t* src,
-                            std::int64_t lds, std::uint32_t* dst, std::int64_t ldd) {
-  constexpr std::int64_t kB = 16;  // blocks of 16 × 16 words: both sides stay in a few lines
-  for (std::int64_t i0 = 0; i0 < rows; i0 += kB)
-    for (std::int64_t j0 = 0; j0 < cols; j0 += kB)
-      for (std::int64_t j = j0; j < std::min(cols, j0 + kB); ++j)
-        for (std::int64_t i = i0; i < std::min(rows, i0 + kB); ++i)
-          dst[j * ldd + i] = src[i * lds + j];
+// dst[j][i] = src[i][j] for a 16 × 16 block of words: unpack 32- and 64-bit pairs, then two
+// rounds of 128-bit lane shuffles.
+POLYATTN_TARGET_AMX inline void transpose_words_16x16(const std::uint32_t* src, std::int64_t lds,
+                                                      std::uint32_t* dst, std::int64_t ldd) {
+  __m512i r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(src + i * lds);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int g = 0; g < 16; g += 8)
+    for (int i = 0; i < 4; ++i) {
+      t[g + i] = _mm512_shuffle_i32x4(r[g + i], r[g + i + 4], 0x88);
+      t[g + i + 4] = _mm512_shuffle_i32x4(r[g + i], r[g + i + 4], 0xdd);
+    }
+  for (int i = 0; i < 8; ++i) {
+    _mm512_storeu_si512(dst + i * ldd, _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88));
+    _mm512_storeu_si512(dst + (i + 8) * ldd, _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd));
+  }
+}
+
+// rows and cols multiples of 16.
+POLYATTN_TARGET_AMX inline void transpose_words(std::int64_t rows, std::int64_t cols,
+                                                const std::uint32_t* src, std::int64_t lds,
+                                                std::uint32_t* dst, std::int64_t ldd) {
+  for (std::int64_t i0 = 0; i0 < rows; i0 += 16)
+    for (std::int64_t j0 = 0; j0 < cols; j0 += 16)
+      transpose_words_16x16(src + i0 * lds + j0, lds, dst + j0 * ldd + i0, ldd);
+}
+
+// The rows of the transpose of a bf16 matrix X [n][2m] from its pairs P = transpose_words of X
+// read as words ([m][n] words): Xᵀ row 2c is the low halves of P's row c, row 2c + 1 the high
+// halves. dst [2m][n] bf16 (n a multiple of 16).
+POLYATTN_TARGET_AMX inline void bf16_rows_from_pairs(std::int64_t m, std::int64_t n,
+                                                     const std::uint32_t* pairs,
+                                                     std::uint16_t* dst) {
+  for (std::int64_t c = 0; c < m; ++c)
+    for (std::int64_t s = 0; s < n; s += 16) {
+      const __m512i w = _mm512_loadu_si512(pairs + c * n + s);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * c * n + s),
+                          _mm512_cvtepi32_epi16(w));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (2 * c + 1) * n + s),
+                          _mm512_cvtepi32_epi16(_mm512_srli_epi32(w, 16)));
+    }
 }
 
 POLYATTN_TARGET_AMX inline void amx_gemm(std::int64_t M, std::int64_t N, std::int64_t Kd,
@@ -112,13 +157,15 @@ POLYATTN_TARGET_AMX inline void amx_gemm(std::int64_t M, std::int64_t N, std::in
     const std::int64_t kd = blocks == AmxBlocks::causal_inner ? std::min(Kd, i0 + 32) : Kd;
     for (std::int64_t j0 = 0; j0 < N; j0 += 32) {
       if (blocks == AmxBlocks::lower && j0 > i0) break;
-      float* cb = c + i0 * ldc + j0;
-      amx_block_2x2(a.hi + i0 * a.ld, lda, 64, b.hi + j0, ldb, b_step, kd / 32, accumulate, cb,
-                    ldc);
-      if (b.lo)
-        amx_block_2x2(a.hi + i0 * a.ld, lda, 64, b.lo + j0, ldb, b_step, kd / 32, true, cb, ldc);
-      if (a.lo)
-        amx_block_2x2(a.lo + i0 * a.ld, lda, 64, b.hi + j0, ldb, b_step, kd / 32, true, cb, ldc);
+      AmxTerm terms[3];
+      int n = 0;
+      const auto add = [&](const std::uint16_t* ap, const std::uint32_t* bp) {
+        terms[n++] = {ap + i0 * a.ld, lda, 64, bp + j0, ldb, b_step, kd / 32};
+      };
+      add(a.hi, b.hi);
+      if (b.lo) add(a.hi, b.lo);
+      if (a.lo) add(a.lo, b.hi);
+      amx_block_sum(terms, n, accumulate, c + i0 * ldc + j0, ldc);
     }
   }
 }

@@ -15,13 +15,13 @@
 // aligned):
 //   Qb, Kb, Tb [C×K] bf16   A operands: queries, keys (input rows, or gated), gated keys
 //   Ql, Kl, Tl [C×K] bf16   their low halves where split (key-channel gates)
-//   Wh, Wl     [C×K] bf16   −W, split hi + lo (core/simd/amx_gemm.hpp)
-//   Ah, Al     [C×C] bf16   masked intra-chunk scores, split
+//   Ah, Al     [C×C] bf16   T of the delta rule, then the masked intra-chunk scores, split
 //   Keh, Kel   [K×C] bf16   the state pass's keys, transposed (split for key-channel gates)
 //   Kp, Kpl    [K/2×C]      B operand of the Grams: keys as pairs (words), split
 //   Sh, Sl     [K/2×V]      the chunk's initial state as pairs, split
 //   Uh, Ul     [C/2×V]      the chunk's updates as pairs, split
-//   Fh, Fl     [C/2×V]      the updates times e^{b_L − b} (scalar gates), split
+//   Fh, Fl     [C/2×V]      the delta rule's right-hand side, then the updates times
+//                           e^{b_L − b} (scalar gates), split
 //   dS         [K×V] fp32   the chunk's state contribution (e^{b_L − b} ∘ K)ᵀ U
 //   qn, kn     [C] fp32     the row factors of the queries and keys (scale, L2 norms)
 #pragma once
@@ -72,7 +72,7 @@ struct ChunkBuffers {
 };
 
 struct TileOperands {
-  std::uint16_t *Qb, *Kb, *Tb, *Ql, *Kl, *Tl, *Wh, *Wl, *Ah, *Al, *Keh, *Kel;
+  std::uint16_t *Qb, *Kb, *Tb, *Ql, *Kl, *Tl, *Ah, *Al, *Keh, *Kel;
   std::uint32_t *Kp, *Kpl, *Sh, *Sl, *Uh, *Ul, *Fh, *Fl;
   float *dS, *qn, *kn;
 
@@ -82,7 +82,7 @@ struct TileOperands {
   }
   // Floats (32-bit words) of the operands for chunks of up to C tokens, with the alignment slack.
   static constexpr std::size_t floats(index_t C, index_t K, index_t V) {
-    return 8 * line_words(C * K) + 2 * line_words(C * C) + 4 * line_words(K * C) +
+    return 6 * line_words(C * K) + 2 * line_words(C * C) + 4 * line_words(K * C) +
            2 * line_words(K * V) + 4 * line_words(C * V) + line_words(2 * K * V) +
            2 * line_words(2 * C) + 16;
   }
