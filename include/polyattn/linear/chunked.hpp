@@ -31,7 +31,6 @@
 #include "polyattn/linear/stages/gates.hpp"
 #include "polyattn/linear/stages/gram.hpp"
 #include "polyattn/linear/stages/output.hpp"
-#include "polyattn/linear/stages/prefetch.hpp"
 #include "polyattn/linear/stages/rows.hpp"
 #include "polyattn/linear/stages/state_pass.hpp"
 #include "polyattn/linear/stages/wy_solve.hpp"
@@ -94,9 +93,7 @@ void ChunkedKernel<P>::operator()(A) const {
   const bool want_out = p.o != nullptr;
   const stages::InRows q{p.q, p.q_st, p.q_type}, k{p.k, p.k_st, p.k_type}, v{p.v, p.v_st, p.v_type};
   const stages::OutRows o{p.o, p.o_st, p.o_type};
-  stages::prefetch_tokens<A>(p, 0, C);
   for (index_t c0 = 0; c0 < p.T; c0 += C) {
-    stages::prefetch_tokens<A>(p, c0 + C, c0 + 2 * C);  // the next chunk, while this one computes
     const index_t L = std::min(C, p.T - c0);
     const stages::InRows vc = stages::rows_from<A>(v, c0);
     stages::load_queries_keys<A>(L, K, stages::rows_from<A>(q, c0), stages::rows_from<A>(k, c0),

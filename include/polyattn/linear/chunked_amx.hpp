@@ -33,7 +33,6 @@
 #include "polyattn/linear/stages/gates.hpp"
 #include "polyattn/linear/stages/gram.hpp"
 #include "polyattn/linear/stages/output.hpp"
-#include "polyattn/linear/stages/prefetch.hpp"
 #include "polyattn/linear/stages/rows.hpp"
 #include "polyattn/linear/stages/state_pass.hpp"
 #include "polyattn/linear/stages/wy_solve.hpp"
@@ -124,8 +123,9 @@ void gram_key_pairs(index_t Lp, index_t K, const std::uint16_t* rows, std::uint3
 
 // QK (want_qk) and KK (want_kk) of a chunk of L ≤ Lp tokens into w.QK / w.KK, on the tiles.
 // Scalar gates or none: from x.Qb / x.Kb, the chunk's bf16 input rows, and the row factors.
+// Returns whether key-channel gates were factorised (k̂ ∘ e^{−b} then in w.tmp).
 template <simd::SimdArch A, GateShape Shape>
-void tile_gram(index_t L, index_t Lp, const ChunkBuffers& w, const TileOperands& x, bool want_qk,
+bool tile_gram(index_t L, index_t Lp, const ChunkBuffers& w, const TileOperands& x, bool want_qk,
                bool want_kk) {
   using B = simd::batch_t<A>;
   const index_t K = w.K, C = w.C;
@@ -136,40 +136,64 @@ void tile_gram(index_t L, index_t Lp, const ChunkBuffers& w, const TileOperands&
   if constexpr (Shape != GateShape::KeyChannel) {
     gram_key_pairs<A>(Lp, K, x.Kb, x.Kp);
     products({x.Qb, nullptr, K}, {x.Kb, nullptr, K}, {x.Kp, nullptr, Lp});
-    // Row t times its factor, column s times kn_s·Γ[t,s] (Γ = e^{b_t − b_s}, or 1).
-    float* e = w.extra;
+    // Row t times its factor, column s times kn_s·Γ[t,s] (Γ = e^{b_t − b_s}, or 1), in whole
+    // vectors: the columns past t up to the vector's end are ignored by every later stage.
+    constexpr index_t W = B::size;
+    for (index_t t = L; t < Lp; ++t) x.kn[t] = 0.f;
     for (index_t t = 0; t < L; ++t) {
-      if constexpr (Shape == GateShape::Scalar)
-        simd::transform<A>(
-            t + 1, e, [bt = B(w.b[t])](B bs, B kn) { return decay_exp1<A>(bt - bs) * kn; }, w.b,
-            x.kn);
-      else
-        std::copy(x.kn, x.kn + t + 1, e);
-      const auto row = [&](float* m, float f) {
-        simd::transform<A>(
-            t + 1, m + t * C, [fb = B(f)](B v, B g) { return v * g * fb; }, m + t * C, e);
-      };
-      if (want_qk) row(w.QK, x.qn[t]);
-      if (want_kk) row(w.KK, x.kn[t]);
+      const B bt(w.b[t]), qf(x.qn[t]), kf(x.kn[t]);
+      float *qk = w.QK + t * C, *kk = w.KK + t * C;
+      for (index_t s = 0; s <= t; s += W) {
+        B g = B::load_unaligned(x.kn + s);
+        if constexpr (Shape == GateShape::Scalar)
+          g *= decay_exp1<A>(bt - B::load_unaligned(w.b + s));
+        if (want_qk) (B::load_unaligned(qk + s) * (g * qf)).store_unaligned(qk + s);
+        if (want_kk) (B::load_unaligned(kk + s) * (g * kf)).store_unaligned(kk + s);
+      }
     }
   } else {
     bool factor = true;  // gram.hpp: (Q ∘ e^{b})(K ∘ e^{−b})ᵀ while e^{−b} stays in range
     for (index_t i = 0; i < K && factor; ++i) factor = w.b[(L - 1) * K + i] > -kFactorRange;
-    if (!factor) return gated_gram_strips<A>(L, w, want_qk, want_kk);
-    const auto gated = [&w, K](const float* m, bool inverse) {
-      return [m, b = w.b, eb = w.eb, K, inverse](std::int64_t r, std::int64_t c) {
-        const B v = B::load_unaligned(m + r * K + c);
-        return inverse ? v * simd::exp(B(0.f) - B::load_unaligned(b + r * K + c))
-                       : v * B::load_unaligned(eb + r * K + c);
+    if (!factor) {
+      gated_gram_strips<A>(L, w, want_qk, want_kk);
+      return false;
+    }
+    const auto gated = [&w, K](const float* m) {
+      return [m, eb = w.eb, K](std::int64_t r, std::int64_t c) {
+        return B::load_unaligned(m + r * K + c) * B::load_unaligned(eb + r * K + c);
       };
     };
-    simd::pack_amx_a(L, Lp, K, gated(w.Kc, true), x.Tb, x.Tl, K);  // split, then as pairs
+    // k̂ ∘ e^{−b}, kept in w.tmp for the state pass (tile_state_keys), split, then as pairs.
+    const auto inverse = [kc = w.Kc, b = w.b, tmp = w.tmp, K](std::int64_t r, std::int64_t c) {
+      const B g =
+          B::load_unaligned(kc + r * K + c) * simd::exp(B(0.f) - B::load_unaligned(b + r * K + c));
+      g.store_unaligned(tmp + r * K + c);
+      return g;
+    };
+    simd::pack_amx_a(L, Lp, K, inverse, x.Tb, x.Tl, K);
     gram_key_pairs<A>(Lp, K, x.Tb, x.Kp);
     gram_key_pairs<A>(Lp, K, x.Tl, x.Kpl);
-    if (want_qk) simd::pack_amx_a(L, Lp, K, gated(w.Q, false), x.Qb, x.Ql, K);
-    if (want_kk) simd::pack_amx_a(L, Lp, K, gated(w.Kc, false), x.Kb, x.Kl, K);
+    if (want_qk) simd::pack_amx_a(L, Lp, K, gated(w.Q), x.Qb, x.Ql, K);
+    if (want_kk) simd::pack_amx_a(L, Lp, K, gated(w.Kc), x.Kb, x.Kl, K);
     products({x.Qb, x.Ql, K}, {x.Kb, x.Kl, K}, {x.Kp, x.Kpl, Lp});
+    return true;
   }
+  return false;
+}
+
+// Key-channel gates: the state pass's rows k̂_s ∘ e^{b_L − b_s} in w.tmp. After a factorised Gram
+// (factored) w.tmp holds k̂ ∘ e^{−b} and e^{b_L} ≥ e^{−kFactorRange} is not flushed, so one
+// product per element replaces the exponentials; otherwise as the fp32 state pass forms them.
+template <simd::SimdArch A, GateShape Shape>
+const float* tile_state_keys(index_t L, const ChunkBuffers& w, bool factored) {
+  using B = simd::batch_t<A>;
+  if (!factored) return gated_state_keys<A, Shape>(L, w);
+  const index_t K = w.K;
+  const float* ebL = w.eb + (L - 1) * K;
+  for (index_t s = 0; s < L; ++s)
+    simd::transform<A>(
+        K, w.tmp + s * K, [](B g, B e) { return g * e; }, w.tmp + s * K, ebL);
+  return w.tmp;
 }
 
 // In place on m (rows of stride ld): m ← T = (I + tril(β ∘ m, −1))⁻¹ for rows t < L ≤ 128, by
@@ -213,6 +237,30 @@ POLYATTN_TARGET_AMX void unit_lower_inverse(index_t L, float* m, index_t ld, con
   }
 }
 
+// S ← e^{b_L} ∘ S + ΔS in one pass with the two roundings of decay_state followed by an add (the
+// asm barrier keeps the compiler from fusing them into one FMA), so the bits equal the
+// chunk-parallel scheduler's combine.
+template <simd::SimdArch A, GateShape Shape>
+POLYATTN_TARGET_AMX void add_to_decayed_state(index_t L, const ChunkBuffers& w, float* S,
+                                              const float* dS) {
+  const float* ebL = w.eb + (L - 1) * w.bK;
+  for (index_t i = 0; i < w.K; ++i) {
+    const __m512 a = _mm512_set1_ps(Shape == GateShape::None         ? 1.f
+                                    : Shape == GateShape::KeyChannel ? ebL[i]
+                                                                     : ebL[0]);
+    float* row = S + i * w.V;
+    const float* d = dS + i * w.V;
+    for (index_t j = 0; j < w.V; j += 16) {
+      __m512 r = _mm512_loadu_ps(row + j);
+      if constexpr (Shape != GateShape::None) {
+        r = _mm512_mul_ps(r, a);
+        asm("" : "+v"(r));
+      }
+      _mm512_storeu_ps(row + j, _mm512_add_ps(r, _mm512_loadu_ps(d + j)));
+    }
+  }
+}
+
 // The chunk loop of ChunkedKernel<P> on the tiles (chunked.hpp checks eligibility): chunks of
 // `chunk` tokens; w and x carved for w.C ≥ chunk rows, a multiple of 32.
 template <simd::SimdArch A, class P>
@@ -227,9 +275,7 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
   const bool want_out = p.o != nullptr;
   const InRows q{p.q, p.q_st, p.q_type}, k{p.k, p.k_st, p.k_type}, v{p.v, p.v_st, p.v_type};
   const OutRows o{p.o, p.o_st, p.o_type};
-  prefetch_tokens<A>(p, 0, chunk);
   for (index_t c0 = 0; c0 < p.T; c0 += chunk) {
-    prefetch_tokens<A>(p, c0 + chunk, c0 + 2 * chunk);  // the next chunk (stages/prefetch.hpp)
     const index_t L = std::min(chunk, p.T - c0), Lp = (L + 31) / 32 * 32;
     const InRows qc = rows_from<A>(q, c0), kc = rows_from<A>(k, c0), vc = rows_from<A>(v, c0);
     if constexpr (key_channel || P::running_sum) {  // q̂, k̂ in fp32 for the gates / normaliser
@@ -242,7 +288,9 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
       copy_bf16_rows<A>(kc, L, Lp, K, x.Kb, factors ? x.kn : nullptr, 1.f, p.qk_l2norm);
     }
     cumulative_gates<A, Shape>(p.gate, c0, L, K, w.b, w.eb);
-    tile_gram<A, Shape>(L, Lp, w, x, want_out, P::delta);
+    if constexpr (Shape == GateShape::Scalar)  // whole vectors of b past L stay finite
+      std::fill(w.b + L, w.b + Lp, w.b[L - 1]);
+    [[maybe_unused]] const bool factored = tile_gram<A, Shape>(L, Lp, w, x, want_out, P::delta);
     if (P::delta || want_out)  // S0 as pairs, split: right operand of k S0 and q S0
       simd::pack_amx_b(K, K, V, fp32_rows<A>(S, V), x.Sh, x.Sl, V);
     const float* U = w.U;
@@ -257,18 +305,23 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
         };
         simd::pack_amx_a(L, Lp, K, gated_k, x.Kb, x.Kl, K);
         simd::amx_gemm(Lp, V, K, {x.Kb, x.Kl, K}, {x.Sh, x.Sl, V}, false, w.U, V);
-      } else {  // k S0 on the input rows; the row factors kn_t e^{b_t} go on below
-        simd::amx_gemm(Lp, V, K, {x.Kb, nullptr, K}, {x.Sh, x.Sl, V}, false, w.U, V);
+      } else {  // k S0 (and q S0 for the output) on the input rows; row factors go on below
+        simd::amx_gemm(Lp, V, K, {x.Kb, nullptr, K}, {x.Sh, x.Sl, V}, false, w.U, V,
+                       simd::AmxBlocks::all, {x.Qb, nullptr, K}, want_out ? w.O : nullptr);
       }
-      for (index_t t = 0; t < L; ++t) {  // Y_t = β_t (v_t − f_t P_t) in w.U
-        float f = key_channel ? 1.f : x.kn[t];
-        if constexpr (Shape == GateShape::Scalar) f *= w.eb[t];
-        float* y = w.U + t * V;
-        const float* vt = row_f32<A>(vc, t, w.O + t * V, V);
-        simd::transform<A>(
-            V, y, [fb = B(f), bb = B(w.beta[t])](B v, B pv) { return bb * (v - fb * pv); }, vt, y);
+      // Y_t = β_t (v_t − f_t P_t), formed as it is packed (P_t in w.U, v_t read bf16).
+      float* f = w.extra;
+      for (index_t t = 0; t < L; ++t) {
+        f[t] = key_channel ? 1.f : x.kn[t];
+        if constexpr (Shape == GateShape::Scalar) f[t] *= w.eb[t];
       }
-      simd::pack_amx_b(L, Lp, V, fp32_rows<A>(w.U, V), x.Fh, x.Fl, V);
+      const auto rhs = [&vc, pu = w.U, f, beta = w.beta, V](std::int64_t t, std::int64_t c) {
+        const auto* vt = static_cast<const std::uint16_t*>(vc.data) + t * vc.stride + c;
+        const __m512 v = simd::bf16_widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vt)));
+        const __m512 y = _mm512_fnmadd_ps(_mm512_set1_ps(f[t]), _mm512_loadu_ps(pu + t * V + c), v);
+        return _mm512_mul_ps(_mm512_set1_ps(beta[t]), y);
+      };
+      simd::pack_amx_b(L, Lp, V, rhs, x.Fh, x.Fl, V);
       const auto lower = [tt = w.KK, C](std::int64_t t, std::int64_t c) {
         return load_first<A>(tt + t * C, c, t + 1);
       };
@@ -291,7 +344,7 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
         simd::pack_amx_a(L, Lp, K, gated_q, x.Qb, x.Ql, K);
         simd::amx_gemm(Lp, V, K, {x.Qb, x.Ql, K}, {x.Sh, x.Sl, V}, false, w.O, V);
       } else {  // q S0 on the input rows, then each row times qn_t e^{b_t}
-        simd::amx_gemm(Lp, V, K, {x.Qb, nullptr, K}, {x.Sh, x.Sl, V}, false, w.O, V);
+        if (!P::delta) simd::amx_gemm(Lp, V, K, {x.Qb, nullptr, K}, {x.Sh, x.Sl, V}, false, w.O, V);
         for (index_t t = 0; t < L; ++t)
           simd::scale<A>(Shape == GateShape::Scalar ? x.qn[t] * w.eb[t] : x.qn[t], w.O + t * V, V);
       }
@@ -310,7 +363,7 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
     simd::AmxA keys{x.Keh, nullptr, Lp};
     simd::AmxB updates{x.Fh, x.Fl, V};
     if constexpr (key_channel) {  // (k̂ ∘ e^{b_L − b})ᵀ, split, times U
-      const float* Ke = gated_state_keys<A, Shape>(L, w);
+      const float* Ke = tile_state_keys<A, Shape>(L, w, factored);
       simd::transpose_words(Lp, K, reinterpret_cast<const std::uint32_t*>(Ke), K,
                             reinterpret_cast<std::uint32_t*>(w.Kt), C);  // columns L.. masked
       const auto key_rows = [kt = w.Kt, C, L](std::int64_t i, std::int64_t c) {
@@ -337,9 +390,7 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
       chunk_decay<A, Shape>(L, w, p.decay_out);
       continue;
     }
-    decay_state<A, Shape>(L, w, S);
-    simd::transform<A>(
-        K * V, S, [](B s, B d) { return s + d; }, S, dS);
+    add_to_decayed_state<A, Shape>(L, w, S, dS);
   }
 }
 

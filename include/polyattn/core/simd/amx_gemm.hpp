@@ -149,23 +149,31 @@ POLYATTN_TARGET_AMX inline void bf16_rows_from_pairs(std::int64_t m, std::int64_
     }
 }
 
+// With a second A operand a2 (rows M as well) and c2: also C2 (=, +=) A2 · B, sharing each B
+// panel while it is in L1.
 POLYATTN_TARGET_AMX inline void amx_gemm(std::int64_t M, std::int64_t N, std::int64_t Kd,
                                          const AmxA& a, const AmxB& b, bool accumulate, float* c,
-                                         std::int64_t ldc, AmxBlocks blocks = AmxBlocks::all) {
-  const std::int64_t lda = a.ld * 2, ldb = b.ld * 4, b_step = 16 * ldb;
-  for (std::int64_t i0 = 0; i0 < M; i0 += 32) {
-    const std::int64_t kd = blocks == AmxBlocks::causal_inner ? std::min(Kd, i0 + 32) : Kd;
-    for (std::int64_t j0 = 0; j0 < N; j0 += 32) {
-      if (blocks == AmxBlocks::lower && j0 > i0) break;
-      AmxTerm terms[3];
-      int n = 0;
-      const auto add = [&](const std::uint16_t* ap, const std::uint32_t* bp) {
-        terms[n++] = {ap + i0 * a.ld, lda, 64, bp + j0, ldb, b_step, kd / 32};
-      };
-      add(a.hi, b.hi);
-      if (b.lo) add(a.hi, b.lo);
-      if (a.lo) add(a.lo, b.hi);
-      amx_block_sum(terms, n, accumulate, c + i0 * ldc + j0, ldc);
+                                         std::int64_t ldc, AmxBlocks blocks = AmxBlocks::all,
+                                         const AmxA& a2 = {}, float* c2 = nullptr) {
+  const std::int64_t ldb = b.ld * 4, b_step = 16 * ldb;
+  // Column blocks outside, so that a B panel (Kd × 32, both halves) is read from L2 once and
+  // stays in L1 for every row block; A (the chunk's rows) is the smaller operand.
+  for (std::int64_t j0 = 0; j0 < N; j0 += 32) {
+    for (int g = 0; g < (c2 ? 2 : 1); ++g) {
+      const AmxA& ag = g == 0 ? a : a2;
+      float* cg = g == 0 ? c : c2;
+      for (std::int64_t i0 = blocks == AmxBlocks::lower ? j0 : 0; i0 < M; i0 += 32) {
+        const std::int64_t kd = blocks == AmxBlocks::causal_inner ? std::min(Kd, i0 + 32) : Kd;
+        AmxTerm terms[3];
+        int n = 0;
+        const auto add = [&](const std::uint16_t* ap, const std::uint32_t* bp) {
+          terms[n++] = {ap + i0 * ag.ld, ag.ld * 2, 64, bp + j0, ldb, b_step, kd / 32};
+        };
+        add(ag.hi, b.hi);
+        if (b.lo) add(ag.hi, b.lo);
+        if (ag.lo) add(ag.lo, b.hi);
+        amx_block_sum(terms, n, accumulate, cg + i0 * ldc + j0, ldc);
+      }
     }
   }
 }
