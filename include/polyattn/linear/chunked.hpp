@@ -45,6 +45,9 @@ struct ChunkedKernel {
   const HeadProblem<P>* problem;
   Workspace workspace;  // at least workspace_floats(chunk, K, V)
   index_t chunk;
+  // The caller's simd::runtime_isa() reaches amx (asked outside the per-ISA units, whose symbols
+  // must all be ISA-specific): bf16 calls may then run on AMX tiles (on_tiles).
+  bool amx_level = false;
 
   static constexpr std::size_t workspace_floats(index_t chunk, index_t K, index_t V) {
     const index_t Ct = (chunk + 31) / 32 * 32;  // the tile path's chunk buffers (amx level)
@@ -64,8 +67,7 @@ struct ChunkedKernel {
       return false;
     } else {
       return p.q_type == Dtype::bf16 && p.k_type == Dtype::bf16 && p.v_type == Dtype::bf16 &&
-             p.K % 32 == 0 && p.V % 32 == 0 && chunk <= 128 && !p.keep &&
-             simd::isa_at_least(simd::runtime_isa(), simd::Isa::amx);
+             p.K % 32 == 0 && p.V % 32 == 0 && chunk <= 128 && !p.keep && amx_level;
     }
   }
 };

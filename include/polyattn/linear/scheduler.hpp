@@ -51,7 +51,10 @@ void run_head(const HeadProblem<P>& p, std::vector<float>& scratch) {
     if constexpr (requires { Algo::chunk; }) chunk = std::min<index_t>(Algo::chunk, p.T);
     if (p.T <= 0) return;
     scratch.resize(ChunkedKernel<P>::workspace_floats(chunk, p.K, p.V));
-    simd::run_kernel(ChunkedKernel<P>{&p, {scratch.data(), scratch.size()}, chunk});
+    simd::run_kernel(ChunkedKernel<P>{&p,
+                                      {scratch.data(), scratch.size()},
+                                      chunk,
+                                      simd::isa_at_least(simd::runtime_isa(), simd::Isa::amx)});
   }
 }
 
