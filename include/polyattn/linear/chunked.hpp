@@ -106,11 +106,7 @@ void ChunkedKernel<P>::operator()(A) const {
       update_betas<A>(p.update, c0, w.beta, L);
       stages::wy_solve<A, P::shape>(L, w, vc, S);
     } else {
-      if constexpr (P::weighted) update_value_weights<A>(p.update, c0, w.beta, L);  // w_t
-      for (index_t t = 0; t < L; ++t) {
-        stages::load_row<A>(vc, t, w.U + t * V, V);
-        if constexpr (P::weighted) simd::scale<A>(w.beta[t], w.U + t * V, V);  // u = w_t·v
-      }
+      stages::additive_updates<A, P::weighted>(p.update, c0, L, vc, w);
     }
     if (p.keep) {  // speculative verify: what CommitKernel needs for any prefix (one chunk)
       std::copy(w.Kc, w.Kc + L * K, p.keep);

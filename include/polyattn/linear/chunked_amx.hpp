@@ -1,7 +1,7 @@
 // polyattn/linear/chunked_amx.hpp — the Chunked<C> algorithm with its matrix products on AMX-BF16
 // tiles (core/simd/amx_gemm.hpp), for bf16 q, k and v at the amx level. The stages and their
-// order are chunked.hpp's, and the vector work between the products (norms, gates, the delta
-// rule's in-chunk substitution, normaliser, output rounding) is the same fp32 code. With
+// order are chunked.hpp's, and the vector work between the products (gates, the strips of steep
+// key-channel decays, normaliser, output rounding) is the same fp32 code. With
 // q̂_t = qn_t·q_t and k̂_t = kn_t·k_t the scaled / L2-normalised rows (chunk_inputs.hpp), per chunk:
 //   QK[t,s] = qn_t kn_s Γ[t,s] (q_t·k_s)   KK[t,s] = kn_t kn_s Γ[t,s] (k_t·k_s)
 //                                          (tiles on the bf16 input rows, lower 32 × 32 blocks;
@@ -35,8 +35,6 @@
 #include "polyattn/linear/stages/output.hpp"
 #include "polyattn/linear/stages/rows.hpp"
 #include "polyattn/linear/stages/state_pass.hpp"
-#include "polyattn/linear/stages/wy_solve.hpp"
-#include "polyattn/policies/update.hpp"
 
 #if POLYATTN_HAVE_AMX
 
@@ -121,9 +119,19 @@ void gram_key_pairs(index_t Lp, index_t K, const std::uint16_t* rows, std::uint3
   simd::transpose_words(Lp, K / 2, reinterpret_cast<const std::uint32_t*>(rows), K / 2, Kp, Lp);
 }
 
+// Rows of m ∘ e^{b} (m [L×K]: q̂ or k̂; key-channel gates) as the loads pack_amx_a asks for.
+template <simd::SimdArch A>
+auto key_channel_gated(const float* m, const ChunkBuffers& w) {
+  using B = simd::batch_t<A>;
+  return [m, eb = w.eb, K = w.K](std::int64_t r, std::int64_t c) {
+    return B::load_unaligned(m + r * K + c) * B::load_unaligned(eb + r * K + c);
+  };
+}
+
 // QK (want_qk) and KK (want_kk) of a chunk of L ≤ Lp tokens into w.QK / w.KK, on the tiles.
 // Scalar gates or none: from x.Qb / x.Kb, the chunk's bf16 input rows, and the row factors.
-// Returns whether key-channel gates were factorised (k̂ ∘ e^{−b} then in w.tmp).
+// Returns whether key-channel gates were factorised: k̂ ∘ e^{−b} is then in w.tmp and x.Qb / Ql
+// (when want_qk), x.Kb / Kl (when want_kk) hold q̂ ∘ e^{b}, k̂ ∘ e^{b} split.
 template <simd::SimdArch A, GateShape Shape>
 bool tile_gram(index_t L, index_t Lp, const ChunkBuffers& w, const TileOperands& x, bool want_qk,
                bool want_kk) {
@@ -158,11 +166,6 @@ bool tile_gram(index_t L, index_t Lp, const ChunkBuffers& w, const TileOperands&
       gated_gram_strips<A>(L, w, want_qk, want_kk);
       return false;
     }
-    const auto gated = [&w, K](const float* m) {
-      return [m, eb = w.eb, K](std::int64_t r, std::int64_t c) {
-        return B::load_unaligned(m + r * K + c) * B::load_unaligned(eb + r * K + c);
-      };
-    };
     // k̂ ∘ e^{−b}, kept in w.tmp for the state pass (tile_state_keys), split, then as pairs.
     const auto inverse = [kc = w.Kc, b = w.b, tmp = w.tmp, K](std::int64_t r, std::int64_t c) {
       const B g =
@@ -173,8 +176,8 @@ bool tile_gram(index_t L, index_t Lp, const ChunkBuffers& w, const TileOperands&
     simd::pack_amx_a(L, Lp, K, inverse, x.Tb, x.Tl, K);
     gram_key_pairs<A>(Lp, K, x.Tb, x.Kp);
     gram_key_pairs<A>(Lp, K, x.Tl, x.Kpl);
-    if (want_qk) simd::pack_amx_a(L, Lp, K, gated(w.Q), x.Qb, x.Ql, K);
-    if (want_kk) simd::pack_amx_a(L, Lp, K, gated(w.Kc), x.Kb, x.Kl, K);
+    if (want_qk) simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Q, w), x.Qb, x.Ql, K);
+    if (want_kk) simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Kc, w), x.Kb, x.Kl, K);
     products({x.Qb, x.Ql, K}, {x.Kb, x.Kl, K}, {x.Kp, x.Kpl, Lp});
     return true;
   }
@@ -237,8 +240,8 @@ POLYATTN_TARGET_AMX void unit_lower_inverse(index_t L, float* m, index_t ld, con
   }
 }
 
-// S ← e^{b_L} ∘ S + ΔS in one pass with the two roundings of decay_state followed by an add (the
-// asm barrier keeps the compiler from fusing them into one FMA), so the bits equal the
+// S ← e^{b_L} ∘ S + ΔS in one pass with the two roundings of the fp32 state pass (scale, then add;
+// the asm barrier keeps the compiler from fusing them into one FMA), so the bits equal the
 // chunk-parallel scheduler's combine.
 template <simd::SimdArch A, GateShape Shape>
 POLYATTN_TARGET_AMX void add_to_decayed_state(index_t L, const ChunkBuffers& w, float* S,
@@ -293,17 +296,12 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
     [[maybe_unused]] const bool factored = tile_gram<A, Shape>(L, Lp, w, x, want_out, P::delta);
     if (P::delta || want_out)  // S0 as pairs, split: right operand of k S0 and q S0
       simd::pack_amx_b(K, K, V, fp32_rows<A>(S, V), x.Sh, x.Sl, V);
-    const float* U = w.U;
-    index_t ldu = V;
     if constexpr (P::delta) {
       update_betas<A>(p.update, c0, w.beta, L);
       // U = T (β ∘ (V − e^{b} ∘ K̂ S0)) with T = (I + tril(β·KK, −1))⁻¹ (header comment).
       unit_lower_inverse<A>(L, w.KK, C, w.beta);  // T in w.KK
-      if constexpr (key_channel) {                // (k̂ ∘ e^{b}) S0, split
-        const auto gated_k = [kc = w.Kc, eb = w.eb, K](std::int64_t t, std::int64_t c) {
-          return B::load_unaligned(kc + t * K + c) * B::load_unaligned(eb + t * K + c);
-        };
-        simd::pack_amx_a(L, Lp, K, gated_k, x.Kb, x.Kl, K);
+      if constexpr (key_channel) {  // (k̂ ∘ e^{b}) S0, split (packed by a factorised Gram)
+        if (!factored) simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Kc, w), x.Kb, x.Kl, K);
         simd::amx_gemm(Lp, V, K, {x.Kb, x.Kl, K}, {x.Sh, x.Sl, V}, false, w.U, V);
       } else {  // k S0 (and q S0 for the output) on the input rows; row factors go on below
         simd::amx_gemm(Lp, V, K, {x.Kb, nullptr, K}, {x.Sh, x.Sl, V}, false, w.U, V,
@@ -316,8 +314,7 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
         if constexpr (Shape == GateShape::Scalar) f[t] *= w.eb[t];
       }
       const auto rhs = [&vc, pu = w.U, f, beta = w.beta, V](std::int64_t t, std::int64_t c) {
-        const auto* vt = static_cast<const std::uint16_t*>(vc.data) + t * vc.stride + c;
-        const __m512 v = simd::bf16_widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vt)));
+        const __m512 v = simd::load_float<A>(static_cast<const bf16*>(vc.data) + t * vc.stride + c);
         const __m512 y = _mm512_fnmadd_ps(_mm512_set1_ps(f[t]), _mm512_loadu_ps(pu + t * V + c), v);
         return _mm512_mul_ps(_mm512_set1_ps(beta[t]), y);
       };
@@ -329,19 +326,12 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
       simd::amx_gemm(Lp, V, Lp, {x.Ah, x.Al, Lp}, {x.Fh, x.Fl, V}, false, w.U, V,
                      simd::AmxBlocks::causal_inner);
     } else {
-      if constexpr (P::weighted) update_value_weights<A>(p.update, c0, w.beta, L);  // w_t
-      for (index_t t = 0; t < L; ++t) {
-        load_row<A>(vc, t, w.U + t * V, V);
-        if constexpr (P::weighted) simd::scale<A>(w.beta[t], w.U + t * V, V);  // u = w_t·v
-      }
+      additive_updates<A, P::weighted>(p.update, c0, L, vc, w);
     }
-    simd::pack_amx_b(L, Lp, V, fp32_rows<A>(U, ldu), x.Uh, x.Ul, V);
+    simd::pack_amx_b(L, Lp, V, fp32_rows<A>(w.U, V), x.Uh, x.Ul, V);
     if (want_out) {
-      if constexpr (key_channel) {  // (q̂ ∘ e^{b}) S0, split
-        const auto gated_q = [q = w.Q, eb = w.eb, K](std::int64_t t, std::int64_t c) {
-          return B::load_unaligned(q + t * K + c) * B::load_unaligned(eb + t * K + c);
-        };
-        simd::pack_amx_a(L, Lp, K, gated_q, x.Qb, x.Ql, K);
+      if constexpr (key_channel) {  // (q̂ ∘ e^{b}) S0, split (packed by a factorised Gram)
+        if (!factored) simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Q, w), x.Qb, x.Ql, K);
         simd::amx_gemm(Lp, V, K, {x.Qb, x.Ql, K}, {x.Sh, x.Sl, V}, false, w.O, V);
       } else {  // q S0 on the input rows, then each row times qn_t e^{b_t}
         if (!P::delta) simd::amx_gemm(Lp, V, K, {x.Qb, nullptr, K}, {x.Sh, x.Sl, V}, false, w.O, V);
@@ -379,8 +369,8 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
         const float e = Shape == GateShape::Scalar ? w.b[L - 1] - w.b[t] : 0.f;
         f[t] = x.kn[t] * std::exp(e < kFlushLog ? -1000.f : e);
       }
-      const auto scaled = [U, ldu, f](std::int64_t t, std::int64_t c) {
-        return B::load_unaligned(U + t * ldu + c) * B(f[t]);
+      const auto scaled = [u = w.U, V, f](std::int64_t t, std::int64_t c) {
+        return B::load_unaligned(u + t * V + c) * B(f[t]);
       };
       simd::pack_amx_b(L, Lp, V, scaled, x.Fh, x.Fl, V);
     }

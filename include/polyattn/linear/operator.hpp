@@ -164,12 +164,11 @@ class LinearAttention {
 
   /// Whether forward<Algo>(in, ...) runs its chunk products on AMX-BF16 tiles
   /// (linear/chunked_amx.hpp): Chunked<C> or Parallel (every sequence at most 128 tokens), bf16
-  /// q, k and v reaching the kernels (no
-  /// feature map, whose rows are fp32), K and V multiples of 32, and simd::runtime_isa()
-  /// reaching amx (POLYATTN_ISA caps it). The tiles multiply the bf16 inputs exactly and the
-  /// fp32 quantities (state, updates, gated scores) split in two bf16 halves, so results stay
-  /// within fp32 accuracy of the fp32 path but do not share its bits; key-channel decays round
-  /// their gated Gram operands to bf16 once (docs/conventions.md §9.8).
+  /// q, k and v reaching the kernels (no feature map, whose rows are fp32), K and V multiples of
+  /// 32, and simd::runtime_isa() reaching amx (POLYATTN_ISA caps it). The tiles multiply the
+  /// bf16 inputs exactly and every fp32 operand (state, T, right-hand sides, gated scores and
+  /// keys) split in two bf16 halves, so results stay within the fp32 bounds but do not share the
+  /// fp32 path's bits (docs/conventions.md §9.8). The conditions mirror ChunkedKernel::on_tiles.
   template <LinearAlgorithm Algo>
   bool uses_bf16_products(const LinearInputs& in) const noexcept {
     if constexpr (std::is_same_v<Algo, Recurrent> || !Map::is_identity) {

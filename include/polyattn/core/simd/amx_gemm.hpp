@@ -68,18 +68,13 @@ POLYATTN_TARGET_AMX void pack_amx_a(std::int64_t rows, std::int64_t rows_p, std:
     }
 }
 
-// Word j of the result: bf16(x0[j]) | bf16(x1[j]) << 16; lo (when non-null) the same pairs of
-// the remainders x − bf16(x).
+// bf16_pairs(x0, x1) (amx.hpp), and in lo (when non-null) the same pairs of the remainders
+// x − bf16(x).
 POLYATTN_TARGET_AMX inline __m512i amx_pairs(__m512 x0, __m512 x1, __m512i* lo) {
-  const __m256i h0 = bf16_round(x0), h1 = bf16_round(x1);
-  const auto words = [](__m256i a, __m256i b) {
-    return _mm512_or_si512(_mm512_cvtepu16_epi32(a),
-                           _mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
-  };
   if (lo)
-    *lo = words(bf16_round(_mm512_sub_ps(x0, bf16_widen(h0))),
-                bf16_round(_mm512_sub_ps(x1, bf16_widen(h1))));
-  return words(h0, h1);
+    *lo = bf16_pairs(_mm512_sub_ps(x0, bf16_widen(bf16_round(x0))),
+                     _mm512_sub_ps(x1, bf16_widen(bf16_round(x1))));
+  return bf16_pairs(x0, x1);
 }
 
 template <class Row>

@@ -4,14 +4,17 @@
 //   else Q[t] = scale·q_t, Kc[t] = k_t                                        (t < L, rows of K)
 // The scale is folded into Q once, so no later product multiplies by it. q and k rows may be
 // fp32 (read in place) or bf16 / fp16 (stages/rows.hpp: converted into the Q / Kc row first,
-// then scaled there), so everything after this stage is fp32.
+// then scaled there), so everything after this stage is fp32. additive_updates forms the
+// updates U of an additive rule (values, or weighted values) the same way.
 #pragma once
 
 #include <cmath>
 
 #include "polyattn/args/linear.hpp"
 #include "polyattn/core/simd/ops.hpp"
+#include "polyattn/linear/stages/chunk_buffers.hpp"
 #include "polyattn/linear/stages/rows.hpp"
+#include "polyattn/policies/update.hpp"
 
 namespace polyattn::linear::stages {
 
@@ -35,6 +38,19 @@ void load_queries_keys(index_t L, index_t K, const InRows& q, const InRows& k, f
         K, Q + t * K, [qb = B(qn)](B x) { return x * qb; }, qt);
     simd::transform<A>(
         K, Kc + t * K, [kb = B(kn)](B x) { return x * kb; }, kt);
+  }
+}
+
+// The updates of an additive rule in w.U [L×V]: U_t = v_t (row t of v), or w_t·v_t with a
+// weighted update (its weights w_t for tokens c0 .. c0 + L − 1 land in w.beta).
+template <simd::SimdArch A, bool Weighted, class Update>
+void additive_updates(const Update& update, index_t c0, index_t L, const InRows& v,
+                      const ChunkBuffers& w) {
+  const index_t V = w.V;
+  if constexpr (Weighted) update_value_weights<A>(update, c0, w.beta, L);
+  for (index_t t = 0; t < L; ++t) {
+    load_row<A>(v, t, w.U + t * V, V);
+    if constexpr (Weighted) simd::scale<A>(w.beta[t], w.U + t * V, V);
   }
 }
 

@@ -102,22 +102,6 @@ void gated_gram_strips(index_t L, const ChunkBuffers& w, bool want_qk, bool want
   }
 }
 
-// Scalar gates: QK[t,s] and KK[t,s] (s ≤ t, plain products on entry) times e^{b_t − b_s}, one
-// vectorised exp per row.
-template <simd::SimdArch A>
-void scalar_gate_gram_rows(index_t L, const ChunkBuffers& w, bool want_qk, bool want_kk) {
-  using B = simd::batch_t<A>;
-  const auto mul = [](B x, B y) { return x * y; };
-  const index_t C = w.C;
-  float* e = w.extra;
-  for (index_t t = 0; t < L; ++t) {
-    simd::transform<A>(
-        t + 1, e, [bt = B(w.b[t])](B bs) { return decay_exp1<A>(bt - bs); }, w.b);
-    if (want_qk) simd::transform<A>(t + 1, w.QK + t * C, mul, w.QK + t * C, e);
-    if (want_kk) simd::transform<A>(t + 1, w.KK + t * C, mul, w.KK + t * C, e);
-  }
-}
-
 // QK (when want_qk) and KK (when want_kk) of a chunk of L tokens from w.Q, w.Kc, w.b, w.eb.
 template <simd::SimdArch A, GateShape Shape>
 void gated_gram(index_t L, const ChunkBuffers& w, bool want_qk, bool want_kk) {
@@ -128,7 +112,15 @@ void gated_gram(index_t L, const ChunkBuffers& w, bool want_qk, bool want_kk) {
     simd::transpose(L, K, w.Kc, K, w.Kt, C);  // Kᵀ: right operand of QKᵀ and KKᵀ
     if (want_qk) causal_gemm<A>(L, K, w.Q, K, w.Kt, C, w.QK, C);
     if (want_kk) causal_gemm<A>(L, K, w.Kc, K, w.Kt, C, w.KK, C);
-    if constexpr (Shape == GateShape::Scalar) scalar_gate_gram_rows<A>(L, w, want_qk, want_kk);
+    if constexpr (Shape == GateShape::Scalar) {  // Γ: one vectorised exp per row
+      float* e = w.extra;
+      for (index_t t = 0; t < L; ++t) {
+        simd::transform<A>(
+            t + 1, e, [bt = B(w.b[t])](B bs) { return decay_exp1<A>(bt - bs); }, w.b);
+        if (want_qk) simd::transform<A>(t + 1, w.QK + t * C, mul, w.QK + t * C, e);
+        if (want_kk) simd::transform<A>(t + 1, w.KK + t * C, mul, w.KK + t * C, e);
+      }
+    }
   } else {
     bool factor = true;
     for (index_t i = 0; i < K && factor; ++i) factor = w.b[(L - 1) * K + i] > -kFactorRange;

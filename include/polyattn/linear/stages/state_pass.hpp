@@ -43,16 +43,6 @@ const float* gated_state_keys(index_t L, const ChunkBuffers& w) {
   }
 }
 
-// S ← e^{b_L} ∘ S (rows of S are key channels) at the end of a chunk of L tokens.
-template <simd::SimdArch A, GateShape Shape>
-void decay_state(index_t L, const ChunkBuffers& w, float* S) {
-  if constexpr (Shape != GateShape::None) {
-    const float* ebL = w.eb + (L - 1) * w.bK;
-    for (index_t i = 0; i < w.K; ++i)
-      simd::scale<A>(Shape == GateShape::KeyChannel ? ebL[i] : ebL[0], S + i * w.V, w.V);
-  }
-}
-
 // decay [K] = e^{b_L} per key channel (1 without decay): the chunk's factor on its initial state.
 template <simd::SimdArch A, GateShape Shape>
 void chunk_decay(index_t L, const ChunkBuffers& w, float* decay) {
@@ -69,7 +59,12 @@ template <simd::SimdArch A, GateShape Shape>
 void state_pass(index_t L, const ChunkBuffers& w, const float* U, float* S, float* delta,
                 float* decay) {
   const index_t K = w.K, V = w.V;
-  if (!delta) decay_state<A, Shape>(L, w, S);
+  if constexpr (Shape != GateShape::None) {
+    const float* ebL = w.eb + (L - 1) * w.bK;
+    if (!delta)  // S ← e^{b_L} ∘ S (rows of S are key channels)
+      for (index_t i = 0; i < K; ++i)
+        simd::scale<A>(Shape == GateShape::KeyChannel ? ebL[i] : ebL[0], S + i * V, V);
+  }
   const float* Ke = gated_state_keys<A, Shape>(L, w);
   if (delta) {
     simd::gemm_strided<A>(K, V, L, 1.f, Ke, 1, K, U, V, false, delta, V);

@@ -21,10 +21,9 @@
 
 namespace polyattn::linear::stages {
 
-// [Uc | W] of a chunk of L tokens solved in place in w.R (rows of w.rw() floats): values v_t
-// row t of v, β_t in w.beta; w.KK's rows are scaled by β on the way.
+// U [L×V] (in w.U) of a chunk of L tokens; values v_t: row t of v, β_t in w.beta.
 template <simd::SimdArch A, GateShape Shape>
-void wy_local_solve(index_t L, const ChunkBuffers& w, const InRows& v) {
+void wy_solve(index_t L, const ChunkBuffers& w, const InRows& v, const float* S0) {
   using B = simd::batch_t<A>;
   const index_t K = w.K, V = w.V, C = w.C, RW = w.rw();
   for (index_t t = 0; t < L; ++t) {
@@ -53,13 +52,6 @@ void wy_local_solve(index_t L, const ChunkBuffers& w, const InRows& v) {
       for (index_t s = r0; s < t; ++s)
         simd::axpy<A>(-w.KK[t * C + s], w.R + s * RW, w.R + t * RW, RW);
   }
-}
-
-// U [L×V] (in w.U) of a chunk of L tokens: the local solve, then U = Uc − W S0.
-template <simd::SimdArch A, GateShape Shape>
-void wy_solve(index_t L, const ChunkBuffers& w, const InRows& v, const float* S0) {
-  wy_local_solve<A, Shape>(L, w, v);
-  const index_t K = w.K, V = w.V, RW = w.rw();
   for (index_t t = 0; t < L; ++t) std::copy(w.R + t * RW, w.R + t * RW + V, w.U + t * V);
   simd::gemm<A>(L, V, K, -1.f, w.R + V, RW, S0, V, true, w.U, V);  // U = Uc − W S0
 }
