@@ -199,4 +199,50 @@ TEST(LinearChunked, ChunkParallelVarlenMatchesSerial) {
                            HV * K * V * sizeof(float)));
 }
 
+// Heads run in lockstep, chunk by chunk (scheduler.hpp, lockstep_heads), give the bits of heads
+// run one after another: Serial groups 8 heads (then 3), 8 threads group 4, 20 threads none.
+// Packed sequences (one empty), a ragged last chunk, snapshots and a running key sum included.
+template <class Op>
+void expect_lockstep_keeps_bits(const Op& op, const std::string& name) {
+  const index_t H = 1, HV = 11, K = 16, V = 8, T = 301, N = 3, M = 3;
+  const std::vector<std::int64_t> cu{0, 150, 150, 301};
+  const std::vector<std::int64_t> snap_pos{64, 100, 32};  // sequence 0: 64, 100; sequence 2: 32
+  const std::vector<std::int64_t> snap_off{0, 2, 2, 3};
+  LinearData data({.B = 1, .T = T, .H = H, .HV = HV, .K = K, .V = V}, 91);
+  const std::vector<float> h0 = polyattn::test::random_vector(N * HV * K * V, 92);
+  LinearInputs in = data.inputs(op.options(), false);
+  in.cu_seqlens = cu;
+  in.initial_state = bhkv(h0.data(), N, HV, K, V);
+  constexpr bool normalised = Op::policies::running_sum;  // z, no snapshots (S only)
+  if (!normalised) {
+    in.snapshot_positions = snap_pos;
+    in.snapshot_offsets = snap_off;
+  }
+  auto run = [&](const auto& exec) {
+    std::vector<float> o(T * HV * V), ht(N * HV * K * V), snaps(M * HV * K * V), z(N * HV * K);
+    LinearOutputs<float> out{.o = bthd(o.data(), 1, T, HV, V),
+                             .final_state = bhkv(ht.data(), N, HV, K, V)};
+    if (normalised)
+      out.final_z = View3<float>::contiguous(z.data(), {N, HV, K});
+    else
+      out.snapshots = bhkv(snaps.data(), M, HV, K, V);
+    op.template forward<Chunked<32>>(in, out, {}, exec);
+    for (const auto* part : {&ht, &snaps, &z}) o.insert(o.end(), part->begin(), part->end());
+    return o;
+  };
+  const auto serial = run(Serial{});
+  for (int threads : {8, 20}) {
+    const auto par = run(ThreadPool(threads));
+    EXPECT_EQ(0, std::memcmp(serial.data(), par.data(), serial.size() * sizeof(float)))
+        << name << " " << threads << " threads";
+  }
+}
+
+TEST(LinearChunked, LockstepHeadsKeepTheBits) {
+  expect_lockstep_keeps_bits(presets::make_gated_delta_rule(), "gdn");
+  expect_lockstep_keeps_bits(presets::make_kda(), "kda");
+  expect_lockstep_keeps_bits(presets::gla{}, "gla");
+  expect_lockstep_keeps_bits(presets::linear_attn_normalized{}, "linear_attn_normalized");
+}
+
 }  // namespace

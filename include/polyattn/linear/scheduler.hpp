@@ -1,8 +1,10 @@
 // polyattn/linear/scheduler.hpp — how a linear-family call's work is split and run.
 //
 // run_heads<Algo>: one task per (sequence, value head), each running the whole sequence through
-// Algo's kernel (Recurrent, Chunked<C>, Parallel) on the caller's executor. A task's arithmetic
-// does not depend on which thread runs it, so results are bit-identical for any executor.
+// Algo's kernel (Recurrent, Chunked<C>, Parallel) on the caller's executor. With several heads
+// per thread, a Chunked<C> task takes up to kMaxLockstepHeads heads of one sequence and runs
+// them chunk by chunk in turn (lockstep_heads). A task's arithmetic does not depend on which
+// thread runs it nor on the grouping, so results are bit-identical for any executor.
 //
 // run_chunk_parallel<C>: for fewer (sequence, head) tasks than threads, with the additive update
 // and no normaliser (the chunk-to-chunk state map is then S ← a∘S + ΔS):
@@ -129,33 +131,70 @@ struct HeadStates {
   }
 };
 
-/// One task per (sequence, value head). problem(n, hv, off, L) gives the HeadProblem of tokens
-/// [off, off + L) of sequence n, value head hv, without state.
+/// How many value heads of one sequence a run_heads task takes in lockstep (1: a task per head).
+/// Chunked<C> only, and only with at least two heads per thread: a head reads its q, k, v rows
+/// H·K elements apart, so each token is its own page, and a chunk's rows cost a page walk each.
+/// Heads of one sequence run chunk by chunk read the same pages one after another, and the
+/// walks are shared. kMaxLockstepHeads bounds the states kept warm at once (K·V floats each).
+inline constexpr index_t kMaxLockstepHeads = 8;
+
+template <class Algo>
+index_t lockstep_heads(const LinearDims& d, const HeadStates& states, int threads) {
+  if constexpr (!requires { Algo::chunk; }) {
+    return 1;
+  } else {
+    if (states.read_only) return 1;  // speculative verify: one chunk, kept rows per head
+    const index_t per_thread = d.N * d.HV / std::max(threads, 1);
+    return per_thread < 2 ? 1 : std::min({kMaxLockstepHeads, per_thread, d.HV});
+  }
+}
+
+/// Tasks of lockstep_heads value heads of one sequence. problem(n, hv, off, L) gives the
+/// HeadProblem of tokens [off, off + L) of sequence n, value head hv, without state. Heads in
+/// lockstep run their pieces one chunk at a time, in turn; a chunk is the same computation
+/// either way, so the bits do not depend on the grouping (nor on the executor).
 template <class Algo, class Problem, class E>
 void run_heads(const std::vector<Segment>& segs, const LinearDims& d, const HeadStates& states,
                const Problem& problem, const E& exec) {
   const bool in_place = states.in_place();
-  exec.parallel_for(d.N * d.HV, [&](index_t task) {
-    const index_t n = task / d.HV, hv = task % d.HV;
+  const index_t G = lockstep_heads<Algo>(d, states, exec.concurrency());
+  const index_t groups = (d.HV + G - 1) / G;  // per sequence
+  exec.parallel_for(d.N * groups, [&](index_t task) {
+    const index_t n = task / groups, hv0 = task % groups * G, heads = std::min(G, d.HV - hv0);
     const Segment& sg = segs[static_cast<std::size_t>(n)];
-    std::unique_ptr<float[]> S;  // default-initialised: load() writes every element
-    std::vector<float> z, scratch;
-    float* state = nullptr;
-    if (const float* ro = states.read_in_place(n, hv)) {  // never written (update_state off)
-      state = const_cast<float*>(ro);
-    } else if (in_place) {
-      state = states.final_block(n, hv);
-    } else {
-      S.reset(new float[static_cast<std::size_t>(d.K * d.V)]);
-      state = S.get();
+    struct Head {
+      std::unique_ptr<float[]> owned;  // default-initialised: load() writes every element
+      float* state = nullptr;
+      std::vector<float> z;
+    };
+    std::vector<Head> head(static_cast<std::size_t>(heads));
+    std::vector<float> scratch;
+    for (index_t h = 0; h < heads; ++h) {
+      Head& e = head[static_cast<std::size_t>(h)];
+      if (const float* ro = states.read_in_place(n, hv0 + h)) {  // never written
+        e.state = const_cast<float*>(ro);
+      } else if (in_place) {
+        e.state = states.final_block(n, hv0 + h);
+      } else {
+        e.owned.reset(new float[static_cast<std::size_t>(d.K * d.V)]);
+        e.state = e.owned.get();
+      }
+      states.load(n, hv0 + h, e.state, e.z);
     }
-    states.load(n, hv, state, z);
+    index_t step = 0;  // tokens per turn (0: whole pieces)
+    if constexpr (requires { Algo::chunk; })
+      if (heads > 1) step = Algo::chunk;
     auto run_piece = [&](index_t off, index_t L) {
-      if (L <= 0) return;
-      auto p = problem(n, hv, off, L);
-      p.state = state;
-      p.z = z.empty() ? nullptr : z.data();
-      run_head<Algo>(p, scratch);
+      for (index_t s = 0; s<L; s += step> 0 ? step : L) {
+        const index_t len = step > 0 ? std::min(step, L - s) : L;
+        for (index_t h = 0; h < heads; ++h) {
+          Head& e = head[static_cast<std::size_t>(h)];
+          auto p = problem(n, hv0 + h, off + s, len);
+          p.state = e.state;
+          p.z = e.z.empty() ? nullptr : e.z.data();
+          run_head<Algo>(p, scratch);
+        }
+      }
     };
     index_t done = 0;
     const auto [m0, m1] = states.snapshot_range(n);
@@ -163,10 +202,13 @@ void run_heads(const std::vector<Segment>& segs, const LinearDims& d, const Head
       const index_t pos = states.snapshot_position(m);
       run_piece(done, pos - done);
       done = pos;
-      states.write_snapshot(m, hv, state);
+      for (index_t h = 0; h < heads; ++h)
+        states.write_snapshot(m, hv0 + h, head[static_cast<std::size_t>(h)].state);
     }
     run_piece(done, sg.length - done);
-    states.store(n, hv, state, z);
+    for (index_t h = 0; h < heads; ++h)
+      states.store(n, hv0 + h, head[static_cast<std::size_t>(h)].state,
+                   head[static_cast<std::size_t>(h)].z);
   });
 }
 
