@@ -26,6 +26,7 @@
 
 #include "common/expect_error.hpp"
 #include "linear/gate_hook_kernels.hpp"
+#include "linear/raw_gates.hpp"
 #include "linear_harness.hpp"
 #include "polyattn/core/executor.hpp"
 #include "polyattn/linear/mamba2.hpp"
@@ -40,57 +41,6 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 std::size_t sz(index_t n) {
   return static_cast<std::size_t>(n);
 }
-
-// Raw projections of one GDN / KDA layer call and the gates they give, in fp32 (with the
-// library's scalar functions) and in double.
-struct RawGates {
-  LinearShape s;
-  std::vector<float> a, graw, b, A_log, dt_bias, dt_bias_k;
-  std::vector<float> g32, gk32, beta32, g64, gk64, beta64;  // "64": double, rounded once
-  bool bounded;
-  float lower;
-  RawGates(const LinearShape& sh, std::uint64_t seed, bool bounded_ = false, float lower_ = -5.f)
-      : s(sh), bounded(bounded_), lower(lower_) {
-    const index_t BTH = s.B * s.T * s.HV;
-    a = random_vector(sz(BTH), seed, -4.f, 4.f);
-    graw = random_vector(sz(BTH * s.K), seed + 1, -4.f, 4.f);
-    b = random_vector(sz(BTH), seed + 2, -4.f, 4.f);
-    A_log = random_vector(sz(s.HV), seed + 3, -2.f, 0.5f);
-    dt_bias = random_vector(sz(s.HV), seed + 4, -1.f, 1.f);
-    dt_bias_k = random_vector(sz(s.HV * s.K), seed + 5, -1.f, 1.f);
-    if (a.size() > 3) a[3] = 25.f;  // above softplus' threshold
-    const auto sp = [](double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); };
-    const auto sig = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
-    for (index_t i = 0; i < BTH; ++i) {
-      const index_t h = i % s.HV;
-      g32.push_back(gates::gdn_log_decay(a[sz(i)], gates::neg_exp(A_log[sz(h)]), dt_bias[sz(h)]));
-      beta32.push_back(gates::sigmoid(b[sz(i)]));
-      g64.push_back(static_cast<float>(-std::exp(double{A_log[sz(h)]}) *
-                                       sp(double{a[sz(i)]} + dt_bias[sz(h)])));
-      beta64.push_back(static_cast<float>(sig(b[sz(i)])));
-      for (index_t k = 0; k < s.K; ++k) {
-        const float x = graw[sz(i * s.K + k)], c = dt_bias_k[sz(h * s.K + k)];
-        const double ea = std::exp(double{A_log[sz(h)]});
-        gk32.push_back(bounded ? gates::kda_bounded_log_decay(x, std::exp(A_log[sz(h)]), c, lower)
-                               : gates::kda_log_decay(x, gates::neg_exp(A_log[sz(h)]), c));
-        gk64.push_back(static_cast<float>(bounded ? lower * sig(ea * (double{x} + c))
-                                                  : -ea * sp(double{x} + c)));
-      }
-    }
-  }
-  void raw_gdn(LinearInputs& in) const {
-    in.a = bth(a.data(), s.B, s.T, s.HV);
-    in.b = bth(b.data(), s.B, s.T, s.HV);
-    in.A_log = View1<const float>::contiguous(A_log.data(), {s.HV});
-    in.dt_bias = View1<const float>::contiguous(dt_bias.data(), {s.HV});
-  }
-  void raw_kda(LinearInputs& in) const {
-    in.graw = bthd(graw.data(), s.B, s.T, s.HV, s.K);
-    in.b = bth(b.data(), s.B, s.T, s.HV);
-    in.A_log = View1<const float>::contiguous(A_log.data(), {s.HV});
-    in.dt_bias = View1<const float>::contiguous(dt_bias_k.data(), {s.HV * s.K});
-  }
-};
 
 struct Result {
   std::vector<float> o, ht;

@@ -16,7 +16,11 @@
 //   * T = 4096 with extreme gates (log-gates down to −20 per token) in bf16; GVA; varlen; head-
 //     first and interleaved (packed) strides; decode step() and state pools; the chunk-parallel
 //     path on threads; mixed element types among q, k, v are Errors naming the argument, with
-//     every output untouched, also in the papers' operators built on the family.
+//     every output untouched, also in the papers' operators built on the family;
+//   * the fused-gate policy sets (gates and β formed in the kernel from raw projections: Gated
+//     DeltaNet, KDA plain and bounded, Mamba2) in bf16 at the AMX tiles' shapes, ragged last
+//     chunks included, against the reference on the gates formed in double; at the amx level
+//     they must run on the tiles.
 // The worst errors measured are printed (stdout) for the record.
 #include <gtest/gtest.h>
 
@@ -34,10 +38,12 @@
 
 #include "common/expect_error.hpp"
 #include "common/precision.hpp"
+#include "linear/raw_gates.hpp"
 #include "linear_harness.hpp"
 #include "polyattn/core/element.hpp"
 #include "polyattn/core/executor.hpp"
 #include "polyattn/core/simd/dispatch.hpp"
+#include "polyattn/linear/mamba2.hpp"
 #include "polyattn/papers/lightnet.hpp"
 #include "polyattn/reference/based.hpp"
 
@@ -95,31 +101,25 @@ LinearInputs reference_inputs(const Op& op, LinearInputs in) {
 // Problems that ran on AMX tiles (Linear.uses_bf16_products), for the record.
 int tile_checks = 0;
 
-// One problem at element type T with algorithm Algo: the fp32 operator on the rounded values,
-// T inputs with fp32 o, T inputs with T o, and the double reference (module comment).
-template <class Algo, Element T, class Op, class E = Serial>
-void check_types(const Op& op, const LinearData& data, bool with_h0,
-                 std::span<const std::int64_t> cu, const std::string& what, Worst& worst,
-                 const E& exec = E{}) {
-  const auto& s = data.s;
-  const Rounded<T> r(data);
-  const LinearOptions opt = op.options();
-  const index_t N = cu.empty() ? s.B : static_cast<index_t>(cu.size()) - 1;
-  LinearInputs in32 = r.f.inputs(opt, with_h0), inT = r.inputs(opt, with_h0);
-  in32.cu_seqlens = cu;
-  inT.cu_seqlens = cu;
+// One problem at element type T with algorithm Algo: the fp32 operator on the rounded values
+// (in32), T inputs (inT) with fp32 o and with T o, and the double reference on `ref` with
+// `ref_opt` (module comment). Returns whether it ran on the AMX tiles.
+template <class Algo, Element T, class Op, class E>
+bool check_problem(const Op& op, const LinearShape& s, index_t N, const LinearInputs& in32,
+                   const LinearInputs& inT, const LinearInputs& ref, const LinearOptions& ref_opt,
+                   const std::string& tag, Worst& worst, const E& exec) {
   const auto no = static_cast<std::size_t>(s.B * s.T * s.HV * s.V);
   const auto ns = static_cast<std::size_t>(N * s.HV * s.K * s.V);
   const auto ov = [&](auto* p) { return bthd(p, s.B, s.T, s.HV, s.V); };
-  const auto sv = [&](float* p) { return bhkv(p, N, s.HV, s.K, s.V); };
+  const auto sv = [&](auto* p) { return bhkv(p, N, s.HV, s.K, s.V); };
 
   std::vector<float> o32(no, NAN), ht32(ns, NAN), oF(no, NAN), htF(ns, NAN), htT(ns, NAN);
   std::vector<T> oT(no, from_float<T>(NAN));
   op.template forward<Algo>(in32, {.o = ov(o32.data()), .final_state = sv(ht32.data())}, {}, exec);
   op.template forward<Algo>(inT, {.o = ov(oF.data()), .final_state = sv(htF.data())}, {}, exec);
   op.template forward<Algo>(inT, {.o = ov(oT.data()), .final_state = sv(htT.data())}, {}, exec);
-  const std::string tag = what + " " + Algo::name + " " + kName<T>;
-  if (op.template uses_bf16_products<Algo>(inT)) {
+  const bool tiles = op.template uses_bf16_products<Algo>(inT);
+  if (tiles) {
     // AMX tiles (chunked_amx.hpp): not the fp32 path's bits, but the same state whatever o's
     // type, a T o that is the fp32 o rounded once, and the fp32 bounds below.
     ++tile_checks;
@@ -133,14 +133,30 @@ void check_types(const Op& op, const LinearData& data, bool with_h0,
   }
 
   std::vector<double> ro(no), rht(ns);
-  reference::linear_recurrence<double>(
-      reference_inputs(op, in32), opt,
-      {.o = ov(ro.data()), .final_state = bhkv(rht.data(), N, s.HV, s.K, s.V)});
+  reference::linear_recurrence<double>(ref, ref_opt,
+                                       {.o = ov(ro.data()), .final_state = sv(rht.data())});
   const double eT = rel_rmse(widen(oT), ro), eF = rel_rmse(oF, ro), eS = rel_rmse(htT, rht);
   EXPECT_LT(eT, kBound<T>) << tag << ": " << kName<T> << " o";
   EXPECT_LT(eF, kRelRmseBound) << tag << ": fp32 o";
   EXPECT_LT(eS, kRelRmseBound) << tag << ": final state";
   worst.add(eT, eF, eS);
+  return tiles;
+}
+
+// check_problem on a preset whose gates are LinearData's tensors (op.options() says which).
+template <class Algo, Element T, class Op, class E = Serial>
+void check_types(const Op& op, const LinearData& data, bool with_h0,
+                 std::span<const std::int64_t> cu, const std::string& what, Worst& worst,
+                 const E& exec = E{}) {
+  const auto& s = data.s;
+  const Rounded<T> r(data);
+  const LinearOptions opt = op.options();
+  const index_t N = cu.empty() ? s.B : static_cast<index_t>(cu.size()) - 1;
+  LinearInputs in32 = r.f.inputs(opt, with_h0), inT = r.inputs(opt, with_h0);
+  in32.cu_seqlens = cu;
+  inT.cu_seqlens = cu;
+  check_problem<Algo, T>(op, s, N, in32, inT, reference_inputs(op, in32), opt,
+                         what + " " + Algo::name + " " + kName<T>, worst, exec);
 }
 
 // Every preset family the library ships with its own reference mode (Based: see below).
@@ -236,6 +252,67 @@ TEST(LinearPrecision, VarlenWithGroupedValueHeads) {
   }
   wb.print("varlen + GVA", "bf16");
   wh.print("varlen + GVA", "fp16");
+}
+
+// The fused-gate policy sets (policies/fused_gates.hpp: Gated DeltaNet's and KDA's log decays,
+// plain and bounded, with β = sigmoid(b); Mamba2's Δ·A decay and Δ-weighted values), bf16 q, k,
+// v at shapes the AMX tiles take (K, V multiples of 32): check_problem against the double
+// reference on the gates formed in double from the same raw projections, and at the amx level
+// every problem must have run on the tiles.
+template <class Algo>
+void fused_gate_problems(const LinearShape& s, std::uint64_t seed, Worst& worst) {
+  const Rounded<bf16> r(LinearData(s, seed));
+  const LinearInputs in32 = r.f.inputs({}, true), inT = r.inputs({}, true);  // q, k, v, h0
+  const bool amx = simd::isa_at_least(simd::runtime_isa(), simd::Isa::amx);
+  const auto check = [&](const auto& op, const auto& add_raw, const LinearInputs& ref,
+                         const LinearOptions& ref_opt, const std::string& name) {
+    LinearInputs a = in32, b = inT;
+    add_raw(a);
+    add_raw(b);
+    const std::string tag = name + " " + s.str() + " " + Algo::name + " bf16";
+    const bool tiles =
+        check_problem<Algo, bf16>(op, s, s.B, a, b, ref, ref_opt, tag, worst, Serial{});
+    if (amx) {
+      EXPECT_TRUE(tiles) << tag << ": not on the AMX tiles";
+    }
+  };
+  for (const bool bounded : {false, true}) {
+    const RawGates rg(s, seed + 10, bounded);
+    LinearInputs ref = in32;
+    ref.beta = bth(rg.beta64.data(), s.B, s.T, s.HV);
+    if (!bounded) {
+      ref.g = bth(rg.g64.data(), s.B, s.T, s.HV);
+      check(
+          presets::make_gated_delta_rule_fused(), [&](LinearInputs& in) { rg.raw_gdn(in); }, ref,
+          presets::make_gated_delta_rule().options(), "gated_delta_rule_fused");
+      ref.g = {};
+    }
+    ref.gk = bthd(rg.gk64.data(), s.B, s.T, s.HV, s.K);
+    check(
+        presets::make_kda_fused(true, bounded), [&](LinearInputs& in) { rg.raw_kda(in); }, ref,
+        presets::make_kda().options(), bounded ? "kda_fused bounded" : "kda_fused");
+  }
+  const gates::TimeStep ts{.softplus = true, .min = 0.01f, .max = 2.f};
+  const RawTimeSteps m(s, seed + 20, ts, r.f.v);
+  LinearInputs ref = in32;
+  ref.v = bthd(m.xdt64.data(), s.B, s.T, s.HV, s.V);
+  ref.g = bth(m.g64.data(), s.B, s.T, s.HV);
+  check(
+      Mamba2::linear_operator({}, Mamba2Decay{ts}, Mamba2Update{false, ts}, {}),
+      [&](LinearInputs& in) { m.raw(in); }, ref, presets::simple_gla{}.options(), "mamba2");
+}
+
+TEST(LinearPrecision, FusedGatesBf16OnTiles) {
+  Worst worst;
+  const int tiles_before = tile_checks;
+  // Chunked<64>: two chunks, the last ragged (36 tokens); three, the last 2 tokens (GVA).
+  fused_gate_problems<Chunked<64>>({2, 100, 2, 4, 64, 32}, 1400, worst);
+  fused_gate_problems<Chunked<64>>({1, 130, 1, 2, 32, 64}, 1500, worst);
+  fused_gate_problems<Chunked<32>>({1, 75, 1, 1, 32, 32}, 1600, worst);
+  fused_gate_problems<Parallel>({1, 100, 1, 1, 32, 32}, 1700, worst);
+  worst.print("fused gates", "bf16");
+  std::printf("[precision] fused gates bf16: %d problems on AMX tiles\n",
+              tile_checks - tiles_before);
 }
 
 // Based: Taylor-2 feature map on bf16 / fp16 q, k (mapped rows are fp32, v stays T in the

@@ -38,6 +38,26 @@
 
 namespace polyattn::linear {
 
+// The AMX tiles' chunk limit (T's substitution is cubic in the chunk; chunked_amx.hpp).
+inline constexpr index_t kTileMaxChunk = 128;
+
+// In the per-ISA namespace: the kernel units call them (core/simd/arch.hpp).
+inline namespace POLYATTN_ISA_NS {
+// Rows of the tiles' padded chunk buffers for chunks of up to `chunk` tokens.
+constexpr index_t tile_rows(index_t chunk) noexcept {
+  return (chunk + 31) / 32 * 32;
+}
+// Whether a chunked call's element types and sizes suit the AMX tiles (docs/conventions.md
+// §9.8): q, k and v bf16, K and V multiples of 32, chunks of at most kTileMaxChunk tokens.
+// ChunkedKernel::on_tiles adds the kernel's ISA, the amx level and "not a verify";
+// LinearAttention::uses_bf16_products asks the same ISA conditions from outside the kernels.
+constexpr bool tile_problem(Dtype q, Dtype k, Dtype v, index_t K, index_t V,
+                            index_t chunk) noexcept {
+  return q == Dtype::bf16 && k == Dtype::bf16 && v == Dtype::bf16 && K % 32 == 0 && V % 32 == 0 &&
+         chunk <= kTileMaxChunk;
+}
+}  // namespace POLYATTN_ISA_NS
+
 // Chunked algorithm with chunk size `chunk` (Parallel: chunk = T) over problem->T tokens;
 // problem->state / z are updated in place (or the chunk-parallel pieces written, head.hpp).
 template <class P>
@@ -49,25 +69,28 @@ struct ChunkedKernel {
   // must all be ISA-specific): bf16 calls may then run on AMX tiles (on_tiles).
   bool amx_level = false;
 
+  // Either path's: the fp32 stages' chunk buffers, or (chunks the tiles take) the tiles' padded
+  // chunk buffers without R and their operands.
   static constexpr std::size_t workspace_floats(index_t chunk, index_t K, index_t V) {
-    const index_t Ct = (chunk + 31) / 32 * 32;  // the tile path's chunk buffers (amx level)
-    return stages::ChunkBuffers::floats(Ct, K, V, P::shape == GateShape::KeyChannel) +
-           stages::TileOperands::floats(Ct, K, V);
+    const bool key_channel = P::shape == GateShape::KeyChannel;
+    const std::size_t fp32 = stages::ChunkBuffers::floats(chunk, K, V, key_channel);
+    if (chunk > kTileMaxChunk) return fp32;
+    const index_t Ct = tile_rows(chunk);
+    return std::max(fp32, stages::ChunkBuffers::floats(Ct, K, V, key_channel, false) +
+                              stages::TileOperands::floats(Ct, K, V));
   }
   template <simd::SimdArch A>
   void operator()(A) const;
 
-  // Whether this call runs on AMX tiles (chunked_amx.hpp): the avx512 body at the amx level,
-  // q, k and v bf16, K and V multiples of 32, chunks of at most 128 tokens, not a speculative
-  // verify (whose commit replays the fp32 stages).
+  // Whether this call runs on AMX tiles (chunked_amx.hpp): the avx512 body at the amx level, a
+  // tile_problem, not a speculative verify (whose commit replays the fp32 stages).
   template <simd::SimdArch A>
   bool on_tiles() const noexcept {
     const HeadProblem<P>& p = *problem;
     if constexpr (!std::is_same_v<A, simd::avx512> || !POLYATTN_HAVE_AMX) {
       return false;
     } else {
-      return p.q_type == Dtype::bf16 && p.k_type == Dtype::bf16 && p.v_type == Dtype::bf16 &&
-             p.K % 32 == 0 && p.V % 32 == 0 && chunk <= 128 && !p.keep && amx_level;
+      return tile_problem(p.q_type, p.k_type, p.v_type, p.K, p.V, chunk) && !p.keep && amx_level;
     }
   }
 };
@@ -81,10 +104,11 @@ void ChunkedKernel<P>::operator()(A) const {
 #if POLYATTN_HAVE_AMX
   if constexpr (std::is_same_v<A, simd::avx512>) {
     if (on_tiles<A>()) {
-      const index_t Ct = (chunk + 31) / 32 * 32;  // rows of the padded chunk buffers
-      float* operands = workspace.data + stages::ChunkBuffers::floats(Ct, p.K, p.V, key_channel);
+      const index_t Ct = tile_rows(chunk);  // rows of the padded chunk buffers, no R
+      float* operands =
+          workspace.data + stages::ChunkBuffers::floats(Ct, p.K, p.V, key_channel, false);
       return stages::chunked_on_tiles<A>(
-          p, chunk, stages::ChunkBuffers::carve(workspace, Ct, p.K, p.V, key_channel),
+          p, chunk, stages::ChunkBuffers::carve(workspace, Ct, p.K, p.V, key_channel, false),
           stages::carve_tile_operands<A>(operands, Ct, p.K, p.V));
     }
   }

@@ -45,7 +45,7 @@ TileOperands carve_tile_operands(float* base, index_t C, index_t K, index_t V) n
   auto addr = (reinterpret_cast<std::uintptr_t>(base) + 63) / 64 * 64;
   const auto take = [&addr](index_t n_bf16) {
     void* p = reinterpret_cast<void*>(addr);
-    addr += (static_cast<std::uintptr_t>(n_bf16) / 2 + 15) / 16 * 64;  // TileOperands::line_words
+    addr += TileOperands::line_words(n_bf16) * sizeof(std::uint32_t);
     return p;
   };
   TileOperands x;

@@ -36,6 +36,7 @@
 #include "polyattn/core/executor.hpp"
 #include "polyattn/core/sequences.hpp"
 #include "polyattn/core/simd/dispatch.hpp"
+#include "polyattn/linear/chunked.hpp"
 #include "polyattn/linear/head.hpp"
 #include "polyattn/linear/kernels.hpp"
 #include "polyattn/linear/policies.hpp"
@@ -168,7 +169,8 @@ class LinearAttention {
   /// 32, and simd::runtime_isa() reaching amx (POLYATTN_ISA caps it). The tiles multiply the
   /// bf16 inputs exactly and every fp32 operand (state, T, right-hand sides, gated scores and
   /// keys) split in two bf16 halves, so results stay within the fp32 bounds but do not share the
-  /// fp32 path's bits (docs/conventions.md §9.8). The conditions mirror ChunkedKernel::on_tiles.
+  /// fp32 path's bits (docs/conventions.md §9.8). ChunkedKernel::on_tiles decides the same
+  /// (linear::tile_problem) inside the kernels.
   template <LinearAlgorithm Algo>
   bool uses_bf16_products(const LinearInputs& in) const noexcept {
     if constexpr (std::is_same_v<Algo, Recurrent> || !Map::is_identity) {
@@ -181,8 +183,8 @@ class LinearAttention {
           longest = std::max<index_t>(longest, in.cu_seqlens[n + 1] - in.cu_seqlens[n]);
       }
       if constexpr (requires { Algo::chunk; }) longest = std::min<index_t>(longest, Algo::chunk);
-      return longest <= 128 && in.q.is<bf16>() && in.k.is<bf16>() && in.v.is<bf16>() &&
-             in.q.size(3) % 32 == 0 && in.v.size(3) % 32 == 0 &&
+      return linear::tile_problem(in.q.dtype(), in.k.dtype(), in.v.dtype(), in.q.size(3),
+                                  in.v.size(3), longest) &&
              simd::isa_at_least(simd::runtime_isa(), simd::Isa::amx) &&
              simd::kernel_isa<linear::ChunkedKernel<policies>>() == simd::Isa::avx512;
     }

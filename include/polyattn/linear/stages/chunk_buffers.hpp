@@ -5,6 +5,7 @@
 //   tmp [C×K] (K)   gated copies                             Kt  [K×C] (C)  Kᵀ (scalar gates)
 //   QK  [C×C] (C)   gated Gram q·k, s ≤ t                    KK  [C×C] (C)  gated Gram k·k, s < t
 //   R   [C×(V+K)]   delta right-hand side [β v | β e^b k], solved in place into [Uc | W]
+//                   (wy_solve only: not carved for the AMX tiles, whose solve is their own)
 //   U   [C×V] (V)   values (additive) or the solved update   O   [C×V] (V)  outputs
 //   beta[C]         β of the chunk's tokens (a weighted additive update: its weights w_t)
 //   b   [C×bK]      cumulative log gates (bK = K for key-channel gates, 1 otherwise)
@@ -38,16 +39,19 @@ struct ChunkBuffers {
   index_t C = 0, K = 0, V = 0, bK = 1;
   float *Q, *Kc, *tmp, *Kt, *QK, *KK, *R, *U, *O, *beta, *b, *eb, *extra;
 
-  // Floats of the working set for chunks of up to C tokens.
-  static constexpr std::size_t floats(index_t C, index_t K, index_t V, bool key_channel) {
+  // Floats of the working set for chunks of up to C tokens; with_R: R too (the fp32 stages'
+  // wy_solve; the AMX tiles do without it).
+  static constexpr std::size_t floats(index_t C, index_t K, index_t V, bool key_channel,
+                                      bool with_R = true) {
     const index_t bK = key_channel ? K : 1;
-    return static_cast<std::size_t>(3 * C * K + K * C + 2 * C * C + C * (V + K) + 2 * C * V + C +
-                                    2 * C * bK + C * K + K);
+    return static_cast<std::size_t>(3 * C * K + K * C + 2 * C * C + (with_R ? C * (V + K) : 0) +
+                                    2 * C * V + C + 2 * C * bK + C * K + K);
   }
 
-  // Lays the buffers out in ws (at least floats(C, K, V, key_channel) long).
-  static ChunkBuffers carve(const Workspace& ws, index_t C, index_t K, index_t V,
-                            bool key_channel) noexcept {
+  // Lays the buffers out in ws (at least floats(C, K, V, key_channel, with_R) long); without R,
+  // w.R is null.
+  static ChunkBuffers carve(const Workspace& ws, index_t C, index_t K, index_t V, bool key_channel,
+                            bool with_R = true) noexcept {
     ChunkBuffers w;
     w.C = C;
     w.K = K;
@@ -59,8 +63,8 @@ struct ChunkBuffers {
     w.Kt = w.tmp + C * K;
     w.QK = w.Kt + K * C;
     w.KK = w.QK + C * C;
-    w.R = w.KK + C * C;
-    w.U = w.R + C * (V + K);
+    w.R = with_R ? w.KK + C * C : nullptr;
+    w.U = w.KK + C * C + (with_R ? C * (V + K) : 0);
     w.O = w.U + C * V;
     w.beta = w.O + C * V;
     w.b = w.beta + C;
