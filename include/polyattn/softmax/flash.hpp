@@ -10,7 +10,9 @@
 // held transposed — one row per key, the tile's queries along the SIMD lanes — so the running
 // max / sum, the exponentials and the causal mask are all vertical vector operations (no
 // horizontal reductions), and P V reads P through strides. Tiles the mask excludes entirely
-// are skipped; fully visible tiles skip the per-element mask.
+// are skipped; fully visible tiles skip the per-element mask, and in the causal diagonal tiles
+// both products leave out what the mask hides from whole row blocks (the batches of queries all
+// keys of a block are hidden from; the keys past the last one a block of queries sees).
 // The fusion policy is a type parameter of the kernel (FlashTileKernel<F>): OptionsFusion, the
 // masks and modifiers of SoftmaxOptions / SoftmaxInputs, by default (the per-ISA units' kernel);
 // flash_attention(in, opt, fusion, ...) composes a user's masks / modifiers with it.
@@ -176,6 +178,8 @@ void FlashTileKernel<F>::operator()(A) const {
   using B = simd::batch_t<A>;
   constexpr index_t W = static_cast<index_t>(B::size);
   constexpr index_t TQ = kTileQ, TK = kTileK;
+  // Rows per product call in the diagonal tiles: two micro-blocks of the GEMM (core/simd/gemm.hpp).
+  constexpr index_t RC = 2 * simd::micro_rows<A>(simd::panel_vectors<A>);
   const FlashProblem& P = *problem;
   const SoftmaxInputs& in = *P.in;
   const SeqRange& sq = P.seqs[static_cast<std::size_t>(task.seq)];
@@ -218,6 +222,17 @@ void FlashTileKernel<F>::operator()(A) const {
   float* row = gq + R;                    // one q row (widened) or o row (before rounding)
   float* Qt = row + std::max(D, Dvp);     // fp32: [D][TQ] q of the tile, transposed
   float* St = Qt + D * TQ;                // fp32: [TK][TQ] scores, then probabilities, transposed
+  if (!amx) {
+    // The tile's q rows are usually in no cache (one work item reads them, once): every line
+    // is requested before the scratch is initialised, so that the misses overlap with that and
+    // with each other instead of stalling the transposition row by row.
+    in.q.visit([&](auto q) {
+      using Tq = std::remove_cvref_t<decltype(*q.ptr(0, 0, 0, 0))>;
+      const index_t row_bytes = ((D - 1) * q.stride(3) + 1) * static_cast<index_t>(sizeof(Tq));
+      for (index_t r = 0; r < M; ++r)
+        simd::prefetch<A>(q.ptr(sq.b, sq.q0 + r0 + r, h, 0), row_bytes);
+    });
+  }
   std::fill(Ob, Ob + Osize, 0.f);
   std::fill(m, m + tq, ninf);
   std::fill(mt, mt + tq, ninf);
@@ -259,17 +274,36 @@ void FlashTileKernel<F>::operator()(A) const {
       const TileClass cls = hook_classify<A>(fz, rows, {j0, j0 + n});
       if (cls == TileClass::Skip) continue;
 
-      // Sᵀ = scale · K_tile Q_tileᵀ: one row per key, the tile's queries along the lanes.
-      simd::gemm<A>(n, TQ, D, static_cast<float>(P.d.scale), kp + j0 * D, D, Qt, TQ, false, St, TQ);
+      // Sᵀ = scale · K_tile Q_tileᵀ: one row per key, the tile's queries along the lanes. In a
+      // causal diagonal tile, each chunk of RC keys skips the whole batches of queries that all
+      // its keys are hidden from (hook_key_row overwrites those lanes with −inf below).
+      const bool diagonal = cls == TileClass::CausalPartial;
+      if (diagonal && !modifies) {
+        for (index_t c0 = 0; c0 < n; c0 += RC) {
+          const index_t hidden = std::clamp<index_t>(c0 + j0 - p0, 0, TQ) / W * W;
+          simd::gemm<A>(std::min(RC, n - c0), TQ - hidden, D, static_cast<float>(P.d.scale),
+                        kp + (j0 + c0) * D, D, Qt + hidden, TQ, false, St + c0 * TQ + hidden, TQ);
+        }
+      } else {
+        simd::gemm<A>(n, TQ, D, static_cast<float>(P.d.scale), kp + j0 * D, D, Qt, TQ, false, St,
+                      TQ);
+      }
 
+      // The modifiers and the mask first, key row by key row, then the max in a loop of its own
+      // (with the hook's call inside, the running maxima were spilled around every row); a full
+      // tile without modifiers has nothing to apply.
+      if (modifies || is_partial(cls)) {
+        for (index_t c = 0; c < n; ++c) {
+          const index_t j = j0 + c;
+          const float gk = gated ? static_cast<float>(G[j] - g_ref) : 0.f;
+          hook_key_row<A>(fz, modifies, cls, St + c * TQ, KeyContext{j, p0, TQ, gk, gq}, r0, M);
+        }
+      }
       B mx[TQ / W];
       POLYATTN_UNROLL
       for (index_t v = 0; v < TQ / W; ++v) mx[v] = B(ninf);
       for (index_t c = 0; c < n; ++c) {
-        float* srow = St + c * TQ;
-        const index_t j = j0 + c;
-        const float gk = gated ? static_cast<float>(G[j] - g_ref) : 0.f;
-        hook_key_row<A>(fz, modifies, cls, srow, KeyContext{j, p0, TQ, gk, gq}, r0, M);
+        const float* srow = St + c * TQ;
         POLYATTN_UNROLL
         for (index_t v = 0; v < TQ / W; ++v) {
           mx[v] = simd::max_nan(mx[v], B::load_unaligned(srow + v * W));
@@ -317,6 +351,14 @@ void FlashTileKernel<F>::operator()(A) const {
           for (index_t c = 0; c < n; ++c)
             if (hook_visible<A>(fz, r0 + r, p0 + r, j0 + c))
               simd::axpy<A>(St[c * TQ + r], vt + c * Dvp, Ob + r * Dvp, Dvp);
+      } else if (diagonal) {  // rows [i, i + RC) see keys c < i + RC + p0 − j0 only (P = 0 past)
+        for (index_t i = 0; i < M; i += RC) {
+          const index_t rows_i = std::min(RC, M - i);
+          const index_t kd = std::clamp<index_t>(i + rows_i + p0 - j0, 0, n);
+          if (kd > 0)
+            simd::gemm_strided<A>(rows_i, Dvp, kd, 1.f, St + i, 1, TQ, vt, Dvp, true, Ob + i * Dvp,
+                                  Dvp);
+        }
       } else {
         simd::gemm_strided<A>(M, Dvp, n, 1.f, St, 1, TQ, vt, Dvp, true, Ob, Dvp);
       }
@@ -331,6 +373,12 @@ void FlashTileKernel<F>::operator()(A) const {
     return x.data()[sq.b * x.stride(0) + t * x.stride(1) + h * x.stride(2)];
   };
   P.o.visit([&](auto o) {
+    // The o rows, like the q rows, are in no cache: all requested (for writing) first.
+    using To = std::remove_cvref_t<decltype(*o.ptr(0, 0, 0, 0))>;
+    const index_t row_bytes = ((Dv - 1) * o.stride(3) + 1) * static_cast<index_t>(sizeof(To));
+    if (!amx)
+      for (index_t r = 0; r < M; ++r)
+        simd::prefetch<A, true>(o.ptr(sq.b, sq.q0 + r0 + r, h, 0), row_bytes);
     for (index_t r = 0; r < M; ++r) {
       const index_t t = sq.q0 + r0 + r;
       if (!P.row_max.absent()) stat(P.row_max, t) = amx ? mt[r] : m[r];
