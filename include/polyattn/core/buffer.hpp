@@ -4,7 +4,7 @@
 // everything (128 MB of packed K and V for one causal softmax prefill B1 H16 T4096 D128, about
 // 10 ms of a 100 ms call on 16 threads), and fault every page in on that one thread.
 //   b.allocate(n)   n elements, contents undefined (previous ones are released)
-//   b.data(), b.size()
+//   b.data(), b.size()   data() is aligned to kAlign (64 bytes: whole cache lines) at least
 // On Linux, a buffer of at least kHugeBytes is aligned to that size and marked for transparent
 // huge pages (madvise MADV_HUGEPAGE; a no-op where THP is off): the first touch then faults one
 // 2 MiB page instead of 512 small ones, and the kernels that read the buffer miss the TLB less.
@@ -30,13 +30,14 @@ template <class T>
 class Buffer {
  public:
   static constexpr std::size_t kHugeBytes = std::size_t{2} << 20;
+  static constexpr std::size_t kAlign = std::max<std::size_t>(64, alignof(T));
 
   void allocate(std::size_t n) {
     data_.reset();
     size_ = 0;
     const std::size_t bytes = (n == 0 ? 1 : n) * sizeof(T);
     const bool huge = bytes >= kHugeBytes;
-    const std::size_t align = huge ? kHugeBytes : std::max<std::size_t>(64, alignof(T));
+    const std::size_t align = huge ? kHugeBytes : kAlign;
     const std::size_t rounded = (bytes + align - 1) / align * align;  // aligned_alloc's rule
     void* p = std::aligned_alloc(align, rounded);
     if (p == nullptr) throw std::bad_alloc();

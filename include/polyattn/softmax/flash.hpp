@@ -471,11 +471,9 @@ void run_flash(const SoftmaxInputs& in, const SoftmaxOptions& opt, const Fz& fus
       if (!in.g.absent()) g_size += static_cast<std::size_t>(nk);
     }
   }
-  if (amx) {  // item blocks are whole cache lines; the bases are aligned to one
-    P.kw.allocate(kp_size + 16);
-    P.vt.allocate(vp_size + 32);
-    P.kw64 = simd::align64(P.kw.data());
-    P.vt64 = simd::align64(P.vt.data());
+  if (amx) {  // item blocks are whole cache lines, from Buffer's 64-byte aligned bases
+    P.kw.allocate(kp_size);
+    P.vt.allocate(vp_size);
     P.v_finite.resize(vf_size);
   } else {
     P.kp.allocate(kp_size);

@@ -62,8 +62,8 @@ inline void pack_amx_operands(FlashProblem& P, const SeqRange& sq, index_t seq,
   const index_t D = P.d.D, Dv = P.d.Dv, C2 = P.Dk2 / 2, Dvt = P.Dvt;
   const index_t nk = sq.nk, nk32 = round_up(nk, 32);
   const std::size_t item = static_cast<std::size_t>(seq * P.d.HKV + hk);
-  std::uint32_t* kw = P.kw64 + P.kp_off[item];
-  std::uint16_t* vt = P.vt64 + P.vp_off[item];
+  std::uint32_t* kw = P.kw.data() + P.kp_off[item];
+  std::uint16_t* vt = P.vt.data() + P.vp_off[item];
   const auto k = in.k.as<bf16>();
   const auto v = in.v.as<bf16>();
   for (index_t j = 0; j < nk; ++j) {  // pairs of channels are a key row's own memory order
@@ -154,8 +154,8 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
   const bool fold = !modifies && static_cast<float>(P.d.scale) > 0.f;  // (an fp32 underflow)
   const B kx(fold ? static_cast<float>(P.d.scale) : 1.f);
   const std::size_t item = static_cast<std::size_t>(f.seq * P.d.HKV + f.hk);
-  const std::uint32_t* kw = P.kw64 + P.kp_off[item];
-  const std::uint16_t* vt = P.vt64 + P.vp_off[item];
+  const std::uint32_t* kw = P.kw.data() + P.kp_off[item];
+  const std::uint16_t* vt = P.vt.data() + P.vp_off[item];
   const std::uint8_t* finite = P.v_finite.data() + P.vf_off[item];
 
   // St [KA][TQ] fp32; Qw [C2][TQ] (zero padding) and Pw [KA / 2][TQ] u32.

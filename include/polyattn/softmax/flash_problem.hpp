@@ -74,12 +74,12 @@ struct FlashProblem {
   // each transposed, [keys / 32][Dvt][32] bf16 in vt, and per key tile (kTileK) whether that
   // tile of V is all finite.
   FlashPath path = FlashPath::fp32;
-  index_t Dk2 = 0;           // D rounded up to 32
-  index_t Dvt = 0;           // Dv rounded up to 32
-  Buffer<std::uint32_t> kw;  // every element written by the pack, padding included
+  index_t Dk2 = 0;  // D rounded up to 32
+  index_t Dvt = 0;  // Dv rounded up to 32
+  // kw / vt: every element written by the pack, padding included; Buffer starts them on a
+  // 64-byte boundary, so tile rows are whole cache lines (misaligned tiles cost ~1.5x measured).
+  Buffer<std::uint32_t> kw;
   Buffer<std::uint16_t> vt;
-  std::uint32_t* kw64 = nullptr;  // kw / vt from their first 64-byte boundary: tile rows are
-  std::uint16_t* vt64 = nullptr;  // whole cache lines (misaligned tiles cost ~1.5x measured)
   std::vector<std::uint8_t> v_finite;
   std::vector<std::size_t> vf_off;
   std::vector<std::size_t> kp_off;  // per (sequence, kv head): [seq · HKV + hk]
