@@ -181,12 +181,12 @@ void run_heads(const std::vector<Segment>& segs, const LinearDims& d, const Head
       }
       states.load(n, hv0 + h, e.state, e.z);
     }
-    index_t step = 0;  // tokens per turn (0: whole pieces)
-    if constexpr (requires { Algo::chunk; })
-      if (heads > 1) step = Algo::chunk;
     auto run_piece = [&](index_t off, index_t L) {
-      for (index_t s = 0; s<L; s += step> 0 ? step : L) {
-        const index_t len = step > 0 ? std::min(step, L - s) : L;
+      index_t turn = L;  // tokens per head and turn: a chunk in lockstep, else the whole piece
+      if constexpr (requires { Algo::chunk; })
+        if (heads > 1) turn = Algo::chunk;
+      for (index_t s = 0; s < L; s += turn) {
+        const index_t len = std::min(turn, L - s);
         for (index_t h = 0; h < heads; ++h) {
           Head& e = head[static_cast<std::size_t>(h)];
           auto p = problem(n, hv0 + h, off + s, len);
