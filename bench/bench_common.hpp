@@ -195,22 +195,19 @@ inline double measured_peak_gflops_all_threads() {
   static const double gflops = [] {
     const int n = all_threads();
     if (n == 1) return measured_peak_gflops();
-    const auto iters = static_cast<std::int64_t>(measured_peak_gflops() * 1e9 * 0.05 /
-                                                 simd::run_kernel(PeakFmaKernel{1}).flops);
+    const double flops_per_iter = simd::run_kernel(PeakFmaKernel{1}).flops;
+    const auto iters = std::max<std::int64_t>(
+        1, static_cast<std::int64_t>(measured_peak_gflops() * 1e9 * 0.05 / flops_per_iter));
+    const double total = static_cast<double>(n) * static_cast<double>(iters) * flops_per_iter;
     std::vector<float> sinks(static_cast<std::size_t>(n));
     volatile float sink = 0.f;
     double best = 0.0;
     for (int run = 0; run < 6; ++run) {  // the first warms every core up
-      std::vector<double> flops(static_cast<std::size_t>(n));
       const auto t0 = std::chrono::steady_clock::now();
       shared_pool().parallel_for(n, [&](auto i) {
-        const FmaResult r = simd::run_kernel(PeakFmaKernel{std::max<std::int64_t>(iters, 1)});
-        flops[static_cast<std::size_t>(i)] = r.flops;
-        sinks[static_cast<std::size_t>(i)] = r.sink;
+        sinks[static_cast<std::size_t>(i)] = simd::run_kernel(PeakFmaKernel{iters}).sink;
       });
       const double s = seconds_since(t0);
-      double total = 0.0;
-      for (double f : flops) total += f;
       for (float f : sinks) sink = sink + f;
       if (run > 0) best = std::max(best, total / s * 1e-9);
     }
