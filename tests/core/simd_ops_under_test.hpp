@@ -23,6 +23,8 @@ struct SimdOps {
   static void scale(float alpha, float* x, std::int64_t n);
   static void exp(const float* x, float* out, std::int64_t n);
   static void exp_inplace(float* x, std::int64_t n);
+  // out[i] = simd::exp2 of x[i], batch by batch (the tail through a zero-padded batch).
+  static void exp2(const float* x, float* out, std::int64_t n);
   // One batch each (width() floats): fma(a,b,c), exp(a), max(a,b), max_nan(a,b) lane-wise;
   // red = {reduce_add(a), reduce_max(a)}.
   static void batch_ops(const float* a, const float* b, const float* c, float* fma_out,
@@ -62,6 +64,17 @@ void SimdOps<A>::exp(const float* x, float* out, std::int64_t n) {
 template <simd::SimdArch A>
 void SimdOps<A>::exp_inplace(float* x, std::int64_t n) {
   simd::exp_inplace<A>(x, n);
+}
+template <simd::SimdArch A>
+void SimdOps<A>::exp2(const float* x, float* out, std::int64_t n) {
+  using B = simd::batch_t<A>;
+  constexpr std::int64_t W = static_cast<std::int64_t>(B::size);
+  for (std::int64_t i = 0; i < n; i += W) {
+    float in[W] = {}, res[W];
+    for (std::int64_t j = 0; j < W && i + j < n; ++j) in[j] = x[i + j];
+    simd::exp2(B::load_unaligned(in)).store_unaligned(res);
+    for (std::int64_t j = 0; j < W && i + j < n; ++j) out[i + j] = res[j];
+  }
 }
 template <simd::SimdArch A>
 void SimdOps<A>::batch_ops(const float* a, const float* b, const float* c, float* fma_out,

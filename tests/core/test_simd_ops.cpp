@@ -230,6 +230,40 @@ TYPED_TEST(SimdOpsTest, ExpSpecialValues) {
   EXPECT_EQ(out[12], 1.f);
 }
 
+TYPED_TEST(SimdOpsTest, ExpTwoDenseSweepAndSpecialValues) {
+  using Ops = typename TestFixture::Ops;
+  // The normal range of the result, [-126, 127.99], 40001 points, plus the ends of each unit
+  // interval where the polynomial's argument is ±½.
+  std::vector<float> x;
+  for (int i = 0; i <= 40000; ++i) x.push_back(static_cast<float>(-126.0 + 253.99 * i / 40000));
+  for (int n = -125; n <= 127; n += 7) x.insert(x.end(), {n - 0.5f, n + 0.4999999f, float(n)});
+  std::vector<float> out(x.size());
+  Ops::exp2(x.data(), out.data(), static_cast<std::int64_t>(x.size()));
+  double worst = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double ref = std::exp2(double(x[i]));
+    worst = std::max(worst, std::abs(out[i] - ref) / ref);
+    EXPECT_LE(std::abs(out[i] - ref) / ref, 4 * kU) << "x=" << x[i];
+  }
+  ::testing::Test::RecordProperty("worst_exp2_rel_error_in_u", std::to_string(worst / kU));
+
+  const std::vector<float> s = {0.f,  -0.f,  1.f,  -1.f,   128.f, 1e30f,
+                                kInf, -kInf, kNaN, -1e30f, -200.f};
+  std::vector<float> so(s.size());
+  Ops::exp2(s.data(), so.data(), static_cast<std::int64_t>(s.size()));
+  EXPECT_EQ(so[0], 1.f);
+  EXPECT_EQ(so[1], 1.f);
+  EXPECT_EQ(so[2], 2.f);
+  EXPECT_EQ(so[3], 0.5f);
+  EXPECT_EQ(so[4], kInf);
+  EXPECT_EQ(so[5], kInf);
+  EXPECT_EQ(so[6], kInf);
+  EXPECT_EQ(so[7], 0.f);
+  EXPECT_TRUE(std::isnan(so[8]));
+  EXPECT_EQ(so[9], 0.f);
+  EXPECT_EQ(so[10], 0.f);
+}
+
 TYPED_TEST(SimdOpsTest, NanPropagatesFromEveryPosition) {
   using Ops = typename TestFixture::Ops;
   for (std::int64_t n : {std::int64_t{1}, std::int64_t{17}, std::int64_t{33}, std::int64_t{100}}) {
