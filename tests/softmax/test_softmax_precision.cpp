@@ -62,6 +62,7 @@ std::vector<Case> prefill_cases() {
   cs.push_back({.softcap = 5.0, .qk = 3.f});
   cs.push_back({.B = 1, .T = 150, .S = 150, .causal = true, .varlen = true});
   cs.push_back({.B = 1, .T = 1000, .S = 1000, .HQ = 2, .HKV = 1, .causal = true, .qk = 4.f});
+  cs.push_back({.B = 1, .T = 90, .S = 90, .HQ = 2, .HKV = 1, .D = 33, .Dv = 20, .causal = true});
   return cs;
 }
 
@@ -305,6 +306,49 @@ TYPED_TEST(SoftmaxPrecision, MovingMaximaKeepOutputAndStatistics) {
     for (std::size_t i = 0; i < rows; ++i) {
       ASSERT_NEAR(lse[i], lse32[i], 2e-5f * (1.f + std::fabs(lse32[i]))) << name << " row " << i;
       ASSERT_NEAR(mx[i], mx32[i], 2e-5f * (1.f + std::fabs(mx32[i]))) << name << " row " << i;
+    }
+  }
+}
+
+// A NaN in a key (every query that sees that key) or in a query (its own row) poisons exactly the
+// rows it poisons on the fp32 path, in o, lse and row_max; the other rows keep their values (the
+// bf16-product path notices a NaN score through its lane's sum, flash_amx.hpp). Keys in several
+// groups of the amx path.
+TYPED_TEST(SoftmaxPrecision, NanScoresPoisonTheRowsThatSeeThem) {
+  using T = TypeParam;
+  const Case c{.B = 1, .T = 400, .S = 400, .HQ = 2, .HKV = 1, .D = 32, .Dv = 32, .causal = true};
+  Data d(c, 41);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  d.k[static_cast<std::size_t>(300 * c.D + 5)] = nan;              // key 300, every head
+  d.q[static_cast<std::size_t>((20 * c.HQ + 1) * c.D + 7)] = nan;  // query 20 of head 1
+  const auto q = test::narrow<T>(d.q), k = test::narrow<T>(d.k), v = test::narrow<T>(d.v);
+  const auto qf = test::widen(q), kf = test::widen(k), vf = test::widen(v);
+  const std::size_t rows = static_cast<std::size_t>(c.T * c.HQ);
+  std::vector<float> o(d.out_size()), o32(d.out_size());
+  std::vector<float> lse(rows), lse32(rows), mx(rows), mx32(rows);
+  softmax::flash_attention(
+      d.inputs(q, k, v), d.options(),
+      softmax::FlashOutputs{bthd(o.data(), c.B, c.T, c.HQ, c.Dv), bth(lse.data(), c.B, c.T, c.HQ),
+                            bth(mx.data(), c.B, c.T, c.HQ)});
+  softmax::flash_attention(
+      d.inputs(qf, kf, vf), d.options(),
+      softmax::FlashOutputs{bthd(o32.data(), c.B, c.T, c.HQ, c.Dv),
+                            bth(lse32.data(), c.B, c.T, c.HQ), bth(mx32.data(), c.B, c.T, c.HQ)});
+  const float tol = softmax::uses_bf16_products(d.inputs(q, k, v)) ? 2e-2f : 1e-5f;
+  for (std::size_t r = 0; r < rows; ++r) {
+    const index_t i = static_cast<index_t>(r) / c.HQ, h = static_cast<index_t>(r) % c.HQ;
+    const bool poisoned = i >= 300 || (i == 20 && h == 1);
+    ASSERT_EQ(std::isnan(lse32[r]), poisoned) << "row " << r;  // the fp32 path, as documented
+    ASSERT_EQ(std::isnan(lse[r]), poisoned) << "row " << r;
+    ASSERT_EQ(std::isnan(mx[r]), poisoned) << "row " << r;
+    for (index_t e = 0; e < c.Dv; ++e) {
+      const std::size_t x = r * static_cast<std::size_t>(c.Dv) + static_cast<std::size_t>(e);
+      ASSERT_EQ(std::isnan(o[x]), poisoned) << "row " << r << " channel " << e;
+      if (!poisoned) ASSERT_NEAR(o[x], o32[x], tol) << "row " << r << " channel " << e;
+    }
+    if (!poisoned) {
+      ASSERT_NEAR(lse[r], lse32[r], 2e-5f * (1.f + std::fabs(lse32[r]))) << "row " << r;
+      ASSERT_NEAR(mx[r], mx32[r], 2e-5f * (1.f + std::fabs(mx32[r]))) << "row " << r;
     }
   }
 }

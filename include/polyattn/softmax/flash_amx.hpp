@@ -122,16 +122,25 @@ struct AmxFrame {
 
 // P = e^{kx·S + nsh} for the key pairs [0, pairs) of Sᵀ [2 · pairs][TQ]: sum += Σ P (fp32),
 // Pw [pairs][TQ] = P rounded to bf16 pairs of keys, and with Track mx = max(mx, S) per lane.
+// e^x is taken as 2^{S·(kx log2 e) + nsh log2 e} (simd::exp2, ≤ 1.7e-7 relative; the rounding
+// of the two folded constants adds about 2⁻²³·|m_ref|·log2 e to the exponent, small beside P's
+// 2⁻⁹ rounding even for |m_ref| in the hundreds). Track's
+// max drops NaN scores (a plain vmaxps); such a score makes its lane's sum NaN, and the caller
+// checks the sums before trusting mx.
 template <class B, index_t TQ, bool Track>
 POLYATTN_TARGET_AMX inline void amx_exp_pairs(const float* St, index_t pairs, B kx, const B* nsh,
                                               B* sum, B* mx, std::uint32_t* Pw) {
   constexpr index_t W = static_cast<index_t>(B::size);
+  const B log2e(1.44269504088896341f), kx2 = kx * log2e;
+  B nsh2[TQ / W];
+  for (index_t v = 0; v < TQ / W; ++v) nsh2[v] = nsh[v] * log2e;
   for (index_t c = 0; c < pairs; ++c) {
     const float* s0 = St + 2 * c * TQ;
     for (index_t v = 0; v < TQ / W; ++v) {
       const B x0 = B::load_aligned(s0 + v * W), x1 = B::load_aligned(s0 + TQ + v * W);
-      if constexpr (Track) mx[v] = simd::max_nan(mx[v], simd::max_nan(x0, x1));
-      const B e0 = simd::exp(simd::fma(x0, kx, nsh[v])), e1 = simd::exp(simd::fma(x1, kx, nsh[v]));
+      if constexpr (Track) mx[v] = xsimd::max(mx[v], xsimd::max(x0, x1));
+      const B e0 = simd::exp2(simd::fma(x0, kx2, nsh2[v]));
+      const B e1 = simd::exp2(simd::fma(x1, kx2, nsh2[v]));
       sum[v] += e0 + e1;
       _mm512_store_si512(static_cast<void*>(Pw + c * TQ + v * W), simd::bf16_pairs(e0, e1));
     }
@@ -167,13 +176,24 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
   float* vrow = St + KA * TQ;
   std::uint32_t* Qw = simd::align64(wbuf.data());
   std::uint32_t* Pw = Qw + C2 * TQ;
-  std::fill(Qw, Qw + C2 * TQ, 0u);
+  // Qw = the q rows in words of channel pairs, transposed: word (c, r) = q[r][2c] |
+  // q[r][2c + 1] << 16, for contiguous rows of even length the row's own word c. Padding (rows
+  // past M, pairs past D) is zero.
   const auto q = P.in->q.as<bf16>();
+  const index_t st = q.stride(3), Cw = (D + 1) / 2;
+  if (M < TQ)
+    for (index_t c = 0; c < Cw; ++c) std::fill(Qw + c * TQ + M, Qw + (c + 1) * TQ, 0u);
+  std::fill(Qw + Cw * TQ, Qw + C2 * TQ, 0u);
   for (index_t r = 0; r < M; ++r) {
     const bf16* src = q.ptr(sq.b, sq.q0 + r0 + r, f.h, 0);
-    const index_t st = q.stride(3);
-    for (index_t e = 0; e < D; ++e)
-      Qw[(e / 2) * TQ + r] |= static_cast<std::uint32_t>(src[e * st].bits) << (16 * (e % 2));
+    if (st == 1 && D % 2 == 0) {
+      for (index_t c = 0; c < Cw; ++c) std::memcpy(Qw + c * TQ + r, src + 2 * c, 4);
+    } else {
+      for (index_t c = 0; c < Cw; ++c) {
+        const std::uint32_t hi = 2 * c + 1 < D ? src[(2 * c + 1) * st].bits : 0u;
+        Qw[c * TQ + r] = src[2 * c * st].bits | hi << 16;
+      }
+    }
   }
 
   const simd::AmxScope tiles;
@@ -209,7 +229,7 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
       mref[v] = B::load_aligned(f.m + v * W);
       nsh[v] = B(0.f) - simd::neg_inf_to_zero(mref[v]);
       fresh = fresh || xsimd::any(mref[v] == B(ninf));
-      nan_ref = nan_ref || xsimd::any(mref[v] != mref[v]);
+      nan_ref = nan_ref || xsimd::any(xsimd::isnan(mref[v]));
       sum[v] = B(0.f);
       mx[v] = B(ninf);
     }
@@ -247,14 +267,14 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
       if (!fresh) amx_exp_pairs<B, TQ, true>(St + kb * TQ, 16, kx, nsh, sum, mx, Pw + kb / 2 * TQ);
     }
     bool kept = false;
-    if (!fresh) {
+    if (!fresh) {  // (a NaN score makes its lane's sum NaN)
       bool grow = false;
-      for (index_t v = 0; v < TQ / W; ++v) {
-        const B tmax = kx * mx[v];
-        grow = grow || xsimd::any((tmax > mref[v] + B(kAmxLazyMax)) || (tmax != tmax));
-      }
+      for (index_t v = 0; v < TQ / W; ++v)
+        grow = grow || xsimd::any((kx * mx[v] > mref[v] + B(kAmxLazyMax)) || xsimd::isnan(sum[v]));
       kept = !grow;
-    } else {
+    }
+    if (!kept) {  // the group's max with NaN kept, for row_max and the new reference
+      for (index_t v = 0; v < TQ / W; ++v) mx[v] = B(ninf);
       for (index_t c = 0; c < n2; ++c)
         for (index_t v = 0; v < TQ / W; ++v)
           mx[v] = simd::max_nan(mx[v], B::load_aligned(St + c * TQ + v * W));
@@ -270,7 +290,7 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
       }
       mref[v] = B::load_aligned(f.m + v * W);  // the reference before this group
       const B mnew = simd::max_nan(mref[v], tmax);
-      const auto grow = (mnew > mref[v] + B(kAmxLazyMax)) || (mnew != mnew);
+      const auto grow = (mnew > mref[v] + B(kAmxLazyMax)) || xsimd::isnan(mnew);
       const B m1 = xsimd::select(grow, mnew, mref[v]);
       nsh[v] = B(0.f) - simd::neg_inf_to_zero(m1);
       al[v] = xsimd::select(grow, simd::exp(mref[v] + nsh[v]), B(1.f));
