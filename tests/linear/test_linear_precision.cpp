@@ -9,11 +9,14 @@
 // What is checked:
 //   * bits: conversion on load is exact and happens before any arithmetic, so T inputs with an
 //     fp32 o give the bits of the fp32 operator on the rounded values (o and final state), and a
-//     T o holds exactly those fp32 outputs rounded once to nearest even;
+//     T o holds exactly those fp32 outputs rounded once to nearest even; on the AMX tiles the
+//     state does not depend on o's type, and a bf16 o, whose products that reach only o take
+//     fewer bf16 terms, differs from the fp32 o rounded once (the cheaper products ran);
 //   * bounds against the double reference: relative RMSE < 8e-3 (bf16 o), < 2e-3 (fp16 o), and
 //     the fp32 bound 1e-5 for an fp32 o and for the final state (fp32 states: o is the only
 //     rounded result);
-//   * T = 4096 with extreme gates (log-gates down to −20 per token) in bf16; GVA; varlen; head-
+//   * T = 4096 with extreme gates (log-gates down to −20 per token) and T = 1024 with slow gates
+//     (the inter-chunk product q S0 carries o) in bf16; GVA; varlen; head-
 //     first and interleaved (packed) strides; decode step() and state pools; the chunk-parallel
 //     path on threads; mixed element types among q, k, v are Errors naming the argument, with
 //     every output untouched, also in the papers' operators built on the family;
@@ -50,17 +53,20 @@
 namespace polyattn::test {
 namespace {
 
-// The worst errors seen by a test, per element type.
+// The worst errors seen by a test, per element type; o_t_tiles: a T o whose tile products that
+// reach only o took fewer than three terms (LinearAttention::tile_output_terms).
 struct Worst {
-  double o_t = 0, o_f32 = 0, state = 0;
+  double o_t = 0, o_f32 = 0, state = 0, o_t_tiles = 0;
   void add(double ot, double of, double st) {
     o_t = std::max(o_t, ot);
     o_f32 = std::max(o_f32, of);
     state = std::max(state, st);
   }
   void print(const char* test, const char* type) const {
-    std::printf("[precision] %s %s: worst rel RMSE  o(%s) %.3e  o(fp32) %.3e  state %.3e\n", test,
+    std::printf("[precision] %s %s: worst rel RMSE  o(%s) %.3e  o(fp32) %.3e  state %.3e", test,
                 type, type, o_t, o_f32, state);
+    if (o_t_tiles > 0) std::printf("  (o(%s), fewer-term tile products: %.3e)", type, o_t_tiles);
+    std::printf("\n");
   }
 };
 
@@ -119,13 +125,24 @@ bool check_problem(const Op& op, const LinearShape& s, index_t N, const LinearIn
   op.template forward<Algo>(inT, {.o = ov(oF.data()), .final_state = sv(htF.data())}, {}, exec);
   op.template forward<Algo>(inT, {.o = ov(oT.data()), .final_state = sv(htT.data())}, {}, exec);
   const bool tiles = op.template uses_bf16_products<Algo>(inT);
+  const int terms = op.template tile_output_terms<Algo>(inT, dtype_of<T>);
   if (tiles) {
-    // AMX tiles (chunked_amx.hpp): not the fp32 path's bits, but the same state whatever o's
-    // type, a T o that is the fp32 o rounded once, and the fp32 bounds below.
+    // AMX tiles (chunked_amx.hpp): not the fp32 path's bits, but the fp32 bounds below for an
+    // fp32 o and the state, and the same state whatever o's type (the products that reach it
+    // keep three terms). A T o whose own products take three terms too is the fp32 o rounded
+    // once; a bf16 o's take fewer, so it must differ from that (the fewer-term products ran) and
+    // keep to its own bound below (SPEC: 8e-3).
     ++tile_checks;
+    EXPECT_EQ(op.template tile_output_terms<Algo>(inT, Dtype::f32), 3) << tag;
     EXPECT_TRUE(same_bits(htT, htF)) << tag << ": final state, " << kName<T> << " o (tiles)";
-    EXPECT_TRUE(same_bits(oT, narrow<T>(oF))) << tag << ": o rounded once (tiles)";
+    if (terms == 3) {
+      EXPECT_TRUE(same_bits(oT, narrow<T>(oF))) << tag << ": o rounded once (tiles)";
+    } else {
+      EXPECT_FALSE(same_bits(oT, narrow<T>(oF)))
+          << tag << ": " << terms << "-term output products not taken (tiles)";
+    }
   } else {
+    EXPECT_EQ(terms, 0) << tag;
     EXPECT_TRUE(same_bits(oF, o32)) << tag << ": fp32 o from " << kName<T> << " inputs";
     EXPECT_TRUE(same_bits(htF, ht32)) << tag << ": final state, fp32 o";
     EXPECT_TRUE(same_bits(htT, ht32)) << tag << ": final state, " << kName<T> << " o";
@@ -140,6 +157,7 @@ bool check_problem(const Op& op, const LinearShape& s, index_t N, const LinearIn
   EXPECT_LT(eF, kRelRmseBound) << tag << ": fp32 o";
   EXPECT_LT(eS, kRelRmseBound) << tag << ": final state";
   worst.add(eT, eF, eS);
+  if (tiles && terms < 3) worst.o_t_tiles = std::max(worst.o_t_tiles, eT);
   return tiles;
 }
 
@@ -231,6 +249,24 @@ TEST(LinearPrecision, LongSequenceExtremeGates) {
   run(presets::make_kda(), "kda T4096 gates/0.01");
   wb.print("T=4096 extreme gates", "bf16");
   wh.print("T=4096 extreme gates", "fp16");
+}
+
+// Log-gates ×0.01 (decays of 0.998–0.99999 per token) over 1024 tokens: the chunk's initial state
+// carries most of o (the inter-chunk product q S0), where extreme gates leave only the intra-chunk
+// scores.
+TEST(LinearPrecision, LongSequenceSlowGates) {
+  const LinearShape s{1, 1024, 1, 1, 64, 64};
+  Worst wb;
+  std::uint64_t seed = 750;
+  const auto run = [&](const auto& op, const char* name) {
+    const LinearData data(s, seed++, 100.0);
+    check_types<Chunked<64>, bf16>(op, data, true, {}, name, wb);
+  };
+  run(presets::simple_gla{}, "simple_gla T1024 gates*0.01");
+  run(presets::gla{}, "gla T1024 gates*0.01");
+  run(presets::make_gated_delta_rule(), "gated_delta_rule T1024 gates*0.01");
+  run(presets::make_kda(), "kda T1024 gates*0.01");
+  wb.print("T=1024 slow gates", "bf16");
 }
 
 // Packed sequences (one empty) with grouped value heads (HV = 3H).
@@ -355,11 +391,8 @@ TEST(LinearPrecision, BasedFeatureMap) {
   wh.print("based", "fp16");
 }
 
-// Head-first bf16 inputs and o read / written through strides, and interleaved rows (inner
-// stride 2: the operator packs q, k, v into bf16 rows and stores o through an fp32 scratch)
-// give the bits of the contiguous call.
-TEST(LinearPrecision, StridedViewsGiveContiguousBits) {
-  const LinearShape s{2, 50, 2, 4, 20, 12};
+// One shape of StridedViewsGiveContiguousBits.
+void strided_views_give_contiguous_bits(const LinearShape& s) {
   const Rounded<bf16> r(LinearData(s, 1000));
   const auto op = presets::make_gated_delta_rule();
   const LinearOptions opt = op.options();
@@ -367,6 +400,9 @@ TEST(LinearPrecision, StridedViewsGiveContiguousBits) {
   std::vector<bf16> o_ref(no), o_hf(no), o_il(2 * no);
   const LinearInputs in = r.inputs(opt, true);
   op.forward<Chunked<16>>(in, {.o = bthd(o_ref.data(), s.B, s.T, s.HV, s.V)});
+  if (s.K % 32 == 0 && simd::isa_at_least(simd::runtime_isa(), simd::Isa::amx)) {
+    EXPECT_LT(op.tile_output_terms<Chunked<16>>(in, Dtype::bf16), 3) << s.str();
+  }
 
   // Head-first copies of q, k, v and a head-first o.
   const auto to_hf = [&](const std::vector<bf16>& x, index_t H, index_t D) {
@@ -385,7 +421,7 @@ TEST(LinearPrecision, StridedViewsGiveContiguousBits) {
   hf.k = head_first(kh.data(), s.B, s.T, s.H, s.K);
   hf.v = head_first(vh.data(), s.B, s.T, s.HV, s.V);
   op.forward<Chunked<16>>(hf, {.o = head_first(o_hf.data(), s.B, s.T, s.HV, s.V)});
-  EXPECT_TRUE(same_bits(to_hf(o_ref, s.HV, s.V), o_hf)) << "head-first";
+  EXPECT_TRUE(same_bits(to_hf(o_ref, s.HV, s.V), o_hf)) << "head-first " << s.str();
 
   // Interleaved: every element followed by a padding element.
   const auto spread = [](const std::vector<bf16>& x) {
@@ -411,8 +447,17 @@ TEST(LinearPrecision, StridedViewsGiveContiguousBits) {
     o_even[i] = o_il[2 * i];
     pads_kept = pads_kept && o_il[2 * i + 1] == pad;
   }
-  EXPECT_TRUE(same_bits(o_even, o_ref)) << "interleaved";
+  EXPECT_TRUE(same_bits(o_even, o_ref)) << "interleaved " << s.str();
   EXPECT_TRUE(pads_kept) << "o's padding elements were written";
+}
+
+// Head-first bf16 inputs and o read / written through strides, and interleaved rows (inner
+// stride 2: the operator packs q, k, v into bf16 rows and stores o through an fp32 scratch)
+// give the bits of the contiguous call. The second shape runs on the AMX tiles where the machine
+// has them: a bf16 o behind the fp32 scratch still takes the bf16 o's fewer-term products.
+TEST(LinearPrecision, StridedViewsGiveContiguousBits) {
+  for (const LinearShape& s : {LinearShape{2, 50, 2, 4, 20, 12}, LinearShape{1, 50, 1, 2, 32, 32}})
+    strided_views_give_contiguous_bits(s);
 }
 
 // Decode: step() token by token on bf16 q, k, v with a bf16 o equals forward<Recurrent> bit for

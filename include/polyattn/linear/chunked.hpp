@@ -56,6 +56,14 @@ constexpr bool tile_problem(Dtype q, Dtype k, Dtype v, index_t K, index_t V,
   return q == Dtype::bf16 && k == Dtype::bf16 && v == Dtype::bf16 && K % 32 == 0 && V % 32 == 0 &&
          chunk <= kTileMaxChunk;
 }
+// Terms of the tiles' products that reach only o (chunked_amx.hpp, OutputTerms) when o is finally
+// stored as bf16, whose own rounding (2⁻⁹ relative) dominates: 2, the left operand rounded once
+// (1 would round both; docs/conventions.md §9.8 has the errors measured for each). Any other o
+// takes 3, as every product that reaches the state does.
+inline constexpr int kBf16OutputTerms = 2;
+constexpr int output_product_terms(Dtype o_final) noexcept {
+  return o_final == Dtype::bf16 ? kBf16OutputTerms : 3;
+}
 }  // namespace POLYATTN_ISA_NS
 
 // Chunked algorithm with chunk size `chunk` (Parallel: chunk = T) over problem->T tokens;
@@ -107,9 +115,11 @@ void ChunkedKernel<P>::operator()(A) const {
       const index_t Ct = tile_rows(chunk);  // rows of the padded chunk buffers, no R
       float* operands =
           workspace.data + stages::ChunkBuffers::floats(Ct, p.K, p.V, key_channel, false);
-      return stages::chunked_on_tiles<A>(
-          p, chunk, stages::ChunkBuffers::carve(workspace, Ct, p.K, p.V, key_channel, false),
-          stages::carve_tile_operands<A>(operands, Ct, p.K, p.V));
+      const auto w = stages::ChunkBuffers::carve(workspace, Ct, p.K, p.V, key_channel, false);
+      const auto x = stages::carve_tile_operands<A>(operands, Ct, p.K, p.V);
+      if (output_product_terms(p.o_final_type) == kBf16OutputTerms)
+        return stages::chunked_on_tiles<A, kBf16OutputTerms>(p, chunk, w, x);
+      return stages::chunked_on_tiles<A, 3>(p, chunk, w, x);
     }
   }
 #endif

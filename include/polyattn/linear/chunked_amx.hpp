@@ -15,9 +15,18 @@
 //   S ← e^{b_L} ∘ S + ΔS
 // Precision: the tiles multiply the bf16 inputs themselves (exact), or a split x = hi + lo of an
 // fp32 operand (about 16 bits; amx_gemm.hpp), with fp32 sums; the row factors go on afterwards
-// in fp32. So every product is within about 2⁻¹⁶ relative of the fp32 path's, outputs and
-// states stay within the fp32 bounds against the double reference, and the state does not drift
+// in fp32. Every product that reaches the state (KK, k S0, T times the right-hand side, ΔS)
+// takes the three terms Ahi·Bhi + Ahi·Blo + Alo·Bhi, so it is within about 2⁻¹⁶ relative of the
+// fp32 path's, states stay within the fp32 bound against the double reference and do not drift
 // by bf16 steps over long sequences (the fla kernels round every tl.dot operand to bf16 instead).
+// The products that reach only o — QK of key-channel gates, q S0 and the masked QK times U, each
+// A·B with A the queries' side — take OutputTerms terms, fixed per call from o's final type
+// (chunked.hpp: output_product_terms):
+//   3  A·B ≈ Ahi·Bhi + Ahi·Blo + Alo·Bhi       fp32 and fp16 o (fp32 o within 1e-5)
+//   2  A·B ≈ Ahi·(Bhi + Blo), A rounded once   bf16 o, whose own rounding (2⁻⁹) dominates
+//   1  A·B ≈ Ahi·Bhi                           (not used; docs/conventions.md §9.8)
+// (an A that is the bf16 input rows, as q in q S0 without key-channel gates, is exact either
+// way). The state's bits do not depend on o's type; a bf16 o is not the fp32 o rounded once.
 // Used when K and V are multiples of 32, chunks hold at most 128 tokens (T's substitution is
 // cubic in the chunk) and the call is not a speculative verify (chunked.hpp: on_tiles).
 #pragma once
@@ -128,17 +137,32 @@ auto key_channel_gated(const float* m, const ChunkBuffers& w) {
   };
 }
 
+// The low halves that a product reaching only o takes with OutputTerms terms (header comment):
+// its left operand's (A) with 3, its right operand's (B) with 2 or 3; null otherwise, and that
+// operand is packed and multiplied rounded once to bf16.
+template <int OutputTerms, class Word>
+Word* output_a_lo(Word* lo) noexcept {
+  return OutputTerms == 3 ? lo : nullptr;
+}
+template <int OutputTerms, class Word>
+Word* output_b_lo(Word* lo) noexcept {
+  return OutputTerms >= 2 ? lo : nullptr;
+}
+
 // QK (want_qk) and KK (want_kk) of a chunk of L ≤ Lp tokens into w.QK / w.KK, on the tiles.
 // Scalar gates or none: from x.Qb / x.Kb, the chunk's bf16 input rows, and the row factors.
 // Returns whether key-channel gates were factorised: k̂ ∘ e^{−b} is then in w.tmp and x.Qb / Ql
-// (when want_qk), x.Kb / Kl (when want_kk) hold q̂ ∘ e^{b}, k̂ ∘ e^{b} split.
-template <simd::SimdArch A, GateShape Shape>
+// (when want_qk), x.Kb / Kl (when want_kk) hold q̂ ∘ e^{b}, k̂ ∘ e^{b} split (Ql only with three
+// OutputTerms; QK takes OutputTerms terms, KK three).
+template <simd::SimdArch A, GateShape Shape, int OutputTerms>
 bool tile_gram(index_t L, index_t Lp, const ChunkBuffers& w, const TileOperands& x, bool want_qk,
                bool want_kk) {
   using B = simd::batch_t<A>;
   const index_t K = w.K, C = w.C;
   const auto products = [&](simd::AmxA qa, simd::AmxA ka, simd::AmxB kb) {
-    if (want_qk) simd::amx_gemm(Lp, Lp, K, qa, kb, false, w.QK, C, simd::AmxBlocks::lower);
+    if (want_qk)
+      simd::amx_gemm(Lp, Lp, K, qa, {kb.hi, output_b_lo<OutputTerms>(kb.lo), kb.ld}, false, w.QK, C,
+                     simd::AmxBlocks::lower);
     if (want_kk) simd::amx_gemm(Lp, Lp, K, ka, kb, false, w.KK, C, simd::AmxBlocks::lower);
   };
   if constexpr (Shape != GateShape::KeyChannel) {
@@ -176,9 +200,11 @@ bool tile_gram(index_t L, index_t Lp, const ChunkBuffers& w, const TileOperands&
     simd::pack_amx_a(L, Lp, K, inverse, x.Tb, x.Tl, K);
     gram_key_pairs<A>(Lp, K, x.Tb, x.Kp);
     gram_key_pairs<A>(Lp, K, x.Tl, x.Kpl);
-    if (want_qk) simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Q, w), x.Qb, x.Ql, K);
+    if (want_qk)
+      simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Q, w), x.Qb, output_a_lo<OutputTerms>(x.Ql),
+                       K);
     if (want_kk) simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Kc, w), x.Kb, x.Kl, K);
-    products({x.Qb, x.Ql, K}, {x.Kb, x.Kl, K}, {x.Kp, x.Kpl, Lp});
+    products({x.Qb, output_a_lo<OutputTerms>(x.Ql), K}, {x.Kb, x.Kl, K}, {x.Kp, x.Kpl, Lp});
     return true;
   }
   return false;
@@ -265,10 +291,12 @@ POLYATTN_TARGET_AMX void add_to_decayed_state(index_t L, const ChunkBuffers& w, 
 }
 
 // The chunk loop of ChunkedKernel<P> on the tiles (chunked.hpp checks eligibility): chunks of
-// `chunk` tokens; w and x carved for w.C ≥ chunk rows, a multiple of 32.
-template <simd::SimdArch A, class P>
+// `chunk` tokens; w and x carved for w.C ≥ chunk rows, a multiple of 32; the products that reach
+// only o take OutputTerms terms (header comment).
+template <simd::SimdArch A, int OutputTerms, class P>
 void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers& w,
                       const TileOperands& x) {
+  static_assert(OutputTerms >= 1 && OutputTerms <= 3);
   using B = simd::batch_t<A>;
   constexpr GateShape Shape = P::shape;
   constexpr bool key_channel = Shape == GateShape::KeyChannel;
@@ -293,7 +321,8 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
     cumulative_gates<A, Shape>(p.gate, c0, L, K, w.b, w.eb);
     if constexpr (Shape == GateShape::Scalar)  // whole vectors of b past L stay finite
       std::fill(w.b + L, w.b + Lp, w.b[L - 1]);
-    [[maybe_unused]] const bool factored = tile_gram<A, Shape>(L, Lp, w, x, want_out, P::delta);
+    [[maybe_unused]] const bool factored =
+        tile_gram<A, Shape, OutputTerms>(L, Lp, w, x, want_out, P::delta);
     if (P::delta || want_out)  // S0 as pairs, split: right operand of k S0 and q S0
       simd::pack_amx_b(K, K, V, fp32_rows<A>(S, V), x.Sh, x.Sl, V);
     if constexpr (P::delta) {
@@ -305,7 +334,8 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
         simd::amx_gemm(Lp, V, K, {x.Kb, x.Kl, K}, {x.Sh, x.Sl, V}, false, w.U, V);
       } else {  // k S0 (and q S0 for the output) on the input rows; row factors go on below
         simd::amx_gemm(Lp, V, K, {x.Kb, nullptr, K}, {x.Sh, x.Sl, V}, false, w.U, V,
-                       simd::AmxBlocks::all, {x.Qb, nullptr, K}, want_out ? w.O : nullptr);
+                       simd::AmxBlocks::all, {x.Qb, nullptr, K, OutputTerms >= 2},
+                       want_out ? w.O : nullptr);
       }
       // Y_t = β_t (v_t − f_t P_t), formed as it is packed (P_t in w.U, v_t read bf16).
       float* f = w.extra;
@@ -328,21 +358,28 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
     } else {
       additive_updates<A, P::weighted>(p.update, c0, L, vc, w);
     }
-    simd::pack_amx_b(L, Lp, V, fp32_rows<A>(w.U, V), x.Uh, x.Ul, V);
+    simd::pack_amx_b(L, Lp, V, fp32_rows<A>(w.U, V), x.Uh,
+                     key_channel ? x.Ul : output_b_lo<OutputTerms>(x.Ul), V);
     if (want_out) {
       if constexpr (key_channel) {  // (q̂ ∘ e^{b}) S0, split (packed by a factorised Gram)
-        if (!factored) simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Q, w), x.Qb, x.Ql, K);
-        simd::amx_gemm(Lp, V, K, {x.Qb, x.Ql, K}, {x.Sh, x.Sl, V}, false, w.O, V);
+        if (!factored)
+          simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Q, w), x.Qb,
+                           output_a_lo<OutputTerms>(x.Ql), K);
+        simd::amx_gemm(Lp, V, K, {x.Qb, output_a_lo<OutputTerms>(x.Ql), K},
+                       {x.Sh, output_b_lo<OutputTerms>(x.Sl), V}, false, w.O, V);
       } else {  // q S0 on the input rows, then each row times qn_t e^{b_t}
-        if (!P::delta) simd::amx_gemm(Lp, V, K, {x.Qb, nullptr, K}, {x.Sh, x.Sl, V}, false, w.O, V);
+        if (!P::delta)
+          simd::amx_gemm(Lp, V, K, {x.Qb, nullptr, K}, {x.Sh, output_b_lo<OutputTerms>(x.Sl), V},
+                         false, w.O, V);
         for (index_t t = 0; t < L; ++t)
           simd::scale<A>(Shape == GateShape::Scalar ? x.qn[t] * w.eb[t] : x.qn[t], w.O + t * V, V);
       }
       const auto masked_scores = [qk = w.QK, C](std::int64_t t, std::int64_t c) {
         return load_first<A>(qk + t * C, c, t + 1);
       };
-      simd::pack_amx_a(L, Lp, Lp, masked_scores, x.Ah, x.Al, Lp);
-      simd::amx_gemm(Lp, V, Lp, {x.Ah, x.Al, Lp}, {x.Uh, x.Ul, V}, true, w.O, V,
+      simd::pack_amx_a(L, Lp, Lp, masked_scores, x.Ah, output_a_lo<OutputTerms>(x.Al), Lp);
+      simd::amx_gemm(Lp, V, Lp, {x.Ah, output_a_lo<OutputTerms>(x.Al), Lp},
+                     {x.Uh, output_b_lo<OutputTerms>(x.Ul), V}, true, w.O, V,
                      simd::AmxBlocks::causal_inner);
       finish_outputs<A, P::running_sum>(L, w, rows_from<A>(o, c0), p.z, p.eps);
     }

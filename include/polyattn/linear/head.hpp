@@ -46,6 +46,10 @@ struct HeadProblem {
   void* o = nullptr;  // V elements of o_type at o + t·o_st
   index_t o_st = 0;
   Dtype o_type = Dtype::f32;
+  // The type o is finally stored in: o_type, or the caller's o behind an fp32 scratch (inner
+  // stride ≠ 1). A bf16 o lets the AMX tiles round the products that reach only o
+  // (chunked_amx.hpp), whichever way o is written.
+  Dtype o_final_type = Dtype::f32;
   float* state = nullptr;  // [K][V] contiguous, in/out
   float* z = nullptr;      // [K], in/out, Sum normaliser only
 

@@ -169,7 +169,8 @@ class LinearAttention {
   /// 32, and simd::runtime_isa() reaching amx (POLYATTN_ISA caps it). The tiles multiply the
   /// bf16 inputs exactly and every fp32 operand (state, T, right-hand sides, gated scores and
   /// keys) split in two bf16 halves, so results stay within the fp32 bounds but do not share the
-  /// fp32 path's bits (docs/conventions.md §9.8). ChunkedKernel::on_tiles decides the same
+  /// fp32 path's bits (docs/conventions.md §9.8); with a bf16 o, the products that reach only o
+  /// take fewer terms (tile_output_terms). ChunkedKernel::on_tiles decides the same
   /// (linear::tile_problem) inside the kernels.
   template <LinearAlgorithm Algo>
   bool uses_bf16_products(const LinearInputs& in) const noexcept {
@@ -188,6 +189,16 @@ class LinearAttention {
              simd::isa_at_least(simd::runtime_isa(), simd::Isa::amx) &&
              simd::kernel_isa<linear::ChunkedKernel<policies>>() == simd::Isa::avx512;
     }
+  }
+
+  /// The bf16 terms of each tile product that reaches only o (the gated intra-chunk scores, q S0,
+  /// the masked scores times the updates) in forward<Algo>(in, ...) with an o of element type
+  /// `o`: linear::output_product_terms(o) — 2 for a bf16 o (its left operand rounded once), else
+  /// 3 as every product that reaches the state — and 0 where uses_bf16_products<Algo>(in) is
+  /// false (no tiles).
+  template <LinearAlgorithm Algo>
+  int tile_output_terms(const LinearInputs& in, Dtype o) const noexcept {
+    return uses_bf16_products<Algo>(in) ? linear::output_product_terms(o) : 0;
   }
 
   /// Decode: the new tokens of B sequences (q, k [B,T,H,K], v [B,T,HV,V], gates, beta; T is
@@ -382,6 +393,7 @@ class LinearAttention {
       p.o = detail::row_address(o, b, t0, hv);
       p.o_st = o.stride(1);
       p.o_type = o.dtype();
+      p.o_final_type = out.o.dtype();
       if (keep) {
         p.keep = keep->at(n, hv);
         p.update_state = false;

@@ -17,7 +17,9 @@
 // significant bits, and the product takes the three terms
 //   A·B ≈ Ahi·Bhi + Ahi·Blo + Alo·Bhi          (Alo·Blo, below 2⁻¹⁶ relative, left out)
 // so that quantities carried from chunk to chunk (a state, the delta rule's updates) keep close
-// to fp32 accuracy while the products still run on the tiles. blocks: every 32 × 32 block of C,
+// to fp32 accuracy while the products still run on the tiles. An A operand with with_b_lo false
+// leaves out Ahi·Blo: with A unsplit, A·B ≈ Ahi·Bhi, one bf16 term (a product that only reaches
+// a bf16 output, sharing a split B with a product that needs it). blocks: every 32 × 32 block of C,
 // only those on or below the block diagonal (a causal Gram), or every block with the inner sum
 // stopping at the block diagonal (a causal mask times values). Needs an AmxScope on the thread.
 #pragma once
@@ -36,6 +38,7 @@ struct AmxA {  // [rows][ld] bf16 (ld a multiple of 32)
   const std::uint16_t* hi = nullptr;
   const std::uint16_t* lo = nullptr;  // optional low half of a split operand
   std::int64_t ld = 0;
+  bool with_b_lo = true;  // take Ahi·Blo where B is split (false: B's low half left out)
 };
 struct AmxB {  // [Kd / 2][ld] VNNI words
   const std::uint32_t* hi = nullptr;
@@ -165,7 +168,7 @@ POLYATTN_TARGET_AMX inline void amx_gemm(std::int64_t M, std::int64_t N, std::in
           terms[n++] = {ap + i0 * ag.ld, ag.ld * 2, 64, bp + j0, ldb, b_step, kd / 32};
         };
         add(ag.hi, b.hi);
-        if (b.lo) add(ag.hi, b.lo);
+        if (b.lo && ag.with_b_lo) add(ag.hi, b.lo);
         if (ag.lo) add(ag.lo, b.hi);
         amx_block_sum(terms, n, accumulate, cg + i0 * ldc + j0, ldc);
       }
