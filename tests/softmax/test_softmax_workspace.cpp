@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -80,6 +81,15 @@ TEST_F(SoftmaxWorkspace, BlocksAreAlignedAndHugeOnesToTwoMiB) {
   huge.allocate(3 * kMiB);
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(small.data()) % 64, 0u);
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(huge.data()) % (2 * kMiB), 0u);
+}
+
+TEST_F(SoftmaxWorkspace, ImpossibleSizesThrowBadAllocAndHoldNothing) {
+  pa::Buffer<float> b;
+  EXPECT_THROW(b.allocate(SIZE_MAX / 2), std::bad_alloc);      // n · 4 bytes wraps
+  EXPECT_THROW(b.allocate(SIZE_MAX / 4 - 8), std::bad_alloc);  // the rounding would wrap
+  EXPECT_EQ(b.data(), nullptr);
+  EXPECT_EQ(b.size(), 0u);
+  EXPECT_EQ(pa::workspace_stats().in_use_blocks, 0u);
 }
 
 TEST_F(SoftmaxWorkspace, ReleaseFreesWhatIsRetained) {

@@ -15,6 +15,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <new>
 #include <type_traits>
 #include <utility>
 
@@ -41,6 +43,7 @@ class Buffer {
 
   void allocate(std::size_t n) {
     reset();
+    if (n > SIZE_MAX / sizeof(T)) throw std::bad_alloc();
     block_ = detail::WorkspacePool::instance().acquire((n == 0 ? 1 : n) * sizeof(T));
     size_ = n;
   }

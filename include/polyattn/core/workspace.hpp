@@ -152,6 +152,7 @@ class WorkspacePool {
   static WorkspaceBlock allocate_block(std::size_t bytes) {
     const bool huge = bytes >= kHugeBytes;
     const std::size_t align = huge ? kHugeBytes : kAlign;
+    if (bytes > SIZE_MAX - align) throw std::bad_alloc();  // the rounding below would wrap
     const std::size_t rounded = (bytes + align - 1) / align * align;  // aligned_alloc's rule
     void* p = std::aligned_alloc(align, rounded);
     if (p == nullptr) throw std::bad_alloc();
