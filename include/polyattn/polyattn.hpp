@@ -23,6 +23,7 @@
 #include "polyattn/core/sequences.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/core/validate.hpp"
+#include "polyattn/core/workspace.hpp"
 
 #include "polyattn/args/linear.hpp"
 #include "polyattn/args/softmax.hpp"

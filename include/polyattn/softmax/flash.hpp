@@ -18,10 +18,11 @@
 // flash_attention(in, opt, fusion, ...) composes a user's masks / modifiers with it.
 // Before the tiles run, K of each (sequence, kv head) is packed once as unit-stride fp32 rows
 // and V as fp32 rows padded to a multiple of simd::kMaxBatchFloats (any input strides and element
-// types are handled there; the q tile is widened and transposed into a local buffer). q, k, v and
-// o may each be fp32, bf16 or fp16 (ElementView, docs/conventions.md §9.7): every product and the
-// softmax run in fp32, and each o row is rounded once, after its normalisation. With bf16 q, k, v
-// at the amx level the work items run flash_amx.hpp's body instead (AMX-BF16 tiles, bf16 weights,
+// types are handled there; the q tile is widened and transposed into a local buffer), into
+// workspace memory (core/workspace.hpp) that the next call takes over, its pages faulted in. q, k,
+// v and o may each be fp32, bf16 or fp16 (ElementView, docs/conventions.md §9.7): every product and
+// the softmax run in fp32, and each o row is rounded once, after its normalisation. With bf16 q, k,
+// v at the amx level the work items run flash_amx.hpp's body instead (AMX-BF16 tiles, bf16 weights,
 // a lazily raised reference max). Forgetting-gate
 // cumsums are formed in double. Work items are (sequence, query head, query tile), each computed by
 // one thread in a fixed order: results are bitwise identical for every executor. Memory: o, lse and
