@@ -42,6 +42,7 @@
 #include "polyattn/linear/stages/gates.hpp"
 #include "polyattn/linear/stages/gram.hpp"
 #include "polyattn/linear/stages/output.hpp"
+#include "polyattn/linear/stages/prefetch.hpp"
 #include "polyattn/linear/stages/rows.hpp"
 #include "polyattn/linear/stages/state_pass.hpp"
 
@@ -97,15 +98,17 @@ POLYATTN_TARGET_AMX __m512 load_first(const float* row, std::int64_t c, std::int
   return _mm512_maskz_loadu_ps(keep, row + c);
 }
 
-// Rows [0, L) of bf16 input x (row stride x.stride) into dst [Lp][K] (rows L .. Lp zero) and,
-// when f is non-null, each row's factor f_t = scale / ‖x_t‖ (L2-normalised, ‖x‖ as
-// chunk_inputs.hpp forms it) or scale: the rows the tiles multiply and the factors that go on
-// afterwards.
-template <simd::SimdArch A>
+// Rows [0, L) of bf16 input x (row stride x.stride) into dst [Lp][K] (rows L .. Lp zero), calling
+// ahead(t) before row t (prefetches), and, when f is non-null, each row's factor f_t = scale /
+// ‖x_t‖ (L2-normalised, ‖x‖ as chunk_inputs.hpp forms it) or scale: the rows the tiles multiply and
+// the factors that go on afterwards.
+template <simd::SimdArch A, class Ahead>
 POLYATTN_TARGET_AMX void copy_bf16_rows(const InRows& x, index_t L, index_t Lp, index_t K,
-                                        std::uint16_t* dst, float* f, float scale, bool l2norm) {
+                                        std::uint16_t* dst, float* f, float scale, bool l2norm,
+                                        const Ahead& ahead) {
   const auto* src = static_cast<const std::uint16_t*>(x.data);
   for (index_t t = 0; t < L; ++t) {
+    ahead(t);
     const std::uint16_t* row = src + t * x.stride;
     __m512 ss = _mm512_setzero_ps();
     for (index_t c = 0; c < K; c += 16) {
@@ -309,14 +312,25 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
   for (index_t c0 = 0; c0 < p.T; c0 += chunk) {
     const index_t L = std::min(chunk, p.T - c0), Lp = (L + 31) / 32 * 32;
     const InRows qc = rows_from<A>(q, c0), kc = rows_from<A>(k, c0), vc = rows_from<A>(v, c0);
+    // The chunk's token rows (q, k, v, o, gates) kRowsAhead tokens ahead of the first pass
+    // over them: each row is a page of its own (stages/prefetch.hpp).
+    for (index_t t = 0; t < std::min(kRowsAhead, L); ++t) prefetch_token<A>(p, c0 + t);
+    const auto ahead = [&p, c0](index_t t) { prefetch_token<A>(p, c0 + t + kRowsAhead); };
     if constexpr (key_channel || P::running_sum) {  // q̂, k̂ in fp32 for the gates / normaliser
-      load_queries_keys<A>(L, K, qc, kc, p.scale, p.qk_l2norm, w.Q, w.Kc, x.qn, x.kn);
+      load_queries_keys<A>(L, K, qc, kc, p.scale, p.qk_l2norm, w.Q, w.Kc, x.qn, x.kn, ahead);
     }
     if constexpr (!key_channel) {  // the input rows and their factors
       const bool factors = !P::running_sum;
+      const auto first = [&](index_t t) {  // ahead in the first pass, q's when o is wanted
+        if (factors) ahead(t);
+      };
       if (want_out)
-        copy_bf16_rows<A>(qc, L, Lp, K, x.Qb, factors ? x.qn : nullptr, p.scale, p.qk_l2norm);
-      copy_bf16_rows<A>(kc, L, Lp, K, x.Kb, factors ? x.kn : nullptr, 1.f, p.qk_l2norm);
+        copy_bf16_rows<A>(qc, L, Lp, K, x.Qb, factors ? x.qn : nullptr, p.scale, p.qk_l2norm,
+                          first);
+      copy_bf16_rows<A>(kc, L, Lp, K, x.Kb, factors ? x.kn : nullptr, 1.f, p.qk_l2norm,
+                        [&](index_t t) {
+                          if (!want_out) first(t);
+                        });
     }
     cumulative_gates<A, Shape>(p.gate, c0, L, K, w.b, w.eb);
     if constexpr (Shape == GateShape::Scalar)  // whole vectors of b past L stay finite

@@ -18,13 +18,20 @@
 
 namespace polyattn::linear::stages {
 
-// qn / kn (when non-null) receive the row factors: Q[t] = qn[t]·q_t, Kc[t] = kn[t]·k_t.
-template <simd::SimdArch A>
+// An `ahead` callback that asks for nothing.
+struct NoAhead {
+  void operator()(index_t) const noexcept {}
+};
+
+// qn / kn (when non-null) receive the row factors: Q[t] = qn[t]·q_t, Kc[t] = kn[t]·k_t;
+// ahead(t) is called before row t is read (prefetches).
+template <simd::SimdArch A, class Ahead = NoAhead>
 void load_queries_keys(index_t L, index_t K, const InRows& q, const InRows& k, float scale,
                        bool l2norm, float* Q, float* Kc, float* qn_out = nullptr,
-                       float* kn_out = nullptr) {
+                       float* kn_out = nullptr, const Ahead& ahead = {}) {
   using B = simd::batch_t<A>;
   for (index_t t = 0; t < L; ++t) {
+    ahead(t);
     const float* qt = row_f32<A>(q, t, Q + t * K, K);
     const float* kt = row_f32<A>(k, t, Kc + t * K, K);
     float qn = scale, kn = 1.f;
