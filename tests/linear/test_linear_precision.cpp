@@ -231,6 +231,16 @@ TEST(LinearPrecision, EveryPresetAlgorithmFp16) {
   sweep_all_algorithms<f16>("presets x algorithms");
 }
 
+// run(op, name) for the four gated presets whose gates the long-sequence cases scale, each named
+// with its preset and `what`.
+template <class Run>
+void for_each_gated_preset(const Run& run, const std::string& what) {
+  run(presets::simple_gla{}, ("simple_gla" + what).c_str());
+  run(presets::gla{}, ("gla" + what).c_str());
+  run(presets::make_gated_delta_rule(), ("gated_delta_rule" + what).c_str());
+  run(presets::make_kda(), ("kda" + what).c_str());
+}
+
 // Log-gates ÷0.01 (down to −20 per token) over 4096 tokens: the flushing of §9.5 and the chunk-
 // relative cumulative gates keep the bf16 and fp16 results within their bounds.
 TEST(LinearPrecision, LongSequenceExtremeGates) {
@@ -243,10 +253,7 @@ TEST(LinearPrecision, LongSequenceExtremeGates) {
     check_types<Recurrent, bf16>(op, data, true, {}, name, wb);
     check_types<Chunked<64>, f16>(op, data, true, {}, name, wh);
   };
-  run(presets::simple_gla{}, "simple_gla T4096 gates/0.01");
-  run(presets::gla{}, "gla T4096 gates/0.01");
-  run(presets::make_gated_delta_rule(), "gated_delta_rule T4096 gates/0.01");
-  run(presets::make_kda(), "kda T4096 gates/0.01");
+  for_each_gated_preset(run, " T4096 gates/0.01");
   wb.print("T=4096 extreme gates", "bf16");
   wh.print("T=4096 extreme gates", "fp16");
 }
@@ -262,10 +269,7 @@ TEST(LinearPrecision, LongSequenceSlowGates) {
     const LinearData data(s, seed++, 100.0);
     check_types<Chunked<64>, bf16>(op, data, true, {}, name, wb);
   };
-  run(presets::simple_gla{}, "simple_gla T1024 gates*0.01");
-  run(presets::gla{}, "gla T1024 gates*0.01");
-  run(presets::make_gated_delta_rule(), "gated_delta_rule T1024 gates*0.01");
-  run(presets::make_kda(), "kda T1024 gates*0.01");
+  for_each_gated_preset(run, " T1024 gates*0.01");
   wb.print("T=1024 slow gates", "bf16");
 }
 

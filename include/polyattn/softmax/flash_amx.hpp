@@ -124,9 +124,8 @@ struct AmxFrame {
 // Pw [pairs][TQ] = P rounded to bf16 pairs of keys, and with Track mx = max(mx, S) per lane.
 // e^x is taken as 2^{S·(kx log2 e) + nsh log2 e} (simd::exp2, ≤ 1.7e-7 relative; the rounding
 // of the two folded constants adds about 2⁻²³·|m_ref|·log2 e to the exponent, small beside P's
-// 2⁻⁹ rounding even for |m_ref| in the hundreds). Track's
-// max drops NaN scores (a plain vmaxps); such a score makes its lane's sum NaN, and the caller
-// checks the sums before trusting mx.
+// 2⁻⁹ rounding even for |m_ref| in the hundreds). Track's max drops NaN scores (a plain vmaxps);
+// such a score makes its lane's sum NaN, and the caller checks the sums before trusting mx.
 template <class B, index_t TQ, bool Track>
 POLYATTN_TARGET_AMX inline void amx_exp_pairs(const float* St, index_t pairs, B kx, const B* nsh,
                                               B* sum, B* mx, std::uint32_t* Pw) {
