@@ -26,6 +26,10 @@ void finish_outputs(index_t L, const ChunkBuffers& w, const OutRows& o, float* z
   using B = simd::batch_t<A>;
   const index_t K = w.K, V = w.V;
   for (index_t t = 0; t < L; ++t) {
+    if (!RunningSum && o.type != Dtype::f32) {  // rounded straight from w.O's row
+      finish_row<A>(o, t, w.O + t * V, V);
+      continue;
+    }
     float inv = 1.f;
     if constexpr (RunningSum) {
       simd::transform<A>(
