@@ -1,7 +1,7 @@
 // bf16 / fp16 q, k, v and o for the linear family (SPEC §8, docs/conventions.md §9.8): every
 // preset family in use (additive linear attention, the Sum normaliser, constant and scalar
 // decay, key-channel decay, delta rule and gated delta rule, KDA, Based's feature map) × every
-// algorithm (Recurrent, Chunked<16|64>, Parallel) × {bf16, fp16} inputs × {the same type, fp32}
+// algorithm (Recurrent, Chunked<16|64|128>, Parallel) × {bf16, fp16} inputs × {the same type, fp32}
 // for o, on every ISA (ctest reruns the binary per lower ISA with POLYATTN_ISA).
 //
 // Each problem's fp32 random data is rounded to the element type first; the fp32 arrays then
@@ -212,6 +212,7 @@ void sweep_all_algorithms(const char* test) {
   sweep<Recurrent, T>(worst);
   sweep<Chunked<16>, T>(worst);
   sweep<Chunked<64>, T>(worst);
+  sweep<Chunked<128>, T>(worst);  // chunks past 64 tokens: the tiles' other substitution blocking
   sweep<Parallel, T>(worst);
   worst.print(test, kName<T>);
   const bool amx =

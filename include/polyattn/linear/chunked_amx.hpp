@@ -34,6 +34,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include "polyattn/core/simd/amx_gemm.hpp"
 #include "polyattn/linear/head.hpp"
@@ -41,6 +43,7 @@
 #include "polyattn/linear/stages/chunk_inputs.hpp"
 #include "polyattn/linear/stages/gates.hpp"
 #include "polyattn/linear/stages/gram.hpp"
+#include "polyattn/linear/stages/key_channel_tiles.hpp"
 #include "polyattn/linear/stages/output.hpp"
 #include "polyattn/linear/stages/prefetch.hpp"
 #include "polyattn/linear/stages/rows.hpp"
@@ -154,12 +157,12 @@ Word* output_b_lo(Word* lo) noexcept {
 
 // QK (want_qk) and KK (want_kk) of a chunk of L ≤ Lp tokens into w.QK / w.KK, on the tiles.
 // Scalar gates or none: from x.Qb / x.Kb, the chunk's bf16 input rows, and the row factors.
-// Returns whether key-channel gates were factorised: k̂ ∘ e^{−b} is then in w.tmp and x.Qb / Ql
-// (when want_qk), x.Kb / Kl (when want_kk) hold q̂ ∘ e^{b}, k̂ ∘ e^{b} split (Ql only with three
-// OutputTerms; QK takes OutputTerms terms, KK three).
+// Key-channel gates: from the operands key_channel_rows formed when the chunk factorises
+// (factored: q̂ ∘ e^{b}, k̂ ∘ e^{b}, k̂ ∘ e^{−b} split; QK takes OutputTerms terms, KK three), else
+// in fp32 strips (gram.hpp).
 template <simd::SimdArch A, GateShape Shape, int OutputTerms>
-bool tile_gram(index_t L, index_t Lp, const ChunkBuffers& w, const TileOperands& x, bool want_qk,
-               bool want_kk) {
+void tile_gram(index_t L, index_t Lp, const ChunkBuffers& w, const TileOperands& x, bool want_qk,
+               bool want_kk, bool factored) {
   using B = simd::batch_t<A>;
   const index_t K = w.K, C = w.C;
   const auto products = [&](simd::AmxA qa, simd::AmxA ka, simd::AmxB kb) {
@@ -186,86 +189,82 @@ bool tile_gram(index_t L, index_t Lp, const ChunkBuffers& w, const TileOperands&
         if (want_kk) (B::load_unaligned(kk + s) * (g * kf)).store_unaligned(kk + s);
       }
     }
-  } else {
-    bool factor = true;  // gram.hpp: (Q ∘ e^{b})(K ∘ e^{−b})ᵀ while e^{−b} stays in range
-    for (index_t i = 0; i < K && factor; ++i) factor = w.b[(L - 1) * K + i] > -kFactorRange;
-    if (!factor) {
-      gated_gram_strips<A>(L, w, want_qk, want_kk);
-      return false;
-    }
-    // k̂ ∘ e^{−b}, kept in w.tmp for the state pass (tile_state_keys), split, then as pairs.
-    const auto inverse = [kc = w.Kc, b = w.b, tmp = w.tmp, K](std::int64_t r, std::int64_t c) {
-      const B g =
-          B::load_unaligned(kc + r * K + c) * simd::exp(B(0.f) - B::load_unaligned(b + r * K + c));
-      g.store_unaligned(tmp + r * K + c);
-      return g;
-    };
-    simd::pack_amx_a(L, Lp, K, inverse, x.Tb, x.Tl, K);
+  } else if (factored) {
     gram_key_pairs<A>(Lp, K, x.Tb, x.Kp);
     gram_key_pairs<A>(Lp, K, x.Tl, x.Kpl);
-    if (want_qk)
-      simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Q, w), x.Qb, output_a_lo<OutputTerms>(x.Ql),
-                       K);
-    if (want_kk) simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Kc, w), x.Kb, x.Kl, K);
     products({x.Qb, output_a_lo<OutputTerms>(x.Ql), K}, {x.Kb, x.Kl, K}, {x.Kp, x.Kpl, Lp});
-    return true;
+  } else {
+    gated_gram_strips<A>(L, w, want_qk, want_kk);
   }
-  return false;
 }
 
-// Key-channel gates: the state pass's rows k̂_s ∘ e^{b_L − b_s} in w.tmp. After a factorised Gram
-// (factored) w.tmp holds k̂ ∘ e^{−b} and e^{b_L} ≥ e^{−kFactorRange} is not flushed, so one
-// product per element replaces the exponentials; otherwise as the fp32 state pass forms them.
+// Key-channel gates: the state pass's rows k̂_s ∘ e^{b_L − b_s}: in w.tmp already when the chunk
+// factorised (key_channel_rows), otherwise formed as the fp32 state pass forms them.
 template <simd::SimdArch A, GateShape Shape>
 const float* tile_state_keys(index_t L, const ChunkBuffers& w, bool factored) {
-  using B = simd::batch_t<A>;
-  if (!factored) return gated_state_keys<A, Shape>(L, w);
-  const index_t K = w.K;
-  const float* ebL = w.eb + (L - 1) * K;
-  for (index_t s = 0; s < L; ++s)
-    simd::transform<A>(
-        K, w.tmp + s * K, [](B g, B e) { return g * e; }, w.tmp + s * K, ebL);
-  return w.tmp;
+  return factored ? w.tmp : gated_state_keys<A, Shape>(L, w);
+}
+
+// Rows t0 .. t0 + R − 1 (those below L) of unit_lower_inverse, at most NV vectors a row: the
+// terms of the rows finished before t0 for the R rows at once (R independent FMA chains per
+// vector, each T_s load shared), then row by row the terms of the group's own earlier rows.
+template <int R, int NV>
+POLYATTN_TARGET_AMX void lower_inverse_rows(index_t t0, index_t L, float* m, index_t ld,
+                                            const float* beta) {
+  const index_t rows = std::min<index_t>(R, L - t0);
+  __m512 acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < NV; ++j) acc[r][j] = _mm512_setzero_ps();
+  for (index_t s = 0; s < t0; ++s) {
+    const float* ts = m + s * ld;
+    const index_t ns = s / 16 + 1;  // row s holds vectors j < ns
+    __m512 a[R];
+    for (int r = 0; r < R; ++r)
+      a[r] = r < rows ? _mm512_set1_ps(m[(t0 + r) * ld + s]) : _mm512_setzero_ps();
+    for (int j = 0; j < NV; ++j)
+      if (j < ns) {
+        const __m512 x = _mm512_loadu_ps(ts + 16 * j);
+        for (int r = 0; r < R; ++r) acc[r][j] = _mm512_fmadd_ps(a[r], x, acc[r][j]);
+      }
+  }
+  // Row t0 + r, with r a constant so that acc stays in registers.
+  const auto finish = [&]<int r>(std::integral_constant<int, r>) {
+    if (r >= rows) return;
+    const index_t t = t0 + r;
+    float* row = m + t * ld;
+    for (index_t s = t0; s < t; ++s) {
+      const __m512 a = _mm512_set1_ps(row[s]);
+      for (int j = 0; j < NV; ++j)
+        if (j <= s / 16)
+          acc[r][j] = _mm512_fmadd_ps(a, _mm512_loadu_ps(m + s * ld + 16 * j), acc[r][j]);
+    }
+    const __m512 nb = _mm512_set1_ps(-beta[t]);
+    for (int j = 0; j < NV; ++j) {
+      const index_t c = 16 * j;
+      if (c > t) break;  // T's row t: vectors up to the one holding column t
+      const __mmask16 keep = static_cast<__mmask16>((2u << std::min<index_t>(t - c, 15)) - 1);
+      __m512 v = _mm512_maskz_mov_ps(keep, _mm512_mul_ps(nb, acc[r][j]));
+      if (t < c + 16)
+        v = _mm512_mask_mov_ps(v, static_cast<__mmask16>(1u << (t - c)), _mm512_set1_ps(1.f));
+      _mm512_storeu_ps(row + c, v);
+    }
+  };
+  [&]<int... r>(std::integer_sequence<int, r...>) {
+    (finish(std::integral_constant<int, r>{}), ...);
+  }(std::make_integer_sequence<int, R>{});
 }
 
 // In place on m (rows of stride ld): m ← T = (I + tril(β ∘ m, −1))⁻¹ for rows t < L ≤ 128, by
 // forward substitution T_t = e_t − β_t Σ_{s<t} m[t,s] T_s (row t of m is read before it is
-// overwritten); T's rows hold zeros after the diagonal up to the next multiple of 16.
+// overwritten); T's rows hold zeros after the diagonal up to the next multiple of 16. Rows go
+// in groups of four (chunks of up to 64 tokens; two beyond, whose rows take up to 8 vectors),
+// so that the substitution is bound by FMA throughput rather than one chain's latency.
 template <simd::SimdArch A>
 POLYATTN_TARGET_AMX void unit_lower_inverse(index_t L, float* m, index_t ld, const float* beta) {
-  for (index_t t = 0; t < L; ++t) {
-    float* row = m + t * ld;
-    const index_t nv = t / 16 + 1;  // vectors of T's row t (columns ≤ t)
-    __m512 acc[8], odd[8];          // two chains (even and odd s) halve the FMA latency per row
-    for (index_t j = 0; j < nv; ++j) acc[j] = odd[j] = _mm512_setzero_ps();
-    index_t s = 0;
-    for (; s + 1 < t; s += 2) {
-      const __m512 a0 = _mm512_set1_ps(row[s]), a1 = _mm512_set1_ps(row[s + 1]);
-      const float *t0 = m + s * ld, *t1 = t0 + ld;
-      for (index_t j = 0; j <= s / 16; ++j) {  // row s holds vectors j ≤ s / 16
-        acc[j] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(t0 + 16 * j), acc[j]);
-        odd[j] = _mm512_fmadd_ps(a1, _mm512_loadu_ps(t1 + 16 * j), odd[j]);
-      }
-      if ((s + 1) % 16 == 0) {  // row s + 1 starts a vector of its own
-        const index_t j = (s + 1) / 16;
-        odd[j] = _mm512_fmadd_ps(a1, _mm512_loadu_ps(t1 + 16 * j), odd[j]);
-      }
-    }
-    if (s < t) {
-      const __m512 a = _mm512_set1_ps(row[s]);
-      for (index_t j = 0; j <= s / 16; ++j)
-        acc[j] = _mm512_fmadd_ps(a, _mm512_loadu_ps(m + s * ld + 16 * j), acc[j]);
-    }
-    const __m512 nb = _mm512_set1_ps(-beta[t]);
-    for (index_t j = 0; j < nv; ++j) {
-      acc[j] = _mm512_add_ps(acc[j], odd[j]);
-      const index_t c = 16 * j;
-      const __mmask16 keep = static_cast<__mmask16>((2u << std::min<index_t>(t - c, 15)) - 1);
-      __m512 r = _mm512_maskz_mov_ps(keep, _mm512_mul_ps(nb, acc[j]));
-      if (t < c + 16)
-        r = _mm512_mask_mov_ps(r, static_cast<__mmask16>(1u << (t - c)), _mm512_set1_ps(1.f));
-      _mm512_storeu_ps(row + c, r);
-    }
+  if (L <= 64) {
+    for (index_t t0 = 0; t0 < L; t0 += 4) lower_inverse_rows<4, 4>(t0, L, m, ld, beta);
+  } else {
+    for (index_t t0 = 0; t0 < L; t0 += 2) lower_inverse_rows<2, 8>(t0, L, m, ld, beta);
   }
 }
 
@@ -316,10 +315,16 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
     // over them: each row is a page of its own (stages/prefetch.hpp).
     for (index_t t = 0; t < std::min(kRowsAhead, L); ++t) prefetch_token<A>(p, c0 + t);
     const auto ahead = [&p, c0](index_t t) { prefetch_token<A>(p, c0 + t + kRowsAhead); };
-    if constexpr (key_channel || P::running_sum) {  // q̂, k̂ in fp32 for the gates / normaliser
-      load_queries_keys<A>(L, K, qc, kc, p.scale, p.qk_l2norm, w.Q, w.Kc, x.qn, x.kn, ahead);
-    }
-    if constexpr (!key_channel) {  // the input rows and their factors
+    bool factored = false;
+    if constexpr (key_channel) {  // gates, then q̂, k̂ in fp32 and the Grams' operands
+      key_channel_gates<A>(p.gate, c0, L, K, w.b, w.eb, ahead);
+      factored = factorises(L, w);
+      key_channel_rows<A, OutputTerms == 3>(L, Lp, qc, kc, p.scale, p.qk_l2norm, w, x, factored,
+                                            want_out, P::delta);
+    } else {
+      if constexpr (P::running_sum)  // q̂, k̂ in fp32 for the normaliser
+        load_queries_keys<A>(L, K, qc, kc, p.scale, p.qk_l2norm, w.Q, w.Kc, x.qn, x.kn, ahead);
+      // the input rows and their factors
       const bool factors = !P::running_sum;
       const auto first = [&](index_t t) {  // ahead in the first pass, q's when o is wanted
         if (factors) ahead(t);
@@ -331,21 +336,27 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
                         [&](index_t t) {
                           if (!want_out) first(t);
                         });
+      cumulative_gates<A, Shape>(p.gate, c0, L, K, w.b, w.eb);
+      if constexpr (Shape == GateShape::Scalar)  // whole vectors of b past L stay finite
+        std::fill(w.b + L, w.b + Lp, w.b[L - 1]);
     }
-    cumulative_gates<A, Shape>(p.gate, c0, L, K, w.b, w.eb);
-    if constexpr (Shape == GateShape::Scalar)  // whole vectors of b past L stay finite
-      std::fill(w.b + L, w.b + Lp, w.b[L - 1]);
-    [[maybe_unused]] const bool factored =
-        tile_gram<A, Shape, OutputTerms>(L, Lp, w, x, want_out, P::delta);
+    tile_gram<A, Shape, OutputTerms>(L, Lp, w, x, want_out, P::delta, factored);
     if (P::delta || want_out)  // S0 as pairs, split: right operand of k S0 and q S0
       simd::pack_amx_b(K, K, V, fp32_rows<A>(S, V), x.Sh, x.Sl, V);
     if constexpr (P::delta) {
       update_betas<A>(p.update, c0, w.beta, L);
       // U = T (β ∘ (V − e^{b} ∘ K̂ S0)) with T = (I + tril(β·KK, −1))⁻¹ (header comment).
       unit_lower_inverse<A>(L, w.KK, C, w.beta);  // T in w.KK
-      if constexpr (key_channel) {  // (k̂ ∘ e^{b}) S0, split (packed by a factorised Gram)
-        if (!factored) simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Kc, w), x.Kb, x.Kl, K);
-        simd::amx_gemm(Lp, V, K, {x.Kb, x.Kl, K}, {x.Sh, x.Sl, V}, false, w.U, V);
+      if constexpr (key_channel) {  // (k̂ ∘ e^{b}) S0 and (q̂ ∘ e^{b}) S0 for the output, split
+        if (!factored) {            // (else packed by key_channel_rows)
+          simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Kc, w), x.Kb, x.Kl, K);
+          if (want_out)
+            simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Q, w), x.Qb,
+                             output_a_lo<OutputTerms>(x.Ql), K);
+        }
+        simd::amx_gemm(
+            Lp, V, K, {x.Kb, x.Kl, K}, {x.Sh, x.Sl, V}, false, w.U, V, simd::AmxBlocks::all,
+            {x.Qb, output_a_lo<OutputTerms>(x.Ql), K, OutputTerms >= 2}, want_out ? w.O : nullptr);
       } else {  // k S0 (and q S0 for the output) on the input rows; row factors go on below
         simd::amx_gemm(Lp, V, K, {x.Kb, nullptr, K}, {x.Sh, x.Sl, V}, false, w.U, V,
                        simd::AmxBlocks::all, {x.Qb, nullptr, K, OutputTerms >= 2},
@@ -375,12 +386,14 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
     simd::pack_amx_b(L, Lp, V, fp32_rows<A>(w.U, V), x.Uh,
                      key_channel ? x.Ul : output_b_lo<OutputTerms>(x.Ul), V);
     if (want_out) {
-      if constexpr (key_channel) {  // (q̂ ∘ e^{b}) S0, split (packed by a factorised Gram)
-        if (!factored)
-          simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Q, w), x.Qb,
-                           output_a_lo<OutputTerms>(x.Ql), K);
-        simd::amx_gemm(Lp, V, K, {x.Qb, output_a_lo<OutputTerms>(x.Ql), K},
-                       {x.Sh, output_b_lo<OutputTerms>(x.Sl), V}, false, w.O, V);
+      if constexpr (key_channel) {  // (q̂ ∘ e^{b}) S0, split (with k S0 for the delta rule)
+        if (!P::delta) {
+          if (!factored)
+            simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Q, w), x.Qb,
+                             output_a_lo<OutputTerms>(x.Ql), K);
+          simd::amx_gemm(Lp, V, K, {x.Qb, output_a_lo<OutputTerms>(x.Ql), K},
+                         {x.Sh, output_b_lo<OutputTerms>(x.Sl), V}, false, w.O, V);
+        }
       } else {  // q S0 on the input rows, then each row times qn_t e^{b_t}
         if (!P::delta)
           simd::amx_gemm(Lp, V, K, {x.Qb, nullptr, K}, {x.Sh, output_b_lo<OutputTerms>(x.Sl), V},

@@ -1,6 +1,7 @@
 // polyattn/core/simd/amx_gemm.hpp — matrix products on AMX-BF16 tiles (amx.hpp) whose operands
 // are formed in fp32 by the kernel (the chunked linear family's stages):
 //   pack_amx_a(rows, rows_p, cols_p, row, hi, lo, ld)    A [rows_p × cols_p] bf16, row-major
+//   store_amx_a(x, hi, lo)                               16 values of an A row (split when lo)
 //   pack_amx_b(rows, rows_p, cols, row, hi, lo, ld)      B [rows_p × cols] as VNNI pairs: word
 //                                                        (c, j) = bf16 B[2c, j] | B[2c+1, j] << 16
 //   transpose_words(rows, cols, src, lds, dst, ldd)      dst[j][i] = src[i][j] (32-bit words,
@@ -56,19 +57,23 @@ POLYATTN_TARGET_AMX inline __m256i bf16_round(__m512 x) {
   return (__m256i)_mm512_cvtneps_pbh(x);
 }
 
+// 16 values of an A operand's row: bf16(x) at hi, and bf16(x − bf16(x)) at lo when lo is non-null.
+POLYATTN_TARGET_AMX inline void store_amx_a(__m512 x, std::uint16_t* hi, std::uint16_t* lo) {
+  const __m256i h = bf16_round(x);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi), h);
+  if (lo)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo),
+                        bf16_round(_mm512_sub_ps(x, bf16_widen(h))));
+}
+
 template <class Row>
 POLYATTN_TARGET_AMX void pack_amx_a(std::int64_t rows, std::int64_t rows_p, std::int64_t cols_p,
                                     const Row& row, std::uint16_t* hi, std::uint16_t* lo,
                                     std::int64_t ld) {
   for (std::int64_t r = 0; r < rows_p; ++r)
-    for (std::int64_t c = 0; c < cols_p; c += 16) {
-      const __m512 x = r < rows ? __m512(row(r, c)) : _mm512_setzero_ps();
-      const __m256i h = bf16_round(x);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi + r * ld + c), h);
-      if (lo)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo + r * ld + c),
-                            bf16_round(_mm512_sub_ps(x, bf16_widen(h))));
-    }
+    for (std::int64_t c = 0; c < cols_p; c += 16)
+      store_amx_a(r < rows ? __m512(row(r, c)) : _mm512_setzero_ps(), hi + r * ld + c,
+                  lo ? lo + r * ld + c : nullptr);
 }
 
 // bf16_pairs(x0, x1) (amx.hpp), and in lo (when non-null) the same pairs of the remainders

@@ -23,28 +23,35 @@ struct NoAhead {
   void operator()(index_t) const noexcept {}
 };
 
-// qn / kn (when non-null) receive the row factors: Q[t] = qn[t]·q_t, Kc[t] = kn[t]·k_t;
-// ahead(t) is called before row t is read (prefetches).
+// Row t: Q[t] = qn_t·q_t and Kc[t] = kn_t·k_t (rows of K floats at Q + t·K, Kc + t·K), and the
+// factors into qn[t] / kn[t] when those are non-null.
+template <simd::SimdArch A>
+void load_query_key_row(index_t t, index_t K, const InRows& q, const InRows& k, float scale,
+                        bool l2norm, float* Q, float* Kc, float* qn_out, float* kn_out) {
+  using B = simd::batch_t<A>;
+  const float* qt = row_f32<A>(q, t, Q + t * K, K);
+  const float* kt = row_f32<A>(k, t, Kc + t * K, K);
+  float qn = scale, kn = 1.f;
+  if (l2norm) {
+    qn = scale / std::sqrt(simd::dot<A>(qt, qt, K) + static_cast<float>(kL2NormEps));
+    kn = 1.f / std::sqrt(simd::dot<A>(kt, kt, K) + static_cast<float>(kL2NormEps));
+  }
+  if (qn_out) qn_out[t] = qn;
+  if (kn_out) kn_out[t] = kn;
+  simd::transform<A>(
+      K, Q + t * K, [qb = B(qn)](B x) { return x * qb; }, qt);
+  simd::transform<A>(
+      K, Kc + t * K, [kb = B(kn)](B x) { return x * kb; }, kt);
+}
+
+// Rows t < L (load_query_key_row); ahead(t) is called before row t is read (prefetches).
 template <simd::SimdArch A, class Ahead = NoAhead>
 void load_queries_keys(index_t L, index_t K, const InRows& q, const InRows& k, float scale,
                        bool l2norm, float* Q, float* Kc, float* qn_out = nullptr,
                        float* kn_out = nullptr, const Ahead& ahead = {}) {
-  using B = simd::batch_t<A>;
   for (index_t t = 0; t < L; ++t) {
     ahead(t);
-    const float* qt = row_f32<A>(q, t, Q + t * K, K);
-    const float* kt = row_f32<A>(k, t, Kc + t * K, K);
-    float qn = scale, kn = 1.f;
-    if (l2norm) {
-      qn = scale / std::sqrt(simd::dot<A>(qt, qt, K) + static_cast<float>(kL2NormEps));
-      kn = 1.f / std::sqrt(simd::dot<A>(kt, kt, K) + static_cast<float>(kL2NormEps));
-    }
-    if (qn_out) qn_out[t] = qn;
-    if (kn_out) kn_out[t] = kn;
-    simd::transform<A>(
-        K, Q + t * K, [qb = B(qn)](B x) { return x * qb; }, qt);
-    simd::transform<A>(
-        K, Kc + t * K, [kb = B(kn)](B x) { return x * kb; }, kt);
+    load_query_key_row<A>(t, K, q, k, scale, l2norm, Q, Kc, qn_out, kn_out);
   }
 }
 

@@ -24,6 +24,16 @@ namespace polyattn::linear::stages {
 inline constexpr float kFactorRange = 60.f;  // |b| below which e^{−b} is formed directly
 inline constexpr index_t kStrip = 16;        // row strip of the causal products and the solve
 
+// Whether a chunk of L tokens with key-channel gates factorises as one product: every channel's
+// decay over the chunk, −b_{L−1,i}, below kFactorRange (the decays γ ≤ 0 make b non-increasing
+// along the chunk, so then e^{−b_t} ≤ e^{kFactorRange} for every token).
+inline bool factorises(index_t L, const ChunkBuffers& w) noexcept {
+  const float* bL = w.b + (L - 1) * w.K;
+  bool factor = true;
+  for (index_t i = 0; i < w.K && factor; ++i) factor = bL[i] > -kFactorRange;
+  return factor;
+}
+
 // Lower block-triangular X[L×L] = A[L×Kd] · B[Kd×L] in row strips: strip [r0, r1) only needs
 // columns s < r1 (entries above the diagonal inside a strip are computed and later ignored).
 template <simd::SimdArch A>
@@ -122,9 +132,7 @@ void gated_gram(index_t L, const ChunkBuffers& w, bool want_qk, bool want_kk) {
       }
     }
   } else {
-    bool factor = true;
-    for (index_t i = 0; i < K && factor; ++i) factor = w.b[(L - 1) * K + i] > -kFactorRange;
-    if (factor) {
+    if (factorises(L, w)) {
       // Ktg = (k ∘ e^{−b})ᵀ (formed contiguously, then transposed into its own buffer), and
       // Q' = q ∘ e^{b}: QK = Q' Ktg and KK = (k ∘ e^{b}) Ktg.
       float* Ktg = w.extra;  // K×C

@@ -1,0 +1,92 @@
+// polyattn/linear/stages/key_channel_tiles.hpp — the tile operands of a chunk with key-channel
+// gates (KDA, GLA) in two passes over its L token rows, each row read once while it is in L1,
+// instead of a pass per operand over the whole chunk:
+//   gates pass  b_t = b_{t−1} + γ_t,  eb_t = e^{b_t} (0 below e^kFlushLog)   (cumulative_gates)
+//   rows pass   Q_t = qn_t q_t,  Kc_t = kn_t k_t                       (load_query_key_row)
+//               and, when the chunk factorises (gram.hpp: factorises), with g_t = Kc_t ∘ e^{−b_t}:
+//                 Tb | Tl  = split(g_t)                the Grams' key operand
+//                 Qb | Ql  = split(Q_t ∘ eb_t)         queries of QK (want_qk; Ql only with lo)
+//                 Kb | Kl  = split(Kc_t ∘ eb_t)        keys of KK and of k S0 (want_kk)
+//                 tmp_t    = g_t ∘ eb_{L−1}            the state pass's keys k̂ ∘ e^{b_L − b}
+// split(x) = bf16(x) | bf16(x − bf16(x)) (core/simd/amx_gemm.hpp); rows L .. Lp of the bf16
+// operands are zero. Every value is the one the separate passes (cumulative_gates,
+// load_queries_keys, the packs of chunked_amx.hpp's tile_gram and tile_state_keys) form, bit for
+// bit: the same operations in the same order.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "polyattn/core/simd/amx_gemm.hpp"
+#include "polyattn/linear/stages/chunk_buffers.hpp"
+#include "polyattn/linear/stages/chunk_inputs.hpp"
+#include "polyattn/linear/stages/gates.hpp"
+#include "polyattn/linear/stages/rows.hpp"
+#include "polyattn/policies/decay.hpp"
+
+#if POLYATTN_HAVE_AMX
+
+namespace polyattn::linear::stages {
+
+// b [L×K] and eb [L×K] of tokens c0 .. c0 + L − 1, row by row; ahead(t) before row t.
+template <simd::SimdArch A, class Gate, class Ahead>
+void key_channel_gates(const Gate& gate, index_t c0, index_t L, index_t K, float* b, float* eb,
+                       const Ahead& ahead) {
+  using B = simd::batch_t<A>;
+  for (index_t t = 0; t < L; ++t) {
+    ahead(t);
+    float* bt = b + t * K;
+    gate_log_decay_row<A>(gate, c0 + t, bt, K);
+    if (t > 0)
+      simd::transform<A>(
+          K, bt, [](B x, B y) { return x + y; }, bt - K, bt);
+    decay_exp<A>(bt, eb + t * K, K);
+  }
+}
+
+// The rows pass (header comment) over rows t < L of q and k, after key_channel_gates filled w.b
+// and w.eb; the operands only when factored. QueryLo: whether Qb takes its low half Ql.
+template <simd::SimdArch A, bool QueryLo>
+POLYATTN_TARGET_AMX void key_channel_rows(index_t L, index_t Lp, const InRows& q, const InRows& k,
+                                          float scale, bool l2norm, const ChunkBuffers& w,
+                                          const TileOperands& x, bool factored, bool want_qk,
+                                          bool want_kk) {
+  using B = simd::batch_t<A>;
+  const index_t K = w.K;
+  const float* ebL = w.eb + (L - 1) * K;
+  std::uint16_t* const ql = QueryLo ? x.Ql : nullptr;
+  for (index_t t = 0; t < L; ++t) {
+    load_query_key_row<A>(t, K, q, k, scale, l2norm, w.Q, w.Kc, x.qn, x.kn);
+    if (!factored) continue;
+    const index_t r = t * K;
+    for (index_t c = 0; c < K; c += 16) {
+      const B kc = B::load_unaligned(w.Kc + r + c), e = B::load_unaligned(w.eb + r + c);
+      const __m512 r0 = _mm512_rcp14_ps(e);  // e^{−b} = 1 / e^{b}, one Newton step
+      const B g = kc * B(_mm512_mul_ps(r0, _mm512_fnmadd_ps(e, r0, _mm512_set1_ps(2.f))));
+      simd::store_amx_a(g, x.Tb + r + c, x.Tl + r + c);
+      (g * B::load_unaligned(ebL + c)).store_unaligned(w.tmp + r + c);
+      if (want_qk)
+        simd::store_amx_a(B::load_unaligned(w.Q + r + c) * e, x.Qb + r + c,
+                          ql ? ql + r + c : nullptr);
+      if (want_kk) simd::store_amx_a(kc * e, x.Kb + r + c, x.Kl + r + c);
+    }
+  }
+  if (!factored) return;
+  const auto zero = [L, Lp, K](std::uint16_t* m) {
+    if (m) std::fill(m + L * K, m + Lp * K, std::uint16_t{0});
+  };
+  zero(x.Tb);
+  zero(x.Tl);
+  if (want_qk) {
+    zero(x.Qb);
+    zero(ql);
+  }
+  if (want_kk) {
+    zero(x.Kb);
+    zero(x.Kl);
+  }
+}
+
+}  // namespace polyattn::linear::stages
+
+#endif  // POLYATTN_HAVE_AMX
