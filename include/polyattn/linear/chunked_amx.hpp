@@ -208,7 +208,7 @@ const float* tile_state_keys(index_t L, const ChunkBuffers& w, bool factored) {
 // Rows t0 .. t0 + R − 1 (those below L) of unit_lower_inverse, at most NV vectors a row: the
 // terms of the rows finished before t0 for the R rows at once (R independent FMA chains per
 // vector, each T_s load shared), then row by row the terms of the group's own earlier rows.
-template <int R, int NV>
+template <simd::SimdArch A, int R, int NV>
 POLYATTN_TARGET_AMX void lower_inverse_rows(index_t t0, index_t L, float* m, index_t ld,
                                             const float* beta) {
   const index_t rows = std::min<index_t>(R, L - t0);
@@ -262,9 +262,9 @@ POLYATTN_TARGET_AMX void lower_inverse_rows(index_t t0, index_t L, float* m, ind
 template <simd::SimdArch A>
 POLYATTN_TARGET_AMX void unit_lower_inverse(index_t L, float* m, index_t ld, const float* beta) {
   if (L <= 64) {
-    for (index_t t0 = 0; t0 < L; t0 += 4) lower_inverse_rows<4, 4>(t0, L, m, ld, beta);
+    for (index_t t0 = 0; t0 < L; t0 += 4) lower_inverse_rows<A, 4, 4>(t0, L, m, ld, beta);
   } else {
-    for (index_t t0 = 0; t0 < L; t0 += 2) lower_inverse_rows<2, 8>(t0, L, m, ld, beta);
+    for (index_t t0 = 0; t0 < L; t0 += 2) lower_inverse_rows<A, 2, 8>(t0, L, m, ld, beta);
   }
 }
 
@@ -318,7 +318,7 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
     bool factored = false;
     if constexpr (key_channel) {  // gates, then q̂, k̂ in fp32 and the Grams' operands
       key_channel_gates<A>(p.gate, c0, L, K, w.b, w.eb, ahead);
-      factored = factorises(L, w);
+      factored = factorises<A>(L, w);
       key_channel_rows<A, OutputTerms == 3>(L, Lp, qc, kc, p.scale, p.qk_l2norm, w, x, factored,
                                             want_out, P::delta);
     } else {

@@ -27,7 +27,8 @@ inline constexpr index_t kStrip = 16;        // row strip of the causal products
 // Whether a chunk of L tokens with key-channel gates factorises as one product: every channel's
 // decay over the chunk, −b_{L−1,i}, below kFactorRange (the decays γ ≤ 0 make b non-increasing
 // along the chunk, so then e^{−b_t} ≤ e^{kFactorRange} for every token).
-inline bool factorises(index_t L, const ChunkBuffers& w) noexcept {
+template <simd::SimdArch A>
+bool factorises(index_t L, const ChunkBuffers& w) noexcept {
   const float* bL = w.b + (L - 1) * w.K;
   bool factor = true;
   for (index_t i = 0; i < w.K && factor; ++i) factor = bL[i] > -kFactorRange;
@@ -132,7 +133,7 @@ void gated_gram(index_t L, const ChunkBuffers& w, bool want_qk, bool want_kk) {
       }
     }
   } else {
-    if (factorises(L, w)) {
+    if (factorises<A>(L, w)) {
       // Ktg = (k ∘ e^{−b})ᵀ (formed contiguously, then transposed into its own buffer), and
       // Q' = q ∘ e^{b}: QK = Q' Ktg and KK = (k ∘ e^{b}) Ktg.
       float* Ktg = w.extra;  // K×C
