@@ -9,9 +9,10 @@
 //                 Kb | Kl  = split(Kc_t ∘ eb_t)        keys of KK and of k S0 (want_kk)
 //                 tmp_t    = g_t ∘ eb_{L−1}            the state pass's keys k̂ ∘ e^{b_L − b}
 // split(x) = bf16(x) | bf16(x − bf16(x)) (core/simd/amx_gemm.hpp); rows L .. Lp of the bf16
-// operands are zero. Every value is the one the separate passes (cumulative_gates,
-// load_queries_keys, the packs of chunked_amx.hpp's tile_gram and tile_state_keys) form, bit for
-// bit: the same operations in the same order.
+// operands are zero. e^{−b_t} is 1 / eb_t (rcp14 and one Newton step: the chunk factorises only
+// while every eb_t stays far above the flush threshold); every other value is the one the
+// per-operand passes formed before (cumulative_gates, load_queries_keys, the packs of tile_gram
+// and tile_state_keys), bit for bit.
 #pragma once
 
 #include <algorithm>
