@@ -17,11 +17,14 @@
 // isa_at_least(simd::runtime_isa(), Isa::amx).
 // POLYATTN_AMX_EMULATE=1 (CMake option of the same name, for tests on CPUs without AMX) computes
 // amx_block_sum with scalar code (the same products: bf16 inputs, fp32 sums, denormal inputs
-// flushed; the order of the sums may differ from the tiles') and reports the amx level on any CPU
-// with AVX512-BF16, so that the kernels' amx code paths (layouts, packing, softmax) run there.
+// flushed; the order of the sums may differ from the tiles'). Such a build reports the amx level
+// on a CPU with AVX512-BF16 only while the environment variable POLYATTN_AMX_EMULATE=1 is set
+// (amx_emulation_requested), so one sanitizer build runs the suite on its usual paths and, with
+// the variable, the kernels' amx code paths (layouts, packing, softmax).
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "polyattn/core/simd/convert.hpp"
@@ -33,11 +36,19 @@
 
 namespace polyattn::simd {
 
+/// Whether the environment asks an emulating build to report the amx level
+/// (POLYATTN_AMX_EMULATE=1; read once).
+inline bool amx_emulation_requested() noexcept {
+  static const bool on = [] {
+    const char* v = std::getenv("POLYATTN_AMX_EMULATE");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return on;
+}
+
 /// Whether the OS lets this process use AMX tile data (asked once; Linux ≥ 5.16).
 inline bool amx_os_permits() noexcept {
-#if defined(POLYATTN_AMX_EMULATE) && POLYATTN_AMX_EMULATE
-  return true;
-#elif defined(__linux__) && defined(__x86_64__) && defined(SYS_arch_prctl)
+#if defined(__linux__) && defined(__x86_64__) && defined(SYS_arch_prctl)
   static const bool ok = [] {
     constexpr long kGetPerm = 0x1022, kReqPerm = 0x1023, kXtileData = 18;
     if (syscall(SYS_arch_prctl, kReqPerm, kXtileData) != 0) return false;

@@ -265,7 +265,8 @@ inline Isa detect_cpu_isa() noexcept {
   const bool avx512bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
   // AMX also needs the OS to grant the tile data state (asked once, only on such CPUs).
 #if defined(POLYATTN_AMX_EMULATE) && POLYATTN_AMX_EMULATE
-  const bool amx = avx512bf16;  // amx.hpp: the tile products computed in software
+  // amx.hpp: the tile products computed in software, reported when the environment asks
+  const bool amx = avx512bf16 && amx_emulation_requested();
 #else
   const bool amx = avx512bf16 && __builtin_cpu_supports("amx-tile") &&
                    __builtin_cpu_supports("amx-bf16") && amx_os_permits();
