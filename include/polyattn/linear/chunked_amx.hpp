@@ -317,7 +317,7 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
     const auto ahead = [&p, c0](index_t t) { prefetch_token<A>(p, c0 + t + kRowsAhead); };
     bool factored = false;
     if constexpr (key_channel) {  // gates, then q̂, k̂ in fp32 and the Grams' operands
-      key_channel_gates<A>(p.gate, c0, L, K, w.b, w.eb, ahead);
+      key_channel_cumulative_gates<A>(p.gate, c0, L, K, w.b, w.eb, ahead);
       factored = factorises<A>(L, w);
       key_channel_rows<A, OutputTerms == 3>(L, Lp, qc, kc, p.scale, p.qk_l2norm, w, x, factored,
                                             want_out, P::delta);
@@ -341,6 +341,14 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
         std::fill(w.b + L, w.b + Lp, w.b[L - 1]);
     }
     tile_gram<A, Shape, OutputTerms>(L, Lp, w, x, want_out, P::delta, factored);
+    if constexpr (key_channel) {
+      if (!factored) {  // k̂ ∘ e^{b} (k S0) and q̂ ∘ e^{b} (q S0), split (else key_channel_rows)
+        if (P::delta) simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Kc, w), x.Kb, x.Kl, K);
+        if (want_out)
+          simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Q, w), x.Qb,
+                           output_a_lo<OutputTerms>(x.Ql), K);
+      }
+    }
     if (P::delta || want_out)  // S0 as pairs, split: right operand of k S0 and q S0
       simd::pack_amx_b(K, K, V, fp32_rows<A>(S, V), x.Sh, x.Sl, V);
     if constexpr (P::delta) {
@@ -348,12 +356,6 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
       // U = T (β ∘ (V − e^{b} ∘ K̂ S0)) with T = (I + tril(β·KK, −1))⁻¹ (header comment).
       unit_lower_inverse<A>(L, w.KK, C, w.beta);  // T in w.KK
       if constexpr (key_channel) {  // (k̂ ∘ e^{b}) S0 and (q̂ ∘ e^{b}) S0 for the output, split
-        if (!factored) {            // (else packed by key_channel_rows)
-          simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Kc, w), x.Kb, x.Kl, K);
-          if (want_out)
-            simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Q, w), x.Qb,
-                             output_a_lo<OutputTerms>(x.Ql), K);
-        }
         simd::amx_gemm(
             Lp, V, K, {x.Kb, x.Kl, K}, {x.Sh, x.Sl, V}, false, w.U, V, simd::AmxBlocks::all,
             {x.Qb, output_a_lo<OutputTerms>(x.Ql), K, OutputTerms >= 2}, want_out ? w.O : nullptr);
@@ -387,13 +389,9 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
                      key_channel ? x.Ul : output_b_lo<OutputTerms>(x.Ul), V);
     if (want_out) {
       if constexpr (key_channel) {  // (q̂ ∘ e^{b}) S0, split (with k S0 for the delta rule)
-        if (!P::delta) {
-          if (!factored)
-            simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Q, w), x.Qb,
-                             output_a_lo<OutputTerms>(x.Ql), K);
+        if (!P::delta)
           simd::amx_gemm(Lp, V, K, {x.Qb, output_a_lo<OutputTerms>(x.Ql), K},
                          {x.Sh, output_b_lo<OutputTerms>(x.Sl), V}, false, w.O, V);
-        }
       } else {  // q S0 on the input rows, then each row times qn_t e^{b_t}
         if (!P::delta)
           simd::amx_gemm(Lp, V, K, {x.Qb, nullptr, K}, {x.Sh, output_b_lo<OutputTerms>(x.Sl), V},

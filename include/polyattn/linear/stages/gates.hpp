@@ -31,24 +31,33 @@ void decay_exp(const float* x, float* out, index_t n) {
       n, out, [](simd::batch_t<A> v) { return decay_exp1<A>(v); }, x);
 }
 
+// b [L×K] and eb [L×K] of a key-channel gate's tokens c0 .. c0 + L − 1, row by row (each row's
+// exponentials while it is in L1); ahead(t) runs before row t (a prefetch hook).
+template <simd::SimdArch A, class Gate, class Ahead>
+void key_channel_cumulative_gates(const Gate& gate, index_t c0, index_t L, index_t K, float* b,
+                                  float* eb, const Ahead& ahead) {
+  using B = simd::batch_t<A>;
+  for (index_t t = 0; t < L; ++t) {
+    ahead(t);
+    float* bt = b + t * K;
+    gate_log_decay_row<A>(gate, c0 + t, bt, K);
+    if (t > 0)
+      simd::transform<A>(
+          K, bt, [](B x, B y) { return x + y; }, bt - K, bt);
+    decay_exp<A>(bt, eb + t * K, K);
+  }
+}
+
 // b [L×bK] and eb [L×bK] of tokens c0 .. c0+L−1 of `gate` (nothing for GateShape::None).
 template <simd::SimdArch A, GateShape Shape, class Gate>
 void cumulative_gates(const Gate& gate, index_t c0, index_t L, index_t K, float* b, float* eb) {
-  using B = simd::batch_t<A>;
   if constexpr (Shape == GateShape::Scalar) {
     gate_log_decays<A>(gate, c0, b, L);  // γ (the gate's SIMD hook), then b_t = b_{t−1} + γ_t
     float acc = 0.f;
     for (index_t t = 0; t < L; ++t) b[t] = acc = acc + b[t];
     decay_exp<A>(b, eb, L);
   } else if constexpr (Shape == GateShape::KeyChannel) {
-    for (index_t t = 0; t < L; ++t) {
-      float* bt = b + t * K;
-      gate_log_decay_row<A>(gate, c0 + t, bt, K);
-      if (t > 0)
-        simd::transform<A>(
-            K, bt, [](B x, B y) { return x + y; }, bt - K, bt);
-    }
-    decay_exp<A>(b, eb, L * K);
+    key_channel_cumulative_gates<A>(gate, c0, L, K, b, eb, [](index_t) {});
   }
 }
 

@@ -1,7 +1,8 @@
 // polyattn/linear/stages/key_channel_tiles.hpp — the tile operands of a chunk with key-channel
 // gates (KDA, GLA) in two passes over its L token rows, each row read once while it is in L1,
 // instead of a pass per operand over the whole chunk:
-//   gates pass  b_t = b_{t−1} + γ_t,  eb_t = e^{b_t} (0 below e^kFlushLog)   (cumulative_gates)
+//   gates pass  b_t = b_{t−1} + γ_t,  eb_t = e^{b_t} (0 below e^kFlushLog)
+//                                           (gates.hpp: key_channel_cumulative_gates)
 //   rows pass   Q_t = qn_t q_t,  Kc_t = kn_t k_t                       (load_query_key_row)
 //               and, when the chunk factorises (gram.hpp: factorises), with g_t = Kc_t ∘ e^{−b_t}:
 //                 Tb | Tl  = split(g_t)                the Grams' key operand
@@ -21,32 +22,15 @@
 #include "polyattn/core/simd/amx_gemm.hpp"
 #include "polyattn/linear/stages/chunk_buffers.hpp"
 #include "polyattn/linear/stages/chunk_inputs.hpp"
-#include "polyattn/linear/stages/gates.hpp"
 #include "polyattn/linear/stages/rows.hpp"
-#include "polyattn/policies/decay.hpp"
 
 #if POLYATTN_HAVE_AMX
 
 namespace polyattn::linear::stages {
 
-// b [L×K] and eb [L×K] of tokens c0 .. c0 + L − 1, row by row; ahead(t) before row t.
-template <simd::SimdArch A, class Gate, class Ahead>
-void key_channel_gates(const Gate& gate, index_t c0, index_t L, index_t K, float* b, float* eb,
-                       const Ahead& ahead) {
-  using B = simd::batch_t<A>;
-  for (index_t t = 0; t < L; ++t) {
-    ahead(t);
-    float* bt = b + t * K;
-    gate_log_decay_row<A>(gate, c0 + t, bt, K);
-    if (t > 0)
-      simd::transform<A>(
-          K, bt, [](B x, B y) { return x + y; }, bt - K, bt);
-    decay_exp<A>(bt, eb + t * K, K);
-  }
-}
-
-// The rows pass (header comment) over rows t < L of q and k, after key_channel_gates filled w.b
-// and w.eb; the operands only when factored. QueryLo: whether Qb takes its low half Ql.
+// The rows pass (header comment) over rows t < L of q and k, after key_channel_cumulative_gates
+// (gates.hpp) filled w.b and w.eb; the operands only when factored. QueryLo: whether Qb takes its
+// low half Ql.
 template <simd::SimdArch A, bool QueryLo>
 POLYATTN_TARGET_AMX void key_channel_rows(index_t L, index_t Lp, const InRows& q, const InRows& k,
                                           float scale, bool l2norm, const ChunkBuffers& w,
