@@ -14,6 +14,9 @@
 // first, so that the largest stay and a later call of the same or a smaller size reuses them.
 // Blocks in use do not count against the cap (a call gets its memory whatever the cap). A
 // retained block holds what its last user wrote (Buffer's contents are undefined anyway).
+// Under AddressSanitizer a retained block is poisoned while idle (unpoisoned when taken again or
+// freed), so a stale pointer into it that is read or written after its Buffer gave it back is
+// reported like a use after free; the pool's bookkeeping lives outside the blocks.
 // Blocks of at least kHugeBytes are aligned to that size and marked for transparent huge pages
 // (madvise MADV_HUGEPAGE, Linux; a no-op where THP is off): the first touch faults one 2 MiB page
 // instead of 512 small ones, and the kernels reading them miss the TLB less; others are aligned
@@ -30,6 +33,17 @@
 
 #if defined(__linux__)
 #include <sys/mman.h>
+#endif
+
+#if defined(__SANITIZE_ADDRESS__)
+#define POLYATTN_WORKSPACE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define POLYATTN_WORKSPACE_ASAN 1
+#endif
+#endif
+#if defined(POLYATTN_WORKSPACE_ASAN)
+#include <sanitizer/asan_interface.h>
 #endif
 
 namespace polyattn {
@@ -77,6 +91,7 @@ class WorkspacePool {
         erase_idle(i);
         ++in_use_;
         ++reuses_;
+        unpoison(b);  // ours alone now: off the list
         return b;
       }
       ++in_use_;  // counted before the allocation, undone if it fails
@@ -94,6 +109,7 @@ class WorkspacePool {
 
   // Takes back a block from acquire(): retained if the caps allow, freed otherwise.
   void give_back(WorkspaceBlock b) noexcept {
+    poison(b);  // before the block is on the list, where another thread may take it
     Evicted evicted;
     {
       const std::lock_guard<std::mutex> lock(mu_);
@@ -140,6 +156,7 @@ class WorkspacePool {
     std::size_t free_all() noexcept {
       std::size_t bytes = 0;
       for (std::size_t i = 0; i < n; ++i) {
+        unpoison(blocks[i]);
         std::free(blocks[i].p);
         bytes += blocks[i].bytes;
       }
@@ -148,6 +165,18 @@ class WorkspacePool {
   };
 
   WorkspacePool() = default;
+
+  // Idle blocks are poisoned under AddressSanitizer (see the top comment); no-ops otherwise.
+  static void poison([[maybe_unused]] WorkspaceBlock b) noexcept {
+#if defined(POLYATTN_WORKSPACE_ASAN)
+    ASAN_POISON_MEMORY_REGION(b.p, b.bytes);
+#endif
+  }
+  static void unpoison([[maybe_unused]] WorkspaceBlock b) noexcept {
+#if defined(POLYATTN_WORKSPACE_ASAN)
+    ASAN_UNPOISON_MEMORY_REGION(b.p, b.bytes);
+#endif
+  }
 
   static WorkspaceBlock allocate_block(std::size_t bytes) {
     const bool huge = bytes >= kHugeBytes;
