@@ -13,6 +13,8 @@ Bad arguments raise ValueError / TypeError naming the argument, before anything 
 transformers' CPU fallbacks (``polyattn.torch.patch_transformers()``).
 """
 
+import operator
+
 from ._arrays import get_num_threads, get_thread_runtime, set_num_threads, set_thread_runtime
 from ._arrays import _C
 from ._conv import causal_conv1d_fn, causal_conv1d_update, short_conv
@@ -43,6 +45,35 @@ def isa() -> str:
     return _C.isa()
 
 
+def workspace_stats() -> dict:
+    """What the process-wide workspace (the pack memory the softmax prefill reuses between calls;
+    docs/conventions.md §5.8) holds and has done: a dict of ``retained_bytes`` and
+    ``retained_blocks`` (idle memory kept for the next call), ``in_use_blocks`` (held by calls
+    running now), ``reuses`` and ``allocations`` (requests served by retained memory / by new
+    memory since the process started)."""
+    return _C.workspace_stats()
+
+
+def release_workspace() -> int:
+    """Frees the memory the workspace retains between calls (blocks of calls running now are
+    retained again when those return, within the limit). Returns the bytes freed."""
+    return _C.release_workspace()
+
+
+def set_workspace_limit(nbytes: int) -> None:
+    """Caps the bytes the workspace retains between calls (default 256 MiB; at most 16 blocks);
+    retained memory past the new cap is freed now, smallest blocks first. 0 retains nothing.
+    Memory of calls running does not count: a call always gets what it needs."""
+    try:
+        n = operator.index(nbytes)
+    except TypeError:
+        raise TypeError(f"polyattn: argument 'nbytes': must be an int, got "
+                        f"{type(nbytes).__name__}") from None
+    if n < 0:
+        raise ValueError(f"polyattn: argument 'nbytes': must be >= 0, got {n}")
+    _C.set_workspace_limit(n)
+
+
 __all__ = [
     "KVCache",
     "causal_conv1d_fn",
@@ -64,12 +95,15 @@ __all__ = [
     "get_num_threads",
     "get_thread_runtime",
     "isa",
+    "release_workspace",
     "mamba_chunk_scan_combined",
     "parallel_based",
     "retention_g_gamma",
     "selective_state_update",
     "set_num_threads",
     "set_thread_runtime",
+    "set_workspace_limit",
     "short_conv",
     "sparse_attention",
+    "workspace_stats",
 ]

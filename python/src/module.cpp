@@ -11,6 +11,7 @@
 #include "common.hpp"
 #include "polyattn/conv/short_conv.hpp"
 #include "polyattn/core/simd/dispatch.hpp"
+#include "polyattn/core/workspace.hpp"
 #include "polyattn/linear/presets.hpp"
 
 namespace polyattn::py {
@@ -134,6 +135,18 @@ std::string isa() {
   return std::string(simd::isa_name(simd::runtime_isa()));
 }
 
+// The workspace's statistics (core/workspace.hpp) by field name.
+nb::dict workspace_stats_dict() {
+  const WorkspaceStats s = workspace_stats();
+  nb::dict d;
+  d["retained_bytes"] = s.retained_bytes;
+  d["retained_blocks"] = s.retained_blocks;
+  d["in_use_blocks"] = s.in_use_blocks;
+  d["reuses"] = s.reuses;
+  d["allocations"] = s.allocations;
+  return d;
+}
+
 }  // namespace
 }  // namespace polyattn::py
 
@@ -155,6 +168,19 @@ NB_MODULE(_polyattn, m) {
   m.def("short_conv_step", &short_conv_step, arg("x"), arg("weight"), arg("bias").none(),
         arg("state_indices").none(), arg("state"), arg("y"), arg("silu"), arg("threads"));
   m.def("isa", &isa, "The instruction set the kernels dispatch to on this machine.");
+  // The process-wide workspace of pack memory; freeing blocks may unmap memory: without the GIL.
+  m.def("workspace_stats", &workspace_stats_dict);
+  m.def("release_workspace", [] {
+    nb::gil_scoped_release release;
+    return polyattn::release_workspace();
+  });
+  m.def(
+      "set_workspace_limit",
+      [](std::size_t nbytes) {
+        nb::gil_scoped_release release;
+        polyattn::set_workspace_limit(nbytes);
+      },
+      arg("nbytes"));
   m.def("use_openmp_runtime", &use_openmp_runtime, arg("on"),
         "Run kernels on the OpenMP runtime already loaded in the process (True) or on "
         "polyattn's pool (False); returns the runtime's library, or '' when none is loaded.");
