@@ -7,6 +7,9 @@
 //   P = e^{S − m_ref} ≤ e^τ = 256, rounded to bf16 pairs of keys;  l += Σ P (fp32, unrounded)
 //   Otᵀ [Dv][queries] += Vᵀ Pᵀ             tiles: A = Vᵀ in blocks of 32 keys, B = P pairs,
 //                                          C = Otᵀ itself (accumulated in the tiles)
+// The tile products run a k-step at a time between the exponentials (simd::AmxQueue): the next
+// block's Sᵀ ahead, the previous group's Otᵀ += Vᵀ Pᵀ behind (two P buffers), so that the tile
+// unit and the vector units work side by side.
 // The lazy reference max (as FlashAttention-4 does) is the same softmax: o = Ot / l with both
 // relative to m_ref; it removes the per-tile rescale pass over the output (Dv·kTileQ values per
 // group), which with a plain online max costs more than the group's exponentials. The true max
@@ -24,9 +27,11 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include "polyattn/core/element.hpp"
 #include "polyattn/core/simd/amx.hpp"
+#include "polyattn/core/simd/amx_queue.hpp"
 #include "polyattn/core/simd/arch.hpp"
 #include "polyattn/core/simd/scratch.hpp"
 #include "polyattn/softmax/flash_problem.hpp"
@@ -126,9 +131,9 @@ struct AmxFrame {
 // of the two folded constants adds about 2⁻²³·|m_ref|·log2 e to the exponent, small beside P's
 // 2⁻⁹ rounding even for |m_ref| in the hundreds). Track's max drops NaN scores (a plain vmaxps);
 // such a score makes its lane's sum NaN, and the caller checks the sums before trusting mx.
-template <class B, index_t TQ, bool Track>
+template <class B, index_t TQ, bool Track, class Pump>
 POLYATTN_TARGET_AMX inline void amx_exp_pairs(const float* St, index_t pairs, B kx, const B* nsh,
-                                              B* sum, B* mx, std::uint32_t* Pw) {
+                                              B* sum, B* mx, std::uint32_t* Pw, Pump&& pump) {
   constexpr index_t W = static_cast<index_t>(B::size);
   const B log2e(1.44269504088896341f), kx2 = kx * log2e;
   B nsh2[TQ / W];
@@ -143,6 +148,7 @@ POLYATTN_TARGET_AMX inline void amx_exp_pairs(const float* St, index_t pairs, B 
       sum[v] += e0 + e1;
       _mm512_store_si512(static_cast<void*>(Pw + c * TQ + v * W), simd::bf16_pairs(e0, e1));
     }
+    pump();
   }
 }
 
@@ -166,15 +172,17 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
   const std::uint16_t* vt = P.vt.data() + P.vp_off[item];
   const std::uint8_t* finite = P.v_finite.data() + P.vf_off[item];
 
-  // St [KA][TQ] fp32; Qw [C2][TQ] (zero padding) and Pw [KA / 2][TQ] u32.
+  // St [KA][TQ] fp32; Qw [C2][TQ] (zero padding) and two Pw [KA / 2][TQ] u32 (a group's
+  // weights are formed while the tiles still multiply the previous group's with V).
   const simd::Scratch<float> sbuf(static_cast<std::size_t>(KA * TQ + Dvt + 16),
                                   simd::uninitialized);
-  const simd::Scratch<std::uint32_t> wbuf(static_cast<std::size_t>((C2 + KA / 2) * TQ + 16),
+  const simd::Scratch<std::uint32_t> wbuf(static_cast<std::size_t>((C2 + KA) * TQ + 16),
                                           simd::uninitialized);
   float* St = simd::align64(sbuf.data());
   float* vrow = St + KA * TQ;
   std::uint32_t* Qw = simd::align64(wbuf.data());
   std::uint32_t* Pw = Qw + C2 * TQ;
+  std::uint32_t* Pw_other = Pw + KA / 2 * TQ;
   // Qw = the q rows in words of channel pairs, transposed: word (c, r) = q[r][2c] |
   // q[r][2c + 1] << 16, for contiguous rows of even length the row's own word c. Padding (rows
   // past M, pairs past D) is zero.
@@ -195,7 +203,13 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
     }
   }
 
+  // The tile products go through a queue, a k-step at a time between rows of exponentials: a
+  // block's scores Sᵀ = K Qᵀ ahead of the block that reads them (push_next), the previous
+  // group's Otᵀ += Vᵀ Pᵀ behind (push), so that the tile unit and the vector units run side by
+  // side (amx_queue.hpp).
   const simd::AmxScope tiles;
+  simd::AmxQueue<32> tq;
+  const auto pump = [&tq] { tq.step(); };
   const index_t ntiles = (sq.nk + TK - 1) / TK;
   for (index_t t = 0; t < ntiles;) {
     // The group: up to NG consecutive key tiles, none skipped by the mask.
@@ -233,11 +247,16 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
       mx[v] = B(ninf);
     }
     fresh = fresh || nan_ref;
-    for (index_t kb = 0; kb < n2; kb += 32) {
-      // Sᵀ = K Qᵀ: 32 keys × 32 queries per tile block, 32 channels per step.
+    // Sᵀ = K Qᵀ: 32 keys × 32 queries per tile block, 32 channels per step.
+    const auto scores = [&](index_t kb) {
       for (index_t qb = 0; qb < TQ; qb += 32)
-        simd::amx_block_2x2(kw + (j0 + kb) * C2, C2 * 4, 64, Qw + qb, TQ * 4, 16 * TQ * 4,
-                            P.Dk2 / 32, false, St + kb * TQ + qb, TQ);
+        tq.push_next({kw + (j0 + kb) * C2, C2 * 4, 64, Qw + qb, TQ * 4, 16 * TQ * 4, P.Dk2 / 32,
+                      false, St + kb * TQ + qb, TQ});
+    };
+    scores(0);
+    for (index_t kb = 0; kb < n2; kb += 32) {
+      tq.finish_next();  // this block's scores, then the next block's behind the exponentials
+      if (kb + 32 < n2) scores(kb + 32);
       // The scores as the softmax sees them are kx · Sᵀ: with modifiers the rows are scaled
       // and modified here (kx = 1); without, the scale is folded into the exponent.
       for (index_t c = kb; c < std::min(kb + 32, n); ++c) {
@@ -263,7 +282,8 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
         }
         fresh = false;  // lanes still at −inf (or now NaN) fail the check below
       }
-      if (!fresh) amx_exp_pairs<B, TQ, true>(St + kb * TQ, 16, kx, nsh, sum, mx, Pw + kb / 2 * TQ);
+      if (!fresh)
+        amx_exp_pairs<B, TQ, true>(St + kb * TQ, 16, kx, nsh, sum, mx, Pw + kb / 2 * TQ, pump);
     }
     bool kept = false;
     if (!fresh) {  // (a NaN score makes its lane's sum NaN)
@@ -298,8 +318,9 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
     }
     if (!kept) {
       for (index_t v = 0; v < TQ / W; ++v) sum[v] = B(0.f);
-      amx_exp_pairs<B, TQ, false>(St, n2 / 2, kx, nsh, sum, mx, Pw);
+      amx_exp_pairs<B, TQ, false>(St, n2 / 2, kx, nsh, sum, mx, Pw, pump);
     }
+    tq.finish();  // the previous group's Otᵀ += Vᵀ Pᵀ: Ot complete, its Pw free
     for (index_t v = 0; v < TQ / W; ++v)
       simd::fma(B::load_aligned(f.l + v * W), al[v], sum[v]).store_aligned(f.l + v * W);
     if (rescale)
@@ -315,8 +336,9 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
     if (all_finite) {  // 32 value channels × 32 queries per block, 32 keys per step
       for (index_t e0 = 0; e0 < Dvt; e0 += 32)
         for (index_t qb = 0; qb < TQ; qb += 32)
-          simd::amx_block_2x2(vt + j0 * Dvt + e0 * 32, 64, Dvt * 64, Pw + qb, TQ * 4, 16 * TQ * 4,
-                              n2 / 32, true, f.Ot + e0 * TQ + qb, TQ);
+          tq.push({vt + j0 * Dvt + e0 * 32, 64, Dvt * 64, Pw + qb, TQ * 4, 16 * TQ * 4, n2 / 32,
+                   true, f.Ot + e0 * TQ + qb, TQ});
+      std::swap(Pw, Pw_other);
     } else {
       for (index_t c = 0; c < n; ++c) {
         const index_t j = j0 + c;
@@ -331,6 +353,7 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
       }
     }
   }
+  tq.finish();  // the last group's Otᵀ += Vᵀ Pᵀ
 }
 
 #endif  // POLYATTN_HAVE_AMX
