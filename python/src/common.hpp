@@ -2,7 +2,7 @@
 // the module's translation units (python/src/module.cpp: linear family and short convolution;
 // softmax.cpp: softmax, KV cache, sparse selectors; mamba2.cpp: Mamba2).
 //
-// The private ABI of _polyattn (python/polyattn/_core.py is its only caller):
+// The private ABI of _polyattn (python/polyattn/_arrays.py imports it for the package):
 //   - inputs are read-only CPU arrays of any strides (numpy through the buffer protocol or
 //     DLPack, torch through DLPack); outputs are writable arrays allocated by the caller, so no
 //     array is created here and the GIL is released around every kernel;
