@@ -7,19 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "polyattn/core/asan.hpp"
 #include "polyattn/core/buffer.hpp"
 #include "polyattn/core/workspace.hpp"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define POLYATTN_TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define POLYATTN_TEST_ASAN 1
-#endif
-#endif
-#if defined(POLYATTN_TEST_ASAN)
-#include <sanitizer/asan_interface.h>
-#endif
 
 namespace {
 
@@ -40,7 +30,7 @@ using WorkspaceDeathTest = Workspace;
 
 // Whether ASan takes none of [p, p + bytes) as poisoned (always true without ASan).
 bool addressable([[maybe_unused]] const void* p, [[maybe_unused]] std::size_t bytes) {
-#if defined(POLYATTN_TEST_ASAN)
+#if defined(POLYATTN_ASAN)
   return __asan_region_is_poisoned(const_cast<void*>(p), bytes) == nullptr;
 #else
   return true;
@@ -58,7 +48,7 @@ TEST_F(Workspace, AReusedBlockIsUsableToItsLastByte) {
     ASSERT_EQ(pa::workspace_stats().retained_blocks, 1u);
     const std::size_t block_bytes = pa::workspace_stats().retained_bytes;
     ASSERT_GE(block_bytes, n * sizeof(std::uint32_t));
-#if defined(POLYATTN_TEST_ASAN)
+#if defined(POLYATTN_ASAN)
     EXPECT_EQ(__asan_region_is_poisoned(const_cast<std::uint32_t*>(p), block_bytes), p)
         << "an idle block is poisoned from its first byte";
     EXPECT_TRUE(__asan_address_is_poisoned(reinterpret_cast<const char*>(p) + block_bytes - 1))
@@ -79,7 +69,7 @@ TEST_F(Workspace, AReusedBlockIsUsableToItsLastByte) {
   }
 }
 
-#if defined(POLYATTN_TEST_ASAN)
+#if defined(POLYATTN_ASAN)
 // The ASan build's own check: a write through a pointer kept past reset() (the block retained
 // idle, not freed) is reported as a use after poison, in a child process.
 TEST_F(WorkspaceDeathTest, WriteIntoAnIdleBlockIsReported) {

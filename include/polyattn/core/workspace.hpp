@@ -35,16 +35,7 @@
 #include <sys/mman.h>
 #endif
 
-#if defined(__SANITIZE_ADDRESS__)
-#define POLYATTN_WORKSPACE_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define POLYATTN_WORKSPACE_ASAN 1
-#endif
-#endif
-#if defined(POLYATTN_WORKSPACE_ASAN)
-#include <sanitizer/asan_interface.h>
-#endif
+#include "polyattn/core/asan.hpp"
 
 namespace polyattn {
 
@@ -166,17 +157,9 @@ class WorkspacePool {
 
   WorkspacePool() = default;
 
-  // Idle blocks are poisoned under AddressSanitizer (see the top comment); no-ops otherwise.
-  static void poison([[maybe_unused]] WorkspaceBlock b) noexcept {
-#if defined(POLYATTN_WORKSPACE_ASAN)
-    ASAN_POISON_MEMORY_REGION(b.p, b.bytes);
-#endif
-  }
-  static void unpoison([[maybe_unused]] WorkspaceBlock b) noexcept {
-#if defined(POLYATTN_WORKSPACE_ASAN)
-    ASAN_UNPOISON_MEMORY_REGION(b.p, b.bytes);
-#endif
-  }
+  // Idle blocks are poisoned under AddressSanitizer (see the top comment; core/asan.hpp).
+  static void poison(WorkspaceBlock b) noexcept { asan_poison(b.p, b.bytes); }
+  static void unpoison(WorkspaceBlock b) noexcept { asan_unpoison(b.p, b.bytes); }
 
   static WorkspaceBlock allocate_block(std::size_t bytes) {
     const bool huge = bytes >= kHugeBytes;

@@ -24,18 +24,8 @@
 #include <new>
 #include <type_traits>
 
+#include "polyattn/core/asan.hpp"
 #include "polyattn/core/simd/arch.hpp"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define POLYATTN_SCRATCH_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define POLYATTN_SCRATCH_ASAN 1
-#endif
-#endif
-#if defined(POLYATTN_SCRATCH_ASAN)
-#include <sanitizer/asan_interface.h>
-#endif
 
 namespace polyattn::simd {
 inline namespace POLYATTN_ISA_NS {
@@ -62,13 +52,13 @@ class ScratchArena {
     if (top_ + bytes > cap_) return nullptr;
     void* p = base_ + top_;
     top_ += bytes;
-    unpoison(p, bytes);
+    asan_unpoison(p, bytes);
     return p;
   }
   // Gives back the last bytes taken at p.
   void give_back(void* p, std::size_t bytes) noexcept {
     top_ -= bytes;
-    poison(p, bytes);
+    asan_poison(p, bytes);
   }
 
  private:
@@ -76,17 +66,7 @@ class ScratchArena {
     std::free(base_);
     base_ = static_cast<std::byte*>(std::aligned_alloc(64, want_));
     cap_ = base_ != nullptr ? want_ : 0;
-    poison(base_, cap_);
-  }
-  static void poison([[maybe_unused]] void* p, [[maybe_unused]] std::size_t n) noexcept {
-#if defined(POLYATTN_SCRATCH_ASAN)
-    if (p != nullptr) ASAN_POISON_MEMORY_REGION(p, n);
-#endif
-  }
-  static void unpoison([[maybe_unused]] void* p, [[maybe_unused]] std::size_t n) noexcept {
-#if defined(POLYATTN_SCRATCH_ASAN)
-    ASAN_UNPOISON_MEMORY_REGION(p, n);
-#endif
+    asan_poison(base_, cap_);
   }
   std::byte* base_ = nullptr;
   std::size_t cap_ = 0, top_ = 0, want_ = 0;
