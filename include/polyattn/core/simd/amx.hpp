@@ -10,6 +10,8 @@
 //                            Σ over k steps of 32 of A (2 row tiles) · B (2 column tiles); C
 //                            loaded first, or zero, and stored once at the end
 //   amx_block_2x2(...)       the same for one product
+//   amx_c_begin / amx_k_step / amx_c_end   its parts (C loaded or zeroed; one k-step; C stored),
+//                            for callers that issue the steps themselves (amx_queue.hpp)
 //   bf16_pairs(x0, x1)       the VNNI pairs of two fp32 vectors (a row of a B operand)
 // Each kernel call configures the tiles itself (ldtilecfg) and releases them at the end, so no
 // tile state outlives a call and nothing else in the process is affected. Only defined where
@@ -117,6 +119,42 @@ struct AmxTerm {
   std::int64_t ldb, b_step, steps;
 };
 
+// The three parts of a 2 × 2 block product on tiles (C in tiles 0–3, A in 4–5, B in 6–7):
+// C loaded (accumulate) or zeroed; one step of 32 channels, C += A · B with A 32 rows × 64 bytes
+// at a (stride lda bytes) and B 16 pair-rows × 128 bytes at b (stride ldb bytes); C stored.
+POLYATTN_TARGET_AMX inline void amx_c_begin(bool accumulate, float* c, std::int64_t ldc) {
+  const std::int64_t ldcb = ldc * 4;
+  if (accumulate) {
+    _tile_loadd(0, c, ldcb);
+    _tile_loadd(1, c + 16, ldcb);
+    _tile_loadd(2, c + 16 * ldc, ldcb);
+    _tile_loadd(3, c + 16 * ldc + 16, ldcb);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+}
+POLYATTN_TARGET_AMX inline void amx_k_step(const char* a, std::int64_t lda, const char* b,
+                                           std::int64_t ldb) {
+  _tile_loadd(4, a, lda);
+  _tile_loadd(5, a + 16 * lda, lda);
+  _tile_loadd(6, b, ldb);
+  _tile_loadd(7, b + 64, ldb);
+  _tile_dpbf16ps(0, 4, 6);
+  _tile_dpbf16ps(1, 4, 7);
+  _tile_dpbf16ps(2, 5, 6);
+  _tile_dpbf16ps(3, 5, 7);
+}
+POLYATTN_TARGET_AMX inline void amx_c_end(float* c, std::int64_t ldc) {
+  const std::int64_t ldcb = ldc * 4;
+  _tile_stored(0, c, ldcb);
+  _tile_stored(1, c + 16, ldcb);
+  _tile_stored(2, c + 16 * ldc, ldcb);
+  _tile_stored(3, c + 16 * ldc + 16, ldcb);
+}
+
 /// C (32 × 32 fp32 at c, row stride ldc floats) (= or +=) Σ over the n terms of Σ_s A_s · B_s,
 /// with C held in tiles 0–3 across all of them (A in 4–5, B in 6–7). Needs an AmxScope on this
 /// thread.
@@ -148,37 +186,15 @@ POLYATTN_TARGET_AMX inline void amx_block_sum(const AmxTerm* terms, int n, bool 
       c[i * ldc + j] = acc;
     }
 #else
-  const std::int64_t ldcb = ldc * 4;
-  if (accumulate) {
-    _tile_loadd(0, c, ldcb);
-    _tile_loadd(1, c + 16, ldcb);
-    _tile_loadd(2, c + 16 * ldc, ldcb);
-    _tile_loadd(3, c + 16 * ldc + 16, ldcb);
-  } else {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-  }
+  amx_c_begin(accumulate, c, ldc);
   for (int m = 0; m < n; ++m) {
     const AmxTerm& t = terms[m];
     const char* ap = static_cast<const char*>(t.a);
     const char* bp = static_cast<const char*>(t.b);
-    for (std::int64_t s = 0; s < t.steps; ++s) {
-      _tile_loadd(4, ap + s * t.a_step, t.lda);
-      _tile_loadd(5, ap + s * t.a_step + 16 * t.lda, t.lda);
-      _tile_loadd(6, bp + s * t.b_step, t.ldb);
-      _tile_loadd(7, bp + s * t.b_step + 64, t.ldb);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
-    }
+    for (std::int64_t s = 0; s < t.steps; ++s)
+      amx_k_step(ap + s * t.a_step, t.lda, bp + s * t.b_step, t.ldb);
   }
-  _tile_stored(0, c, ldcb);
-  _tile_stored(1, c + 16, ldcb);
-  _tile_stored(2, c + 16 * ldc, ldcb);
-  _tile_stored(3, c + 16 * ldc + 16, ldcb);
+  amx_c_end(c, ldc);
 #endif
 }
 

@@ -1,5 +1,6 @@
 // polyattn/core/simd/amx_queue.hpp — AMX block products (amx.hpp's amx_block_2x2) issued one
-// k-step at a time, so that a kernel can interleave them with its vector work:
+// k-step at a time (amx.hpp's amx_c_begin / amx_k_step / amx_c_end), so that a kernel can
+// interleave them with its vector work:
 //   job   C [32 × 32 fp32] (= or +=) Σ_{s < steps} A_s · B_s    (amx_block_2x2's operands)
 //   step  one s of the job at the head: 4 tile loads and 4 tdpbf16ps (C loaded or zeroed before
 //         its first step, stored after its last)
@@ -72,40 +73,18 @@ class AmxQueue {
     amx_block_2x2(j.a, j.lda, j.a_step, j.b, j.ldb, j.b_step, j.steps, j.accumulate, j.c, j.ldc);
     pop();
 #else
-    const std::int64_t ldcb = j.ldc * 4;
     if (!started_) {
       started_ = true;
       s_ = 0;
-      if (j.accumulate) {
-        _tile_loadd(0, j.c, ldcb);
-        _tile_loadd(1, j.c + 16, ldcb);
-        _tile_loadd(2, j.c + 16 * j.ldc, ldcb);
-        _tile_loadd(3, j.c + 16 * j.ldc + 16, ldcb);
-      } else {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-      }
+      amx_c_begin(j.accumulate, j.c, j.ldc);
     }
     if (s_ < j.steps) {
-      const char* ap = static_cast<const char*>(j.a) + s_ * j.a_step;
-      const char* bp = static_cast<const char*>(j.b) + s_ * j.b_step;
-      _tile_loadd(4, ap, j.lda);
-      _tile_loadd(5, ap + 16 * j.lda, j.lda);
-      _tile_loadd(6, bp, j.ldb);
-      _tile_loadd(7, bp + 64, j.ldb);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
+      amx_k_step(static_cast<const char*>(j.a) + s_ * j.a_step, j.lda,
+                 static_cast<const char*>(j.b) + s_ * j.b_step, j.ldb);
       ++s_;
     }
     if (s_ >= j.steps) {
-      _tile_stored(0, j.c, ldcb);
-      _tile_stored(1, j.c + 16, ldcb);
-      _tile_stored(2, j.c + 16 * j.ldc, ldcb);
-      _tile_stored(3, j.c + 16 * j.ldc + 16, ldcb);
+      amx_c_end(j.c, j.ldc);
       pop();
     }
 #endif
