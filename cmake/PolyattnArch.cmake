@@ -21,7 +21,7 @@
 #       polyattn_arch_supported() rejects are skipped: silently (a VERBOSE message) when they
 #       belong to the other processor family (the x86 ISAs on AArch64, neon on x86), so one ISA
 #       list serves both; with a STATUS message otherwise (x86 ISAs with MSVC). In configurations that optimise below -O2 (Debug, no
-#       build type, a sanitizer build at -O1) the units are still compiled with -O2, so that
+#       build type, a sanitizer build at -Og) the units are still compiled with -O2, so that
 #       the std:: and xsimd helpers they use are inlined instead of being emitted as weak
 #       symbols shared with other ISAs (see "Mixing ISA flags" in dispatch.hpp). The ISAs compiled are appended to the target's
 #       POLYATTN_UNIT_ISAS property, lowest first.
@@ -65,7 +65,7 @@ endfunction()
 
 # Sets <out> to a generator expression adding -O2 to the units in every configuration whose
 # flags (CMAKE_CXX_FLAGS, then CMAKE_CXX_FLAGS_<CONFIG>; the last -O wins) optimise below -O2:
-# Debug, no build type, or a sanitizer preset's -O1.
+# Debug, no build type, or a sanitizer preset's -Og.
 function(_polyattn_unit_optimize out)
   set(${out} "" PARENT_SCOPE)
   if(NOT CMAKE_CXX_COMPILER_ID MATCHES "^(GNU|Clang|AppleClang|IntelLLVM)$"
