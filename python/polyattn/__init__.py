@@ -50,7 +50,7 @@ def workspace_stats() -> dict:
     docs/conventions.md §5.8) holds and has done: a dict of ``retained_bytes`` and
     ``retained_blocks`` (idle memory kept for the next call), ``in_use_blocks`` (held by calls
     running now), ``reuses`` and ``allocations`` (requests served by retained memory / by new
-    memory since the process started)."""
+    memory since the process started) and ``limit_bytes`` (the cap set_workspace_limit sets)."""
     return _C.workspace_stats()
 
 

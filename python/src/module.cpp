@@ -144,6 +144,7 @@ nb::dict workspace_stats_dict() {
   d["in_use_blocks"] = s.in_use_blocks;
   d["reuses"] = s.reuses;
   d["allocations"] = s.allocations;
+  d["limit_bytes"] = s.limit_bytes;
   return d;
 }
 

@@ -8,7 +8,8 @@ import pytest
 import polyattn as pa
 
 DEFAULT_LIMIT = 256 << 20  # the C++ kDefaultWorkspaceLimit
-FIELDS = {"retained_bytes", "retained_blocks", "in_use_blocks", "reuses", "allocations"}
+FIELDS = {"retained_bytes", "retained_blocks", "in_use_blocks", "reuses", "allocations",
+          "limit_bytes"}
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +31,7 @@ def test_stats_release_and_reuse():
     s0 = pa.workspace_stats()
     assert set(s0) == FIELDS and all(isinstance(x, int) for x in s0.values())
     assert s0["retained_bytes"] == 0 and s0["retained_blocks"] == 0 and s0["in_use_blocks"] == 0
+    assert s0["limit_bytes"] == DEFAULT_LIMIT
     first = prefill()
     s1 = pa.workspace_stats()
     assert s1["retained_bytes"] > 0 and s1["retained_blocks"] >= 2  # packed K and V
@@ -48,6 +50,7 @@ def test_limit_zero_retains_nothing():
     assert pa.workspace_stats()["retained_bytes"] > 0
     pa.set_workspace_limit(0)  # frees what is retained now
     assert pa.workspace_stats()["retained_bytes"] == 0
+    assert pa.workspace_stats()["limit_bytes"] == 0
     allocations = pa.workspace_stats()["allocations"]
     prefill()
     s = pa.workspace_stats()
@@ -63,5 +66,6 @@ def test_bad_limit_raises():
         pa.set_workspace_limit(-1)
     with pytest.raises(TypeError, match="'nbytes'"):
         pa.set_workspace_limit(1.5)
-    prefill()  # the limit is unchanged: still retained
+    assert pa.workspace_stats()["limit_bytes"] == DEFAULT_LIMIT  # unchanged
+    prefill()  # still retained
     assert pa.workspace_stats()["retained_blocks"] >= 2

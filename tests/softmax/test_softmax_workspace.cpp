@@ -109,7 +109,9 @@ TEST_F(SoftmaxWorkspace, ReleaseFreesWhatIsRetained) {
 TEST_F(SoftmaxWorkspace, CapsBoundWhatIsRetainedKeepingTheLargest) {
   // Blocks of 1, 2 and 4 MiB (from 2 MiB on, whole huge pages), given back largest first: the
   // 2 MiB one passes the cap (4 + 2) and is freed, the 1 MiB one too (4 + 1).
+  EXPECT_EQ(pa::workspace_stats().limit_bytes, pa::kDefaultWorkspaceLimit);
   pa::set_workspace_limit(4 * kMiB + kMiB / 2);
+  EXPECT_EQ(pa::workspace_stats().limit_bytes, 4 * kMiB + kMiB / 2);
   {
     pa::Buffer<char> a, b, c;
     a.allocate(1 * kMiB);
@@ -129,6 +131,7 @@ TEST_F(SoftmaxWorkspace, CapsBoundWhatIsRetainedKeepingTheLargest) {
 
   pa::set_workspace_limit(0);  // frees everything now, and retains nothing after
   EXPECT_EQ(pa::workspace_stats().retained_blocks, 0u);
+  EXPECT_EQ(pa::workspace_stats().limit_bytes, 0u);
   {
     pa::Buffer<float> a;
     a.allocate(16);

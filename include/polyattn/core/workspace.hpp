@@ -1,7 +1,7 @@
 // polyattn/core/workspace.hpp — the process-wide workspace: the pool of memory blocks that Buffer
 // (buffer.hpp) takes its storage from, so that an operator called again finds its pack memory
 // already faulted in instead of clearing fresh pages (docs/conventions.md §5.8).
-//   workspace_stats()           what the pool retains and has done (tests, monitoring)
+//   workspace_stats()           what the pool retains, its cap, what it has done (monitoring)
 //   release_workspace()         frees every retained (idle) block; returns the bytes freed
 //   set_workspace_limit(bytes)  the cap on retained bytes (default kDefaultWorkspaceLimit,
 //                               256 MiB; 0 retains nothing: every block is freed when given back)
@@ -46,6 +46,7 @@ struct WorkspaceStats {
   std::size_t in_use_blocks = 0;    // blocks held by live Buffers
   std::uint64_t reuses = 0;         // requests served by a retained block
   std::uint64_t allocations = 0;    // requests that allocated new memory
+  std::size_t limit_bytes = 0;      // the cap on retained_bytes (set_workspace_limit)
 };
 
 /// The default cap on the bytes the workspace retains between calls (set_workspace_limit).
@@ -135,7 +136,7 @@ class WorkspacePool {
 
   WorkspaceStats stats() const {
     const std::lock_guard<std::mutex> lock(mu_);
-    return {idle_bytes_, idle_count_, in_use_, reuses_, allocations_};
+    return {idle_bytes_, idle_count_, in_use_, reuses_, allocations_, limit_};
   }
 
  private:
