@@ -1,7 +1,9 @@
 // The workspace's blocks under AddressSanitizer (core/workspace.hpp): an idle block is poisoned,
 // so a write through a stale pointer after its Buffer gave the block back is reported; a block
-// taken again is usable to its last byte. The reuse test runs in every build (its poisoning
-// checks under ASan only); the death test is compiled under ASan only.
+// in use is addressable for the bytes its Buffer asked for and no further, so an overrun into
+// the block's rounding or the rest of a larger reused block is reported. The reuse test runs in
+// every build (its poisoning checks under ASan only); the death tests are compiled under ASan
+// only.
 #include <gtest/gtest.h>
 
 #include <cstddef>
@@ -38,7 +40,8 @@ bool addressable([[maybe_unused]] const void* p, [[maybe_unused]] std::size_t by
 }
 
 // Given back, taken again (smaller, then the same size; a small block and a huge-page one): the
-// same memory, every byte writable and readable with the values written.
+// same memory, every requested byte writable and readable with the values written, the bytes past
+// them poisoned.
 TEST_F(Workspace, AReusedBlockIsUsableToItsLastByte) {
   for (const std::size_t n : {std::size_t{1000}, 3 * kMiB}) {
     pa::Buffer<std::uint32_t> a;
@@ -58,7 +61,15 @@ TEST_F(Workspace, AReusedBlockIsUsableToItsLastByte) {
       pa::Buffer<std::uint32_t> b;
       b.allocate(m);
       ASSERT_EQ(b.data(), p);
-      EXPECT_TRUE(addressable(b.data(), block_bytes)) << "the whole block, not only m elements";
+      EXPECT_TRUE(addressable(b.data(), m * sizeof(std::uint32_t))) << "the m elements asked for";
+#if defined(POLYATTN_ASAN)
+      const char* end = reinterpret_cast<const char*>(b.data() + m);
+      if (m * sizeof(std::uint32_t) < block_bytes) {
+        EXPECT_TRUE(__asan_address_is_poisoned(end)) << "the first byte past them";
+        EXPECT_TRUE(__asan_address_is_poisoned(reinterpret_cast<const char*>(p) + block_bytes - 1))
+            << "the block's last byte";
+      }
+#endif
       for (std::size_t i = 0; i < m; ++i) b.data()[i] = static_cast<std::uint32_t>(i * 7 + m);
       std::size_t wrong = 0;
       for (std::size_t i = 0; i < m; ++i)
@@ -79,6 +90,28 @@ TEST_F(WorkspaceDeathTest, WriteIntoAnIdleBlockIsReported) {
   b.reset();
   ASSERT_EQ(pa::workspace_stats().retained_blocks, 1u);  // retained: free() would not catch it
   EXPECT_DEATH(*stale = 1.0f, "use-after-poison");
+}
+
+// An overrun by one element: into the rounding of a new block, and into the rest of a larger
+// block taken again.
+TEST_F(WorkspaceDeathTest, WritePastTheRequestedSizeIsReported) {
+  {
+    pa::Buffer<float> b;
+    b.allocate(1001);  // 4004 bytes of a 4032-byte block
+    volatile float* past = b.data() + b.size();
+    EXPECT_DEATH(*past = 1.0f, "use-after-poison");
+  }
+  pa::release_workspace();
+  pa::Buffer<float> big;
+  big.allocate(3 * kMiB);
+  big.reset();
+  const std::uint64_t reuses = pa::workspace_stats().reuses;
+  pa::Buffer<float> b;
+  b.allocate(1000);  // the 12 MiB block again
+  ASSERT_EQ(pa::workspace_stats().reuses, reuses + 1);
+  ASSERT_EQ(pa::workspace_stats().retained_blocks, 0u);
+  volatile float* past = b.data() + b.size();
+  EXPECT_DEATH(*past = 1.0f, "use-after-poison");
 }
 
 TEST_F(WorkspaceDeathTest, ReadFromAnIdleBlockIsReported) {

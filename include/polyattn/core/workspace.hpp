@@ -14,9 +14,11 @@
 // first, so that the largest stay and a later call of the same or a smaller size reuses them.
 // Blocks in use do not count against the cap (a call gets its memory whatever the cap). A
 // retained block holds what its last user wrote (Buffer's contents are undefined anyway).
-// Under AddressSanitizer a retained block is poisoned while idle (unpoisoned when taken again or
-// freed), so a stale pointer into it that is read or written after its Buffer gave it back is
-// reported like a use after free; the pool's bookkeeping lives outside the blocks.
+// Under AddressSanitizer a retained block is poisoned while idle, so a stale pointer into it that
+// is read or written after its Buffer gave it back is reported like a use after free; a block in
+// use is addressable only for the bytes its Buffer asked for (the rest of a reused block, or the
+// rounding of a new one, stays poisoned, so an overrun is reported too); a block is unpoisoned
+// before it is freed. The pool's bookkeeping lives outside the blocks.
 // Blocks of at least kHugeBytes are aligned to that size and marked for transparent huge pages
 // (madvise MADV_HUGEPAGE, Linux; a no-op where THP is off): the first touch faults one 2 MiB page
 // instead of 512 small ones, and the kernels reading them miss the TLB less; others are aligned
@@ -72,8 +74,8 @@ class WorkspacePool {
     return pool;
   }
 
-  // A block of at least `bytes` bytes (> 0), contents undefined; std::bad_alloc when the
-  // allocation fails.
+  // A block of at least `bytes` bytes (> 0), contents undefined, addressable under ASan for those
+  // `bytes` only; std::bad_alloc when the allocation fails.
   WorkspaceBlock acquire(std::size_t bytes) {
     {
       const std::lock_guard<std::mutex> lock(mu_);
@@ -83,14 +85,16 @@ class WorkspacePool {
         erase_idle(i);
         ++in_use_;
         ++reuses_;
-        unpoison(b);  // ours alone now: off the list
+        asan_unpoison(b.p, bytes);  // ours alone now: off the list (the rest stays poisoned)
         return b;
       }
       ++in_use_;  // counted before the allocation, undone if it fails
       ++allocations_;
     }
     try {
-      return allocate_block(bytes);
+      const WorkspaceBlock b = allocate_block(bytes);
+      asan_poison(static_cast<char*>(b.p) + bytes, b.bytes - bytes);  // the rounding
+      return b;
     } catch (...) {
       const std::lock_guard<std::mutex> lock(mu_);
       --in_use_;
