@@ -9,7 +9,8 @@
 //                                          C = Otᵀ itself (accumulated in the tiles)
 // The tile products run a k-step at a time between the exponentials (simd::AmxQueue): the next
 // block's Sᵀ ahead, the previous group's Otᵀ += Vᵀ Pᵀ behind (two P buffers), so that the tile
-// unit and the vector units work side by side.
+// unit and the vector units could work side by side (on Emerald Rapids they measured no overlap:
+// amx_queue.hpp).
 // The lazy reference max (as FlashAttention-4 does) is the same softmax: o = Ot / l with both
 // relative to m_ref; it removes the per-tile rescale pass over the output (Dv·kTileQ values per
 // group), which with a plain online max costs more than the group's exponentials. The true max
