@@ -42,7 +42,7 @@ bool addressable([[maybe_unused]] const void* p, [[maybe_unused]] std::size_t by
 // Given back, taken again (smaller, then the same size; a small block and a huge-page one): the
 // same memory, every requested byte writable and readable with the values written, the bytes past
 // them poisoned.
-TEST_F(Workspace, AReusedBlockIsUsableToItsLastByte) {
+TEST_F(Workspace, AReusedBlockIsUsableForTheBytesAskedFor) {
   for (const std::size_t n : {std::size_t{1000}, 3 * kMiB}) {
     pa::Buffer<std::uint32_t> a;
     a.allocate(n);
