@@ -252,14 +252,14 @@ TYPED_TEST(SoftmaxPrecision, StridedViews) {
 
 // Long rows whose maximum moves a lot (the bf16-product path raises its reference max only when
 // a group's max passes it by more than τ, and then rescales; flash_amx.hpp): scores rising by
-// 0.28 per key (a rescale in every group), falling (none after the first), and random data with
-// a window, sink tokens, a forgetting gate and a sink logit over group boundaries. The output meets
-// the bound against the reference; lse and row_max equal the fp32 path's on the widened inputs
-// (they do not depend on the rounding of the weights).
+// 0.28 per key (a rescale in every group), falling (none after the first), flat (all equal), and
+// random data with a window, sink tokens, a forgetting gate and a sink logit over group boundaries.
+// The output meets the bound against the reference; lse and row_max equal the fp32 path's on the
+// widened inputs (they do not depend on the rounding of the weights).
 TYPED_TEST(SoftmaxPrecision, MovingMaximaKeepOutputAndStatistics) {
   using T = TypeParam;
-  enum class Shape { rising, falling, random };
-  for (const Shape shape : {Shape::rising, Shape::falling, Shape::random}) {
+  enum class Shape { rising, falling, flat, random };
+  for (const Shape shape : {Shape::rising, Shape::falling, Shape::flat, Shape::random}) {
     const bool rnd = shape == Shape::random;
     const Case c{.B = 1,
                  .T = 600,
@@ -273,7 +273,9 @@ TYPED_TEST(SoftmaxPrecision, MovingMaximaKeepOutputAndStatistics) {
                  .window = rnd ? 300 : 0,
                  .sinks = rnd ? 4 : 0};
     Data d(c, 31);
-    if (!rnd) {  // q = 1, k_j = 0.05 j (or 0.05 (S − j)) in every channel: s_ij = 0.28 · (..)
+    if (shape == Shape::flat) {  // every score 0: every weight e^0, 256 to a full group
+      std::fill(d.k.begin(), d.k.end(), 0.f);
+    } else if (!rnd) {  // q = 1, k_j = 0.05 j (or 0.05 (S − j)) in every channel: 0.28 · (..)
       std::fill(d.q.begin(), d.q.end(), 1.f);
       for (index_t j = 0; j < c.S; ++j)
         for (index_t e = 0; e < c.D; ++e)
@@ -300,9 +302,20 @@ TYPED_TEST(SoftmaxPrecision, MovingMaximaKeepOutputAndStatistics) {
     const bool bf16_products = softmax::uses_bf16_products(in);
     const char* name = shape == Shape::rising    ? "rising"
                        : shape == Shape::falling ? "falling"
+                       : shape == Shape::flat    ? "flat"
                                                  : "random";
     EXPECT_LT(rel_rmse(o, want), bf16_products ? test::kBound<bf16> : test::kRelRmseBound) << name;
     EXPECT_LT(rel_rmse(o32, want), test::kRelRmseBound) << name;
+    // Without row_max the amx path does not track the max: it tells a group whose weights stay
+    // under e^τ by their sums, and finds the max of the others (flat: sums of 256) from the
+    // scores. The same groups keep their reference, so o and lse keep their bits.
+    std::vector<float> o_untracked(d.out_size()), lse_untracked(rows);
+    softmax::flash_attention(in, d.options(),
+                             softmax::FlashOutputs{bthd(o_untracked.data(), c.B, c.T, c.HQ, c.Dv),
+                                                   bth(lse_untracked.data(), c.B, c.T, c.HQ),
+                                                   {}});
+    EXPECT_EQ(o_untracked, o) << name;
+    EXPECT_EQ(lse_untracked, lse) << name;
     for (std::size_t i = 0; i < rows; ++i) {
       ASSERT_NEAR(lse[i], lse32[i], 2e-5f * (1.f + std::fabs(lse32[i]))) << name << " row " << i;
       ASSERT_NEAR(mx[i], mx32[i], 2e-5f * (1.f + std::fabs(mx32[i]))) << name << " row " << i;

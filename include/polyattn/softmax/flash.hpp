@@ -210,7 +210,7 @@ void FlashTileKernel<F>::operator()(A) const {
   const index_t tq = P.tq;  // kTileQ, or kAmxTileQ on the amx path
   constexpr index_t R = std::max(kTileQ, kAmxTileQ);
   const index_t Osize = amx ? P.Dvt * tq : TQ * Dvp;
-  const index_t QSsize = amx ? 0 : D * TQ + TK * TQ;
+  const index_t QSsize = amx ? 16 * P.Dvt : D * TQ + TK * TQ;
   const simd::Scratch<float> buf(
       static_cast<std::size_t>(QSsize + Osize + 5 * R + std::max(D, Dvp) + 16),
       simd::uninitialized);
@@ -223,17 +223,15 @@ void FlashTileKernel<F>::operator()(A) const {
   float* row = gq + R;                    // one q row (widened) or o row (before rounding)
   float* Qt = row + std::max(D, Dvp);     // fp32: [D][TQ] q of the tile, transposed
   float* St = Qt + D * TQ;                // fp32: [TK][TQ] scores, then probabilities, transposed
-  if (!amx) {
-    // The tile's q rows are usually in no cache (one work item reads them, once): every line
-    // is requested before the scratch is initialised, so that the misses overlap with that and
-    // with each other instead of stalling the transposition row by row.
-    in.q.visit([&](auto q) {
-      using Tq = std::remove_cvref_t<decltype(*q.ptr(0, 0, 0, 0))>;
-      const index_t row_bytes = ((D - 1) * q.stride(3) + 1) * static_cast<index_t>(sizeof(Tq));
-      for (index_t r = 0; r < M; ++r)
-        simd::prefetch<A>(q.ptr(sq.b, sq.q0 + r0 + r, h, 0), row_bytes);
-    });
-  }
+  float* Orows = Qt;                      // amx: [16][Dvt] 16 rows of Ot read back as o rows
+  // The tile's q rows are usually in no cache (one work item reads them, once, each a page of
+  // its own): every line is requested before the scratch is initialised, so that the misses
+  // overlap with that and with each other instead of stalling the transposition row by row.
+  in.q.visit([&](auto q) {
+    using Tq = std::remove_cvref_t<decltype(*q.ptr(0, 0, 0, 0))>;
+    const index_t row_bytes = ((D - 1) * q.stride(3) + 1) * static_cast<index_t>(sizeof(Tq));
+    for (index_t r = 0; r < M; ++r) simd::prefetch<A>(q.ptr(sq.b, sq.q0 + r0 + r, h, 0), row_bytes);
+  });
   std::fill(Ob, Ob + Osize, 0.f);
   std::fill(m, m + tq, ninf);
   std::fill(mt, mt + tq, ninf);
@@ -377,11 +375,14 @@ void FlashTileKernel<F>::operator()(A) const {
     // The o rows, like the q rows, are in no cache: all requested (for writing) first.
     using To = std::remove_cvref_t<decltype(*o.ptr(0, 0, 0, 0))>;
     const index_t row_bytes = ((Dv - 1) * o.stride(3) + 1) * static_cast<index_t>(sizeof(To));
-    if (!amx)
-      for (index_t r = 0; r < M; ++r)
-        simd::prefetch<A, true>(o.ptr(sq.b, sq.q0 + r0 + r, h, 0), row_bytes);
+    for (index_t r = 0; r < M; ++r)
+      simd::prefetch<A, true>(o.ptr(sq.b, sq.q0 + r0 + r, h, 0), row_bytes);
     for (index_t r = 0; r < M; ++r) {
       const index_t t = sq.q0 + r0 + r;
+#if POLYATTN_HAVE_AMX
+      if constexpr (avx512_tag)  // Ot's columns r .. r + 15 as rows, 16 × 16 blocks at a time
+        if (amx && r % 16 == 0) impl::amx_output_rows(Ob + r, tq, P.Dvt, Orows);
+#endif
       if (!P.row_max.absent()) stat(P.row_max, t) = amx ? mt[r] : m[r];
       if (m[r] == ninf) {  // exact zeros, whatever O picked up from non-finite values
         std::fill(row, row + Dv, 0.f);
@@ -389,12 +390,8 @@ void FlashTileKernel<F>::operator()(A) const {
       } else {
         const RowStats<float> st{m[r], l[r]};
         const RowResult<float> res = has_sink ? online::finish(st, sink) : online::finish(st);
-        if (amx) {
-          for (index_t e = 0; e < Dv; ++e) row[e] = Ob[e * tq + r] * res.mul;
-        } else {
-          const float* orow = Ob + r * Dvp;
-          for (index_t e = 0; e < Dv; ++e) row[e] = orow[e] * res.mul;
-        }
+        const float* orow = amx ? Orows + r % 16 * P.Dvt : Ob + r * Dvp;
+        for (index_t e = 0; e < Dv; ++e) row[e] = orow[e] * res.mul;
         if (!P.lse.absent()) stat(P.lse, t) = res.lse;
       }
       detail::narrow_row<A>(row, o.ptr(sq.b, t, h, 0), o.stride(3), Dv);

@@ -32,6 +32,7 @@
 
 #include "polyattn/core/element.hpp"
 #include "polyattn/core/simd/amx.hpp"
+#include "polyattn/core/simd/amx_gemm.hpp"
 #include "polyattn/core/simd/amx_queue.hpp"
 #include "polyattn/core/simd/arch.hpp"
 #include "polyattn/core/simd/scratch.hpp"
@@ -126,12 +127,35 @@ struct AmxFrame {
   float* l;         // [kAmxTileQ] zeros in; Σ e^{s − m} out
 };
 
+// Degree-4 minimax fit of 2^f on [−½, ½] with p(0) = 1: relative error ≤ 3.7e-6 in fp32
+// (degree 3's 4.4e-4 would show in l, and so in lse, which is kept to fp32's 2e-5).
+inline constexpr float kWeightExp2Poly[4] = {6.931136250e-01f, 2.402071059e-01f, 5.597688258e-02f,
+                                             9.782912210e-03f};
+
+// 2^x for the softmax weights, which are rounded to bf16 (2⁻⁹) before P·V: the degree-3
+// polynomial above times 2^n (vscalefps, which saturates to 0 / inf instead of wrapping the
+// exponent, so no clamp is needed), 0 below −126 (as simd::exp2), NaN for NaN and for +inf.
+// 8 instructions against simd::exp2's 10. The weights and their sum l carry the same
+// relative error δ_j, so o = Σ P v / l moves by at most max |δ| · max_j |v_j − o|, beside
+// the bf16 rounding of each weight (up to 2⁻⁸ relative).
+POLYATTN_TARGET_AMX inline __m512 exp2_weight(__m512 x) {
+  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, n);
+  __m512 p =
+      _mm512_fmadd_ps(_mm512_set1_ps(kWeightExp2Poly[3]), f, _mm512_set1_ps(kWeightExp2Poly[2]));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kWeightExp2Poly[1]));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kWeightExp2Poly[0]));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
+  const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-126.f), _CMP_NLT_UQ);
+  return _mm512_maskz_scalef_ps(keep, p, n);
+}
+
 // P = e^{kx·S + nsh} for the key pairs [0, pairs) of Sᵀ [2 · pairs][TQ]: sum += Σ P (fp32),
 // Pw [pairs][TQ] = P rounded to bf16 pairs of keys, and with Track mx = max(mx, S) per lane.
-// e^x is taken as 2^{S·(kx log2 e) + nsh log2 e} (simd::exp2, ≤ 1.7e-7 relative; the rounding
-// of the two folded constants adds about 2⁻²³·|m_ref|·log2 e to the exponent, small beside P's
-// 2⁻⁹ rounding even for |m_ref| in the hundreds). Track's max drops NaN scores (a plain vmaxps);
-// such a score makes its lane's sum NaN, and the caller checks the sums before trusting mx.
+// e^x is taken as 2^{S·(kx log2 e) + nsh log2 e} (exp2_weight; the rounding of the two folded
+// constants adds about 2⁻²³·|m_ref|·log2 e to the exponent, small beside P's 2⁻⁹ rounding even
+// for |m_ref| in the hundreds). Track's max drops NaN scores (a plain vmaxps); such a score
+// makes its lane's sum NaN, and the caller checks the sums before trusting mx.
 template <class B, index_t TQ, bool Track, class Pump>
 POLYATTN_TARGET_AMX inline void amx_exp_pairs(const float* St, index_t pairs, B kx, const B* nsh,
                                               B* sum, B* mx, std::uint32_t* Pw, Pump&& pump) {
@@ -144,13 +168,21 @@ POLYATTN_TARGET_AMX inline void amx_exp_pairs(const float* St, index_t pairs, B 
     for (index_t v = 0; v < TQ / W; ++v) {
       const B x0 = B::load_aligned(s0 + v * W), x1 = B::load_aligned(s0 + TQ + v * W);
       if constexpr (Track) mx[v] = xsimd::max(mx[v], xsimd::max(x0, x1));
-      const B e0 = simd::exp2(simd::fma(x0, kx2, nsh2[v]));
-      const B e1 = simd::exp2(simd::fma(x1, kx2, nsh2[v]));
+      const B e0 = exp2_weight(simd::fma(x0, kx2, nsh2[v]));
+      const B e1 = exp2_weight(simd::fma(x1, kx2, nsh2[v]));
       sum[v] += e0 + e1;
       _mm512_store_si512(static_cast<void*>(Pw + c * TQ + v * W), simd::bf16_pairs(e0, e1));
     }
     pump();
   }
+}
+
+// rows [16][Dvt] = the columns c0 .. c0 + 15 of Ot [Dvt][tq] (Ot_c0 = Ot + c0), as o rows.
+POLYATTN_TARGET_AMX inline void amx_output_rows(const float* Ot_c0, index_t tq, index_t Dvt,
+                                                float* rows) {
+  for (index_t e0 = 0; e0 < Dvt; e0 += 16)
+    simd::transpose_words_16x16(reinterpret_cast<const std::uint32_t*>(Ot_c0 + e0 * tq), tq,
+                                reinterpret_cast<std::uint32_t*>(rows + e0), Dvt);
 }
 
 template <simd::SimdArch A, class Bound>
@@ -172,6 +204,7 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
   const std::uint32_t* kw = P.kw.data() + P.kp_off[item];
   const std::uint16_t* vt = P.vt.data() + P.vp_off[item];
   const std::uint8_t* finite = P.v_finite.data() + P.vf_off[item];
+  const bool track = !P.row_max.absent();  // the true max per row is an output
 
   // St [KA][TQ] fp32; Qw [C2][TQ] (zero padding) and two Pw [KA / 2][TQ] u32 (a group's
   // weights are formed while the tiles still multiply the previous group's with V).
@@ -186,16 +219,26 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
   std::uint32_t* Pw_other = Pw + KA / 2 * TQ;
   // Qw = the q rows in words of channel pairs, transposed: word (c, r) = q[r][2c] |
   // q[r][2c + 1] << 16, for contiguous rows of even length the row's own word c. Padding (rows
-  // past M, pairs past D) is zero.
+  // past M, pairs past D) is zero. Where the rows are whole words 4-byte aligned and a whole
+  // number of words apart, 16 rows × 16 words at a time (simd::transpose_words_16x16).
   const auto q = P.in->q.as<bf16>();
   const index_t st = q.stride(3), Cw = (D + 1) / 2;
   if (M < TQ)
     for (index_t c = 0; c < Cw; ++c) std::fill(Qw + c * TQ + M, Qw + (c + 1) * TQ, 0u);
   std::fill(Qw + Cw * TQ, Qw + C2 * TQ, 0u);
+  const bf16* q0 = q.ptr(sq.b, sq.q0 + r0, f.h, 0);
+  const bool words = st == 1 && D % 2 == 0 && q.stride(1) % 2 == 0 &&
+                     reinterpret_cast<std::uintptr_t>(q0) % 4 == 0;
+  const index_t M16 = words ? M / 16 * 16 : 0, C16 = words ? Cw / 16 * 16 : 0;
+  for (index_t rb = 0; rb < M16; rb += 16)
+    for (index_t cb = 0; cb < C16; cb += 16)
+      simd::transpose_words_16x16(
+          reinterpret_cast<const std::uint32_t*>(q0 + rb * q.stride(1)) + cb, q.stride(1) / 2,
+          Qw + cb * TQ + rb, TQ);
   for (index_t r = 0; r < M; ++r) {
     const bf16* src = q.ptr(sq.b, sq.q0 + r0 + r, f.h, 0);
     if (st == 1 && D % 2 == 0) {
-      for (index_t c = 0; c < Cw; ++c) std::memcpy(Qw + c * TQ + r, src + 2 * c, 4);
+      for (index_t c = r < M16 ? C16 : 0; c < Cw; ++c) std::memcpy(Qw + c * TQ + r, src + 2 * c, 4);
     } else {
       for (index_t c = 0; c < Cw; ++c) {
         const std::uint32_t hi = 2 * c + 1 < D ? src[(2 * c + 1) * st].bits : 0u;
@@ -283,26 +326,44 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
         }
         fresh = false;  // lanes still at −inf (or now NaN) fail the check below
       }
-      if (!fresh)
-        amx_exp_pairs<B, TQ, true>(St + kb * TQ, 16, kx, nsh, sum, mx, Pw + kb / 2 * TQ, pump);
+      if (!fresh) {
+        float* S = St + kb * TQ;
+        if (track)
+          amx_exp_pairs<B, TQ, true>(S, 16, kx, nsh, sum, mx, Pw + kb / 2 * TQ, pump);
+        else
+          amx_exp_pairs<B, TQ, false>(S, 16, kx, nsh, sum, mx, Pw + kb / 2 * TQ, pump);
+      }
     }
-    bool kept = false;
-    if (!fresh) {  // (a NaN score makes its lane's sum NaN)
-      bool grow = false;
-      for (index_t v = 0; v < TQ / W; ++v)
-        grow = grow || xsimd::any((kx * mx[v] > mref[v] + B(kAmxLazyMax)) || xsimd::isnan(sum[v]));
-      kept = !grow;
-    }
-    if (!kept) {  // the group's max with NaN kept, for row_max and the new reference
+    // The group's max with NaN kept, for row_max and the new reference.
+    const auto exact_max = [&] {
       for (index_t v = 0; v < TQ / W; ++v) mx[v] = B(ninf);
       for (index_t c = 0; c < n2; ++c)
         for (index_t v = 0; v < TQ / W; ++v)
           mx[v] = simd::max_nan(mx[v], B::load_aligned(St + c * TQ + v * W));
+    };
+    bool kept = false, mx_exact = false;
+    if (!fresh) {  // (a NaN score makes its lane's sum NaN)
+      // Untracked, a lane with a reference whose weights sum to at most 255 has none above 255
+      // (they are ≥ 0): kx·S ≤ m_ref + ln 255 + the exponential's error, below m_ref + τ (up
+      // to the folded constants' rounding, under 3.5e-3 for |m_ref| < 2·10⁴). Only a group with
+      // a larger sum, a NaN or a lane still without reference pays a pass over Sᵀ for its max.
+      bool sure = !track;
+      for (index_t v = 0; sure && v < TQ / W; ++v)
+        sure = xsimd::all(sum[v] <= B(255.f)) && xsimd::none(mref[v] == B(ninf));
+      if (!sure && !track) {
+        exact_max();
+        mx_exact = true;
+      }
+      bool grow = false;
+      for (index_t v = 0; !sure && v < TQ / W; ++v)
+        grow = grow || xsimd::any((kx * mx[v] > mref[v] + B(kAmxLazyMax)) || xsimd::isnan(sum[v]));
+      kept = !grow;
     }
+    if (!kept && !mx_exact) exact_max();
     bool rescale = false;
     for (index_t v = 0; v < TQ / W; ++v) {
       const B tmax = kx * mx[v];
-      simd::max_nan(B::load_aligned(f.mt + v * W), tmax).store_aligned(f.mt + v * W);
+      if (track) simd::max_nan(B::load_aligned(f.mt + v * W), tmax).store_aligned(f.mt + v * W);
       if (kept) {  // (with the seeded lanes' m_ref; their l and Ot are still 0)
         mref[v].store_aligned(f.m + v * W);
         al[v] = B(1.f);
