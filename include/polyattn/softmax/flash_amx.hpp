@@ -61,6 +61,41 @@ inline constexpr float kAmxLazyMax = 5.54517744f;
 inline namespace POLYATTN_ISA_NS {
 namespace impl {
 
+#if POLYATTN_HAVE_AMX
+// One block of the V packing from 32 contiguous rows of Dv (a multiple of 32) bf16, `ld` apart:
+// the rows' bf16 pairs of keys (word (p, e) = v[2p][e] | v[2p + 1][e] << 16, a vpermt2w per 16
+// channels) transposed 16 × 16 words at a time into blk [Dv][32]; returns false if a value is
+// NaN or ±Inf.
+POLYATTN_TARGET_AMX inline bool pack_v_block(const bf16* rows, index_t ld, index_t Dv,
+                                             std::uint16_t* blk) {
+  alignas(64) std::uint16_t lo_idx[32], hi_idx[32];
+  for (int k = 0; k < 16; ++k) {  // out[2k] = a[k], out[2k + 1] = b[k] (b's lanes from 32)
+    lo_idx[2 * k] = static_cast<std::uint16_t>(k);
+    lo_idx[2 * k + 1] = static_cast<std::uint16_t>(32 + k);
+    hi_idx[2 * k] = static_cast<std::uint16_t>(16 + k);
+    hi_idx[2 * k + 1] = static_cast<std::uint16_t>(48 + k);
+  }
+  const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
+  const __m512i expo = _mm512_set1_epi16(0x7F80);
+  __mmask32 bad = 0;
+  alignas(64) std::uint32_t words[16][32];            // [key pair][32 channels]
+  auto* out = reinterpret_cast<std::uint32_t*>(blk);  // [Dv][16] words
+  for (index_t e0 = 0; e0 < Dv; e0 += 32) {
+    for (index_t p = 0; p < 16; ++p) {
+      const __m512i a = _mm512_loadu_si512(rows + 2 * p * ld + e0);
+      const __m512i b = _mm512_loadu_si512(rows + (2 * p + 1) * ld + e0);
+      bad |= _mm512_cmpeq_epi16_mask(_mm512_and_si512(a, expo), expo);
+      bad |= _mm512_cmpeq_epi16_mask(_mm512_and_si512(b, expo), expo);
+      _mm512_store_si512(words[p], _mm512_permutex2var_epi16(a, lo, b));
+      _mm512_store_si512(words[p] + 16, _mm512_permutex2var_epi16(a, hi, b));
+    }
+    simd::transpose_words_16x16(words[0], 32, out + e0 * 16, 16);
+    simd::transpose_words_16x16(words[0] + 16, 32, out + (e0 + 16) * 16, 16);
+  }
+  return bad == 0;
+}
+#endif
+
 // The amx packing of (sequence seq, kv head hk) from bf16 k and v (layouts above), and per key
 // tile whether V is all finite.
 inline void pack_amx_operands(FlashProblem& P, const SeqRange& sq, index_t seq,
@@ -85,8 +120,20 @@ inline void pack_amx_operands(FlashProblem& P, const SeqRange& sq, index_t seq,
     std::fill(dst + D, dst + 2 * C2, std::uint16_t{0});
   }
   std::fill(kw + nk * C2, kw + nk32 * C2, 0u);
+  std::uint8_t* fin = P.v_finite.data() + P.vf_off[item];
+  const index_t ntiles = (nk + kTileK - 1) / kTileK;
+  std::fill(fin, fin + ntiles, std::uint8_t{1});
+  // Whole blocks of contiguous rows a whole number of 32 channels wide go through pack_v_block.
+  const bool rows_fast = v.stride(3) == 1 && Dv % 32 == 0;
   for (index_t b0 = 0; b0 < nk32; b0 += 32) {
     std::uint16_t* blk = vt + b0 * Dvt;  // [Dvt][32]
+#if POLYATTN_HAVE_AMX
+    if (rows_fast && b0 + 32 <= nk) {
+      if (!pack_v_block(v.ptr(sq.b, sq.k0 + b0, hk, 0), v.stride(1), Dv, blk)) fin[b0 / kTileK] = 0;
+      std::fill(blk + Dv * 32, blk + Dvt * 32, std::uint16_t{0});
+      continue;
+    }
+#endif
     for (index_t jj = 0; jj < 32; ++jj) {
       if (b0 + jj < nk) {
         const bf16* src = v.ptr(sq.b, sq.k0 + b0 + jj, hk, 0);
@@ -97,14 +144,9 @@ inline void pack_amx_operands(FlashProblem& P, const SeqRange& sq, index_t seq,
       }
     }
     std::fill(blk + Dv * 32, blk + Dvt * 32, std::uint16_t{0});
-  }
-  std::uint8_t* fin = P.v_finite.data() + P.vf_off[item];
-  for (index_t t = 0; t * kTileK < nk; ++t) {  // padding is zeros, so whole blocks can be checked
-    const std::uint16_t* x = vt + t * kTileK * Dvt;
-    const index_t cnt = (std::min(nk32, (t + 1) * kTileK) - t * kTileK) * Dvt;
-    bool finite = true;
-    for (index_t i = 0; i < cnt; ++i) finite &= (x[i] & 0x7F80u) != 0x7F80u;
-    fin[t] = finite ? 1 : 0;
+    bool finite = true;  // (the padding is zeros)
+    for (index_t i = 0; i < 32 * Dvt; ++i) finite &= (blk[i] & 0x7F80u) != 0x7F80u;
+    if (!finite) fin[b0 / kTileK] = 0;
   }
 }
 
@@ -396,8 +438,10 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
     for (index_t i = 0; i < g; ++i)
       all_finite = all_finite && (!is_partial(cls[i]) || finite[t0 + i]);
     if (all_finite) {  // 32 value channels × 32 queries per block, 32 keys per step
-      for (index_t e0 = 0; e0 < Dvt; e0 += 32)
-        for (index_t qb = 0; qb < TQ; qb += 32)
+      // Query blocks outer: the jobs of a query block share its half of Pw (16 KB for 256
+      // keys) while it is in L1, and V streams (measured faster than V blocks outer).
+      for (index_t qb = 0; qb < TQ; qb += 32)
+        for (index_t e0 = 0; e0 < Dvt; e0 += 32)
           tq.push({vt + j0 * Dvt + e0 * 32, 64, Dvt * 64, Pw + qb, TQ * 4, 16 * TQ * 4, n2 / 32,
                    true, f.Ot + e0 * TQ + qb, TQ});
       std::swap(Pw, Pw_other);
