@@ -315,6 +315,13 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
     // over them: each row is a page of its own (stages/prefetch.hpp).
     for (index_t t = 0; t < std::min(kRowsAhead, L); ++t) prefetch_token<A>(p, c0 + t);
     const auto ahead = [&p, c0](index_t t) { prefetch_token<A>(p, c0 + t + kRowsAhead); };
+    // The next lockstep head's rows of these tokens, a quarter between each of the products
+    // below (a burst of them all would stall this head on the fill buffers).
+    const auto next_head_rows = [&p, c0, L ](index_t quarter) __attribute__((always_inline)) {
+      if (p.next_head == nullptr) return;
+      for (index_t t = c0 + quarter * L / 4; t < c0 + (quarter + 1) * L / 4; ++t)
+        prefetch_token<A>(*p.next_head, t);
+    };
     bool factored = false;
     if constexpr (key_channel) {  // gates, then q̂, k̂ in fp32 and the Grams' operands
       key_channel_cumulative_gates<A>(p.gate, c0, L, K, w.b, w.eb, ahead);
@@ -341,6 +348,7 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
         std::fill(w.b + L, w.b + Lp, w.b[L - 1]);
     }
     tile_gram<A, Shape, OutputTerms>(L, Lp, w, x, want_out, P::delta, factored);
+    next_head_rows(0);
     if constexpr (key_channel) {
       if (!factored) {  // k̂ ∘ e^{b} (k S0) and q̂ ∘ e^{b} (q S0), split (else key_channel_rows)
         if (P::delta) simd::pack_amx_a(L, Lp, K, key_channel_gated<A>(w.Kc, w), x.Kb, x.Kl, K);
@@ -375,6 +383,7 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
         const __m512 y = _mm512_fnmadd_ps(_mm512_set1_ps(f[t]), _mm512_loadu_ps(pu + t * V + c), v);
         return _mm512_mul_ps(_mm512_set1_ps(beta[t]), y);
       };
+      next_head_rows(1);
       simd::pack_amx_b(L, Lp, V, rhs, x.Fh, x.Fl, V);
       const auto lower = [tt = w.KK, C](std::int64_t t, std::int64_t c) {
         return load_first<A>(tt + t * C, c, t + 1);
@@ -383,8 +392,10 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
       simd::amx_gemm(Lp, V, Lp, {x.Ah, x.Al, Lp}, {x.Fh, x.Fl, V}, false, w.U, V,
                      simd::AmxBlocks::causal_inner);
     } else {
+      next_head_rows(1);
       additive_updates<A, P::weighted>(p.update, c0, L, vc, w);
     }
+    next_head_rows(2);
     simd::pack_amx_b(L, Lp, V, fp32_rows<A>(w.U, V), x.Uh,
                      key_channel ? x.Ul : output_b_lo<OutputTerms>(x.Ul), V);
     if (want_out) {
@@ -408,6 +419,7 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
                      simd::AmxBlocks::causal_inner);
       finish_outputs<A, P::running_sum>(L, w, rows_from<A>(o, c0), p.z, p.eps);
     }
+    next_head_rows(3);
     if (!p.update_state && !p.delta_out) continue;
     // ΔS on the tiles from zero, then S ← e^{b_L} ∘ S + ΔS in two rounded passes: the
     // chunk-parallel scheduler combines its pieces the same way, so both give the same bits

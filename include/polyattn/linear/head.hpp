@@ -63,6 +63,9 @@ struct HeadProblem {
   // keeps the chunk's keys Kc [T×K], updates U [T×V] and cumulative log gates b [T×bK] here,
   // all that a later commit of any prefix needs (CommitKernel).
   float* keep = nullptr;
+  // Lockstep heads (linear/scheduler.hpp): the head that runs the same tokens next, whose rows
+  // the tile chunk loop asks for while its own products run (stages/prefetch.hpp); or null.
+  const HeadProblem* next_head = nullptr;
 };
 
 // Scratch memory of one kernel call, owned by the caller.

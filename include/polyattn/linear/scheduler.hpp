@@ -192,6 +192,8 @@ void run_heads(const std::vector<Segment>& segs, const LinearDims& d, const Head
           auto p = problem(n, hv0 + h, off + s, len);
           p.state = e.state;
           p.z = e.z.empty() ? nullptr : e.z.data();
+          const auto next = h + 1 < heads ? problem(n, hv0 + h + 1, off + s, len) : p;
+          if (h + 1 < heads) p.next_head = &next;  // its rows are asked for meanwhile
           run_head<Algo>(p, scratch);
         }
       }
