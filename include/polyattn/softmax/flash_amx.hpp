@@ -174,7 +174,7 @@ struct AmxFrame {
 inline constexpr float kWeightExp2Poly[4] = {6.931136250e-01f, 2.402071059e-01f, 5.597688258e-02f,
                                              9.782912210e-03f};
 
-// 2^x for the softmax weights, which are rounded to bf16 (2⁻⁹) before P·V: the degree-3
+// 2^x for the softmax weights, which are rounded to bf16 (2⁻⁹) before P·V: the degree-4
 // polynomial above times 2^n (vscalefps, which saturates to 0 / inf instead of wrapping the
 // exponent, so no clamp is needed), 0 below −126 (as simd::exp2), NaN for NaN and for +inf.
 // 8 instructions against simd::exp2's 10. The weights and their sum l carry the same
@@ -392,14 +392,19 @@ POLYATTN_TARGET_AMX void flash_amx_tiles(const AmxFrame& f, const Bound& fz) {
       bool sure = !track;
       for (index_t v = 0; sure && v < TQ / W; ++v)
         sure = xsimd::all(sum[v] <= B(255.f)) && xsimd::none(mref[v] == B(ninf));
-      if (!sure && !track) {
-        exact_max();
-        mx_exact = true;
+      if (sure) {
+        kept = true;
+      } else {
+        if (!track) {
+          exact_max();
+          mx_exact = true;
+        }
+        bool grow = false;
+        for (index_t v = 0; v < TQ / W; ++v)
+          grow =
+              grow || xsimd::any((kx * mx[v] > mref[v] + B(kAmxLazyMax)) || xsimd::isnan(sum[v]));
+        kept = !grow;
       }
-      bool grow = false;
-      for (index_t v = 0; !sure && v < TQ / W; ++v)
-        grow = grow || xsimd::any((kx * mx[v] > mref[v] + B(kAmxLazyMax)) || xsimd::isnan(sum[v]));
-      kept = !grow;
     }
     if (!kept && !mx_exact) exact_max();
     bool rescale = false;
