@@ -124,7 +124,7 @@ inline void pack_amx_operands(FlashProblem& P, const SeqRange& sq, index_t seq,
   const index_t ntiles = (nk + kTileK - 1) / kTileK;
   std::fill(fin, fin + ntiles, std::uint8_t{1});
   // Whole blocks of contiguous rows a whole number of 32 channels wide go through pack_v_block.
-  const bool rows_fast = v.stride(3) == 1 && Dv % 32 == 0;
+  [[maybe_unused]] const bool rows_fast = v.stride(3) == 1 && Dv % 32 == 0;
   for (index_t b0 = 0; b0 < nk32; b0 += 32) {
     std::uint16_t* blk = vt + b0 * Dvt;  // [Dvt][32]
 #if POLYATTN_HAVE_AMX
