@@ -198,13 +198,6 @@ void tile_gram(index_t L, index_t Lp, const ChunkBuffers& w, const TileOperands&
   }
 }
 
-// Key-channel gates: the state pass's rows k̂_s ∘ e^{b_L − b_s}: in w.tmp already when the chunk
-// factorised (key_channel_rows), otherwise formed as the fp32 state pass forms them.
-template <simd::SimdArch A, GateShape Shape>
-const float* tile_state_keys(index_t L, const ChunkBuffers& w, bool factored) {
-  return factored ? w.tmp : gated_state_keys<A, Shape>(L, w);
-}
-
 // Rows t0 .. t0 + R − 1 (those below L) of unit_lower_inverse, at most NV vectors a row: the
 // terms of the rows finished before t0 for the R rows at once (R independent FMA chains per
 // vector, each T_s load shared), then row by row the terms of the group's own earlier rows.
@@ -427,13 +420,17 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
     simd::AmxA keys{x.Keh, nullptr, Lp};
     simd::AmxB updates{x.Fh, x.Fl, V};
     if constexpr (key_channel) {  // (k̂ ∘ e^{b_L − b})ᵀ, split, times U
-      const float* Ke = tile_state_keys<A, Shape>(L, w, factored);
-      simd::transpose_words(Lp, K, reinterpret_cast<const std::uint32_t*>(Ke), K,
-                            reinterpret_cast<std::uint32_t*>(w.Kt), C);  // columns L.. masked
-      const auto key_rows = [kt = w.Kt, C, L](std::int64_t i, std::int64_t c) {
-        return load_first<A>(kt + i * C, c, L);
-      };
-      simd::pack_amx_a(K, K, Lp, key_rows, x.Keh, x.Kel, Lp);
+      if (factored) {             // from the pairs of the rows pass
+        key_channel_state_keys<A>(Lp, w, x);
+      } else {
+        const float* Ke = gated_state_keys<A, Shape>(L, w);
+        simd::transpose_words(Lp, K, reinterpret_cast<const std::uint32_t*>(Ke), K,
+                              reinterpret_cast<std::uint32_t*>(w.Kt), C);  // columns L.. masked
+        const auto key_rows = [kt = w.Kt, C, L](std::int64_t i, std::int64_t c) {
+          return load_first<A>(kt + i * C, c, L);
+        };
+        simd::pack_amx_a(K, K, Lp, key_rows, x.Keh, x.Kel, Lp);
+      }
       keys.lo = x.Kel;
       updates = {x.Uh, x.Ul, V};
     } else {  // kᵀ (the input rows) times kn ∘ e^{b_L − b} ∘ U, split

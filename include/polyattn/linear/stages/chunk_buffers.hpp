@@ -2,7 +2,8 @@
 // chunked algorithm, carved out of the caller's Workspace. Row-major, leading dimension in
 // brackets:
 //   Q   [C×K] (K)   scale·q (L2-normalised when asked)       Kc  [C×K] (K)  keys (normalised)
-//   tmp [C×K] (K)   gated copies                             Kt  [K×C] (C)  Kᵀ (scalar gates)
+//   tmp [C×K] (K)   gated copies                             Kt  [K×C] (C)  Kᵀ (scalar gates),
+//                                                            or the tiles' state-key pairs
 //   QK  [C×C] (C)   gated Gram q·k, s ≤ t                    KK  [C×C] (C)  gated Gram k·k, s < t
 //   R   [C×(V+K)]   delta right-hand side [β v | β e^b k], solved in place into [Uc | W]
 //                   (wy_solve only: not carved for the AMX tiles, whose solve is their own)

@@ -8,12 +8,16 @@
 //                 Tb | Tl  = split(g_t)                the Grams' key operand
 //                 Qb | Ql  = split(Q_t ∘ eb_t)         queries of QK (want_qk; Ql only with lo)
 //                 Kb | Kl  = split(Kc_t ∘ eb_t)        keys of KK and of k S0 (want_kk)
-//                 tmp_t    = g_t ∘ eb_{L−1}            the state pass's keys k̂ ∘ e^{b_L − b}
+//                 Ke_t     = g_t ∘ eb_{L−1}            the state pass's keys k̂ ∘ e^{b_L − b},
+//                                                      as split pairs of rows (2p, 2p + 1)
 // split(x) = bf16(x) | bf16(x − bf16(x)) (core/simd/amx_gemm.hpp); rows L .. Lp of the bf16
 // operands are zero. e^{−b_t} is 1 / eb_t (rcp14 and one Newton step: the chunk factorises only
 // while every eb_t stays far above the flush threshold); every other value is the one the
 // per-operand passes formed before (cumulative_gates, load_queries_keys, the packs of tile_gram
-// and tile_state_keys), bit for bit.
+// and of the state keys), bit for bit. The pairs of Ke, word (p, i) = bf16 Ke_{2p,i} |
+// bf16 Ke_{2p+1,i} << 16, are Ke's B layout, so the same pairs transposed as words
+// (key_channel_state_keys) are the A operand Keᵀ of ΔS = Keᵀ U: no fp32 copy of Ke, no fp32
+// transposition and no separate pack.
 #pragma once
 
 #include <algorithm>
@@ -30,7 +34,8 @@ namespace polyattn::linear::stages {
 
 // The rows pass (header comment) over rows t < L of q and k, after key_channel_cumulative_gates
 // (gates.hpp) filled w.b and w.eb; the operands only when factored. QueryLo: whether Qb takes its
-// low half Ql.
+// low half Ql. The pairs of Ke go to w.Kt read as words: the high halves [Lp/2][K], then the low
+// halves [Lp/2][K] (pairs past row L zero); rows 2p and 2p + 1 pass through w.tmp's first two rows.
 template <simd::SimdArch A, bool QueryLo>
 POLYATTN_TARGET_AMX void key_channel_rows(index_t L, index_t Lp, const InRows& q, const InRows& k,
                                           float scale, bool l2norm, const ChunkBuffers& w,
@@ -40,6 +45,8 @@ POLYATTN_TARGET_AMX void key_channel_rows(index_t L, index_t Lp, const InRows& q
   const index_t K = w.K;
   const float* ebL = w.eb + (L - 1) * K;
   std::uint16_t* const ql = QueryLo ? x.Ql : nullptr;
+  std::uint32_t* const ke_hi = reinterpret_cast<std::uint32_t*>(w.Kt);
+  std::uint32_t* const ke_lo = ke_hi + Lp / 2 * K;
   for (index_t t = 0; t < L; ++t) {
     load_query_key_row<A>(t, K, q, k, scale, l2norm, w.Q, w.Kc, x.qn, x.kn);
     if (!factored) continue;
@@ -49,14 +56,26 @@ POLYATTN_TARGET_AMX void key_channel_rows(index_t L, index_t Lp, const InRows& q
       const __m512 r0 = _mm512_rcp14_ps(e);  // e^{−b} = 1 / e^{b}, one Newton step
       const B g = kc * B(_mm512_mul_ps(r0, _mm512_fnmadd_ps(e, r0, _mm512_set1_ps(2.f))));
       simd::store_amx_a(g, x.Tb + r + c, x.Tl + r + c);
-      (g * B::load_unaligned(ebL + c)).store_unaligned(w.tmp + r + c);
+      (g * B::load_unaligned(ebL + c)).store_unaligned(w.tmp + (t & 1) * K + c);
       if (want_qk)
         simd::store_amx_a(B::load_unaligned(w.Q + r + c) * e, x.Qb + r + c,
                           ql ? ql + r + c : nullptr);
       if (want_kk) simd::store_amx_a(kc * e, x.Kb + r + c, x.Kl + r + c);
     }
+    if (t % 2 == 1 || t == L - 1) {  // the pair of rows t − t % 2 and t (or zero past L)
+      const index_t pr = t / 2 * K;
+      for (index_t c = 0; c < K; c += 16) {
+        const __m512 x0 = _mm512_loadu_ps(w.tmp + c);
+        const __m512 x1 = t % 2 == 1 ? _mm512_loadu_ps(w.tmp + K + c) : _mm512_setzero_ps();
+        __m512i lo;
+        _mm512_storeu_si512(ke_hi + pr + c, simd::amx_pairs(x0, x1, &lo));
+        _mm512_storeu_si512(ke_lo + pr + c, lo);
+      }
+    }
   }
   if (!factored) return;
+  std::fill(ke_hi + (L + 1) / 2 * K, ke_hi + Lp / 2 * K, std::uint32_t{0});
+  std::fill(ke_lo + (L + 1) / 2 * K, ke_lo + Lp / 2 * K, std::uint32_t{0});
   const auto zero = [L, Lp, K](std::uint16_t* m) {
     if (m) std::fill(m + L * K, m + Lp * K, std::uint16_t{0});
   };
@@ -70,6 +89,18 @@ POLYATTN_TARGET_AMX void key_channel_rows(index_t L, index_t Lp, const InRows& q
     zero(x.Kb);
     zero(x.Kl);
   }
+}
+
+// The A operand of ΔS = Keᵀ U from the pairs key_channel_rows left in w.Kt: Keh and Kel
+// [K][Lp] bf16 are those pairs transposed as words.
+template <simd::SimdArch A>
+POLYATTN_TARGET_AMX void key_channel_state_keys(index_t Lp, const ChunkBuffers& w,
+                                                const TileOperands& x) {
+  const index_t K = w.K;
+  const auto* ke_hi = reinterpret_cast<const std::uint32_t*>(w.Kt);
+  simd::transpose_words(Lp / 2, K, ke_hi, K, reinterpret_cast<std::uint32_t*>(x.Keh), Lp / 2);
+  simd::transpose_words(Lp / 2, K, ke_hi + Lp / 2 * K, K, reinterpret_cast<std::uint32_t*>(x.Kel),
+                        Lp / 2);
 }
 
 }  // namespace polyattn::linear::stages
