@@ -263,24 +263,39 @@ POLYATTN_TARGET_AMX void unit_lower_inverse(index_t L, float* m, index_t ld, con
 
 // S ← e^{b_L} ∘ S + ΔS in one pass with the two roundings of the fp32 state pass (scale, then add;
 // the asm barrier keeps the compiler from fusing them into one FMA), so the bits equal the
-// chunk-parallel scheduler's combine.
+// chunk-parallel scheduler's combine. With Sh non-null, the new S also goes out as the split
+// pairs that the next chunk's products take (pack_amx_b of S: rows 2p and 2p + 1 together).
 template <simd::SimdArch A, GateShape Shape>
 POLYATTN_TARGET_AMX void add_to_decayed_state(index_t L, const ChunkBuffers& w, float* S,
-                                              const float* dS) {
+                                              const float* dS, std::uint32_t* Sh,
+                                              std::uint32_t* Sl) {
   const float* ebL = w.eb + (L - 1) * w.bK;
-  for (index_t i = 0; i < w.K; ++i) {
-    const __m512 a = _mm512_set1_ps(Shape == GateShape::None         ? 1.f
-                                    : Shape == GateShape::KeyChannel ? ebL[i]
-                                                                     : ebL[0]);
-    float* row = S + i * w.V;
-    const float* d = dS + i * w.V;
-    for (index_t j = 0; j < w.V; j += 16) {
-      __m512 r = _mm512_loadu_ps(row + j);
-      if constexpr (Shape != GateShape::None) {
-        r = _mm512_mul_ps(r, a);
-        asm("" : "+v"(r));
-      }
-      _mm512_storeu_ps(row + j, _mm512_add_ps(r, _mm512_loadu_ps(d + j)));
+  const index_t V = w.V;
+  const auto factor = [ebL](index_t i) {
+    return _mm512_set1_ps(Shape == GateShape::None         ? 1.f
+                          : Shape == GateShape::KeyChannel ? ebL[i]
+                                                           : ebL[0]);
+  };
+  const auto next = [](float* row, const float* d, __m512 a) {
+    __m512 r = _mm512_loadu_ps(row);
+    if constexpr (Shape != GateShape::None) {
+      r = _mm512_mul_ps(r, a);
+      asm("" : "+v"(r));
+    }
+    r = _mm512_add_ps(r, _mm512_loadu_ps(d));
+    _mm512_storeu_ps(row, r);
+    return r;
+  };
+  for (index_t i = 0; i < w.K; i += 2) {  // K is even (a multiple of 32 on the tiles)
+    const __m512 a0 = factor(i), a1 = factor(i + 1);
+    float *r0 = S + i * V, *r1 = r0 + V;
+    const float *d0 = dS + i * V, *d1 = d0 + V;
+    for (index_t j = 0; j < V; j += 16) {
+      const __m512 x0 = next(r0 + j, d0 + j, a0), x1 = next(r1 + j, d1 + j, a1);
+      if (Sh == nullptr) continue;
+      __m512i lo;
+      _mm512_storeu_si512(Sh + i / 2 * V + j, simd::amx_pairs(x0, x1, &lo));
+      _mm512_storeu_si512(Sl + i / 2 * V + j, lo);
     }
   }
 }
@@ -301,6 +316,7 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
   const bool want_out = p.o != nullptr;
   const InRows q{p.q, p.q_st, p.q_type}, k{p.k, p.k_st, p.k_type}, v{p.v, p.v_st, p.v_type};
   const OutRows o{p.o, p.o_st, p.o_type};
+  bool state_pairs_ready = false;  // x.Sh / x.Sl hold S as pairs
   for (index_t c0 = 0; c0 < p.T; c0 += chunk) {
     const index_t L = std::min(chunk, p.T - c0), Lp = (L + 31) / 32 * 32;
     const InRows qc = rows_from<A>(q, c0), kc = rows_from<A>(k, c0), vc = rows_from<A>(v, c0);
@@ -350,8 +366,11 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
                            output_a_lo<OutputTerms>(x.Ql), K);
       }
     }
-    if (P::delta || want_out)  // S0 as pairs, split: right operand of k S0 and q S0
+    // S0 as pairs, split: right operand of k S0 and q S0 (the previous chunk's state pass
+    // left them when it ran)
+    if ((P::delta || want_out) && !state_pairs_ready)
       simd::pack_amx_b(K, K, V, fp32_rows<A>(S, V), x.Sh, x.Sl, V);
+    state_pairs_ready = false;
     if constexpr (P::delta) {
       update_betas<A>(p.update, c0, w.beta, L);
       // U = T (β ∘ (V − e^{b} ∘ K̂ S0)) with T = (I + tril(β·KK, −1))⁻¹ (header comment).
@@ -371,7 +390,8 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
         f[t] = key_channel ? 1.f : x.kn[t];
         if constexpr (Shape == GateShape::Scalar) f[t] *= w.eb[t];
       }
-      const auto rhs = [&vc, pu = w.U, f, beta = w.beta, V](std::int64_t t, std::int64_t c) {
+      const auto rhs = [&vc, pu = w.U, f, beta = w.beta, V, L](std::int64_t t, std::int64_t c) {
+        if (c == 0 && t + kRowsNear < L) prefetch_row<A>(vc, t + kRowsNear, V);
         const __m512 v = simd::load_float<A>(static_cast<const bf16*>(vc.data) + t * vc.stride + c);
         const __m512 y = _mm512_fnmadd_ps(_mm512_set1_ps(f[t]), _mm512_loadu_ps(pu + t * V + c), v);
         return _mm512_mul_ps(_mm512_set1_ps(beta[t]), y);
@@ -410,7 +430,11 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
       simd::amx_gemm(Lp, V, Lp, {x.Ah, output_a_lo<OutputTerms>(x.Al), Lp},
                      {x.Uh, output_b_lo<OutputTerms>(x.Ul), V}, true, w.O, V,
                      simd::AmxBlocks::causal_inner);
-      finish_outputs<A, P::running_sum>(L, w, rows_from<A>(o, c0), p.z, p.eps);
+      const OutRows oc = rows_from<A>(o, c0);
+      finish_outputs<A, P::running_sum>(
+          L, w, oc, p.z, p.eps, [&oc, L, V ](index_t t) __attribute__((always_inline)) {
+            if (t + kRowsNear < L) prefetch_row<A>(oc, t + kRowsNear, V);
+          });
     }
     next_head_rows(3);
     if (!p.update_state && !p.delta_out) continue;
@@ -451,7 +475,8 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
       chunk_decay<A, Shape>(L, w, p.decay_out);
       continue;
     }
-    add_to_decayed_state<A, Shape>(L, w, S, dS);
+    state_pairs_ready = (P::delta || want_out) && c0 + chunk < p.T;
+    add_to_decayed_state<A, Shape>(L, w, S, dS, state_pairs_ready ? x.Sh : nullptr, x.Sl);
   }
 }
 

@@ -26,6 +26,7 @@
 #include "polyattn/core/simd/amx_gemm.hpp"
 #include "polyattn/linear/stages/chunk_buffers.hpp"
 #include "polyattn/linear/stages/chunk_inputs.hpp"
+#include "polyattn/linear/stages/prefetch.hpp"
 #include "polyattn/linear/stages/rows.hpp"
 
 #if POLYATTN_HAVE_AMX
@@ -48,6 +49,10 @@ POLYATTN_TARGET_AMX void key_channel_rows(index_t L, index_t Lp, const InRows& q
   std::uint32_t* const ke_hi = reinterpret_cast<std::uint32_t*>(w.Kt);
   std::uint32_t* const ke_lo = ke_hi + Lp / 2 * K;
   for (index_t t = 0; t < L; ++t) {
+    if (t + kRowsNear < L) {  // back into L1: the chunk's rows outgrow it after the gates pass
+      prefetch_row<A>(q, t + kRowsNear, K);
+      prefetch_row<A>(k, t + kRowsNear, K);
+    }
     load_query_key_row<A>(t, K, q, k, scale, l2norm, w.Q, w.Kc, x.qn, x.kn);
     if (!factored) continue;
     const index_t r = t * K;

@@ -14,18 +14,21 @@
 #include "polyattn/core/simd/gemm.hpp"
 #include "polyattn/core/simd/ops.hpp"
 #include "polyattn/linear/stages/chunk_buffers.hpp"
+#include "polyattn/linear/stages/chunk_inputs.hpp"
 #include "polyattn/linear/stages/gram.hpp"
 #include "polyattn/linear/stages/rows.hpp"
 
 namespace polyattn::linear::stages {
 
 // The output rows of a chunk from w.O: divided by Q_t·z + eps after z ← z + k_t with the Sum
-// normaliser, and written to o (rounded to o's type).
-template <simd::SimdArch A, bool RunningSum>
-void finish_outputs(index_t L, const ChunkBuffers& w, const OutRows& o, float* z, float eps) {
+// normaliser, and written to o (rounded to o's type); ahead(t) runs before row t (prefetches).
+template <simd::SimdArch A, bool RunningSum, class Ahead = NoAhead>
+void finish_outputs(index_t L, const ChunkBuffers& w, const OutRows& o, float* z, float eps,
+                    const Ahead& ahead = {}) {
   using B = simd::batch_t<A>;
   const index_t K = w.K, V = w.V;
   for (index_t t = 0; t < L; ++t) {
+    ahead(t);
     if (!RunningSum && o.type != Dtype::f32) {  // rounded straight from w.O's row
       finish_row<A>(o, t, w.O + t * V, V);
       continue;

@@ -22,6 +22,11 @@ namespace polyattn::linear::stages {
 // the loop's pace (KDA's non-tile time −9 %, Gated DeltaNet's −2 % on the development VM).
 inline constexpr index_t kRowsAhead = 8;
 
+// Tokens a later pass over a chunk's rows asks ahead: the chunk's rows (about 96 KB for KDA at
+// K = V = 128 in bf16) no longer fit in L1 once the first pass is done, so each later pass
+// brings its rows back from L2 a few tokens ahead of use.
+inline constexpr index_t kRowsNear = 4;
+
 template <simd::SimdArch A, class P>
 POLYATTN_ALWAYS_INLINE void prefetch_token(const HeadProblem<P>& p, index_t t) noexcept {
   if (t >= p.T) return;
