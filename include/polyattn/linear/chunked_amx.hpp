@@ -80,7 +80,7 @@ TileOperands carve_tile_operands(float* base, index_t C, index_t K, index_t V) n
   x.Ul = static_cast<std::uint32_t*>(take(C * V));
   x.Fh = static_cast<std::uint32_t*>(take(C * V));
   x.Fl = static_cast<std::uint32_t*>(take(C * V));
-  x.dS = static_cast<float*>(take(2 * K * V));
+  x.dS = static_cast<float*>(take(2 * 32 * 32));
   x.qn = static_cast<float*>(take(2 * C));
   x.kn = static_cast<float*>(take(2 * C));
   return x;
@@ -261,14 +261,17 @@ POLYATTN_TARGET_AMX void unit_lower_inverse(index_t L, float* m, index_t ld, con
   }
 }
 
-// S ← e^{b_L} ∘ S + ΔS in one pass with the two roundings of the fp32 state pass (scale, then add;
-// the asm barrier keeps the compiler from fusing them into one FMA), so the bits equal the
-// chunk-parallel scheduler's combine. With Sh non-null, the new S also goes out as the split
-// pairs that the next chunk's products take (pack_amx_b of S: rows 2p and 2p + 1 together).
+// S ← e^{b_L} ∘ S + ΔS with ΔS = Keᵀ U formed on the tiles one 32 × 32 block at a time into d (a
+// 4 KB buffer) and added to S's block while it is in L1. The add keeps the two roundings of the
+// fp32 state pass (scale, then add; the asm barrier keeps the compiler from fusing them into one
+// FMA), so the bits equal the chunk-parallel scheduler's combine of a ΔS formed whole. With Sh
+// non-null, the new S also goes out as the split pairs that the next chunk's products take
+// (pack_amx_b of S: rows 2p and 2p + 1 together).
 template <simd::SimdArch A, GateShape Shape>
-POLYATTN_TARGET_AMX void add_to_decayed_state(index_t L, const ChunkBuffers& w, float* S,
-                                              const float* dS, std::uint32_t* Sh,
-                                              std::uint32_t* Sl) {
+POLYATTN_TARGET_AMX void update_state_on_tiles(index_t L, index_t Lp, const ChunkBuffers& w,
+                                               const simd::AmxA& keys, const simd::AmxB& updates,
+                                               float* S, float* d, std::uint32_t* Sh,
+                                               std::uint32_t* Sl) {
   const float* ebL = w.eb + (L - 1) * w.bK;
   const index_t V = w.V;
   const auto factor = [ebL](index_t i) {
@@ -276,27 +279,72 @@ POLYATTN_TARGET_AMX void add_to_decayed_state(index_t L, const ChunkBuffers& w, 
                           : Shape == GateShape::KeyChannel ? ebL[i]
                                                            : ebL[0]);
   };
-  const auto next = [](float* row, const float* d, __m512 a) {
+  const auto next = [](float* row, const float* dr, __m512 a) {
     __m512 r = _mm512_loadu_ps(row);
     if constexpr (Shape != GateShape::None) {
       r = _mm512_mul_ps(r, a);
       asm("" : "+v"(r));
     }
-    r = _mm512_add_ps(r, _mm512_loadu_ps(d));
+    r = _mm512_add_ps(r, _mm512_loadu_ps(dr));
     _mm512_storeu_ps(row, r);
     return r;
   };
-  for (index_t i = 0; i < w.K; i += 2) {  // K is even (a multiple of 32 on the tiles)
-    const __m512 a0 = factor(i), a1 = factor(i + 1);
-    float *r0 = S + i * V, *r1 = r0 + V;
-    const float *d0 = dS + i * V, *d1 = d0 + V;
-    for (index_t j = 0; j < V; j += 16) {
-      const __m512 x0 = next(r0 + j, d0 + j, a0), x1 = next(r1 + j, d1 + j, a1);
-      if (Sh == nullptr) continue;
-      __m512i lo;
-      _mm512_storeu_si512(Sh + i / 2 * V + j, simd::amx_pairs(x0, x1, &lo));
-      _mm512_storeu_si512(Sl + i / 2 * V + j, lo);
+  for (index_t j0 = 0; j0 < V; j0 += 32)  // amx_gemm's block order
+    for (index_t i0 = 0; i0 < w.K; i0 += 32) {
+      simd::amx_gemm_block(keys, updates, i0, j0, Lp, false, d, 32);
+      for (index_t i = i0; i < i0 + 32; i += 2) {
+        const __m512 a0 = factor(i), a1 = factor(i + 1);
+        float *r0 = S + i * V + j0, *r1 = r0 + V;
+        const float* d0 = d + (i - i0) * 32;
+        for (index_t j = 0; j < 32; j += 16) {
+          const __m512 x0 = next(r0 + j, d0 + j, a0), x1 = next(r1 + j, d0 + 32 + j, a1);
+          if (Sh == nullptr) continue;
+          __m512i lo;
+          _mm512_storeu_si512(Sh + i / 2 * V + j0 + j, simd::amx_pairs(x0, x1, &lo));
+          _mm512_storeu_si512(Sl + i / 2 * V + j0 + j, lo);
+        }
+      }
     }
+}
+
+// The delta rule's right-hand side Y_t = β_t (v_t − f_t P_t) for t < L (zero rows to Lp), with
+// P = Ka · S0 formed on the tiles one 32 × 32 block at a time into P (a 4 KB buffer) and Y's
+// block packed split into Fh / Fl (the pairs of pack_amx_b) while P's block is in L1; with O
+// non-null also O = Qa · S0, sharing each S0 panel. v rows are bf16 (vc), asked for
+// kRowsNear rows ahead.
+template <simd::SimdArch A>
+POLYATTN_TARGET_AMX void delta_rhs_on_tiles(index_t L, index_t Lp, index_t K, index_t V,
+                                            const simd::AmxA& ka, const simd::AmxB& s0,
+                                            const simd::AmxA& qa, float* O, const InRows& vc,
+                                            const float* f, const float* beta, float* P,
+                                            std::uint32_t* Fh, std::uint32_t* Fl) {
+  const auto* vrows = static_cast<const bf16*>(vc.data);
+  const auto y = [&](index_t t, index_t j0, index_t j, const float* pr) {
+    if (t >= L) return _mm512_setzero_ps();
+    const __m512 v = simd::load_float<A>(vrows + t * vc.stride + j0 + j);
+    const __m512 r = _mm512_fnmadd_ps(_mm512_set1_ps(f[t]), _mm512_loadu_ps(pr + j), v);
+    return _mm512_mul_ps(_mm512_set1_ps(beta[t]), r);
+  };
+  for (index_t j0 = 0; j0 < V; j0 += 32) {  // amx_gemm's block order
+    for (index_t i0 = 0; i0 < Lp; i0 += 32) {
+      simd::amx_gemm_block(ka, s0, i0, j0, K, false, P, 32);
+      for (index_t t = i0; t < i0 + 32; t += 2) {
+        if (j0 == 0 && t + kRowsNear < L) {
+          prefetch_row<A>(vc, t + kRowsNear, V);
+          if (t + 1 + kRowsNear < L) prefetch_row<A>(vc, t + 1 + kRowsNear, V);
+        }
+        const float* p0 = P + (t - i0) * 32;
+        for (index_t j = 0; j < 32; j += 16) {
+          __m512i lo;
+          const __m512i hi = simd::amx_pairs(y(t, j0, j, p0), y(t + 1, j0, j, p0 + 32), &lo);
+          _mm512_storeu_si512(Fh + t / 2 * V + j0 + j, hi);
+          _mm512_storeu_si512(Fl + t / 2 * V + j0 + j, lo);
+        }
+      }
+    }
+    if (O)
+      for (index_t i0 = 0; i0 < Lp; i0 += 32)
+        simd::amx_gemm_block(qa, s0, i0, j0, K, false, O + i0 * V + j0, V);
   }
 }
 
@@ -375,29 +423,21 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
       update_betas<A>(p.update, c0, w.beta, L);
       // U = T (β ∘ (V − e^{b} ∘ K̂ S0)) with T = (I + tril(β·KK, −1))⁻¹ (header comment).
       unit_lower_inverse<A>(L, w.KK, C, w.beta);  // T in w.KK
-      if constexpr (key_channel) {  // (k̂ ∘ e^{b}) S0 and (q̂ ∘ e^{b}) S0 for the output, split
-        simd::amx_gemm(
-            Lp, V, K, {x.Kb, x.Kl, K}, {x.Sh, x.Sl, V}, false, w.U, V, simd::AmxBlocks::all,
-            {x.Qb, output_a_lo<OutputTerms>(x.Ql), K, OutputTerms >= 2}, want_out ? w.O : nullptr);
-      } else {  // k S0 (and q S0 for the output) on the input rows; row factors go on below
-        simd::amx_gemm(Lp, V, K, {x.Kb, nullptr, K}, {x.Sh, x.Sl, V}, false, w.U, V,
-                       simd::AmxBlocks::all, {x.Qb, nullptr, K, OutputTerms >= 2},
-                       want_out ? w.O : nullptr);
-      }
-      // Y_t = β_t (v_t − f_t P_t), formed as it is packed (P_t in w.U, v_t read bf16).
+      // Y_t = β_t (v_t − f_t P_t) with P = k S0 (key-channel gates: (k̂ ∘ e^{b}) S0, split),
+      // formed block by block as the tiles give P and packed split into Fh / Fl; beside it
+      // q S0 ((q̂ ∘ e^{b}) S0) into w.O for the output.
       float* f = w.extra;
       for (index_t t = 0; t < L; ++t) {
         f[t] = key_channel ? 1.f : x.kn[t];
         if constexpr (Shape == GateShape::Scalar) f[t] *= w.eb[t];
       }
-      const auto rhs = [&vc, pu = w.U, f, beta = w.beta, V, L](std::int64_t t, std::int64_t c) {
-        if (c == 0 && t + kRowsNear < L) prefetch_row<A>(vc, t + kRowsNear, V);
-        const __m512 v = simd::load_float<A>(static_cast<const bf16*>(vc.data) + t * vc.stride + c);
-        const __m512 y = _mm512_fnmadd_ps(_mm512_set1_ps(f[t]), _mm512_loadu_ps(pu + t * V + c), v);
-        return _mm512_mul_ps(_mm512_set1_ps(beta[t]), y);
-      };
       next_head_rows(1);
-      simd::pack_amx_b(L, Lp, V, rhs, x.Fh, x.Fl, V);
+      const simd::AmxA keys_a =
+          key_channel ? simd::AmxA{x.Kb, x.Kl, K} : simd::AmxA{x.Kb, nullptr, K};
+      const simd::AmxA queries_a{x.Qb, key_channel ? output_a_lo<OutputTerms>(x.Ql) : nullptr, K,
+                                 OutputTerms >= 2};
+      delta_rhs_on_tiles<A>(L, Lp, K, V, keys_a, {x.Sh, x.Sl, V}, queries_a,
+                            want_out ? w.O : nullptr, vc, f, w.beta, x.dS, x.Fh, x.Fl);
       const auto lower = [tt = w.KK, C](std::int64_t t, std::int64_t c) {
         return load_first<A>(tt + t * C, c, t + 1);
       };
@@ -438,8 +478,8 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
     }
     next_head_rows(3);
     if (!p.update_state && !p.delta_out) continue;
-    // ΔS on the tiles from zero, then S ← e^{b_L} ∘ S + ΔS in two rounded passes: the
-    // chunk-parallel scheduler combines its pieces the same way, so both give the same bits
+    // ΔS on the tiles from zero, then S ← e^{b_L} ∘ S + ΔS in two rounded steps, block by block:
+    // the chunk-parallel scheduler combines its pieces the same way, so both give the same bits
     // (scheduler.hpp).
     simd::AmxA keys{x.Keh, nullptr, Lp};
     simd::AmxB updates{x.Fh, x.Fl, V};
@@ -469,14 +509,14 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
       };
       simd::pack_amx_b(L, Lp, V, scaled, x.Fh, x.Fl, V);
     }
-    float* dS = p.delta_out ? p.delta_out : x.dS;
-    simd::amx_gemm(K, V, Lp, keys, updates, false, dS, V);
     if (p.delta_out) {
+      simd::amx_gemm(K, V, Lp, keys, updates, false, p.delta_out, V);
       chunk_decay<A, Shape>(L, w, p.decay_out);
       continue;
     }
     state_pairs_ready = (P::delta || want_out) && c0 + chunk < p.T;
-    add_to_decayed_state<A, Shape>(L, w, S, dS, state_pairs_ready ? x.Sh : nullptr, x.Sl);
+    update_state_on_tiles<A, Shape>(L, Lp, w, keys, updates, S, x.dS,
+                                    state_pairs_ready ? x.Sh : nullptr, x.Sl);
   }
 }
 

@@ -11,6 +11,8 @@
 //   bf16_rows_from_pairs(m, n, pairs, dst)               those pairs split back into the bf16
 //                                                        rows of the transpose (an A operand)
 //   amx_gemm(M, N, Kd, a, b, accumulate, c, ldc, blocks) C [M × N] fp32 (=, +=) A [M × Kd] · B
+//   amx_gemm_block(a, b, i0, j0, kd, accumulate, c, ldc) one 32 × 32 block of it (for callers
+//                                                        that consume each block while in L1)
 // M, N and Kd are multiples of 32 (the callers pad with zero rows / columns). `row(r, c)` gives
 // the 16 floats of row r from column c (c a multiple of 16) for r < rows; rows from `rows` to
 // rows_p are zero. Each operand is bf16 (nearest even, subnormals flushed as the tiles do) or,
@@ -152,13 +154,29 @@ POLYATTN_TARGET_AMX inline void bf16_rows_from_pairs(std::int64_t m, std::int64_
     }
 }
 
+// One 32 × 32 block of C (=, +=) A · B: rows i0 .. i0 + 31, columns j0 .. j0 + 31, the inner sum
+// over kd (a multiple of 32), with amx_gemm's terms in amx_gemm's order; C's block at c (ldc).
+POLYATTN_TARGET_AMX inline void amx_gemm_block(const AmxA& a, const AmxB& b, std::int64_t i0,
+                                               std::int64_t j0, std::int64_t kd, bool accumulate,
+                                               float* c, std::int64_t ldc) {
+  const std::int64_t ldb = b.ld * 4, b_step = 16 * ldb;
+  AmxTerm terms[3];
+  int n = 0;
+  const auto add = [&](const std::uint16_t* ap, const std::uint32_t* bp) {
+    terms[n++] = {ap + i0 * a.ld, a.ld * 2, 64, bp + j0, ldb, b_step, kd / 32};
+  };
+  add(a.hi, b.hi);
+  if (b.lo && a.with_b_lo) add(a.hi, b.lo);
+  if (a.lo) add(a.lo, b.hi);
+  amx_block_sum(terms, n, accumulate, c, ldc);
+}
+
 // With a second A operand a2 (rows M as well) and c2: also C2 (=, +=) A2 · B, sharing each B
 // panel while it is in L1.
 POLYATTN_TARGET_AMX inline void amx_gemm(std::int64_t M, std::int64_t N, std::int64_t Kd,
                                          const AmxA& a, const AmxB& b, bool accumulate, float* c,
                                          std::int64_t ldc, AmxBlocks blocks = AmxBlocks::all,
                                          const AmxA& a2 = {}, float* c2 = nullptr) {
-  const std::int64_t ldb = b.ld * 4, b_step = 16 * ldb;
   // Column blocks outside, so that a B panel (Kd × 32, both halves) is read from L2 once and
   // stays in L1 for every row block; A (the chunk's rows) is the smaller operand.
   for (std::int64_t j0 = 0; j0 < N; j0 += 32) {
@@ -167,15 +185,7 @@ POLYATTN_TARGET_AMX inline void amx_gemm(std::int64_t M, std::int64_t N, std::in
       float* cg = g == 0 ? c : c2;
       for (std::int64_t i0 = blocks == AmxBlocks::lower ? j0 : 0; i0 < M; i0 += 32) {
         const std::int64_t kd = blocks == AmxBlocks::causal_inner ? std::min(Kd, i0 + 32) : Kd;
-        AmxTerm terms[3];
-        int n = 0;
-        const auto add = [&](const std::uint16_t* ap, const std::uint32_t* bp) {
-          terms[n++] = {ap + i0 * ag.ld, ag.ld * 2, 64, bp + j0, ldb, b_step, kd / 32};
-        };
-        add(ag.hi, b.hi);
-        if (b.lo && ag.with_b_lo) add(ag.hi, b.lo);
-        if (ag.lo) add(ag.lo, b.hi);
-        amx_block_sum(terms, n, accumulate, cg + i0 * ldc + j0, ldc);
+        amx_gemm_block(ag, b, i0, j0, kd, accumulate, cg + i0 * ldc + j0, ldc);
       }
     }
   }

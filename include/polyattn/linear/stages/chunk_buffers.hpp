@@ -24,7 +24,7 @@
 //   Uh, Ul     [C/2×V]      the chunk's updates as pairs, split
 //   Fh, Fl     [C/2×V]      the delta rule's right-hand side, then the updates times
 //                           e^{b_L − b} (scalar gates), split
-//   dS         [K×V] fp32   the chunk's state contribution (e^{b_L − b} ∘ K)ᵀ U
+//   dS         [32×32] fp32 one block of the chunk's state contribution (e^{b_L − b} ∘ K)ᵀ U
 //   qn, kn     [C] fp32     the row factors of the queries and keys (scale, L2 norms)
 #pragma once
 
@@ -88,7 +88,7 @@ struct TileOperands {
   // Floats (32-bit words) of the operands for chunks of up to C tokens, with the alignment slack.
   static constexpr std::size_t floats(index_t C, index_t K, index_t V) {
     return 6 * line_words(C * K) + 2 * line_words(C * C) + 4 * line_words(K * C) +
-           2 * line_words(K * V) + 4 * line_words(C * V) + line_words(2 * K * V) +
+           2 * line_words(K * V) + 4 * line_words(C * V) + line_words(2 * 32 * 32) +
            2 * line_words(2 * C) + 16;
   }
 };
