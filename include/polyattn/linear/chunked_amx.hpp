@@ -384,7 +384,7 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
       key_channel_cumulative_gates<A>(p.gate, c0, L, K, w.b, w.eb, ahead);
       factored = factorises<A>(L, w);
       key_channel_rows<A, OutputTerms == 3>(L, Lp, qc, kc, p.scale, p.qk_l2norm, w, x, factored,
-                                            want_out, P::delta);
+                                            want_out, P::delta, P::running_sum);
     } else {
       if constexpr (P::running_sum)  // q̂, k̂ in fp32 for the normaliser
         load_queries_keys<A>(L, K, qc, kc, p.scale, p.qk_l2norm, w.Q, w.Kc, x.qn, x.kn, ahead);

@@ -3,7 +3,9 @@
 // instead of a pass per operand over the whole chunk:
 //   gates pass  b_t = b_{t−1} + γ_t,  eb_t = e^{b_t} (0 below e^kFlushLog)
 //                                           (gates.hpp: key_channel_cumulative_gates)
-//   rows pass   Q_t = qn_t q_t,  Kc_t = kn_t k_t                       (load_query_key_row)
+//   rows pass   Q_t = qn_t q_t,  Kc_t = kn_t k_t                       (load_query_key_row's,
+//                                                      in registers when factored and no later
+//                                                      stage reads them from w.Q / w.Kc)
 //               and, when the chunk factorises (gram.hpp: factorises), with g_t = Kc_t ∘ e^{−b_t}:
 //                 Tb | Tl  = split(g_t)                the Grams' key operand
 //                 Qb | Ql  = split(Q_t ∘ eb_t)         queries of QK (want_qk; Ql only with lo)
@@ -21,6 +23,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "polyattn/core/simd/amx_gemm.hpp"
@@ -33,39 +36,81 @@
 
 namespace polyattn::linear::stages {
 
-// The rows pass (header comment) over rows t < L of q and k, after key_channel_cumulative_gates
-// (gates.hpp) filled w.b and w.eb; the operands only when factored. QueryLo: whether Qb takes its
-// low half Ql. The pairs of Ke go to w.Kt read as words: the high halves [Lp/2][K], then the low
-// halves [Lp/2][K] (pairs past row L zero); rows 2p and 2p + 1 pass through w.tmp's first two rows.
+// Σ x_i² over the K values of a bf16 row, in simd::dot's order (four accumulators over whole
+// groups of four vectors, the rest into the first; (a0 + a1) + (a2 + a3), then the lanes), so
+// that the row factors equal load_query_key_row's (chunk_inputs.hpp) bit for bit.
+template <simd::SimdArch A>
+POLYATTN_TARGET_AMX float bf16_row_norm2(const bf16* x, index_t K) {
+  using B = simd::batch_t<A>;
+  constexpr index_t W = B::size;
+  B acc[4] = {B(0.f), B(0.f), B(0.f), B(0.f)};
+  index_t c = 0;
+  for (; c + 4 * W <= K; c += 4 * W)
+    for (index_t m = 0; m < 4; ++m) {
+      const B v = simd::load_float<A>(x + c + m * W);
+      acc[m] = simd::fma(v, v, acc[m]);
+    }
+  for (; c < K; c += W) {
+    const B v = simd::load_float<A>(x + c);
+    acc[0] = simd::fma(v, v, acc[0]);
+  }
+  return simd::reduce_add((acc[0] + acc[1]) + (acc[2] + acc[3]));
+}
+
+// The rows pass (header comment) over rows t < L of q and k (bf16: the tiles' inputs), after
+// key_channel_cumulative_gates (gates.hpp) filled w.b and w.eb; the operands only when factored.
+// QueryLo: whether Qb takes its low half Ql. The pairs of Ke go to w.Kt read as words: the high
+// halves [Lp/2][K], then the low halves [Lp/2][K] (pairs past row L zero); rows 2p and 2p + 1
+// pass through w.tmp's first two rows. Q̂ and K̂ go to w.Q and w.Kc only where a later stage reads
+// them (not factored, or fp32_rows: a normaliser's); else each row of them is formed in registers
+// from the bf16 row, which the first loop over it (its norms) left in L1.
 template <simd::SimdArch A, bool QueryLo>
 POLYATTN_TARGET_AMX void key_channel_rows(index_t L, index_t Lp, const InRows& q, const InRows& k,
                                           float scale, bool l2norm, const ChunkBuffers& w,
                                           const TileOperands& x, bool factored, bool want_qk,
-                                          bool want_kk) {
+                                          bool want_kk, bool fp32_rows) {
   using B = simd::batch_t<A>;
   const index_t K = w.K;
   const float* ebL = w.eb + (L - 1) * K;
   std::uint16_t* const ql = QueryLo ? x.Ql : nullptr;
   std::uint32_t* const ke_hi = reinterpret_cast<std::uint32_t*>(w.Kt);
   std::uint32_t* const ke_lo = ke_hi + Lp / 2 * K;
+  // The operands of Q̂, K̂ lanes c .. c + 15 of row t (at r = t·K) with e = e^{b_t} there.
+  const auto operands = [&](index_t t, index_t r, index_t c, B qc, B kc)
+      __attribute__((always_inline)) {
+    const B e = B::load_unaligned(w.eb + r + c);
+    const __m512 r0 = _mm512_rcp14_ps(e);  // e^{−b} = 1 / e^{b}, one Newton step
+    const B g = kc * B(_mm512_mul_ps(r0, _mm512_fnmadd_ps(e, r0, _mm512_set1_ps(2.f))));
+    simd::store_amx_a(g, x.Tb + r + c, x.Tl + r + c);
+    (g * B::load_unaligned(ebL + c)).store_unaligned(w.tmp + (t & 1) * K + c);
+    if (want_qk) simd::store_amx_a(qc * e, x.Qb + r + c, ql ? ql + r + c : nullptr);
+    if (want_kk) simd::store_amx_a(kc * e, x.Kb + r + c, x.Kl + r + c);
+  };
+  const auto* qb = static_cast<const bf16*>(q.data);
+  const auto* kb = static_cast<const bf16*>(k.data);
   for (index_t t = 0; t < L; ++t) {
     if (t + kRowsNear < L) {  // back into L1: the chunk's rows outgrow it after the gates pass
       prefetch_row<A>(q, t + kRowsNear, K);
       prefetch_row<A>(k, t + kRowsNear, K);
     }
-    load_query_key_row<A>(t, K, q, k, scale, l2norm, w.Q, w.Kc, x.qn, x.kn);
-    if (!factored) continue;
     const index_t r = t * K;
-    for (index_t c = 0; c < K; c += 16) {
-      const B kc = B::load_unaligned(w.Kc + r + c), e = B::load_unaligned(w.eb + r + c);
-      const __m512 r0 = _mm512_rcp14_ps(e);  // e^{−b} = 1 / e^{b}, one Newton step
-      const B g = kc * B(_mm512_mul_ps(r0, _mm512_fnmadd_ps(e, r0, _mm512_set1_ps(2.f))));
-      simd::store_amx_a(g, x.Tb + r + c, x.Tl + r + c);
-      (g * B::load_unaligned(ebL + c)).store_unaligned(w.tmp + (t & 1) * K + c);
-      if (want_qk)
-        simd::store_amx_a(B::load_unaligned(w.Q + r + c) * e, x.Qb + r + c,
-                          ql ? ql + r + c : nullptr);
-      if (want_kk) simd::store_amx_a(kc * e, x.Kb + r + c, x.Kl + r + c);
+    if (!factored || fp32_rows) {
+      load_query_key_row<A>(t, K, q, k, scale, l2norm, w.Q, w.Kc, x.qn, x.kn);
+      if (!factored) continue;
+      for (index_t c = 0; c < K; c += 16)
+        operands(t, r, c, B::load_unaligned(w.Q + r + c), B::load_unaligned(w.Kc + r + c));
+    } else {  // load_query_key_row's factors and products, without its stores
+      const bf16 *qt = qb + t * q.stride, *kt = kb + t * k.stride;
+      float qn = scale, kn = 1.f;
+      if (l2norm) {
+        qn = scale / std::sqrt(bf16_row_norm2<A>(qt, K) + static_cast<float>(kL2NormEps));
+        kn = 1.f / std::sqrt(bf16_row_norm2<A>(kt, K) + static_cast<float>(kL2NormEps));
+      }
+      x.qn[t] = qn;
+      x.kn[t] = kn;
+      const B qf(qn), kf(kn);
+      for (index_t c = 0; c < K; c += 16)
+        operands(t, r, c, simd::load_float<A>(qt + c) * qf, simd::load_float<A>(kt + c) * kf);
     }
     if (t % 2 == 1 || t == L - 1) {  // the pair of rows t − t % 2 and t (or zero past L)
       const index_t pr = t / 2 * K;
