@@ -3,8 +3,9 @@
 //
 //   prefill-linear/<preset>/<algo>/T:4096/threads:N   B1 H16 K=V=128, every preset, recurrent and
 //                                                     chunked64; gated_delta_rule also chunked
-//                                                     16/32/128 and all threads
-//   prefill-linear-bf16/<gdn|kda>/chunked64/...       the same with bf16 q, k, v and o, 1 and all
+//                                                     16/32/128 and all threads, kda chunked
+//                                                     32/128
+//   prefill-linear-bf16/<gdn|kda>/chunked{64,128}/... the same with bf16 q, k, v and o, 1 and all
 //                                                     threads (conversion in the kernels)
 //   prefill-long/<preset>/<algo>/T:<T>/threads:1      gated_delta_rule and gla, T = 512 … 65536
 //                                                     (ns_per_head_token should stay flat)
@@ -371,6 +372,10 @@ void register_all() {
   for_each_preset([&](const std::string& name, const auto& op) {
     add_prefill<Recurrent>("prefill-linear", name, op, 4096, 1);
     add_prefill<polyattn::Chunked<64>>("prefill-linear", name, op, 4096, 1);
+    if (name == "kda") {  // the chunk sizes of its bf16 cases, in fp32
+      add_prefill<polyattn::Chunked<32>>("prefill-linear", name, op, 4096, 1);
+      add_prefill<polyattn::Chunked<128>>("prefill-linear", name, op, 4096, 1);
+    }
     if (name != "gated_delta_rule") return;
     add_prefill<polyattn::Chunked<16>>("prefill-linear", name, op, 4096, 1);
     add_prefill<polyattn::Chunked<32>>("prefill-linear", name, op, 4096, 1);
@@ -381,14 +386,21 @@ void register_all() {
     }
   });
 
-  // prefill-linear-bf16: Gated DeltaNet and KDA chunked with bf16 q, k, v, o.
+  // prefill-linear-bf16: Gated DeltaNet and KDA chunked with bf16 q, k, v, o, chunks of 64 and
+  // of 128 tokens (on the AMX tiles the products cost little and the per-chunk state work, S
+  // scaled, updated and re-split, is paid half as often with 128).
+  const auto add_bf16 = [&]<index_t C>(std::integral_constant<index_t, C>, int threads) {
+    add_prefill<polyattn::Chunked<C>>("prefill-linear", "gated_delta_rule",
+                                      polyattn::presets::make_gated_delta_rule(), 4096, threads,
+                                      true);
+    add_prefill<polyattn::Chunked<C>>("prefill-linear", "kda", polyattn::presets::make_kda(), 4096,
+                                      threads, true);
+  };
   for (const int threads : {1, all}) {
     if (threads == all && all == 1) continue;
-    add_prefill<polyattn::Chunked<64>>("prefill-linear", "gated_delta_rule",
-                                       polyattn::presets::make_gated_delta_rule(), 4096, threads,
-                                       true);
-    add_prefill<polyattn::Chunked<64>>("prefill-linear", "kda", polyattn::presets::make_kda(), 4096,
-                                       threads, true);
+    add_bf16(std::integral_constant<index_t, 32>{}, threads);
+    add_bf16(std::integral_constant<index_t, 64>{}, threads);
+    add_bf16(std::integral_constant<index_t, 128>{}, threads);
   }
 
   // prefill-long: the per-token cost over T (inputs are prefixes of one allocation).
