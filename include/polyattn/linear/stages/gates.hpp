@@ -37,14 +37,25 @@ template <simd::SimdArch A, class Gate, class Ahead>
 void key_channel_cumulative_gates(const Gate& gate, index_t c0, index_t L, index_t K, float* b,
                                   float* eb, const Ahead& ahead) {
   using B = simd::batch_t<A>;
+  constexpr index_t W = B::size;
   for (index_t t = 0; t < L; ++t) {
     ahead(t);
     float* bt = b + t * K;
+    float* et = eb + t * K;
     gate_log_decay_row<A>(gate, c0 + t, bt, K);
-    if (t > 0)
-      simd::transform<A>(
-          K, bt, [](B x, B y) { return x + y; }, bt - K, bt);
-    decay_exp<A>(bt, eb + t * K, K);
+    index_t i = 0;  // whole vectors: the sum and its exponential in one pass
+    for (; i + W <= K; i += W) {
+      B x = B::load_unaligned(bt + i);
+      if (t > 0) x = B::load_unaligned(bt - K + i) + x;
+      x.store_unaligned(bt + i);
+      decay_exp1<A>(x).store_unaligned(et + i);
+    }
+    if (i < K) {  // the last K mod W channels
+      if (t > 0)
+        simd::transform<A>(
+            K - i, bt + i, [](B x, B y) { return x + y; }, bt - K + i, bt + i);
+      decay_exp<A>(bt + i, et + i, K - i);
+    }
   }
 }
 
