@@ -79,12 +79,17 @@ POLYATTN_TARGET_AMX void pack_amx_a(std::int64_t rows, std::int64_t rows_p, std:
 }
 
 // bf16_pairs(x0, x1) (amx.hpp), and in lo (when non-null) the same pairs of the remainders
-// x − bf16(x).
+// x − bf16(x). The rounded values come back out of the pairs themselves: word i's low half is
+// bf16(x0_i), its high half bf16(x1_i), so bf16(x0) in fp32 is the pair shifted up by 16 bits
+// and bf16(x1) the pair with its low half cleared (no second rounding, no widening).
 POLYATTN_TARGET_AMX inline __m512i amx_pairs(__m512 x0, __m512 x1, __m512i* lo) {
-  if (lo)
-    *lo = bf16_pairs(_mm512_sub_ps(x0, bf16_widen(bf16_round(x0))),
-                     _mm512_sub_ps(x1, bf16_widen(bf16_round(x1))));
-  return bf16_pairs(x0, x1);
+  const __m512i hi = bf16_pairs(x0, x1);
+  if (lo) {
+    const __m512 r0 = _mm512_castsi512_ps(_mm512_slli_epi32(hi, 16));
+    const __m512 r1 = _mm512_castsi512_ps(_mm512_and_si512(hi, _mm512_set1_epi32(-65536)));
+    *lo = bf16_pairs(_mm512_sub_ps(x0, r0), _mm512_sub_ps(x1, r1));
+  }
+  return hi;
 }
 
 template <class Row>
