@@ -36,24 +36,19 @@
 
 namespace polyattn::linear::stages {
 
-// Σ x_i² over the K values of a bf16 row, in simd::dot's order (four accumulators over whole
-// groups of four vectors, the rest into the first; (a0 + a1) + (a2 + a3), then the lanes), so
-// that the row factors equal load_query_key_row's (chunk_inputs.hpp) bit for bit.
-template <simd::SimdArch A>
-POLYATTN_TARGET_AMX float bf16_row_norm2(const bf16* x, index_t K) {
+// Σ x_i² over the K values of a row, vector m of it being v(m), in simd::dot's order (four
+// accumulators over whole groups of four vectors, the rest into the first; (a0 + a1) + (a2 + a3),
+// then the lanes), so that the row factors equal load_query_key_row's (chunk_inputs.hpp) bit
+// for bit.
+template <simd::SimdArch A, class Vector>
+POLYATTN_TARGET_AMX float row_norm2(index_t K, const Vector& v) {
   using B = simd::batch_t<A>;
   constexpr index_t W = B::size;
   B acc[4] = {B(0.f), B(0.f), B(0.f), B(0.f)};
-  index_t c = 0;
-  for (; c + 4 * W <= K; c += 4 * W)
-    for (index_t m = 0; m < 4; ++m) {
-      const B v = simd::load_float<A>(x + c + m * W);
-      acc[m] = simd::fma(v, v, acc[m]);
-    }
-  for (; c < K; c += W) {
-    const B v = simd::load_float<A>(x + c);
-    acc[0] = simd::fma(v, v, acc[0]);
-  }
+  index_t m = 0;
+  for (; (m + 4) * W <= K; m += 4)
+    for (index_t j = 0; j < 4; ++j) acc[j] = simd::fma(v(m + j), v(m + j), acc[j]);
+  for (; m * W < K; ++m) acc[0] = simd::fma(v(m), v(m), acc[0]);
   return simd::reduce_add((acc[0] + acc[1]) + (acc[2] + acc[3]));
 }
 
@@ -63,14 +58,17 @@ POLYATTN_TARGET_AMX float bf16_row_norm2(const bf16* x, index_t K) {
 // halves [Lp/2][K], then the low halves [Lp/2][K] (pairs past row L zero); rows 2p and 2p + 1
 // pass through w.tmp's first two rows. Q̂ and K̂ go to w.Q and w.Kc only where a later stage reads
 // them (not factored, or fp32_rows: a normaliser's); else each row of them is formed in registers
-// from the bf16 row, which the first loop over it (its norms) left in L1.
-template <simd::SimdArch A, bool QueryLo>
-POLYATTN_TARGET_AMX void key_channel_rows(index_t L, index_t Lp, const InRows& q, const InRows& k,
-                                          float scale, bool l2norm, const ChunkBuffers& w,
-                                          const TileOperands& x, bool factored, bool want_qk,
-                                          bool want_kk, bool fp32_rows) {
+// from the bf16 row (held in registers across its norms and its operands where K is the
+// compile-time KC, else read twice from L1).
+template <simd::SimdArch A, bool QueryLo, index_t KC>
+POLYATTN_TARGET_AMX void key_channel_rows_of(index_t L, index_t Lp, const InRows& q,
+                                             const InRows& k, float scale, bool l2norm,
+                                             const ChunkBuffers& w, const TileOperands& x,
+                                             bool factored, bool want_qk, bool want_kk,
+                                             bool fp32_rows) {
   using B = simd::batch_t<A>;
-  const index_t K = w.K;
+  constexpr index_t W = B::size;
+  const index_t K = KC > 0 ? KC : w.K;
   const float* ebL = w.eb + (L - 1) * K;
   std::uint16_t* const ql = QueryLo ? x.Ql : nullptr;
   std::uint32_t* const ke_hi = reinterpret_cast<std::uint32_t*>(w.Kt);
@@ -101,16 +99,28 @@ POLYATTN_TARGET_AMX void key_channel_rows(index_t L, index_t Lp, const InRows& q
         operands(t, r, c, B::load_unaligned(w.Q + r + c), B::load_unaligned(w.Kc + r + c));
     } else {  // load_query_key_row's factors and products, without its stores
       const bf16 *qt = qb + t * q.stride, *kt = kb + t * k.stride;
-      float qn = scale, kn = 1.f;
-      if (l2norm) {
-        qn = scale / std::sqrt(bf16_row_norm2<A>(qt, K) + static_cast<float>(kL2NormEps));
-        kn = 1.f / std::sqrt(bf16_row_norm2<A>(kt, K) + static_cast<float>(kL2NormEps));
+      const auto factors = [&](const auto& qv, const auto& kv) __attribute__((always_inline)) {
+        float qn = scale, kn = 1.f;
+        if (l2norm) {
+          qn = scale / std::sqrt(row_norm2<A>(K, qv) + static_cast<float>(kL2NormEps));
+          kn = 1.f / std::sqrt(row_norm2<A>(K, kv) + static_cast<float>(kL2NormEps));
+        }
+        x.qn[t] = qn;
+        x.kn[t] = kn;
+        const B qf(qn), kf(kn);
+        for (index_t m = 0; m * W < K; ++m) operands(t, r, m * W, qv(m) * qf, kv(m) * kf);
+      };
+      if constexpr (KC > 0) {  // the rows widened once, kept in registers
+        B qr[KC / W], kr[KC / W];
+        for (index_t m = 0; m < KC / W; ++m) {
+          qr[m] = simd::load_float<A>(qt + m * W);
+          kr[m] = simd::load_float<A>(kt + m * W);
+        }
+        factors([&](index_t m) { return qr[m]; }, [&](index_t m) { return kr[m]; });
+      } else {
+        factors([&](index_t m) { return B(simd::load_float<A>(qt + m * W)); },
+                [&](index_t m) { return B(simd::load_float<A>(kt + m * W)); });
       }
-      x.qn[t] = qn;
-      x.kn[t] = kn;
-      const B qf(qn), kf(kn);
-      for (index_t c = 0; c < K; c += 16)
-        operands(t, r, c, simd::load_float<A>(qt + c) * qf, simd::load_float<A>(kt + c) * kf);
     }
     if (t % 2 == 1 || t == L - 1) {  // the pair of rows t − t % 2 and t (or zero past L)
       const index_t pr = t / 2 * K;
@@ -139,6 +149,20 @@ POLYATTN_TARGET_AMX void key_channel_rows(index_t L, index_t Lp, const InRows& q
     zero(x.Kb);
     zero(x.Kl);
   }
+}
+
+// key_channel_rows_of with K = 128 (the common head size) a compile-time constant, else
+// K as it comes.
+template <simd::SimdArch A, bool QueryLo>
+void key_channel_rows(index_t L, index_t Lp, const InRows& q, const InRows& k, float scale,
+                      bool l2norm, const ChunkBuffers& w, const TileOperands& x, bool factored,
+                      bool want_qk, bool want_kk, bool fp32_rows) {
+  if (w.K == 128)
+    key_channel_rows_of<A, QueryLo, 128>(L, Lp, q, k, scale, l2norm, w, x, factored, want_qk,
+                                         want_kk, fp32_rows);
+  else
+    key_channel_rows_of<A, QueryLo, 0>(L, Lp, q, k, scale, l2norm, w, x, factored, want_qk, want_kk,
+                                       fp32_rows);
 }
 
 // The A operand of ΔS = Keᵀ U from the pairs key_channel_rows left in w.Kt: Keh and Kel
