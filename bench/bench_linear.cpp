@@ -5,8 +5,8 @@
 //                                                     chunked64; gated_delta_rule also chunked
 //                                                     16/32/128 and all threads, kda chunked
 //                                                     32/128
-//   prefill-linear-bf16/<gdn|kda>/chunked{64,128}/... the same with bf16 q, k, v and o, 1 and all
-//                                                     threads (conversion in the kernels)
+//   prefill-linear-bf16/<gdn|kda>/chunked{32,64,128}/... the same with bf16 q, k, v and o, 1
+//                                                     and all threads (conversion in the kernels)
 //   prefill-long/<preset>/<algo>/T:<T>/threads:1      gated_delta_rule and gla, T = 512 … 65536
 //                                                     (ns_per_head_token should stay flat)
 //   prefill-short/<preset>/parallel/T:512/threads:1   the masked T×T form, for comparison
@@ -386,9 +386,9 @@ void register_all() {
     }
   });
 
-  // prefill-linear-bf16: Gated DeltaNet and KDA chunked with bf16 q, k, v, o, chunks of 64 and
-  // of 128 tokens (on the AMX tiles the products cost little and the per-chunk state work, S
-  // scaled, updated and re-split, is paid half as often with 128).
+  // prefill-linear-bf16: Gated DeltaNet and KDA chunked with bf16 q, k, v, o, chunks of 32, 64
+  // and 128 tokens: on the AMX tiles the chunk size trades the quadratic products against the
+  // per-chunk state work (S scaled, updated and re-split) differently than in fp32.
   const auto add_bf16 = [&]<index_t C>(std::integral_constant<index_t, C>, int threads) {
     add_prefill<polyattn::Chunked<C>>("prefill-linear", "gated_delta_rule",
                                       polyattn::presets::make_gated_delta_rule(), 4096, threads,

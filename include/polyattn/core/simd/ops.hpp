@@ -69,7 +69,9 @@ inline void require_same_size(std::size_t a, std::size_t b, const char* name) {
 
 }  // namespace detail
 
-// Σ a[i]·b[i] for i in [0, n).
+// Σ a[i]·b[i] for i in [0, n). linear/stages/key_channel_tiles.hpp (row_norm2) repeats this
+// summation order on vectors held in registers, so that its row factors keep the same bits:
+// change both together.
 template <SimdArch A>
 float dot(const float* a, const float* b, std::int64_t n) noexcept {
   detail::require_compiled<A>();
