@@ -25,6 +25,7 @@
 // the variable, the kernels' amx code paths (layouts, packing, softmax).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -136,16 +137,25 @@ POLYATTN_TARGET_AMX inline void amx_c_begin(bool accumulate, float* c, std::int6
     _tile_zero(3);
   }
 }
-POLYATTN_TARGET_AMX inline void amx_k_step(const char* a, std::int64_t lda, const char* b,
-                                           std::int64_t ldb) {
+POLYATTN_TARGET_AMX inline void amx_load_a(const char* a, std::int64_t lda) {
   _tile_loadd(4, a, lda);
   _tile_loadd(5, a + 16 * lda, lda);
+}
+POLYATTN_TARGET_AMX inline void amx_load_b(const char* b, std::int64_t ldb) {
   _tile_loadd(6, b, ldb);
   _tile_loadd(7, b + 64, ldb);
+}
+POLYATTN_TARGET_AMX inline void amx_dp_2x2() {
   _tile_dpbf16ps(0, 4, 6);
   _tile_dpbf16ps(1, 4, 7);
   _tile_dpbf16ps(2, 5, 6);
   _tile_dpbf16ps(3, 5, 7);
+}
+POLYATTN_TARGET_AMX inline void amx_k_step(const char* a, std::int64_t lda, const char* b,
+                                           std::int64_t ldb) {
+  amx_load_a(a, lda);
+  amx_load_b(b, ldb);
+  amx_dp_2x2();
 }
 POLYATTN_TARGET_AMX inline void amx_c_end(float* c, std::int64_t ldc) {
   const std::int64_t ldcb = ldc * 4;
@@ -156,8 +166,12 @@ POLYATTN_TARGET_AMX inline void amx_c_end(float* c, std::int64_t ldc) {
 }
 
 /// C (32 × 32 fp32 at c, row stride ldc floats) (= or +=) Σ over the n terms of Σ_s A_s · B_s,
-/// with C held in tiles 0–3 across all of them (A in 4–5, B in 6–7). Needs an AmxScope on this
-/// thread.
+/// with C held in tiles 0–3 across all of them (A in 4–5, B in 6–7). The k-steps go outside and
+/// the terms inside, so that terms sharing an operand (a split product: Ahi·Bhi, Ahi·Blo,
+/// Alo·Bhi) load it once a step: 10 tile loads for 12 tile products with three terms, 6 for 8
+/// with two, instead of one per product (tile loads stall the products when the core is
+/// contended; docs/conventions.md §9.8). The sum into each C element runs step by step, term by
+/// term within a step. Needs an AmxScope on this thread.
 POLYATTN_TARGET_AMX inline void amx_block_sum(const AmxTerm* terms, int n, bool accumulate,
                                               float* c, std::int64_t ldc) {
 #if POLYATTN_AMX_EMULATED
@@ -170,12 +184,15 @@ POLYATTN_TARGET_AMX inline void amx_block_sum(const AmxTerm* terms, int n, bool 
     std::memcpy(&f, &bits, 4);
     return f;
   };
+  std::int64_t steps = 0;
+  for (int m = 0; m < n; ++m) steps = std::max(steps, terms[m].steps);
   for (int i = 0; i < 32; ++i)
     for (int j = 0; j < 32; ++j) {
       float acc = accumulate ? c[i * ldc + j] : 0.f;
-      for (int m = 0; m < n; ++m) {
-        const AmxTerm& t = terms[m];
-        for (std::int64_t s = 0; s < t.steps; ++s) {
+      for (std::int64_t s = 0; s < steps; ++s) {
+        for (int m = 0; m < n; ++m) {
+          const AmxTerm& t = terms[m];
+          if (s >= t.steps) continue;
           const char* arow = static_cast<const char*>(t.a) + s * t.a_step + i * t.lda;
           const char* bcol = static_cast<const char*>(t.b) + s * t.b_step + j * 4;
           for (int k = 0; k < 16; ++k)  // pair k: A columns 2k, 2k + 1; B pair-row k
@@ -186,13 +203,22 @@ POLYATTN_TARGET_AMX inline void amx_block_sum(const AmxTerm* terms, int n, bool 
       c[i * ldc + j] = acc;
     }
 #else
+  std::int64_t steps = 0;
+  for (int m = 0; m < n; ++m) steps = std::max(steps, terms[m].steps);
   amx_c_begin(accumulate, c, ldc);
-  for (int m = 0; m < n; ++m) {
-    const AmxTerm& t = terms[m];
-    const char* ap = static_cast<const char*>(t.a);
-    const char* bp = static_cast<const char*>(t.b);
-    for (std::int64_t s = 0; s < t.steps; ++s)
-      amx_k_step(ap + s * t.a_step, t.lda, bp + s * t.b_step, t.ldb);
+  for (std::int64_t s = 0; s < steps; ++s) {
+    const char *a_in = nullptr, *b_in = nullptr;  // the operands tiles 4–5 and 6–7 hold
+    std::int64_t lda_in = 0, ldb_in = 0;
+    for (int m = 0; m < n; ++m) {
+      const AmxTerm& t = terms[m];
+      if (s >= t.steps) continue;
+      const char* a = static_cast<const char*>(t.a) + s * t.a_step;
+      const char* b = static_cast<const char*>(t.b) + s * t.b_step;
+      if (a != a_in || t.lda != lda_in) amx_load_a(a, t.lda);
+      if (b != b_in || t.ldb != ldb_in) amx_load_b(b, t.ldb);
+      a_in = a, lda_in = t.lda, b_in = b, ldb_in = t.ldb;
+      amx_dp_2x2();
+    }
   }
   amx_c_end(c, ldc);
 #endif
