@@ -35,6 +35,7 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -543,6 +544,48 @@ TEST(LinearPrecision, ChunkParallelThreadsGiveSerialBits) {
   };
   check.template operator()<f16>(LinearShape{1, 300, 1, 1, 32, 40});
   check.template operator()<bf16>(LinearShape{1, 300, 1, 1, 32, 64});
+}
+
+// Heads in lockstep (scheduler.hpp: one chunk per head and turn, and on the AMX tiles each
+// state's split pairs kept from one turn to the next) give the bits of heads run whole, one per
+// task: Serial takes the 5 heads of a sequence in turn, 8 threads one head per task. bf16 q, k, v
+// and o with K and V multiples of 32 (the tiles, where the machine has them); packed sequences
+// (one empty), ragged last chunks and snapshots (one inside a chunk) included.
+TEST(LinearPrecision, LockstepHeadsKeepTheBitsOnTiles) {
+  const LinearShape s{.B = 1, .T = 301, .H = 1, .HV = 5, .K = 32, .V = 64};
+  const index_t N = 3, M = 3;
+  const std::vector<std::int64_t> cu{0, 150, 150, 301};
+  const std::vector<std::int64_t> snap_pos{64, 100, 32};  // sequence 0: 64 and 100; 2: 32
+  const std::vector<std::int64_t> snap_off{0, 2, 2, 3};
+  const auto check = [&](const auto& op, const char* name) {
+    const Rounded<bf16> r(LinearData(s, 1250));
+    LinearInputs in = r.inputs(op.options(), false);
+    const std::vector<float> h0 = polyattn::test::random_vector(N * s.HV * s.K * s.V, 1251);
+    in.cu_seqlens = cu;
+    in.initial_state = bhkv(h0.data(), N, s.HV, s.K, s.V);
+    in.snapshot_positions = snap_pos;
+    in.snapshot_offsets = snap_off;
+    const auto run = [&](const auto& exec) {
+      std::vector<bf16> o(static_cast<std::size_t>(s.T * s.HV * s.V));
+      std::vector<float> ht(static_cast<std::size_t>(N * s.HV * s.K * s.V)),
+          snaps(M * s.HV * s.K * s.V);
+      op.template forward<Chunked<32>>(in,
+                                       {.o = bthd(o.data(), 1, s.T, s.HV, s.V),
+                                        .final_state = bhkv(ht.data(), N, s.HV, s.K, s.V),
+                                        .snapshots = bhkv(snaps.data(), M, s.HV, s.K, s.V)},
+                                       {}, exec);
+      return std::tuple{o, ht, snaps};
+    };
+    const auto [o1, ht1, sn1] = run(Serial{});
+    const auto [o8, ht8, sn8] = run(ThreadPool(8));
+    EXPECT_TRUE(same_bits(o1, o8)) << name;
+    EXPECT_TRUE(same_bits(ht1, ht8)) << name;
+    EXPECT_TRUE(same_bits(sn1, sn8)) << name;
+    if (op.template uses_bf16_products<Chunked<32>>(in)) ++tile_checks;
+  };
+  check(presets::make_gated_delta_rule(), "gdn");
+  check(presets::make_kda(), "kda");
+  check(presets::gla{}, "gla");
 }
 
 // q, k and v must share one element type: the Error names the first of k, v that differs, and
