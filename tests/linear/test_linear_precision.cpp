@@ -546,11 +546,12 @@ TEST(LinearPrecision, ChunkParallelThreadsGiveSerialBits) {
   check.template operator()<bf16>(LinearShape{1, 300, 1, 1, 32, 64});
 }
 
-// Heads in lockstep (scheduler.hpp: one chunk per head and turn, and on the AMX tiles each
-// state's split pairs kept from one turn to the next) give the bits of heads run whole, one per
-// task: Serial takes the 5 heads of a sequence in turn, 8 threads one head per task. bf16 q, k, v
-// and o with K and V multiples of 32 (the tiles, where the machine has them); packed sequences
-// (one empty), ragged last chunks and snapshots (one inside a chunk) included.
+// Heads in lockstep (scheduler.hpp: one chunk per head and turn, each turn a call of its own)
+// give the bits of heads run whole, one per task, on the AMX tiles too (a call splits its
+// state's pairs itself; within one call the state pass hands them to the next chunk): Serial
+// takes the 5 heads of a sequence in turn, 8 threads one head per task. bf16 q, k, v and o with
+// K and V multiples of 32 (the tiles, where the machine has them); packed sequences (one empty),
+// ragged last chunks and snapshots (one inside a chunk) included.
 TEST(LinearPrecision, LockstepHeadsKeepTheBitsOnTiles) {
   const LinearShape s{.B = 1, .T = 301, .H = 1, .HV = 5, .K = 32, .V = 64};
   const index_t N = 3, M = 3;

@@ -123,7 +123,6 @@ void ChunkedKernel<P>::operator()(A) const {
     }
   }
 #endif
-  if (p.state_pairs) p.state_pairs->valid = false;  // this path writes S without them
   const index_t C = std::min(chunk, p.T), K = p.K, V = p.V;
   const stages::ChunkBuffers w = stages::ChunkBuffers::carve(workspace, C, K, V, key_channel);
   float* S = p.state;

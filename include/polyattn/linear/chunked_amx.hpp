@@ -364,12 +364,7 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
   const bool want_out = p.o != nullptr;
   const InRows q{p.q, p.q_st, p.q_type}, k{p.k, p.k_st, p.k_type}, v{p.v, p.v_st, p.v_type};
   const OutRows o{p.o, p.o_st, p.o_type};
-  // S as split pairs (the right operand of k S0 and q S0): kept by the caller between calls
-  // (lockstep heads) or in x; pairs_of_S says whether they are those of S as it is now.
-  StatePairs* const kept = p.state_pairs;
-  std::uint32_t* const Sh = kept ? kept->hi : x.Sh;
-  std::uint32_t* const Sl = kept ? kept->lo : x.Sl;
-  bool pairs_of_S = kept && kept->valid;
+  bool state_pairs_ready = false;  // x.Sh / x.Sl hold S as pairs
   for (index_t c0 = 0; c0 < p.T; c0 += chunk) {
     const index_t L = std::min(chunk, p.T - c0), Lp = (L + 31) / 32 * 32;
     const InRows qc = rows_from<A>(q, c0), kc = rows_from<A>(k, c0), vc = rows_from<A>(v, c0);
@@ -419,12 +414,11 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
                            output_a_lo<OutputTerms>(x.Ql), K);
       }
     }
-    // S0 as pairs, split: right operand of k S0 and q S0 (unless the previous chunk's state
-    // pass left them, in this call or the caller's last)
-    if ((P::delta || want_out) && !pairs_of_S) {
-      simd::pack_amx_b(K, K, V, fp32_rows<A>(S, V), Sh, Sl, V);
-      pairs_of_S = true;
-    }
+    // S0 as pairs, split: right operand of k S0 and q S0 (the previous chunk's state pass
+    // left them when it ran)
+    if ((P::delta || want_out) && !state_pairs_ready)
+      simd::pack_amx_b(K, K, V, fp32_rows<A>(S, V), x.Sh, x.Sl, V);
+    state_pairs_ready = false;
     if constexpr (P::delta) {
       update_betas<A>(p.update, c0, w.beta, L);
       // U = T (β ∘ (V − e^{b} ∘ K̂ S0)) with T = (I + tril(β·KK, −1))⁻¹ (header comment).
@@ -442,8 +436,8 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
           key_channel ? simd::AmxA{x.Kb, x.Kl, K} : simd::AmxA{x.Kb, nullptr, K};
       const simd::AmxA queries_a{x.Qb, key_channel ? output_a_lo<OutputTerms>(x.Ql) : nullptr, K,
                                  OutputTerms >= 2};
-      delta_rhs_on_tiles<A>(L, Lp, K, V, keys_a, {Sh, Sl, V}, queries_a, want_out ? w.O : nullptr,
-                            vc, f, w.beta, x.dS, x.Fh, x.Fl);
+      delta_rhs_on_tiles<A>(L, Lp, K, V, keys_a, {x.Sh, x.Sl, V}, queries_a,
+                            want_out ? w.O : nullptr, vc, f, w.beta, x.dS, x.Fh, x.Fl);
       const auto lower = [tt = w.KK, C](std::int64_t t, std::int64_t c) {
         return load_first<A>(tt + t * C, c, t + 1);
       };
@@ -461,11 +455,11 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
       if constexpr (key_channel) {  // (q̂ ∘ e^{b}) S0, split (with k S0 for the delta rule)
         if (!P::delta)
           simd::amx_gemm(Lp, V, K, {x.Qb, output_a_lo<OutputTerms>(x.Ql), K},
-                         {Sh, output_b_lo<OutputTerms>(Sl), V}, false, w.O, V);
+                         {x.Sh, output_b_lo<OutputTerms>(x.Sl), V}, false, w.O, V);
       } else {  // q S0 on the input rows, then each row times qn_t e^{b_t}
         if (!P::delta)
-          simd::amx_gemm(Lp, V, K, {x.Qb, nullptr, K}, {Sh, output_b_lo<OutputTerms>(Sl), V}, false,
-                         w.O, V);
+          simd::amx_gemm(Lp, V, K, {x.Qb, nullptr, K}, {x.Sh, output_b_lo<OutputTerms>(x.Sl), V},
+                         false, w.O, V);
         for (index_t t = 0; t < L; ++t)
           simd::scale<A>(Shape == GateShape::Scalar ? x.qn[t] * w.eb[t] : x.qn[t], w.O + t * V, V);
       }
@@ -520,14 +514,10 @@ void chunked_on_tiles(const HeadProblem<P>& p, index_t chunk, const ChunkBuffers
       chunk_decay<A, Shape>(L, w, p.decay_out);
       continue;
     }
-    // the new S's pairs while it is in L1, where a next chunk (here or in the caller's next
-    // call) takes them
-    const bool pairs_next = (P::delta || want_out) && (c0 + chunk < p.T || kept);
-    update_state_on_tiles<A, Shape>(L, Lp, w, keys, updates, S, x.dS, pairs_next ? Sh : nullptr,
-                                    Sl);
-    pairs_of_S = pairs_next;
+    state_pairs_ready = (P::delta || want_out) && c0 + chunk < p.T;
+    update_state_on_tiles<A, Shape>(L, Lp, w, keys, updates, S, x.dS,
+                                    state_pairs_ready ? x.Sh : nullptr, x.Sl);
   }
-  if (kept) kept->valid = pairs_of_S;
 }
 
 }  // namespace polyattn::linear::stages

@@ -19,25 +19,12 @@
 #pragma once
 
 #include <cstddef>
-#include <cstdint>
 
 #include "polyattn/core/element.hpp"
 #include "polyattn/core/tensor_view.hpp"
 #include "polyattn/linear/policies.hpp"
 
 namespace polyattn::linear {
-
-// The split VNNI pairs of a head's state (chunked_amx.hpp: S0 = hi + lo, the tiles' right
-// operand of k S0 and q S0), kept by the caller between calls that continue the same state
-// (lockstep heads, linear/scheduler.hpp), so that a call does not split S again: hi and lo
-// [K/2][V] words each; valid says whether they are the pairs of the state as it is now. Only
-// Chunked<C> calls take them: the tile chunk loop leaves them valid for the state it leaves
-// (forming them while the new state is in L1), its fp32 path sets valid to false.
-struct StatePairs {
-  std::uint32_t* hi = nullptr;
-  std::uint32_t* lo = nullptr;
-  bool valid = false;
-};
 
 template <class P>
 struct HeadProblem {
@@ -79,8 +66,6 @@ struct HeadProblem {
   // Lockstep heads (linear/scheduler.hpp): the head that runs the same tokens next, whose rows
   // the tile chunk loop asks for while its own products run (stages/prefetch.hpp); or null.
   const HeadProblem* next_head = nullptr;
-  // Lockstep heads: the state's pairs kept between this head's calls, or null.
-  StatePairs* state_pairs = nullptr;
 };
 
 // Scratch memory of one kernel call, owned by the caller.

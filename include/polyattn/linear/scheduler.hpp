@@ -25,7 +25,6 @@
 #pragma once
 
 #include <algorithm>
-#include <cstdint>
 #include <memory>
 #include <type_traits>
 #include <utility>
@@ -150,20 +149,6 @@ index_t lockstep_heads(const LinearDims& d, const HeadStates& states, int thread
   }
 }
 
-/// Whether lockstep heads keep their states' split pairs between turns (head.hpp: StatePairs):
-/// with several heads in turn on the AMX tiles, each turn would otherwise split its state again
-/// (K·V values) for the chunk's products; the tile chunk loop forms the pairs anyway while the
-/// new state is in L1. One problem p of the task tells the element types.
-template <class Algo, class P>
-bool keep_state_pairs(index_t heads, const HeadProblem<P>& p) {
-  if constexpr (!requires { Algo::chunk; }) {
-    return false;
-  } else {
-    return heads > 1 && tile_problem(p.q_type, p.k_type, p.v_type, p.K, p.V, Algo::chunk) &&
-           simd::isa_at_least(simd::runtime_isa(), simd::Isa::amx);
-  }
-}
-
 /// Tasks of lockstep_heads value heads of one sequence. problem(n, hv, off, L) gives the
 /// HeadProblem of tokens [off, off + L) of sequence n, value head hv, without state. Heads in
 /// lockstep run their pieces one chunk at a time, in turn; a chunk is the same computation
@@ -181,21 +166,11 @@ void run_heads(const std::vector<Segment>& segs, const LinearDims& d, const Head
       std::unique_ptr<float[]> owned;  // default-initialised: load() writes every element
       float* state = nullptr;
       std::vector<float> z;
-      std::unique_ptr<std::uint32_t[]> pair_words;  // pairs' storage (keep_state_pairs)
-      StatePairs pairs;
     };
     std::vector<Head> head(static_cast<std::size_t>(heads));
     std::vector<float> scratch;
-    const bool keep_pairs = keep_state_pairs<Algo>(heads, problem(n, hv0, 0, 0));
     for (index_t h = 0; h < heads; ++h) {
       Head& e = head[static_cast<std::size_t>(h)];
-      if (keep_pairs) {  // [K/2][V] words each, 64-byte aligned
-        const auto half = static_cast<std::size_t>(d.K / 2 * d.V);
-        e.pair_words.reset(new std::uint32_t[2 * half + 16]);
-        auto* base = reinterpret_cast<std::uint32_t*>(
-            (reinterpret_cast<std::uintptr_t>(e.pair_words.get()) + 63) / 64 * 64);
-        e.pairs = {base, base + half, false};
-      }
       if (const float* ro = states.read_in_place(n, hv0 + h)) {  // never written
         e.state = const_cast<float*>(ro);
       } else if (in_place) {
@@ -217,7 +192,6 @@ void run_heads(const std::vector<Segment>& segs, const LinearDims& d, const Head
           auto p = problem(n, hv0 + h, off + s, len);
           p.state = e.state;
           p.z = e.z.empty() ? nullptr : e.z.data();
-          if (keep_pairs) p.state_pairs = &e.pairs;
           const auto next = h + 1 < heads ? problem(n, hv0 + h + 1, off + s, len) : p;
           if (h + 1 < heads) p.next_head = &next;  // its rows are asked for meanwhile
           run_head<Algo>(p, scratch);
