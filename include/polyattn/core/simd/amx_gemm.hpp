@@ -145,18 +145,31 @@ POLYATTN_TARGET_AMX inline void transpose_words(std::int64_t rows, std::int64_t 
 
 // The rows of the transpose of a bf16 matrix X [n][2m] from its pairs P = transpose_words of X
 // read as words ([m][n] words): Xᵀ row 2c is the low halves of P's row c, row 2c + 1 the high
-// halves. dst [2m][n] bf16 (n a multiple of 16).
+// halves. dst [2m][n] bf16 (n a multiple of 16): 32 columns at a time by one two-source word
+// permute per output row, the last 16 (if any) by narrowing.
 POLYATTN_TARGET_AMX inline void bf16_rows_from_pairs(std::int64_t m, std::int64_t n,
                                                      const std::uint32_t* pairs,
                                                      std::uint16_t* dst) {
-  for (std::int64_t c = 0; c < m; ++c)
-    for (std::int64_t s = 0; s < n; s += 16) {
+  const __m512i even =
+      _mm512_set_epi16(62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26,
+                       24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_add_epi16(even, _mm512_set1_epi16(1));
+  for (std::int64_t c = 0; c < m; ++c) {
+    std::int64_t s = 0;
+    for (; s + 32 <= n; s += 32) {
+      const __m512i w0 = _mm512_loadu_si512(pairs + c * n + s);
+      const __m512i w1 = _mm512_loadu_si512(pairs + c * n + s + 16);
+      _mm512_storeu_si512(dst + 2 * c * n + s, _mm512_permutex2var_epi16(w0, even, w1));
+      _mm512_storeu_si512(dst + (2 * c + 1) * n + s, _mm512_permutex2var_epi16(w0, odd, w1));
+    }
+    for (; s < n; s += 16) {
       const __m512i w = _mm512_loadu_si512(pairs + c * n + s);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * c * n + s),
                           _mm512_cvtepi32_epi16(w));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (2 * c + 1) * n + s),
                           _mm512_cvtepi32_epi16(_mm512_srli_epi32(w, 16)));
     }
+  }
 }
 
 // One 32 × 32 block of C (=, +=) A · B: rows i0 .. i0 + 31, columns j0 .. j0 + 31, the inner sum
