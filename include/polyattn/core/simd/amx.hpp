@@ -174,6 +174,8 @@ POLYATTN_TARGET_AMX inline void amx_c_end(float* c, std::int64_t ldc) {
 /// term within a step. Needs an AmxScope on this thread.
 POLYATTN_TARGET_AMX inline void amx_block_sum(const AmxTerm* terms, int n, bool accumulate,
                                               float* c, std::int64_t ldc) {
+  std::int64_t steps = 0;
+  for (int m = 0; m < n; ++m) steps = std::max(steps, terms[m].steps);
 #if POLYATTN_AMX_EMULATED
   const auto value = [](const char* p) {  // bf16 → fp32, denormals → 0
     std::uint16_t h;
@@ -184,8 +186,6 @@ POLYATTN_TARGET_AMX inline void amx_block_sum(const AmxTerm* terms, int n, bool 
     std::memcpy(&f, &bits, 4);
     return f;
   };
-  std::int64_t steps = 0;
-  for (int m = 0; m < n; ++m) steps = std::max(steps, terms[m].steps);
   for (int i = 0; i < 32; ++i)
     for (int j = 0; j < 32; ++j) {
       float acc = accumulate ? c[i * ldc + j] : 0.f;
@@ -203,8 +203,6 @@ POLYATTN_TARGET_AMX inline void amx_block_sum(const AmxTerm* terms, int n, bool 
       c[i * ldc + j] = acc;
     }
 #else
-  std::int64_t steps = 0;
-  for (int m = 0; m < n; ++m) steps = std::max(steps, terms[m].steps);
   amx_c_begin(accumulate, c, ldc);
   for (std::int64_t s = 0; s < steps; ++s) {
     const char *a_in = nullptr, *b_in = nullptr;  // the operands tiles 4–5 and 6–7 hold
